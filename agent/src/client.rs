@@ -1,0 +1,108 @@
+//! HTTP client of the shipper: uploads segments and asks where a stream stands.
+
+use std::time::Duration;
+
+use logferry_common::wire::{ErrorBody, SegmentAck, StreamHead, SEGMENTS_PATH, STREAMS_PATH};
+use logferry_common::StreamId;
+use reqwest::StatusCode;
+
+use crate::error::{AgentError, Result};
+
+/// A client of one shipper.
+#[derive(Debug, Clone)]
+pub struct ShipperClient {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl ShipperClient {
+    /// A client for the shipper at `base` (e.g. `http://shipper:9450`).
+    ///
+    /// # Errors
+    /// [`AgentError::ShipperUnavailable`] when the HTTP client cannot be built.
+    pub fn new(base: &str, timeout: Duration) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(|e| AgentError::ShipperUnavailable(e.to_string()))?;
+        Ok(ShipperClient {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+        })
+    }
+
+    /// Uploads one encoded segment; `Ok` means it is durably stored (201, or 200 for an
+    /// identical re-send).
+    ///
+    /// # Errors
+    /// [`AgentError::ShipperUnavailable`] (retry) for network errors and 5xx,
+    /// [`AgentError::ShipperRefused`] for 409 and other 4xx.
+    pub async fn upload(&self, name: &str, bytes: Vec<u8>) -> Result<SegmentAck> {
+        let url = format!("{}{SEGMENTS_PATH}", self.base);
+        let resp = self
+            .http
+            .post(&url)
+            .header("content-type", "application/octet-stream")
+            .body(bytes)
+            .send()
+            .await
+            .map_err(|e| AgentError::ShipperUnavailable(format!("POST {url}: {e}")))?;
+        let status = resp.status();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| AgentError::ShipperUnavailable(format!("POST {url}: {e}")))?;
+        if status == StatusCode::CREATED || status == StatusCode::OK {
+            return serde_json::from_slice(&body).map_err(|e| {
+                AgentError::ShipperUnavailable(format!(
+                    "POST {url}: unreadable acknowledgement: {e}"
+                ))
+            });
+        }
+        let reason = format!("{status}: {}", error_text(&body));
+        if status.is_client_error() {
+            Err(AgentError::ShipperRefused {
+                segment: name.to_owned(),
+                reason,
+            })
+        } else {
+            Err(AgentError::ShipperUnavailable(format!(
+                "POST {url}: {reason}"
+            )))
+        }
+    }
+
+    /// What the shipper holds of `stream`.
+    ///
+    /// # Errors
+    /// [`AgentError::ShipperUnavailable`] for network errors and unexpected answers.
+    pub async fn head(&self, stream: &StreamId) -> Result<StreamHead> {
+        let url = format!("{}{STREAMS_PATH}/{stream}", self.base);
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| AgentError::ShipperUnavailable(format!("GET {url}: {e}")))?;
+        let status = resp.status();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| AgentError::ShipperUnavailable(format!("GET {url}: {e}")))?;
+        if status != StatusCode::OK {
+            return Err(AgentError::ShipperUnavailable(format!(
+                "GET {url}: {status}: {}",
+                error_text(&body)
+            )));
+        }
+        serde_json::from_slice(&body).map_err(|e| {
+            AgentError::ShipperUnavailable(format!("GET {url}: unreadable answer: {e}"))
+        })
+    }
+}
+
+fn error_text(body: &[u8]) -> String {
+    serde_json::from_slice::<ErrorBody>(body)
+        .map(|b| b.error)
+        .unwrap_or_else(|_| String::from_utf8_lossy(body).chars().take(300).collect())
+}

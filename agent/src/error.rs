@@ -1,0 +1,99 @@
+//! The error type of `logferry-agent`.
+
+use std::path::PathBuf;
+
+/// Everything that stops or delays the agent, named by what happens next: `is_retryable`
+/// errors are retried with backoff, the others stop the agent with the message.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AgentError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] logferry_config::ConfigError),
+    /// The database could not be reached (refused, timed out, DNS); retried.
+    #[error("cannot connect to the database at {addr}: {reason}")]
+    Unreachable {
+        /// host:port from the source URL.
+        addr: String,
+        /// What the network said.
+        reason: String,
+    },
+    /// The database refused the credentials.
+    #[error("the database at {addr} refused the login: {reason}; check the user and password in source.url")]
+    AccessDenied {
+        /// host:port from the source URL.
+        addr: String,
+        /// The server's message.
+        reason: String,
+    },
+    /// The server is not configured in a way that can be tailed (binlog off, not ROW, ...).
+    #[error("the database cannot be tailed: {0}")]
+    ServerSetup(String),
+    /// The replication stream broke or the server returned an error mid-stream; retried.
+    #[error("binlog stream from {addr} failed: {reason}")]
+    Stream {
+        /// host:port.
+        addr: String,
+        /// The error.
+        reason: String,
+    },
+    /// The server sent something that violates the protocol or our position bookkeeping.
+    #[error("unexpected data from the server: {0}")]
+    Protocol(String),
+    /// The stream cannot continue without losing events (binlog purged, position skipped).
+    #[error("gap in the change log: {0}")]
+    Gap(String),
+    /// A spool or checkpoint file could not be written or read.
+    #[error("spool {path}: {source}")]
+    Spool {
+        /// The file or directory.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A spooled segment failed validation (disk damage); it is moved aside, not shipped.
+    #[error("spooled segment {path} is corrupt: {reason}")]
+    SpoolCorrupt {
+        /// The file.
+        path: PathBuf,
+        /// The validation error.
+        reason: String,
+    },
+    /// The shipper could not be reached or answered 5xx; retried.
+    #[error("shipper unavailable: {0}")]
+    ShipperUnavailable(String),
+    /// The shipper refused a segment (409 conflict or 4xx); needs an operator.
+    #[error("shipper refused segment {segment}: {reason}")]
+    ShipperRefused {
+        /// Spool file name of the segment.
+        segment: String,
+        /// Status and message of the shipper.
+        reason: String,
+    },
+    /// A segment could not be sealed.
+    #[error(transparent)]
+    Segment(#[from] logferry_common::Error),
+}
+
+impl AgentError {
+    /// Whether waiting and trying again can fix this.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            AgentError::Unreachable { .. }
+                | AgentError::Stream { .. }
+                | AgentError::ShipperUnavailable(_)
+        )
+    }
+
+    pub(crate) fn spool(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        AgentError::Spool {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Result with [`AgentError`].
+pub type Result<T, E = AgentError> = std::result::Result<T, E>;

@@ -1,0 +1,23 @@
+//! The logferry agent: tails a database's change log beside it and ships sealed segments to
+//! the shipper, crash-safe.
+//!
+//! # Layout
+//! - [`sources`]: one module per database kind behind the [`sources::Source`] trait.
+//! - [`segmenter`]: cuts the event stream into segments at transaction boundaries.
+//! - [`spool`]: durable local spool and checkpoint (the durability rules live in its docs).
+//! - [`client`]: HTTP client of the shipper.
+//! - [`pipeline`]: wires source → segmenter → spool → shipper and handles retries.
+//! - [`metrics`]: Prometheus gauges and counters for every stage.
+//! - [`backoff`]: retry delays.
+//! - [`error`]: the crate's error type.
+
+pub mod backoff;
+pub mod client;
+pub mod error;
+pub mod metrics;
+pub mod pipeline;
+pub mod segmenter;
+pub mod sources;
+pub mod spool;
+
+pub use error::{AgentError, Result};

@@ -1,0 +1,112 @@
+//! `logferry-agent`: the sidecar beside a database.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use logferry_agent::pipeline;
+use logferry_config::AgentConfig;
+use tracing::{error, info};
+
+/// Tails a database's change log (MySQL/MariaDB binlog) and ships small sealed, checksummed
+/// segments to a logferry shipper, so that losing the database costs about a second of data.
+///
+/// Every value of the config file can be overridden from the environment:
+/// LOGFERRY__SECTION__KEY=value (e.g. LOGFERRY__SOURCE__URL=mysql://repl:pw@db:3306).
+/// Log verbosity: RUST_LOG=debug.
+#[derive(Parser)]
+#[command(name = "logferry-agent", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Tail the source and ship segments until stopped (SIGINT/SIGTERM seal what is complete
+    /// and exit; a crash loses nothing either: the spool is shipped first on restart).
+    Run {
+        /// Agent config file (TOML); see examples/agent.toml.
+        #[arg(long, short, env = "LOGFERRY_AGENT_CONFIG")]
+        config: PathBuf,
+    },
+    /// Load and validate a config file, print the effective settings and exit.
+    CheckConfig {
+        /// Agent config file (TOML).
+        #[arg(long, short, env = "LOGFERRY_AGENT_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    init_logging();
+    let cli = Cli::parse();
+    let (Command::Run { config } | Command::CheckConfig { config }) = &cli.command;
+    let cfg = match AgentConfig::load(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("logferry-agent: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Command::CheckConfig { .. } = cli.command {
+        println!("{cfg:#?}");
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("logferry-agent: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            info!("shutdown requested; sealing complete transactions");
+            let _ = tx.send(true);
+        });
+        match pipeline::run(cfg, rx).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                error!(error = %e, "agent stopped");
+                eprintln!("logferry-agent: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

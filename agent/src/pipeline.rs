@@ -1,0 +1,412 @@
+//! The running agent: source task → segmenter → spool → shipper loop.
+//!
+//! The source runs in its own task and hands events over a bounded channel, so reading the
+//! network overlaps with compressing and fsyncing. The segmenter loop seals and spools; the
+//! ship loop uploads spooled segments oldest first and advances the checkpoint only on an
+//! acknowledgement. When the spool exceeds `agent.spool_max_bytes` the segmenter loop stops
+//! taking events, the channel fills, and the source stops reading (disk, not memory, holds
+//! the lag).
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use logferry_common::{Position, SourceKind};
+use logferry_config::{AgentConfig, SourceConfig};
+use tokio::sync::{mpsc, watch, Notify};
+use tracing::{error, info, warn};
+
+use crate::backoff::Backoff;
+use crate::client::ShipperClient;
+use crate::error::{AgentError, Result};
+use crate::metrics::{self, now_ms, Metrics};
+use crate::segmenter::Segmenter;
+use crate::sources::{mysql, Source, SourceItem};
+use crate::spool::Spool;
+
+/// Cancels everything when it changes to `true`.
+pub type ShutdownRx = watch::Receiver<bool>;
+
+/// Messages from the source task to the segmenter loop.
+enum Msg {
+    Preamble(Vec<u8>),
+    Item(SourceItem),
+    /// The source reconnected: drop events after the last transaction boundary.
+    Restart,
+    Fatal(AgentError),
+}
+
+/// Read times of segments not yet acknowledged, for the RPO-exposure gauge.
+#[derive(Default)]
+struct Exposure {
+    spooled: Mutex<VecDeque<i64>>,
+    open_ms: std::sync::atomic::AtomicI64,
+}
+
+impl Exposure {
+    fn publish(&self, m: &Metrics) {
+        let spooled = self
+            .spooled
+            .lock()
+            .map(|q| q.front().copied())
+            .unwrap_or(None);
+        let open = self.open_ms.load(Ordering::Relaxed);
+        let oldest = spooled.or((open != 0).then_some(open)).unwrap_or(0);
+        m.oldest_unacked_read_ms.store(oldest, Ordering::Relaxed);
+    }
+}
+
+/// Runs the agent until `shutdown` turns `true` or a non-retryable error occurs.
+///
+/// # Errors
+/// The first non-retryable [`AgentError`] of any stage.
+pub async fn run(cfg: AgentConfig, shutdown: ShutdownRx) -> Result<()> {
+    let spool = Arc::new(Spool::open(&cfg.agent.spool_dir)?);
+    let metrics = Arc::new(Metrics::default());
+    if let Some(addr) = cfg.agent.metrics_listen {
+        tokio::spawn(metrics::serve(
+            addr,
+            cfg.agent.stream.to_string(),
+            metrics.clone(),
+        ));
+    }
+    let client = ShipperClient::new(
+        &cfg.shipper.url,
+        Duration::from_millis(cfg.shipper.timeout_ms),
+    )?;
+    let retry = Backoff::new(
+        Duration::from_millis(cfg.shipper.retry_min_ms),
+        Duration::from_millis(cfg.shipper.retry_max_ms),
+    );
+    let exposure = Arc::new(Exposure::default());
+    let sealed = Arc::new(Notify::new());
+    let acked = Arc::new(Notify::new());
+
+    let resume = initial_position(&cfg, &spool, &client, retry.clone(), shutdown.clone()).await?;
+    info!(stream = %cfg.agent.stream, resume = ?resume.as_ref().map(|p| p.to_string()), "agent starting");
+
+    let (tx, rx) = mpsc::channel(4096);
+    let source_task = tokio::spawn(source_task(
+        cfg.source.clone(),
+        resume,
+        tx,
+        retry.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+    let _abort = AbortOnDrop(source_task);
+
+    let segment_loop = segment_loop(
+        &cfg,
+        rx,
+        &spool,
+        &metrics,
+        &exposure,
+        &sealed,
+        &acked,
+        shutdown.clone(),
+    );
+    let ship_loop = ship_loop(
+        &client, &spool, &metrics, &exposure, &sealed, &acked, retry, shutdown,
+    );
+    tokio::try_join!(segment_loop, ship_loop).map(|_| ())
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn source_kind(cfg: &SourceConfig) -> SourceKind {
+    match cfg {
+        SourceConfig::Mysql(_) => SourceKind::Mysql,
+    }
+}
+
+async fn initial_position(
+    cfg: &AgentConfig,
+    spool: &Spool,
+    client: &ShipperClient,
+    mut backoff: Backoff,
+    mut shutdown: ShutdownRx,
+) -> Result<Option<Position>> {
+    loop {
+        match spool.resume_position() {
+            Ok(Some(p)) => return Ok(Some(p)),
+            Ok(None) => break,
+            Err(e @ AgentError::SpoolCorrupt { .. }) => {
+                error!(error = %e, "quarantined a corrupt spool file")
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    loop {
+        match client.head(&cfg.agent.stream).await {
+            Ok(head) => {
+                let kind = source_kind(&cfg.source);
+                return head
+                    .end
+                    .map(|e| Position::parse(kind, &e))
+                    .transpose()
+                    .map_err(AgentError::from);
+            }
+            Err(e) => {
+                let wait = backoff.next_delay();
+                warn!(error = %e, retry_in = ?wait, "no local checkpoint, and the shipper cannot tell where the stream stands; waiting for it");
+                if wait_or_shutdown(wait, &mut shutdown).await {
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+/// Sleeps for `d`; returns `true` if shutdown was requested meanwhile.
+async fn wait_or_shutdown(d: Duration, shutdown: &mut ShutdownRx) -> bool {
+    if *shutdown.borrow() {
+        return true;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(d) => false,
+        _ = shutdown.changed() => true,
+    }
+}
+
+async fn source_task(
+    cfg: SourceConfig,
+    mut resume: Option<Position>,
+    tx: mpsc::Sender<Msg>,
+    mut backoff: Backoff,
+    metrics: Arc<Metrics>,
+    mut shutdown: ShutdownRx,
+) {
+    let SourceConfig::Mysql(mcfg) = &cfg;
+    let mut first = true;
+    loop {
+        let at = match &resume {
+            Some(Position::Binlog(p)) => Some(p.clone()),
+            None => None,
+        };
+        let result = match mysql::connect(mcfg, at.as_ref()).await {
+            Ok(mut src) => {
+                backoff.reset();
+                if !first && tx.send(Msg::Restart).await.is_err() {
+                    return;
+                }
+                first = false;
+                pump(&mut src, &tx, &mut resume, &metrics).await
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => return,
+            Err(e) if e.is_retryable() => {
+                metrics.source_reconnects.fetch_add(1, Ordering::Relaxed);
+                let wait = backoff.next_delay();
+                warn!(error = %e, retry_in = ?wait, "source unavailable; will reconnect after the last complete transaction");
+                if wait_or_shutdown(wait, &mut shutdown).await {
+                    return;
+                }
+            }
+            Err(e) => {
+                let _ = tx.send(Msg::Fatal(e)).await;
+                return;
+            }
+        }
+    }
+}
+
+/// Moves items from `src` into `tx` until an error; `Ok` when the receiver is gone.
+async fn pump<S: Source>(
+    src: &mut S,
+    tx: &mpsc::Sender<Msg>,
+    resume: &mut Option<Position>,
+    metrics: &Metrics,
+) -> Result<()> {
+    let mut preamble: Vec<u8> = Vec::new();
+    loop {
+        let item = src.next().await?;
+        if let SourceItem::Event(ev) = &item {
+            if src.preamble() != preamble.as_slice() {
+                preamble = src.preamble().to_vec();
+                if tx.send(Msg::Preamble(preamble.clone())).await.is_err() {
+                    return Ok(());
+                }
+            }
+            metrics.events_read.fetch_add(1, Ordering::Relaxed);
+            metrics
+                .bytes_read
+                .fetch_add(ev.record.len() as u64, Ordering::Relaxed);
+            if ev.boundary {
+                *resume = Some(ev.end.clone());
+            }
+        }
+        if tx.send(Msg::Item(item)).await.is_err() {
+            return Ok(());
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn segment_loop(
+    cfg: &AgentConfig,
+    mut rx: mpsc::Receiver<Msg>,
+    spool: &Spool,
+    metrics: &Metrics,
+    exposure: &Exposure,
+    sealed: &Notify,
+    acked: &Notify,
+    mut shutdown: ShutdownRx,
+) -> Result<()> {
+    let mut seg = Segmenter::new(
+        cfg.agent.stream.clone(),
+        source_kind(&cfg.source),
+        cfg.segment.max_bytes,
+        cfg.segment.max_age(),
+    );
+    let mut preamble = Vec::new();
+    let seal = |seg: &mut Segmenter| -> Result<()> {
+        let opened = seg.opened_at();
+        if let Some(s) = seg.seal()? {
+            spool.write(&s)?;
+            let read_ms = opened
+                .map(|t| now_ms() - t.elapsed().as_millis() as i64)
+                .unwrap_or_else(now_ms);
+            if let Ok(mut q) = exposure.spooled.lock() {
+                q.push_back(read_ms);
+            }
+            exposure.open_ms.store(0, Ordering::Relaxed);
+            exposure.publish(metrics);
+            metrics.segments_sealed.fetch_add(1, Ordering::Relaxed);
+            metrics.spool_bytes.store(spool.bytes(), Ordering::Relaxed);
+            sealed.notify_one();
+        }
+        Ok(())
+    };
+    loop {
+        if spool.bytes() > cfg.agent.spool_max_bytes {
+            warn!(
+                spool_bytes = spool.bytes(),
+                limit = cfg.agent.spool_max_bytes,
+                "spool full; pausing the source until the shipper catches up"
+            );
+            tokio::select! {
+                _ = acked.notified() => continue,
+                _ = shutdown.changed() => return seal(&mut seg),
+            }
+        }
+        let deadline = seg.deadline();
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => return seal(&mut seg),
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now).into()), if deadline.is_some() => seal(&mut seg)?,
+            msg = rx.recv() => match msg {
+                Some(Msg::Preamble(p)) => preamble = p,
+                Some(Msg::Item(SourceItem::Event(ev))) => {
+                    if seg.opened_at().is_none() {
+                        exposure.open_ms.store(now_ms(), Ordering::Relaxed);
+                        exposure.publish(metrics);
+                    }
+                    seg.push(ev, || preamble.clone());
+                    if seg.should_seal(Instant::now()) {
+                        seal(&mut seg)?;
+                    }
+                }
+                Some(Msg::Item(SourceItem::Heartbeat)) => {
+                    metrics.heartbeats.fetch_add(1, Ordering::Relaxed);
+                }
+                Some(Msg::Restart) => {
+                    seg.truncate_to_boundary();
+                }
+                Some(Msg::Fatal(e)) => {
+                    seal(&mut seg)?;
+                    return Err(e);
+                }
+                None => return seal(&mut seg),
+            },
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn ship_loop(
+    client: &ShipperClient,
+    spool: &Spool,
+    metrics: &Metrics,
+    exposure: &Exposure,
+    sealed: &Notify,
+    acked: &Notify,
+    mut backoff: Backoff,
+    mut shutdown: ShutdownRx,
+) -> Result<()> {
+    loop {
+        let entries = spool.list()?;
+        metrics
+            .spool_segments
+            .store(entries.len() as u64, Ordering::Relaxed);
+        metrics.spool_bytes.store(spool.bytes(), Ordering::Relaxed);
+        if entries.is_empty() {
+            tokio::select! {
+                _ = sealed.notified() => continue,
+                _ = shutdown.changed() => return Ok(()),
+            }
+        }
+        for entry in entries {
+            let seg = match spool.read(&entry) {
+                Ok(s) => s,
+                Err(e @ AgentError::SpoolCorrupt { .. }) => {
+                    error!(error = %e, "a spooled segment is damaged and was moved aside; the stored chain will show a gap there");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let mut failures = 0u32;
+            loop {
+                match client.upload(&entry.name, seg.bytes().to_vec()).await {
+                    Ok(ack) => {
+                        backoff.reset();
+                        if failures > 0 {
+                            info!(segment = %entry.name, "shipper reachable again");
+                        }
+                        tracing::debug!(key = %ack.key, duplicate = ack.duplicate, "segment acknowledged");
+                        break;
+                    }
+                    Err(e) if e.is_retryable() => {
+                        failures += 1;
+                        metrics.ship_retries.fetch_add(1, Ordering::Relaxed);
+                        let wait = backoff.next_delay();
+                        if failures == 1 || failures % 20 == 0 {
+                            warn!(error = %e, retry_in = ?wait, spool_bytes = spool.bytes(), "upload failed; segments stay in the spool");
+                        }
+                        if wait_or_shutdown(wait, &mut shutdown).await {
+                            return Ok(());
+                        }
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            let meta = &seg.header.meta;
+            spool.acknowledge(&entry, &meta.end)?;
+            if let Ok(mut q) = exposure.spooled.lock() {
+                q.pop_front();
+            }
+            exposure.publish(metrics);
+            metrics.segments_shipped.fetch_add(1, Ordering::Relaxed);
+            metrics
+                .bytes_shipped
+                .fetch_add(entry.len, Ordering::Relaxed);
+            metrics
+                .last_acked_event_ms
+                .store(meta.last_event_ms, Ordering::Relaxed);
+            metrics.spool_bytes.store(spool.bytes(), Ordering::Relaxed);
+            acked.notify_one();
+            if *shutdown.borrow() {
+                return Ok(());
+            }
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! The segmenter: gathers events into a segment and seals it at a size or age limit, only
+//! ever between transactions.
+
+use std::time::{Duration, Instant};
+
+use logferry_common::{Position, Segment, SegmentMeta, SourceKind, StreamId};
+
+use crate::error::Result;
+use crate::sources::SourceEvent;
+
+/// The open segment's content up to its last transaction boundary.
+#[derive(Debug, Clone)]
+struct Boundary {
+    payload_len: usize,
+    end: Position,
+    last_event_ms: i64,
+    event_count: u64,
+}
+
+/// Gathers events and decides when to seal.
+///
+/// Invariant: a sealed segment ends at a transaction boundary, so a restore that applies
+/// whole segments never applies half a transaction.
+#[derive(Debug)]
+pub struct Segmenter {
+    stream: StreamId,
+    kind: SourceKind,
+    max_bytes: usize,
+    max_age: Duration,
+    payload: Vec<u8>,
+    start: Option<Position>,
+    first_event_ms: i64,
+    opened_at: Option<Instant>,
+    count: u64,
+    boundary: Option<Boundary>,
+}
+
+impl Segmenter {
+    /// A segmenter for `stream` that seals at `max_bytes` or `max_age`, whichever first.
+    pub fn new(stream: StreamId, kind: SourceKind, max_bytes: u64, max_age: Duration) -> Self {
+        Segmenter {
+            stream,
+            kind,
+            max_bytes: usize::try_from(max_bytes).unwrap_or(usize::MAX),
+            max_age,
+            payload: Vec::new(),
+            start: None,
+            first_event_ms: 0,
+            opened_at: None,
+            count: 0,
+            boundary: None,
+        }
+    }
+
+    /// Adds an event; `preamble` is asked for when the event opens a new segment.
+    pub fn push(&mut self, ev: SourceEvent, preamble: impl FnOnce() -> Vec<u8>) {
+        if self.start.is_none() {
+            self.payload = preamble();
+            self.start = Some(ev.start.clone());
+            self.first_event_ms = ev.time_ms;
+            self.opened_at = Some(Instant::now());
+        }
+        self.payload.extend_from_slice(&ev.record);
+        self.count += 1;
+        if ev.boundary {
+            self.boundary = Some(Boundary {
+                payload_len: self.payload.len(),
+                end: ev.end,
+                last_event_ms: ev.time_ms,
+                event_count: self.count,
+            });
+        }
+    }
+
+    fn at_boundary(&self) -> bool {
+        self.boundary
+            .as_ref()
+            .is_some_and(|b| b.payload_len == self.payload.len())
+    }
+
+    /// When the open segment must be sealed by age; `None` while it is empty or a
+    /// transaction is in progress (it is then sealed when that transaction ends).
+    pub fn deadline(&self) -> Option<Instant> {
+        if !self.at_boundary() {
+            return None;
+        }
+        self.opened_at.map(|t| t + self.max_age)
+    }
+
+    /// Whether the open segment should be sealed now: it ends at a boundary and is big or
+    /// old enough.
+    pub fn should_seal(&self, now: Instant) -> bool {
+        self.at_boundary()
+            && (self.payload.len() >= self.max_bytes
+                || self.opened_at.is_some_and(|t| now >= t + self.max_age))
+    }
+
+    /// Time the oldest event in the open segment was received, if any.
+    pub fn opened_at(&self) -> Option<Instant> {
+        self.opened_at
+    }
+
+    /// Seals everything up to the last boundary. Events after it (a transaction in
+    /// progress) are dropped: callers seal either at a boundary ([`Self::should_seal`]) or
+    /// when the source stops, and the source resumes at the sealed end. Returns `None` when
+    /// no transaction is complete.
+    ///
+    /// # Errors
+    /// When compression fails.
+    pub fn seal(&mut self) -> Result<Option<Segment>> {
+        let (Some(b), Some(start)) = (self.boundary.take(), self.start.take()) else {
+            self.truncate_to_boundary();
+            return Ok(None);
+        };
+        self.payload.truncate(b.payload_len);
+        let meta = SegmentMeta {
+            stream: self.stream.clone(),
+            source: self.kind,
+            start,
+            end: b.end,
+            first_event_ms: self.first_event_ms,
+            last_event_ms: b.last_event_ms,
+            event_count: b.event_count,
+        };
+        let seg = Segment::seal(meta, &self.payload)?;
+        self.payload.clear();
+        self.opened_at = None;
+        self.count = 0;
+        Ok(Some(seg))
+    }
+
+    /// Drops events after the last boundary (a transaction cut by a reconnect) and returns
+    /// the position the source must resume from, if the open segment has a boundary.
+    pub fn truncate_to_boundary(&mut self) -> Option<Position> {
+        match &self.boundary {
+            Some(b) => {
+                self.payload.truncate(b.payload_len);
+                self.count = b.event_count;
+                Some(b.end.clone())
+            }
+            None => {
+                self.payload.clear();
+                self.start = None;
+                self.opened_at = None;
+                self.count = 0;
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use logferry_common::BinlogPos;
+
+    fn ev(at: u64, boundary: bool) -> SourceEvent {
+        SourceEvent {
+            record: vec![0u8; 100],
+            start: Position::Binlog(BinlogPos::new("b.000001", at)),
+            end: Position::Binlog(BinlogPos::new("b.000001", at + 100)),
+            time_ms: at as i64,
+            boundary,
+        }
+    }
+
+    fn segmenter(max_bytes: u64) -> Segmenter {
+        let s = StreamId::new("s").unwrap();
+        Segmenter::new(s, SourceKind::Mysql, max_bytes, Duration::from_secs(3600))
+    }
+
+    #[test]
+    fn seals_by_size_only_at_a_boundary() {
+        let mut s = segmenter(250);
+        s.push(ev(4, false), Vec::new);
+        s.push(ev(104, false), Vec::new);
+        s.push(ev(204, false), Vec::new);
+        assert!(!s.should_seal(Instant::now()), "mid-transaction");
+        assert!(s.deadline().is_none());
+        s.push(ev(304, true), Vec::new);
+        assert!(s.should_seal(Instant::now()));
+        let seg = s.seal().unwrap().unwrap();
+        assert_eq!(seg.header.meta.event_count, 4);
+        assert_eq!(seg.header.meta.end.to_string(), "b.000001:404");
+        assert_eq!(seg.payload().unwrap().len(), 400);
+    }
+
+    #[test]
+    fn seals_by_age() {
+        let mut s = segmenter(1 << 20);
+        s.push(ev(4, true), Vec::new);
+        let deadline = s.deadline().unwrap();
+        assert!(!s.should_seal(Instant::now()));
+        assert!(s.should_seal(deadline));
+    }
+
+    #[test]
+    fn truncation_keeps_whole_transactions() {
+        let mut s = segmenter(1 << 20);
+        s.push(ev(4, true), || vec![1, 2, 3]);
+        s.push(ev(104, false), Vec::new);
+        assert_eq!(
+            s.truncate_to_boundary().unwrap().to_string(),
+            "b.000001:104"
+        );
+        let seg = s.seal().unwrap().unwrap();
+        assert_eq!(seg.header.meta.event_count, 1);
+        assert_eq!(seg.payload().unwrap().len(), 103);
+        assert!(s.seal().unwrap().is_none());
+    }
+}

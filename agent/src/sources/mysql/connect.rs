@@ -1,0 +1,282 @@
+//! Connecting as a replica: preflight checks with operator-facing errors, then the dump.
+
+use std::time::Duration;
+
+use logferry_common::BinlogPos;
+use logferry_config::{MysqlSource as MysqlConfig, ResumeMode, StartFrom};
+use mysql_async::prelude::Queryable;
+use mysql_async::{BinlogStreamRequest, Conn, Opts, Row};
+use tracing::info;
+
+use super::events::{GtidState, TrxTracker};
+use super::MysqlSource;
+use crate::error::{AgentError, Result};
+
+/// MySQL error code: access denied for user (bad password).
+const ER_ACCESS_DENIED: u16 = 1045;
+/// MySQL error code: missing privilege for the statement.
+const ER_SPECIFIC_ACCESS_DENIED: u16 = 1227;
+
+/// Connects to the server in `cfg`, checks that its binlog can be tailed, and starts the
+/// dump right after `resume` (or where `cfg.start` says for a new stream).
+///
+/// # Errors
+/// [`AgentError::Unreachable`] (retryable), [`AgentError::AccessDenied`],
+/// [`AgentError::ServerSetup`] with the fix, [`AgentError::Gap`] when `resume` is no longer
+/// on the server.
+pub async fn connect(cfg: &MysqlConfig, resume: Option<&BinlogPos>) -> Result<MysqlSource> {
+    let opts = Opts::from_url(&cfg.url).map_err(|e| {
+        AgentError::ServerSetup(format!("source.url is not a usable MySQL URL: {e}"))
+    })?;
+    let addr = format!("{}:{}", opts.ip_or_hostname(), opts.tcp_port());
+    let timeout = Duration::from_millis(cfg.connect_timeout_ms);
+    let mut conn = tokio::time::timeout(timeout, Conn::new(opts))
+        .await
+        .map_err(|_| AgentError::Unreachable {
+            addr: addr.clone(),
+            reason: format!("no answer within {} ms", cfg.connect_timeout_ms),
+        })?
+        .map_err(|e| connect_error(&addr, e))?;
+
+    let server = preflight(&mut conn, &addr).await?;
+    let files = binary_logs(&mut conn, &addr).await?;
+
+    let mut gtid = GtidState::default();
+    let mut gtid_known = false;
+    let (start, by_gtid) = match resume {
+        Some(pos) => {
+            let on_server = files.iter().any(|f| f == &pos.file);
+            let want_gtid = match cfg.resume {
+                ResumeMode::Gtid => true,
+                ResumeMode::File => false,
+                ResumeMode::Auto => !on_server,
+            };
+            if let Some(g) = &pos.gtid {
+                gtid = GtidState::parse(g)?;
+                gtid_known = true;
+            }
+            if want_gtid && (!server.mariadb || pos.gtid.is_none()) {
+                return Err(AgentError::Gap(format!(
+                    "cannot resume at {pos} by GTID (the server is {}; the position {} GTID state); \
+                     take a new snapshot and start the stream again",
+                    server.version,
+                    if pos.gtid.is_some() { "has" } else { "has no" }
+                )));
+            }
+            if !want_gtid && !on_server {
+                return Err(AgentError::Gap(format!(
+                    "binlog file {} was purged from the server (it has {}..{}); \
+                     events after {pos} are lost to the stream: take a new snapshot",
+                    pos.file,
+                    files.first().map(String::as_str).unwrap_or("none"),
+                    files.last().map(String::as_str).unwrap_or("none"),
+                )));
+            }
+            (pos.clone(), want_gtid)
+        }
+        None => match cfg.start {
+            StartFrom::Earliest => {
+                let first = files.first().ok_or_else(|| {
+                    AgentError::ServerSetup("the server lists no binary logs".into())
+                })?;
+                (
+                    BinlogPos::new(first.clone(), BinlogPos::FIRST_EVENT_OFFSET),
+                    false,
+                )
+            }
+            StartFrom::Current => {
+                let (pos, state) = current_position(&mut conn, server.mariadb).await?;
+                if let Some(s) = state {
+                    gtid = GtidState::parse(&s)?;
+                    gtid_known = true;
+                }
+                (pos, false)
+            }
+        },
+    };
+
+    let heartbeat_ns = cfg.heartbeat_ms.saturating_mul(1_000_000);
+    let mut setup = vec![
+        "SET @mariadb_slave_capability=4".to_owned(),
+        format!("SET @master_heartbeat_period={heartbeat_ns}"),
+    ];
+    if by_gtid {
+        setup.push(format!(
+            "SET @slave_connect_state='{}'",
+            start.gtid.as_deref().unwrap_or_default()
+        ));
+        setup.push("SET @slave_gtid_strict_mode=0".into());
+        setup.push("SET @slave_gtid_ignore_duplicates=0".into());
+    }
+    for q in &setup {
+        conn.query_drop(q)
+            .await
+            .map_err(|e| connect_error(&addr, e))?;
+    }
+    info!(%addr, version = %server.version, at = %start, by_gtid, "starting binlog dump");
+    let file = if by_gtid {
+        Vec::new()
+    } else {
+        start.file.clone().into_bytes()
+    };
+    let pos = if by_gtid {
+        BinlogPos::FIRST_EVENT_OFFSET
+    } else {
+        start.offset
+    };
+    let request = BinlogStreamRequest::new(cfg.server_id)
+        .with_filename(&file)
+        .with_pos(pos);
+    let stream = conn
+        .get_binlog_stream(request)
+        .await
+        .map_err(|e| stream_error(&addr, e))?;
+    let cursor = if by_gtid || resume.is_some() || cfg.start == StartFrom::Current {
+        Some(start)
+    } else {
+        None
+    };
+    Ok(MysqlSource {
+        stream,
+        addr,
+        cursor,
+        gtid,
+        gtid_known,
+        trx: TrxTracker::default(),
+        seen_fde: false,
+        preamble: Vec::new(),
+        crc32: server.crc32,
+    })
+}
+
+struct ServerInfo {
+    version: String,
+    mariadb: bool,
+    crc32: bool,
+}
+
+async fn preflight(conn: &mut Conn, addr: &str) -> Result<ServerInfo> {
+    let row: Option<(Option<i64>, Option<String>, Option<String>, String)> = conn
+        .query_first("SELECT @@log_bin, @@binlog_format, @@binlog_checksum, VERSION()")
+        .await
+        .map_err(|e| connect_error(addr, e))?;
+    let (log_bin, format, checksum, version) =
+        row.ok_or_else(|| AgentError::Protocol("server variables query returned nothing".into()))?;
+    if log_bin != Some(1) {
+        return Err(AgentError::ServerSetup(format!(
+            "binary logging is off on {addr} (log_bin=0). Enable it: start the server with \
+             --log-bin=mysql-bin --binlog-format=ROW --server-id=N (or set log_bin, \
+             binlog_format=ROW and server_id in the [mysqld] section of my.cnf) and restart it"
+        )));
+    }
+    let format = format.unwrap_or_default();
+    if !format.eq_ignore_ascii_case("ROW") {
+        return Err(AgentError::ServerSetup(format!(
+            "binlog_format is {format} on {addr}; logferry needs ROW: \
+             SET GLOBAL binlog_format='ROW' and put binlog_format=ROW in my.cnf"
+        )));
+    }
+    let mariadb = version.to_ascii_lowercase().contains("mariadb");
+    if mariadb {
+        let compress: Option<Option<i64>> = conn
+            .query_first("SELECT @@log_bin_compress")
+            .await
+            .map_err(|e| connect_error(addr, e))?;
+        if compress.flatten() == Some(1) {
+            return Err(AgentError::ServerSetup(format!(
+                "log_bin_compress is ON on {addr}; compressed binlog events are not supported \
+                 yet: SET GLOBAL log_bin_compress=OFF"
+            )));
+        }
+    }
+    let crc32 = checksum
+        .as_deref()
+        .is_some_and(|c| c.eq_ignore_ascii_case("CRC32"));
+    Ok(ServerInfo {
+        version,
+        mariadb,
+        crc32,
+    })
+}
+
+async fn binary_logs(conn: &mut Conn, addr: &str) -> Result<Vec<String>> {
+    let rows: Vec<Row> = conn.query("SHOW BINARY LOGS").await.map_err(|e| match e {
+        mysql_async::Error::Server(ref s) if s.code == ER_SPECIFIC_ACCESS_DENIED => {
+            AgentError::ServerSetup(format!(
+                "the source user lacks a privilege on {addr} ({}); grant it with: \
+                 GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.* TO 'user'@'host' \
+                 (MySQL: REPLICATION SLAVE, REPLICATION CLIENT)",
+                s.message
+            ))
+        }
+        other => connect_error(addr, other),
+    })?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| r.get::<String, _>(0))
+        .collect())
+}
+
+async fn current_position(conn: &mut Conn, mariadb: bool) -> Result<(BinlogPos, Option<String>)> {
+    for _ in 0..10 {
+        let before = gtid_binlog_pos(conn, mariadb).await?;
+        let row: Option<Row> = conn
+            .query_first("SHOW MASTER STATUS")
+            .await
+            .map_err(|e| AgentError::Protocol(format!("SHOW MASTER STATUS failed: {e}")))?;
+        let row = row.ok_or_else(|| {
+            AgentError::ServerSetup("SHOW MASTER STATUS is empty: binary logging is off".into())
+        })?;
+        let file: String = row.get(0).unwrap_or_default();
+        let pos: u64 = row.get(1).unwrap_or_default();
+        let after = gtid_binlog_pos(conn, mariadb).await?;
+        if before == after {
+            return Ok((BinlogPos::new(file, pos), after));
+        }
+    }
+    Err(AgentError::Protocol(
+        "could not read a consistent current position (the server is too busy); use start = \"earliest\"".into(),
+    ))
+}
+
+async fn gtid_binlog_pos(conn: &mut Conn, mariadb: bool) -> Result<Option<String>> {
+    if !mariadb {
+        return Ok(None);
+    }
+    let v: Option<Option<String>> = conn
+        .query_first("SELECT @@gtid_binlog_pos")
+        .await
+        .map_err(|e| AgentError::Protocol(format!("reading gtid_binlog_pos failed: {e}")))?;
+    Ok(v.flatten())
+}
+
+fn connect_error(addr: &str, e: mysql_async::Error) -> AgentError {
+    match e {
+        mysql_async::Error::Server(s) if s.code == ER_ACCESS_DENIED => AgentError::AccessDenied {
+            addr: addr.to_owned(),
+            reason: s.message,
+        },
+        mysql_async::Error::Io(io) => AgentError::Unreachable {
+            addr: addr.to_owned(),
+            reason: io.to_string(),
+        },
+        other => AgentError::Stream {
+            addr: addr.to_owned(),
+            reason: other.to_string(),
+        },
+    }
+}
+
+/// Classifies an error of a running binlog stream.
+pub(super) fn stream_error(addr: &str, e: mysql_async::Error) -> AgentError {
+    match e {
+        mysql_async::Error::Server(s) if s.code == 1236 => AgentError::Gap(format!(
+            "the server cannot continue the binlog stream: {} (binlog purged?); take a new snapshot",
+            s.message
+        )),
+        other => AgentError::Stream {
+            addr: addr.to_owned(),
+            reason: other.to_string(),
+        },
+    }
+}

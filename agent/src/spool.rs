@@ -1,0 +1,285 @@
+//! The durable spool: sealed segments on local disk until the shipper acknowledges them,
+//! and the checkpoint of the last acknowledged position.
+//!
+//! Invariants:
+//! 1. A file `segments/*.lfs` is whole: it is written as `*.tmp`, fsynced, renamed, and the
+//!    directory fsynced. Leftover `*.tmp` files (a crash mid-write) are removed at open.
+//! 2. `acked <= spooled`: the checkpoint names the end of the last segment the shipper
+//!    acknowledged; every spooled segment starts at or after it. The checkpoint is written
+//!    (atomically, fsynced) before the acknowledged file is deleted.
+//! 3. After a crash the source resumes at the end of the newest spooled segment, else at the
+//!    checkpoint; the spool is shipped first, oldest first.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use logferry_common::keys::{parse_segment_file_name, segment_file_name, SEGMENT_EXT};
+use logferry_common::{DecodeLimits, Position, Segment, SourceKind};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{AgentError, Result};
+
+/// A spooled segment file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpoolEntry {
+    /// Full path of the file.
+    pub path: PathBuf,
+    /// File name (`<start>-<end>.lfs`).
+    pub name: String,
+    /// Size in bytes.
+    pub len: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Checkpoint {
+    kind: SourceKind,
+    end: String,
+}
+
+/// The spool directory.
+#[derive(Debug)]
+pub struct Spool {
+    segments: PathBuf,
+    quarantine: PathBuf,
+    checkpoint: PathBuf,
+    bytes: AtomicU64,
+}
+
+impl Spool {
+    /// Opens (creating) the spool under `dir` and removes half-written files.
+    ///
+    /// # Errors
+    /// [`AgentError::Spool`] when the directory cannot be created or read.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let segments = dir.join("segments");
+        let quarantine = dir.join("quarantine");
+        for d in [dir, &segments, &quarantine] {
+            fs::create_dir_all(d).map_err(|e| AgentError::spool(d, e))?;
+        }
+        let spool = Spool {
+            checkpoint: dir.join("checkpoint.json"),
+            segments,
+            quarantine,
+            bytes: AtomicU64::new(0),
+        };
+        for entry in
+            fs::read_dir(&spool.segments).map_err(|e| AgentError::spool(&spool.segments, e))?
+        {
+            let path = entry
+                .map_err(|e| AgentError::spool(&spool.segments, e))?
+                .path();
+            if path.extension().is_some_and(|x| x == "tmp") {
+                fs::remove_file(&path).map_err(|e| AgentError::spool(&path, e))?;
+            }
+        }
+        let total = spool.list()?.iter().map(|e| e.len).sum();
+        spool.bytes.store(total, Ordering::Relaxed);
+        Ok(spool)
+    }
+
+    /// Writes a sealed segment durably (invariant 1).
+    ///
+    /// # Errors
+    /// [`AgentError::Spool`] on any I/O failure; nothing half-written is left visible.
+    pub fn write(&self, seg: &Segment) -> Result<SpoolEntry> {
+        let m = &seg.header.meta;
+        let name = segment_file_name(&m.start.sort_key(), &m.end.sort_key());
+        let path = self.segments.join(&name);
+        let tmp = self.segments.join(format!("{name}.tmp"));
+        let write = || -> std::io::Result<()> {
+            let mut f = File::create(&tmp)?;
+            f.write_all(seg.bytes())?;
+            f.sync_all()?;
+            fs::rename(&tmp, &path)?;
+            sync_dir(&self.segments)
+        };
+        write().map_err(|e| AgentError::spool(&path, e))?;
+        let len = seg.bytes().len() as u64;
+        self.bytes.fetch_add(len, Ordering::Relaxed);
+        Ok(SpoolEntry { path, name, len })
+    }
+
+    /// Spooled segments, oldest first.
+    ///
+    /// # Errors
+    /// [`AgentError::Spool`] when the directory cannot be read.
+    pub fn list(&self) -> Result<Vec<SpoolEntry>> {
+        let mut out = Vec::new();
+        let dir = &self.segments;
+        for entry in fs::read_dir(dir).map_err(|e| AgentError::spool(dir, e))? {
+            let entry = entry.map_err(|e| AgentError::spool(dir, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !name.ends_with(&format!(".{SEGMENT_EXT}"))
+                || parse_segment_file_name(&name).is_err()
+            {
+                continue;
+            }
+            let len = entry
+                .metadata()
+                .map_err(|e| AgentError::spool(entry.path(), e))?
+                .len();
+            out.push(SpoolEntry {
+                path: entry.path(),
+                name,
+                len,
+            });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Reads and validates a spooled segment. A corrupt file is moved to `quarantine/`.
+    ///
+    /// # Errors
+    /// [`AgentError::Spool`] on I/O failure, [`AgentError::SpoolCorrupt`] on bad content.
+    pub fn read(&self, entry: &SpoolEntry) -> Result<Segment> {
+        let bytes = fs::read(&entry.path).map_err(|e| AgentError::spool(&entry.path, e))?;
+        match Segment::decode(bytes, &DecodeLimits::default()).and_then(|s| s.payload().map(|_| s))
+        {
+            Ok(seg) => Ok(seg),
+            Err(e) => {
+                let to = self.quarantine.join(&entry.name);
+                fs::rename(&entry.path, &to).map_err(|e| AgentError::spool(&entry.path, e))?;
+                self.bytes.fetch_sub(entry.len, Ordering::Relaxed);
+                Err(AgentError::SpoolCorrupt {
+                    path: to,
+                    reason: e.to_string(),
+                })
+            }
+        }
+    }
+
+    /// Records `end` as acknowledged, then deletes the acknowledged file (invariant 2).
+    ///
+    /// # Errors
+    /// [`AgentError::Spool`] on I/O failure.
+    pub fn acknowledge(&self, entry: &SpoolEntry, end: &Position) -> Result<()> {
+        self.write_checkpoint(end)?;
+        fs::remove_file(&entry.path).map_err(|e| AgentError::spool(&entry.path, e))?;
+        sync_dir(&self.segments).map_err(|e| AgentError::spool(&self.segments, e))?;
+        self.bytes.fetch_sub(entry.len, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn write_checkpoint(&self, end: &Position) -> Result<()> {
+        let body = serde_json::to_vec(&Checkpoint {
+            kind: end.kind(),
+            end: end.to_string(),
+        })
+        .map_err(|e| AgentError::spool(&self.checkpoint, std::io::Error::other(e)))?;
+        let tmp = self.checkpoint.with_extension("json.tmp");
+        let write = || -> std::io::Result<()> {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&body)?;
+            f.sync_all()?;
+            fs::rename(&tmp, &self.checkpoint)?;
+            sync_dir(self.checkpoint.parent().unwrap_or(Path::new(".")))
+        };
+        write().map_err(|e| AgentError::spool(&self.checkpoint, e))
+    }
+
+    /// The last acknowledged position, if any.
+    ///
+    /// # Errors
+    /// [`AgentError::Spool`] when the file exists but cannot be read or parsed.
+    pub fn checkpoint(&self) -> Result<Option<Position>> {
+        let bytes = match fs::read(&self.checkpoint) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(AgentError::spool(&self.checkpoint, e)),
+        };
+        let bad = |msg: String| AgentError::spool(&self.checkpoint, std::io::Error::other(msg));
+        let cp: Checkpoint = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+        Position::parse(cp.kind, &cp.end)
+            .map(Some)
+            .map_err(|e| bad(e.to_string()))
+    }
+
+    /// Where the source resumes (invariant 3): end of the newest spooled segment, else the
+    /// checkpoint.
+    ///
+    /// # Errors
+    /// As [`Self::read`] and [`Self::checkpoint`].
+    pub fn resume_position(&self) -> Result<Option<Position>> {
+        if let Some(last) = self.list()?.last() {
+            return Ok(Some(self.read(last)?.header.meta.end));
+        }
+        self.checkpoint()
+    }
+
+    /// Bytes currently spooled.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use logferry_common::{BinlogPos, SegmentMeta, StreamId};
+
+    fn seg(from: u64, to: u64) -> Segment {
+        let meta = SegmentMeta {
+            stream: StreamId::new("s").unwrap(),
+            source: SourceKind::Mysql,
+            start: Position::Binlog(BinlogPos::new("b.000001", from)),
+            end: Position::Binlog(BinlogPos::new("b.000001", to)),
+            first_event_ms: 0,
+            last_event_ms: 0,
+            event_count: 1,
+        };
+        Segment::seal(meta, b"payload").unwrap()
+    }
+
+    #[test]
+    fn write_list_acknowledge_resume() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        assert_eq!(spool.resume_position().unwrap(), None);
+        let a = spool.write(&seg(4, 100)).unwrap();
+        spool.write(&seg(100, 250)).unwrap();
+        fs::write(dir.path().join("segments/x.lfs.tmp"), b"half").unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let list = spool.list().unwrap();
+        assert_eq!(list.len(), 2);
+        assert_eq!(list[0], a);
+        assert_eq!(
+            spool.resume_position().unwrap().unwrap().to_string(),
+            "b.000001:250"
+        );
+        spool
+            .acknowledge(&list[0], &seg(4, 100).header.meta.end)
+            .unwrap();
+        spool
+            .acknowledge(&list[1], &seg(100, 250).header.meta.end)
+            .unwrap();
+        assert!(spool.list().unwrap().is_empty());
+        assert_eq!(spool.bytes(), 0);
+        assert_eq!(
+            spool.resume_position().unwrap().unwrap().to_string(),
+            "b.000001:250"
+        );
+        assert!(!dir.path().join("segments/x.lfs.tmp").exists());
+    }
+
+    #[test]
+    fn corrupt_file_is_quarantined() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let e = spool.write(&seg(4, 100)).unwrap();
+        let mut bytes = fs::read(&e.path).unwrap();
+        bytes[40] ^= 1;
+        fs::write(&e.path, bytes).unwrap();
+        assert!(matches!(
+            spool.read(&e),
+            Err(AgentError::SpoolCorrupt { .. })
+        ));
+        assert!(dir.path().join("quarantine").join(&e.name).exists());
+    }
+}

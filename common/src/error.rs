@@ -1,0 +1,41 @@
+//! The error type of `logferry-common`.
+
+/// Everything that can go wrong while parsing or validating logferry's shared formats.
+///
+/// Variants are named by what the caller does next: `Corrupt` data is rejected and reported,
+/// `Invalid` input is answered with a message that names the bad value.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Bytes that claim to be a segment (or part of one) fail validation: truncated, flipped,
+    /// oversized, or with a checksum that does not match.
+    #[error("corrupt segment: {0}")]
+    Corrupt(String),
+    /// A value given by a user or a peer (stream name, position text, key) is malformed.
+    #[error("invalid {what}: {detail}")]
+    Invalid {
+        /// What kind of value was rejected, e.g. "stream id".
+        what: &'static str,
+        /// Why, including the offending value.
+        detail: String,
+    },
+    /// zstd failed to compress (it cannot fail on valid input, but the API is fallible).
+    #[error("compression failed: {0}")]
+    Compress(#[source] std::io::Error),
+}
+
+/// Result with the crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn corrupt(msg: impl Into<String>) -> Self {
+        Error::Corrupt(msg.into())
+    }
+
+    pub(crate) fn invalid(what: &'static str, detail: impl Into<String>) -> Self {
+        Error::Invalid {
+            what,
+            detail: detail.into(),
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! Shared vocabulary of logferry's agent and shipper.
+//!
+//! # Layout
+//! - [`error`]: the crate's one error type, variants named by what the caller does next.
+//! - [`stream`]: validated stream names and the kinds of source a stream comes from.
+//! - [`position`]: totally ordered, resumable positions in a source's change log.
+//! - [`segment`]: the sealed, checksummed segment file (header, zstd payload, trailer).
+//! - [`binlog`]: the MySQL/MariaDB payload inside a segment and its conversion back to a
+//!   binlog file that `mariadb-binlog` reads.
+//! - [`keys`]: the object-store key grammar (keys sort in position order).
+//! - [`wire`]: JSON bodies exchanged between agent and shipper.
+
+pub mod binlog;
+pub mod error;
+pub mod keys;
+pub mod position;
+pub mod segment;
+pub mod stream;
+pub mod wire;
+
+pub use error::{Error, Result};
+pub use position::{BinlogPos, Position};
+pub use segment::{Codec, DecodeLimits, Segment, SegmentHeader, SegmentMeta};
+pub use stream::{SourceKind, StreamId};

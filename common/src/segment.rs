@@ -1,0 +1,506 @@
+//! The sealed segment: the unit the agent spools, ships and the store keeps.
+//!
+//! # Layout (all integers little-endian)
+//! ```text
+//! magic        8  b"LFSEG\0\0\x01"
+//! version      2  format version, currently 1
+//! header_len   4  length of the header block
+//! header       header_len bytes:
+//!     stream id          str16
+//!     source kind        u8
+//!     start position     str16   (where the first event starts)
+//!     end position       str16   (right after the last event)
+//!     first event time   i64     (ms since the Unix epoch, source commit time)
+//!     last event time    i64
+//!     event count        u64
+//!     codec              u8      (0 = none, 1 = zstd)
+//!     key id             str16   (empty = not encrypted; slot for envelope encryption)
+//!     nonce              bytes8  (u8 length + bytes)
+//!     payload length     u64     (plaintext, uncompressed)
+//!     payload sha256     32
+//!     stored length      u64     (bytes of the stored payload that follows the header)
+//! payload      stored length bytes (compressed with the codec)
+//! trailer      32  sha256 of every byte above
+//! ```
+//! `str16` is a u16 length followed by UTF-8. Decoding checks the total length exactly, the
+//! trailer before anything else is trusted, every length against [`DecodeLimits`], and the
+//! payload's sha256 after decompression. Bad bytes give [`Error::Corrupt`], never a panic.
+
+use sha2::{Digest, Sha256};
+
+use crate::{Error, Position, Result, SourceKind, StreamId};
+
+const MAGIC: &[u8; 8] = b"LFSEG\0\0\x01";
+const VERSION: u16 = 1;
+const TRAILER_LEN: usize = 32;
+const PREFIX_LEN: usize = 8 + 2 + 4;
+const MAX_HEADER_LEN: usize = 64 * 1024;
+const ZSTD_LEVEL: i32 = 3;
+
+/// How the payload is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    /// Stored as is.
+    None,
+    /// Compressed with zstd.
+    Zstd,
+}
+
+impl Codec {
+    fn code(self) -> u8 {
+        match self {
+            Codec::None => 0,
+            Codec::Zstd => 1,
+        }
+    }
+
+    fn from_code(code: u8) -> Result<Self> {
+        match code {
+            0 => Ok(Codec::None),
+            1 => Ok(Codec::Zstd),
+            other => Err(Error::corrupt(format!("unknown codec code {other}"))),
+        }
+    }
+}
+
+/// Size limits applied while decoding, so a hostile or broken segment cannot make a reader
+/// allocate without bound.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeLimits {
+    /// Largest accepted encoded segment.
+    pub max_segment_bytes: u64,
+    /// Largest accepted plaintext payload after decompression.
+    pub max_payload_bytes: u64,
+}
+
+impl Default for DecodeLimits {
+    fn default() -> Self {
+        DecodeLimits {
+            max_segment_bytes: 256 * 1024 * 1024,
+            max_payload_bytes: 1024 * 1024 * 1024,
+        }
+    }
+}
+
+/// What the agent knows about a segment's content before it is sealed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentMeta {
+    /// Stream the events belong to.
+    pub stream: StreamId,
+    /// Kind of source, which decides how positions and payload are read.
+    pub source: SourceKind,
+    /// Position where the first event starts.
+    pub start: Position,
+    /// Position right after the last event; the next segment starts here.
+    pub end: Position,
+    /// Source commit time of the first event, ms since the Unix epoch.
+    pub first_event_ms: i64,
+    /// Source commit time of the last event, ms since the Unix epoch.
+    pub last_event_ms: i64,
+    /// Number of source events in the payload.
+    pub event_count: u64,
+}
+
+/// The full header of a sealed segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentHeader {
+    /// Content description.
+    pub meta: SegmentMeta,
+    /// How the payload is stored.
+    pub codec: Codec,
+    /// Id of the key that encrypts the payload; empty while encryption is not configured.
+    pub key_id: String,
+    /// Nonce of the payload encryption; empty while not encrypted.
+    pub nonce: Vec<u8>,
+    /// Length of the plaintext payload.
+    pub payload_len: u64,
+    /// sha256 of the plaintext payload.
+    pub payload_sha256: [u8; 32],
+    /// Length of the stored (compressed) payload.
+    pub stored_len: u64,
+}
+
+/// A validated, encoded segment: its header and its bytes.
+#[derive(Debug, Clone)]
+pub struct Segment {
+    /// The decoded header.
+    pub header: SegmentHeader,
+    bytes: Vec<u8>,
+    payload_offset: usize,
+}
+
+impl Segment {
+    /// Seals `payload` into an encoded segment (zstd-compressed, hashed).
+    ///
+    /// # Errors
+    /// [`Error::Compress`] if zstd fails; [`Error::Invalid`] if a position does not fit.
+    pub fn seal(meta: SegmentMeta, payload: &[u8]) -> Result<Self> {
+        let stored = zstd::bulk::compress(payload, ZSTD_LEVEL).map_err(Error::Compress)?;
+        let header = SegmentHeader {
+            meta,
+            codec: Codec::Zstd,
+            key_id: String::new(),
+            nonce: Vec::new(),
+            payload_len: payload.len() as u64,
+            payload_sha256: Sha256::digest(payload).into(),
+            stored_len: stored.len() as u64,
+        };
+        let mut head = Vec::with_capacity(256);
+        encode_header(&header, &mut head)?;
+        let mut bytes = Vec::with_capacity(PREFIX_LEN + head.len() + stored.len() + TRAILER_LEN);
+        bytes.extend_from_slice(MAGIC);
+        bytes.extend_from_slice(&VERSION.to_le_bytes());
+        bytes.extend_from_slice(&(head.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&head);
+        let payload_offset = bytes.len();
+        bytes.extend_from_slice(&stored);
+        let trailer: [u8; 32] = Sha256::digest(&bytes).into();
+        bytes.extend_from_slice(&trailer);
+        Ok(Segment {
+            header,
+            bytes,
+            payload_offset,
+        })
+    }
+
+    /// Validates encoded bytes: exact length, trailer checksum, header fields and limits.
+    /// The payload itself is checked by [`Segment::payload`].
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] describing the first problem found.
+    pub fn decode(bytes: Vec<u8>, limits: &DecodeLimits) -> Result<Self> {
+        if bytes.len() as u64 > limits.max_segment_bytes {
+            return Err(Error::corrupt(format!(
+                "segment is {} bytes, larger than the limit of {}",
+                bytes.len(),
+                limits.max_segment_bytes
+            )));
+        }
+        let (header, payload_offset) = decode_prefix_and_header(&bytes)?;
+        let expected = payload_offset as u64 + header.stored_len + TRAILER_LEN as u64;
+        if bytes.len() as u64 != expected {
+            let how = if (bytes.len() as u64) < expected {
+                "truncated"
+            } else {
+                "has trailing bytes"
+            };
+            return Err(Error::corrupt(format!(
+                "segment {how}: header says {expected} bytes, got {}",
+                bytes.len()
+            )));
+        }
+        let body_len = bytes.len() - TRAILER_LEN;
+        let actual: [u8; 32] = Sha256::digest(&bytes[..body_len]).into();
+        if actual[..] != bytes[body_len..] {
+            return Err(Error::corrupt(format!(
+                "trailer sha256 mismatch: stored {}, computed {}",
+                hex::encode(&bytes[body_len..]),
+                hex::encode(actual)
+            )));
+        }
+        if header.payload_len > limits.max_payload_bytes {
+            return Err(Error::corrupt(format!(
+                "payload of {} bytes exceeds the limit of {}",
+                header.payload_len, limits.max_payload_bytes
+            )));
+        }
+        Ok(Segment {
+            header,
+            bytes,
+            payload_offset,
+        })
+    }
+
+    /// Decodes only the header from the first bytes of a segment (e.g. a ranged read).
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] when the prefix is malformed or too short to hold the header.
+    pub fn peek_header(prefix: &[u8]) -> Result<SegmentHeader> {
+        decode_prefix_and_header(prefix).map(|(h, _)| h)
+    }
+
+    /// Decompresses and checks the payload against the header's length and sha256.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] if decompression fails or length/checksum differ.
+    pub fn payload(&self) -> Result<Vec<u8>> {
+        let stored = &self.bytes[self.payload_offset..self.bytes.len() - TRAILER_LEN];
+        let plain = match self.header.codec {
+            Codec::None => stored.to_vec(),
+            Codec::Zstd => zstd::bulk::decompress(stored, self.header.payload_len as usize)
+                .map_err(|e| Error::corrupt(format!("zstd payload does not decompress: {e}")))?,
+        };
+        if plain.len() as u64 != self.header.payload_len {
+            return Err(Error::corrupt(format!(
+                "payload is {} bytes, header says {}",
+                plain.len(),
+                self.header.payload_len
+            )));
+        }
+        let sum: [u8; 32] = Sha256::digest(&plain).into();
+        if sum != self.header.payload_sha256 {
+            return Err(Error::corrupt("payload sha256 does not match the header"));
+        }
+        Ok(plain)
+    }
+
+    /// The encoded bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Consumes the segment, returning its encoded bytes.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+
+    /// The trailer: sha256 of the encoded segment, which identifies it.
+    pub fn sha256(&self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(&self.bytes[self.bytes.len() - TRAILER_LEN..]);
+        out
+    }
+}
+
+fn decode_prefix_and_header(bytes: &[u8]) -> Result<(SegmentHeader, usize)> {
+    if bytes.len() < PREFIX_LEN {
+        return Err(Error::corrupt(format!(
+            "only {} bytes, too short for a segment",
+            bytes.len()
+        )));
+    }
+    if &bytes[..8] != MAGIC {
+        return Err(Error::corrupt("bad magic: not a logferry segment"));
+    }
+    let version = u16::from_le_bytes([bytes[8], bytes[9]]);
+    if version != VERSION {
+        return Err(Error::corrupt(format!(
+            "format version {version} is not supported (this build reads {VERSION})"
+        )));
+    }
+    let header_len = u32::from_le_bytes([bytes[10], bytes[11], bytes[12], bytes[13]]) as usize;
+    if header_len > MAX_HEADER_LEN {
+        return Err(Error::corrupt(format!(
+            "header length {header_len} exceeds {MAX_HEADER_LEN}"
+        )));
+    }
+    let end = PREFIX_LEN + header_len;
+    let block = bytes
+        .get(PREFIX_LEN..end)
+        .ok_or_else(|| Error::corrupt("truncated inside the header"))?;
+    let header = decode_header(block)?;
+    Ok((header, end))
+}
+
+fn encode_header(h: &SegmentHeader, out: &mut Vec<u8>) -> Result<()> {
+    let m = &h.meta;
+    put_str16(out, m.stream.as_str())?;
+    out.push(m.source.code());
+    put_str16(out, &m.start.to_string())?;
+    put_str16(out, &m.end.to_string())?;
+    out.extend_from_slice(&m.first_event_ms.to_le_bytes());
+    out.extend_from_slice(&m.last_event_ms.to_le_bytes());
+    out.extend_from_slice(&m.event_count.to_le_bytes());
+    out.push(h.codec.code());
+    put_str16(out, &h.key_id)?;
+    let nonce_len = u8::try_from(h.nonce.len())
+        .map_err(|_| Error::invalid("nonce", "longer than 255 bytes"))?;
+    out.push(nonce_len);
+    out.extend_from_slice(&h.nonce);
+    out.extend_from_slice(&h.payload_len.to_le_bytes());
+    out.extend_from_slice(&h.payload_sha256);
+    out.extend_from_slice(&h.stored_len.to_le_bytes());
+    Ok(())
+}
+
+fn decode_header(block: &[u8]) -> Result<SegmentHeader> {
+    let mut r = Reader { buf: block };
+    let stream =
+        StreamId::new(r.str16("stream id")?).map_err(|e| Error::corrupt(format!("header: {e}")))?;
+    let source = SourceKind::from_code(r.u8("source kind")?)?;
+    let start = Position::parse(source, r.str16("start position")?)
+        .map_err(|e| Error::corrupt(format!("header start: {e}")))?;
+    let end = Position::parse(source, r.str16("end position")?)
+        .map_err(|e| Error::corrupt(format!("header end: {e}")))?;
+    let first_event_ms = r.i64("first event time")?;
+    let last_event_ms = r.i64("last event time")?;
+    let event_count = r.u64("event count")?;
+    let codec = Codec::from_code(r.u8("codec")?)?;
+    let key_id = r.str16("key id")?.to_owned();
+    let nonce_len = r.u8("nonce length")? as usize;
+    let nonce = r.take(nonce_len, "nonce")?.to_vec();
+    let payload_len = r.u64("payload length")?;
+    let mut payload_sha256 = [0u8; 32];
+    payload_sha256.copy_from_slice(r.take(32, "payload sha256")?);
+    let stored_len = r.u64("stored length")?;
+    if !r.buf.is_empty() {
+        return Err(Error::corrupt(format!(
+            "{} unexpected bytes after the header fields",
+            r.buf.len()
+        )));
+    }
+    if end.cmp_place(&start) == std::cmp::Ordering::Less {
+        return Err(Error::corrupt(format!(
+            "end position {end} is before start position {start}"
+        )));
+    }
+    if !key_id.is_empty() {
+        return Err(Error::corrupt(format!(
+            "payload is encrypted with key {key_id:?}, which this build cannot decrypt"
+        )));
+    }
+    Ok(SegmentHeader {
+        meta: SegmentMeta {
+            stream,
+            source,
+            start,
+            end,
+            first_event_ms,
+            last_event_ms,
+            event_count,
+        },
+        codec,
+        key_id,
+        nonce,
+        payload_len,
+        payload_sha256,
+        stored_len,
+    })
+}
+
+fn put_str16(out: &mut Vec<u8>, s: &str) -> Result<()> {
+    let len =
+        u16::try_from(s.len()).map_err(|_| Error::invalid("header field", "longer than 64 KiB"))?;
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+    Ok(())
+}
+
+/// Bounds-checked cursor over header bytes.
+struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
+        if self.buf.len() < n {
+            return Err(Error::corrupt(format!("header truncated in {what}")));
+        }
+        let (head, rest) = self.buf.split_at(n);
+        self.buf = rest;
+        Ok(head)
+    }
+
+    fn u8(&mut self, what: &str) -> Result<u8> {
+        Ok(self.take(1, what)?[0])
+    }
+
+    fn u64(&mut self, what: &str) -> Result<u64> {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(self.take(8, what)?);
+        Ok(u64::from_le_bytes(b))
+    }
+
+    fn i64(&mut self, what: &str) -> Result<i64> {
+        self.u64(what).map(|v| v as i64)
+    }
+
+    fn str16(&mut self, what: &str) -> Result<&'a str> {
+        let len = self.take(2, what)?;
+        let len = u16::from_le_bytes([len[0], len[1]]) as usize;
+        std::str::from_utf8(self.take(len, what)?)
+            .map_err(|_| Error::corrupt(format!("header {what} is not UTF-8")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::BinlogPos;
+
+    fn sample() -> Segment {
+        let meta = SegmentMeta {
+            stream: StreamId::new("db1").unwrap(),
+            source: SourceKind::Mysql,
+            start: Position::Binlog(BinlogPos::new("mysql-bin.000001", 4)),
+            end: Position::Binlog(BinlogPos::parse("mysql-bin.000001:900@0-1-3").unwrap()),
+            first_event_ms: 1_700_000_000_000,
+            last_event_ms: 1_700_000_001_000,
+            event_count: 7,
+        };
+        let payload: Vec<u8> = (0..5000u32).flat_map(|i| i.to_le_bytes()).collect();
+        Segment::seal(meta, &payload).unwrap()
+    }
+
+    #[test]
+    fn round_trip() {
+        let seg = sample();
+        let back = Segment::decode(seg.bytes().to_vec(), &DecodeLimits::default()).unwrap();
+        assert_eq!(back.header, seg.header);
+        assert_eq!(back.payload().unwrap().len(), 20_000);
+        assert_eq!(
+            Segment::peek_header(&seg.bytes()[..200]).unwrap(),
+            seg.header
+        );
+    }
+
+    #[test]
+    fn every_single_bit_flip_is_rejected() {
+        let bytes = sample().into_bytes();
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x10;
+            assert!(
+                Segment::decode(b, &DecodeLimits::default()).is_err(),
+                "flip at {i} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn every_truncation_and_extension_is_rejected() {
+        let bytes = sample().into_bytes();
+        for n in 0..bytes.len() {
+            let err = Segment::decode(bytes[..n].to_vec(), &DecodeLimits::default());
+            assert!(err.is_err(), "truncation to {n} accepted");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        let err = Segment::decode(longer, &DecodeLimits::default()).unwrap_err();
+        assert!(err.to_string().contains("trailing"), "{err}");
+    }
+
+    #[test]
+    fn oversized_segment_is_rejected_before_parsing() {
+        let bytes = sample().into_bytes();
+        let limits = DecodeLimits {
+            max_segment_bytes: 100,
+            ..DecodeLimits::default()
+        };
+        let err = Segment::decode(bytes, &limits).unwrap_err();
+        assert!(err.to_string().contains("larger than the limit"), "{err}");
+    }
+
+    #[test]
+    fn oversized_payload_claim_is_rejected() {
+        let bytes = sample().into_bytes();
+        let limits = DecodeLimits {
+            max_payload_bytes: 1000,
+            ..DecodeLimits::default()
+        };
+        let err = Segment::decode(bytes, &limits).unwrap_err();
+        assert!(err.to_string().contains("exceeds the limit"), "{err}");
+    }
+
+    #[test]
+    fn garbage_is_rejected_without_panic() {
+        for g in [
+            &b""[..],
+            b"hello",
+            &[0xffu8; 64],
+            b"LFSEG\0\0\x01\x01\0\xff\xff\xff\xff",
+        ] {
+            assert!(Segment::decode(g.to_vec(), &DecodeLimits::default()).is_err());
+        }
+    }
+}

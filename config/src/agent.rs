@@ -1,0 +1,380 @@
+//! Configuration of `logferry-agent`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use logferry_common::StreamId;
+use serde::Deserialize;
+
+use crate::error::invalid;
+use crate::Result;
+
+/// The whole agent configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Identity, spool and metrics of this agent.
+    pub agent: AgentSection,
+    /// The database this agent tails.
+    pub source: SourceConfig,
+    /// When segments are sealed.
+    #[serde(default)]
+    pub segment: SegmentSection,
+    /// Where segments are shipped.
+    pub shipper: ShipperClientSection,
+}
+
+/// Identity, spool and metrics of the agent.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSection {
+    /// Stream name under which this database's log is stored (unique per database).
+    pub stream: StreamId,
+    /// Directory of the durable spool and checkpoint; must be on a local disk.
+    pub spool_dir: PathBuf,
+    /// Stop reading the source while the spool holds more than this many bytes.
+    #[serde(default = "default_spool_max_bytes")]
+    pub spool_max_bytes: u64,
+    /// Address of the Prometheus `/metrics` endpoint; unset disables it.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+fn default_spool_max_bytes() -> u64 {
+    10 * 1024 * 1024 * 1024
+}
+
+/// The database this agent tails; one variant per source kind.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SourceConfig {
+    /// A MySQL or MariaDB server, tailed as a replica over the replication protocol.
+    Mysql(MysqlSource),
+}
+
+/// Where a stream with no stored history starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StartFrom {
+    /// The oldest binlog the server still has (nothing available is missed).
+    Earliest,
+    /// The server's current position (only new changes).
+    Current,
+}
+
+/// How a stream resumes after a restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResumeMode {
+    /// GTID when the stored position has GTID state, else file + offset.
+    Auto,
+    /// Always by GTID (fails when the position has no GTID state).
+    Gtid,
+    /// Always by binlog file + offset.
+    File,
+}
+
+/// A MySQL/MariaDB source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MysqlSource {
+    /// `mysql://USER:PASSWORD@HOST:PORT`; the user needs REPLICATION SLAVE and BINLOG MONITOR
+    /// (MySQL: REPLICATION CLIENT).
+    pub url: String,
+    /// Server id this agent presents as a replica; unique among the server's replicas.
+    pub server_id: u32,
+    /// Where a new stream starts.
+    #[serde(default = "default_start")]
+    pub start: StartFrom,
+    /// How a restart resumes.
+    #[serde(default = "default_resume")]
+    pub resume: ResumeMode,
+    /// Heartbeat period the server is asked for, so that an idle server is not taken for lag.
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_ms: u64,
+    /// Connect timeout.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+}
+
+fn default_start() -> StartFrom {
+    StartFrom::Earliest
+}
+fn default_resume() -> ResumeMode {
+    ResumeMode::Auto
+}
+fn default_heartbeat_ms() -> u64 {
+    1000
+}
+fn default_connect_timeout_ms() -> u64 {
+    10_000
+}
+
+/// When the segmenter seals.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentSection {
+    /// Seal once the payload reaches this size (at the next transaction boundary).
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: u64,
+    /// Seal once the oldest event in the open segment is this old (the RPO knob).
+    #[serde(default = "default_max_age_ms")]
+    pub max_age_ms: u64,
+}
+
+fn default_max_bytes() -> u64 {
+    8 * 1024 * 1024
+}
+fn default_max_age_ms() -> u64 {
+    1000
+}
+
+impl Default for SegmentSection {
+    fn default() -> Self {
+        SegmentSection {
+            max_bytes: default_max_bytes(),
+            max_age_ms: default_max_age_ms(),
+        }
+    }
+}
+
+impl SegmentSection {
+    /// `max_age_ms` as a duration.
+    pub fn max_age(&self) -> Duration {
+        Duration::from_millis(self.max_age_ms)
+    }
+}
+
+/// How to reach the shipper.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShipperClientSection {
+    /// Base URL, e.g. `http://shipper:9450`.
+    pub url: String,
+    /// Timeout of one upload.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// First retry delay after a failed upload; doubles up to `retry_max_ms`.
+    #[serde(default = "default_retry_min_ms")]
+    pub retry_min_ms: u64,
+    /// Longest retry delay.
+    #[serde(default = "default_retry_max_ms")]
+    pub retry_max_ms: u64,
+}
+
+fn default_timeout_ms() -> u64 {
+    30_000
+}
+fn default_retry_min_ms() -> u64 {
+    200
+}
+fn default_retry_max_ms() -> u64 {
+    5_000
+}
+
+impl AgentConfig {
+    /// Loads and validates an agent config file (with environment overrides).
+    ///
+    /// # Errors
+    /// Any [`crate::ConfigError`], naming the key.
+    pub fn load(path: &Path) -> Result<Self> {
+        let cfg: AgentConfig = crate::load_file(path)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks values that parse but cannot work.
+    ///
+    /// # Errors
+    /// [`crate::ConfigError::Invalid`] naming the key and the fix.
+    pub fn validate(&self) -> Result<()> {
+        if self.agent.spool_dir.as_os_str().is_empty() {
+            return Err(invalid(
+                "agent.spool_dir",
+                "is empty; give a directory on a local disk",
+            ));
+        }
+        if self.agent.spool_max_bytes < 1024 * 1024 {
+            return Err(invalid(
+                "agent.spool_max_bytes",
+                "must be at least 1048576 (1 MiB)",
+            ));
+        }
+        match &self.source {
+            SourceConfig::Mysql(m) => m.validate()?,
+        }
+        if self.segment.max_bytes < 1024 || self.segment.max_bytes > 128 * 1024 * 1024 {
+            return Err(invalid(
+                "segment.max_bytes",
+                format!(
+                    "{} is out of range; use 1024..=134217728",
+                    self.segment.max_bytes
+                ),
+            ));
+        }
+        if self.segment.max_age_ms < 10 || self.segment.max_age_ms > 600_000 {
+            return Err(invalid(
+                "segment.max_age_ms",
+                format!(
+                    "{} is out of range; use 10..=600000 (default 1000)",
+                    self.segment.max_age_ms
+                ),
+            ));
+        }
+        let url = url::Url::parse(&self.shipper.url).map_err(|e| {
+            invalid(
+                "shipper.url",
+                format!(
+                    "{:?} is not a URL ({e}); use e.g. http://shipper:9450",
+                    self.shipper.url
+                ),
+            )
+        })?;
+        if url.scheme() != "http" {
+            return Err(invalid(
+                "shipper.url",
+                format!(
+                    "scheme {:?} is not supported yet; use http://",
+                    url.scheme()
+                ),
+            ));
+        }
+        if self.shipper.retry_min_ms == 0 || self.shipper.retry_min_ms > self.shipper.retry_max_ms {
+            return Err(invalid(
+                "shipper.retry_min_ms",
+                "must be at least 1 and not above shipper.retry_max_ms",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl MysqlSource {
+    fn validate(&self) -> Result<()> {
+        let url = url::Url::parse(&self.url).map_err(|e| {
+            invalid(
+                "source.url",
+                format!("not a URL ({e}); use mysql://USER:PASSWORD@HOST:3306"),
+            )
+        })?;
+        if url.scheme() != "mysql" {
+            return Err(invalid(
+                "source.url",
+                format!(
+                    "scheme {:?}: use mysql://USER:PASSWORD@HOST:3306",
+                    url.scheme()
+                ),
+            ));
+        }
+        if url.host_str().is_none_or(|h| h.is_empty()) {
+            return Err(invalid(
+                "source.url",
+                "has no host; use mysql://USER:PASSWORD@HOST:3306",
+            ));
+        }
+        if self.server_id == 0 {
+            return Err(invalid(
+                "source.server_id",
+                "0 is not allowed for a replica; pick a number unique among the server's replicas",
+            ));
+        }
+        if self.heartbeat_ms == 0 || self.heartbeat_ms > 60_000 {
+            return Err(invalid(
+                "source.heartbeat_ms",
+                "use 1..=60000 (default 1000)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{parse_str, ConfigError};
+
+    const GOOD: &str = r#"
+[agent]
+stream = "db1"
+spool_dir = "/tmp/spool"
+
+[source]
+type = "mysql"
+url = "mysql://repl:pw@127.0.0.1:3306"
+server_id = 4242
+
+[shipper]
+url = "http://127.0.0.1:9450"
+"#;
+
+    fn parse(text: &str, env: Vec<(&str, &str)>) -> Result<AgentConfig> {
+        let env = env.into_iter().map(|(a, b)| (a.to_owned(), b.to_owned()));
+        let cfg: AgentConfig = parse_str(text, "agent.toml", env)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let cfg = parse(GOOD, vec![]).unwrap();
+        assert_eq!(cfg.segment.max_age_ms, 1000);
+        let SourceConfig::Mysql(m) = &cfg.source;
+        assert_eq!(m.start, StartFrom::Earliest);
+        assert_eq!(m.resume, ResumeMode::Auto);
+    }
+
+    #[test]
+    fn env_overrides_keys() {
+        let cfg = parse(
+            GOOD,
+            vec![
+                ("LOGFERRY__SEGMENT__MAX_AGE_MS", "200"),
+                ("LOGFERRY__SOURCE__URL", "mysql://u:p@db:3307"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(cfg.segment.max_age_ms, 200);
+        let SourceConfig::Mysql(m) = &cfg.source;
+        assert_eq!(m.url, "mysql://u:p@db:3307");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let text = GOOD.replace("server_id = 4242", "server_id = 4242\nserverid = 1");
+        let err = parse(&text, vec![]).unwrap_err().to_string();
+        assert!(err.contains("serverid"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases = [
+            ("server_id = 4242", "server_id = 0", "source.server_id"),
+            (
+                "url = \"http://127.0.0.1:9450\"",
+                "url = \"ftp://x\"",
+                "shipper.url",
+            ),
+            (
+                "mysql://repl:pw@127.0.0.1:3306",
+                "postgres://x",
+                "source.url",
+            ),
+            ("stream = \"db1\"", "stream = \"DB 1\"", "stream id"),
+        ];
+        for (from, to, key) in cases {
+            let err = parse(&GOOD.replace(from, to), vec![])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{to}: {err}");
+        }
+        let err = parse(GOOD, vec![("LOGFERRY__SEGMENT__MAX_AGE_MS", "1")]).unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { ref key, .. } if key == "segment.max_age_ms"));
+    }
+
+    #[test]
+    fn malformed_toml_is_a_parse_error() {
+        let err = parse("[agent\nstream=", vec![]).unwrap_err();
+        assert!(matches!(err, ConfigError::Parse { .. }), "{err}");
+    }
+}

@@ -1,0 +1,93 @@
+//! Reading TOML with environment overrides.
+
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+
+use crate::{ConfigError, Result};
+
+/// Environment variables starting with this prefix override keys of the file:
+/// `LOGFERRY__SOURCE__URL=mysql://...` sets `source.url`. Values are read as TOML when they
+/// parse as a TOML value (numbers, booleans, quoted strings), else as plain strings.
+pub const ENV_PREFIX: &str = "LOGFERRY__";
+
+/// Loads `path`, applies environment overrides from the process environment and deserializes.
+///
+/// # Errors
+/// [`ConfigError::Read`], or [`ConfigError::Parse`] naming the key and line.
+pub fn load_file<T: DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse_str(&text, &path.display().to_string(), std::env::vars())
+}
+
+/// Parses `text` (from `origin`, used in messages), applies the overrides among `env` and
+/// deserializes.
+///
+/// # Errors
+/// [`ConfigError::Parse`] naming the key and line.
+pub fn parse_str<T: DeserializeOwned>(
+    text: &str,
+    origin: &str,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<T> {
+    let mut table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        origin: origin.to_owned(),
+        message: e.to_string(),
+    })?;
+    let mut overridden = Vec::new();
+    for (name, value) in env {
+        let Some(path) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let keys: Vec<String> = path.split("__").map(|k| k.to_ascii_lowercase()).collect();
+        if keys.iter().any(|k| k.is_empty()) {
+            return Err(ConfigError::Parse {
+                origin: "environment".into(),
+                message: format!("{name}: empty key segment; use {ENV_PREFIX}SECTION__KEY"),
+            });
+        }
+        set_path(&mut table, &keys, parse_env_value(&value), &name)?;
+        overridden.push(name);
+    }
+    let origin = if overridden.is_empty() {
+        origin.to_owned()
+    } else {
+        format!("{origin} (with overrides {})", overridden.join(", "))
+    };
+    T::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Parse {
+        origin,
+        message: e.to_string(),
+    })
+}
+
+fn parse_env_value(raw: &str) -> toml::Value {
+    let probe = format!("v = {raw}");
+    match toml::from_str::<toml::Table>(&probe) {
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.to_owned())),
+        Err(_) => toml::Value::String(raw.to_owned()),
+    }
+}
+
+fn set_path(table: &mut toml::Table, keys: &[String], value: toml::Value, var: &str) -> Result<()> {
+    let (last, parents) = keys.split_last().ok_or_else(|| ConfigError::Parse {
+        origin: "environment".into(),
+        message: format!("{var}: no key after the prefix"),
+    })?;
+    let mut cur = table;
+    for k in parents {
+        let entry = cur
+            .entry(k.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur = entry.as_table_mut().ok_or_else(|| ConfigError::Parse {
+            origin: "environment".into(),
+            message: format!("{var}: `{k}` is not a table in the config file"),
+        })?;
+    }
+    cur.insert(last.clone(), value);
+    Ok(())
+}

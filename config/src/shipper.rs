@@ -1,0 +1,147 @@
+//! Configuration of `logferry-shipper`.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::error::invalid;
+use crate::Result;
+
+/// The whole shipper configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShipperConfig {
+    /// The HTTP API.
+    #[serde(default)]
+    pub server: ServerSection,
+    /// Where segments are stored.
+    pub store: StoreConfig,
+}
+
+/// The HTTP API of the shipper.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// Address to listen on.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Largest accepted segment upload; larger bodies get 413.
+    #[serde(default = "default_max_segment_bytes")]
+    pub max_segment_bytes: u64,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9450))
+}
+fn default_max_segment_bytes() -> u64 {
+    256 * 1024 * 1024
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            listen: default_listen(),
+            max_segment_bytes: default_max_segment_bytes(),
+        }
+    }
+}
+
+/// The object store holding segments: the source of truth for restore and verify.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `file:///absolute/dir` or a plain absolute path for a local directory,
+    /// `s3://bucket[/prefix]` for S3 (credentials from the standard `AWS_*` variables).
+    pub url: String,
+    /// S3-compatible endpoint (MinIO, Ceph...), e.g. `http://minio:9000`.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// S3 region.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Allow a plain-HTTP endpoint.
+    #[serde(default)]
+    pub allow_http: bool,
+}
+
+impl ShipperConfig {
+    /// Loads and validates a shipper config file (with environment overrides).
+    ///
+    /// # Errors
+    /// Any [`crate::ConfigError`], naming the key.
+    pub fn load(path: &Path) -> Result<Self> {
+        let cfg: ShipperConfig = crate::load_file(path)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks values that parse but cannot work.
+    ///
+    /// # Errors
+    /// [`crate::ConfigError::Invalid`] naming the key and the fix.
+    pub fn validate(&self) -> Result<()> {
+        self.store.validate()?;
+        if self.server.max_segment_bytes < 4096 {
+            return Err(invalid("server.max_segment_bytes", "must be at least 4096"));
+        }
+        Ok(())
+    }
+}
+
+impl StoreConfig {
+    /// A store at `url` with no S3 options.
+    pub fn from_url(url: &str) -> Self {
+        StoreConfig {
+            url: url.to_owned(),
+            endpoint: None,
+            region: None,
+            allow_http: false,
+        }
+    }
+
+    /// Checks the URL's form.
+    ///
+    /// # Errors
+    /// [`crate::ConfigError::Invalid`] for `store.url`.
+    pub fn validate(&self) -> Result<()> {
+        let u = &self.url;
+        if u.starts_with('/') {
+            return Ok(());
+        }
+        let parsed = url::Url::parse(u).map_err(|e| {
+            invalid(
+                "store.url",
+                format!("{u:?} is not a URL ({e}); use file:///dir or s3://bucket/prefix"),
+            )
+        })?;
+        match parsed.scheme() {
+            "file" | "s3" => Ok(()),
+            other => Err(invalid(
+                "store.url",
+                format!("scheme {other:?} is not supported; use file:///dir or s3://bucket/prefix"),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse_str;
+
+    #[test]
+    fn minimal_and_bad_store() {
+        let cfg: ShipperConfig =
+            parse_str("[store]\nurl = \"/tmp/x\"\n", "s.toml", vec![]).unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.server.listen.port(), 9450);
+        let bad: ShipperConfig =
+            parse_str("[store]\nurl = \"gs://b\"\n", "s.toml", vec![]).unwrap();
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("store.url"));
+    }
+}
