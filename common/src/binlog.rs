@@ -10,7 +10,7 @@
 //! [`BinlogFileWriter`] turns records back into a file that starts with the binlog magic and
 //! that `mariadb-binlog` / `mysqlbinlog` read and replay.
 
-use crate::{Error, Result};
+use crate::{BinlogPos, Error, Result};
 
 /// The four bytes every binlog file starts with.
 pub const BINLOG_MAGIC: &[u8; 4] = b"\xfebin";
@@ -20,6 +20,11 @@ pub const EVENT_HEADER_LEN: usize = 19;
 pub const FORMAT_DESCRIPTION_EVENT: u8 = 15;
 /// Event type code of a rotate event.
 pub const ROTATE_EVENT: u8 = 4;
+/// Event type code of a table-map event. MariaDB writes an ANNOTATE_ROWS event before the
+/// first table map of each statement (with `binlog_annotate_row_events`), which the
+/// replication stream leaves out unless the replica asks for it, so a table map may start
+/// further on than the previous event ended.
+pub const TABLE_MAP_EVENT: u8 = 19;
 
 const TAG_FORMAT: u8 = 1;
 const TAG_EVENT: u8 = 2;
@@ -248,6 +253,136 @@ pub fn file_events(file: &[u8]) -> impl Iterator<Item = Result<&[u8]>> {
             }
         }
     })
+}
+
+/// Whether events described by this format-description event carry a CRC32 checksum
+/// (the byte before the FDE's own checksum names the algorithm; 1 = CRC32).
+fn fde_has_crc32(fde: &[u8]) -> bool {
+    fde.len() >= EVENT_HEADER_LEN + 5 && fde[fde.len() - 5] == 1
+}
+
+/// The `(position, file name)` a rotate event body (checksum removed) points to.
+///
+/// # Errors
+/// [`Error::Corrupt`] when the body is too short or the name is not UTF-8.
+pub fn rotate_target(body: &[u8]) -> Result<(u64, String)> {
+    if body.len() <= 8 {
+        return Err(Error::corrupt("rotate event too short"));
+    }
+    let mut pos = [0u8; 8];
+    pos.copy_from_slice(&body[..8]);
+    let name = std::str::from_utf8(&body[8..])
+        .map_err(|_| Error::corrupt("rotate event file name is not UTF-8"))?;
+    Ok((u64::from_le_bytes(pos), name.to_owned()))
+}
+
+fn rotate_event_target(ev: &[u8], crc: bool) -> Result<(u64, String)> {
+    let body_end = ev.len().saturating_sub(if crc { 4 } else { 0 });
+    rotate_target(ev.get(EVENT_HEADER_LEN..body_end).unwrap_or_default())
+}
+
+/// Rebuilds binlog files from a chain of segment payloads: one file image per original
+/// binlog file, each starting with the magic and a format description, so that
+/// `mariadb-binlog FILE... | mariadb` replays them.
+#[derive(Debug, Default)]
+pub struct ExportFiles {
+    files: Vec<(String, BinlogFileWriter)>,
+    format: Option<Vec<u8>>,
+}
+
+impl ExportFiles {
+    /// Adds the payload of the next segment of the chain, which starts in `start_file`.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] when the payload is malformed.
+    pub fn push_segment(&mut self, start_file: &str, payload: &[u8]) -> Result<()> {
+        let mut file = start_file.to_owned();
+        let mut crc = true;
+        for rec in records(payload) {
+            let ev = match rec? {
+                Record::Format(fde) => {
+                    crc = fde_has_crc32(fde);
+                    self.format = Some(fde.to_vec());
+                    continue;
+                }
+                Record::Event(ev) => ev,
+            };
+            let h = EventHeader::parse(ev)?;
+            if h.event_type == FORMAT_DESCRIPTION_EVENT {
+                crc = fde_has_crc32(ev);
+                self.format = Some(ev.to_vec());
+            }
+            if self.files.last().is_none_or(|(f, _)| *f != file) {
+                let mut w = BinlogFileWriter::new();
+                w.pending_format = self.format.clone();
+                self.files.push((file.clone(), w));
+            }
+            if let Some((_, w)) = self.files.last_mut() {
+                w.push_event(ev)?;
+            }
+            if h.event_type == ROTATE_EVENT {
+                file = rotate_event_target(ev, crc)?.1;
+            }
+        }
+        Ok(())
+    }
+
+    /// The file images, in order, with their original names.
+    pub fn finish(self) -> Vec<(String, Vec<u8>)> {
+        self.files
+            .into_iter()
+            .map(|(n, w)| (n, w.finish()))
+            .collect()
+    }
+}
+
+/// Checks that the events of a payload form an unbroken run from `start` to `end`: every
+/// event starts where the previous one ended (rotate events move to their target file; only
+/// the ANNOTATE_ROWS slot before a table map may be skipped), and the last event
+/// ends at `end`. Returns the number of events.
+///
+/// # Errors
+/// [`Error::Corrupt`] naming the first event that breaks the run.
+pub fn check_chain(payload: &[u8], start: &BinlogPos, end: &BinlogPos) -> Result<u64> {
+    let mut file = start.file.clone();
+    let mut offset = start.offset;
+    let mut crc = true;
+    let mut count = 0u64;
+    for rec in records(payload) {
+        let ev = match rec? {
+            Record::Format(fde) => {
+                crc = fde_has_crc32(fde);
+                continue;
+            }
+            Record::Event(ev) => ev,
+        };
+        let h = EventHeader::parse(ev)?;
+        if h.event_type == FORMAT_DESCRIPTION_EVENT {
+            crc = fde_has_crc32(ev);
+        }
+        let begins = u64::from(h.log_pos).checked_sub(u64::from(h.event_size));
+        let annotate_skipped =
+            h.event_type == TABLE_MAP_EVENT && begins.is_some_and(|b| b > offset);
+        if begins != Some(offset) && !annotate_skipped {
+            return Err(Error::corrupt(format!(
+                "event {count} (type {}) should start at {file}:{offset} but its header says log_pos {}, size {}",
+                h.event_type, h.log_pos, h.event_size
+            )));
+        }
+        if h.event_type == ROTATE_EVENT {
+            (offset, file) = rotate_event_target(ev, crc)?;
+        } else {
+            offset = u64::from(h.log_pos);
+        }
+        count += 1;
+    }
+    if file != end.file || offset != end.offset {
+        return Err(Error::corrupt(format!(
+            "events end at {file}:{offset} but the header says {}:{}",
+            end.file, end.offset
+        )));
+    }
+    Ok(count)
 }
 
 #[cfg(test)]

@@ -1,1 +1,232 @@
-fn main() {}
+//! `logferry-shipper`: the off-site receiver and the tools that read the store.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use logferry_common::{DecodeLimits, StreamId};
+use logferry_config::{ShipperConfig, StoreConfig};
+use logferry_shipper::catalog::Catalog;
+use logferry_shipper::ingest::Ingest;
+use logferry_shipper::listing::{self, rfc3339};
+use logferry_shipper::storage::Store;
+use logferry_shipper::{api, verify};
+use tracing::info;
+
+/// Receives sealed change-log segments from logferry agents and keeps them in object
+/// storage (a local directory or S3); checks and lists what is stored.
+///
+/// `verify` and `ls` read the object store directly: they work with no shipper running.
+/// Config values can be overridden from the environment: LOGFERRY__SECTION__KEY=value
+/// (e.g. LOGFERRY__STORE__URL=s3://bucket/prefix). Log verbosity: RUST_LOG=debug.
+#[derive(Parser)]
+#[command(name = "logferry-shipper", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTP API that agents upload segments to.
+    Serve {
+        /// Shipper config file (TOML); see examples/shipper.toml.
+        #[arg(long, short, env = "LOGFERRY_SHIPPER_CONFIG")]
+        config: PathBuf,
+    },
+    /// Check every stored chain for gaps, overlaps and checksum errors; exit 1 on any.
+    Verify {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Only this stream.
+        #[arg(long)]
+        stream: Option<StreamId>,
+    },
+    /// List streams with their position and time ranges (and, with --segments, each segment).
+    Ls {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Only this stream.
+        #[arg(long)]
+        stream: Option<StreamId>,
+        /// One line per segment instead of one per stream.
+        #[arg(long)]
+        segments: bool,
+    },
+}
+
+/// Where the store is: a config file, or a URL.
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct StoreArgs {
+    /// Shipper config file whose [store] section names the store.
+    #[arg(long, short, env = "LOGFERRY_SHIPPER_CONFIG")]
+    config: Option<PathBuf>,
+    /// Store URL: /dir, file:///dir or s3://bucket/prefix (S3 credentials from AWS_* variables).
+    #[arg(long)]
+    store: Option<String>,
+}
+
+impl StoreArgs {
+    fn open(&self) -> anyhow::Result<Store> {
+        let cfg = match (&self.config, &self.store) {
+            (Some(path), _) => ShipperConfig::load(path)?.store,
+            (None, Some(url)) => {
+                let cfg = StoreConfig::from_url(url);
+                cfg.validate()?;
+                cfg
+            }
+            (None, None) => bail!("give --config FILE or --store URL"),
+        };
+        Ok(Store::open(&cfg)?)
+    }
+}
+
+fn main() -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("logferry-shipper: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("logferry-shipper: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve { config } => serve(&config).await,
+        Command::Verify { store, stream } => {
+            let store = store.open()?;
+            let bar = ProgressBar::new(0).with_style(
+                ProgressStyle::with_template(
+                    "verifying {bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                )
+                .context("progress template")?,
+            );
+            let reports = verify::verify(&store, stream.as_ref(), &bar).await?;
+            bar.finish_and_clear();
+            let mut bad = 0usize;
+            for r in &reports {
+                let status = if r.problems.is_empty() {
+                    "OK"
+                } else {
+                    "FAILED"
+                };
+                println!(
+                    "{status} stream {}: {} segments, {} events, {} bytes, {} .. {}",
+                    r.stream,
+                    r.segments,
+                    r.events,
+                    r.bytes,
+                    r.start.as_deref().unwrap_or("-"),
+                    r.end.as_deref().unwrap_or("-")
+                );
+                for p in &r.problems {
+                    println!("  {} {}: {}", p.kind, p.key, p.detail);
+                }
+                bad += r.problems.len();
+            }
+            if reports.is_empty() {
+                println!("no streams in {}", store.url());
+            }
+            if bad > 0 {
+                println!("{bad} problem(s) found");
+                return Ok(ExitCode::FAILURE);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ls {
+            store,
+            stream,
+            segments,
+        } => {
+            let store = store.open()?;
+            let streams = listing::segments(&store, stream.as_ref()).await?;
+            for (name, lines) in &streams {
+                let (Some(first), Some(last)) = (lines.first(), lines.last()) else {
+                    continue;
+                };
+                let events: u64 = lines.iter().map(|l| l.events).sum();
+                let bytes: u64 = lines.iter().map(|l| l.bytes).sum();
+                println!(
+                    "{name}\tsegments={} events={events} bytes={bytes}\tpositions {} .. {}\ttimes {} .. {}",
+                    lines.len(),
+                    first.start,
+                    last.end,
+                    rfc3339(first.first_event_ms),
+                    rfc3339(last.last_event_ms)
+                );
+                if segments {
+                    for l in lines {
+                        println!(
+                            "  {}\t{} .. {}\tevents={}\tbytes={}\t{} .. {}",
+                            l.key,
+                            l.start,
+                            l.end,
+                            l.events,
+                            l.bytes,
+                            rfc3339(l.first_event_ms),
+                            rfc3339(l.last_event_ms)
+                        );
+                    }
+                }
+            }
+            if streams.is_empty() {
+                println!("no streams in {}", store.url());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn serve(config: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let cfg = ShipperConfig::load(config)?;
+    let store = Store::open(&cfg.store)?;
+    store
+        .healthcheck()
+        .await
+        .with_context(|| format!("the store {} does not answer", cfg.store.url))?;
+    let catalog = Catalog::load(&store).await?;
+    let max = cfg.server.max_segment_bytes;
+    let state = Arc::new(Ingest {
+        store,
+        catalog,
+        metrics: Default::default(),
+        limits: DecodeLimits {
+            max_segment_bytes: max,
+            ..DecodeLimits::default()
+        },
+    });
+    let app = api::router(state, usize::try_from(max).unwrap_or(usize::MAX));
+    let listener = tokio::net::TcpListener::bind(cfg.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (server.listen)", cfg.server.listen))?;
+    info!(listen = %cfg.server.listen, store = %cfg.store.url, "shipper serving");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .context("HTTP server failed")?;
+    Ok(ExitCode::SUCCESS)
+}

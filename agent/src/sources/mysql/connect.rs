@@ -144,6 +144,7 @@ pub async fn connect(cfg: &MysqlConfig, resume: Option<&BinlogPos>) -> Result<My
         gtid_known,
         trx: TrxTracker::default(),
         seen_fde: false,
+        mariadb: server.mariadb,
         preamble: Vec::new(),
         crc32: server.crc32,
     })

@@ -15,6 +15,8 @@ pub mod code {
     pub const ROTATE: u8 = 4;
     /// FORMAT_DESCRIPTION_EVENT.
     pub const FORMAT_DESCRIPTION: u8 = 15;
+    /// TABLE_MAP_EVENT: precedes each statement's row events.
+    pub const TABLE_MAP: u8 = 19;
     /// XID_EVENT: commit of a transactional (InnoDB) transaction.
     pub const XID: u8 = 16;
     /// HEARTBEAT_LOG_EVENT: sent by the server when idle; not part of the log.
@@ -133,25 +135,15 @@ pub fn query_text(body: &[u8]) -> Option<String> {
         .map(|q| String::from_utf8_lossy(q).into_owned())
 }
 
-/// The `(position, file name)` of a ROTATE event body.
+/// The `(position, file name)` of a ROTATE event body; `strip_checksum` for the fake
+/// rotate that arrives before the format description (its name carries 4 checksum bytes).
 pub fn rotate_target(body: &[u8], strip_checksum: bool) -> Result<(u64, String), AgentError> {
-    if body.len() < 8 {
-        return Err(AgentError::Protocol(
-            "rotate event shorter than 8 bytes".into(),
-        ));
-    }
-    let pos = u64::from_le_bytes(
-        body[..8]
-            .try_into()
-            .map_err(|_| AgentError::Protocol("rotate".into()))?,
-    );
-    let mut name = &body[8..];
-    if strip_checksum && name.len() > 4 {
-        name = &name[..name.len() - 4];
-    }
-    let name = std::str::from_utf8(name)
-        .map_err(|_| AgentError::Protocol("rotate event file name is not UTF-8".into()))?;
-    Ok((pos, name.to_owned()))
+    let body = if strip_checksum && body.len() > 12 {
+        &body[..body.len() - 4]
+    } else {
+        body
+    };
+    logferry_common::binlog::rotate_target(body).map_err(|e| AgentError::Protocol(e.to_string()))
 }
 
 /// MariaDB GTID state: the last GTID per replication domain.

@@ -39,6 +39,9 @@ pub struct MysqlSource {
     seen_fde: bool,
     /// A format record of the format-description event in force.
     preamble: Vec<u8>,
+    /// The server is MariaDB: it leaves out the ANNOTATE_ROWS event written before each
+    /// statement's TABLE_MAP (it is sent only on request), so a TABLE_MAP may start further on.
+    mariadb: bool,
     /// The server checksums events with CRC32 (the fake rotate then carries 4 extra bytes).
     crc32: bool,
 }
@@ -94,10 +97,12 @@ impl MysqlSource {
             if log_pos <= cursor.offset {
                 return Ok(None);
             }
-            return Err(AgentError::Gap(format!(
-                "expected the next event at {}:{} but the server sent one at {}:{start_off}",
-                cursor.file, cursor.offset, cursor.file
-            )));
+            if !(start_off > cursor.offset && ty == code::TABLE_MAP && self.mariadb) {
+                return Err(AgentError::Gap(format!(
+                    "expected the next event at {}:{} but the server sent one at {}:{start_off}",
+                    cursor.file, cursor.offset, cursor.file
+                )));
+            }
         }
         let body = ev.data();
         match ty {

@@ -1,0 +1,235 @@
+//! The shipper and agent binaries as real processes.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::Context;
+use logferry_common::wire::StreamHead;
+
+use crate::process::{workspace_bin, Proc};
+use crate::{free_port, wait_for};
+
+/// A running `logferry-shipper serve` on a local-directory store.
+#[derive(Debug)]
+pub struct Shipper {
+    /// HTTP port.
+    pub port: u16,
+    /// Directory of the object store.
+    pub store_dir: PathBuf,
+    config: PathBuf,
+    log: PathBuf,
+    proc: Option<Proc>,
+}
+
+impl Shipper {
+    /// Writes a config under `dir` and starts the shipper on a free port.
+    ///
+    /// # Errors
+    /// When it does not become healthy within 30 s.
+    pub async fn start(dir: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let port = free_port()?;
+        let store_dir = dir.join("store");
+        let config = dir.join("shipper.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nlisten = \"127.0.0.1:{port}\"\n\n[store]\nurl = \"{}\"\n",
+                store_dir.display()
+            ),
+        )?;
+        let mut s = Shipper {
+            port,
+            store_dir,
+            config,
+            log: dir.join("shipper.log"),
+            proc: None,
+        };
+        s.restart().await?;
+        Ok(s)
+    }
+
+    /// Starts the process again (after [`Self::kill9`]) with the same port and store.
+    ///
+    /// # Errors
+    /// When it does not become healthy within 30 s.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        let mut cmd = Command::new(workspace_bin("logferry-shipper")?);
+        cmd.arg("serve").arg("--config").arg(&self.config);
+        self.proc = Some(Proc::spawn("logferry-shipper", cmd, &self.log)?);
+        let url = format!("{}/healthz", self.url());
+        wait_for(
+            "the shipper to answer /healthz",
+            Duration::from_secs(30),
+            || {
+                let url = url.clone();
+                async move {
+                    let r = reqwest::get(&url).await?;
+                    Ok(r.status().is_success().then_some(()))
+                }
+            },
+        )
+        .await
+        .with_context(|| format!("shipper log:\n{}", self.log_text()))
+    }
+
+    /// Crashes the shipper (SIGKILL).
+    pub fn kill9(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill9();
+        }
+    }
+
+    /// Base URL of the API.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The store URL for `verify` / `ls`.
+    pub fn store_url(&self) -> String {
+        self.store_dir.display().to_string()
+    }
+
+    /// What the shipper holds of `stream`.
+    ///
+    /// # Errors
+    /// When the request fails.
+    pub async fn head(&self, stream: &str) -> anyhow::Result<StreamHead> {
+        let body = reqwest::get(format!("{}/v1/streams/{stream}", self.url()))
+            .await?
+            .bytes()
+            .await?;
+        Ok(serde_json::from_slice(&body)?)
+    }
+
+    /// The shipper's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// Settings of an agent under test.
+#[derive(Debug, Clone)]
+pub struct AgentSettings {
+    /// Stream name.
+    pub stream: String,
+    /// `mysql://...` of the source.
+    pub source_url: String,
+    /// Replica server id of the agent.
+    pub server_id: u32,
+    /// Base URL of the shipper.
+    pub shipper_url: String,
+    /// Seal age in ms.
+    pub max_age_ms: u64,
+}
+
+/// A running `logferry-agent run`.
+#[derive(Debug)]
+pub struct Agent {
+    /// Spool directory.
+    pub spool_dir: PathBuf,
+    /// Port of `/metrics`.
+    pub metrics_port: u16,
+    config: PathBuf,
+    log: PathBuf,
+    proc: Option<Proc>,
+}
+
+impl Agent {
+    /// Writes a config under `dir` and starts the agent.
+    ///
+    /// # Errors
+    /// When the binary cannot be started.
+    pub fn start(dir: &Path, s: &AgentSettings) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let spool_dir = dir.join("spool");
+        let metrics_port = free_port()?;
+        let config = dir.join("agent.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[agent]\nstream = \"{}\"\nspool_dir = \"{}\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n\n\
+                 [source]\ntype = \"mysql\"\nurl = \"{}\"\nserver_id = {}\nconnect_timeout_ms = 3000\n\n\
+                 [segment]\nmax_age_ms = {}\n\n[shipper]\nurl = \"{}\"\nretry_max_ms = 1000\n",
+                s.stream,
+                spool_dir.display(),
+                s.source_url,
+                s.server_id,
+                s.max_age_ms,
+                s.shipper_url
+            ),
+        )?;
+        let mut a = Agent {
+            spool_dir,
+            metrics_port,
+            config,
+            log: dir.join("agent.log"),
+            proc: None,
+        };
+        a.restart()?;
+        Ok(a)
+    }
+
+    /// Starts the process again with the same config and spool.
+    ///
+    /// # Errors
+    /// When the binary cannot be started.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        let mut cmd = Command::new(workspace_bin("logferry-agent")?);
+        cmd.arg("run").arg("--config").arg(&self.config);
+        self.proc = Some(Proc::spawn("logferry-agent", cmd, &self.log)?);
+        Ok(())
+    }
+
+    /// Crashes the agent (SIGKILL).
+    pub fn kill9(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill9();
+        }
+    }
+
+    /// Stops the agent with SIGTERM and returns its exit status.
+    ///
+    /// # Errors
+    /// When it is not running.
+    pub fn terminate(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        self.proc.take().context("agent not running")?.terminate()
+    }
+
+    /// The exit status if the agent has exited.
+    ///
+    /// # Errors
+    /// When the status cannot be read.
+    pub fn try_exit(&mut self) -> anyhow::Result<Option<std::process::ExitStatus>> {
+        match &mut self.proc {
+            Some(p) => p.try_exit(),
+            None => Ok(None),
+        }
+    }
+
+    /// Number of segments waiting in the spool.
+    pub fn spooled(&self) -> usize {
+        std::fs::read_dir(self.spool_dir.join("segments"))
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".lfs"))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    /// The agent's `/metrics` text.
+    ///
+    /// # Errors
+    /// When the endpoint does not answer.
+    pub async fn metrics(&self) -> anyhow::Result<String> {
+        let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
+        Ok(reqwest::get(url).await?.text().await?)
+    }
+
+    /// The agent's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}

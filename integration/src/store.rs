@@ -1,0 +1,178 @@
+//! Reading back what the store holds, and what the server's binlog holds, for comparison.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{bail, Context};
+use logferry_common::binlog::{file_events, EventHeader, ExportFiles};
+use logferry_common::{DecodeLimits, Position, Segment};
+
+/// Flag of artificial events, which are not part of a binlog file.
+const ARTIFICIAL: u16 = 0x20;
+/// ANNOTATE_ROWS: MariaDB sends it only to clients that ask for it (the stock tool does).
+const ANNOTATE_ROWS: u8 = 160;
+
+/// One binlog event identified by file and end offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BinlogEvent {
+    /// Binlog file name.
+    pub file: String,
+    /// `log_pos` (offset right after the event).
+    pub log_pos: u32,
+    /// Event type.
+    pub event_type: u8,
+    /// Raw bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// Every stored segment of `stream` under the local store directory, decoded and validated,
+/// in key (= chain) order.
+///
+/// # Errors
+/// When a segment does not decode.
+pub fn segments(store_dir: &Path, stream: &str) -> anyhow::Result<Vec<(String, Segment)>> {
+    let dir = store_dir.join("streams").join(stream).join("segments");
+    let mut names: Vec<_> = match std::fs::read_dir(&dir) {
+        Ok(d) => d
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    names.retain(|n| n.ends_with(".lfs"));
+    names.sort();
+    names
+        .into_iter()
+        .map(|n| {
+            let bytes = std::fs::read(dir.join(&n))?;
+            let seg =
+                Segment::decode(bytes, &DecodeLimits::default()).with_context(|| n.clone())?;
+            Ok((n, seg))
+        })
+        .collect()
+}
+
+/// End position of the stored chain.
+pub fn chain_end(segs: &[(String, Segment)]) -> Option<Position> {
+    segs.last().map(|(_, s)| s.header.meta.end.clone())
+}
+
+/// Rebuilds binlog file images from stored segments (what `export` produces).
+///
+/// # Errors
+/// When a payload is malformed.
+pub fn export_files(segs: &[(String, Segment)]) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let mut out = ExportFiles::default();
+    for (_, s) in segs {
+        let Position::Binlog(start) = &s.header.meta.start;
+        out.push_segment(&start.file, &s.payload()?)?;
+    }
+    Ok(out.finish())
+}
+
+/// The events in binlog file images, skipping artificial and annotate events.
+///
+/// # Errors
+/// When a file is malformed.
+pub fn events_of_files(files: &[(String, Vec<u8>)]) -> anyhow::Result<Vec<BinlogEvent>> {
+    let mut out = Vec::new();
+    for (name, bytes) in files {
+        for ev in file_events(bytes) {
+            let ev = ev?;
+            let h = EventHeader::parse(ev)?;
+            if h.flags & ARTIFICIAL != 0 || h.log_pos == 0 || h.event_type == ANNOTATE_ROWS {
+                continue;
+            }
+            out.push(BinlogEvent {
+                file: name.clone(),
+                log_pos: h.log_pos,
+                event_type: h.event_type,
+                bytes: ev.to_vec(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Copies the server's binlogs with the stock tool
+/// (`mariadb-binlog --read-from-remote-server --raw --to-last-log`) into `dir` and returns
+/// the file images.
+///
+/// # Errors
+/// When the tool fails.
+pub fn remote_binlog_files(
+    port: u16,
+    first_file: &str,
+    dir: &Path,
+) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    std::fs::create_dir_all(dir)?;
+    let out = Command::new("mariadb-binlog")
+        .args([
+            "--read-from-remote-server",
+            "--raw",
+            "--to-last-log",
+            "--host=127.0.0.1",
+            "--user=root",
+        ])
+        .arg(format!("--port={port}"))
+        .arg(format!("--result-file={}/", dir.display()))
+        .arg(first_file)
+        .output()
+        .context("cannot run mariadb-binlog")?;
+    if !out.status.success() {
+        bail!(
+            "mariadb-binlog failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        files.insert(
+            e.file_name().to_string_lossy().into_owned(),
+            std::fs::read(e.path())?,
+        );
+    }
+    Ok(files.into_iter().collect())
+}
+
+/// Runs `mariadb-binlog FILE` on each image written under `dir`, failing on any error.
+///
+/// # Errors
+/// When the tool rejects a file.
+pub fn decode_with_stock_tool(
+    files: &[(String, Vec<u8>)],
+    dir: &Path,
+) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    std::fs::create_dir_all(dir)?;
+    let mut paths = Vec::new();
+    for (name, bytes) in files {
+        let p = dir.join(name);
+        std::fs::write(&p, bytes)?;
+        let out = Command::new("mariadb-binlog").arg(&p).output()?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() || stderr.contains("ERROR") {
+            bail!("mariadb-binlog cannot read exported {name}: {stderr}");
+        }
+        paths.push(p);
+    }
+    Ok(paths)
+}
+
+/// Replays binlog files into a server with `mariadb-binlog FILES | mariadb`.
+///
+/// # Errors
+/// When the replay fails.
+pub fn replay(paths: &[std::path::PathBuf], port: u16) -> anyhow::Result<()> {
+    let files: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    let script = format!(
+        "set -o pipefail; mariadb-binlog {} | mariadb --host=127.0.0.1 --port={port} --user=root",
+        files.join(" ")
+    );
+    let out = Command::new("bash").arg("-c").arg(&script).output()?;
+    if !out.status.success() {
+        bail!("replay failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}

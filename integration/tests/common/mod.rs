@@ -1,0 +1,99 @@
+//! Helpers shared by the end-to-end tests.
+
+use std::path::Path;
+use std::time::Duration;
+
+use logferry_common::Position;
+use logferry_integration::logferry::{Agent, AgentSettings, Shipper};
+use logferry_integration::mariadb::MariaDb;
+use logferry_integration::store;
+
+/// Stream name used by the tests.
+pub const STREAM: &str = "db1";
+
+/// Agent settings for `db` shipping to `shipper`.
+pub fn settings(db: &MariaDb, shipper: &Shipper) -> AgentSettings {
+    AgentSettings {
+        stream: STREAM.into(),
+        source_url: db.repl_url(),
+        server_id: 1001,
+        shipper_url: shipper.url(),
+        max_age_ms: 200,
+    }
+}
+
+/// Waits until the stored chain ends exactly at the server's current binlog position;
+/// fails at once if the agent stops.
+pub async fn wait_caught_up(db: &MariaDb, shipper: &Shipper, agent: &Agent) -> anyhow::Result<()> {
+    let fail = |why: String| {
+        anyhow::anyhow!(
+            "{why}\nagent log:\n{}\nshipper log:\n{}",
+            agent.log_text(),
+            shipper.log_text()
+        )
+    };
+    let until = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        if agent.log_text().contains("agent stopped") {
+            return Err(fail("the agent stopped".into()));
+        }
+        let (file, pos) = db.master_status().await?;
+        let segs = store::segments(&shipper.store_dir, STREAM)?;
+        if let Some(Position::Binlog(end)) = store::chain_end(&segs) {
+            if end.file == file && end.offset == pos {
+                return Ok(());
+            }
+        }
+        if std::time::Instant::now() > until {
+            return Err(fail(format!(
+                "the stored chain did not reach {file}:{pos} within 120 s"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Asserts that the stored chain holds exactly the server's binlog events (as the stock
+/// tool reads them from the server), each once, byte for byte.
+pub fn assert_same_events_as_server(
+    db: &MariaDb,
+    store_dir: &Path,
+    work: &Path,
+) -> anyhow::Result<usize> {
+    let segs = store::segments(store_dir, STREAM)?;
+    let ours = store::events_of_files(&store::export_files(&segs)?)?;
+    let theirs = store::events_of_files(&store::remote_binlog_files(
+        db.port,
+        "mysql-bin.000001",
+        &work.join("remote"),
+    )?)?;
+    let show = |e: &store::BinlogEvent| format!("{}:{} type {}", e.file, e.log_pos, e.event_type);
+    for (i, (a, b)) in ours.iter().zip(theirs.iter()).enumerate() {
+        assert_eq!(show(a), show(b), "event {i} differs");
+        assert!(
+            a.bytes == b.bytes,
+            "event {i} ({}) differs in its bytes",
+            show(a)
+        );
+    }
+    assert_eq!(
+        ours.len(),
+        theirs.len(),
+        "stored {} events, the server has {}",
+        ours.len(),
+        theirs.len()
+    );
+    Ok(ours.len())
+}
+
+/// Runs `logferry-shipper <args>` and returns (exit code, stdout + stderr).
+pub fn shipper_cli(args: &[&str]) -> anyhow::Result<(i32, String)> {
+    let bin = logferry_integration::process::workspace_bin("logferry-shipper")?;
+    let out = std::process::Command::new(bin).args(args).output()?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok((out.status.code().unwrap_or(-1), text))
+}

@@ -1,0 +1,143 @@
+//! The HTTP API: segment uploads from agents, stream state, health and metrics.
+//!
+//! | method | path | answer |
+//! |---|---|---|
+//! | POST | `/v1/segments` | 201 stored, 200 identical re-send, 400 invalid, 409 conflict, 413 too large, 503 store down |
+//! | GET | `/v1/streams` | names of stored streams |
+//! | GET | `/v1/streams/<stream>` | [`StreamHead`]: segment count and first/last position |
+//! | GET | `/healthz` | 200 when the store answers |
+//! | GET | `/metrics` | Prometheus text |
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use logferry_common::wire::{ErrorBody, StreamHead, SEGMENTS_PATH};
+use logferry_common::{Segment, StreamId};
+
+use crate::error::ShipperError;
+use crate::ingest::Ingest;
+
+/// Bytes read to decode a segment header without fetching the whole object.
+pub const HEADER_PROBE_BYTES: u64 = 64 * 1024 + 64;
+
+/// Builds the router over shared ingest state.
+pub fn router(state: Arc<Ingest>, max_body: usize) -> Router {
+    Router::new()
+        .route(SEGMENTS_PATH, post(put_segment))
+        .route("/v1/streams", get(list_streams))
+        .route("/v1/streams/{stream}", get(stream_head))
+        .route("/healthz", get(health))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+async fn put_segment(State(st): State<Arc<Ingest>>, body: Bytes) -> Response {
+    match st.segment(body).await {
+        Ok(ack) if ack.duplicate => (StatusCode::OK, Json(ack)).into_response(),
+        Ok(ack) => (StatusCode::CREATED, Json(ack)).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn list_streams(State(st): State<Arc<Ingest>>) -> Json<Vec<String>> {
+    Json(
+        st.catalog
+            .stream_names()
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    )
+}
+
+async fn stream_head(State(st): State<Arc<Ingest>>, Path(stream): Path<String>) -> Response {
+    let stream = match StreamId::new(&stream) {
+        Ok(s) => s,
+        Err(e) => return ShipperError::BadSegment(e).into_response(),
+    };
+    let lock = st.catalog.stream(&stream);
+    let mut chain = lock.lock().await;
+    let segments = chain.segments().count() as u64;
+    let first_key = chain.segments().next().map(|s| (s.key.clone(), s.size));
+    let last = chain
+        .last()
+        .map(|(s, h)| (s.key.clone(), s.size, h.cloned()));
+    let mut head = StreamHead {
+        stream: stream.to_string(),
+        segments,
+        start: None,
+        end: None,
+        last_event_ms: None,
+    };
+    if let Some((key, size, cached)) = last {
+        let header = match cached {
+            Some(h) => h,
+            None => match read_header(&st, &key, size).await {
+                Ok(h) => {
+                    chain.set_last_header(h.clone());
+                    h
+                }
+                Err(e) => return e.into_response(),
+            },
+        };
+        head.end = Some(header.meta.end.to_string());
+        head.last_event_ms = Some(header.meta.last_event_ms);
+    }
+    if let Some((key, size)) = first_key {
+        match read_header(&st, &key, size).await {
+            Ok(h) => head.start = Some(h.meta.start.to_string()),
+            Err(e) => return e.into_response(),
+        }
+    }
+    (StatusCode::OK, Json(head)).into_response()
+}
+
+async fn read_header(
+    st: &Ingest,
+    key: &str,
+    size: u64,
+) -> Result<logferry_common::SegmentHeader, ShipperError> {
+    let prefix = st.store.get_prefix(key, size, HEADER_PROBE_BYTES).await?;
+    Ok(Segment::peek_header(&prefix)?)
+}
+
+async fn health(State(st): State<Arc<Ingest>>) -> Response {
+    match st.store.healthcheck().await {
+        Ok(()) => (StatusCode::OK, "ok\n").into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn metrics(State(st): State<Arc<Ingest>>) -> String {
+    st.metrics.render()
+}
+
+impl IntoResponse for ShipperError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            ShipperError::BadSegment(_) => StatusCode::BAD_REQUEST,
+            ShipperError::Conflict(_) => StatusCode::CONFLICT,
+            ShipperError::NotFound(_) => StatusCode::NOT_FOUND,
+            ShipperError::Store(_) | ShipperError::StoreConfig(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+        };
+        if status.is_server_error() {
+            tracing::error!(error = %self, "request failed");
+        } else {
+            tracing::warn!(error = %self, "request refused");
+        }
+        (
+            status,
+            Json(ErrorBody {
+                error: self.to_string(),
+            }),
+        )
+            .into_response()
+    }
+}

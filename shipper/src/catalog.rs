@@ -1,0 +1,207 @@
+//! The catalog: an in-memory index of stored segments per stream, rebuilt from one listing
+//! of the object store at boot (the store stays the source of truth; object keys carry the
+//! sort keys of both positions, so the chain is checkable from keys alone).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use logferry_common::keys::{parse_segment_file_name, stream_of_key};
+use logferry_common::{SegmentHeader, StreamId};
+use tokio::sync::Mutex as AsyncMutex;
+use tracing::warn;
+
+use crate::error::Result;
+use crate::storage::Store;
+
+/// A stored segment as the catalog knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentRef {
+    /// Object key.
+    pub key: String,
+    /// Sort key of the start position.
+    pub start_key: String,
+    /// Sort key of the end position.
+    pub end_key: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// How a new segment relates to a stream's stored chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// It extends or fills the chain; `gap` says whether it does not start where the
+    /// previous segment ends.
+    New {
+        /// The new segment does not follow its predecessor directly.
+        gap: bool,
+    },
+    /// A segment with the same start is stored: same bytes = idempotent, else conflict.
+    SameStart(SegmentRef),
+    /// It overlaps a stored segment (conflict).
+    Overlap(SegmentRef),
+}
+
+/// One stream's segments, ordered by start.
+#[derive(Debug, Default)]
+pub struct StreamCatalog {
+    segments: BTreeMap<String, SegmentRef>,
+    last_header: Option<SegmentHeader>,
+}
+
+impl StreamCatalog {
+    /// Decides how a segment spanning `start_key..end_key` may be admitted.
+    pub fn admit(&self, start_key: &str, end_key: &str) -> Admission {
+        if let Some(same) = self.segments.get(start_key) {
+            return Admission::SameStart(same.clone());
+        }
+        let prev = self
+            .segments
+            .range(..start_key.to_owned())
+            .next_back()
+            .map(|(_, s)| s);
+        if let Some(p) = prev.filter(|p| p.end_key.as_str() > start_key) {
+            return Admission::Overlap(p.clone());
+        }
+        let next = self
+            .segments
+            .range(start_key.to_owned()..)
+            .next()
+            .map(|(_, s)| s);
+        if let Some(n) = next.filter(|n| end_key > n.start_key.as_str()) {
+            return Admission::Overlap(n.clone());
+        }
+        Admission::New {
+            gap: prev.is_some_and(|p| p.end_key != start_key),
+        }
+    }
+
+    /// Records a stored segment (with its header when known).
+    pub fn insert(&mut self, seg: SegmentRef, header: Option<SegmentHeader>) {
+        let is_last = self
+            .segments
+            .keys()
+            .next_back()
+            .is_none_or(|last| seg.start_key > *last);
+        if is_last {
+            self.last_header = header;
+        }
+        self.segments.insert(seg.start_key.clone(), seg);
+    }
+
+    /// Stored segments in chain order.
+    pub fn segments(&self) -> impl Iterator<Item = &SegmentRef> {
+        self.segments.values()
+    }
+
+    /// The last segment and its header if it is cached.
+    pub fn last(&self) -> Option<(&SegmentRef, Option<&SegmentHeader>)> {
+        self.segments
+            .values()
+            .next_back()
+            .map(|s| (s, self.last_header.as_ref()))
+    }
+
+    /// Caches the header of the last segment.
+    pub fn set_last_header(&mut self, h: SegmentHeader) {
+        self.last_header = Some(h);
+    }
+}
+
+/// All streams' catalogs; each stream has its own lock so uploads of different streams do
+/// not wait for each other.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    streams: Mutex<HashMap<StreamId, Arc<AsyncMutex<StreamCatalog>>>>,
+}
+
+impl Catalog {
+    /// Rebuilds the catalog from one listing of `store`.
+    ///
+    /// # Errors
+    /// When the listing fails.
+    pub async fn load(store: &Store) -> Result<Self> {
+        let catalog = Catalog::default();
+        for obj in store.list("streams").await? {
+            let Some(seg) = segment_ref(&obj.key, obj.size) else {
+                continue;
+            };
+            let Some(stream) = stream_of_key(&obj.key).and_then(|s| StreamId::new(s).ok()) else {
+                warn!(key = %obj.key, "ignoring an object outside the key grammar");
+                continue;
+            };
+            catalog.stream(&stream).lock().await.insert(seg, None);
+        }
+        Ok(catalog)
+    }
+
+    /// The catalog of `stream`, created empty if unknown.
+    pub fn stream(&self, stream: &StreamId) -> Arc<AsyncMutex<StreamCatalog>> {
+        let mut map = match self.streams.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        map.entry(stream.clone()).or_default().clone()
+    }
+
+    /// Known stream names, sorted.
+    pub fn stream_names(&self) -> Vec<StreamId> {
+        let map = match self.streams.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let mut names: Vec<_> = map.keys().cloned().collect();
+        names.sort();
+        names
+    }
+}
+
+/// Parses a segment object key into a [`SegmentRef`]; `None` for other objects.
+pub fn segment_ref(key: &str, size: u64) -> Option<SegmentRef> {
+    let rest = key.strip_prefix("streams/")?;
+    let (_, tail) = rest.split_once("/segments/")?;
+    let (start_key, end_key) = parse_segment_file_name(tail).ok()?;
+    Some(SegmentRef {
+        key: key.to_owned(),
+        start_key,
+        end_key,
+        size,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(a: &str, b: &str) -> SegmentRef {
+        SegmentRef {
+            key: format!("streams/s/segments/{a}-{b}.lfs"),
+            start_key: a.into(),
+            end_key: b.into(),
+            size: 1,
+        }
+    }
+
+    #[test]
+    fn admission_rules() {
+        let mut c = StreamCatalog::default();
+        assert_eq!(c.admit("10", "20"), Admission::New { gap: false });
+        c.insert(r("10", "20"), None);
+        c.insert(r("20", "30"), None);
+        assert_eq!(c.admit("30", "40"), Admission::New { gap: false });
+        assert_eq!(c.admit("35", "40"), Admission::New { gap: true });
+        assert_eq!(c.admit("20", "30"), Admission::SameStart(r("20", "30")));
+        assert_eq!(c.admit("25", "35"), Admission::Overlap(r("20", "30")));
+        assert_eq!(c.admit("05", "15"), Admission::Overlap(r("10", "20")));
+        assert_eq!(c.admit("00", "10"), Admission::New { gap: false });
+    }
+
+    #[test]
+    fn keys_parse() {
+        let s = segment_ref("streams/db1/segments/0001_04-0001_90.lfs", 5).unwrap();
+        assert_eq!(
+            (s.start_key.as_str(), s.end_key.as_str()),
+            ("0001_04", "0001_90")
+        );
+        assert!(segment_ref("streams/db1/other/x.json", 1).is_none());
+    }
+}

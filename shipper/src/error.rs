@@ -1,0 +1,26 @@
+//! The error type of `logferry-shipper`.
+
+/// Everything the shipper can fail at, named by the answer it leads to.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ShipperError {
+    /// The uploaded bytes are not a valid segment (400).
+    #[error("rejected segment: {0}")]
+    BadSegment(#[from] logferry_common::Error),
+    /// A different segment is already stored at this start position, or the new one
+    /// overlaps stored ones (409).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The object store failed (503 to the agent, which retries).
+    #[error("object store: {0}")]
+    Store(#[from] object_store::Error),
+    /// The store URL or options are unusable.
+    #[error("store configuration: {0}")]
+    StoreConfig(String),
+    /// A request named something that does not exist (404).
+    #[error("not found: {0}")]
+    NotFound(String),
+}
+
+/// Result with [`ShipperError`].
+pub type Result<T, E = ShipperError> = std::result::Result<T, E>;

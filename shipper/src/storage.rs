@@ -1,0 +1,156 @@
+//! The object store behind the shipper: the single source of truth for restore and verify.
+//!
+//! Segments go in with [`PutMode::Create`], so an object is never overwritten: a second put
+//! of the same key answers [`Stored::AlreadyExists`] and the caller compares checksums.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use logferry_config::StoreConfig;
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutPayload};
+
+use crate::error::{Result, ShipperError};
+
+/// Outcome of a create-only put.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// The object was written (and, for a local directory, fsynced).
+    Created,
+    /// An object already exists under that key; nothing was written.
+    AlreadyExists,
+}
+
+/// A listed object.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    /// Its key.
+    pub key: String,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// The configured object store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    inner: Arc<dyn ObjectStore>,
+    url: String,
+}
+
+impl Store {
+    /// Opens the store named by `cfg.url` (a local directory is created if missing).
+    ///
+    /// # Errors
+    /// [`ShipperError::StoreConfig`] naming the URL and the problem.
+    pub fn open(cfg: &StoreConfig) -> Result<Self> {
+        let url = cfg.url.as_str();
+        let dir = if url.starts_with('/') {
+            Some(url.to_owned())
+        } else {
+            url.strip_prefix("file://").map(str::to_owned)
+        };
+        let inner: Arc<dyn ObjectStore> = match dir {
+            Some(dir) => {
+                std::fs::create_dir_all(&dir).map_err(|e| {
+                    ShipperError::StoreConfig(format!("cannot create store directory {dir}: {e}"))
+                })?;
+                let fs = LocalFileSystem::new_with_prefix(&dir)
+                    .map_err(|e| ShipperError::StoreConfig(format!("store directory {dir}: {e}")))?
+                    .with_fsync(true);
+                Arc::new(fs)
+            }
+            None if url.starts_with("s3://") => {
+                let mut b = AmazonS3Builder::from_env().with_url(url);
+                if let Some(e) = &cfg.endpoint {
+                    b = b.with_endpoint(e);
+                }
+                if let Some(r) = &cfg.region {
+                    b = b.with_region(r);
+                }
+                b = b.with_allow_http(cfg.allow_http);
+                let s3 = b
+                    .build()
+                    .map_err(|e| ShipperError::StoreConfig(format!("S3 store {url}: {e}")))?;
+                Arc::new(s3)
+            }
+            None => {
+                return Err(ShipperError::StoreConfig(format!(
+                    "store.url {url:?}: use file:///dir, /dir or s3://bucket/prefix"
+                )))
+            }
+        };
+        Ok(Store {
+            inner,
+            url: url.to_owned(),
+        })
+    }
+
+    /// The URL this store was opened from.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Writes `bytes` under `key` unless an object already exists there.
+    ///
+    /// # Errors
+    /// [`ShipperError::Store`] when the store fails.
+    pub async fn put_new(&self, key: &str, bytes: Bytes) -> Result<Stored> {
+        let path = Path::from(key);
+        match self
+            .inner
+            .put_opts(&path, PutPayload::from_bytes(bytes), PutMode::Create.into())
+            .await
+        {
+            Ok(_) => Ok(Stored::Created),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(Stored::AlreadyExists),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Reads a whole object.
+    ///
+    /// # Errors
+    /// [`ShipperError::Store`] (including not found).
+    pub async fn get(&self, key: &str) -> Result<Bytes> {
+        Ok(self.inner.get(&Path::from(key)).await?.bytes().await?)
+    }
+
+    /// Reads the first `len` bytes of an object (or fewer if it is shorter).
+    ///
+    /// # Errors
+    /// [`ShipperError::Store`].
+    pub async fn get_prefix(&self, key: &str, size: u64, len: u64) -> Result<Bytes> {
+        let end = size.min(len);
+        Ok(self.inner.get_range(&Path::from(key), 0..end).await?)
+    }
+
+    /// Lists every object under `prefix`, sorted by key.
+    ///
+    /// # Errors
+    /// [`ShipperError::Store`].
+    pub async fn list(&self, prefix: &str) -> Result<Vec<Listed>> {
+        let prefix = Path::from(prefix);
+        let mut out: Vec<Listed> = self
+            .inner
+            .list(Some(&prefix))
+            .map_ok(|m| Listed {
+                key: m.location.to_string(),
+                size: m.size,
+            })
+            .try_collect()
+            .await?;
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    /// Checks at boot that the store answers a listing.
+    ///
+    /// # Errors
+    /// [`ShipperError::Store`] with the store's message.
+    pub async fn healthcheck(&self) -> Result<()> {
+        self.list("streams").await.map(|_| ())
+    }
+}
