@@ -45,12 +45,38 @@ fn default_spool_max_bytes() -> u64 {
     10 * 1024 * 1024 * 1024
 }
 
-/// The database this agent tails; one variant per source kind.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+/// The database this agent tails; one variant per source kind, chosen by `type`.
+#[derive(Debug, Clone)]
 pub enum SourceConfig {
     /// A MySQL or MariaDB server, tailed as a replica over the replication protocol.
     Mysql(MysqlSource),
+}
+
+/// Reads `type` first, then the rest of the table as that kind's settings, so that an error
+/// names the field of the variant (serde's tagged enums lose it).
+impl<'de> Deserialize<'de> for SourceConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut table = toml::Table::deserialize(d)?;
+        let kind = match table.remove("type") {
+            Some(toml::Value::String(s)) => s,
+            Some(other) => {
+                return Err(D::Error::custom(format!(
+                    "`type` must be a string, not {other}"
+                )))
+            }
+            None => return Err(D::Error::custom("missing `type`; use type = \"mysql\"")),
+        };
+        let rest = toml::Value::Table(table);
+        match kind.as_str() {
+            "mysql" => MysqlSource::deserialize(rest)
+                .map(SourceConfig::Mysql)
+                .map_err(|e| D::Error::custom(e.to_string().trim())),
+            other => Err(D::Error::custom(format!(
+                "unknown source type {other:?}; supported: \"mysql\""
+            ))),
+        }
+    }
 }
 
 /// Where a stream with no stored history starts.

@@ -1,4 +1,5 @@
 //! Helpers shared by the end-to-end tests.
+#![allow(dead_code)] // each test binary uses a different subset of these helpers
 
 use std::path::Path;
 use std::time::Duration;

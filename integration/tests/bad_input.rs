@@ -1,0 +1,232 @@
+//! Bad input gives a clear error that names the problem and the fix, and loses nothing.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::shipper_cli;
+use logferry_common::wire::SegmentAck;
+use logferry_common::{BinlogPos, Position, Segment, SegmentMeta, SourceKind, StreamId};
+use logferry_integration::logferry::{Agent, AgentSettings, Shipper};
+use logferry_integration::mariadb::{MariaDb, Options, REPL_USER};
+use logferry_integration::process::workspace_bin;
+use logferry_integration::{free_port, wait_for};
+
+fn agent_check_config(text: &str) -> anyhow::Result<(i32, String)> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("agent.toml");
+    std::fs::write(&path, text)?;
+    let out = Command::new(workspace_bin("logferry-agent")?)
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok((out.status.code().unwrap_or(-1), text))
+}
+
+const GOOD: &str = "[agent]\nstream = \"db1\"\nspool_dir = \"/tmp/x\"\n\n[source]\ntype = \"mysql\"\n\
+url = \"mysql://u:p@127.0.0.1:3306\"\nserver_id = 7\n\n[shipper]\nurl = \"http://127.0.0.1:9450\"\n";
+
+#[test]
+fn malformed_configs_name_the_key() -> anyhow::Result<()> {
+    let (code, out) = agent_check_config(GOOD)?;
+    assert_eq!(code, 0, "{out}");
+    let cases = [
+        (GOOD.replace("[source]", "[source"), "agent.toml"),
+        (
+            GOOD.replace("server_id = 7", "server_id = 7\nserverid = 8"),
+            "serverid",
+        ),
+        (
+            GOOD.replace("server_id = 7", "server_id = 0"),
+            "source.server_id",
+        ),
+        (
+            GOOD.replace("server_id = 7", "server_id = \"seven\""),
+            "server_id",
+        ),
+        (
+            GOOD.replace("type = \"mysql\"", "type = \"oracle\""),
+            "oracle",
+        ),
+        (
+            GOOD.replace("http://127.0.0.1:9450", "127.0.0.1:9450"),
+            "shipper.url",
+        ),
+    ];
+    for (text, needle) in cases {
+        let (code, out) = agent_check_config(&text)?;
+        assert_eq!(code, 2, "{needle}: {out}");
+        assert!(out.contains(needle), "the error names {needle}: {out}");
+    }
+    let (code, out) = shipper_cli(&["verify", "--store", "ftp://nowhere"])?;
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("store.url"), "{out}");
+    Ok(())
+}
+
+fn settings(url: String, shipper: &Shipper) -> AgentSettings {
+    AgentSettings {
+        stream: "db1".into(),
+        source_url: url,
+        server_id: 1001,
+        shipper_url: shipper.url(),
+        max_age_ms: 200,
+    }
+}
+
+async fn wait_for_log(agent: &Agent, needle: &str) -> anyhow::Result<String> {
+    wait_for(needle, Duration::from_secs(30), || async {
+        let log = agent.log_text();
+        Ok(log.contains(needle).then_some(log))
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e:#}\n{}", agent.log_text()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_database_is_retried_with_a_clear_message() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let shipper = Shipper::start(tmp.path()).await?;
+    let port = free_port()?;
+    let mut agent = Agent::start(
+        &tmp.path().join("a"),
+        &settings(format!("mysql://u:p@127.0.0.1:{port}"), &shipper),
+    )?;
+    wait_for_log(
+        &agent,
+        &format!("cannot connect to the database at 127.0.0.1:{port}"),
+    )
+    .await?;
+    assert!(
+        agent.try_exit()?.is_none(),
+        "the agent keeps retrying, it does not exit"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_and_binlog_off_stop_with_the_fix() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let shipper = Shipper::start(tmp.path()).await?;
+    let db = MariaDb::start(Options::default()).await?;
+    let url = format!("mysql://{REPL_USER}:wrong@127.0.0.1:{}", db.port);
+    let mut agent = Agent::start(&tmp.path().join("a"), &settings(url, &shipper))?;
+    let log = wait_for_log(&agent, "agent stopped").await?;
+    assert!(
+        log.contains("refused the login") && log.contains("source.url"),
+        "{log}"
+    );
+    let mut status = None;
+    for _ in 0..100 {
+        status = agent.try_exit()?;
+        if status.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "the agent exits with an error: {status:?}"
+    );
+
+    let off = MariaDb::start(Options {
+        log_bin: false,
+        server_id: 3,
+    })
+    .await?;
+    let agent = Agent::start(&tmp.path().join("b"), &settings(off.repl_url(), &shipper))?;
+    let log = wait_for_log(&agent, "agent stopped").await?;
+    assert!(
+        log.contains("binary logging is off") && log.contains("--log-bin"),
+        "{log}"
+    );
+    Ok(())
+}
+
+fn segment(start: u64, body: &[u8]) -> Segment {
+    let size = 19 + body.len() as u32;
+    let mut ev = Vec::new();
+    ev.extend_from_slice(&1_700_000_000u32.to_le_bytes());
+    ev.push(2);
+    ev.extend_from_slice(&1u32.to_le_bytes());
+    ev.extend_from_slice(&size.to_le_bytes());
+    ev.extend_from_slice(&(start as u32 + size).to_le_bytes());
+    ev.extend_from_slice(&0u16.to_le_bytes());
+    ev.extend_from_slice(body);
+    let mut p = logferry_common::binlog::PayloadBuilder::default();
+    p.push_event(&ev);
+    let meta = SegmentMeta {
+        stream: StreamId::new("garbage-test").unwrap_or_else(|e| panic!("{e}")),
+        source: SourceKind::Mysql,
+        start: Position::Binlog(BinlogPos::new("mysql-bin.000001", start)),
+        end: Position::Binlog(BinlogPos::new("mysql-bin.000001", start + u64::from(size))),
+        first_event_ms: 1,
+        last_event_ms: 2,
+        event_count: 1,
+    };
+    Segment::seal(meta, &p.take()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_uploads_are_refused_and_the_store_stays_clean() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let shipper = Shipper::start(tmp.path()).await?;
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/segments", shipper.url());
+    let post = |body: Vec<u8>| {
+        let req = http.post(&url).body(body);
+        async move {
+            let r = req.send().await?;
+            let status = r.status().as_u16();
+            anyhow::Ok((status, r.text().await?))
+        }
+    };
+    let good = segment(4, b"first");
+    let bytes = good.bytes().to_vec();
+    for (what, body) in [
+        ("empty", Vec::new()),
+        ("text", b"hello shipper".to_vec()),
+        ("truncated", bytes[..bytes.len() - 10].to_vec()),
+        ("bit flip", {
+            let mut b = bytes.clone();
+            b[30] ^= 4;
+            b
+        }),
+    ] {
+        let (status, text) = post(body).await?;
+        assert_eq!(status, 400, "{what}: {text}");
+        assert!(
+            text.contains("\"error\""),
+            "{what}: JSON error body: {text}"
+        );
+    }
+    let (status, text) = post(vec![0u8; 300 * 1024 * 1024]).await?;
+    assert_eq!(status, 413, "oversized body: {text}");
+
+    let (status, text) = post(bytes.clone()).await?;
+    assert_eq!(status, 201, "{text}");
+    let ack: SegmentAck = serde_json::from_str(&text)?;
+    assert!(!ack.duplicate);
+    let (status, text) = post(bytes.clone()).await?;
+    assert_eq!(status, 200, "an identical re-send is acknowledged: {text}");
+    let (status, text) = post(segment(4, b"other").bytes().to_vec()).await?;
+    assert_eq!(status, 409, "a different segment at the same start: {text}");
+    let (status, text) = post(segment(10, b"overlapping").bytes().to_vec()).await?;
+    assert_eq!(status, 409, "an overlapping segment: {text}");
+
+    let stored = std::fs::read(shipper.store_dir.join(&ack.key))?;
+    assert_eq!(
+        stored, bytes,
+        "the first segment is kept, never overwritten"
+    );
+    let (code, out) = shipper_cli(&["verify", "--store", &shipper.store_url()])?;
+    assert_eq!(code, 0, "only the valid segment is in the store: {out}");
+    assert!(out.contains("1 segments"), "{out}");
+    Ok(())
+}

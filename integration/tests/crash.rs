@@ -1,0 +1,125 @@
+//! Crashes in the middle of a running workload lose nothing and duplicate nothing.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{assert_same_events_as_server, settings, shipper_cli, wait_caught_up};
+use logferry_integration::logferry::{Agent, Shipper};
+use logferry_integration::mariadb::{MariaDb, Options};
+use logferry_integration::workload;
+use mysql_async::prelude::Queryable;
+
+/// Starts a workload in the background; returns the stop flag and its task.
+async fn background_workload(
+    db: &MariaDb,
+) -> anyhow::Result<(
+    Arc<AtomicBool>,
+    tokio::task::JoinHandle<anyhow::Result<u64>>,
+)> {
+    let mut c = db.conn().await?;
+    workload::create_schema(&mut c).await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let task = tokio::spawn(workload::run_until(c, 0, stop.clone()));
+    Ok((stop, task))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_killed_mid_workload_resumes_without_loss_or_duplicates() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let db = MariaDb::start(Options::default()).await?;
+    let shipper = Shipper::start(tmp.path()).await?;
+    let mut agent = Agent::start(&tmp.path().join("agent"), &settings(&db, &shipper))?;
+    let (stop, task) = background_workload(&db).await?;
+
+    for round in 0..4 {
+        tokio::time::sleep(Duration::from_millis(700 + 300 * round)).await;
+        agent.kill9();
+        if round == 1 {
+            db.conn().await?.query_drop("FLUSH BINARY LOGS").await?;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        agent.restart()?;
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let status = agent.terminate()?;
+    assert!(
+        status.success(),
+        "SIGTERM should stop the agent cleanly: {status}\n{}",
+        agent.log_text()
+    );
+    agent.restart()?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let transactions = task.await??;
+    assert!(
+        transactions > 100,
+        "the workload ran only {transactions} transactions"
+    );
+
+    wait_caught_up(&db, &shipper, &agent).await?;
+    let log = agent.log_text();
+    let resumed = log.matches("starting binlog dump").count();
+    assert!(
+        resumed >= 6,
+        "expected 6 starts of the agent, saw {resumed}\n{log}"
+    );
+    assert!(
+        log.contains("at=mysql-bin.000002:"),
+        "a restart resumed mid-chain\n{log}"
+    );
+    assert_same_events_as_server(&db, &shipper.store_dir, tmp.path())?;
+    let (code, out) = shipper_cli(&["verify", "--store", &shipper.store_url()])?;
+    assert_eq!(code, 0, "{out}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shipper_killed_mid_workload_agent_spools_then_drains() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let db = MariaDb::start(Options::default()).await?;
+    let mut shipper = Shipper::start(tmp.path()).await?;
+    let agent = Agent::start(&tmp.path().join("agent"), &settings(&db, &shipper))?;
+    let (stop, task) = background_workload(&db).await?;
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    shipper.kill9();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let spooled = agent.spooled();
+    assert!(
+        spooled > 0,
+        "the agent should spool while the shipper is down\n{}",
+        agent.log_text()
+    );
+    shipper.restart().await?;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    shipper.kill9();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    shipper.restart().await?;
+    stop.store(true, Ordering::Relaxed);
+    task.await??;
+
+    wait_caught_up(&db, &shipper, &agent).await?;
+    assert_eq!(
+        agent.spooled(),
+        0,
+        "the spool drains once the shipper is back"
+    );
+    assert_same_events_as_server(&db, &shipper.store_dir, tmp.path())?;
+    let (code, out) = shipper_cli(&["verify", "--store", &shipper.store_url()])?;
+    assert_eq!(code, 0, "{out}");
+    let metrics = agent.metrics().await?;
+    let retries = metrics
+        .lines()
+        .find(|l| l.starts_with("logferry_agent_ship_retries_total"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(
+        retries > 0,
+        "uploads were retried while the shipper was down\n{metrics}"
+    );
+    Ok(())
+}

@@ -1,0 +1,60 @@
+//! `logferry-shipper verify` finds damage in the store and exits non-zero.
+
+mod common;
+
+use common::{settings, shipper_cli, wait_caught_up, STREAM};
+use logferry_integration::logferry::{Agent, Shipper};
+use logferry_integration::mariadb::{MariaDb, Options};
+use logferry_integration::{store, workload};
+use mysql_async::prelude::Queryable;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flipped_byte_and_missing_segment_are_reported() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let db = MariaDb::start(Options::default()).await?;
+    let shipper = Shipper::start(tmp.path()).await?;
+    let agent = Agent::start(&tmp.path().join("agent"), &settings(&db, &shipper))?;
+    let mut c = db.conn().await?;
+    workload::create_schema(&mut c).await?;
+    for batch in 0..6 {
+        workload::run(&mut c, batch * 50, batch * 50 + 50).await?;
+        c.query_drop("FLUSH BINARY LOGS").await?;
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    wait_caught_up(&db, &shipper, &agent).await?;
+    let (code, out) = shipper_cli(&["verify", "--store", &shipper.store_url()])?;
+    assert_eq!(code, 0, "a clean store verifies: {out}");
+
+    let segs = store::segments(&shipper.store_dir, STREAM)?;
+    assert!(
+        segs.len() >= 4,
+        "need several segments, have {}",
+        segs.len()
+    );
+    let dir = shipper
+        .store_dir
+        .join("streams")
+        .join(STREAM)
+        .join("segments");
+
+    let victim = dir.join(&segs[1].0);
+    let mut bytes = std::fs::read(&victim)?;
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&victim, &bytes)?;
+    let (code, out) = shipper_cli(&["verify", "--store", &shipper.store_url()])?;
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("CORRUPT") && out.contains(&segs[1].0),
+        "verify names the flipped object: {out}"
+    );
+
+    std::fs::remove_file(dir.join(&segs[2].0))?;
+    let (code, out) = shipper_cli(&["verify", "--store", &shipper.store_url()])?;
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("GAP") && out.contains(&segs[3].0),
+        "verify reports the gap before the next segment: {out}"
+    );
+    Ok(())
+}
