@@ -187,10 +187,7 @@ async fn source_task(
     let SourceConfig::Mysql(mcfg) = &cfg;
     let mut first = true;
     loop {
-        let at = match &resume {
-            Some(Position::Binlog(p)) => Some(p.clone()),
-            None => None,
-        };
+        let at = resume.as_ref().map(|Position::Binlog(p)| p.clone());
         let result = match mysql::connect(mcfg, at.as_ref()).await {
             Ok(mut src) => {
                 backoff.reset();

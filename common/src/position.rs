@@ -117,7 +117,7 @@ impl BinlogPos {
             return Err(bad());
         }
         let gtid = match gtid {
-            Some(g) if g.is_empty() => None,
+            Some("") => None,
             Some(g) => {
                 validate_gtid(g).map_err(|_| bad())?;
                 Some(g.to_owned())

@@ -17,3 +17,15 @@ pub use agent::{AgentConfig, MysqlSource, ResumeMode, SourceConfig, StartFrom};
 pub use error::{ConfigError, Result};
 pub use load::{load_file, parse_str, ENV_PREFIX};
 pub use shipper::{ShipperConfig, StoreConfig};
+
+#[cfg(test)]
+mod examples {
+    use std::path::Path;
+
+    #[test]
+    fn example_configs_load() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        crate::AgentConfig::load(&root.join("agent.toml")).unwrap_or_else(|e| panic!("{e}"));
+        crate::ShipperConfig::load(&root.join("shipper.toml")).unwrap_or_else(|e| panic!("{e}"));
+    }
+}

@@ -150,6 +150,9 @@ pub async fn connect(cfg: &MysqlConfig, resume: Option<&BinlogPos>) -> Result<My
     })
 }
 
+/// `@@log_bin, @@binlog_format, @@binlog_checksum, VERSION()`.
+type ServerVars = (Option<i64>, Option<String>, Option<String>, String);
+
 struct ServerInfo {
     version: String,
     mariadb: bool,
@@ -157,7 +160,7 @@ struct ServerInfo {
 }
 
 async fn preflight(conn: &mut Conn, addr: &str) -> Result<ServerInfo> {
-    let row: Option<(Option<i64>, Option<String>, Option<String>, String)> = conn
+    let row: Option<ServerVars> = conn
         .query_first("SELECT @@log_bin, @@binlog_format, @@binlog_checksum, VERSION()")
         .await
         .map_err(|e| connect_error(addr, e))?;
