@@ -60,7 +60,7 @@ pub struct StoreConfig {
     /// S3 region.
     #[serde(default)]
     pub region: Option<String>,
-    /// Allow a plain-HTTP endpoint.
+    /// Allow a plain-HTTP endpoint (`false` leaves `AWS_ALLOW_HTTP` from the environment in force).
     #[serde(default)]
     pub allow_http: bool,
 }

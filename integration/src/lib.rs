@@ -5,12 +5,14 @@
 //! - [`process`]: a child process that is killed when dropped, with its log file.
 //! - [`mariadb`]: a private `mariadbd` (binlog on, ROW format) and its clients.
 //! - [`logferry`]: the shipper and agent binaries as processes, with their configs.
+//! - [`s3`]: a private S3-compatible server for the shipper's S3 path.
 //! - [`store`]: reads what the object store holds (segments, events, binlog files).
 //! - [`workload`]: inserts, updates and deletes across several tables.
 
 pub mod logferry;
 pub mod mariadb;
 pub mod process;
+pub mod s3;
 pub mod store;
 pub mod workload;
 

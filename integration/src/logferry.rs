@@ -15,8 +15,10 @@ use crate::{free_port, wait_for};
 pub struct Shipper {
     /// HTTP port.
     pub port: u16,
-    /// Directory of the object store.
+    /// Directory of the object store (when the store is a local directory).
     pub store_dir: PathBuf,
+    /// Environment given to the process (S3 credentials and endpoint).
+    pub env: Vec<(String, String)>,
     config: PathBuf,
     log: PathBuf,
     proc: Option<Proc>,
@@ -28,20 +30,48 @@ impl Shipper {
     /// # Errors
     /// When it does not become healthy within 30 s.
     pub async fn start(dir: &Path) -> anyhow::Result<Self> {
+        let store_dir = dir.join("store");
+        let store = format!("url = \"{}\"\n", store_dir.display());
+        Self::start_with_store(dir, &store, store_dir, Vec::new()).await
+    }
+
+    /// Starts a shipper storing into `bucket` of the S3 server `s3`.
+    ///
+    /// # Errors
+    /// When it does not become healthy within 30 s.
+    pub async fn start_s3(
+        dir: &Path,
+        s3: &crate::s3::S3Server,
+        bucket: &str,
+    ) -> anyhow::Result<Self> {
+        let store = format!(
+            "url = \"s3://{bucket}\"\nendpoint = \"{}\"\nregion = \"us-east-1\"\nallow_http = true\n",
+            s3.endpoint()
+        );
+        let env = crate::s3::S3_ENV
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self::start_with_store(dir, &store, dir.join("unused"), env).await
+    }
+
+    async fn start_with_store(
+        dir: &Path,
+        store: &str,
+        store_dir: PathBuf,
+        env: Vec<(String, String)>,
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let port = free_port()?;
-        let store_dir = dir.join("store");
         let config = dir.join("shipper.toml");
         std::fs::write(
             &config,
-            format!(
-                "[server]\nlisten = \"127.0.0.1:{port}\"\n\n[store]\nurl = \"{}\"\n",
-                store_dir.display()
-            ),
+            format!("[server]\nlisten = \"127.0.0.1:{port}\"\n\n[store]\n{store}"),
         )?;
         let mut s = Shipper {
             port,
             store_dir,
+            env,
             config,
             log: dir.join("shipper.log"),
             proc: None,
@@ -56,7 +86,10 @@ impl Shipper {
     /// When it does not become healthy within 30 s.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         let mut cmd = Command::new(workspace_bin("logferry-shipper")?);
-        cmd.arg("serve").arg("--config").arg(&self.config);
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&self.config)
+            .envs(self.env.iter().cloned());
         self.proc = Some(Proc::spawn("logferry-shipper", cmd, &self.log)?);
         let url = format!("{}/healthz", self.url());
         wait_for(
@@ -122,6 +155,8 @@ pub struct AgentSettings {
     pub shipper_url: String,
     /// Seal age in ms.
     pub max_age_ms: u64,
+    /// Extra lines for the `[source]` section (e.g. `resume = "gtid"`).
+    pub source_extra: String,
 }
 
 /// A running `logferry-agent run`.
@@ -150,12 +185,13 @@ impl Agent {
             &config,
             format!(
                 "[agent]\nstream = \"{}\"\nspool_dir = \"{}\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n\n\
-                 [source]\ntype = \"mysql\"\nurl = \"{}\"\nserver_id = {}\nconnect_timeout_ms = 3000\n\n\
+                 [source]\ntype = \"mysql\"\nurl = \"{}\"\nserver_id = {}\nconnect_timeout_ms = 3000\n{}\n\n\
                  [segment]\nmax_age_ms = {}\n\n[shipper]\nurl = \"{}\"\nretry_max_ms = 1000\n",
                 s.stream,
                 spool_dir.display(),
                 s.source_url,
                 s.server_id,
+                s.source_extra,
                 s.max_age_ms,
                 s.shipper_url
             ),

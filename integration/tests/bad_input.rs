@@ -5,9 +5,8 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::shipper_cli;
+use common::{segment, shipper_cli};
 use logferry_common::wire::SegmentAck;
-use logferry_common::{BinlogPos, Position, Segment, SegmentMeta, SourceKind, StreamId};
 use logferry_integration::logferry::{Agent, AgentSettings, Shipper};
 use logferry_integration::mariadb::{MariaDb, Options, REPL_USER};
 use logferry_integration::process::workspace_bin;
@@ -77,6 +76,7 @@ fn settings(url: String, shipper: &Shipper) -> AgentSettings {
         server_id: 1001,
         shipper_url: shipper.url(),
         max_age_ms: 200,
+        source_extra: String::new(),
     }
 }
 
@@ -147,30 +147,6 @@ async fn wrong_password_and_binlog_off_stop_with_the_fix() -> anyhow::Result<()>
         "{log}"
     );
     Ok(())
-}
-
-fn segment(start: u64, body: &[u8]) -> Segment {
-    let size = 19 + body.len() as u32;
-    let mut ev = Vec::new();
-    ev.extend_from_slice(&1_700_000_000u32.to_le_bytes());
-    ev.push(2);
-    ev.extend_from_slice(&1u32.to_le_bytes());
-    ev.extend_from_slice(&size.to_le_bytes());
-    ev.extend_from_slice(&(start as u32 + size).to_le_bytes());
-    ev.extend_from_slice(&0u16.to_le_bytes());
-    ev.extend_from_slice(body);
-    let mut p = logferry_common::binlog::PayloadBuilder::default();
-    p.push_event(&ev);
-    let meta = SegmentMeta {
-        stream: StreamId::new("garbage-test").unwrap_or_else(|e| panic!("{e}")),
-        source: SourceKind::Mysql,
-        start: Position::Binlog(BinlogPos::new("mysql-bin.000001", start)),
-        end: Position::Binlog(BinlogPos::new("mysql-bin.000001", start + u64::from(size))),
-        first_event_ms: 1,
-        last_event_ms: 2,
-        event_count: 1,
-    };
-    Segment::seal(meta, &p.take()).unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -67,8 +67,8 @@ async fn agent_killed_mid_workload_resumes_without_loss_or_duplicates() -> anyho
         "expected 6 starts of the agent, saw {resumed}\n{log}"
     );
     assert!(
-        log.contains("at=mysql-bin.000002:"),
-        "a restart resumed mid-chain\n{log}"
+        log.contains("resume=Some(\"mysql-bin.000002:"),
+        "a restart resumed in the second binlog file\n{log}"
     );
     assert_same_events_as_server(&db, &shipper.store_dir, tmp.path())?;
     let (code, out) = shipper_cli(&["verify", "--store", &shipper.store_url()])?;
@@ -120,6 +120,94 @@ async fn shipper_killed_mid_workload_agent_spools_then_drains() -> anyhow::Resul
     assert!(
         retries > 0,
         "uploads were retried while the shipper was down\n{metrics}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_resumes_by_gtid_after_kills() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let db = MariaDb::start(Options::default()).await?;
+    let shipper = Shipper::start(tmp.path()).await?;
+    let mut s = settings(&db, &shipper);
+    s.source_extra = "resume = \"gtid\"".into();
+    let mut agent = Agent::start(&tmp.path().join("agent"), &s)?;
+    let (stop, task) = background_workload(&db).await?;
+    for round in 0..3 {
+        tokio::time::sleep(Duration::from_millis(800 + 200 * round)).await;
+        agent.kill9();
+        agent.restart()?;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    task.await??;
+    wait_caught_up(&db, &shipper, &agent).await?;
+    let log = agent.log_text();
+    assert!(
+        log.matches("by_gtid=true").count() >= 3,
+        "restarts resumed by GTID\n{log}"
+    );
+    assert_same_events_as_server(&db, &shipper.store_dir, tmp.path())?;
+    let (code, out) = shipper_cli(&["verify", "--store", &shipper.store_url()])?;
+    assert_eq!(code, 0, "{out}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_spool_directory_resumes_from_the_shippers_head() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let db = MariaDb::start(Options::default()).await?;
+    let shipper = Shipper::start(tmp.path()).await?;
+    let mut agent = Agent::start(&tmp.path().join("agent"), &settings(&db, &shipper))?;
+    let (stop, task) = background_workload(&db).await?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    agent.kill9();
+    std::fs::remove_dir_all(&agent.spool_dir)?;
+    agent.restart()?;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stop.store(true, Ordering::Relaxed);
+    task.await??;
+    wait_caught_up(&db, &shipper, &agent).await?;
+    assert_same_events_as_server(&db, &shipper.store_dir, tmp.path())?;
+    let (code, out) = shipper_cli(&["verify", "--store", &shipper.store_url()])?;
+    assert_eq!(code, 0, "{out}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purged_binlog_stops_the_agent_with_a_gap_error() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let db = MariaDb::start(Options::default()).await?;
+    let shipper = Shipper::start(tmp.path()).await?;
+    let mut agent = Agent::start(&tmp.path().join("agent"), &settings(&db, &shipper))?;
+    let mut c = db.conn().await?;
+    workload::create_schema(&mut c).await?;
+    workload::run(&mut c, 0, 50).await?;
+    wait_caught_up(&db, &shipper, &agent).await?;
+    agent.kill9();
+    workload::run(&mut c, 50, 100).await?;
+    c.query_drop("FLUSH BINARY LOGS").await?;
+    workload::run(&mut c, 100, 150).await?;
+    c.query_drop("FLUSH BINARY LOGS").await?;
+    c.query_drop("PURGE BINARY LOGS TO 'mysql-bin.000003'")
+        .await?;
+    agent.restart()?;
+    let mut status = None;
+    for _ in 0..300 {
+        status = agent.try_exit()?;
+        if status.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = agent.log_text();
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "the agent stops: {status:?}\n{log}"
+    );
+    assert!(
+        log.contains("gap in the change log") && log.contains("snapshot"),
+        "{log}"
     );
     Ok(())
 }

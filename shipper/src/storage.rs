@@ -70,7 +70,9 @@ impl Store {
                 if let Some(r) = &cfg.region {
                     b = b.with_region(r);
                 }
-                b = b.with_allow_http(cfg.allow_http);
+                if cfg.allow_http {
+                    b = b.with_allow_http(true);
+                }
                 let s3 = b
                     .build()
                     .map_err(|e| ShipperError::StoreConfig(format!("S3 store {url}: {e}")))?;

@@ -53,6 +53,7 @@ async fn main() -> anyhow::Result<()> {
             server_id: 4242,
             shipper_url: shipper.url(),
             max_age_ms: 1000,
+            source_extra: String::new(),
         },
     )?;
     println!(

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use logferry_common::Position;
+use logferry_common::{BinlogPos, Position, Segment, SegmentMeta, SourceKind, StreamId};
 use logferry_integration::logferry::{Agent, AgentSettings, Shipper};
 use logferry_integration::mariadb::MariaDb;
 use logferry_integration::store;
@@ -20,6 +20,7 @@ pub fn settings(db: &MariaDb, shipper: &Shipper) -> AgentSettings {
         server_id: 1001,
         shipper_url: shipper.url(),
         max_age_ms: 200,
+        source_extra: String::new(),
     }
 }
 
@@ -97,4 +98,29 @@ pub fn shipper_cli(args: &[&str]) -> anyhow::Result<(i32, String)> {
         String::from_utf8_lossy(&out.stderr)
     );
     Ok((out.status.code().unwrap_or(-1), text))
+}
+
+/// A small valid segment of stream `garbage-test` with one QUERY event starting at `start`.
+pub fn segment(start: u64, body: &[u8]) -> Segment {
+    let size = 19 + body.len() as u32;
+    let mut ev = Vec::new();
+    ev.extend_from_slice(&1_700_000_000u32.to_le_bytes());
+    ev.push(2);
+    ev.extend_from_slice(&1u32.to_le_bytes());
+    ev.extend_from_slice(&size.to_le_bytes());
+    ev.extend_from_slice(&(start as u32 + size).to_le_bytes());
+    ev.extend_from_slice(&0u16.to_le_bytes());
+    ev.extend_from_slice(body);
+    let mut p = logferry_common::binlog::PayloadBuilder::default();
+    p.push_event(&ev);
+    let meta = SegmentMeta {
+        stream: StreamId::new("garbage-test").unwrap_or_else(|e| panic!("{e}")),
+        source: SourceKind::Mysql,
+        start: Position::Binlog(BinlogPos::new("mysql-bin.000001", start)),
+        end: Position::Binlog(BinlogPos::new("mysql-bin.000001", start + u64::from(size))),
+        first_event_ms: 1,
+        last_event_ms: 2,
+        event_count: 1,
+    };
+    Segment::seal(meta, &p.take()).unwrap_or_else(|e| panic!("{e}"))
 }
