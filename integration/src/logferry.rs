@@ -264,6 +264,39 @@ impl Agent {
         Ok(reqwest::get(url).await?.text().await?)
     }
 
+    /// One value of the agent's `/metrics` (first sample of `name`).
+    ///
+    /// # Errors
+    /// When the endpoint does not answer or the metric is missing.
+    pub async fn metric(&self, name: &str) -> anyhow::Result<f64> {
+        let text = self.metrics().await?;
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("no metric {name} in:\n{text}"))
+    }
+
+    /// Waits up to `timeout` for the agent to exit; its status, or `None` if still running.
+    ///
+    /// # Errors
+    /// When the status cannot be read.
+    pub async fn wait_exit(
+        &mut self,
+        timeout: Duration,
+    ) -> anyhow::Result<Option<std::process::ExitStatus>> {
+        let until = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_exit()? {
+                return Ok(Some(status));
+            }
+            if std::time::Instant::now() > until {
+                return Ok(None);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// The agent's log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

@@ -122,14 +122,7 @@ async fn wrong_password_and_binlog_off_stop_with_the_fix() -> anyhow::Result<()>
         log.contains("refused the login") && log.contains("source.url"),
         "{log}"
     );
-    let mut status = None;
-    for _ in 0..100 {
-        status = agent.try_exit()?;
-        if status.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let status = agent.wait_exit(Duration::from_secs(10)).await?;
     assert!(
         status.is_some_and(|s| !s.success()),
         "the agent exits with an error: {status:?}"

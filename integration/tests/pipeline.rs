@@ -3,6 +3,7 @@
 mod common;
 
 use common::{assert_same_events_as_server, settings, shipper_cli, wait_caught_up, STREAM};
+use logferry_common::binlog;
 use logferry_integration::logferry::{Agent, Shipper};
 use logferry_integration::mariadb::{MariaDb, Options};
 use logferry_integration::{store, workload};
@@ -54,10 +55,31 @@ async fn workload_with_rotations_arrives_as_the_servers_exact_binlog() -> anyhow
         "{want:?}"
     );
 
-    let metrics = agent.metrics().await?;
-    assert!(
-        metrics.contains("logferry_agent_segments_shipped_total"),
-        "{metrics}"
+    // Every segment ends between transactions.
+    for (name, seg) in &segs {
+        let payload = seg.payload()?;
+        let last = binlog::records(&payload).last().transpose()?;
+        let Some(binlog::Record::Event(ev)) = last else {
+            anyhow::bail!("{name} has no events");
+        };
+        let ty = binlog::EventHeader::parse(ev)?.event_type;
+        let inside = matches!(ty, 19 | 23..=25 | 30..=32 | 162);
+        assert!(
+            !inside,
+            "{name} ends inside a transaction (event type {ty})"
+        );
+    }
+
+    // An idle server is not lag: heartbeats arrive and the RPO exposure is zero.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert!(agent.metric("logferry_agent_heartbeats_total").await? >= 1.0);
+    assert_eq!(
+        agent.metric("logferry_agent_rpo_exposure_seconds").await?,
+        0.0
     );
+    let shipped = agent
+        .metric("logferry_agent_segments_shipped_total")
+        .await?;
+    assert!(shipped >= 1.0, "{}", agent.metrics().await?);
     Ok(())
 }

@@ -15,14 +15,6 @@ use mysql_async::prelude::Queryable;
 
 const STREAM: &str = "quickstart";
 
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let seconds: u64 = std::env::args()
@@ -69,14 +61,13 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(seconds) {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let m = agent.metrics().await.unwrap_or_default();
         println!(
             "  t={:>2}s  events read {:>7}  segments shipped {:>4}  spool {:>3}  RPO exposure {:.2} s",
             started.elapsed().as_secs(),
-            metric(&m, "logferry_agent_events_read_total"),
-            metric(&m, "logferry_agent_segments_shipped_total"),
-            metric(&m, "logferry_agent_spool_segments"),
-            metric(&m, "logferry_agent_rpo_exposure_seconds"),
+            agent.metric("logferry_agent_events_read_total").await.unwrap_or(0.0),
+            agent.metric("logferry_agent_segments_shipped_total").await.unwrap_or(0.0),
+            agent.metric("logferry_agent_spool_segments").await.unwrap_or(0.0),
+            agent.metric("logferry_agent_rpo_exposure_seconds").await.unwrap_or(0.0),
         );
     }
     stop.store(true, Ordering::Relaxed);
@@ -109,11 +100,8 @@ async fn main() -> anyhow::Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let m = agent.metrics().await?;
-    println!(
-        "  RPO exposure now {:.2} s (nothing read is unshipped)",
-        metric(&m, "logferry_agent_rpo_exposure_seconds")
-    );
+    let exposure = agent.metric("logferry_agent_rpo_exposure_seconds").await?;
+    println!("  RPO exposure now {exposure:.2} s (nothing read is unshipped)");
 
     let shipper_bin = workspace_bin("logferry-shipper")?;
     for args in [vec!["ls", "--store"], vec!["verify", "--store"]] {
