@@ -62,12 +62,76 @@ impl ShipperClient {
         let reason = format!("{status}: {}", error_text(&body));
         if status.is_client_error() {
             Err(AgentError::ShipperRefused {
-                segment: name.to_owned(),
+                what: format!("segment {name}"),
                 reason,
             })
         } else {
             Err(AgentError::ShipperUnavailable(format!(
                 "POST {url}: {reason}"
+            )))
+        }
+    }
+
+    /// Uploads one stored snapshot chunk with its sha256.
+    ///
+    /// # Errors
+    /// As [`Self::upload`].
+    pub async fn put_chunk(
+        &self,
+        stream: &StreamId,
+        id: &str,
+        index: u32,
+        stored: Vec<u8>,
+        sha256: &str,
+    ) -> Result<()> {
+        let url = format!(
+            "{}{STREAMS_PATH}/{stream}/snapshots/{id}/chunks/{index}",
+            self.base
+        );
+        let req = self
+            .http
+            .put(&url)
+            .header("x-logferry-sha256", sha256)
+            .body(stored);
+        self.send_put(&url, req).await
+    }
+
+    /// Uploads a snapshot manifest (after all its chunks).
+    ///
+    /// # Errors
+    /// As [`Self::upload`].
+    pub async fn put_manifest(&self, stream: &StreamId, id: &str, manifest: Vec<u8>) -> Result<()> {
+        let url = format!(
+            "{}{STREAMS_PATH}/{stream}/snapshots/{id}/manifest",
+            self.base
+        );
+        let req = self
+            .http
+            .put(&url)
+            .header("content-type", "application/json")
+            .body(manifest);
+        self.send_put(&url, req).await
+    }
+
+    async fn send_put(&self, url: &str, req: reqwest::RequestBuilder) -> Result<()> {
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| AgentError::ShipperUnavailable(format!("PUT {url}: {e}")))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let body = resp.bytes().await.unwrap_or_default();
+        let reason = format!("{status}: {}", error_text(&body));
+        if status.is_client_error() {
+            Err(AgentError::ShipperRefused {
+                what: url.to_owned(),
+                reason,
+            })
+        } else {
+            Err(AgentError::ShipperUnavailable(format!(
+                "PUT {url}: {reason}"
             )))
         }
     }

@@ -63,14 +63,17 @@ pub enum AgentError {
     /// The shipper could not be reached or answered 5xx; retried.
     #[error("shipper unavailable: {0}")]
     ShipperUnavailable(String),
-    /// The shipper refused a segment (409 conflict or 4xx); needs an operator.
-    #[error("shipper refused segment {segment}: {reason}")]
+    /// The shipper refused an upload (409 conflict or 4xx); needs an operator.
+    #[error("shipper refused {what}: {reason}")]
     ShipperRefused {
-        /// Spool file name of the segment.
-        segment: String,
+        /// Spool file name of the segment, or the snapshot URL.
+        what: String,
         /// Status and message of the shipper.
         reason: String,
     },
+    /// A snapshot failed (dump tool, replica state); the replica is resumed regardless.
+    #[error("snapshot failed: {0}")]
+    Snapshot(String),
     /// A segment could not be sealed.
     #[error(transparent)]
     Segment(#[from] logferry_common::Error),

@@ -5,6 +5,7 @@
 //! - [`sources`]: one module per database kind behind the [`sources::Source`] trait.
 //! - [`segmenter`]: cuts the event stream into segments at transaction boundaries.
 //! - [`spool`]: durable local spool and checkpoint (the durability rules live in its docs).
+//! - [`snapshot`]: full snapshots from a replica paused on the apply side.
 //! - [`client`]: HTTP client of the shipper.
 //! - [`pipeline`]: wires source → segmenter → spool → shipper and handles retries.
 //! - [`metrics`]: Prometheus gauges and counters for every stage.
@@ -17,6 +18,7 @@ pub mod error;
 pub mod metrics;
 pub mod pipeline;
 pub mod segmenter;
+pub mod snapshot;
 pub mod sources;
 pub mod spool;
 

@@ -4,7 +4,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use logferry_agent::pipeline;
+use std::time::Duration;
+
+use logferry_agent::client::ShipperClient;
+use logferry_agent::{pipeline, snapshot};
 use logferry_config::AgentConfig;
 use tracing::{error, info};
 
@@ -30,6 +33,13 @@ enum Command {
         #[arg(long, short, env = "LOGFERRY_AGENT_CONFIG")]
         config: PathBuf,
     },
+    /// Take a full snapshot now from the replica in [snapshot] (pausing only its SQL thread)
+    /// and upload it to the shipper; prints the snapshot id and primary position.
+    Snapshot {
+        /// Agent config file (TOML) with a [snapshot] section.
+        #[arg(long, short, env = "LOGFERRY_AGENT_CONFIG")]
+        config: PathBuf,
+    },
     /// Load and validate a config file, print the effective settings and exit.
     CheckConfig {
         /// Agent config file (TOML).
@@ -41,7 +51,8 @@ enum Command {
 fn main() -> ExitCode {
     init_logging();
     let cli = Cli::parse();
-    let (Command::Run { config } | Command::CheckConfig { config }) = &cli.command;
+    let (Command::Run { config } | Command::Snapshot { config } | Command::CheckConfig { config }) =
+        &cli.command;
     let cfg = match AgentConfig::load(config) {
         Ok(c) => c,
         Err(e) => {
@@ -70,7 +81,11 @@ fn main() -> ExitCode {
             info!("shutdown requested; sealing complete transactions");
             let _ = tx.send(true);
         });
-        match pipeline::run(cfg, rx).await {
+        let result = match cli.command {
+            Command::Snapshot { .. } => snapshot_now(&cfg, rx).await,
+            _ => pipeline::run(cfg, rx).await,
+        };
+        match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 error!(error = %e, "agent stopped");
@@ -79,6 +94,27 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+async fn snapshot_now(
+    cfg: &AgentConfig,
+    shutdown: pipeline::ShutdownRx,
+) -> logferry_agent::Result<()> {
+    let client = ShipperClient::new(
+        &cfg.shipper.url,
+        Duration::from_millis(cfg.shipper.timeout_ms),
+    )?;
+    let m = snapshot::take(cfg, &client, shutdown).await?;
+    println!(
+        "snapshot {} of stream {} stored: primary position {}, {} chunks, {} bytes of dump, {} tables",
+        m.id,
+        m.stream,
+        m.position,
+        m.chunks.len(),
+        m.plain_bytes(),
+        m.tables.len()
+    );
+    Ok(())
 }
 
 async fn wait_for_signal() {

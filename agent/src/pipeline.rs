@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use logferry_common::{Position, SourceKind};
+use logferry_config::cron::Schedule;
 use logferry_config::{AgentConfig, SourceConfig};
 use tokio::sync::{mpsc, watch, Notify};
 use tracing::{error, info, warn};
@@ -22,6 +23,7 @@ use crate::client::ShipperClient;
 use crate::error::{AgentError, Result};
 use crate::metrics::{self, now_ms, Metrics};
 use crate::segmenter::Segmenter;
+use crate::snapshot;
 use crate::sources::{mysql, Source, SourceItem};
 use crate::spool::Spool;
 
@@ -83,6 +85,18 @@ pub async fn run(cfg: AgentConfig, shutdown: ShutdownRx) -> Result<()> {
     let sealed = Arc::new(Notify::new());
     let acked = Arc::new(Notify::new());
 
+    if let Err(e) = snapshot::resume_if_left_paused(&cfg).await {
+        error!(error = %e, "could not resume the replica left paused by an interrupted snapshot");
+    }
+    if let Some(snap) = &cfg.snapshot {
+        let schedule = snap.schedule()?;
+        tokio::spawn(snapshot_schedule(
+            cfg.clone(),
+            schedule,
+            client.clone(),
+            shutdown.clone(),
+        ));
+    }
     let resume = initial_position(&cfg, &spool, &client, retry.clone(), shutdown.clone()).await?;
     info!(stream = %cfg.agent.stream, resume = ?resume.as_ref().map(|p| p.to_string()), "agent starting");
 
@@ -111,6 +125,35 @@ pub async fn run(cfg: AgentConfig, shutdown: ShutdownRx) -> Result<()> {
         &client, &spool, &metrics, &exposure, &sealed, &acked, retry, shutdown,
     );
     tokio::try_join!(segment_loop, ship_loop).map(|_| ())
+}
+
+/// Takes a snapshot each time `schedule` fires, until shutdown.
+async fn snapshot_schedule(
+    cfg: AgentConfig,
+    schedule: Schedule,
+    client: ShipperClient,
+    mut shutdown: ShutdownRx,
+) {
+    loop {
+        let now = now_ms() / 1000;
+        let Some(next) = schedule.next_after(now) else {
+            warn!("snapshot.schedule never fires; no scheduled snapshots");
+            return;
+        };
+        info!(in_seconds = next - now, "next scheduled snapshot");
+        if wait_or_shutdown(
+            Duration::from_secs((next - now).max(0) as u64),
+            &mut shutdown,
+        )
+        .await
+        {
+            return;
+        }
+        match snapshot::take(&cfg, &client, shutdown.clone()).await {
+            Ok(m) => info!(id = %m.id, position = %m.position, "scheduled snapshot stored"),
+            Err(e) => error!(error = %e, "scheduled snapshot failed"),
+        }
+    }
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);

@@ -112,6 +112,11 @@ impl PayloadBuilder {
         self.buf.extend_from_slice(bytes);
     }
 
+    /// Appends records already framed by another builder.
+    pub fn push_raw(&mut self, records: &[u8]) {
+        self.buf.extend_from_slice(records);
+    }
+
     /// Bytes buffered so far.
     pub fn len(&self) -> usize {
         self.buf.len()
@@ -257,7 +262,7 @@ pub fn file_events(file: &[u8]) -> impl Iterator<Item = Result<&[u8]>> {
 
 /// Whether events described by this format-description event carry a CRC32 checksum
 /// (the byte before the FDE's own checksum names the algorithm; 1 = CRC32).
-fn fde_has_crc32(fde: &[u8]) -> bool {
+pub fn fde_has_crc32(fde: &[u8]) -> bool {
     fde.len() >= EVENT_HEADER_LEN + 5 && fde[fde.len() - 5] == 1
 }
 
@@ -279,6 +284,69 @@ pub fn rotate_target(body: &[u8]) -> Result<(u64, String)> {
 fn rotate_event_target(ev: &[u8], crc: bool) -> Result<(u64, String)> {
     let body_end = ev.len().saturating_sub(if crc { 4 } else { 0 });
     rotate_target(ev.get(EVENT_HEADER_LEN..body_end).unwrap_or_default())
+}
+
+/// One step of [`walk`]: a format record, or an event with where it ends.
+#[derive(Debug)]
+pub enum Walked<'a> {
+    /// The format-description event in force from here on.
+    Format(&'a [u8]),
+    /// An event, its header, the position right after it, and whether it has a CRC32.
+    Event {
+        /// Raw bytes.
+        bytes: &'a [u8],
+        /// Its header.
+        header: EventHeader,
+        /// Position right after it (a rotate's target for a rotate event).
+        end: &'a BinlogPos,
+        /// Whether its last 4 bytes are a CRC32.
+        crc32: bool,
+    },
+}
+
+/// Walks a segment payload that starts at `start`, telling `f` each record with the
+/// position after each event; stops early when `f` returns `Ok(false)`.
+///
+/// # Errors
+/// [`Error::Corrupt`] for a malformed payload, or the error of `f`.
+pub fn walk<F>(start: &BinlogPos, payload: &[u8], mut f: F) -> Result<()>
+where
+    F: FnMut(Walked<'_>) -> Result<bool>,
+{
+    let mut pos = BinlogPos::new(start.file.clone(), start.offset);
+    let mut crc = true;
+    for rec in records(payload) {
+        let ev = match rec? {
+            Record::Format(fde) => {
+                crc = fde_has_crc32(fde);
+                if !f(Walked::Format(fde))? {
+                    return Ok(());
+                }
+                continue;
+            }
+            Record::Event(ev) => ev,
+        };
+        let header = EventHeader::parse(ev)?;
+        if header.event_type == FORMAT_DESCRIPTION_EVENT {
+            crc = fde_has_crc32(ev);
+        }
+        if header.event_type == ROTATE_EVENT {
+            let (offset, file) = rotate_event_target(ev, crc)?;
+            pos = BinlogPos::new(file, offset);
+        } else {
+            pos.offset = u64::from(header.log_pos);
+        }
+        let step = Walked::Event {
+            bytes: ev,
+            header,
+            end: &pos,
+            crc32: crc,
+        };
+        if !f(step)? {
+            return Ok(());
+        }
+    }
+    Ok(())
 }
 
 /// Rebuilds binlog files from a chain of segment payloads: one file image per original

@@ -5,9 +5,11 @@
 //! - [`stream`]: validated stream names and the kinds of source a stream comes from.
 //! - [`position`]: totally ordered, resumable positions in a source's change log.
 //! - [`segment`]: the sealed, checksummed segment file (header, zstd payload, trailer).
+//! - [`snapshot`]: full snapshots in chunks and their manifest.
 //! - [`binlog`]: the MySQL/MariaDB payload inside a segment and its conversion back to a
 //!   binlog file that `mariadb-binlog` reads.
 //! - [`keys`]: the object-store key grammar (keys sort in position order).
+//! - [`trx`]: transaction boundaries in a binlog event stream.
 //! - [`wire`]: JSON bodies exchanged between agent and shipper.
 
 pub mod binlog;
@@ -15,7 +17,9 @@ pub mod error;
 pub mod keys;
 pub mod position;
 pub mod segment;
+pub mod snapshot;
 pub mod stream;
+pub mod trx;
 pub mod wire;
 
 pub use error::{Error, Result};

@@ -23,6 +23,88 @@ pub struct AgentConfig {
     pub segment: SegmentSection,
     /// Where segments are shipped.
     pub shipper: ShipperClientSection,
+    /// Full snapshots from a paused replica (omit to take none).
+    #[serde(default)]
+    pub snapshot: Option<SnapshotSection>,
+}
+
+/// Snapshots taken from a replica of the source, paused on the apply side only.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotSection {
+    /// `mysql://USER:PASSWORD@REPLICA:PORT`; the user needs SELECT, SHOW VIEW, TRIGGER,
+    /// EVENT, LOCK TABLES and the right to STOP/START SLAVE (SUPER or REPLICATION SLAVE ADMIN).
+    pub replica_url: String,
+    /// When `logferry-agent run` takes one: cron `minute hour day month weekday`, UTC.
+    #[serde(default = "default_schedule")]
+    pub schedule: String,
+    /// Dump text per stored chunk.
+    #[serde(default = "default_chunk_bytes")]
+    pub chunk_bytes: u64,
+    /// The dump tool (`mariadb-dump`, or `mysqldump` for MySQL).
+    #[serde(default = "default_dump_command")]
+    pub dump_command: String,
+    /// Throttle the dump to this many bytes per second to spare the replica's disks
+    /// (unset: as fast as it goes). The replica stays paused longer when throttled.
+    #[serde(default)]
+    pub max_bytes_per_sec: Option<u64>,
+}
+
+fn default_schedule() -> String {
+    "0 2 * * 0".into()
+}
+fn default_chunk_bytes() -> u64 {
+    8 * 1024 * 1024
+}
+fn default_dump_command() -> String {
+    "mariadb-dump".into()
+}
+
+impl SnapshotSection {
+    /// The parsed schedule.
+    ///
+    /// # Errors
+    /// [`crate::ConfigError::Invalid`] for `snapshot.schedule`.
+    pub fn schedule(&self) -> Result<crate::cron::Schedule> {
+        self.schedule
+            .parse()
+            .map_err(|e: String| invalid("snapshot.schedule", e))
+    }
+
+    fn validate(&self) -> Result<()> {
+        let url = url::Url::parse(&self.replica_url).map_err(|e| {
+            invalid(
+                "snapshot.replica_url",
+                format!("not a URL ({e}); use mysql://USER:PASSWORD@REPLICA:3306"),
+            )
+        })?;
+        if url.scheme() != "mysql" || url.host_str().is_none_or(|h| h.is_empty()) {
+            return Err(invalid(
+                "snapshot.replica_url",
+                "use mysql://USER:PASSWORD@REPLICA:3306",
+            ));
+        }
+        self.schedule()?;
+        if !(64 * 1024..=64 * 1024 * 1024).contains(&self.chunk_bytes) {
+            return Err(invalid(
+                "snapshot.chunk_bytes",
+                "use 65536..=67108864 (default 8388608)",
+            ));
+        }
+        if self.max_bytes_per_sec == Some(0) {
+            return Err(invalid(
+                "snapshot.max_bytes_per_sec",
+                "0 would never finish; remove the key for no limit",
+            ));
+        }
+        if self.dump_command.trim().is_empty() {
+            return Err(invalid(
+                "snapshot.dump_command",
+                "is empty; use mariadb-dump or mysqldump",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Identity, spool and metrics of the agent.
@@ -230,6 +312,9 @@ impl AgentConfig {
         match &self.source {
             SourceConfig::Mysql(m) => m.validate()?,
         }
+        if let Some(s) = &self.snapshot {
+            s.validate()?;
+        }
         if self.segment.max_bytes < 1024 || self.segment.max_bytes > 128 * 1024 * 1024 {
             return Err(invalid(
                 "segment.max_bytes",
@@ -387,6 +472,7 @@ url = "http://127.0.0.1:9450"
                 "source.url",
             ),
             ("stream = \"db1\"", "stream = \"DB 1\"", "stream id"),
+            ("[shipper]", "[snapshot]\nreplica_url = \"mysql://r@h:3306\"\nschedule = \"0 2 * *\"\n\n[shipper]", "snapshot.schedule"),
         ];
         for (from, to, key) in cases {
             let err = parse(&GOOD.replace(from, to), vec![])

@@ -4,16 +4,18 @@
 //! - [`load`]: reads a TOML file, applies `LOGFERRY__SECTION__KEY` environment overrides and
 //!   deserializes into a typed struct (unknown keys are rejected by name).
 //! - [`agent`]: [`AgentConfig`] and its validation.
+//! - [`cron`]: five-field cron schedules for snapshots.
 //! - [`shipper`]: [`ShipperConfig`] and its validation.
 //!
 //! Every validation error names the offending key and says how to fix it.
 
 pub mod agent;
+pub mod cron;
 pub mod error;
 pub mod load;
 pub mod shipper;
 
-pub use agent::{AgentConfig, MysqlSource, ResumeMode, SourceConfig, StartFrom};
+pub use agent::{AgentConfig, MysqlSource, ResumeMode, SnapshotSection, SourceConfig, StartFrom};
 pub use error::{ConfigError, Result};
 pub use load::{load_file, parse_str, ENV_PREFIX};
 pub use shipper::{ShipperConfig, StoreConfig};

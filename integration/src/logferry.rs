@@ -104,7 +104,20 @@ impl Shipper {
             },
         )
         .await
-        .with_context(|| format!("shipper log:\n{}", self.log_text()))
+        .with_context(|| format!("shipper log:\n{}", self.log_text()))?;
+        // A shipper that lost the race for its port exits at once; the answer then came
+        // from another test's shipper.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let exited = match &mut self.proc {
+            Some(p) => p.try_exit()?,
+            None => None,
+        };
+        anyhow::ensure!(
+            exited.is_none(),
+            "the shipper exited ({exited:?}):\n{}",
+            self.log_text()
+        );
+        Ok(())
     }
 
     /// Crashes the shipper (SIGKILL).
@@ -157,6 +170,8 @@ pub struct AgentSettings {
     pub max_age_ms: u64,
     /// Extra lines for the `[source]` section (e.g. `resume = "gtid"`).
     pub source_extra: String,
+    /// Extra sections appended to the config (e.g. `[snapshot]`).
+    pub extra_toml: String,
 }
 
 /// A running `logferry-agent run`.
@@ -186,14 +201,15 @@ impl Agent {
             format!(
                 "[agent]\nstream = \"{}\"\nspool_dir = \"{}\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n\n\
                  [source]\ntype = \"mysql\"\nurl = \"{}\"\nserver_id = {}\nconnect_timeout_ms = 3000\n{}\n\n\
-                 [segment]\nmax_age_ms = {}\n\n[shipper]\nurl = \"{}\"\nretry_max_ms = 1000\n",
+                 [segment]\nmax_age_ms = {}\n\n[shipper]\nurl = \"{}\"\nretry_max_ms = 1000\n\n{}\n",
                 s.stream,
                 spool_dir.display(),
                 s.source_url,
                 s.server_id,
                 s.source_extra,
                 s.max_age_ms,
-                s.shipper_url
+                s.shipper_url,
+                s.extra_toml
             ),
         )?;
         let mut a = Agent {
@@ -216,6 +232,17 @@ impl Agent {
         cmd.arg("run").arg("--config").arg(&self.config);
         self.proc = Some(Proc::spawn("logferry-agent", cmd, &self.log)?);
         Ok(())
+    }
+
+    /// Starts `logferry-agent snapshot` with this agent's config, as its own process.
+    ///
+    /// # Errors
+    /// When the binary cannot be started.
+    pub fn snapshot_process(&self, log_name: &str) -> anyhow::Result<Proc> {
+        let mut cmd = Command::new(workspace_bin("logferry-agent")?);
+        cmd.arg("snapshot").arg("--config").arg(&self.config);
+        let log = self.log.with_file_name(log_name);
+        Proc::spawn("logferry-agent snapshot", cmd, &log)
     }
 
     /// Crashes the agent (SIGKILL).

@@ -52,6 +52,20 @@ impl MariaDb {
     /// When the server binaries are missing or the server does not come up within 90 s
     /// (the error includes the server's error log).
     pub async fn start(opts: Options) -> anyhow::Result<Self> {
+        let mut last = None;
+        for _ in 0..3 {
+            match Self::start_once(&opts).await {
+                Ok(db) => return Ok(db),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("mariadbd did not start")))
+    }
+
+    /// One attempt on one free port. The port was free when chosen but another test may
+    /// take it before this server binds it, so readiness also checks that the server that
+    /// answers is this one (its datadir).
+    async fn start_once(opts: &Options) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("logferry-mariadb-")
             .tempdir()?;
@@ -107,28 +121,35 @@ impl MariaDb {
         };
         let err_log = d.join("err.log");
         let url = db.root_url();
-        let ready = wait_for(
+        let ready: anyhow::Result<String> = wait_for(
             "mariadbd to accept connections",
             Duration::from_secs(90),
             || {
                 let url = url.clone();
                 async move {
-                    match Conn::new(Opts::from_url(&url)?).await {
-                        Ok(c) => {
-                            c.disconnect().await?;
-                            Ok(Some(()))
-                        }
-                        Err(e) => Err(e.into()),
-                    }
+                    let mut c = Conn::new(Opts::from_url(&url)?).await?;
+                    let served: Option<String> = c.query_first("SELECT @@datadir").await?;
+                    c.disconnect().await?;
+                    Ok(Some(served.unwrap_or_default()))
                 }
             },
         )
         .await;
-        if let Err(e) = ready {
-            let exited = db.proc.try_exit()?;
+        let served = match ready {
+            Ok(dir) => dir,
+            Err(e) => {
+                let exited = db.proc.try_exit()?;
+                bail!(
+                    "{e:#} (exited: {exited:?}); error log:\n{}",
+                    std::fs::read_to_string(&err_log).unwrap_or_default()
+                );
+            }
+        };
+        let ours = db.datadir.display().to_string();
+        if served.trim_end_matches('/') != ours.trim_end_matches('/') {
             bail!(
-                "{e:#} (exited: {exited:?}); error log:\n{}",
-                std::fs::read_to_string(&err_log).unwrap_or_default()
+                "port {} is served by another server ({served}), not ours ({ours})",
+                db.port
             );
         }
         let mut c = db.conn().await?;
@@ -139,6 +160,65 @@ impl MariaDb {
         ))
         .await?;
         Ok(db)
+    }
+
+    /// Starts a replica of `primary` (GTID-based, from the primary's first binlog) and waits
+    /// until it has applied everything the primary has so far.
+    ///
+    /// # Errors
+    /// When the server does not start or replication does not catch up within 60 s.
+    pub async fn start_replica(primary: &MariaDb, server_id: u32) -> anyhow::Result<Self> {
+        let replica = MariaDb::start(Options {
+            log_bin: true,
+            server_id,
+        })
+        .await?;
+        let mut c = replica.conn().await?;
+        c.query_drop(format!(
+            "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={}, MASTER_USER='root', \
+             MASTER_PASSWORD='', MASTER_USE_GTID=slave_pos; START SLAVE",
+            primary.port
+        ))
+        .await?;
+        replica.wait_replicated(primary).await?;
+        Ok(replica)
+    }
+
+    /// Waits until this replica has applied everything `primary` has written so far.
+    ///
+    /// # Errors
+    /// When it does not catch up within 60 s.
+    pub async fn wait_replicated(&self, primary: &MariaDb) -> anyhow::Result<()> {
+        let mut p = primary.conn().await?;
+        let want: Option<String> = p.query_first("SELECT @@gtid_binlog_pos").await?;
+        let want = want.unwrap_or_default();
+        wait_for("the replica to catch up", Duration::from_secs(60), || {
+            let want = want.clone();
+            async move {
+                let have: Option<String> = self
+                    .conn()
+                    .await?
+                    .query_first("SELECT @@gtid_slave_pos")
+                    .await?;
+                Ok((have.unwrap_or_default() == want).then_some(()))
+            }
+        })
+        .await
+    }
+
+    /// Whether the replica's SQL (apply) thread is running.
+    ///
+    /// # Errors
+    /// When the status cannot be read.
+    pub async fn sql_thread_running(&self) -> anyhow::Result<bool> {
+        let row: Option<mysql_async::Row> =
+            self.conn().await?.query_first("SHOW SLAVE STATUS").await?;
+        let row = row.context("not a replica")?;
+        let running: String = row
+            .get_opt("Slave_SQL_Running")
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        Ok(running == "Yes")
     }
 
     /// URL of the root user (empty password).

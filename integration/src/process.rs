@@ -54,6 +54,15 @@ impl Proc {
         Ok(c.wait()?)
     }
 
+    /// Waits for the exit status.
+    ///
+    /// # Errors
+    /// When the process already stopped or cannot be waited for.
+    pub fn wait(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let mut c = self.child.take().context("process already stopped")?;
+        Ok(c.wait()?)
+    }
+
     /// The exit status if it has exited, without waiting.
     ///
     /// # Errors

@@ -5,15 +5,18 @@
 //! | POST | `/v1/segments` | 201 stored, 200 identical re-send, 400 invalid, 409 conflict, 413 too large, 503 store down |
 //! | GET | `/v1/streams` | names of stored streams |
 //! | GET | `/v1/streams/<stream>` | [`StreamHead`]: segment count and first/last position |
+//! | PUT | `/v1/streams/<s>/snapshots/<id>/chunks/<n>` | 201/200; 400 when the `x-logferry-sha256` header does not match; 409 other bytes stored |
+//! | PUT | `/v1/streams/<s>/snapshots/<id>/manifest` | 201/200; 400 unless every listed chunk is stored |
 //! | GET | `/healthz` | 200 when the store answers |
 //! | GET | `/metrics` | Prometheus text |
 
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::HeaderMap;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use bytes::Bytes;
 use logferry_common::wire::{ErrorBody, StreamHead, SEGMENTS_PATH};
@@ -21,6 +24,7 @@ use logferry_common::{Segment, StreamId};
 
 use crate::error::ShipperError;
 use crate::ingest::Ingest;
+use crate::snapshots::{self, Accepted, SHA256_HEADER};
 
 /// Bytes read to decode a segment header without fetching the whole object.
 pub const HEADER_PROBE_BYTES: u64 = 64 * 1024 + 64;
@@ -31,6 +35,14 @@ pub fn router(state: Arc<Ingest>, max_body: usize) -> Router {
         .route(SEGMENTS_PATH, post(put_segment))
         .route("/v1/streams", get(list_streams))
         .route("/v1/streams/{stream}", get(stream_head))
+        .route(
+            "/v1/streams/{stream}/snapshots/{id}/chunks/{index}",
+            put(put_chunk),
+        )
+        .route(
+            "/v1/streams/{stream}/snapshots/{id}/manifest",
+            put(put_manifest),
+        )
         .route("/healthz", get(health))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(max_body))
@@ -41,6 +53,40 @@ async fn put_segment(State(st): State<Arc<Ingest>>, body: Bytes) -> Response {
     match st.segment(body).await {
         Ok(ack) if ack.duplicate => (StatusCode::OK, Json(ack)).into_response(),
         Ok(ack) => (StatusCode::CREATED, Json(ack)).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn put_chunk(
+    State(st): State<Arc<Ingest>>,
+    Path((stream, id, index)): Path<(String, String, u32)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let stream = match StreamId::new(&stream) {
+        Ok(s) => s,
+        Err(e) => return ShipperError::BadSegment(e).into_response(),
+    };
+    let sha = headers.get(SHA256_HEADER).and_then(|v| v.to_str().ok());
+    accepted(snapshots::put_chunk(&st.store, &stream, &id, index, sha, body).await)
+}
+
+async fn put_manifest(
+    State(st): State<Arc<Ingest>>,
+    Path((stream, id)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let stream = match StreamId::new(&stream) {
+        Ok(s) => s,
+        Err(e) => return ShipperError::BadSegment(e).into_response(),
+    };
+    accepted(snapshots::put_manifest(&st.store, &stream, &id, body).await)
+}
+
+fn accepted(r: Result<Accepted, ShipperError>) -> Response {
+    match r {
+        Ok(Accepted::Created) => (StatusCode::CREATED, "stored\n").into_response(),
+        Ok(Accepted::Duplicate) => (StatusCode::OK, "already stored\n").into_response(),
         Err(e) => e.into_response(),
     }
 }
@@ -123,6 +169,7 @@ impl IntoResponse for ShipperError {
             ShipperError::BadSegment(_) => StatusCode::BAD_REQUEST,
             ShipperError::Conflict(_) => StatusCode::CONFLICT,
             ShipperError::NotFound(_) => StatusCode::NOT_FOUND,
+            ShipperError::Restore(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ShipperError::Store(_) | ShipperError::StoreConfig(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

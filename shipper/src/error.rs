@@ -17,6 +17,10 @@ pub enum ShipperError {
     /// The store URL or options are unusable.
     #[error("store configuration: {0}")]
     StoreConfig(String),
+    /// A restore or export cannot be done as asked; the message gives the reason and what
+    /// is possible (the restorable range, the gap, `--force`).
+    #[error("{0}")]
+    Restore(String),
     /// A request named something that does not exist (404).
     #[error("not found: {0}")]
     NotFound(String),

@@ -6,6 +6,8 @@
 //! - [`ingest`]: validate → admit against the chain → store create-only (durability rule 2).
 //! - [`storage`]: the object store (local directory or S3) behind a small interface.
 //! - [`catalog`]: per-stream index of stored segments, rebuilt from a listing at boot.
+//! - [`restore`]: point-in-time restore and export from the store alone.
+//! - [`snapshots`]: snapshot chunks and manifests (accept, list).
 //! - [`verify`]: full check of every stored chain (`logferry-shipper verify`).
 //! - [`listing`]: stream and segment listing (`logferry-shipper ls`).
 //! - [`metrics`]: Prometheus counters.
@@ -17,6 +19,8 @@ pub mod error;
 pub mod ingest;
 pub mod listing;
 pub mod metrics;
+pub mod restore;
+pub mod snapshots;
 pub mod storage;
 pub mod verify;
 

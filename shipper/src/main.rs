@@ -12,8 +12,10 @@ use logferry_config::{ShipperConfig, StoreConfig};
 use logferry_shipper::catalog::Catalog;
 use logferry_shipper::ingest::Ingest;
 use logferry_shipper::listing::{self, rfc3339};
+use logferry_shipper::restore::{self, Target, TargetServer};
 use logferry_shipper::storage::Store;
 use logferry_shipper::{api, verify};
+use std::time::Instant;
 use tracing::info;
 
 /// Receives sealed change-log segments from logferry agents and keeps them in object
@@ -44,6 +46,45 @@ enum Command {
         /// Only this stream.
         #[arg(long)]
         stream: Option<StreamId>,
+    },
+    /// Restore a stream to a point in time (or position) into a MySQL/MariaDB server: loads
+    /// the newest snapshot at or before the target, then replays the stored binlog after the
+    /// snapshot's position up to the last whole transaction committed at or before the
+    /// target. Reads the object store directly; needs the mariadb and mariadb-binlog clients.
+    Restore {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Stream to restore.
+        #[arg(long)]
+        stream: StreamId,
+        /// RFC 3339 UTC time (2026-11-23T12:00:00Z), binlog position (mysql-bin.000003:1234),
+        /// or "latest".
+        #[arg(long)]
+        to: String,
+        /// Server to restore into: mysql://USER:PASSWORD@HOST:PORT (should be empty).
+        #[arg(long)]
+        target: String,
+        /// Restore even though the target already holds databases.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Write what a restore would apply into a directory: the snapshot as SQL and the binlog
+    /// as files that `mariadb-binlog FILE... | mariadb` replays by hand.
+    Export {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Stream to export.
+        #[arg(long)]
+        stream: StreamId,
+        /// Binlog position to start at instead of a snapshot (no SQL snapshot is written).
+        #[arg(long)]
+        from: Option<String>,
+        /// RFC 3339 UTC time, binlog position, or "latest" (the default).
+        #[arg(long, default_value = "latest")]
+        to: String,
+        /// Directory to write into (created if missing).
+        #[arg(long)]
+        dir: PathBuf,
     },
     /// List streams with their position and time ranges (and, with --segments, each segment).
     Ls {
@@ -156,6 +197,62 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Restore {
+            store,
+            stream,
+            to,
+            target,
+            force,
+        } => {
+            let store = store.open()?;
+            let target_pos: Target = to.parse()?;
+            let server: TargetServer = target.parse()?;
+            let started = Instant::now();
+            let plan = restore::plan(&store, &stream, &target_pos).await?;
+            let existing = server.user_databases().await?;
+            if !existing.is_empty() && !force {
+                bail!(
+                    "the target already holds databases ({}); restore into an empty server or pass --force",
+                    existing.join(", ")
+                );
+            }
+            let collected = collect_with_bar(&store, &plan, &target_pos).await?;
+            let bar = bytes_bar("restoring", apply_bytes(&plan, &collected))?;
+            bar.set_message(format!("{} events", collected.events));
+            restore::apply(&store, &plan, &collected, &server, &bar).await?;
+            bar.finish_and_clear();
+            report("restore", &stream, &to, &plan, &collected, started);
+            Ok(gap_verdict(&plan, &collected))
+        }
+        Command::Export {
+            store,
+            stream,
+            from,
+            to,
+            dir,
+        } => {
+            let store = store.open()?;
+            let target_pos: Target = to.parse()?;
+            let started = Instant::now();
+            let plan = match from {
+                Some(f) => {
+                    restore::plan_from(&store, &stream, &logferry_common::BinlogPos::parse(&f)?)
+                        .await?
+                }
+                None => restore::plan(&store, &stream, &target_pos).await?,
+            };
+            let collected = collect_with_bar(&store, &plan, &target_pos).await?;
+            let bar = bytes_bar("exporting", apply_bytes(&plan, &collected))?;
+            let written = restore::export(&store, &plan, &collected, &dir, &bar).await?;
+            bar.finish_and_clear();
+            report("export", &stream, &to, &plan, &collected, started);
+            println!(
+                "  written into {}: {} and RESTORE.txt",
+                dir.display(),
+                written.join(", ")
+            );
+            Ok(gap_verdict(&plan, &collected))
+        }
         Command::Ls {
             store,
             stream,
@@ -198,6 +295,78 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Failure when the chain broke before the target was reached.
+fn gap_verdict(plan: &restore::Plan, collected: &restore::Collected) -> ExitCode {
+    match (&plan.gap, collected.reached_target) {
+        (Some(gap), false) => {
+            println!("STOPPED AT A GAP: {gap}");
+            ExitCode::FAILURE
+        }
+        _ => ExitCode::SUCCESS,
+    }
+}
+
+fn bytes_bar(what: &str, total: u64) -> anyhow::Result<ProgressBar> {
+    let style = ProgressStyle::with_template(&format!(
+        "{what} {{bar:30}} {{bytes}}/{{total_bytes}} {{bytes_per_sec}} eta {{eta}} {{msg}}"
+    ))
+    .context("progress template")?;
+    Ok(ProgressBar::new(total).with_style(style))
+}
+
+fn apply_bytes(plan: &restore::Plan, collected: &restore::Collected) -> u64 {
+    let snapshot = plan.snapshot.as_ref().map_or(0, |m| m.plain_bytes());
+    snapshot
+        + collected
+            .files
+            .iter()
+            .map(|(_, b)| b.len() as u64)
+            .sum::<u64>()
+}
+
+async fn collect_with_bar(
+    store: &Store,
+    plan: &restore::Plan,
+    target: &Target,
+) -> anyhow::Result<restore::Collected> {
+    let total = plan.segments.iter().map(|c| c.seg.size).sum();
+    let bar = bytes_bar("reading segments", total)?;
+    let collected = restore::collect(store, plan, target, &bar).await?;
+    bar.finish_and_clear();
+    Ok(collected)
+}
+
+fn report(
+    what: &str,
+    stream: &StreamId,
+    to: &str,
+    plan: &restore::Plan,
+    c: &restore::Collected,
+    started: Instant,
+) {
+    println!("{what} of stream {stream} to {to} finished");
+    match &plan.snapshot {
+        Some(m) => println!(
+            "  snapshot:       {} at {} (taken {}), {} chunks, {} bytes, sha256 verified",
+            m.id,
+            m.position,
+            rfc3339(m.taken_at_ms),
+            m.chunks.len(),
+            m.plain_bytes()
+        ),
+        None => println!("  snapshot:       none (binlog from {})", plan.start),
+    }
+    println!(
+        "  events applied: {} in {} transactions from {} segments (sha256 verified)",
+        c.events, c.transactions, c.segments_verified
+    );
+    match (&c.last_position, c.last_time_ms) {
+        (Some(p), Some(t)) => println!("  last applied:   {p} committed {}", rfc3339(t)),
+        _ => println!("  last applied:   the snapshot's position {}", plan.start),
+    }
+    println!("  elapsed:        {}", restore::elapsed(started.elapsed()));
 }
 
 async fn serve(config: &std::path::Path) -> anyhow::Result<ExitCode> {

@@ -21,6 +21,7 @@ pub fn settings(db: &MariaDb, shipper: &Shipper) -> AgentSettings {
         shipper_url: shipper.url(),
         max_age_ms: 200,
         source_extra: String::new(),
+        extra_toml: String::new(),
     }
 }
 

@@ -254,7 +254,8 @@ async fn gtid_binlog_pos(conn: &mut Conn, mariadb: bool) -> Result<Option<String
     Ok(v.flatten())
 }
 
-fn connect_error(addr: &str, e: mysql_async::Error) -> AgentError {
+/// Classifies an error of connecting or of a setup query.
+pub(crate) fn connect_error(addr: &str, e: mysql_async::Error) -> AgentError {
     match e {
         mysql_async::Error::Server(s) if s.code == ER_ACCESS_DENIED => AgentError::AccessDenied {
             addr: addr.to_owned(),

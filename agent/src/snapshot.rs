@@ -1,0 +1,381 @@
+//! Full snapshots from a replica paused on the apply side only.
+//!
+//! `STOP SLAVE SQL_THREAD` freezes the replica's data at a transaction boundary while its IO
+//! thread keeps receiving from the primary, so no primary write is missed. The primary
+//! position the replica has applied (`Relay_Master_Log_File`:`Exec_Master_Log_Pos`, plus
+//! `gtid_slave_pos`) links the snapshot to the primary's segment chain. The dump
+//! (`mariadb-dump --single-transaction`) streams into zstd chunks, each uploaded with its
+//! sha256; row counts and `CHECKSUM TABLE` of every table go into the manifest, which is
+//! uploaded last. `START SLAVE SQL_THREAD` follows in every case; a marker file in the
+//! spool directory names the process that paused the replica, so a snapshot killed outright
+//! is resumed by the next start of the agent, and a running one is never disturbed.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use logferry_common::snapshot::{seal_chunk, snapshot_id, SnapshotManifest, TableInfo};
+use logferry_common::BinlogPos;
+use logferry_config::{AgentConfig, SnapshotSection};
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Opts, Row};
+use tokio::io::AsyncReadExt;
+use tracing::{info, warn};
+
+use crate::backoff::Backoff;
+use crate::client::ShipperClient;
+use crate::error::{AgentError, Result};
+use crate::metrics::now_ms;
+use crate::pipeline::ShutdownRx;
+use crate::sources::mysql::connect::connect_error;
+
+/// Schemas never dumped: the server's own.
+const SYSTEM_SCHEMAS: [&str; 4] = ["mysql", "information_schema", "performance_schema", "sys"];
+
+/// Marks a replica paused by a snapshot in progress.
+pub fn pause_marker(spool_dir: &Path) -> PathBuf {
+    spool_dir.join("snapshot-paused")
+}
+
+async fn connect_replica(snap: &SnapshotSection) -> Result<(Conn, Opts, String)> {
+    let opts = Opts::from_url(&snap.replica_url).map_err(|e| {
+        AgentError::ServerSetup(format!(
+            "snapshot.replica_url is not a usable MySQL URL: {e}"
+        ))
+    })?;
+    let addr = format!("{}:{}", opts.ip_or_hostname(), opts.tcp_port());
+    let conn = tokio::time::timeout(Duration::from_secs(10), Conn::new(opts.clone()))
+        .await
+        .map_err(|_| AgentError::Unreachable {
+            addr: addr.clone(),
+            reason: "no answer within 10 s".into(),
+        })?
+        .map_err(|e| connect_error(&addr, e))?;
+    Ok((conn, opts, addr))
+}
+
+/// The process that paused the replica, if the marker names one that is still running
+/// (another snapshot in progress, which must not be disturbed).
+fn live_owner(marker: &Path) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(marker).ok()?.trim().parse().ok()?;
+    let alive = pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists();
+    alive.then_some(pid)
+}
+
+fn remove_marker(marker: &Path) -> Result<()> {
+    match std::fs::remove_file(marker) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(AgentError::spool(marker, e)),
+        _ => Ok(()),
+    }
+}
+
+/// Restarts the SQL thread of a replica left paused by a snapshot whose process died;
+/// leaves a snapshot that is still running alone.
+///
+/// # Errors
+/// When the replica cannot be reached or refuses; the marker stays for the next try.
+pub async fn resume_if_left_paused(cfg: &AgentConfig) -> Result<()> {
+    let marker = pause_marker(&cfg.agent.spool_dir);
+    let Some(snap) = &cfg.snapshot else {
+        return Ok(());
+    };
+    if !marker.exists() || live_owner(&marker).is_some() {
+        return Ok(());
+    }
+    warn!(
+        "a previous snapshot was interrupted while the replica was paused; resuming its SQL thread"
+    );
+    let (mut conn, _, addr) = connect_replica(snap).await?;
+    conn.query_drop("START SLAVE SQL_THREAD")
+        .await
+        .map_err(|e| connect_error(&addr, e))?;
+    remove_marker(&marker)
+}
+
+/// Takes one snapshot and uploads it; the replica is resumed whatever happens.
+///
+/// # Errors
+/// [`AgentError::Snapshot`] and the errors of connecting and uploading.
+pub async fn take(
+    cfg: &AgentConfig,
+    client: &ShipperClient,
+    shutdown: ShutdownRx,
+) -> Result<SnapshotManifest> {
+    let snap = cfg.snapshot.as_ref().ok_or_else(|| {
+        AgentError::Snapshot("no [snapshot] section in the config; add replica_url".into())
+    })?;
+    resume_if_left_paused(cfg).await?;
+    let marker = pause_marker(&cfg.agent.spool_dir);
+    if let Some(pid) = live_owner(&marker) {
+        return Err(AgentError::Snapshot(format!(
+            "another snapshot (process {pid}) is in progress"
+        )));
+    }
+    let (mut conn, opts, addr) = connect_replica(snap).await?;
+    let status: Option<Row> = conn
+        .query_first("SHOW SLAVE STATUS")
+        .await
+        .map_err(|e| connect_error(&addr, e))?;
+    if status.is_none() {
+        return Err(AgentError::Snapshot(format!(
+            "{addr} is not a replica (SHOW SLAVE STATUS is empty); snapshot.replica_url must name a replica of the source"
+        )));
+    }
+    std::fs::create_dir_all(&cfg.agent.spool_dir)
+        .map_err(|e| AgentError::spool(&cfg.agent.spool_dir, e))?;
+    std::fs::write(&marker, std::process::id().to_string())
+        .map_err(|e| AgentError::spool(&marker, e))?;
+    conn.query_drop("STOP SLAVE SQL_THREAD")
+        .await
+        .map_err(|e| connect_error(&addr, e))?;
+    info!(replica = %addr, "replica SQL thread stopped for the snapshot; its IO thread keeps receiving");
+    let result = dump_paused(cfg, snap, client, &mut conn, &opts, &addr, shutdown).await;
+    let resumed = conn.query_drop("START SLAVE SQL_THREAD").await;
+    match resumed {
+        Ok(()) => {
+            info!(replica = %addr, "replica SQL thread started again");
+            remove_marker(&marker)?;
+        }
+        Err(e) => {
+            warn!(replica = %addr, error = %e, "could not restart the replica's SQL thread; the next agent start retries")
+        }
+    }
+    result
+}
+
+async fn dump_paused(
+    cfg: &AgentConfig,
+    snap: &SnapshotSection,
+    client: &ShipperClient,
+    conn: &mut Conn,
+    opts: &Opts,
+    addr: &str,
+    mut shutdown: ShutdownRx,
+) -> Result<SnapshotManifest> {
+    let position = applied_position(conn, addr).await?;
+    let taken_at_ms = now_ms();
+    let id = snapshot_id(taken_at_ms);
+    let stream = &cfg.agent.stream;
+    let schemas = user_schemas(conn, addr).await?;
+    let tables = table_stats(conn, addr, &schemas).await?;
+    info!(%id, position = %position, schemas = schemas.len(), tables = tables.len(), "dumping");
+
+    let mut chunks = Vec::new();
+    let dump_tool = tool_version(&snap.dump_command).await;
+    if !schemas.is_empty() {
+        let mut cmd = tokio::process::Command::new(&snap.dump_command);
+        cmd.arg(format!("--host={}", opts.ip_or_hostname()))
+            .arg(format!("--port={}", opts.tcp_port()))
+            .arg(format!("--user={}", opts.user().unwrap_or("root")))
+            .args([
+                "--single-transaction",
+                "--routines",
+                "--events",
+                "--triggers",
+                "--hex-blob",
+                "--skip-dump-date",
+                "--databases",
+            ])
+            .args(&schemas)
+            .env("MYSQL_PWD", opts.pass().unwrap_or(""))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().map_err(|e| {
+            AgentError::Snapshot(format!(
+                "cannot run {} (snapshot.dump_command): {e}",
+                snap.dump_command
+            ))
+        })?;
+        let mut stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| AgentError::Snapshot("dump has no stdout".into()))?;
+        let mut stderr = child
+            .stderr
+            .take()
+            .ok_or_else(|| AgentError::Snapshot("dump has no stderr".into()))?;
+        let errors = tokio::spawn(async move {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text).await;
+            text
+        });
+        let chunk_bytes = usize::try_from(snap.chunk_bytes).unwrap_or(8 << 20);
+        let mut buf = Vec::with_capacity(chunk_bytes);
+        let started = tokio::time::Instant::now();
+        let mut dumped = 0u64;
+        loop {
+            let mut piece = vec![0u8; 256 * 1024];
+            let n = tokio::select! {
+                r = stdout.read(&mut piece) => r.map_err(|e| AgentError::Snapshot(format!("reading the dump: {e}")))?,
+                _ = shutdown.changed() => {
+                    let _ = child.kill().await;
+                    return Err(AgentError::Snapshot("interrupted by a shutdown request".into()));
+                }
+            };
+            buf.extend_from_slice(&piece[..n]);
+            dumped += n as u64;
+            if let Some(rate) = snap.max_bytes_per_sec {
+                let due = started + Duration::from_secs_f64(dumped as f64 / rate as f64);
+                tokio::select! {
+                    _ = tokio::time::sleep_until(due) => {}
+                    _ = shutdown.changed() => {
+                        let _ = child.kill().await;
+                        return Err(AgentError::Snapshot("interrupted by a shutdown request".into()));
+                    }
+                }
+            }
+            if buf.len() >= chunk_bytes || (n == 0 && !buf.is_empty()) {
+                let index = chunks.len() as u32 + 1;
+                let (stored, info) = seal_chunk(index, &buf)?;
+                upload_with_retry(|| {
+                    client.put_chunk(stream, &id, index, stored.clone(), &info.sha256)
+                })
+                .await?;
+                chunks.push(info);
+                buf.clear();
+            }
+            if n == 0 {
+                break;
+            }
+        }
+        let status = child
+            .wait()
+            .await
+            .map_err(|e| AgentError::Snapshot(format!("waiting for the dump: {e}")))?;
+        if !status.success() {
+            let text = errors.await.unwrap_or_default();
+            return Err(AgentError::Snapshot(format!(
+                "{} exited with {status}: {}",
+                snap.dump_command,
+                text.trim()
+            )));
+        }
+    }
+    let manifest = SnapshotManifest {
+        stream: stream.clone(),
+        id: id.clone(),
+        position: position.to_string(),
+        taken_at_ms,
+        replica: addr.to_owned(),
+        dump_tool,
+        chunks,
+        tables,
+    };
+    if *shutdown.borrow() {
+        return Err(AgentError::Snapshot(
+            "interrupted by a shutdown request".into(),
+        ));
+    }
+    let body =
+        serde_json::to_vec_pretty(&manifest).map_err(|e| AgentError::Snapshot(e.to_string()))?;
+    upload_with_retry(|| client.put_manifest(stream, &id, body.clone())).await?;
+    info!(%id, chunks = manifest.chunks.len(), bytes = manifest.plain_bytes(), "snapshot stored");
+    Ok(manifest)
+}
+
+async fn upload_with_retry<F, Fut>(mut put: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    let mut tries = 0;
+    loop {
+        match put().await {
+            Err(e) if e.is_retryable() && tries < 8 => {
+                tries += 1;
+                let wait = backoff.next_delay();
+                warn!(error = %e, retry_in = ?wait, "snapshot upload failed; retrying");
+                tokio::time::sleep(wait).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn applied_position(conn: &mut Conn, addr: &str) -> Result<BinlogPos> {
+    let row: Option<Row> = conn
+        .query_first("SHOW SLAVE STATUS")
+        .await
+        .map_err(|e| connect_error(addr, e))?;
+    let row = row.ok_or_else(|| AgentError::Snapshot("SHOW SLAVE STATUS became empty".into()))?;
+    let file: Option<String> = row.get_opt("Relay_Master_Log_File").and_then(Result::ok);
+    let pos: Option<u64> = row.get_opt("Exec_Master_Log_Pos").and_then(Result::ok);
+    let (Some(file), Some(offset)) = (file.filter(|f| !f.is_empty()), pos) else {
+        return Err(AgentError::Snapshot(
+            "the replica reports no applied primary position yet".into(),
+        ));
+    };
+    let gtid: Option<Option<String>> = conn
+        .query_first("SELECT @@gtid_slave_pos")
+        .await
+        .map_err(|e| connect_error(addr, e))?;
+    Ok(BinlogPos {
+        file,
+        offset,
+        gtid: gtid.flatten().filter(|g| !g.is_empty()),
+    })
+}
+
+async fn user_schemas(conn: &mut Conn, addr: &str) -> Result<Vec<String>> {
+    let all: Vec<String> = conn
+        .query("SHOW DATABASES")
+        .await
+        .map_err(|e| connect_error(addr, e))?;
+    Ok(all
+        .into_iter()
+        .filter(|s| !SYSTEM_SCHEMAS.contains(&s.as_str()))
+        .collect())
+}
+
+async fn table_stats(conn: &mut Conn, addr: &str, schemas: &[String]) -> Result<Vec<TableInfo>> {
+    let mut out = Vec::new();
+    for schema in schemas {
+        let names: Vec<String> = conn
+            .exec(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = ? AND table_type = 'BASE TABLE' ORDER BY table_name",
+                (schema,),
+            )
+            .await
+            .map_err(|e| connect_error(addr, e))?;
+        for table in names {
+            let q = format!(
+                "`{}`.`{}`",
+                schema.replace('`', "``"),
+                table.replace('`', "``")
+            );
+            let rows: Option<u64> = conn
+                .query_first(format!("SELECT COUNT(*) FROM {q}"))
+                .await
+                .map_err(|e| connect_error(addr, e))?;
+            let sum: Option<(String, Option<u64>)> = conn
+                .query_first(format!("CHECKSUM TABLE {q}"))
+                .await
+                .map_err(|e| connect_error(addr, e))?;
+            out.push(TableInfo {
+                name: format!("{schema}.{table}"),
+                rows: rows.unwrap_or(0),
+                checksum: sum.and_then(|(_, c)| c),
+            });
+        }
+    }
+    Ok(out)
+}
+
+async fn tool_version(cmd: &str) -> String {
+    match tokio::process::Command::new(cmd)
+        .arg("--version")
+        .output()
+        .await
+    {
+        Ok(out) => String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .unwrap_or(cmd)
+            .trim()
+            .to_owned(),
+        Err(_) => cmd.to_owned(),
+    }
+}

@@ -1,0 +1,309 @@
+//! Snapshots from a paused replica and point-in-time restore, against a real primary and
+//! replica.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::{settings, shipper_cli, wait_caught_up};
+use logferry_integration::logferry::{Agent, Shipper};
+use logferry_integration::mariadb::{MariaDb, Options};
+use logferry_integration::process::Proc;
+use logferry_integration::{store, wait_for, workload};
+use mysql_async::prelude::Queryable;
+
+type Sums = Vec<(String, Option<u64>)>;
+
+fn snapshot_section(replica: &MariaDb, rate: Option<u64>) -> String {
+    let rate = rate
+        .map(|r| format!("max_bytes_per_sec = {r}\n"))
+        .unwrap_or_default();
+    format!(
+        "[snapshot]\nreplica_url = \"mysql://root@127.0.0.1:{}\"\nschedule = \"0 0 1 1 *\"\nchunk_bytes = 65536\n{rate}",
+        replica.port
+    )
+}
+
+/// Waits for the next whole second so that binlog timestamps (seconds) separate the writes
+/// before and after; returns the mark (the last ms of the second the writes happened in).
+async fn mark() -> i64 {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let second = now / 1000;
+    let wake = (second + 1) * 1000 + 50;
+    tokio::time::sleep(Duration::from_millis((wake - now) as u64)).await;
+    second * 1000 + 999
+}
+
+fn rfc3339(ms: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_millis(ms as u64);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+async fn restore_and_compare(
+    shipper: &Shipper,
+    to: &str,
+    want: &Sums,
+    expect_snapshot: &str,
+) -> anyhow::Result<()> {
+    let fresh = MariaDb::start(Options {
+        log_bin: false,
+        server_id: 9,
+    })
+    .await?;
+    let (code, out) = shipper_cli(&[
+        "restore",
+        "--store",
+        &shipper.store_url(),
+        "--stream",
+        common::STREAM,
+        "--to",
+        to,
+        "--target",
+        &fresh.root_url(),
+    ])?;
+    assert_eq!(code, 0, "restore to {to}: {out}");
+    assert!(
+        out.contains(&format!("snapshot:       {expect_snapshot}")),
+        "restore to {to} used the wrong snapshot: {out}"
+    );
+    assert!(
+        out.contains("events applied:") && out.contains("elapsed:"),
+        "{out}"
+    );
+    let got = workload::checksums(&mut fresh.conn().await?).await?;
+    assert_eq!(&got, want, "restore to {to}: {out}");
+    Ok(())
+}
+
+fn snapshot_id(out: &str) -> String {
+    out.split_whitespace().nth(1).unwrap_or_default().to_owned()
+}
+
+async fn run_snapshot(agent: &Agent, log: &str) -> anyhow::Result<String> {
+    let mut p = agent.snapshot_process(log)?;
+    let status = p.wait()?;
+    let out = p.log();
+    assert!(status.success(), "snapshot failed: {out}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("snapshot "))
+        .unwrap_or_default()
+        .to_owned();
+    Ok(snapshot_id(&line))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_to_marks_before_inside_and_after_a_snapshot() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let primary = MariaDb::start(Options::default()).await?;
+    let mut c = primary.conn().await?;
+    workload::create_schema(&mut c).await?;
+    workload::run(&mut c, 0, 100).await?;
+    let replica = MariaDb::start_replica(&primary, 2).await?;
+    let shipper = Shipper::start(tmp.path()).await?;
+    let mut s = settings(&primary, &shipper);
+    s.extra_toml = snapshot_section(&replica, Some(8_000));
+    let agent = Agent::start(&tmp.path().join("agent"), &s)?;
+
+    let s0 = run_snapshot(&agent, "snapshot0.log").await?;
+    assert!(
+        replica.sql_thread_running().await?,
+        "the replica runs again after the snapshot"
+    );
+
+    workload::run(&mut c, 100, 400).await?;
+    let mark1 = mark().await;
+    let sums1 = workload::checksums(&mut c).await?;
+
+    // Writes after mark 1 that the replica applies before the next snapshot: its position
+    // lies after mark 1, so a restore to mark 1 must start from the older snapshot.
+    workload::run(&mut c, 400, 420).await?;
+    replica.wait_replicated(&primary).await?;
+
+    // A throttled snapshot; the primary keeps writing while the replica is paused.
+    let mut snap: Proc = agent.snapshot_process("snapshot1.log")?;
+    wait_for("the replica to pause", Duration::from_secs(30), || async {
+        Ok((!replica.sql_thread_running().await?).then_some(()))
+    })
+    .await?;
+    workload::run(&mut c, 420, 600).await?;
+    let mark2 = mark().await;
+    let sums2 = workload::checksums(&mut c).await?;
+    assert!(
+        snap.try_exit()?.is_none(),
+        "mark 2 falls inside the snapshot: {}",
+        snap.log()
+    );
+    let status = snap.wait()?;
+    let out = snap.log();
+    assert!(status.success(), "{out}");
+    let s1 = snapshot_id(
+        out.lines()
+            .find(|l| l.starts_with("snapshot "))
+            .unwrap_or_default(),
+    );
+    assert!(
+        replica.sql_thread_running().await?,
+        "the replica runs again after the snapshot"
+    );
+
+    workload::run(&mut c, 600, 800).await?;
+    c.query_drop("FLUSH BINARY LOGS").await?;
+    workload::run(&mut c, 800, 900).await?;
+    let (pos_file, pos_off) = primary.master_status().await?;
+    let sums_pos = workload::checksums(&mut c).await?;
+    workload::run(&mut c, 900, 1000).await?;
+    let mark3 = mark().await;
+    let sums3 = workload::checksums(&mut c).await?;
+    workload::run(&mut c, 1000, 1050).await?;
+    wait_caught_up(&primary, &shipper, &agent).await?;
+
+    restore_and_compare(&shipper, &rfc3339(mark1), &sums1, &s0).await?;
+    restore_and_compare(&shipper, &rfc3339(mark2), &sums2, &s1).await?;
+    restore_and_compare(&shipper, &rfc3339(mark3), &sums3, &s1).await?;
+    restore_and_compare(&shipper, &format!("{pos_file}:{pos_off}"), &sums_pos, &s1).await?;
+
+    // Export to mark 3, then restore by hand with the stock clients.
+    let dir = tmp.path().join("export");
+    let (code, out) = shipper_cli(&[
+        "export",
+        "--store",
+        &shipper.store_url(),
+        "--stream",
+        common::STREAM,
+        "--to",
+        &rfc3339(mark3),
+        "--dir",
+        &dir.display().to_string(),
+    ])?;
+    assert_eq!(code, 0, "{out}");
+    let by_hand = MariaDb::start(Options {
+        log_bin: false,
+        server_id: 10,
+    })
+    .await?;
+    replay_export(&dir, &s1, by_hand.port)?;
+    assert_eq!(
+        workload::checksums(&mut by_hand.conn().await?).await?,
+        sums3
+    );
+
+    // Outside the range, and into a server that is not empty.
+    let (code, out) = shipper_cli(&[
+        "restore",
+        "--store",
+        &shipper.store_url(),
+        "--stream",
+        common::STREAM,
+        "--to",
+        "2001-01-01T00:00:00Z",
+        "--target",
+        &by_hand.root_url(),
+    ])?;
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("restorable range"), "{out}");
+    let (code, out) = shipper_cli(&[
+        "restore",
+        "--store",
+        &shipper.store_url(),
+        "--stream",
+        common::STREAM,
+        "--to",
+        "latest",
+        "--target",
+        &by_hand.root_url(),
+    ])?;
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("--force"), "{out}");
+    Ok(())
+}
+
+fn replay_export(dir: &Path, snapshot: &str, port: u16) -> anyhow::Result<()> {
+    let sql = dir.join(format!("snapshot-{snapshot}.sql"));
+    let mut binlogs: Vec<_> = std::fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("mysql-bin."))
+        })
+        .collect();
+    binlogs.sort();
+    let script = format!(
+        "set -o pipefail; mariadb --host=127.0.0.1 --port={port} --user=root < {}",
+        sql.display()
+    );
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "loading the exported snapshot: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for file in &binlogs {
+        store::replay(std::slice::from_ref(file), port)?;
+    }
+    let howto = std::fs::read_to_string(dir.join("RESTORE.txt"))?;
+    anyhow::ensure!(howto.contains("mariadb-binlog"), "{howto}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_resumes_when_a_snapshot_is_stopped_or_killed() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let primary = MariaDb::start(Options::default()).await?;
+    let mut c = primary.conn().await?;
+    workload::create_schema(&mut c).await?;
+    workload::run(&mut c, 0, 600).await?;
+    let replica = MariaDb::start_replica(&primary, 2).await?;
+    let shipper = Shipper::start(tmp.path()).await?;
+    let mut s = settings(&primary, &shipper);
+    s.extra_toml = snapshot_section(&replica, Some(8_000));
+    let agent = Agent::start(&tmp.path().join("agent"), &s)?;
+    let paused = || async { Ok((!replica.sql_thread_running().await?).then_some(())) };
+
+    // SIGTERM midway: the snapshot stops, the replica runs again at once.
+    let mut snap = agent.snapshot_process("stopped.log")?;
+    wait_for("the replica to pause", Duration::from_secs(30), paused)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:#}\n{}", snap.log()))?;
+    workload::run(&mut c, 600, 650).await?;
+    let status = snap.terminate()?;
+    assert!(
+        !status.success(),
+        "an interrupted snapshot fails: {}",
+        snap.log()
+    );
+    assert!(replica.sql_thread_running().await?, "{}", snap.log());
+
+    // SIGKILL midway: the replica stays paused until the agent next starts, which resumes it.
+    let mut snap = agent.snapshot_process("killed.log")?;
+    wait_for("the replica to pause", Duration::from_secs(30), paused)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:#}\n{}", snap.log()))?;
+    snap.kill9();
+    workload::run(&mut c, 650, 700).await?;
+    assert!(!replica.sql_thread_running().await?);
+    let mut again = agent.snapshot_process("again.log")?;
+    let status = again.wait()?;
+    assert!(status.success(), "{}", again.log());
+    assert!(
+        again.log().contains("resuming its SQL thread"),
+        "{}",
+        again.log()
+    );
+    assert!(replica.sql_thread_running().await?);
+    replica.wait_replicated(&primary).await?;
+    assert_eq!(
+        workload::checksums(&mut replica.conn().await?).await?,
+        workload::checksums(&mut c).await?,
+        "the primary never stopped and the replica missed nothing"
+    );
+    Ok(())
+}

@@ -1,0 +1,127 @@
+//! Snapshot chunks and manifests: accepted from agents, read back by restore and `ls`.
+//!
+//! Chunks are stored create-only after their sha256 (sent by the agent in the
+//! `x-logferry-sha256` header) matched; the manifest is accepted only when every chunk it
+//! lists is stored with the listed size, so a stored manifest means a complete snapshot.
+
+use bytes::Bytes;
+use logferry_common::snapshot::{
+    chunk_key, manifest_key, snapshots_prefix, validate_id, SnapshotManifest,
+};
+use logferry_common::StreamId;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Result, ShipperError};
+use crate::storage::{Store, Stored};
+
+/// Header carrying the hex sha256 of an uploaded chunk.
+pub const SHA256_HEADER: &str = "x-logferry-sha256";
+
+/// Whether an upload was new or an identical re-send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepted {
+    /// Newly stored.
+    Created,
+    /// The same bytes were already stored.
+    Duplicate,
+}
+
+/// Stores one chunk after checking its sha256.
+///
+/// # Errors
+/// [`ShipperError::BadSegment`] for a bad id or checksum, [`ShipperError::Conflict`] when
+/// other bytes are stored under the key, [`ShipperError::Store`].
+pub async fn put_chunk(
+    store: &Store,
+    stream: &StreamId,
+    id: &str,
+    index: u32,
+    sha256: Option<&str>,
+    body: Bytes,
+) -> Result<Accepted> {
+    validate_id(id)?;
+    let actual = hex::encode(Sha256::digest(&body));
+    if sha256 != Some(actual.as_str()) {
+        return Err(bad(format!(
+            "chunk {index} of snapshot {id}: {SHA256_HEADER} is {sha256:?}, the body hashes to {actual}"
+        )));
+    }
+    put_once(store, &chunk_key(stream, id, index), body).await
+}
+
+/// Stores a manifest once every chunk it lists is stored with its size.
+///
+/// # Errors
+/// [`ShipperError::BadSegment`] for a malformed or incomplete manifest, as [`put_chunk`]
+/// otherwise.
+pub async fn put_manifest(
+    store: &Store,
+    stream: &StreamId,
+    id: &str,
+    body: Bytes,
+) -> Result<Accepted> {
+    validate_id(id)?;
+    let m: SnapshotManifest = serde_json::from_slice(&body)
+        .map_err(|e| bad(format!("manifest is not valid JSON: {e}")))?;
+    if &m.stream != stream || m.id != id {
+        return Err(bad(format!(
+            "manifest names {}/{}, the URL {stream}/{id}",
+            m.stream, m.id
+        )));
+    }
+    logferry_common::BinlogPos::parse(&m.position)?;
+    let stored = store
+        .list(&format!("{}/{id}/", snapshots_prefix(stream)))
+        .await?;
+    for c in &m.chunks {
+        let key = chunk_key(stream, id, c.index);
+        match stored.iter().find(|o| o.key == key) {
+            Some(o) if o.size == c.stored_bytes => {}
+            Some(o) => {
+                return Err(bad(format!(
+                    "chunk {} is stored with {} bytes, the manifest says {}",
+                    c.index, o.size, c.stored_bytes
+                )))
+            }
+            None => {
+                return Err(bad(format!(
+                    "chunk {} of snapshot {id} is not stored",
+                    c.index
+                )))
+            }
+        }
+    }
+    put_once(store, &manifest_key(stream, id), body).await
+}
+
+async fn put_once(store: &Store, key: &str, body: Bytes) -> Result<Accepted> {
+    match store.put_new(key, body.clone()).await? {
+        Stored::Created => Ok(Accepted::Created),
+        Stored::AlreadyExists if store.get(key).await? == body => Ok(Accepted::Duplicate),
+        Stored::AlreadyExists => Err(ShipperError::Conflict(format!(
+            "{key} is already stored with other content"
+        ))),
+    }
+}
+
+/// The complete snapshots of `stream` (those with a manifest), oldest first.
+///
+/// # Errors
+/// When the store fails or a manifest does not parse.
+pub async fn list(store: &Store, stream: &StreamId) -> Result<Vec<SnapshotManifest>> {
+    let mut out = Vec::new();
+    for obj in store.list(&snapshots_prefix(stream)).await? {
+        if obj.key.ends_with("/manifest.json") {
+            let bytes = store.get(&obj.key).await?;
+            let m: SnapshotManifest =
+                serde_json::from_slice(&bytes).map_err(|e| bad(format!("{}: {e}", obj.key)))?;
+            out.push(m);
+        }
+    }
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(out)
+}
+
+fn bad(msg: String) -> ShipperError {
+    ShipperError::BadSegment(logferry_common::Error::Corrupt(msg))
+}
