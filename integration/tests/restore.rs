@@ -192,6 +192,66 @@ async fn restore_to_marks_before_inside_and_after_a_snapshot() -> anyhow::Result
         sums3
     );
 
+    // The restore drill: older snapshot + replayed events must equal the newer snapshot.
+    let scratch = MariaDb::start(Options {
+        log_bin: false,
+        server_id: 11,
+    })
+    .await?;
+    let (code, out) = shipper_cli(&[
+        "verify",
+        "--store",
+        &shipper.store_url(),
+        "--stream",
+        common::STREAM,
+        "--restore-drill",
+        "--target",
+        &scratch.root_url(),
+    ])?;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("OK restore drill") && out.contains("(3 tables)"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("loaded:         snapshot {s0}")),
+        "{out}"
+    );
+    assert_eq!(
+        workload::checksums(&mut scratch.conn().await?).await?,
+        workload::checksums(&mut c).await?
+    );
+
+    // A manifest that disagrees with the replayed data is reported.
+    let manifest = shipper.store_dir.join(format!(
+        "streams/{}/snapshots/{s1}/manifest.json",
+        common::STREAM
+    ));
+    let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest)?)?;
+    let rows = m["tables"][1]["rows"].as_u64().unwrap_or(0);
+    m["tables"][1]["rows"] = serde_json::json!(rows + 1);
+    std::fs::write(&manifest, serde_json::to_vec(&m)?)?;
+    let scratch2 = MariaDb::start(Options {
+        log_bin: false,
+        server_id: 12,
+    })
+    .await?;
+    let (code, out) = shipper_cli(&[
+        "verify",
+        "--store",
+        &shipper.store_url(),
+        "--stream",
+        common::STREAM,
+        "--restore-drill",
+        "--target",
+        &scratch2.root_url(),
+    ])?;
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("DIFFERS app.") && out.contains("FAILED restore drill"),
+        "{out}"
+    );
+
     // Outside the range, and into a server that is not empty.
     let (code, out) = shipper_cli(&[
         "restore",

@@ -6,6 +6,7 @@
 //! - [`ingest`]: validate → admit against the chain → store create-only (durability rule 2).
 //! - [`storage`]: the object store (local directory or S3) behind a small interface.
 //! - [`catalog`]: per-stream index of stored segments, rebuilt from a listing at boot.
+//! - [`drill`]: the restore drill of `verify --restore-drill`.
 //! - [`restore`]: point-in-time restore and export from the store alone.
 //! - [`snapshots`]: snapshot chunks and manifests (accept, list).
 //! - [`verify`]: full check of every stored chain (`logferry-shipper verify`).
@@ -15,6 +16,7 @@
 
 pub mod api;
 pub mod catalog;
+pub mod drill;
 pub mod error;
 pub mod ingest;
 pub mod listing;

@@ -40,12 +40,24 @@ enum Command {
         config: PathBuf,
     },
     /// Check every stored chain for gaps, overlaps and checksum errors; exit 1 on any.
+    ///
+    /// With --restore-drill it also restores the stream into the scratch server --target:
+    /// loads the next-to-newest snapshot, replays the stored binlog up to the newest
+    /// snapshot's position, compares every table's row count and CHECKSUM TABLE with the
+    /// newest manifest, then replays to the latest stored transaction. Exit 1 on any
+    /// difference. This is the monthly restore test, automated.
     Verify {
         #[command(flatten)]
         store: StoreArgs,
-        /// Only this stream.
-        #[arg(long)]
+        /// Only this stream (required with --restore-drill).
+        #[arg(long, required_if_eq("restore_drill", "true"))]
         stream: Option<StreamId>,
+        /// Also run a restore drill into --target.
+        #[arg(long, requires = "target")]
+        restore_drill: bool,
+        /// Empty scratch server for the drill: mysql://USER:PASSWORD@HOST:PORT.
+        #[arg(long)]
+        target: Option<String>,
     },
     /// Restore a stream to a point in time (or position) into a MySQL/MariaDB server: loads
     /// the newest snapshot at or before the target, then replays the stored binlog after the
@@ -157,8 +169,19 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { config } => serve(&config).await,
-        Command::Verify { store, stream } => {
+        Command::Verify {
+            store,
+            stream,
+            restore_drill,
+            target,
+        } => {
             let store = store.open()?;
+            if restore_drill {
+                let (Some(stream), Some(target)) = (stream, target) else {
+                    bail!("--restore-drill needs --stream and --target");
+                };
+                return drill(&store, &stream, &target).await;
+            }
             let bar = ProgressBar::new(0).with_style(
                 ProgressStyle::with_template(
                     "verifying {bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
@@ -294,6 +317,45 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+async fn drill(store: &Store, stream: &StreamId, target: &str) -> anyhow::Result<ExitCode> {
+    let scratch: TargetServer = target.parse()?;
+    let started = Instant::now();
+    let bar = bytes_bar("drilling", 0)?;
+    let report = logferry_shipper::drill::run(store, stream, &scratch, &bar).await?;
+    bar.finish_and_clear();
+    println!("restore drill of stream {stream}");
+    println!("  loaded:         {}", report.base);
+    println!(
+        "  compared with:  {} ({} tables)",
+        report.checked_against, report.tables_compared
+    );
+    for d in &report.differences {
+        println!(
+            "  DIFFERS {}: manifest {}, restored {}",
+            d.table, d.expected, d.found
+        );
+    }
+    println!(
+        "  replayed:       {} events, last at {}",
+        report.events,
+        report
+            .last_position
+            .as_deref()
+            .unwrap_or("the snapshot's position")
+    );
+    println!("  elapsed:        {}", restore::elapsed(started.elapsed()));
+    if report.differences.is_empty() {
+        println!("OK restore drill: every table equals its manifest");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!(
+            "FAILED restore drill: {} table(s) differ",
+            report.differences.len()
+        );
+        Ok(ExitCode::FAILURE)
     }
 }
 

@@ -438,20 +438,20 @@ impl TargetServer {
         cmd
     }
 
-    /// Databases on the server other than the system ones.
+    /// Runs one SQL text with the `mariadb` client and returns its tab-separated rows.
     ///
     /// # Errors
-    /// When the server cannot be queried.
-    pub async fn user_databases(&self) -> Result<Vec<String>> {
+    /// When the client fails.
+    pub async fn query(&self, sql: &str) -> Result<Vec<Vec<String>>> {
         let out = self
             .client()
-            .args(["-N", "-B", "-e", "SELECT schema_name FROM information_schema.schemata WHERE schema_name NOT IN ('mysql','information_schema','performance_schema','sys')"])
+            .args(["-N", "-B", "-e", sql])
             .output()
             .await
             .map_err(|e| ShipperError::Restore(format!("cannot run the mariadb client: {e}")))?;
         if !out.status.success() {
             return Err(ShipperError::Restore(format!(
-                "cannot query the target {}:{}: {}",
+                "query on {}:{} failed: {}",
                 self.host,
                 self.port,
                 String::from_utf8_lossy(&out.stderr).trim()
@@ -459,7 +459,21 @@ impl TargetServer {
         }
         Ok(String::from_utf8_lossy(&out.stdout)
             .lines()
-            .map(str::to_owned)
+            .map(|l| l.split('\t').map(str::to_owned).collect())
+            .collect())
+    }
+
+    /// Databases on the server other than the system ones.
+    ///
+    /// # Errors
+    /// When the server cannot be queried.
+    pub async fn user_databases(&self) -> Result<Vec<String>> {
+        let rows = self
+            .query("SELECT schema_name FROM information_schema.schemata WHERE schema_name NOT IN ('mysql','information_schema','performance_schema','sys')")
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| r.into_iter().next())
             .collect())
     }
 }
