@@ -162,6 +162,9 @@ async fn restore_to_marks_before_inside_and_after_a_snapshot() -> anyhow::Result
     workload::run(&mut c, 1000, 1050).await?;
     wait_caught_up(&primary, &shipper, &agent).await?;
 
+    // Everything below reads the object store alone.
+    let mut shipper = shipper;
+    shipper.kill9();
     restore_and_compare(&shipper, &rfc3339(mark1), &sums1, &s0).await?;
     restore_and_compare(&shipper, &rfc3339(mark2), &sums2, &s1).await?;
     restore_and_compare(&shipper, &rfc3339(mark3), &sums3, &s1).await?;
@@ -279,6 +282,18 @@ async fn restore_to_marks_before_inside_and_after_a_snapshot() -> anyhow::Result
     ])?;
     assert_ne!(code, 0, "{out}");
     assert!(out.contains("--force"), "{out}");
+
+    // A gap in the chain stops the restore there, with the reason.
+    let segs = store::segments(&shipper.store_dir, common::STREAM)?;
+    let victim = &segs[segs.len() - 2].0;
+    std::fs::remove_file(shipper.store_dir.join(format!("streams/{}/segments/{victim}", common::STREAM)))?;
+    let gapped = MariaDb::start(Options { log_bin: false, server_id: 13 }).await?;
+    let (code, out) = shipper_cli(&[
+        "restore", "--store", &shipper.store_url(), "--stream", common::STREAM, "--to", "latest", "--target",
+        &gapped.root_url(),
+    ])?;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("STOPPED AT A GAP") && out.contains("gap"), "{out}");
     Ok(())
 }
 
