@@ -117,16 +117,6 @@ impl PayloadBuilder {
         self.buf.extend_from_slice(records);
     }
 
-    /// Bytes buffered so far.
-    pub fn len(&self) -> usize {
-        self.buf.len()
-    }
-
-    /// Whether nothing was pushed.
-    pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
-    }
-
     /// Takes the payload out, leaving the builder empty for the next segment.
     pub fn take(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.buf)

@@ -1,6 +1,6 @@
 //! A private `mariadbd` in a temporary directory on a free port.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -254,15 +254,5 @@ impl MariaDb {
         let pos: u64 = row.get(1).context("no position")?;
         c.disconnect().await?;
         Ok((file, pos))
-    }
-
-    /// Directory holding the server's own binlog files.
-    pub fn binlog_dir(&self) -> &Path {
-        &self.datadir
-    }
-
-    /// The server's error log.
-    pub fn error_log(&self) -> String {
-        self.proc.log()
     }
 }

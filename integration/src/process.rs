@@ -11,7 +11,6 @@ use anyhow::Context;
 pub struct Proc {
     child: Option<Child>,
     log: PathBuf,
-    name: String,
 }
 
 impl Proc {
@@ -31,7 +30,6 @@ impl Proc {
         Ok(Proc {
             child: Some(child),
             log: log.to_owned(),
-            name: name.to_owned(),
         })
     }
 
@@ -77,11 +75,6 @@ impl Proc {
     /// Everything the process wrote so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The process name given at spawn.
-    pub fn name(&self) -> &str {
-        &self.name
     }
 }
 

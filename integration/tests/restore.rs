@@ -155,6 +155,8 @@ async fn restore_to_marks_before_inside_and_after_a_snapshot() -> anyhow::Result
     c.query_drop("FLUSH BINARY LOGS").await?;
     workload::run(&mut c, 800, 900).await?;
     let (pos_file, pos_off) = primary.master_status().await?;
+    let gtid_at_pos: Option<String> = c.query_first("SELECT @@gtid_binlog_pos").await?;
+    let gtid_at_pos = gtid_at_pos.unwrap_or_default();
     let sums_pos = workload::checksums(&mut c).await?;
     workload::run(&mut c, 900, 1000).await?;
     let mark3 = mark().await;
@@ -169,6 +171,7 @@ async fn restore_to_marks_before_inside_and_after_a_snapshot() -> anyhow::Result
     restore_and_compare(&shipper, &rfc3339(mark2), &sums2, &s1).await?;
     restore_and_compare(&shipper, &rfc3339(mark3), &sums3, &s1).await?;
     restore_and_compare(&shipper, &format!("{pos_file}:{pos_off}"), &sums_pos, &s1).await?;
+    restore_and_compare(&shipper, &gtid_at_pos, &sums_pos, &s1).await?;
 
     // Export to mark 3, then restore by hand with the stock clients.
     let dir = tmp.path().join("export");
@@ -286,14 +289,32 @@ async fn restore_to_marks_before_inside_and_after_a_snapshot() -> anyhow::Result
     // A gap in the chain stops the restore there, with the reason.
     let segs = store::segments(&shipper.store_dir, common::STREAM)?;
     let victim = &segs[segs.len() - 2].0;
-    std::fs::remove_file(shipper.store_dir.join(format!("streams/{}/segments/{victim}", common::STREAM)))?;
-    let gapped = MariaDb::start(Options { log_bin: false, server_id: 13 }).await?;
+    std::fs::remove_file(
+        shipper
+            .store_dir
+            .join(format!("streams/{}/segments/{victim}", common::STREAM)),
+    )?;
+    let gapped = MariaDb::start(Options {
+        log_bin: false,
+        server_id: 13,
+    })
+    .await?;
     let (code, out) = shipper_cli(&[
-        "restore", "--store", &shipper.store_url(), "--stream", common::STREAM, "--to", "latest", "--target",
+        "restore",
+        "--store",
+        &shipper.store_url(),
+        "--stream",
+        common::STREAM,
+        "--to",
+        "latest",
+        "--target",
         &gapped.root_url(),
     ])?;
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("STOPPED AT A GAP") && out.contains("gap"), "{out}");
+    assert!(
+        out.contains("STOPPED AT A GAP") && out.contains("gap"),
+        "{out}"
+    );
     Ok(())
 }
 
@@ -379,6 +400,24 @@ async fn replica_resumes_when_a_snapshot_is_stopped_or_killed() -> anyhow::Resul
         workload::checksums(&mut replica.conn().await?).await?,
         workload::checksums(&mut c).await?,
         "the primary never stopped and the replica missed nothing"
+    );
+
+    // A dump that fails: the snapshot fails, the replica runs again.
+    let mut broken = settings(&primary, &shipper);
+    broken.extra_toml = format!(
+        "{}dump_command = \"false\"\n",
+        snapshot_section(&replica, None)
+    );
+    let mut failing = Agent::start(&tmp.path().join("broken"), &broken)?;
+    failing.kill9();
+    let mut snap = failing.snapshot_process("failing.log")?;
+    let status = snap.wait()?;
+    assert!(!status.success(), "{}", snap.log());
+    assert!(snap.log().contains("false exited"), "{}", snap.log());
+    assert!(
+        replica.sql_thread_running().await?,
+        "the replica runs after a failed dump: {}",
+        snap.log()
     );
     Ok(())
 }

@@ -168,7 +168,6 @@ impl IntoResponse for ShipperError {
         let status = match &self {
             ShipperError::BadSegment(_) => StatusCode::BAD_REQUEST,
             ShipperError::Conflict(_) => StatusCode::CONFLICT,
-            ShipperError::NotFound(_) => StatusCode::NOT_FOUND,
             ShipperError::Restore(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ShipperError::Store(_) | ShipperError::StoreConfig(_) => {
                 StatusCode::SERVICE_UNAVAILABLE

@@ -21,9 +21,6 @@ pub enum ShipperError {
     /// is possible (the restorable range, the gap, `--force`).
     #[error("{0}")]
     Restore(String),
-    /// A request named something that does not exist (404).
-    #[error("not found: {0}")]
-    NotFound(String),
 }
 
 /// Result with [`ShipperError`].

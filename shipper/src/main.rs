@@ -70,7 +70,7 @@ enum Command {
         #[arg(long)]
         stream: StreamId,
         /// RFC 3339 UTC time (2026-11-23T12:00:00Z), binlog position (mysql-bin.000003:1234),
-        /// or "latest".
+        /// MariaDB GTID (0-1-500: up to and including that transaction), or "latest".
         #[arg(long)]
         to: String,
         /// Server to restore into: mysql://USER:PASSWORD@HOST:PORT (should be empty).
@@ -91,7 +91,7 @@ enum Command {
         /// Binlog position to start at instead of a snapshot (no SQL snapshot is written).
         #[arg(long)]
         from: Option<String>,
-        /// RFC 3339 UTC time, binlog position, or "latest" (the default).
+        /// RFC 3339 UTC time, binlog position, MariaDB GTID, or "latest" (the default).
         #[arg(long, default_value = "latest")]
         to: String,
         /// Directory to write into (created if missing).

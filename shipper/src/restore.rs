@@ -35,6 +35,56 @@ pub enum Target {
     Time(i64),
     /// The last transaction that ends at or before this binlog position.
     Position(BinlogPos),
+    /// Up to and including the transaction with this MariaDB GTID.
+    Gtid(Gtid),
+}
+
+/// A MariaDB GTID `domain-server-sequence`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gtid {
+    /// Replication domain.
+    pub domain: u32,
+    /// Originating server id.
+    pub server: u32,
+    /// Sequence number.
+    pub seq: u64,
+}
+
+impl Gtid {
+    fn parse(s: &str) -> Option<Gtid> {
+        let mut it = s.split('-');
+        let g = Gtid {
+            domain: it.next()?.parse().ok()?,
+            server: it.next()?.parse().ok()?,
+            seq: it.next()?.parse().ok()?,
+        };
+        it.next().is_none().then_some(g)
+    }
+
+    /// The sequence number this state holds for the GTID's domain (`D-S-N,...` text).
+    fn seq_in(&self, state: &str) -> Option<u64> {
+        state
+            .split(',')
+            .filter_map(|p| Gtid::parse(p.trim()))
+            .find(|g| g.domain == self.domain)
+            .map(|g| g.seq)
+    }
+
+    /// Whether a GTID event (its header's server id and body) is this GTID.
+    fn is_event(&self, server_id: u32, body: &[u8]) -> bool {
+        let (Some(seq), Some(domain)) = (body.get(0..8), body.get(8..12)) else {
+            return false;
+        };
+        let seq = u64::from_le_bytes(seq.try_into().unwrap_or([0; 8]));
+        let domain = u32::from_le_bytes(domain.try_into().unwrap_or([0; 4]));
+        (domain, server_id, seq) == (self.domain, self.server, self.seq)
+    }
+}
+
+impl std::fmt::Display for Gtid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}-{}", self.domain, self.server, self.seq)
+    }
 }
 
 impl FromStr for Target {
@@ -43,6 +93,9 @@ impl FromStr for Target {
     fn from_str(s: &str) -> Result<Self> {
         if s == "latest" {
             return Ok(Target::Latest);
+        }
+        if let Some(g) = Gtid::parse(s) {
+            return Ok(Target::Gtid(g));
         }
         if let Ok(t) = humantime::parse_rfc3339_weak(s.trim_end_matches('Z')) {
             let ms = t
@@ -54,7 +107,7 @@ impl FromStr for Target {
         BinlogPos::parse(s).map(Target::Position).map_err(|_| {
             ShipperError::Restore(format!(
                 "--to {s:?}: give an RFC 3339 UTC time (2026-11-23T12:00:00Z), a binlog position \
-                 (mysql-bin.000003:1234) or \"latest\""
+                 (mysql-bin.000003:1234), a MariaDB GTID (0-1-500) or \"latest\""
             ))
         })
     }
@@ -200,6 +253,21 @@ pub async fn plan(store: &Store, stream: &StreamId, target: &Target) -> Result<P
                 .rev()
                 .find(|(_, _, time)| time.is_some_and(|st| st <= *t))
         }
+        Target::Gtid(g) => {
+            let last_seq = end.gtid.as_deref().and_then(|st| g.seq_in(st));
+            if last_seq.is_none_or(|n| n < g.seq) {
+                return Err(ShipperError::Restore(format!(
+                    "GTID {g} is after the end of the stored chain ({}); {range}",
+                    last.header.meta.end
+                )));
+            }
+            snap_times.iter().rev().find(|(_, pos, _)| {
+                pos.gtid
+                    .as_deref()
+                    .and_then(|st| g.seq_in(st))
+                    .is_some_and(|n| n < g.seq)
+            })
+        }
         Target::Position(p) => {
             if p.cmp_place(end).is_gt() {
                 return Err(ShipperError::Restore(format!(
@@ -306,6 +374,8 @@ pub struct Collected {
     pub segments_verified: u64,
     /// The replay stopped because the next transaction ends after the target.
     pub reached_target: bool,
+    /// The transaction of a GTID target was included.
+    pub passed_gtid: bool,
 }
 
 /// Reads the plan's segments (verifying each) and keeps whole transactions after
@@ -337,6 +407,7 @@ pub async fn collect(
         let mut pending_file: Option<String> = None;
         let mut pending_events = 0u64;
         let mut file = seg_start.file.clone();
+        let mut is_target_trx = false;
         binlog::walk(seg_start, &payload, |w| {
             match w {
                 Walked::Format(fde) => kept.push_format(fde),
@@ -353,11 +424,20 @@ pub async fn collect(
                     pending_file.get_or_insert(event_file);
                     pending.push_event(bytes);
                     pending_events += 1;
-                    if trx.after(header.event_type, event_body(bytes, crc32)) {
+                    let body = event_body(bytes, crc32);
+                    if let Target::Gtid(g) = target {
+                        if header.event_type == logferry_common::trx::code::MARIADB_GTID
+                            && g.is_event(header.server_id, body)
+                        {
+                            is_target_trx = true;
+                        }
+                    }
+                    if trx.after(header.event_type, body) {
                         let within = match target {
                             Target::Latest => true,
                             Target::Time(t) => i64::from(header.timestamp) * 1000 <= *t,
                             Target::Position(p) => end.cmp_place(p).is_le(),
+                            Target::Gtid(_) => !out.passed_gtid,
                         };
                         if !within {
                             done = true;
@@ -373,6 +453,7 @@ pub async fn collect(
                         out.transactions += 1;
                         pending_events = 0;
                         out.last_position = Some(end.clone());
+                        out.passed_gtid |= std::mem::take(&mut is_target_trx);
                         out.last_time_ms = Some(i64::from(header.timestamp) * 1000);
                     }
                 }
@@ -383,6 +464,15 @@ pub async fn collect(
             export.push_segment(&from, &kept.take())?;
         }
     }
+    if let (Target::Gtid(g), false) = (target, out.passed_gtid) {
+        if plan.gap.is_none() {
+            return Err(ShipperError::Restore(format!(
+                "GTID {g} is not in the stored chain after {}; {}",
+                plan.start, plan.range
+            )));
+        }
+    }
+    out.reached_target |= out.passed_gtid;
     out.files = export.finish();
     Ok(out)
 }
