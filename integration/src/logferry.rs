@@ -127,6 +127,11 @@ impl Shipper {
         }
     }
 
+    /// Peak resident memory of the shipper process so far, KiB.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        self.proc.as_ref()?.peak_rss_kib()
+    }
+
     /// Base URL of the API.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
@@ -322,6 +327,16 @@ impl Agent {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Peak resident memory of the agent process so far, KiB.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        self.proc.as_ref()?.peak_rss_kib()
+    }
+
+    /// The agent's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.as_ref()?.pid()
     }
 
     /// The agent's log so far.

@@ -23,6 +23,19 @@ pub struct Options {
     pub log_bin: bool,
     /// The server's own id.
     pub server_id: u32,
+    /// More `mariadbd` options (e.g. `--max-binlog-size=268435456`).
+    pub extra: Vec<String>,
+}
+
+impl Options {
+    /// A server with binary logging off (a restore target).
+    pub fn without_binlog(server_id: u32) -> Self {
+        Options {
+            log_bin: false,
+            server_id,
+            extra: Vec::new(),
+        }
+    }
 }
 
 impl Default for Options {
@@ -30,6 +43,7 @@ impl Default for Options {
         Options {
             log_bin: true,
             server_id: 1,
+            extra: Vec::new(),
         }
     }
 }
@@ -112,6 +126,7 @@ impl MariaDb {
                 "--binlog-checksum=CRC32",
             ]);
         }
+        cmd.args(&opts.extra);
         let proc = Proc::spawn("mariadbd", cmd, &d.join("stdout.log"))?;
         let mut db = MariaDb {
             port,
@@ -169,8 +184,8 @@ impl MariaDb {
     /// When the server does not start or replication does not catch up within 60 s.
     pub async fn start_replica(primary: &MariaDb, server_id: u32) -> anyhow::Result<Self> {
         let replica = MariaDb::start(Options {
-            log_bin: true,
             server_id,
+            ..Options::default()
         })
         .await?;
         let mut c = replica.conn().await?;

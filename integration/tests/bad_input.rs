@@ -129,11 +129,7 @@ async fn wrong_password_and_binlog_off_stop_with_the_fix() -> anyhow::Result<()>
         "the agent exits with an error: {status:?}"
     );
 
-    let off = MariaDb::start(Options {
-        log_bin: false,
-        server_id: 3,
-    })
-    .await?;
+    let off = MariaDb::start(Options::without_binlog(3)).await?;
     let agent = Agent::start(&tmp.path().join("b"), &settings(off.repl_url(), &shipper))?;
     let log = wait_for_log(&agent, "agent stopped").await?;
     assert!(

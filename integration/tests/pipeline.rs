@@ -41,11 +41,7 @@ async fn workload_with_rotations_arrives_as_the_servers_exact_binlog() -> anyhow
     let files = store::export_files(&segs)?;
     assert_eq!(files.len(), 3, "one file image per server binlog file");
     let paths = store::decode_with_stock_tool(&files, &tmp.path().join("export"))?;
-    let fresh = MariaDb::start(Options {
-        log_bin: false,
-        server_id: 2,
-    })
-    .await?;
+    let fresh = MariaDb::start(Options::without_binlog(2)).await?;
     store::replay(&paths, fresh.port)?;
     let want = workload::checksums(&mut c).await?;
     let got = workload::checksums(&mut fresh.conn().await?).await?;

@@ -49,11 +49,7 @@ async fn restore_and_compare(
     want: &Sums,
     expect_snapshot: &str,
 ) -> anyhow::Result<()> {
-    let fresh = MariaDb::start(Options {
-        log_bin: false,
-        server_id: 9,
-    })
-    .await?;
+    let fresh = MariaDb::start(Options::without_binlog(9)).await?;
     let (code, out) = shipper_cli(&[
         "restore",
         "--store",
@@ -187,11 +183,7 @@ async fn restore_to_marks_before_inside_and_after_a_snapshot() -> anyhow::Result
         &dir.display().to_string(),
     ])?;
     assert_eq!(code, 0, "{out}");
-    let by_hand = MariaDb::start(Options {
-        log_bin: false,
-        server_id: 10,
-    })
-    .await?;
+    let by_hand = MariaDb::start(Options::without_binlog(10)).await?;
     replay_export(&dir, &s1, by_hand.port)?;
     assert_eq!(
         workload::checksums(&mut by_hand.conn().await?).await?,
@@ -199,11 +191,7 @@ async fn restore_to_marks_before_inside_and_after_a_snapshot() -> anyhow::Result
     );
 
     // The restore drill: older snapshot + replayed events must equal the newer snapshot.
-    let scratch = MariaDb::start(Options {
-        log_bin: false,
-        server_id: 11,
-    })
-    .await?;
+    let scratch = MariaDb::start(Options::without_binlog(11)).await?;
     let (code, out) = shipper_cli(&[
         "verify",
         "--store",
@@ -237,11 +225,7 @@ async fn restore_to_marks_before_inside_and_after_a_snapshot() -> anyhow::Result
     let rows = m["tables"][1]["rows"].as_u64().unwrap_or(0);
     m["tables"][1]["rows"] = serde_json::json!(rows + 1);
     std::fs::write(&manifest, serde_json::to_vec(&m)?)?;
-    let scratch2 = MariaDb::start(Options {
-        log_bin: false,
-        server_id: 12,
-    })
-    .await?;
+    let scratch2 = MariaDb::start(Options::without_binlog(12)).await?;
     let (code, out) = shipper_cli(&[
         "verify",
         "--store",
@@ -294,11 +278,7 @@ async fn restore_to_marks_before_inside_and_after_a_snapshot() -> anyhow::Result
             .store_dir
             .join(format!("streams/{}/segments/{victim}", common::STREAM)),
     )?;
-    let gapped = MariaDb::start(Options {
-        log_bin: false,
-        server_id: 13,
-    })
-    .await?;
+    let gapped = MariaDb::start(Options::without_binlog(13)).await?;
     let (code, out) = shipper_cli(&[
         "restore",
         "--store",
