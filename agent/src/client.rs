@@ -37,7 +37,7 @@ impl ShipperClient {
     /// # Errors
     /// [`AgentError::ShipperUnavailable`] (retry) for network errors and 5xx,
     /// [`AgentError::ShipperRefused`] for 409 and other 4xx.
-    pub async fn upload(&self, name: &str, bytes: Vec<u8>) -> Result<SegmentAck> {
+    pub async fn upload(&self, name: &str, bytes: bytes::Bytes) -> Result<SegmentAck> {
         let url = format!("{}{SEGMENTS_PATH}", self.base);
         let resp = self
             .http

@@ -27,6 +27,9 @@ use crate::snapshot;
 use crate::sources::{mysql, Source, SourceItem};
 use crate::spool::Spool;
 
+/// Events in flight between the source task and the segment loop.
+const SOURCE_CHANNEL_EVENTS: usize = 256;
+
 /// Cancels everything when it changes to `true`.
 pub type ShutdownRx = watch::Receiver<bool>;
 
@@ -100,7 +103,9 @@ pub async fn run(cfg: AgentConfig, shutdown: ShutdownRx) -> Result<()> {
     let resume = initial_position(&cfg, &spool, &client, retry.clone(), shutdown.clone()).await?;
     info!(stream = %cfg.agent.stream, resume = ?resume.as_ref().map(|p| p.to_string()), "agent starting");
 
-    let (tx, rx) = mpsc::channel(4096);
+    // Enough events to keep the network read and the sealing busy at once; a few MiB at
+    // most (row events are up to ~8 KiB), so memory stays bounded whatever the lag.
+    let (tx, rx) = mpsc::channel(SOURCE_CHANNEL_EVENTS);
     let source_task = tokio::spawn(source_task(
         cfg.source.clone(),
         resume,
@@ -404,9 +409,11 @@ async fn ship_loop(
                 }
                 Err(e) => return Err(e),
             };
+            let meta = seg.header.meta.clone();
+            let body = bytes::Bytes::from(seg.into_bytes());
             let mut failures = 0u32;
             loop {
-                match client.upload(&entry.name, seg.bytes().to_vec()).await {
+                match client.upload(&entry.name, body.clone()).await {
                     Ok(ack) => {
                         backoff.reset();
                         if failures > 0 {
@@ -429,7 +436,6 @@ async fn ship_loop(
                     Err(e) => return Err(e),
                 }
             }
-            let meta = &seg.header.meta;
             spool.acknowledge(&entry, &meta.end)?;
             if let Ok(mut q) = exposure.spooled.lock() {
                 q.pop_front();

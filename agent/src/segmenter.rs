@@ -55,7 +55,10 @@ impl Segmenter {
     /// Adds an event; `preamble` is asked for when the event opens a new segment.
     pub fn push(&mut self, ev: SourceEvent, preamble: impl FnOnce() -> Vec<u8>) {
         if self.start.is_none() {
-            self.payload = preamble();
+            // The buffer keeps its capacity from segment to segment: no regrowth and no
+            // fresh pages for the kernel to zero on every segment.
+            self.payload.clear();
+            self.payload.extend_from_slice(&preamble());
             self.start = Some(ev.start.clone());
             self.first_event_ms = ev.time_ms;
             self.opened_at = Some(Instant::now());

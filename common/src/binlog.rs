@@ -26,8 +26,17 @@ pub const ROTATE_EVENT: u8 = 4;
 /// further on than the previous event ended.
 pub const TABLE_MAP_EVENT: u8 = 19;
 
-const TAG_FORMAT: u8 = 1;
-const TAG_EVENT: u8 = 2;
+/// Record tag of a format-description event in force (context).
+pub const TAG_FORMAT: u8 = 1;
+/// Record tag of an event of the stream.
+pub const TAG_EVENT: u8 = 2;
+
+/// The 5-byte header of a record with `tag` holding `len` bytes, for writers that frame
+/// an event in place instead of copying it through [`PayloadBuilder`].
+pub fn record_header(tag: u8, len: u32) -> [u8; 5] {
+    let l = len.to_le_bytes();
+    [tag, l[0], l[1], l[2], l[3]]
+}
 
 /// One record of a binlog payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -23,6 +23,10 @@ use mysql_async::Conn;
 
 const STREAM: &str = "bench";
 
+/// Everything from this line on in the results file is written by hand (the profile and its
+/// reading) and kept when the tables above it are rewritten.
+const KEEP_MARKER: &str = "<!-- written by hand below; kept by scripts/bench -->";
+
 /// Command-line settings.
 struct Args {
     sizes_mb: Vec<u64>,
@@ -675,6 +679,11 @@ async fn main() -> anyhow::Result<()> {
         md,
         "| shipper receiving from 3 agents at once | {many_rss:.1} MiB |"
     );
+    let previous = std::fs::read_to_string(&a.out).unwrap_or_default();
+    if let Some(at) = previous.find(KEEP_MARKER) {
+        md.push('\n');
+        md.push_str(&previous[at..]);
+    }
     std::fs::write(&a.out, md)?;
     println!("wrote {}", a.out.display());
     Ok(())

@@ -13,7 +13,7 @@ pub mod events;
 use std::panic::AssertUnwindSafe;
 
 use futures::{FutureExt, StreamExt};
-use logferry_common::binlog::PayloadBuilder;
+use logferry_common::binlog;
 use logferry_common::{BinlogPos, Position};
 use mysql_async::binlog::events::Event;
 use mysql_async::binlog::{BinlogChecksumAlg, BinlogVersion};
@@ -53,7 +53,6 @@ impl MysqlSource {
         let flags = h.flags_raw();
         let log_pos = u64::from(h.log_pos());
         let size = u64::from(h.event_size());
-        verify_checksum(ev, self.cursor.as_ref())?;
         if ty == code::HEARTBEAT {
             return Ok(Some(SourceItem::Heartbeat));
         }
@@ -65,9 +64,7 @@ impl MysqlSource {
         }
         let artificial = flags & LOG_EVENT_ARTIFICIAL_F != 0 || log_pos == 0;
         if ty == code::FORMAT_DESCRIPTION {
-            let mut p = PayloadBuilder::default();
-            p.push_format(&rebuild(ev)?);
-            self.preamble = p.take();
+            self.preamble = framed(ev, binlog::TAG_FORMAT, self.cursor.as_ref())?;
             self.seen_fde = true;
         }
         if ty == code::ROTATE && artificial {
@@ -127,10 +124,9 @@ impl MysqlSource {
         let mut start = cursor;
         start.gtid = None;
         self.cursor = Some(end.clone());
-        let mut payload = PayloadBuilder::default();
-        payload.push_event(&rebuild(ev)?);
+        let record = framed(ev, binlog::TAG_EVENT, Some(&start))?;
         Ok(Some(SourceItem::Event(SourceEvent {
-            record: payload.take(),
+            record,
             start: Position::Binlog(start),
             end: Position::Binlog(end),
             time_ms: i64::from(h.timestamp()) * 1000,
@@ -169,31 +165,27 @@ impl Source for MysqlSource {
     }
 }
 
-/// Rebuilds the event's bytes exactly as the server sent them.
-fn rebuild(ev: &Event) -> Result<Vec<u8>> {
-    let size = ev.header().event_size() as usize;
-    let mut raw = Vec::with_capacity(size);
-    ev.write(BinlogVersion::Version4, &mut raw)
+/// Rebuilds the event's bytes exactly as the server sent them, framed as a payload record
+/// with `tag`, in one buffer. The rebuilt CRC32 (computed once, by the re-encoding) must
+/// equal the one the server sent.
+fn framed(ev: &Event, tag: u8, at: Option<&BinlogPos>) -> Result<Vec<u8>> {
+    let size = ev.header().event_size();
+    let mut rec = Vec::with_capacity(5 + size as usize);
+    rec.extend_from_slice(&binlog::record_header(tag, size));
+    ev.write(BinlogVersion::Version4, &mut rec)
         .map_err(|e| AgentError::Protocol(format!("cannot re-encode event: {e}")))?;
-    if raw.len() != size {
+    if rec.len() != 5 + size as usize {
         return Err(AgentError::Protocol(format!(
             "re-encoded event is {} bytes, the server sent {size}",
-            raw.len()
+            rec.len() - 5
         )));
     }
-    Ok(raw)
-}
-
-fn verify_checksum(ev: &Event, at: Option<&BinlogPos>) -> Result<()> {
-    let alg = match ev.footer().get_checksum_alg() {
-        Ok(Some(alg)) => alg,
-        _ => return Ok(()),
-    };
-    if alg != BinlogChecksumAlg::BINLOG_CHECKSUM_ALG_CRC32 {
-        return Ok(());
-    }
-    if let Some(sum) = ev.checksum() {
-        if sum != ev.calc_checksum(alg).to_le_bytes() {
+    let crc32 = matches!(
+        ev.footer().get_checksum_alg(),
+        Ok(Some(BinlogChecksumAlg::BINLOG_CHECKSUM_ALG_CRC32))
+    );
+    if let (true, Some(sum)) = (crc32, ev.checksum()) {
+        if rec[rec.len() - 4..] != sum {
             let at = at.map(|p| p.to_string()).unwrap_or_default();
             return Err(AgentError::Protocol(format!(
                 "CRC32 mismatch in event of type {} ending at log_pos {} (after {at})",
@@ -202,5 +194,5 @@ fn verify_checksum(ev: &Event, at: Option<&BinlogPos>) -> Result<()> {
             )));
         }
     }
-    Ok(())
+    Ok(rec)
 }
