@@ -357,7 +357,7 @@ async fn segment_loop(
                         exposure.publish(metrics);
                     }
                     seg.push(ev, || preamble.clone());
-                    if seg.should_seal(Instant::now()) {
+                    if seg.should_seal(Instant::now()) || (rx.is_empty() && seg.is_stale(now_ms())) {
                         seal(&mut seg)?;
                     }
                 }

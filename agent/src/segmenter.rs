@@ -98,6 +98,17 @@ impl Segmenter {
                 || self.opened_at.is_some_and(|t| now >= t + self.max_age))
     }
 
+    /// Whether the open segment should be sealed because its data is already older than the
+    /// seal age (by source commit time) and the source has nothing more queued: a catch-up
+    /// reached the head, and waiting out the age would only delay data whose RPO budget is
+    /// spent. Under live load the data is fresh and the age rule of [`Self::should_seal`]
+    /// applies.
+    pub fn is_stale(&self, now_ms: i64) -> bool {
+        self.at_boundary()
+            && self.opened_at.is_some()
+            && now_ms - self.first_event_ms >= self.max_age.as_millis() as i64
+    }
+
     /// Time the oldest event in the open segment was received, if any.
     pub fn opened_at(&self) -> Option<Instant> {
         self.opened_at
@@ -195,6 +206,16 @@ mod tests {
         let deadline = s.deadline().unwrap();
         assert!(!s.should_seal(Instant::now()));
         assert!(s.should_seal(deadline));
+    }
+
+    #[test]
+    fn old_data_is_stale_only_at_a_boundary() {
+        let mut s = segmenter(1 << 20);
+        s.push(ev(4, false), Vec::new);
+        assert!(!s.is_stale(10_000_000), "mid-transaction");
+        s.push(ev(104, true), Vec::new);
+        assert!(s.is_stale(10_000_000), "committed long ago");
+        assert!(!s.is_stale(104 + 100), "fresh data waits for the seal age");
     }
 
     #[test]
