@@ -314,6 +314,7 @@ async fn segment_loop(
         cfg.segment.max_age(),
     );
     let mut preamble = Vec::new();
+    let mut last_stale_seal: Option<Instant> = None;
     let seal = |seg: &mut Segmenter| -> Result<()> {
         let opened = seg.opened_at();
         if let Some(s) = seg.seal()? {
@@ -357,7 +358,15 @@ async fn segment_loop(
                         exposure.publish(metrics);
                     }
                     seg.push(ev, || preamble.clone());
-                    if seg.should_seal(Instant::now()) || (rx.is_empty() && seg.is_stale(now_ms())) {
+                    // A stale seal at most once per seal age: a clock skew between database
+                    // and agent then cannot turn live load into one segment per transaction.
+                    let stale = rx.is_empty()
+                        && seg.is_stale(now_ms())
+                        && last_stale_seal.is_none_or(|t: Instant| t.elapsed() >= cfg.segment.max_age());
+                    if stale {
+                        last_stale_seal = Some(Instant::now());
+                    }
+                    if stale || seg.should_seal(Instant::now()) {
                         seal(&mut seg)?;
                     }
                 }

@@ -8,6 +8,10 @@ use logferry_common::{Position, Segment, SegmentMeta, SourceKind, StreamId};
 use crate::error::Result;
 use crate::sources::SourceEvent;
 
+/// Binlog commit times are whole seconds: an event stamped T committed up to 999 ms later,
+/// so data counts as older than the seal age only past this much more.
+const COMMIT_TIME_RESOLUTION_MS: i64 = 1000;
+
 /// The open segment's content up to its last transaction boundary.
 #[derive(Debug, Clone)]
 struct Boundary {
@@ -106,7 +110,8 @@ impl Segmenter {
     pub fn is_stale(&self, now_ms: i64) -> bool {
         self.at_boundary()
             && self.opened_at.is_some()
-            && now_ms - self.first_event_ms >= self.max_age.as_millis() as i64
+            && now_ms - self.first_event_ms
+                >= self.max_age.as_millis() as i64 + COMMIT_TIME_RESOLUTION_MS
     }
 
     /// Time the oldest event in the open segment was received, if any.
@@ -216,6 +221,18 @@ mod tests {
         s.push(ev(104, true), Vec::new);
         assert!(s.is_stale(10_000_000), "committed long ago");
         assert!(!s.is_stale(104 + 100), "fresh data waits for the seal age");
+        let mut fast = Segmenter::new(
+            StreamId::new("s").unwrap(),
+            SourceKind::Mysql,
+            1 << 20,
+            Duration::from_millis(200),
+        );
+        fast.push(ev(4_000, true), Vec::new);
+        assert!(
+            !fast.is_stale(4_000 + 900),
+            "a whole-second commit time is not evidence of old data"
+        );
+        assert!(fast.is_stale(4_000 + 1_300));
     }
 
     #[test]
