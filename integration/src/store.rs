@@ -95,6 +95,23 @@ pub fn events_of_files(files: &[(String, Vec<u8>)]) -> anyhow::Result<Vec<Binlog
     Ok(out)
 }
 
+/// The stock tool copying a server's binlogs from `first_file` on into `dir`
+/// (`mariadb-binlog --read-from-remote-server --raw --to-last-log`), as root over TCP.
+pub fn stock_copy(port: u16, first_file: &str, dir: &Path) -> Command {
+    let mut cmd = Command::new("mariadb-binlog");
+    cmd.args([
+        "--read-from-remote-server",
+        "--raw",
+        "--to-last-log",
+        "--host=127.0.0.1",
+        "--user=root",
+    ])
+    .arg(format!("--port={port}"))
+    .arg(format!("--result-file={}/", dir.display()))
+    .arg(first_file);
+    cmd
+}
+
 /// Copies the server's binlogs with the stock tool
 /// (`mariadb-binlog --read-from-remote-server --raw --to-last-log`) into `dir` and returns
 /// the file images.
@@ -107,17 +124,7 @@ pub fn remote_binlog_files(
     dir: &Path,
 ) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
     std::fs::create_dir_all(dir)?;
-    let out = Command::new("mariadb-binlog")
-        .args([
-            "--read-from-remote-server",
-            "--raw",
-            "--to-last-log",
-            "--host=127.0.0.1",
-            "--user=root",
-        ])
-        .arg(format!("--port={port}"))
-        .arg(format!("--result-file={}/", dir.display()))
-        .arg(first_file)
+    let out = stock_copy(port, first_file, dir)
         .output()
         .context("cannot run mariadb-binlog")?;
     if !out.status.success() {

@@ -43,14 +43,9 @@ fn rfc3339(ms: i64) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
-async fn restore_and_compare(
-    shipper: &Shipper,
-    to: &str,
-    want: &Sums,
-    expect_snapshot: &str,
-) -> anyhow::Result<()> {
-    let fresh = MariaDb::start(Options::without_binlog(9)).await?;
-    let (code, out) = shipper_cli(&[
+/// `logferry-shipper restore` of the test stream to `to` into `target`.
+fn restore_cli(shipper: &Shipper, to: &str, target: &MariaDb) -> anyhow::Result<(i32, String)> {
+    shipper_cli(&[
         "restore",
         "--store",
         &shipper.store_url(),
@@ -59,8 +54,32 @@ async fn restore_and_compare(
         "--to",
         to,
         "--target",
-        &fresh.root_url(),
-    ])?;
+        &target.root_url(),
+    ])
+}
+
+/// `logferry-shipper verify --restore-drill` of the test stream into `scratch`.
+fn drill_cli(shipper: &Shipper, scratch: &MariaDb) -> anyhow::Result<(i32, String)> {
+    shipper_cli(&[
+        "verify",
+        "--store",
+        &shipper.store_url(),
+        "--stream",
+        common::STREAM,
+        "--restore-drill",
+        "--target",
+        &scratch.root_url(),
+    ])
+}
+
+async fn restore_and_compare(
+    shipper: &Shipper,
+    to: &str,
+    want: &Sums,
+    expect_snapshot: &str,
+) -> anyhow::Result<()> {
+    let fresh = MariaDb::start(Options::without_binlog(9)).await?;
+    let (code, out) = restore_cli(shipper, to, &fresh)?;
     assert_eq!(code, 0, "restore to {to}: {out}");
     assert!(
         out.contains(&format!("snapshot:       {expect_snapshot}")),
@@ -192,16 +211,7 @@ async fn restore_to_marks_before_inside_and_after_a_snapshot() -> anyhow::Result
 
     // The restore drill: older snapshot + replayed events must equal the newer snapshot.
     let scratch = MariaDb::start(Options::without_binlog(11)).await?;
-    let (code, out) = shipper_cli(&[
-        "verify",
-        "--store",
-        &shipper.store_url(),
-        "--stream",
-        common::STREAM,
-        "--restore-drill",
-        "--target",
-        &scratch.root_url(),
-    ])?;
+    let (code, out) = drill_cli(&shipper, &scratch)?;
     assert_eq!(code, 0, "{out}");
     assert!(
         out.contains("OK restore drill") && out.contains("(3 tables)"),
@@ -226,16 +236,7 @@ async fn restore_to_marks_before_inside_and_after_a_snapshot() -> anyhow::Result
     m["tables"][1]["rows"] = serde_json::json!(rows + 1);
     std::fs::write(&manifest, serde_json::to_vec(&m)?)?;
     let scratch2 = MariaDb::start(Options::without_binlog(12)).await?;
-    let (code, out) = shipper_cli(&[
-        "verify",
-        "--store",
-        &shipper.store_url(),
-        "--stream",
-        common::STREAM,
-        "--restore-drill",
-        "--target",
-        &scratch2.root_url(),
-    ])?;
+    let (code, out) = drill_cli(&shipper, &scratch2)?;
     assert_eq!(code, 1, "{out}");
     assert!(
         out.contains("DIFFERS app.") && out.contains("FAILED restore drill"),
@@ -243,30 +244,10 @@ async fn restore_to_marks_before_inside_and_after_a_snapshot() -> anyhow::Result
     );
 
     // Outside the range, and into a server that is not empty.
-    let (code, out) = shipper_cli(&[
-        "restore",
-        "--store",
-        &shipper.store_url(),
-        "--stream",
-        common::STREAM,
-        "--to",
-        "2001-01-01T00:00:00Z",
-        "--target",
-        &by_hand.root_url(),
-    ])?;
+    let (code, out) = restore_cli(&shipper, "2001-01-01T00:00:00Z", &by_hand)?;
     assert_ne!(code, 0, "{out}");
     assert!(out.contains("restorable range"), "{out}");
-    let (code, out) = shipper_cli(&[
-        "restore",
-        "--store",
-        &shipper.store_url(),
-        "--stream",
-        common::STREAM,
-        "--to",
-        "latest",
-        "--target",
-        &by_hand.root_url(),
-    ])?;
+    let (code, out) = restore_cli(&shipper, "latest", &by_hand)?;
     assert_ne!(code, 0, "{out}");
     assert!(out.contains("--force"), "{out}");
 
@@ -279,17 +260,7 @@ async fn restore_to_marks_before_inside_and_after_a_snapshot() -> anyhow::Result
             .join(format!("streams/{}/segments/{victim}", common::STREAM)),
     )?;
     let gapped = MariaDb::start(Options::without_binlog(13)).await?;
-    let (code, out) = shipper_cli(&[
-        "restore",
-        "--store",
-        &shipper.store_url(),
-        "--stream",
-        common::STREAM,
-        "--to",
-        "latest",
-        "--target",
-        &gapped.root_url(),
-    ])?;
+    let (code, out) = restore_cli(&shipper, "latest", &gapped)?;
     assert_eq!(code, 1, "{out}");
     assert!(
         out.contains("STOPPED AT A GAP") && out.contains("gap"),

@@ -18,6 +18,7 @@ use anyhow::{bail, Context};
 use logferry_integration::logferry::{Agent, AgentSettings, Shipper};
 use logferry_integration::mariadb::{MariaDb, Options};
 use logferry_integration::process::workspace_bin;
+use logferry_integration::store;
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 
@@ -317,17 +318,7 @@ async fn size_run(work: &Path, size_mb: u64, repeat: usize) -> anyhow::Result<Si
         std::fs::create_dir_all(&out)?;
         let t = run_timed(
             "mariadb-binlog --read-from-remote-server",
-            Command::new("mariadb-binlog")
-                .args([
-                    "--read-from-remote-server",
-                    "--raw",
-                    "--to-last-log",
-                    "--host=127.0.0.1",
-                    "--user=root",
-                ])
-                .arg(format!("--port={}", primary.port))
-                .arg(format!("--result-file={}/", out.display()))
-                .arg("mysql-bin.000001"),
+            &mut store::stock_copy(primary.port, "mysql-bin.000001", &out),
         )?;
         println!("   stock copy run {r}: {t:.2} s");
         stock.push(t);
