@@ -20,14 +20,12 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use bytes::Bytes;
 use logferry_common::wire::{ErrorBody, StreamHead, SEGMENTS_PATH};
-use logferry_common::{Segment, StreamId};
+use logferry_common::StreamId;
 
+use crate::catalog::read_header;
 use crate::error::ShipperError;
 use crate::ingest::Ingest;
 use crate::snapshots::{self, Accepted, SHA256_HEADER};
-
-/// Bytes read to decode a segment header without fetching the whole object.
-pub const HEADER_PROBE_BYTES: u64 = 64 * 1024 + 64;
 
 /// Builds the router over shared ingest state.
 pub fn router(state: Arc<Ingest>, max_body: usize) -> Router {
@@ -109,10 +107,8 @@ async fn stream_head(State(st): State<Arc<Ingest>>, Path(stream): Path<String>) 
     let lock = st.catalog.stream(&stream);
     let mut chain = lock.lock().await;
     let segments = chain.segments().count() as u64;
-    let first_key = chain.segments().next().map(|s| (s.key.clone(), s.size));
-    let last = chain
-        .last()
-        .map(|(s, h)| (s.key.clone(), s.size, h.cloned()));
+    let first = chain.segments().next().cloned();
+    let last = chain.last().map(|(s, h)| (s.clone(), h.cloned()));
     let mut head = StreamHead {
         stream: stream.to_string(),
         segments,
@@ -120,10 +116,10 @@ async fn stream_head(State(st): State<Arc<Ingest>>, Path(stream): Path<String>) 
         end: None,
         last_event_ms: None,
     };
-    if let Some((key, size, cached)) = last {
+    if let Some((seg, cached)) = last {
         let header = match cached {
             Some(h) => h,
-            None => match read_header(&st, &key, size).await {
+            None => match read_header(&st.store, &seg).await {
                 Ok(h) => {
                     chain.set_last_header(h.clone());
                     h
@@ -134,22 +130,13 @@ async fn stream_head(State(st): State<Arc<Ingest>>, Path(stream): Path<String>) 
         head.end = Some(header.meta.end.to_string());
         head.last_event_ms = Some(header.meta.last_event_ms);
     }
-    if let Some((key, size)) = first_key {
-        match read_header(&st, &key, size).await {
+    if let Some(seg) = first {
+        match read_header(&st.store, &seg).await {
             Ok(h) => head.start = Some(h.meta.start.to_string()),
             Err(e) => return e.into_response(),
         }
     }
     (StatusCode::OK, Json(head)).into_response()
-}
-
-async fn read_header(
-    st: &Ingest,
-    key: &str,
-    size: u64,
-) -> Result<logferry_common::SegmentHeader, ShipperError> {
-    let prefix = st.store.get_prefix(key, size, HEADER_PROBE_BYTES).await?;
-    Ok(Segment::peek_header(&prefix)?)
 }
 
 async fn health(State(st): State<Arc<Ingest>>) -> Response {

@@ -10,8 +10,43 @@ use logferry_common::{SegmentHeader, StreamId};
 use tokio::sync::Mutex as AsyncMutex;
 use tracing::warn;
 
+use logferry_common::Segment;
+
 use crate::error::Result;
 use crate::storage::Store;
+
+/// Bytes read to decode a segment header without fetching the whole object (a header is at
+/// most 64 KiB plus the fixed prefix).
+pub const HEADER_PROBE_BYTES: u64 = 64 * 1024 + 64;
+
+/// Reads the header of a stored segment with one ranged read.
+///
+/// # Errors
+/// When the store fails or the header is corrupt.
+pub async fn read_header(store: &Store, seg: &SegmentRef) -> Result<SegmentHeader> {
+    let prefix = store
+        .get_prefix(&seg.key, seg.size, HEADER_PROBE_BYTES)
+        .await?;
+    Ok(Segment::peek_header(&prefix)?)
+}
+
+/// Every stored segment under `prefix` with its header, in key (= chain) order.
+///
+/// # Errors
+/// When the listing or a header read fails.
+pub async fn stored_segments(
+    store: &Store,
+    prefix: &str,
+) -> Result<Vec<(SegmentRef, SegmentHeader)>> {
+    let mut out = Vec::new();
+    for obj in store.list(prefix).await? {
+        if let Some(seg) = segment_ref(&obj.key, obj.size) {
+            let header = read_header(store, &seg).await?;
+            out.push((seg, header));
+        }
+    }
+    Ok(out)
+}
 
 /// A stored segment as the catalog knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,10 +2,9 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use logferry_common::{Segment, StreamId};
+use logferry_common::StreamId;
 
-use crate::api::HEADER_PROBE_BYTES;
-use crate::catalog::segment_ref;
+use crate::catalog::stored_segments;
 use crate::error::Result;
 use crate::storage::Store;
 
@@ -38,12 +37,7 @@ pub async fn segments(
 ) -> Result<Vec<(String, Vec<SegmentLine>)>> {
     let prefix = only.map_or_else(|| "streams".to_owned(), |s| format!("streams/{s}"));
     let mut out: Vec<(String, Vec<SegmentLine>)> = Vec::new();
-    for obj in store.list(&prefix).await? {
-        let Some(r) = segment_ref(&obj.key, obj.size) else {
-            continue;
-        };
-        let prefix = store.get_prefix(&r.key, r.size, HEADER_PROBE_BYTES).await?;
-        let h = Segment::peek_header(&prefix)?;
+    for (r, h) in stored_segments(store, &prefix).await? {
         let stream = h.meta.stream.to_string();
         let line = SegmentLine {
             key: r.key,

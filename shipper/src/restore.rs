@@ -19,8 +19,7 @@ use logferry_common::trx::{event_body, TrxTracker};
 use logferry_common::{BinlogPos, DecodeLimits, Position, Segment, SegmentHeader, StreamId};
 use tokio::io::AsyncWriteExt;
 
-use crate::api::HEADER_PROBE_BYTES;
-use crate::catalog::{segment_ref, SegmentRef};
+use crate::catalog::{stored_segments, SegmentRef};
 use crate::error::{Result, ShipperError};
 use crate::listing::rfc3339;
 use crate::snapshots;
@@ -142,21 +141,12 @@ pub struct Plan {
 /// # Errors
 /// When the store fails or a header is corrupt.
 pub async fn chain(store: &Store, stream: &StreamId) -> Result<Vec<ChainSegment>> {
-    let mut out = Vec::new();
-    for obj in store
-        .list(&logferry_common::keys::segments_prefix(stream))
-        .await?
-    {
-        let Some(seg) = segment_ref(&obj.key, obj.size) else {
-            continue;
-        };
-        let prefix = store
-            .get_prefix(&seg.key, seg.size, HEADER_PROBE_BYTES)
-            .await?;
-        let header = Segment::peek_header(&prefix)?;
-        out.push(ChainSegment { seg, header });
-    }
-    Ok(out)
+    let prefix = logferry_common::keys::segments_prefix(stream);
+    let stored = stored_segments(store, &prefix).await?;
+    Ok(stored
+        .into_iter()
+        .map(|(seg, header)| ChainSegment { seg, header })
+        .collect())
 }
 
 fn binlog_pos(p: &Position) -> &BinlogPos {
