@@ -364,34 +364,30 @@ impl ExportFiles {
     /// [`Error::Corrupt`] when the payload is malformed.
     pub fn push_segment(&mut self, start_file: &str, payload: &[u8]) -> Result<()> {
         let mut file = start_file.to_owned();
-        let mut crc = true;
-        for rec in records(payload) {
-            let ev = match rec? {
-                Record::Format(fde) => {
-                    crc = fde_has_crc32(fde);
-                    self.format = Some(fde.to_vec());
-                    continue;
+        walk(&BinlogPos::new(start_file, 0), payload, |w| {
+            match w {
+                Walked::Format(fde) => self.format = Some(fde.to_vec()),
+                Walked::Event {
+                    bytes, header, end, ..
+                } => {
+                    if header.event_type == FORMAT_DESCRIPTION_EVENT {
+                        self.format = Some(bytes.to_vec());
+                    }
+                    if self.files.last().is_none_or(|(f, _)| *f != file) {
+                        let mut w = BinlogFileWriter::new();
+                        w.pending_format = self.format.clone();
+                        self.files.push((file.clone(), w));
+                    }
+                    if let Some((_, w)) = self.files.last_mut() {
+                        w.push_event(bytes)?;
+                    }
+                    if end.file != file {
+                        file.clone_from(&end.file);
+                    }
                 }
-                Record::Event(ev) => ev,
-            };
-            let h = EventHeader::parse(ev)?;
-            if h.event_type == FORMAT_DESCRIPTION_EVENT {
-                crc = fde_has_crc32(ev);
-                self.format = Some(ev.to_vec());
             }
-            if self.files.last().is_none_or(|(f, _)| *f != file) {
-                let mut w = BinlogFileWriter::new();
-                w.pending_format = self.format.clone();
-                self.files.push((file.clone(), w));
-            }
-            if let Some((_, w)) = self.files.last_mut() {
-                w.push_event(ev)?;
-            }
-            if h.event_type == ROTATE_EVENT {
-                file = rotate_event_target(ev, crc)?.1;
-            }
-        }
-        Ok(())
+            Ok(true)
+        })
     }
 
     /// The file images, in order, with their original names.
@@ -411,42 +407,34 @@ impl ExportFiles {
 /// # Errors
 /// [`Error::Corrupt`] naming the first event that breaks the run.
 pub fn check_chain(payload: &[u8], start: &BinlogPos, end: &BinlogPos) -> Result<u64> {
-    let mut file = start.file.clone();
-    let mut offset = start.offset;
-    let mut crc = true;
+    let mut at = BinlogPos::new(start.file.clone(), start.offset);
     let mut count = 0u64;
-    for rec in records(payload) {
-        let ev = match rec? {
-            Record::Format(fde) => {
-                crc = fde_has_crc32(fde);
-                continue;
-            }
-            Record::Event(ev) => ev,
+    walk(start, payload, |w| {
+        let Walked::Event {
+            header: h,
+            end: after,
+            ..
+        } = w
+        else {
+            return Ok(true);
         };
-        let h = EventHeader::parse(ev)?;
-        if h.event_type == FORMAT_DESCRIPTION_EVENT {
-            crc = fde_has_crc32(ev);
-        }
         let begins = u64::from(h.log_pos).checked_sub(u64::from(h.event_size));
         let annotate_skipped =
-            h.event_type == TABLE_MAP_EVENT && begins.is_some_and(|b| b > offset);
-        if begins != Some(offset) && !annotate_skipped {
+            h.event_type == TABLE_MAP_EVENT && begins.is_some_and(|b| b > at.offset);
+        if begins != Some(at.offset) && !annotate_skipped {
             return Err(Error::corrupt(format!(
-                "event {count} (type {}) should start at {file}:{offset} but its header says log_pos {}, size {}",
-                h.event_type, h.log_pos, h.event_size
+                "event {count} (type {}) should start at {}:{} but its header says log_pos {}, size {}",
+                h.event_type, at.file, at.offset, h.log_pos, h.event_size
             )));
         }
-        if h.event_type == ROTATE_EVENT {
-            (offset, file) = rotate_event_target(ev, crc)?;
-        } else {
-            offset = u64::from(h.log_pos);
-        }
+        at.clone_from(after);
         count += 1;
-    }
-    if file != end.file || offset != end.offset {
+        Ok(true)
+    })?;
+    if at.file != end.file || at.offset != end.offset {
         return Err(Error::corrupt(format!(
-            "events end at {file}:{offset} but the header says {}:{}",
-            end.file, end.offset
+            "events end at {}:{} but the header says {}:{}",
+            at.file, at.offset, end.file, end.offset
         )));
     }
     Ok(count)
