@@ -132,6 +132,11 @@ impl Shipper {
         self.proc.as_ref()?.peak_rss_kib()
     }
 
+    /// CPU time the shipper process has used so far, seconds.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        self.proc.as_ref()?.cpu_seconds()
+    }
+
     /// Base URL of the API.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
@@ -332,6 +337,11 @@ impl Agent {
     /// Peak resident memory of the agent process so far, KiB.
     pub fn peak_rss_kib(&self) -> Option<u64> {
         self.proc.as_ref()?.peak_rss_kib()
+    }
+
+    /// CPU time the agent process has used so far, seconds.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        self.proc.as_ref()?.cpu_seconds()
     }
 
     /// The agent's process id while it runs.

@@ -236,6 +236,11 @@ impl MariaDb {
         Ok(running == "Yes")
     }
 
+    /// CPU time the server process has used so far, seconds.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        self.proc.cpu_seconds()
+    }
+
     /// URL of the root user (empty password).
     pub fn root_url(&self) -> String {
         format!("mysql://root@127.0.0.1:{}/mysql", self.port)

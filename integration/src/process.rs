@@ -73,6 +73,11 @@ impl Proc {
         line.split_whitespace().nth(1)?.parse().ok()
     }
 
+    /// CPU time (user + system) the process has used so far, while it runs.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        cpu_seconds(self.pid()?)
+    }
+
     /// The exit status if it has exited, without waiting.
     ///
     /// # Errors
@@ -116,4 +121,15 @@ pub fn workspace_bin(name: &str) -> anyhow::Result<PathBuf> {
         path.display()
     );
     Ok(path)
+}
+
+/// CPU time (user + system, seconds) used so far by process `pid`, from `/proc/<pid>/stat`
+/// (fields 14 and 15, in clock ticks of 1/100 s on Linux).
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
 }

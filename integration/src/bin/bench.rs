@@ -35,6 +35,7 @@ struct Args {
     rpo_seconds: u64,
     rpo_rate: u64,
     out: PathBuf,
+    ship_only: bool,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -44,6 +45,7 @@ fn args() -> anyhow::Result<Args> {
         rpo_seconds: 120,
         rpo_rate: 1000,
         out: PathBuf::from("BENCHMARKS.md"),
+        ship_only: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -59,10 +61,13 @@ fn args() -> anyhow::Result<Args> {
             "--rpo-seconds" => a.rpo_seconds = value()?.parse()?,
             "--rpo-rate" => a.rpo_rate = value()?.parse()?,
             "--out" => a.out = PathBuf::from(value()?),
+            "--ship-only" => a.ship_only = true,
             "--help" | "-h" => {
                 println!(
-                    "logferry-bench [--sizes 200,1000] [--repeat 3] [--rpo-seconds 120] [--rpo-rate 1000] [--out BENCHMARKS.md]\n\
-                     Runs every comparison with the stock tools and rewrites the results file."
+                    "logferry-bench [--sizes 200,1000] [--repeat 3] [--rpo-seconds 120] [--rpo-rate 1000] [--out BENCHMARKS.md] [--ship-only]\n\
+                     Runs every comparison with the stock tools and rewrites the results file.\n\
+                     --ship-only: only the ship-throughput comparison, printed, the file left alone\n\
+                     (for iterating on the agent's hot path)."
                 );
                 std::process::exit(0);
             }
@@ -241,6 +246,10 @@ struct SizeResult {
     binlog_mb: f64,
     ship_s: f64,
     stock_copy_s: f64,
+    agent_cpu_s: f64,
+    shipper_cpu_s: f64,
+    server_cpu_s: f64,
+    stock_server_cpu_s: f64,
     agent_rss_mib: f64,
     stored_mb: f64,
     gzip_mb: f64,
@@ -250,7 +259,12 @@ struct SizeResult {
     events: String,
 }
 
-async fn size_run(work: &Path, size_mb: u64, repeat: usize) -> anyhow::Result<SizeResult> {
+async fn size_run(
+    work: &Path,
+    size_mb: u64,
+    repeat: usize,
+    ship_only: bool,
+) -> anyhow::Result<SizeResult> {
     println!("== {size_mb} MB of binlog");
     let primary = MariaDb::start(Options {
         extra: vec![
@@ -265,15 +279,17 @@ async fn size_run(work: &Path, size_mb: u64, repeat: usize) -> anyhow::Result<Si
     let replica = MariaDb::start_replica(&primary, 2).await?;
     let final_dir = work.join(format!("size{size_mb}-final"));
     let shipper = Shipper::start(&final_dir).await?;
-    let mut snap_settings = settings(&primary, &shipper, STREAM, 901, 1000);
-    snap_settings.extra_toml = format!(
-        "[snapshot]\nreplica_url = \"mysql://root@127.0.0.1:{}\"\n",
-        replica.port
-    );
-    let mut snapper = Agent::start(&final_dir.join("snapper"), &snap_settings)?;
-    snapper.kill9();
-    let status = snapper.snapshot_process("snapshot.log")?.wait()?;
-    anyhow::ensure!(status.success(), "snapshot failed");
+    if !ship_only {
+        let mut snap_settings = settings(&primary, &shipper, STREAM, 901, 1000);
+        snap_settings.extra_toml = format!(
+            "[snapshot]\nreplica_url = \"mysql://root@127.0.0.1:{}\"\n",
+            replica.port
+        );
+        let mut snapper = Agent::start(&final_dir.join("snapper"), &snap_settings)?;
+        snapper.kill9();
+        let status = snapper.snapshot_process("snapshot.log")?.wait()?;
+        anyhow::ensure!(status.success(), "snapshot failed");
+    }
     drop(replica);
     drop(shipper);
 
@@ -287,6 +303,7 @@ async fn size_run(work: &Path, size_mb: u64, repeat: usize) -> anyhow::Result<Si
 
     let mut ship = Vec::new();
     let mut rss = Vec::new();
+    let (mut agent_cpu, mut shipper_cpu, mut server_cpu) = (Vec::new(), Vec::new(), Vec::new());
     let mut store_bytes = 0;
     for r in 0..repeat {
         let dir = if r + 1 == repeat {
@@ -295,6 +312,7 @@ async fn size_run(work: &Path, size_mb: u64, repeat: usize) -> anyhow::Result<Si
             work.join(format!("size{size_mb}-run{r}"))
         };
         let shipper = Shipper::start(&dir).await?;
+        let server_before = primary.cpu_seconds().unwrap_or(0.0);
         let started = Instant::now();
         let agent = Agent::start(
             &dir.join(format!("agent{r}")),
@@ -303,28 +321,60 @@ async fn size_run(work: &Path, size_mb: u64, repeat: usize) -> anyhow::Result<Si
         wait_shipped(&primary, &shipper, STREAM, Duration::from_secs(1800)).await?;
         ship.push(started.elapsed().as_secs_f64());
         rss.push(agent.peak_rss_kib().unwrap_or(0) as f64 / 1024.0);
+        agent_cpu.push(agent.cpu_seconds().unwrap_or(0.0));
+        shipper_cpu.push(shipper.cpu_seconds().unwrap_or(0.0));
+        server_cpu.push(primary.cpu_seconds().unwrap_or(0.0) - server_before);
         store_bytes = dir_bytes(&dir.join("store/streams").join(STREAM).join("segments"));
         println!(
-            "   ship run {r}: {:.2} s, agent peak {:.1} MiB",
-            ship[r], rss[r]
+            "   ship run {r}: {:.2} s, agent peak {:.1} MiB, CPU s: agent {:.2}, shipper {:.2}, server {:.2}",
+            ship[r], rss[r], agent_cpu[r], shipper_cpu[r], server_cpu[r]
         );
         if r + 1 < repeat {
             let _ = std::fs::remove_dir_all(&dir);
         }
     }
     let mut stock = Vec::new();
+    let mut stock_server_cpu = Vec::new();
     for r in 0..repeat {
         let out = work.join(format!("size{size_mb}-stock{r}"));
         std::fs::create_dir_all(&out)?;
+        let server_before = primary.cpu_seconds().unwrap_or(0.0);
         let t = run_timed(
             "mariadb-binlog --read-from-remote-server",
             &mut store::stock_copy(primary.port, "mysql-bin.000001", &out),
         )?;
-        println!("   stock copy run {r}: {t:.2} s");
+        let server = primary.cpu_seconds().unwrap_or(0.0) - server_before;
+        println!("   stock copy run {r}: {t:.2} s, CPU s: server {server:.2}");
         stock.push(t);
+        stock_server_cpu.push(server);
         if r + 1 < repeat {
             let _ = std::fs::remove_dir_all(&out);
         }
+    }
+    let ship_s = median(ship);
+    let stock_copy_s = median(stock);
+    println!(
+        "   ship median {ship_s:.2} s, stock median {stock_copy_s:.2} s, ratio {:.2}",
+        ship_s / stock_copy_s.max(1e-9)
+    );
+    let mut result = SizeResult {
+        binlog_mb: mib(bytes),
+        ship_s,
+        stock_copy_s,
+        agent_cpu_s: median(agent_cpu),
+        shipper_cpu_s: median(shipper_cpu),
+        server_cpu_s: median(server_cpu),
+        stock_server_cpu_s: median(stock_server_cpu),
+        agent_rss_mib: median(rss),
+        stored_mb: mib(store_bytes),
+        gzip_mb: 0.0,
+        gzip_s: 0.0,
+        restore_s: 0.0,
+        stock_replay_s: 0.0,
+        events: String::new(),
+    };
+    if ship_only {
+        return Ok(result);
     }
     let stock_dir = work.join(format!("size{size_mb}-stock{}", repeat - 1));
     let mut files: Vec<PathBuf> = std::fs::read_dir(&stock_dir)?
@@ -384,18 +434,12 @@ async fn size_run(work: &Path, size_mb: u64, repeat: usize) -> anyhow::Result<Si
             restore[r]
         );
     }
-    Ok(SizeResult {
-        binlog_mb: mib(bytes),
-        ship_s: median(ship),
-        stock_copy_s: median(stock),
-        agent_rss_mib: median(rss),
-        stored_mb: mib(store_bytes),
-        gzip_mb: mib(gzip_bytes),
-        gzip_s,
-        restore_s: median(restore),
-        stock_replay_s: median(replay),
-        events,
-    })
+    result.gzip_mb = mib(gzip_bytes);
+    result.gzip_s = gzip_s;
+    result.restore_s = median(restore);
+    result.stock_replay_s = median(replay);
+    result.events = events;
+    Ok(result)
 }
 
 /// Commit → durably stored delays under a fixed write rate.
@@ -595,7 +639,10 @@ async fn main() -> anyhow::Result<()> {
     );
     let mut sizes = Vec::new();
     for s in &a.sizes_mb {
-        sizes.push(size_run(work.path(), *s, a.repeat).await?);
+        sizes.push(size_run(work.path(), *s, a.repeat, a.ship_only).await?);
+    }
+    if a.ship_only {
+        return Ok(());
     }
     let mut rpo = Vec::new();
     for seal in [1000, 200] {
@@ -617,16 +664,20 @@ async fn main() -> anyhow::Result<()> {
         "## Ship throughput: read the whole binlog and store it durably\n"
     );
     let _ = writeln!(md, "logferry = agent reads from the server, seals 1 s / 8 MiB segments (zstd, sha256), spools with fsync, uploads; shipper verifies and stores with fsync; timed until the shipper holds the server's position. Stock = `mariadb-binlog --read-from-remote-server --raw --to-last-log` writing the same binlog to local files (no compression, no fsync). Median of {} runs.\n", a.repeat);
-    let _ = writeln!(md, "| binlog | logferry | stock copy | ratio (logferry / stock) | agent peak RSS |\n|---|---|---|---|---|");
+    let _ = writeln!(md, "| binlog | logferry | stock copy | ratio (logferry / stock) | agent peak RSS | CPU s: agent + shipper + server | CPU s: stock server |\n|---|---|---|---|---|---|---|");
     for s in &sizes {
         let _ = writeln!(
             md,
-            "| {:.0} MiB | {:.2} s | {:.2} s | {:.2}× | {:.1} MiB |",
+            "| {:.0} MiB | {:.2} s | {:.2} s | {:.2}× | {:.1} MiB | {:.2} + {:.2} + {:.2} | {:.2} |",
             s.binlog_mb,
             s.ship_s,
             s.stock_copy_s,
             s.ship_s / s.stock_copy_s.max(1e-9),
-            s.agent_rss_mib
+            s.agent_rss_mib,
+            s.agent_cpu_s,
+            s.shipper_cpu_s,
+            s.server_cpu_s,
+            s.stock_server_cpu_s
         );
     }
     let _ = writeln!(md, "\n## Storage: stored bytes per byte of binlog\n\n| binlog | logferry store | ratio | `gzip -6` of the files | ratio | gzip time |\n|---|---|---|---|---|---|");
