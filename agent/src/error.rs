@@ -74,6 +74,10 @@ pub enum AgentError {
     /// A snapshot failed (dump tool, replica state); the replica is resumed regardless.
     #[error("snapshot failed: {0}")]
     Snapshot(String),
+    /// A stage of the pipeline stopped unexpectedly (a panicked sealing thread, a stage gone
+    /// before the others); the agent exits and resumes from its spool on restart.
+    #[error("agent pipeline stage failed: {0}")]
+    Stage(String),
     /// A segment could not be sealed.
     #[error(transparent)]
     Segment(#[from] logferry_common::Error),

@@ -1,9 +1,11 @@
-//! The running agent: source task → segmenter → spool → shipper loop.
+//! The running agent: source task → segment loop → seal loop → spool → ship loop.
 //!
-//! The source runs in its own task and hands events over a bounded channel, so reading the
-//! network overlaps with compressing and fsyncing. The segmenter loop seals and spools; the
-//! ship loop uploads spooled segments oldest first and advances the checkpoint only on an
-//! acknowledgement. When the spool exceeds `agent.spool_max_bytes` the segmenter loop stops
+//! Each stage runs on its own and hands work to the next over a bounded channel, so reading
+//! the network, compressing and hashing, and uploading overlap on different cores. The
+//! source task reads and frames events; the segment loop cuts them into segments at
+//! transaction boundaries; the seal loop compresses, hashes and spools each cut segment with
+//! fsync (on a blocking thread, one segment at a time, in order); the ship loop uploads
+//! spooled segments oldest first and advances the checkpoint only on an acknowledgement. When the spool exceeds `agent.spool_max_bytes` the segmenter loop stops
 //! taking events, the channel fills, and the source stops reading (disk, not memory, holds
 //! the lag).
 
@@ -22,13 +24,19 @@ use crate::backoff::Backoff;
 use crate::client::ShipperClient;
 use crate::error::{AgentError, Result};
 use crate::metrics::{self, now_ms, Metrics};
-use crate::segmenter::Segmenter;
+use crate::segmenter::{SealJob, Segmenter};
 use crate::snapshot;
 use crate::sources::{mysql, Source, SourceItem};
 use crate::spool::Spool;
+use logferry_common::segment::Sealer;
 
 /// Events in flight between the source task and the segment loop.
 const SOURCE_CHANNEL_EVENTS: usize = 256;
+
+/// Cut segments handed to the seal loop and not yet sealed. One is enough to overlap
+/// sealing with filling the next segment; with the one being filled, two payload buffers
+/// exist (2 × `segment.max_bytes`), which keeps the agent's memory bounded.
+const SEALS_OUTSTANDING: usize = 1;
 
 /// Cancels everything when it changes to `true`.
 pub type ShutdownRx = watch::Receiver<bool>;
@@ -116,20 +124,34 @@ pub async fn run(cfg: AgentConfig, shutdown: ShutdownRx) -> Result<()> {
     ));
     let _abort = AbortOnDrop(source_task);
 
+    let (jobs_tx, jobs_rx) = mpsc::channel(SEALS_OUTSTANDING);
+    let (free_tx, free_rx) = mpsc::channel(SEALS_OUTSTANDING);
     let segment_loop = segment_loop(
         &cfg,
         rx,
+        SealQueue {
+            jobs: jobs_tx,
+            free: free_rx,
+            outstanding: 0,
+        },
         &spool,
         &metrics,
         &exposure,
-        &sealed,
         &acked,
         shutdown.clone(),
+    );
+    let seal_loop = seal_loop(
+        jobs_rx,
+        free_tx,
+        cfg.segment.zstd_level,
+        &spool,
+        &metrics,
+        &sealed,
     );
     let ship_loop = ship_loop(
         &client, &spool, &metrics, &exposure, &sealed, &acked, retry, shutdown,
     );
-    tokio::try_join!(segment_loop, ship_loop).map(|_| ())
+    tokio::try_join!(segment_loop, seal_loop, ship_loop).map(|_| ())
 }
 
 /// Takes a snapshot each time `schedule` fires, until shutdown.
@@ -296,14 +318,31 @@ async fn pump<S: Source>(
     }
 }
 
+/// The segment loop's ends of the channels to and from the seal loop.
+struct SealQueue {
+    /// Cut segments, in chain order.
+    jobs: mpsc::Sender<SealJob>,
+    /// Payload buffers back from sealed segments, for reuse.
+    free: mpsc::Receiver<Vec<u8>>,
+    /// Jobs sent whose buffer has not come back.
+    outstanding: usize,
+}
+
+impl SealQueue {
+    fn returned(&mut self, buf: Vec<u8>, seg: &mut Segmenter) {
+        self.outstanding = self.outstanding.saturating_sub(1);
+        seg.recycle(buf);
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn segment_loop(
     cfg: &AgentConfig,
     mut rx: mpsc::Receiver<Msg>,
+    mut queue: SealQueue,
     spool: &Spool,
     metrics: &Metrics,
     exposure: &Exposure,
-    sealed: &Notify,
     acked: &Notify,
     mut shutdown: ShutdownRx,
 ) -> Result<()> {
@@ -315,24 +354,6 @@ async fn segment_loop(
     );
     let mut preamble = Vec::new();
     let mut last_stale_seal: Option<Instant> = None;
-    let seal = |seg: &mut Segmenter| -> Result<()> {
-        let opened = seg.opened_at();
-        if let Some(s) = seg.seal()? {
-            spool.write(&s)?;
-            let read_ms = opened
-                .map(|t| now_ms() - t.elapsed().as_millis() as i64)
-                .unwrap_or_else(now_ms);
-            if let Ok(mut q) = exposure.spooled.lock() {
-                q.push_back(read_ms);
-            }
-            exposure.open_ms.store(0, Ordering::Relaxed);
-            exposure.publish(metrics);
-            metrics.segments_sealed.fetch_add(1, Ordering::Relaxed);
-            metrics.spool_bytes.store(spool.bytes(), Ordering::Relaxed);
-            sealed.notify_one();
-        }
-        Ok(())
-    };
     loop {
         if spool.bytes() > cfg.agent.spool_max_bytes {
             warn!(
@@ -342,14 +363,17 @@ async fn segment_loop(
             );
             tokio::select! {
                 _ = acked.notified() => continue,
-                _ = shutdown.changed() => return seal(&mut seg),
+                _ = shutdown.changed() => return cut(&mut seg, &mut queue, metrics, exposure).await,
             }
         }
         let deadline = seg.deadline();
         tokio::select! {
             biased;
-            _ = shutdown.changed() => return seal(&mut seg),
-            _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now).into()), if deadline.is_some() => seal(&mut seg)?,
+            _ = shutdown.changed() => return cut(&mut seg, &mut queue, metrics, exposure).await,
+            Some(buf) = queue.free.recv() => queue.returned(buf, &mut seg),
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now).into()), if deadline.is_some() => {
+                cut(&mut seg, &mut queue, metrics, exposure).await?;
+            }
             msg = rx.recv() => match msg {
                 Some(Msg::Preamble(p)) => preamble = p,
                 Some(Msg::Item(SourceItem::Event(ev))) => {
@@ -357,6 +381,7 @@ async fn segment_loop(
                         exposure.open_ms.store(now_ms(), Ordering::Relaxed);
                         exposure.publish(metrics);
                     }
+                    let caught_up = ev.caught_up;
                     seg.push(ev, || preamble.clone());
                     // A stale seal at most once per seal age: a clock skew between database
                     // and agent then cannot turn live load into one segment per transaction.
@@ -366,8 +391,8 @@ async fn segment_loop(
                     if stale {
                         last_stale_seal = Some(Instant::now());
                     }
-                    if stale || seg.should_seal(Instant::now()) {
-                        seal(&mut seg)?;
+                    if caught_up || stale || seg.should_seal(Instant::now()) {
+                        cut(&mut seg, &mut queue, metrics, exposure).await?;
                     }
                 }
                 Some(Msg::Item(SourceItem::Heartbeat)) => {
@@ -377,13 +402,75 @@ async fn segment_loop(
                     seg.truncate_to_boundary();
                 }
                 Some(Msg::Fatal(e)) => {
-                    seal(&mut seg)?;
+                    cut(&mut seg, &mut queue, metrics, exposure).await?;
                     return Err(e);
                 }
-                None => return seal(&mut seg),
+                None => return cut(&mut seg, &mut queue, metrics, exposure).await,
             },
         }
     }
+}
+
+/// Cuts the open segment (up to its last boundary) and queues it for the seal loop.
+async fn cut(
+    seg: &mut Segmenter,
+    queue: &mut SealQueue,
+    metrics: &Metrics,
+    exposure: &Exposure,
+) -> Result<()> {
+    while queue.outstanding >= SEALS_OUTSTANDING {
+        let buf = queue
+            .free
+            .recv()
+            .await
+            .ok_or_else(|| AgentError::Stage("the seal loop stopped".into()))?;
+        queue.returned(buf, seg);
+    }
+    let Some(job) = seg.seal() else {
+        return Ok(());
+    };
+    if let Ok(mut q) = exposure.spooled.lock() {
+        q.push_back(job.read_ms);
+    }
+    exposure.open_ms.store(0, Ordering::Relaxed);
+    exposure.publish(metrics);
+    queue
+        .jobs
+        .send(job)
+        .await
+        .map_err(|_| AgentError::Stage("the seal loop stopped".into()))?;
+    queue.outstanding += 1;
+    Ok(())
+}
+
+/// Seals cut segments in order on a blocking thread (zstd, sha256), spools them with fsync,
+/// wakes the ship loop, and hands the payload buffers back for reuse.
+async fn seal_loop(
+    mut jobs: mpsc::Receiver<SealJob>,
+    free: mpsc::Sender<Vec<u8>>,
+    zstd_level: i32,
+    spool: &Arc<Spool>,
+    metrics: &Metrics,
+    sealed: &Notify,
+) -> Result<()> {
+    let mut sealer = Sealer::new(zstd_level)?;
+    while let Some(job) = jobs.recv().await {
+        let spool_for_job = spool.clone();
+        let (payload, back) = tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, Sealer)> {
+            let segment = job.seal(&mut sealer)?;
+            spool_for_job.write(&segment)?;
+            Ok((job.payload, sealer))
+        })
+        .await
+        .map_err(|e| AgentError::Stage(format!("the sealing thread failed: {e}")))??;
+        sealer = back;
+        // The segment loop may have stopped; the buffer is then simply dropped.
+        let _ = free.send(payload).await;
+        metrics.segments_sealed.fetch_add(1, Ordering::Relaxed);
+        metrics.spool_bytes.store(spool.bytes(), Ordering::Relaxed);
+        sealed.notify_one();
+    }
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]

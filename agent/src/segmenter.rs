@@ -1,8 +1,10 @@
-//! The segmenter: gathers events into a segment and seals it at a size or age limit, only
-//! ever between transactions.
+//! The segmenter: gathers events into a segment and cuts it at a size or age limit, only
+//! ever between transactions. Compressing and hashing the cut payload ([`SealJob::seal`]) is
+//! left to the caller, so that it can run on another thread while the next segment fills.
 
 use std::time::{Duration, Instant};
 
+use logferry_common::segment::Sealer;
 use logferry_common::{Position, Segment, SegmentMeta, SourceKind, StreamId};
 
 use crate::error::Result;
@@ -21,7 +23,28 @@ struct Boundary {
     event_count: u64,
 }
 
-/// Gathers events and decides when to seal.
+/// A cut segment: its metadata and plaintext payload, not yet compressed or hashed.
+#[derive(Debug)]
+pub struct SealJob {
+    /// Positions, times and count of the segment.
+    pub meta: SegmentMeta,
+    /// The payload records; the buffer goes back to [`Segmenter::recycle`] after sealing.
+    pub payload: Vec<u8>,
+    /// When the first event of the segment was received, ms since the Unix epoch.
+    pub read_ms: i64,
+}
+
+impl SealJob {
+    /// Compresses and hashes the payload into an encoded segment with `sealer`.
+    ///
+    /// # Errors
+    /// When compression fails.
+    pub fn seal(&self, sealer: &mut Sealer) -> Result<Segment> {
+        Ok(sealer.seal(self.meta.clone(), &self.payload)?)
+    }
+}
+
+/// Gathers events and decides when to cut.
 ///
 /// Invariant: a sealed segment ends at a transaction boundary, so a restore that applies
 /// whole segments never applies half a transaction.
@@ -32,6 +55,8 @@ pub struct Segmenter {
     max_bytes: usize,
     max_age: Duration,
     payload: Vec<u8>,
+    /// A payload buffer back from sealing, reused for the next segment.
+    spare: Option<Vec<u8>>,
     start: Option<Position>,
     first_event_ms: i64,
     opened_at: Option<Instant>,
@@ -48,6 +73,7 @@ impl Segmenter {
             max_bytes: usize::try_from(max_bytes).unwrap_or(usize::MAX),
             max_age,
             payload: Vec::new(),
+            spare: None,
             start: None,
             first_event_ms: 0,
             opened_at: None,
@@ -59,8 +85,13 @@ impl Segmenter {
     /// Adds an event; `preamble` is asked for when the event opens a new segment.
     pub fn push(&mut self, ev: SourceEvent, preamble: impl FnOnce() -> Vec<u8>) {
         if self.start.is_none() {
-            // The buffer keeps its capacity from segment to segment: no regrowth and no
+            // Buffers keep their capacity from segment to segment: no regrowth and no
             // fresh pages for the kernel to zero on every segment.
+            if let Some(spare) = self.spare.take() {
+                if spare.capacity() > self.payload.capacity() {
+                    self.payload = spare;
+                }
+            }
             self.payload.clear();
             self.payload.extend_from_slice(&preamble());
             self.start = Some(ev.start.clone());
@@ -119,17 +150,26 @@ impl Segmenter {
         self.opened_at
     }
 
-    /// Seals everything up to the last boundary. Events after it (a transaction in
-    /// progress) are dropped: callers seal either at a boundary ([`Self::should_seal`]) or
-    /// when the source stops, and the source resumes at the sealed end. Returns `None` when
+    /// Gives back a payload buffer after its segment was sealed: its capacity serves the
+    /// next segment (no regrowth, no fresh pages for the kernel to zero).
+    pub fn recycle(&mut self, buf: Vec<u8>) {
+        if self
+            .spare
+            .as_ref()
+            .is_none_or(|s| s.capacity() < buf.capacity())
+        {
+            self.spare = Some(buf);
+        }
+    }
+
+    /// Cuts everything up to the last boundary. Events after it (a transaction in
+    /// progress) are dropped: callers cut either at a boundary ([`Self::should_seal`]) or
+    /// when the source stops, and the source resumes at the cut end. Returns `None` when
     /// no transaction is complete.
-    ///
-    /// # Errors
-    /// When compression fails.
-    pub fn seal(&mut self) -> Result<Option<Segment>> {
+    pub fn seal(&mut self) -> Option<SealJob> {
         let (Some(b), Some(start)) = (self.boundary.take(), self.start.take()) else {
             self.truncate_to_boundary();
-            return Ok(None);
+            return None;
         };
         self.payload.truncate(b.payload_len);
         let meta = SegmentMeta {
@@ -141,11 +181,17 @@ impl Segmenter {
             last_event_ms: b.last_event_ms,
             event_count: b.event_count,
         };
-        let seg = Segment::seal(meta, &self.payload)?;
-        self.payload.clear();
+        let read_ms = self.opened_at.map_or_else(crate::metrics::now_ms, |t| {
+            crate::metrics::now_ms() - t.elapsed().as_millis() as i64
+        });
+        let payload = std::mem::take(&mut self.payload);
         self.opened_at = None;
         self.count = 0;
-        Ok(Some(seg))
+        Some(SealJob {
+            meta,
+            payload,
+            read_ms,
+        })
     }
 
     /// Drops events after the last boundary (a transaction cut by a reconnect) and returns
@@ -180,6 +226,7 @@ mod tests {
             end: Position::Binlog(BinlogPos::new("b.000001", at + 100)),
             time_ms: at as i64,
             boundary,
+            caught_up: false,
         }
     }
 
@@ -198,10 +245,12 @@ mod tests {
         assert!(s.deadline().is_none());
         s.push(ev(304, true), Vec::new);
         assert!(s.should_seal(Instant::now()));
-        let seg = s.seal().unwrap().unwrap();
-        assert_eq!(seg.header.meta.event_count, 4);
-        assert_eq!(seg.header.meta.end.to_string(), "b.000001:404");
-        assert_eq!(seg.payload().unwrap().len(), 400);
+        let job = s.seal().unwrap();
+        assert_eq!(job.meta.event_count, 4);
+        assert_eq!(job.meta.end.to_string(), "b.000001:404");
+        assert_eq!(job.payload.len(), 400);
+        let seg = job.seal(&mut Sealer::new(3).unwrap()).unwrap();
+        assert_eq!(seg.payload().unwrap(), job.payload);
     }
 
     #[test]
@@ -244,9 +293,24 @@ mod tests {
             s.truncate_to_boundary().unwrap().to_string(),
             "b.000001:104"
         );
-        let seg = s.seal().unwrap().unwrap();
-        assert_eq!(seg.header.meta.event_count, 1);
-        assert_eq!(seg.payload().unwrap().len(), 103);
-        assert!(s.seal().unwrap().is_none());
+        let job = s.seal().unwrap();
+        assert_eq!(job.meta.event_count, 1);
+        assert_eq!(job.payload.len(), 103);
+        assert!(s.seal().is_none());
+    }
+
+    #[test]
+    fn a_recycled_buffer_serves_the_next_segment() {
+        let mut s = segmenter(1 << 20);
+        s.push(ev(4, true), Vec::new);
+        let first = s.seal().unwrap();
+        let cap = first.payload.capacity();
+        let ptr = first.payload.as_ptr();
+        s.recycle(first.payload);
+        s.push(ev(104, true), Vec::new);
+        let second = s.seal().unwrap();
+        assert_eq!(second.payload.len(), 100, "old content cleared");
+        assert_eq!(second.payload.as_ptr(), ptr);
+        assert!(second.payload.capacity() >= cap);
     }
 }

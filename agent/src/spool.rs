@@ -236,7 +236,12 @@ mod tests {
             last_event_ms: 0,
             event_count: 1,
         };
-        Segment::seal(meta, b"payload").unwrap()
+        Segment::seal(
+            meta,
+            b"payload",
+            logferry_common::segment::DEFAULT_ZSTD_LEVEL,
+        )
+        .unwrap()
     }
 
     #[test]

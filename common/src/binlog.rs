@@ -351,6 +351,9 @@ where
 /// Rebuilds binlog files from a chain of segment payloads: one file image per original
 /// binlog file, each starting with the magic and a format description, so that
 /// `mariadb-binlog FILE... | mariadb` replays them.
+///
+/// It streams: [`ExportFiles::drain`] hands out the bytes added since the last call, so a
+/// restore of any size holds about one segment in memory.
 #[derive(Debug, Default)]
 pub struct ExportFiles {
     files: Vec<(String, BinlogFileWriter)>,
@@ -390,12 +393,34 @@ impl ExportFiles {
         })
     }
 
-    /// The file images, in order, with their original names.
-    pub fn finish(self) -> Vec<(String, Vec<u8>)> {
-        self.files
-            .into_iter()
-            .map(|(n, w)| (n, w.finish()))
-            .collect()
+    /// The bytes added since the last call, as (file name, bytes) in order; the first
+    /// piece of each file starts with the binlog magic and a format description, and the
+    /// pieces of one file concatenate to its image.
+    pub fn drain(&mut self) -> Vec<(String, Vec<u8>)> {
+        let open = self.files.pop();
+        let mut out: Vec<(String, Vec<u8>)> =
+            self.files.drain(..).map(|(n, w)| (n, w.finish())).collect();
+        if let Some((name, mut w)) = open {
+            let bytes = std::mem::take(&mut w.out);
+            if !bytes.is_empty() {
+                out.push((name.clone(), bytes));
+            }
+            self.files.push((name, w));
+        }
+        out
+    }
+
+    /// Every file image whole, in order, with its original name (for callers that want
+    /// them in memory, e.g. tests comparing with the server's own files).
+    pub fn finish(mut self) -> Vec<(String, Vec<u8>)> {
+        let mut whole: Vec<(String, Vec<u8>)> = Vec::new();
+        for (name, bytes) in self.drain() {
+            match whole.last_mut() {
+                Some((n, b)) if *n == name => b.extend_from_slice(&bytes),
+                _ => whole.push((name, bytes)),
+            }
+        }
+        whole
     }
 }
 
@@ -455,6 +480,41 @@ mod tests {
         e.extend_from_slice(&0u16.to_le_bytes());
         e.extend_from_slice(body);
         e
+    }
+
+    #[test]
+    fn drained_pieces_concatenate_to_the_whole_file() {
+        let fde = event(FORMAT_DESCRIPTION_EVENT, 0, b"format");
+        let mut first = PayloadBuilder::default();
+        first.push_format(&fde);
+        first.push_event(&event(2, 300, b"query"));
+        first.push_event(&event(16, 330, b"xid"));
+        let first = first.take();
+        let mut second = PayloadBuilder::default();
+        second.push_format(&fde);
+        second.push_event(&event(2, 360, b"query2"));
+        second.push_event(&event(16, 391, b"xid"));
+        let second = second.take();
+
+        let mut whole = ExportFiles::default();
+        whole.push_segment("b.000001", &first).unwrap();
+        whole.push_segment("b.000001", &second).unwrap();
+        let whole = whole.finish();
+
+        let mut streamed = ExportFiles::default();
+        streamed.push_segment("b.000001", &first).unwrap();
+        let mut pieces = streamed.drain();
+        assert!(
+            streamed.drain().is_empty(),
+            "nothing new since the last drain"
+        );
+        streamed.push_segment("b.000001", &second).unwrap();
+        pieces.extend(streamed.drain());
+        assert_eq!(pieces.len(), 2);
+        assert!(pieces.iter().all(|(n, _)| n == "b.000001"));
+        let joined: Vec<u8> = pieces.iter().flat_map(|(_, b)| b.clone()).collect();
+        assert_eq!(joined, whole[0].1);
+        assert!(pieces[0].1.starts_with(BINLOG_MAGIC));
     }
 
     #[test]

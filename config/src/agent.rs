@@ -229,8 +229,15 @@ pub struct SegmentSection {
     /// Seal once the oldest event in the open segment is this old (the RPO knob).
     #[serde(default = "default_max_age_ms")]
     pub max_age_ms: u64,
+    /// zstd level of the payload: lower is faster, higher is smaller. Negative levels are
+    /// zstd's fast modes. See BENCHMARKS.md for the speed and size of each on binlog data.
+    #[serde(default = "default_zstd_level")]
+    pub zstd_level: i32,
 }
 
+fn default_zstd_level() -> i32 {
+    logferry_common::segment::DEFAULT_ZSTD_LEVEL
+}
 fn default_max_bytes() -> u64 {
     8 * 1024 * 1024
 }
@@ -243,6 +250,7 @@ impl Default for SegmentSection {
         SegmentSection {
             max_bytes: default_max_bytes(),
             max_age_ms: default_max_age_ms(),
+            zstd_level: default_zstd_level(),
         }
     }
 }
@@ -330,6 +338,15 @@ impl AgentConfig {
                 format!(
                     "{} is out of range; use 10..=600000 (default 1000)",
                     self.segment.max_age_ms
+                ),
+            ));
+        }
+        if !(-7..=19).contains(&self.segment.zstd_level) {
+            return Err(invalid(
+                "segment.zstd_level",
+                format!(
+                    "{} is out of range; use -7..=19 (default 1; 3 is zstd's usual default)",
+                    self.segment.zstd_level
                 ),
             ));
         }

@@ -29,6 +29,13 @@ pub struct ServerSection {
     /// Largest accepted segment upload; larger bodies get 413.
     #[serde(default = "default_max_segment_bytes")]
     pub max_segment_bytes: u64,
+    /// Also decompress every upload and check its plaintext sha256 before acknowledging it.
+    /// Off by default: the trailer sha256 already proves the stored bytes are the bytes the
+    /// agent sealed, the plaintext is checked by `verify` and by every restore, and an
+    /// encrypted payload cannot be opened without its key. On, it costs about as much CPU
+    /// per byte as the agent's compression (see BENCHMARKS.md).
+    #[serde(default)]
+    pub verify_payload: bool,
 }
 
 fn default_listen() -> SocketAddr {
@@ -43,6 +50,7 @@ impl Default for ServerSection {
         ServerSection {
             listen: default_listen(),
             max_segment_bytes: default_max_segment_bytes(),
+            verify_payload: false,
         }
     }
 }

@@ -30,9 +30,22 @@ impl Shipper {
     /// # Errors
     /// When it does not become healthy within 30 s.
     pub async fn start(dir: &Path) -> anyhow::Result<Self> {
+        Self::start_with_env(dir, &[]).await
+    }
+
+    /// Like [`Self::start`], with extra environment (e.g. `LOGFERRY__SERVER__...`
+    /// overrides of the config).
+    ///
+    /// # Errors
+    /// When it does not become healthy within 30 s.
+    pub async fn start_with_env(dir: &Path, env: &[(&str, &str)]) -> anyhow::Result<Self> {
         let store_dir = dir.join("store");
         let store = format!("url = \"{}\"\n", store_dir.display());
-        Self::start_with_store(dir, &store, store_dir, Vec::new()).await
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self::start_with_store(dir, &store, store_dir, env).await
     }
 
     /// Starts a shipper storing into `bucket` of the S3 server `s3`.

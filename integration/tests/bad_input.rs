@@ -196,3 +196,50 @@ async fn garbage_uploads_are_refused_and_the_store_stays_clean() -> anyhow::Resu
     assert!(out.contains("1 segments"), "{out}");
     Ok(())
 }
+
+/// A segment whose trailer matches but whose payload does not decompress to its plaintext
+/// sha256 (what a faulty agent could send): stored by default, since the shipper checks
+/// the trailer that covers every stored byte, and reported by `verify`; refused on upload
+/// when `server.verify_payload` is on (set here through its environment override).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payload_check_on_upload_is_optional_and_verify_catches_a_bad_payload() -> anyhow::Result<()>
+{
+    use sha2::{Digest, Sha256};
+    let mut bad = segment(4, b"a payload that will not match")
+        .bytes()
+        .to_vec();
+    let body_len = bad.len() - 32;
+    bad[body_len - 1] ^= 0x55;
+    let trailer: [u8; 32] = Sha256::digest(&bad[..body_len]).into();
+    bad[body_len..].copy_from_slice(&trailer);
+
+    let tmp = tempfile::tempdir()?;
+    let strict = Shipper::start_with_env(
+        &tmp.path().join("strict"),
+        &[("LOGFERRY__SERVER__VERIFY_PAYLOAD", "true")],
+    )
+    .await?;
+    let relaxed = Shipper::start(&tmp.path().join("relaxed")).await?;
+    let http = reqwest::Client::new();
+    let post = |url: String, body: Vec<u8>| {
+        let req = http.post(format!("{url}/v1/segments")).body(body);
+        async move {
+            let r = req.send().await?;
+            let status = r.status().as_u16();
+            anyhow::Ok((status, r.text().await?))
+        }
+    };
+
+    let (status, text) = post(strict.url(), bad.clone()).await?;
+    assert_eq!(status, 400, "verify_payload refuses it: {text}");
+    assert!(text.contains("payload") || text.contains("zstd"), "{text}");
+    let (code, out) = shipper_cli(&["verify", "--store", &strict.store_url()])?;
+    assert_eq!(code, 0, "nothing was stored: {out}");
+
+    let (status, text) = post(relaxed.url(), bad).await?;
+    assert_eq!(status, 201, "the trailer matches, so it is stored: {text}");
+    let (code, out) = shipper_cli(&["verify", "--store", &relaxed.store_url()])?;
+    assert_eq!(code, 1, "verify opens every payload: {out}");
+    assert!(out.contains("CORRUPT") || out.contains("corrupt"), "{out}");
+    Ok(())
+}

@@ -79,3 +79,22 @@ async fn workload_with_rotations_arrives_as_the_servers_exact_binlog() -> anyhow
     assert!(shipped >= 1.0, "{}", agent.metrics().await?);
     Ok(())
 }
+
+/// Binlog written before the agent started is stored as soon as it has been read, not
+/// after the seal age: with a ten-minute seal age the chain still reaches the server's
+/// position within the two minutes `wait_caught_up` allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catch_up_is_stored_without_waiting_out_the_seal_age() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let db = MariaDb::start(Options::default()).await?;
+    let mut c = db.conn().await?;
+    workload::create_schema(&mut c).await?;
+    workload::run(&mut c, 0, 200).await?;
+    let shipper = Shipper::start(tmp.path()).await?;
+    let mut s = settings(&db, &shipper);
+    s.max_age_ms = 600_000;
+    let agent = Agent::start(&tmp.path().join("agent"), &s)?;
+    wait_caught_up(&db, &shipper, &agent).await?;
+    assert_same_events_as_server(&db, &shipper.store_dir, tmp.path())?;
+    Ok(())
+}

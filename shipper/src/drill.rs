@@ -13,9 +13,11 @@ use logferry_common::snapshot::{SnapshotManifest, TableInfo};
 use logferry_common::{BinlogPos, StreamId};
 
 use crate::error::{Result, ShipperError};
-use crate::restore::{self, Collected, Plan, Target, TargetServer};
+use crate::replay;
+use crate::restore::{self, Collected, Plan, Target};
 use crate::snapshots;
 use crate::storage::Store;
+use crate::target_server::TargetServer;
 
 /// One table that differs from what a manifest recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,15 +77,14 @@ pub async fn run(
     let base = snaps.len().checked_sub(2).map_or(newest, |i| &snaps[i]);
     let plan = plan_with_snapshot(store, stream, base, &first_target).await?;
     report.base = format!("snapshot {} at {}", base.id, base.position);
-    let collected = restore::collect(store, &plan, &first_target, bar).await?;
-    restore::apply(store, &plan, &collected, scratch, bar).await?;
+    restore::load_snapshot(store, &plan, scratch, bar).await?;
+    let collected = replay::into_server(store, &plan, &first_target, scratch, bar).await?;
     add(&mut report, &collected);
     report.checked_against = format!("snapshot {} at {}", newest.id, newest.position);
     compare(scratch, newest, &mut report).await?;
 
     let rest = restore::plan_from(store, stream, &newest_pos).await?;
-    let collected = restore::collect(store, &rest, &Target::Latest, bar).await?;
-    restore::apply(store, &rest, &collected, scratch, bar).await?;
+    let collected = replay::into_server(store, &rest, &Target::Latest, scratch, bar).await?;
     add(&mut report, &collected);
     Ok(report)
 }

@@ -7,7 +7,10 @@
 //! - [`storage`]: the object store (local directory or S3) behind a small interface.
 //! - [`catalog`]: per-stream index of stored segments, rebuilt from a listing at boot.
 //! - [`drill`]: the restore drill of `verify --restore-drill`.
-//! - [`restore`]: point-in-time restore and export from the store alone.
+//! - [`restore`]: point-in-time restore and export from the store alone: plan, snapshot,
+//!   collect.
+//! - [`replay`]: streams the collected binlog into a server or files while reading goes on.
+//! - [`target_server`]: the server a restore writes into.
 //! - [`snapshots`]: snapshot chunks and manifests (accept, list).
 //! - [`verify`]: full check of every stored chain (`logferry-shipper verify`).
 //! - [`listing`]: stream and segment listing (`logferry-shipper ls`).
@@ -21,9 +24,11 @@ pub mod error;
 pub mod ingest;
 pub mod listing;
 pub mod metrics;
+pub mod replay;
 pub mod restore;
 pub mod snapshots;
 pub mod storage;
+pub mod target_server;
 pub mod verify;
 
 pub use error::{Result, ShipperError};

@@ -12,8 +12,10 @@ use logferry_config::{ShipperConfig, StoreConfig};
 use logferry_shipper::catalog::Catalog;
 use logferry_shipper::ingest::Ingest;
 use logferry_shipper::listing::{self, rfc3339};
-use logferry_shipper::restore::{self, Target, TargetServer};
+use logferry_shipper::replay;
+use logferry_shipper::restore::{self, Target};
 use logferry_shipper::storage::Store;
+use logferry_shipper::target_server::TargetServer;
 use logferry_shipper::{api, verify};
 use std::time::Instant;
 use tracing::info;
@@ -239,10 +241,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     existing.join(", ")
                 );
             }
-            let collected = collect_with_bar(&store, &plan, &target_pos).await?;
-            let bar = bytes_bar("restoring", apply_bytes(&plan, &collected))?;
-            bar.set_message(format!("{} events", collected.events));
-            restore::apply(&store, &plan, &collected, &server, &bar).await?;
+            if let Some(m) = &plan.snapshot {
+                let bar = bytes_bar("loading the snapshot", m.plain_bytes())?;
+                restore::load_snapshot(&store, &plan, &server, &bar).await?;
+                bar.finish_and_clear();
+            }
+            let bar = bytes_bar("replaying segments", segment_bytes(&plan))?;
+            let collected = replay::into_server(&store, &plan, &target_pos, &server, &bar).await?;
             bar.finish_and_clear();
             report("restore", &stream, &to, &plan, &collected, started);
             Ok(gap_verdict(&plan, &collected))
@@ -264,10 +269,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 None => restore::plan(&store, &stream, &target_pos).await?,
             };
-            let collected = collect_with_bar(&store, &plan, &target_pos).await?;
-            let bar = bytes_bar("exporting", apply_bytes(&plan, &collected))?;
-            let written = restore::export(&store, &plan, &collected, &dir, &bar).await?;
+            let mut written = Vec::new();
+            if let Some(m) = &plan.snapshot {
+                let bar = bytes_bar("writing the snapshot", m.plain_bytes())?;
+                written.extend(restore::export_snapshot(&store, &plan, &dir, &bar).await?);
+                bar.finish_and_clear();
+            }
+            let bar = bytes_bar("exporting segments", segment_bytes(&plan))?;
+            let collected = replay::into_dir(&store, &plan, &target_pos, &dir, &bar).await?;
             bar.finish_and_clear();
+            restore::write_howto(&dir, &plan, &collected).await?;
+            written.extend(collected.files.iter().cloned());
             report("export", &stream, &to, &plan, &collected, started);
             println!(
                 "  written into {}: {} and RESTORE.txt",
@@ -378,26 +390,9 @@ fn bytes_bar(what: &str, total: u64) -> anyhow::Result<ProgressBar> {
     Ok(ProgressBar::new(total).with_style(style))
 }
 
-fn apply_bytes(plan: &restore::Plan, collected: &restore::Collected) -> u64 {
-    let snapshot = plan.snapshot.as_ref().map_or(0, |m| m.plain_bytes());
-    snapshot
-        + collected
-            .files
-            .iter()
-            .map(|(_, b)| b.len() as u64)
-            .sum::<u64>()
-}
-
-async fn collect_with_bar(
-    store: &Store,
-    plan: &restore::Plan,
-    target: &Target,
-) -> anyhow::Result<restore::Collected> {
-    let total = plan.segments.iter().map(|c| c.seg.size).sum();
-    let bar = bytes_bar("reading segments", total)?;
-    let collected = restore::collect(store, plan, target, &bar).await?;
-    bar.finish_and_clear();
-    Ok(collected)
+/// Stored bytes of the plan's segments: the unit of the replay progress bar.
+fn segment_bytes(plan: &restore::Plan) -> u64 {
+    plan.segments.iter().map(|c| c.seg.size).sum()
 }
 
 fn report(
@@ -448,6 +443,7 @@ async fn serve(config: &std::path::Path) -> anyhow::Result<ExitCode> {
             max_segment_bytes: max,
             ..DecodeLimits::default()
         },
+        verify_payload: cfg.server.verify_payload,
     });
     let app = api::router(state, usize::try_from(max).unwrap_or(usize::MAX));
     let listener = tokio::net::TcpListener::bind(cfg.server.listen)

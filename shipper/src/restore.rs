@@ -2,10 +2,12 @@
 //!
 //! 1. [`plan`]: the newest complete snapshot at or before the target, and the stored segments
 //!    that follow its primary position, checked for gaps.
-//! 2. [`collect`]: the events after the snapshot's position up to the last transaction that
-//!    ends at or before the target, whole transactions only, rebuilt as binlog files.
-//! 3. [`apply`] loads the snapshot and replays the files into a server with the stock
-//!    `mariadb` and `mariadb-binlog` clients; [`export`] writes them to a directory instead.
+//! 2. [`load_snapshot`] loads the snapshot into the target server ([`export_snapshot`]
+//!    writes it to a directory instead).
+//! 3. [`collect`]: the events after the snapshot's position up to the last transaction that
+//!    ends at or before the target, whole transactions only, rebuilt as binlog file pieces
+//!    and handed on segment by segment as each is verified; [`crate::replay`] streams them
+//!    into the server through the stock `mariadb-binlog | mariadb`, or into files.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -18,12 +20,15 @@ use logferry_common::snapshot::{chunk_key, open_chunk, SnapshotManifest};
 use logferry_common::trx::{event_body, TrxTracker};
 use logferry_common::{BinlogPos, DecodeLimits, Position, Segment, SegmentHeader, StreamId};
 use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
 
 use crate::catalog::{stored_segments, SegmentRef};
 use crate::error::{Result, ShipperError};
 use crate::listing::rfc3339;
+use crate::replay::Piece;
 use crate::snapshots;
 use crate::storage::Store;
+use crate::target_server::{finish, TargetServer};
 
 /// Where to restore to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -347,11 +352,13 @@ fn follow_chain(chain: &[ChainSegment], start: &BinlogPos) -> (Vec<ChainSegment>
     (out, None)
 }
 
-/// The events chosen by [`collect`], as binlog file images.
+/// What [`collect`] handed on so far.
 #[derive(Debug, Default)]
 pub struct Collected {
-    /// Binlog file images (name, bytes), in order.
-    pub files: Vec<(String, Vec<u8>)>,
+    /// Names of the binlog files the kept events came from, in order.
+    pub files: Vec<String>,
+    /// Bytes of rebuilt binlog handed on.
+    pub binlog_bytes: u64,
     /// Events included.
     pub events: u64,
     /// Transactions (and standalone statements) included.
@@ -369,17 +376,21 @@ pub struct Collected {
 }
 
 /// Reads the plan's segments (verifying each) and keeps whole transactions after
-/// `plan.start` that end at or before `target`.
+/// `plan.start` that end at or before `target`, sending them to `pieces` as binlog file
+/// pieces after each segment, so that applying overlaps with reading and memory holds a
+/// few segments whatever the size of the restore. `out` tells what was handed on, also
+/// when an error stops the collection half-way.
 ///
 /// # Errors
-/// When a segment is corrupt or the store fails.
+/// When a segment is corrupt, the store fails, or the receiver of `pieces` is gone.
 pub async fn collect(
     store: &Store,
     plan: &Plan,
     target: &Target,
     bar: &ProgressBar,
-) -> Result<Collected> {
-    let mut out = Collected::default();
+    out: &mut Collected,
+    pieces: &mpsc::Sender<Piece>,
+) -> Result<()> {
     let mut export = ExportFiles::default();
     let mut trx = TrxTracker::default();
     let mut done = false;
@@ -453,6 +464,17 @@ pub async fn collect(
         if let Some(from) = kept_from {
             export.push_segment(&from, &kept.take())?;
         }
+        for (name, bytes) in export.drain() {
+            if out.files.last() != Some(&name) {
+                out.files.push(name.clone());
+            }
+            out.binlog_bytes += bytes.len() as u64;
+            pieces
+                .send((name, bytes))
+                .await
+                .map_err(|_| ShipperError::Restore("the replay stopped before the end".into()))?;
+        }
+        bar.set_message(format!("{} events", out.events));
     }
     if let (Target::Gtid(g), false) = (target, out.passed_gtid) {
         if plan.gap.is_none() {
@@ -463,113 +485,6 @@ pub async fn collect(
         }
     }
     out.reached_target |= out.passed_gtid;
-    out.files = export.finish();
-    Ok(out)
-}
-
-/// A MySQL/MariaDB server to restore into, from a `mysql://USER:PASSWORD@HOST:PORT` URL.
-#[derive(Debug, Clone)]
-pub struct TargetServer {
-    host: String,
-    port: u16,
-    user: String,
-    password: String,
-}
-
-impl FromStr for TargetServer {
-    type Err = ShipperError;
-
-    fn from_str(s: &str) -> Result<Self> {
-        let bad = |why: &str| {
-            ShipperError::Restore(format!(
-                "--target {s:?}: {why}; use mysql://USER:PASSWORD@HOST:3306"
-            ))
-        };
-        let u = url::Url::parse(s).map_err(|_| bad("not a URL"))?;
-        if u.scheme() != "mysql" {
-            return Err(bad("scheme is not mysql"));
-        }
-        let host = u
-            .host_str()
-            .filter(|h| !h.is_empty())
-            .ok_or_else(|| bad("no host"))?;
-        let user = if u.username().is_empty() {
-            "root"
-        } else {
-            u.username()
-        };
-        Ok(TargetServer {
-            host: host.to_owned(),
-            port: u.port().unwrap_or(3306),
-            user: user.to_owned(),
-            password: u.password().unwrap_or("").to_owned(),
-        })
-    }
-}
-
-impl TargetServer {
-    fn client(&self) -> tokio::process::Command {
-        let mut cmd = tokio::process::Command::new("mariadb");
-        cmd.arg(format!("--host={}", self.host))
-            .arg(format!("--port={}", self.port))
-            .arg(format!("--user={}", self.user))
-            .env("MYSQL_PWD", &self.password)
-            .kill_on_drop(true);
-        cmd
-    }
-
-    /// Runs one SQL text with the `mariadb` client and returns its tab-separated rows.
-    ///
-    /// # Errors
-    /// When the client fails.
-    pub async fn query(&self, sql: &str) -> Result<Vec<Vec<String>>> {
-        let out = self
-            .client()
-            .args(["-N", "-B", "-e", sql])
-            .output()
-            .await
-            .map_err(|e| ShipperError::Restore(format!("cannot run the mariadb client: {e}")))?;
-        if !out.status.success() {
-            return Err(ShipperError::Restore(format!(
-                "query on {}:{} failed: {}",
-                self.host,
-                self.port,
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
-        Ok(String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| l.split('\t').map(str::to_owned).collect())
-            .collect())
-    }
-
-    /// Databases on the server other than the system ones.
-    ///
-    /// # Errors
-    /// When the server cannot be queried.
-    pub async fn user_databases(&self) -> Result<Vec<String>> {
-        let rows = self
-            .query("SELECT schema_name FROM information_schema.schemata WHERE schema_name NOT IN ('mysql','information_schema','performance_schema','sys')")
-            .await?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|r| r.into_iter().next())
-            .collect())
-    }
-}
-
-async fn finish(child: tokio::process::Child, what: &str) -> Result<()> {
-    let out = child
-        .wait_with_output()
-        .await
-        .map_err(|e| ShipperError::Restore(format!("{what}: {e}")))?;
-    if !out.status.success() {
-        return Err(ShipperError::Restore(format!(
-            "{what} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
     Ok(())
 }
 
@@ -595,103 +510,66 @@ where
     Ok(())
 }
 
-/// Loads the snapshot, then replays the collected binlog files, into `server`.
+/// Loads the plan's snapshot (each chunk verified) into `server`; nothing without one.
 ///
 /// # Errors
-/// When a client tool fails or a chunk is corrupt.
-pub async fn apply(
+/// When the client fails or a chunk is corrupt.
+pub async fn load_snapshot(
     store: &Store,
     plan: &Plan,
-    collected: &Collected,
     server: &TargetServer,
     bar: &ProgressBar,
 ) -> Result<()> {
-    if let Some(m) = &plan.snapshot {
-        let mut child = server
-            .client()
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| ShipperError::Restore(format!("cannot run the mariadb client: {e}")))?;
-        let mut stdin = child
-            .stdin
-            .take()
-            .ok_or_else(|| ShipperError::Restore("mariadb has no stdin".into()))?;
-        let fed = snapshot_chunks(store, m, bar, &mut stdin, "loading the snapshot").await;
-        drop(stdin);
-        let loaded = finish(child, "loading the snapshot with mariadb").await;
-        fed?;
-        loaded?;
-    }
-    for (name, bytes) in &collected.files {
-        let mut decoder = tokio::process::Command::new("mariadb-binlog")
-            .arg("-")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| ShipperError::Restore(format!("cannot run mariadb-binlog: {e}")))?;
-        let sql: Stdio = decoder
-            .stdout
-            .take()
-            .ok_or_else(|| ShipperError::Restore("mariadb-binlog has no stdout".into()))?
-            .try_into()
-            .map_err(|e| ShipperError::Restore(format!("piping mariadb-binlog: {e}")))?;
-        let client = server
-            .client()
-            .stdin(sql)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| ShipperError::Restore(format!("cannot run the mariadb client: {e}")))?;
-        let mut stdin = decoder
-            .stdin
-            .take()
-            .ok_or_else(|| ShipperError::Restore("mariadb-binlog has no stdin".into()))?;
-        for piece in bytes.chunks(256 * 1024) {
-            stdin
-                .write_all(piece)
-                .await
-                .map_err(|e| ShipperError::Restore(format!("replaying {name}: {e}")))?;
-            bar.inc(piece.len() as u64);
-        }
-        drop(stdin);
-        finish(decoder, &format!("mariadb-binlog on {name}")).await?;
-        finish(client, &format!("replaying {name} with mariadb")).await?;
-    }
-    Ok(())
+    let Some(m) = &plan.snapshot else {
+        return Ok(());
+    };
+    let mut child = server
+        .client()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| ShipperError::Restore(format!("cannot run the mariadb client: {e}")))?;
+    let mut stdin = child
+        .stdin
+        .take()
+        .ok_or_else(|| ShipperError::Restore("mariadb has no stdin".into()))?;
+    let fed = snapshot_chunks(store, m, bar, &mut stdin, "loading the snapshot").await;
+    drop(stdin);
+    let loaded = finish(child, "loading the snapshot with mariadb").await;
+    loaded?;
+    fed
 }
 
-/// Writes the snapshot as SQL and the binlog files into `dir`, with a how-to file.
+/// Writes the plan's snapshot as SQL into `dir` (fsynced); returns the file name, or
+/// `None` without a snapshot.
 ///
 /// # Errors
 /// When the directory cannot be written or a chunk is corrupt.
-pub async fn export(
+pub async fn export_snapshot(
     store: &Store,
     plan: &Plan,
-    collected: &Collected,
     dir: &Path,
     bar: &ProgressBar,
-) -> Result<Vec<String>> {
+) -> Result<Option<String>> {
+    let Some(m) = &plan.snapshot else {
+        return Ok(None);
+    };
     let io =
         |e: std::io::Error| ShipperError::Restore(format!("writing into {}: {e}", dir.display()));
     tokio::fs::create_dir_all(dir).await.map_err(io)?;
-    let mut written = Vec::new();
-    if let Some(m) = &plan.snapshot {
-        let name = format!("snapshot-{}.sql", m.id);
-        let mut f = tokio::fs::File::create(dir.join(&name)).await.map_err(io)?;
-        snapshot_chunks(store, m, bar, &mut f, "writing the snapshot").await?;
-        f.sync_all().await.map_err(io)?;
-        written.push(name);
-    }
-    for (name, bytes) in &collected.files {
-        tokio::fs::write(dir.join(name), bytes).await.map_err(io)?;
-        bar.inc(bytes.len() as u64);
-        written.push(name.clone());
-    }
-    let binlogs: Vec<&str> = collected.files.iter().map(|(n, _)| n.as_str()).collect();
+    let name = format!("snapshot-{}.sql", m.id);
+    let mut f = tokio::fs::File::create(dir.join(&name)).await.map_err(io)?;
+    snapshot_chunks(store, m, bar, &mut f, "writing the snapshot").await?;
+    f.sync_all().await.map_err(io)?;
+    Ok(Some(name))
+}
+
+/// Writes `RESTORE.txt` into `dir`: how to apply the exported files with the stock clients.
+///
+/// # Errors
+/// When the file cannot be written.
+pub async fn write_howto(dir: &Path, plan: &Plan, collected: &Collected) -> Result<()> {
     let mut howto = String::from("# Restore by hand with the stock clients:\n");
     if let Some(m) = &plan.snapshot {
         howto.push_str(&format!(
@@ -699,18 +577,17 @@ pub async fn export(
             m.id
         ));
     }
-    if !binlogs.is_empty() {
+    if !collected.files.is_empty() {
         // One file per invocation: the first file may start mid-file without the GTID list
         // that mariadb-binlog's multi-file GTID check expects (or use --skip-gtid-strict-mode).
         howto.push_str(&format!(
             "for f in {}; do mariadb-binlog \"$f\" | mariadb --host=HOST --user=USER -p || break; done\n",
-            binlogs.join(" ")
+            collected.files.join(" ")
         ));
     }
     tokio::fs::write(dir.join("RESTORE.txt"), howto)
         .await
-        .map_err(io)?;
-    Ok(written)
+        .map_err(|e| ShipperError::Restore(format!("writing into {}: {e}", dir.display())))
 }
 
 /// Elapsed time in a short human form.
@@ -739,7 +616,5 @@ mod tests {
         ));
         let err = "yesterday".parse::<Target>().unwrap_err().to_string();
         assert!(err.contains("RFC 3339"), "{err}");
-        assert!("mysql://root:pw@db:3307".parse::<TargetServer>().is_ok());
-        assert!("db:3307".parse::<TargetServer>().is_err());
     }
 }

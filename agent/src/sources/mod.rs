@@ -23,6 +23,10 @@ pub struct SourceEvent {
     pub time_ms: i64,
     /// `true` when a transaction ends with this event, so a segment may end here.
     pub boundary: bool,
+    /// `true` on the boundary that reaches the head the server had when the source
+    /// connected: a catch-up ends here, and the segment is sealed at once instead of
+    /// waiting out the seal age (its data is already old).
+    pub caught_up: bool,
 }
 
 /// What a source yields.

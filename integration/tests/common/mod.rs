@@ -123,5 +123,10 @@ pub fn segment(start: u64, body: &[u8]) -> Segment {
         last_event_ms: 2,
         event_count: 1,
     };
-    Segment::seal(meta, &p.take()).unwrap_or_else(|e| panic!("{e}"))
+    Segment::seal(
+        meta,
+        &p.take(),
+        logferry_common::segment::DEFAULT_ZSTD_LEVEL,
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
 }

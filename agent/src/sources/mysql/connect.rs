@@ -113,7 +113,8 @@ pub async fn connect(cfg: &MysqlConfig, resume: Option<&BinlogPos>) -> Result<My
             .await
             .map_err(|e| connect_error(&addr, e))?;
     }
-    info!(%addr, version = %server.version, at = %start, by_gtid, "starting binlog dump");
+    let catch_up_to = binlog_end(&mut conn).await?;
+    info!(%addr, version = %server.version, at = %start, by_gtid, head = ?catch_up_to.as_ref().map(ToString::to_string), "starting binlog dump");
     let file = if by_gtid {
         Vec::new()
     } else {
@@ -147,6 +148,7 @@ pub async fn connect(cfg: &MysqlConfig, resume: Option<&BinlogPos>) -> Result<My
         mariadb: server.mariadb,
         preamble: Vec::new(),
         crc32: server.crc32,
+        catch_up_to,
     })
 }
 
@@ -241,6 +243,19 @@ async fn current_position(conn: &mut Conn, mariadb: bool) -> Result<(BinlogPos, 
     Err(AgentError::Protocol(
         "could not read a consistent current position (the server is too busy); use start = \"earliest\"".into(),
     ))
+}
+
+/// The end of the server's binlog now (`SHOW MASTER STATUS`), without GTID state.
+async fn binlog_end(conn: &mut Conn) -> Result<Option<BinlogPos>> {
+    let row: Option<Row> = conn
+        .query_first("SHOW MASTER STATUS")
+        .await
+        .map_err(|e| AgentError::Protocol(format!("SHOW MASTER STATUS failed: {e}")))?;
+    Ok(row.and_then(|r| {
+        let file: String = r.get(0)?;
+        let pos: u64 = r.get(1)?;
+        Some(BinlogPos::new(file, pos))
+    }))
 }
 
 async fn gtid_binlog_pos(conn: &mut Conn, mariadb: bool) -> Result<Option<String>> {

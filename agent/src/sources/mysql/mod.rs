@@ -44,6 +44,8 @@ pub struct MysqlSource {
     mariadb: bool,
     /// The server checksums events with CRC32 (the fake rotate then carries 4 extra bytes).
     crc32: bool,
+    /// The server's binlog end when the source connected, until a boundary reaches it.
+    catch_up_to: Option<BinlogPos>,
 }
 
 impl MysqlSource {
@@ -121,6 +123,14 @@ impl MysqlSource {
             let g = self.gtid.render();
             end.gtid = (!g.is_empty()).then_some(g);
         }
+        let caught_up = boundary
+            && self
+                .catch_up_to
+                .as_ref()
+                .is_some_and(|head| end.cmp_place(head).is_ge());
+        if caught_up {
+            self.catch_up_to = None;
+        }
         let mut start = cursor;
         start.gtid = None;
         self.cursor = Some(end.clone());
@@ -131,6 +141,7 @@ impl MysqlSource {
             end: Position::Binlog(end),
             time_ms: i64::from(h.timestamp()) * 1000,
             boundary,
+            caught_up,
         })))
     }
 }

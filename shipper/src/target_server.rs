@@ -1,0 +1,126 @@
+//! The server a restore writes into, driven with the stock `mariadb` client.
+
+use std::str::FromStr;
+
+use crate::error::{Result, ShipperError};
+
+/// A MySQL/MariaDB server to restore into, from a `mysql://USER:PASSWORD@HOST:PORT` URL.
+#[derive(Debug, Clone)]
+pub struct TargetServer {
+    host: String,
+    port: u16,
+    user: String,
+    password: String,
+}
+
+impl FromStr for TargetServer {
+    type Err = ShipperError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = |why: &str| {
+            ShipperError::Restore(format!(
+                "--target {s:?}: {why}; use mysql://USER:PASSWORD@HOST:3306"
+            ))
+        };
+        let u = url::Url::parse(s).map_err(|_| bad("not a URL"))?;
+        if u.scheme() != "mysql" {
+            return Err(bad("scheme is not mysql"));
+        }
+        let host = u
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| bad("no host"))?;
+        let user = if u.username().is_empty() {
+            "root"
+        } else {
+            u.username()
+        };
+        Ok(TargetServer {
+            host: host.to_owned(),
+            port: u.port().unwrap_or(3306),
+            user: user.to_owned(),
+            password: u.password().unwrap_or("").to_owned(),
+        })
+    }
+}
+
+impl TargetServer {
+    /// The `mariadb` client command for this server (password through the environment,
+    /// never on the command line).
+    pub(crate) fn client(&self) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new("mariadb");
+        cmd.arg(format!("--host={}", self.host))
+            .arg(format!("--port={}", self.port))
+            .arg(format!("--user={}", self.user))
+            .env("MYSQL_PWD", &self.password)
+            .kill_on_drop(true);
+        cmd
+    }
+
+    /// Runs one SQL text with the `mariadb` client and returns its tab-separated rows.
+    ///
+    /// # Errors
+    /// When the client fails.
+    pub async fn query(&self, sql: &str) -> Result<Vec<Vec<String>>> {
+        let out = self
+            .client()
+            .args(["-N", "-B", "-e", sql])
+            .output()
+            .await
+            .map_err(|e| ShipperError::Restore(format!("cannot run the mariadb client: {e}")))?;
+        if !out.status.success() {
+            return Err(ShipperError::Restore(format!(
+                "query on {}:{} failed: {}",
+                self.host,
+                self.port,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.split('\t').map(str::to_owned).collect())
+            .collect())
+    }
+
+    /// Databases on the server other than the system ones.
+    ///
+    /// # Errors
+    /// When the server cannot be queried.
+    pub async fn user_databases(&self) -> Result<Vec<String>> {
+        let rows = self
+            .query("SELECT schema_name FROM information_schema.schemata WHERE schema_name NOT IN ('mysql','information_schema','performance_schema','sys')")
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| r.into_iter().next())
+            .collect())
+    }
+}
+
+/// Waits for a client tool and turns a failure into an error carrying its stderr.
+pub(crate) async fn finish(child: tokio::process::Child, what: &str) -> Result<()> {
+    let out = child
+        .wait_with_output()
+        .await
+        .map_err(|e| ShipperError::Restore(format!("{what}: {e}")))?;
+    if !out.status.success() {
+        return Err(ShipperError::Restore(format!(
+            "{what} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_parse() {
+        assert!("mysql://root:pw@db:3307".parse::<TargetServer>().is_ok());
+        assert!("db:3307".parse::<TargetServer>().is_err());
+        assert!("postgres://db".parse::<TargetServer>().is_err());
+    }
+}
