@@ -401,7 +401,10 @@ impl ExportFiles {
         let mut out: Vec<(String, Vec<u8>)> =
             self.files.drain(..).map(|(n, w)| (n, w.finish())).collect();
         if let Some((name, mut w)) = open {
-            let bytes = std::mem::take(&mut w.out);
+            // The next piece is likely about as long: reserving that much keeps the buffer
+            // from doubling past it (and a piece from carrying twice its size in capacity).
+            let next = Vec::with_capacity(w.out.len());
+            let bytes = std::mem::replace(&mut w.out, next);
             if !bytes.is_empty() {
                 out.push((name.clone(), bytes));
             }

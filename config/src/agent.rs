@@ -422,6 +422,36 @@ mod tests {
     use super::*;
     use crate::{parse_str, ConfigError};
 
+    #[test]
+    fn the_shipped_examples_are_valid() {
+        for (name, text) in [
+            (
+                "examples/agent.toml",
+                include_str!("../../examples/agent.toml"),
+            ),
+            (
+                "examples/compose/agent.toml",
+                include_str!("../../examples/compose/agent.toml"),
+            ),
+        ] {
+            let cfg: AgentConfig =
+                parse_str(text, name, vec![]).unwrap_or_else(|e| panic!("{name}: {e}"));
+            cfg.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(cfg.segment.zstd_level, 1, "{name}");
+        }
+    }
+
+    #[test]
+    fn zstd_level_out_of_range_names_the_key() {
+        let text = format!("{GOOD}\n[segment]\nzstd_level = 40\n");
+        let cfg: AgentConfig = parse_str(&text, "a.toml", vec![]).unwrap();
+        let err = cfg.validate().unwrap_err();
+        assert!(
+            matches!(err, ConfigError::Invalid { ref key, .. } if key == "segment.zstd_level"),
+            "{err}"
+        );
+    }
+
     const GOOD: &str = r#"
 [agent]
 stream = "db1"

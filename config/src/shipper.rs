@@ -139,6 +139,25 @@ mod tests {
     use crate::parse_str;
 
     #[test]
+    fn the_shipped_examples_are_valid() {
+        for (name, text) in [
+            (
+                "examples/shipper.toml",
+                include_str!("../../examples/shipper.toml"),
+            ),
+            (
+                "examples/compose/shipper.toml",
+                include_str!("../../examples/compose/shipper.toml"),
+            ),
+        ] {
+            let cfg: ShipperConfig =
+                parse_str(text, name, vec![]).unwrap_or_else(|e| panic!("{name}: {e}"));
+            cfg.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(!cfg.server.verify_payload, "{name}");
+        }
+    }
+
+    #[test]
     fn minimal_and_bad_store() {
         let cfg: ShipperConfig =
             parse_str("[store]\nurl = \"/tmp/x\"\n", "s.toml", vec![]).unwrap();

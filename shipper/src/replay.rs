@@ -26,7 +26,7 @@ use crate::target_server::{finish, TargetServer};
 pub type Piece = (String, Vec<u8>);
 
 /// Pieces waiting between the collecting and the consuming side.
-const PIECES_IN_FLIGHT: usize = 4;
+const PIECES_IN_FLIGHT: usize = 2;
 
 /// Verifies the plan's segments and replays the kept transactions into `server` as they
 /// are verified. Load the snapshot first ([`restore::load_snapshot`]).

@@ -35,7 +35,18 @@ struct Args {
     rpo_seconds: u64,
     rpo_rate: u64,
     out: PathBuf,
-    ship_only: bool,
+    scope: Scope,
+}
+
+/// Which comparisons to run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// Everything, and rewrite the results file.
+    All,
+    /// Per size: ship, storage and restore; printed only.
+    Sizes,
+    /// Per size: ship only; printed only.
+    Ship,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -45,7 +56,7 @@ fn args() -> anyhow::Result<Args> {
         rpo_seconds: 120,
         rpo_rate: 1000,
         out: PathBuf::from("BENCHMARKS.md"),
-        ship_only: false,
+        scope: Scope::All,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -61,13 +72,15 @@ fn args() -> anyhow::Result<Args> {
             "--rpo-seconds" => a.rpo_seconds = value()?.parse()?,
             "--rpo-rate" => a.rpo_rate = value()?.parse()?,
             "--out" => a.out = PathBuf::from(value()?),
-            "--ship-only" => a.ship_only = true,
+            "--ship-only" => a.scope = Scope::Ship,
+            "--sizes-only" => a.scope = Scope::Sizes,
             "--help" | "-h" => {
                 println!(
-                    "logferry-bench [--sizes 200,1000] [--repeat 3] [--rpo-seconds 120] [--rpo-rate 1000] [--out BENCHMARKS.md] [--ship-only]\n\
+                    "logferry-bench [--sizes 200,1000] [--repeat 3] [--rpo-seconds 120] [--rpo-rate 1000] [--out BENCHMARKS.md] [--ship-only | --sizes-only]\n\
                      Runs every comparison with the stock tools and rewrites the results file.\n\
                      --ship-only: only the ship-throughput comparison, printed, the file left alone\n\
-                     (for iterating on the agent's hot path)."
+                     (for iterating on the agent's hot path).\n\
+                     --sizes-only: ship, storage and restore per size, printed, the file left alone."
                 );
                 std::process::exit(0);
             }
@@ -226,6 +239,39 @@ fn run_timed(what: &str, cmd: &mut Command) -> anyhow::Result<f64> {
     Ok(started.elapsed().as_secs_f64())
 }
 
+/// Runs `cmd` to the end with its stdout in `out_file` (stderr beside it), sampling the
+/// peak RSS (VmHWM) of the process while it runs. Returns its stdout and the peak in KiB.
+async fn run_watching_memory(mut cmd: Command, out_file: &Path) -> anyhow::Result<(String, u64)> {
+    let err_file = out_file.with_extension("err");
+    let mut child = cmd
+        .stdout(std::fs::File::create(out_file)?)
+        .stderr(std::fs::File::create(&err_file)?)
+        .spawn()?;
+    let pid = child.id();
+    let mut peak = 0u64;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        let hwm = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmHWM:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|v| v.parse::<u64>().ok())
+            });
+        peak = peak.max(hwm.unwrap_or(0));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let text = std::fs::read_to_string(out_file)?;
+    if !status.success() {
+        let err = std::fs::read_to_string(&err_file).unwrap_or_default();
+        bail!("{status}: {err}{text}");
+    }
+    Ok((text, peak))
+}
+
 fn dir_bytes(dir: &Path) -> u64 {
     let mut total = 0;
     if let Ok(entries) = std::fs::read_dir(dir) {
@@ -255,6 +301,7 @@ struct SizeResult {
     gzip_mb: f64,
     gzip_s: f64,
     restore_s: f64,
+    restore_rss_mib: f64,
     stock_replay_s: f64,
     events: String,
 }
@@ -263,8 +310,9 @@ async fn size_run(
     work: &Path,
     size_mb: u64,
     repeat: usize,
-    ship_only: bool,
+    scope: Scope,
 ) -> anyhow::Result<SizeResult> {
+    let ship_only = scope == Scope::Ship;
     println!("== {size_mb} MB of binlog");
     let primary = MariaDb::start(Options {
         extra: vec![
@@ -370,6 +418,7 @@ async fn size_run(
         gzip_mb: 0.0,
         gzip_s: 0.0,
         restore_s: 0.0,
+        restore_rss_mib: 0.0,
         stock_replay_s: 0.0,
         events: String::new(),
     };
@@ -393,24 +442,20 @@ async fn size_run(
     let shipper_bin = workspace_bin("logferry-shipper")?;
     let store = final_dir.join("store");
     let mut restore = Vec::new();
+    let mut restore_rss = Vec::new();
     let mut replay = Vec::new();
     let mut events = String::new();
     for r in 0..repeat {
         let target = MariaDb::start(Options::without_binlog(30 + r as u32)).await?;
         let started = Instant::now();
-        let out = Command::new(&shipper_bin)
-            .args(["restore", "--stream", STREAM, "--to", "latest", "--store"])
+        let mut cmd = Command::new(&shipper_bin);
+        cmd.args(["restore", "--stream", STREAM, "--to", "latest", "--store"])
             .arg(&store)
             .arg("--target")
-            .arg(target.root_url())
-            .output()?;
-        anyhow::ensure!(
-            out.status.success(),
-            "restore failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+            .arg(target.root_url());
+        let (text, peak_kib) = run_watching_memory(cmd, &work.join("restore.out")).await?;
         restore.push(started.elapsed().as_secs_f64());
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        restore_rss.push(peak_kib as f64 / 1024.0);
         events = text
             .lines()
             .find(|l| l.contains("events applied"))
@@ -430,13 +475,14 @@ async fn size_run(
         )?;
         replay.push(t);
         println!(
-            "   restore run {r}: logferry {:.2} s, stock replay {t:.2} s",
-            restore[r]
+            "   restore run {r}: logferry {:.2} s (peak RSS {:.1} MiB), stock replay {t:.2} s",
+            restore[r], restore_rss[r]
         );
     }
     result.gzip_mb = mib(gzip_bytes);
     result.gzip_s = gzip_s;
     result.restore_s = median(restore);
+    result.restore_rss_mib = median(restore_rss);
     result.stock_replay_s = median(replay);
     result.events = events;
     Ok(result)
@@ -639,9 +685,9 @@ async fn main() -> anyhow::Result<()> {
     );
     let mut sizes = Vec::new();
     for s in &a.sizes_mb {
-        sizes.push(size_run(work.path(), *s, a.repeat, a.ship_only).await?);
+        sizes.push(size_run(work.path(), *s, a.repeat, a.scope).await?);
     }
-    if a.ship_only {
+    if a.scope != Scope::All {
         return Ok(());
     }
     let mut rpo = Vec::new();
@@ -694,15 +740,16 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     let _ = writeln!(md, "\n## Restore: apply the same events into a fresh server\n\nlogferry = `logferry-shipper restore --to latest` (verifies every chunk and segment, loads the small snapshot taken before the data, replays through `mariadb-binlog - | mariadb`). Stock = `mariadb-binlog FILES | mariadb` on the server's own files. Median of {} runs.\n", a.repeat);
-    let _ = writeln!(md, "| binlog | logferry restore | stock replay | ratio | what was applied |\n|---|---|---|---|---|");
+    let _ = writeln!(md, "| binlog | logferry restore | stock replay | ratio | restore peak RSS | what was applied |\n|---|---|---|---|---|---|");
     for s in &sizes {
         let _ = writeln!(
             md,
-            "| {:.0} MiB | {:.2} s | {:.2} s | {:.2}× | {} |",
+            "| {:.0} MiB | {:.2} s | {:.2} s | {:.2}× | {:.1} MiB | {} |",
             s.binlog_mb,
             s.restore_s,
             s.stock_replay_s,
             s.restore_s / s.stock_replay_s.max(1e-9),
+            s.restore_rss_mib,
             s.events
         );
     }
