@@ -287,6 +287,52 @@ fn dir_bytes(dir: &Path) -> u64 {
     total
 }
 
+/// Sealing the same binlog at one zstd level.
+struct LevelResult {
+    level: i32,
+    mib_per_s: f64,
+    ratio: f64,
+}
+
+/// zstd levels compared by [`seal_levels`].
+const LEVELS: [i32; 3] = [-1, 1, 3];
+
+/// Seals the binlog files in 8 MiB segments at each of [`LEVELS`] with the agent's own
+/// sealer (zstd on this thread, sha256 on a second), timing it and summing the sizes.
+fn seal_levels(files: &[PathBuf]) -> anyhow::Result<Vec<LevelResult>> {
+    use logferry_common::segment::Sealer;
+    use logferry_common::{BinlogPos, Position, SegmentMeta, SourceKind, StreamId};
+    let mut data = Vec::new();
+    for f in files {
+        data.extend_from_slice(&std::fs::read(f)?);
+    }
+    let meta = SegmentMeta {
+        stream: StreamId::new(STREAM)?,
+        source: SourceKind::Mysql,
+        start: Position::Binlog(BinlogPos::new("mysql-bin.000001", 4)),
+        end: Position::Binlog(BinlogPos::new("mysql-bin.000001", 8)),
+        first_event_ms: 0,
+        last_event_ms: 0,
+        event_count: 1,
+    };
+    let mut out = Vec::new();
+    for level in LEVELS {
+        let mut sealer = Sealer::new(level)?;
+        let started = Instant::now();
+        let mut stored = 0u64;
+        for chunk in data.chunks(8 << 20) {
+            stored += sealer.seal(meta.clone(), chunk)?.bytes().len() as u64;
+        }
+        let secs = started.elapsed().as_secs_f64();
+        out.push(LevelResult {
+            level,
+            mib_per_s: mib(data.len() as u64) / secs.max(1e-9),
+            ratio: stored as f64 / data.len().max(1) as f64,
+        });
+    }
+    Ok(out)
+}
+
 /// Results of one binlog size.
 struct SizeResult {
     binlog_mb: f64,
@@ -300,6 +346,7 @@ struct SizeResult {
     stored_mb: f64,
     gzip_mb: f64,
     gzip_s: f64,
+    levels: Vec<LevelResult>,
     restore_s: f64,
     restore_rss_mib: f64,
     stock_replay_s: f64,
@@ -417,6 +464,7 @@ async fn size_run(
         stored_mb: mib(store_bytes),
         gzip_mb: 0.0,
         gzip_s: 0.0,
+        levels: Vec::new(),
         restore_s: 0.0,
         restore_rss_mib: 0.0,
         stock_replay_s: 0.0,
@@ -438,6 +486,7 @@ async fn size_run(
         gzip_bytes += out.stdout.len() as u64;
     }
     let gzip_s = started.elapsed().as_secs_f64();
+    result.levels = seal_levels(&files)?;
 
     let shipper_bin = workspace_bin("logferry-shipper")?;
     let store = final_dir.join("store");
@@ -481,6 +530,12 @@ async fn size_run(
     }
     result.gzip_mb = mib(gzip_bytes);
     result.gzip_s = gzip_s;
+    for l in &result.levels {
+        println!(
+            "   seal at zstd level {}: {:.0} MiB/s, stored {:.3} of the binlog",
+            l.level, l.mib_per_s, l.ratio
+        );
+    }
     result.restore_s = median(restore);
     result.restore_rss_mib = median(restore_rss);
     result.stock_replay_s = median(replay);
@@ -738,6 +793,20 @@ async fn main() -> anyhow::Result<()> {
             s.gzip_mb / s.binlog_mb,
             s.gzip_s
         );
+    }
+    let _ = writeln!(md, "\n### Sealing cost per zstd level\n\nThe same binlog files sealed in 8 MiB segments with the agent's sealer (zstd on one thread, the plaintext sha256 on a second), in the benchmark process. Level 1 is the default (`segment.zstd_level`).\n");
+    let _ = writeln!(
+        md,
+        "| binlog | level | sealing speed | stored / binlog |\n|---|---|---|---|"
+    );
+    for s in &sizes {
+        for l in &s.levels {
+            let _ = writeln!(
+                md,
+                "| {:.0} MiB | {} | {:.0} MiB/s | {:.3} |",
+                s.binlog_mb, l.level, l.mib_per_s, l.ratio
+            );
+        }
     }
     let _ = writeln!(md, "\n## Restore: apply the same events into a fresh server\n\nlogferry = `logferry-shipper restore --to latest` (verifies every chunk and segment, loads the small snapshot taken before the data, replays through `mariadb-binlog - | mariadb`). Stock = `mariadb-binlog FILES | mariadb` on the server's own files. Median of {} runs.\n", a.repeat);
     let _ = writeln!(md, "| binlog | logferry restore | stock replay | ratio | restore peak RSS | what was applied |\n|---|---|---|---|---|---|");
