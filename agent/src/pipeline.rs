@@ -5,15 +5,16 @@
 //! source task reads and frames events; the segment loop cuts them into segments at
 //! transaction boundaries; the seal loop compresses, hashes and spools each cut segment with
 //! fsync (on a blocking thread, one segment at a time, in order); the ship loop uploads
-//! spooled segments oldest first and advances the checkpoint only on an acknowledgement. When the spool exceeds `agent.spool_max_bytes` the segmenter loop stops
-//! taking events, the channel fills, and the source stops reading (disk, not memory, holds
-//! the lag).
+//! spooled segments oldest first and advances the checkpoint only on an acknowledgement.
+//! When the spool exceeds `agent.spool_max_bytes` the segment loop stops taking events, the
+//! channel fills, and the source stops reading (disk, not memory, holds the lag).
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use logferry_common::segment::Sealer;
 use logferry_common::{Position, SourceKind};
 use logferry_config::cron::Schedule;
 use logferry_config::{AgentConfig, SourceConfig};
@@ -28,7 +29,6 @@ use crate::segmenter::{SealJob, Segmenter};
 use crate::snapshot;
 use crate::sources::{mysql, Source, SourceItem};
 use crate::spool::Spool;
-use logferry_common::segment::Sealer;
 
 /// Events in flight between the source task and the segment loop.
 const SOURCE_CHANNEL_EVENTS: usize = 256;

@@ -35,9 +35,9 @@ const VERSION: u16 = 1;
 const TRAILER_LEN: usize = 32;
 const PREFIX_LEN: usize = 8 + 2 + 4;
 const MAX_HEADER_LEN: usize = 64 * 1024;
-/// The zstd level the agent uses unless `segment.zstd_level` says otherwise: on binlog
-/// data it compresses about a quarter faster than zstd's usual 3 for a few percent more
-/// bytes (BENCHMARKS.md), and compression is the agent's largest cost.
+/// The zstd level the agent uses unless `segment.zstd_level` says otherwise. Compression is
+/// the agent's largest cost; level 1 seals faster than zstd's usual 3 for a few percent
+/// more bytes (7% faster, 4% larger on the benchmark's binlog; BENCHMARKS.md).
 pub const DEFAULT_ZSTD_LEVEL: i32 = 1;
 
 /// How the payload is stored.
@@ -123,18 +123,49 @@ pub struct SegmentHeader {
     pub stored_len: u64,
 }
 
-/// Seals segment after segment with one zstd context and one reused output buffer, so that
-/// a long run of segments does not allocate (and have the kernel fault in) a fresh context
-/// and a buffer the size of a segment each time.
+/// Payloads at least this long are compressed as two zstd frames on two threads; shorter
+/// ones as one frame on the calling thread. A zstd decoder reads concatenated frames as one
+/// stream, so readers see no difference.
+const SPLIT_AT: usize = 1 << 20;
+
+/// Seals segment after segment. A long payload is compressed in two halves on two threads
+/// while a third hashes it: compression is the agent's largest cost, and on a catch-up the
+/// source and the server leave a core partly idle. Each half keeps its zstd context and
+/// output buffer from segment to segment, so a long run of segments does not allocate (and
+/// have the kernel fault in) fresh ones each time.
 pub struct Sealer {
+    halves: [Half; 2],
+}
+
+/// One zstd context and its reused output buffer.
+struct Half {
     compressor: zstd::bulk::Compressor<'static>,
-    stored: Vec<u8>,
+    out: Vec<u8>,
+}
+
+impl Half {
+    fn new(zstd_level: i32) -> Result<Self> {
+        Ok(Half {
+            compressor: zstd::bulk::Compressor::new(zstd_level).map_err(Error::Compress)?,
+            out: Vec::new(),
+        })
+    }
+
+    fn compress(&mut self, input: &[u8]) -> Result<()> {
+        self.out.clear();
+        self.out
+            .reserve(zstd::zstd_safe::compress_bound(input.len()));
+        self.compressor
+            .compress_to_buffer(input, &mut self.out)
+            .map(|_| ())
+            .map_err(Error::Compress)
+    }
 }
 
 impl std::fmt::Debug for Sealer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sealer")
-            .field("buffer_capacity", &self.stored.capacity())
+            .field("buffer_capacity", &self.halves[0].out.capacity())
             .finish_non_exhaustive()
     }
 }
@@ -146,33 +177,39 @@ impl Sealer {
     /// [`Error::Compress`] if zstd rejects the level.
     pub fn new(zstd_level: i32) -> Result<Self> {
         Ok(Sealer {
-            compressor: zstd::bulk::Compressor::new(zstd_level).map_err(Error::Compress)?,
-            stored: Vec::new(),
+            halves: [Half::new(zstd_level)?, Half::new(zstd_level)?],
         })
     }
 
-    /// Seals `payload` into an encoded segment (zstd-compressed, hashed). The plaintext
-    /// sha256 runs on a second thread while this one compresses: the two passes over the
-    /// payload are the largest cost of sealing, and they are independent.
+    /// Seals `payload` into an encoded segment (zstd-compressed, hashed).
     ///
     /// # Errors
     /// [`Error::Compress`] if zstd fails; [`Error::Invalid`] if a position does not fit.
     pub fn seal(&mut self, meta: SegmentMeta, payload: &[u8]) -> Result<Segment> {
-        self.stored.clear();
-        self.stored
-            .reserve(zstd::zstd_safe::compress_bound(payload.len()));
-        let (compressor, stored) = (&mut self.compressor, &mut self.stored);
-        let (compressed, digest) = std::thread::scope(|s| {
+        let [first, second] = &mut self.halves;
+        if payload.len() < SPLIT_AT {
+            first.compress(payload)?;
+            let digest: [u8; 32] = Sha256::digest(payload).into();
+            return Segment::assemble(meta, payload.len(), digest, &[&first.out]);
+        }
+        let (head, tail) = payload.split_at(payload.len() / 2);
+        let (head_done, tail_done, digest) = std::thread::scope(|s| {
             let hashing = s.spawn(|| -> [u8; 32] { Sha256::digest(payload).into() });
-            let compressed = compressor.compress_to_buffer(payload, stored);
-            let digest = hashing
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            (compressed, digest)
+            let tail_done = s.spawn(|| second.compress(tail));
+            let head_done = first.compress(head);
+            (head_done, joined(tail_done), joined(hashing))
         });
-        compressed.map_err(Error::Compress)?;
-        Segment::assemble(meta, payload.len(), digest, &self.stored)
+        head_done?;
+        tail_done?;
+        Segment::assemble(meta, payload.len(), digest, &[&first.out, &second.out])
     }
+}
+
+/// The result of a scoped thread; a panic there continues on this thread.
+fn joined<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    handle
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 /// A validated, encoded segment: its header and its bytes.
@@ -197,8 +234,9 @@ impl Segment {
         meta: SegmentMeta,
         payload_len: usize,
         payload_sha256: [u8; 32],
-        stored: &[u8],
+        stored_parts: &[&[u8]],
     ) -> Result<Self> {
+        let stored_len: usize = stored_parts.iter().map(|p| p.len()).sum();
         let header = SegmentHeader {
             meta,
             codec: Codec::Zstd,
@@ -206,17 +244,19 @@ impl Segment {
             nonce: Vec::new(),
             payload_len: payload_len as u64,
             payload_sha256,
-            stored_len: stored.len() as u64,
+            stored_len: stored_len as u64,
         };
         let mut head = Vec::with_capacity(256);
         encode_header(&header, &mut head)?;
-        let mut bytes = Vec::with_capacity(PREFIX_LEN + head.len() + stored.len() + TRAILER_LEN);
+        let mut bytes = Vec::with_capacity(PREFIX_LEN + head.len() + stored_len + TRAILER_LEN);
         bytes.extend_from_slice(MAGIC);
         bytes.extend_from_slice(&VERSION.to_le_bytes());
         bytes.extend_from_slice(&(head.len() as u32).to_le_bytes());
         bytes.extend_from_slice(&head);
         let payload_offset = bytes.len();
-        bytes.extend_from_slice(stored);
+        for part in stored_parts {
+            bytes.extend_from_slice(part);
+        }
         let trailer: [u8; 32] = Sha256::digest(&bytes).into();
         bytes.extend_from_slice(&trailer);
         Ok(Segment {
@@ -493,6 +533,26 @@ mod tests {
         };
         let payload: Vec<u8> = (0..5000u32).flat_map(|i| i.to_le_bytes()).collect();
         Segment::seal(meta, &payload, DEFAULT_ZSTD_LEVEL).unwrap()
+    }
+
+    #[test]
+    fn a_long_payload_sealed_in_two_frames_reads_back_whole() {
+        let payload: Vec<u8> = (0..3_000_000u32)
+            .flat_map(|i| (i % 977).to_le_bytes())
+            .collect();
+        assert!(payload.len() >= SPLIT_AT);
+        let mut sealer = Sealer::new(DEFAULT_ZSTD_LEVEL).unwrap();
+        for _ in 0..2 {
+            let seg = sealer.seal(sample().header.meta, &payload).unwrap();
+            let back = Segment::decode(seg.bytes().to_vec(), &DecodeLimits::default()).unwrap();
+            assert_eq!(back.payload().unwrap(), payload);
+            assert_eq!(
+                zstd::stream::decode_all(&seg.bytes()[seg.payload_offset..seg.bytes().len() - 32])
+                    .unwrap(),
+                payload,
+                "a stock zstd stream decoder reads the two frames as one"
+            );
+        }
     }
 
     #[test]

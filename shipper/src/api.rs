@@ -106,8 +106,8 @@ async fn stream_head(State(st): State<Arc<Ingest>>, Path(stream): Path<String>) 
     };
     let lock = st.catalog.stream(&stream);
     let mut chain = lock.lock().await;
-    let segments = chain.segments().count() as u64;
-    let first = chain.segments().next().cloned();
+    let segments = chain.segment_count() as u64;
+    let first = chain.first().map(|(s, h)| (s.clone(), h.cloned()));
     let last = chain.last().map(|(s, h)| (s.clone(), h.cloned()));
     let mut head = StreamHead {
         stream: stream.to_string(),
@@ -130,11 +130,18 @@ async fn stream_head(State(st): State<Arc<Ingest>>, Path(stream): Path<String>) 
         head.end = Some(header.meta.end.to_string());
         head.last_event_ms = Some(header.meta.last_event_ms);
     }
-    if let Some(seg) = first {
-        match read_header(&st.store, &seg).await {
-            Ok(h) => head.start = Some(h.meta.start.to_string()),
-            Err(e) => return e.into_response(),
-        }
+    if let Some((seg, cached)) = first {
+        let header = match cached {
+            Some(h) => h,
+            None => match read_header(&st.store, &seg).await {
+                Ok(h) => {
+                    chain.set_first_header(h.clone());
+                    h
+                }
+                Err(e) => return e.into_response(),
+            },
+        };
+        head.start = Some(header.meta.start.to_string());
     }
     (StatusCode::OK, Json(head)).into_response()
 }

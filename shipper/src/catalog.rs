@@ -80,6 +80,7 @@ pub enum Admission {
 #[derive(Debug, Default)]
 pub struct StreamCatalog {
     segments: BTreeMap<String, SegmentRef>,
+    first_header: Option<SegmentHeader>,
     last_header: Option<SegmentHeader>,
 }
 
@@ -112,15 +113,41 @@ impl StreamCatalog {
 
     /// Records a stored segment (with its header when known).
     pub fn insert(&mut self, seg: SegmentRef, header: Option<SegmentHeader>) {
+        let is_first = self
+            .segments
+            .keys()
+            .next()
+            .is_none_or(|first| seg.start_key < *first);
         let is_last = self
             .segments
             .keys()
             .next_back()
             .is_none_or(|last| seg.start_key > *last);
+        if is_first {
+            self.first_header.clone_from(&header);
+        }
         if is_last {
             self.last_header = header;
         }
         self.segments.insert(seg.start_key.clone(), seg);
+    }
+
+    /// Number of stored segments.
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// The first segment and its header if it is cached.
+    pub fn first(&self) -> Option<(&SegmentRef, Option<&SegmentHeader>)> {
+        self.segments
+            .values()
+            .next()
+            .map(|s| (s, self.first_header.as_ref()))
+    }
+
+    /// Caches the header of the first segment.
+    pub fn set_first_header(&mut self, h: SegmentHeader) {
+        self.first_header = Some(h);
     }
 
     /// Stored segments in chain order.
@@ -228,6 +255,41 @@ mod tests {
         assert_eq!(c.admit("25", "35"), Admission::Overlap(r("20", "30")));
         assert_eq!(c.admit("05", "15"), Admission::Overlap(r("10", "20")));
         assert_eq!(c.admit("00", "10"), Admission::New { gap: false });
+    }
+
+    fn header(start: u64) -> SegmentHeader {
+        let meta = logferry_common::SegmentMeta {
+            stream: logferry_common::StreamId::new("s").unwrap(),
+            source: logferry_common::SourceKind::Mysql,
+            start: logferry_common::Position::Binlog(logferry_common::BinlogPos::new(
+                "b.000001", start,
+            )),
+            end: logferry_common::Position::Binlog(logferry_common::BinlogPos::new(
+                "b.000001",
+                start + 10,
+            )),
+            first_event_ms: 0,
+            last_event_ms: 0,
+            event_count: 1,
+        };
+        logferry_common::Segment::seal(meta, b"x", 1)
+            .unwrap()
+            .header
+    }
+
+    #[test]
+    fn first_and_last_headers_follow_the_ends_of_the_chain() {
+        let mut c = StreamCatalog::default();
+        c.insert(r("20", "30"), Some(header(20)));
+        assert_eq!(c.first().and_then(|(_, h)| h.cloned()), Some(header(20)));
+        c.insert(r("30", "40"), Some(header(30)));
+        assert_eq!(c.first().and_then(|(_, h)| h.cloned()), Some(header(20)));
+        assert_eq!(c.last().and_then(|(_, h)| h.cloned()), Some(header(30)));
+        c.insert(r("10", "20"), None);
+        assert_eq!(c.first().map(|(s, _)| s.start_key.as_str()), Some("10"));
+        assert!(c.first().is_some_and(|(_, h)| h.is_none()), "re-read");
+        assert_eq!(c.last().and_then(|(_, h)| h.cloned()), Some(header(30)));
+        assert_eq!(c.segment_count(), 3);
     }
 
     #[test]

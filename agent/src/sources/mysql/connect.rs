@@ -113,7 +113,7 @@ pub async fn connect(cfg: &MysqlConfig, resume: Option<&BinlogPos>) -> Result<My
             .await
             .map_err(|e| connect_error(&addr, e))?;
     }
-    let catch_up_to = binlog_end(&mut conn).await?;
+    let catch_up_to = binlog_end(&mut conn, &addr).await?;
     info!(%addr, version = %server.version, at = %start, by_gtid, head = ?catch_up_to.as_ref().map(ToString::to_string), "starting binlog dump");
     let file = if by_gtid {
         Vec::new()
@@ -246,11 +246,11 @@ async fn current_position(conn: &mut Conn, mariadb: bool) -> Result<(BinlogPos, 
 }
 
 /// The end of the server's binlog now (`SHOW MASTER STATUS`), without GTID state.
-async fn binlog_end(conn: &mut Conn) -> Result<Option<BinlogPos>> {
+async fn binlog_end(conn: &mut Conn, addr: &str) -> Result<Option<BinlogPos>> {
     let row: Option<Row> = conn
         .query_first("SHOW MASTER STATUS")
         .await
-        .map_err(|e| AgentError::Protocol(format!("SHOW MASTER STATUS failed: {e}")))?;
+        .map_err(|e| connect_error(addr, e))?;
     Ok(row.and_then(|r| {
         let file: String = r.get(0)?;
         let pos: u64 = r.get(1)?;
