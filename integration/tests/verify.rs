@@ -49,6 +49,44 @@ async fn flipped_byte_and_missing_segment_are_reported() -> anyhow::Result<()> {
         "verify names the flipped object: {out}"
     );
 
+    // An export streams segment by segment: it stops at the flipped one, names it, says
+    // how far it got, and what it wrote before it is whole.
+    let from = segs[0].1.header.meta.start.to_string();
+    let logferry_common::Position::Binlog(end) = &segs[0].1.header.meta.end;
+    let first_end = format!("{}:{}", end.file, end.offset);
+    let export_dir = tmp.path().join("export");
+    let (code, out) = shipper_cli(&[
+        "export",
+        "--store",
+        &shipper.store_url(),
+        "--stream",
+        STREAM,
+        "--from",
+        &from,
+        "--to",
+        "latest",
+        "--dir",
+        &export_dir.display().to_string(),
+    ])?;
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains(&segs[1].0) && out.contains(&format!("everything up to {first_end}")),
+        "the error names the segment and how far the export got: {out}"
+    );
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(&export_dir)? {
+        let path = entry?.path();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        if let Some(name) = name.filter(|n| n.starts_with("mysql-bin.")) {
+            files.push((name, std::fs::read(&path)?));
+        }
+    }
+    let written = store::events_of_files(&files)?;
+    assert!(
+        !written.is_empty(),
+        "the first segment's events were written whole"
+    );
+
     std::fs::remove_file(dir.join(&segs[2].0))?;
     let (code, out) = shipper_cli(&["verify", "--store", &shipper.store_url()])?;
     assert_eq!(code, 1, "{out}");
