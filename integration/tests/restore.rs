@@ -89,8 +89,17 @@ async fn restore_and_compare(
         out.contains("events applied:") && out.contains("elapsed:"),
         "{out}"
     );
-    let got = workload::checksums(&mut fresh.conn().await?).await?;
+    let mut c = fresh.conn().await?;
+    let got = workload::checksums(&mut c).await?;
     assert_eq!(&got, want, "restore to {to}: {out}");
+    assert!(
+        out.contains("innodb_flush_log_at_trx_commit was 2 during the restore, back to 1"),
+        "{out}"
+    );
+    let flush: Option<u8> = c
+        .query_first("SELECT @@GLOBAL.innodb_flush_log_at_trx_commit")
+        .await?;
+    assert_eq!(flush, Some(1), "the target's durability is put back");
     Ok(())
 }
 

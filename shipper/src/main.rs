@@ -81,6 +81,11 @@ enum Command {
         /// Restore even though the target already holds databases.
         #[arg(long)]
         force: bool,
+        /// Leave the target's innodb_flush_log_at_trx_commit alone. By default a restore
+        /// sets it to 2 (redo log fsynced once a second rather than at every commit) while
+        /// it runs, then puts it back and flushes the redo log before reporting success.
+        #[arg(long)]
+        keep_durability: bool,
     },
     /// Write what a restore would apply into a directory: the snapshot as SQL and the binlog
     /// as files that `mariadb-binlog FILE... | mariadb` replays by hand.
@@ -228,6 +233,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             to,
             target,
             force,
+            keep_durability,
         } => {
             let store = store.open()?;
             let target_pos: Target = to.parse()?;
@@ -241,15 +247,38 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     existing.join(", ")
                 );
             }
-            if let Some(m) = &plan.snapshot {
-                let bar = bytes_bar("loading the snapshot", m.plain_bytes())?;
-                restore::load_snapshot(&store, &plan, &server, &bar).await?;
-                bar.finish_and_clear();
-            }
-            let bar = bytes_bar("replaying segments", segment_bytes(&plan))?;
-            let collected = replay::into_server(&store, &plan, &target_pos, &server, &bar).await?;
-            bar.finish_and_clear();
+            let relaxed = if keep_durability {
+                None
+            } else {
+                match server.relax_durability().await {
+                    Ok(previous) => previous,
+                    Err(e) => {
+                        println!("note: restoring with the target's own durability settings ({e})");
+                        None
+                    }
+                }
+            };
+            let applied = restore_into(&store, &plan, &target_pos, &server).await;
+            let put_back = match &relaxed {
+                Some(previous) => server.restore_durability(previous).await.with_context(|| {
+                    format!("could not put innodb_flush_log_at_trx_commit back to {previous} on the target; set it by hand")
+                }),
+                None => Ok(()),
+            };
+            let collected = match applied {
+                Ok(c) => c,
+                Err(e) => {
+                    if let Err(d) = put_back {
+                        eprintln!("logferry-shipper: {d:#}");
+                    }
+                    return Err(e);
+                }
+            };
+            put_back?;
             report("restore", &stream, &to, &plan, &collected, started);
+            if let Some(previous) = &relaxed {
+                println!("  durability:     innodb_flush_log_at_trx_commit was 2 during the restore, back to {previous}; redo log flushed");
+            }
             Ok(gap_verdict(&plan, &collected))
         }
         Command::Export {
@@ -388,6 +417,25 @@ fn bytes_bar(what: &str, total: u64) -> anyhow::Result<ProgressBar> {
     ))
     .context("progress template")?;
     Ok(ProgressBar::new(total).with_style(style))
+}
+
+/// Loads the plan's snapshot into `server` and replays the binlog after it, with progress
+/// bars.
+async fn restore_into(
+    store: &Store,
+    plan: &restore::Plan,
+    target: &Target,
+    server: &TargetServer,
+) -> anyhow::Result<restore::Collected> {
+    if let Some(m) = &plan.snapshot {
+        let bar = bytes_bar("loading the snapshot", m.plain_bytes())?;
+        restore::load_snapshot(store, plan, server, &bar).await?;
+        bar.finish_and_clear();
+    }
+    let bar = bytes_bar("replaying segments", segment_bytes(plan))?;
+    let collected = replay::into_server(store, plan, target, server, &bar).await?;
+    bar.finish_and_clear();
+    Ok(collected)
 }
 
 /// Stored bytes of the plan's segments: the unit of the replay progress bar.

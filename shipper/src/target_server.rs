@@ -82,6 +82,52 @@ impl TargetServer {
             .collect())
     }
 
+    /// Sets `innodb_flush_log_at_trx_commit` to 2 for the duration of a restore: the redo
+    /// log is then written at every commit but fsynced once a second instead of at every
+    /// commit, which a replay of many transactions otherwise waits on. A crash of the
+    /// server meanwhile can lose the last second of an unfinished restore, which is redone
+    /// anyway. Returns the previous value when it was changed, `None` when it already was
+    /// 2 or 0.
+    ///
+    /// # Errors
+    /// When the variable cannot be read or set (e.g. the user lacks the privilege).
+    pub async fn relax_durability(&self) -> Result<Option<String>> {
+        let rows = self
+            .query("SELECT @@GLOBAL.innodb_flush_log_at_trx_commit")
+            .await?;
+        let previous = rows
+            .into_iter()
+            .next()
+            .and_then(|r| r.into_iter().next())
+            .ok_or_else(|| {
+                ShipperError::Restore("innodb_flush_log_at_trx_commit is not readable".into())
+            })?;
+        if previous == "2" || previous == "0" {
+            return Ok(None);
+        }
+        self.query("SET GLOBAL innodb_flush_log_at_trx_commit = 2")
+            .await?;
+        Ok(Some(previous))
+    }
+
+    /// Puts `innodb_flush_log_at_trx_commit` back to `previous` and flushes the redo log
+    /// (`FLUSH ENGINE LOGS`), so everything restored is on disk when this returns.
+    ///
+    /// # Errors
+    /// When the statements fail.
+    pub async fn restore_durability(&self, previous: &str) -> Result<()> {
+        let value: u8 = previous.parse().map_err(|_| {
+            ShipperError::Restore(format!(
+                "unexpected innodb_flush_log_at_trx_commit value {previous:?}"
+            ))
+        })?;
+        self.query(&format!(
+            "SET GLOBAL innodb_flush_log_at_trx_commit = {value}; FLUSH ENGINE LOGS"
+        ))
+        .await?;
+        Ok(())
+    }
+
     /// Databases on the server other than the system ones.
     ///
     /// # Errors

@@ -338,6 +338,7 @@ struct SizeResult {
     binlog_mb: f64,
     ship_s: f64,
     stock_copy_s: f64,
+    stock_same_work_s: f64,
     agent_cpu_s: f64,
     shipper_cpu_s: f64,
     server_cpu_s: f64,
@@ -348,6 +349,7 @@ struct SizeResult {
     gzip_s: f64,
     levels: Vec<LevelResult>,
     restore_s: f64,
+    restore_keep_s: f64,
     restore_rss_mib: f64,
     stock_replay_s: f64,
     events: String,
@@ -433,6 +435,7 @@ async fn size_run(
     }
     let mut stock = Vec::new();
     let mut stock_server_cpu = Vec::new();
+    let mut same_work = Vec::new();
     for r in 0..repeat {
         let out = work.join(format!("size{size_mb}-stock{r}"));
         std::fs::create_dir_all(&out)?;
@@ -448,9 +451,29 @@ async fn size_run(
         if r + 1 < repeat {
             let _ = std::fs::remove_dir_all(&out);
         }
+        let out = work.join(format!("size{size_mb}-stock-zstd{r}"));
+        std::fs::create_dir_all(&out)?;
+        let copy = store::stock_copy(primary.port, "mysql-bin.000001", &out);
+        let script = format!(
+            "set -e; {} {}; cd {}; zstd -1 -q --rm mysql-bin.*; sha256sum *.zst > SHA256SUMS; sync -f .",
+            copy.get_program().to_string_lossy(),
+            copy.get_args()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(" "),
+            out.display()
+        );
+        let t = run_timed(
+            "stock copy + zstd + sha256sum + sync",
+            Command::new("bash").arg("-c").arg(script),
+        )?;
+        println!("   stock copy + zstd -1 + sha256sum + sync run {r}: {t:.2} s");
+        same_work.push(t);
+        let _ = std::fs::remove_dir_all(&out);
     }
     let ship_s = median(ship);
     let stock_copy_s = median(stock);
+    let stock_same_work_s = median(same_work);
     println!(
         "   ship median {ship_s:.2} s, stock median {stock_copy_s:.2} s, ratio {:.2}",
         ship_s / stock_copy_s.max(1e-9)
@@ -459,6 +482,7 @@ async fn size_run(
         binlog_mb: mib(bytes),
         ship_s,
         stock_copy_s,
+        stock_same_work_s,
         agent_cpu_s: median(agent_cpu),
         shipper_cpu_s: median(shipper_cpu),
         server_cpu_s: median(server_cpu),
@@ -469,6 +493,7 @@ async fn size_run(
         gzip_s: 0.0,
         levels: Vec::new(),
         restore_s: 0.0,
+        restore_keep_s: 0.0,
         restore_rss_mib: 0.0,
         stock_replay_s: 0.0,
         events: String::new(),
@@ -494,6 +519,7 @@ async fn size_run(
     let shipper_bin = workspace_bin("logferry-shipper")?;
     let store = final_dir.join("store");
     let mut restore = Vec::new();
+    let mut restore_keep = Vec::new();
     let mut restore_rss = Vec::new();
     let mut replay = Vec::new();
     let mut events = String::new();
@@ -515,6 +541,25 @@ async fn size_run(
             .trim()
             .to_owned();
         drop(target);
+        let target = MariaDb::start(Options::without_binlog(50 + r as u32)).await?;
+        let t = run_timed(
+            "logferry-shipper restore --keep-durability",
+            Command::new(&shipper_bin)
+                .args([
+                    "restore",
+                    "--keep-durability",
+                    "--stream",
+                    STREAM,
+                    "--to",
+                    "latest",
+                ])
+                .arg("--store")
+                .arg(&store)
+                .arg("--target")
+                .arg(target.root_url()),
+        )?;
+        restore_keep.push(t);
+        drop(target);
         let target = MariaDb::start(Options::without_binlog(40 + r as u32)).await?;
         let list: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
         let t = run_timed(
@@ -527,8 +572,8 @@ async fn size_run(
         )?;
         replay.push(t);
         println!(
-            "   restore run {r}: logferry {:.2} s (peak RSS {:.1} MiB), stock replay {t:.2} s",
-            restore[r], restore_rss[r]
+            "   restore run {r}: logferry {:.2} s (peak RSS {:.1} MiB), with --keep-durability {:.2} s, stock replay {t:.2} s",
+            restore[r], restore_rss[r], restore_keep[r]
         );
     }
     result.gzip_mb = mib(gzip_bytes);
@@ -540,6 +585,7 @@ async fn size_run(
         );
     }
     result.restore_s = median(restore);
+    result.restore_keep_s = median(restore_keep);
     result.restore_rss_mib = median(restore_rss);
     result.stock_replay_s = median(replay);
     result.events = events;
@@ -767,16 +813,18 @@ async fn main() -> anyhow::Result<()> {
         md,
         "## Ship throughput: read the whole binlog and store it durably\n"
     );
-    let _ = writeln!(md, "The server runs with `binlog_annotate_row_events=OFF`, so that both sides move the same events (the agent does not receive ANNOTATE_ROWS events, which hold the SQL text of each statement and were half of this workload's binlog). logferry = agent reads from the server (CRC32 of every event checked), seals 1 s / 8 MiB segments (zstd level 1, sha256 of the plaintext and of the segment), spools with fsync, uploads; shipper checks the trailer sha256 and stores with fsync; timed until the shipper holds the server's position. Stock = `mariadb-binlog --read-from-remote-server --raw --to-last-log` writing the same binlog to local files (no compression, no fsync). Median of {} runs.\n", a.repeat);
-    let _ = writeln!(md, "| binlog | logferry | stock copy | ratio (logferry / stock) | agent peak RSS | CPU s: agent + shipper + server | CPU s: stock server |\n|---|---|---|---|---|---|---|");
+    let _ = writeln!(md, "The server runs with `binlog_annotate_row_events=OFF`, so that both sides move the same events (the agent does not receive ANNOTATE_ROWS events, which hold the SQL text of each statement and were half of this workload's binlog). logferry = agent reads from the server (CRC32 of every event checked), seals 1 s / 8 MiB segments (zstd level 1, sha256 of the plaintext and of the segment), spools with fsync, uploads; shipper checks the trailer sha256 and stores with fsync; timed until the shipper holds the server's position. Stock = `mariadb-binlog --read-from-remote-server --raw --to-last-log` writing the same binlog to local files (no compression, no checksum, no fsync). Stock with the same work = that copy, then `zstd -1` of the files, `sha256sum` of the result and `sync` (what a script making compressed, checksummed, durable copies with the stock tools does). Median of {} runs.\n", a.repeat);
+    let _ = writeln!(md, "| binlog | logferry | stock copy | ratio | stock copy + zstd -1 + sha256sum + sync | ratio | agent peak RSS | CPU s: agent + shipper + server | CPU s: stock server |\n|---|---|---|---|---|---|---|---|---|");
     for s in &sizes {
         let _ = writeln!(
             md,
-            "| {:.0} MiB | {:.2} s | {:.2} s | {:.2}× | {:.1} MiB | {:.2} + {:.2} + {:.2} | {:.2} |",
+            "| {:.0} MiB | {:.2} s | {:.2} s | {:.2}× | {:.2} s | {:.2}× | {:.1} MiB | {:.2} + {:.2} + {:.2} | {:.2} |",
             s.binlog_mb,
             s.ship_s,
             s.stock_copy_s,
             s.ship_s / s.stock_copy_s.max(1e-9),
+            s.stock_same_work_s,
+            s.ship_s / s.stock_same_work_s.max(1e-9),
             s.agent_rss_mib,
             s.agent_cpu_s,
             s.shipper_cpu_s,
@@ -811,16 +859,18 @@ async fn main() -> anyhow::Result<()> {
             );
         }
     }
-    let _ = writeln!(md, "\n## Restore: apply the same events into a fresh server\n\nlogferry = `logferry-shipper restore --to latest` (verifies every chunk and segment, loads the small snapshot taken before the data, replays through `mariadb-binlog - | mariadb`). Stock = `mariadb-binlog FILES | mariadb` on the server's own files. Median of {} runs.\n", a.repeat);
-    let _ = writeln!(md, "| binlog | logferry restore | stock replay | ratio | restore peak RSS | what was applied |\n|---|---|---|---|---|---|");
+    let _ = writeln!(md, "\n## Restore: apply the same events into a fresh server\n\nlogferry = `logferry-shipper restore --to latest` (verifies every chunk and segment, loads the small snapshot taken before the data, replays through `mariadb-binlog - | mariadb` while the next segments are read; by default with the target's `innodb_flush_log_at_trx_commit` at 2 during the restore and put back after). The same with `--keep-durability` (the target's setting, 1, left alone). Stock = `mariadb-binlog FILES | mariadb` on the server's own files. Targets: fresh servers, no binlog, 64 MiB buffer pool. Median of {} runs.\n", a.repeat);
+    let _ = writeln!(md, "| binlog | logferry restore | ratio | `--keep-durability` | ratio | stock replay | restore peak RSS | what was applied |\n|---|---|---|---|---|---|---|---|");
     for s in &sizes {
         let _ = writeln!(
             md,
-            "| {:.0} MiB | {:.2} s | {:.2} s | {:.2}× | {:.1} MiB | {} |",
+            "| {:.0} MiB | {:.2} s | {:.2}× | {:.2} s | {:.2}× | {:.2} s | {:.1} MiB | {} |",
             s.binlog_mb,
             s.restore_s,
-            s.stock_replay_s,
             s.restore_s / s.stock_replay_s.max(1e-9),
+            s.restore_keep_s,
+            s.restore_keep_s / s.stock_replay_s.max(1e-9),
+            s.stock_replay_s,
             s.restore_rss_mib,
             s.events
         );
