@@ -845,7 +845,7 @@ async fn main() -> anyhow::Result<()> {
             s.gzip_s
         );
     }
-    let _ = writeln!(md, "\n### Sealing cost per zstd level\n\nThe same binlog files sealed in 8 MiB segments with the agent's sealer (zstd on one thread, the plaintext sha256 on a second), in the benchmark process. Level 1 is the default (`segment.zstd_level`).\n");
+    let _ = writeln!(md, "\n### Sealing cost per zstd level\n\nThe same binlog files sealed in 8 MiB segments with the agent's sealer (zstd in two frames on two threads, the plaintext sha256 on a third), in the benchmark process on an otherwise idle machine. Level 1 is the default (`segment.zstd_level`).\n");
     let _ = writeln!(
         md,
         "| binlog | level | sealing speed | stored / binlog |\n|---|---|---|---|"
