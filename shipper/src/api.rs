@@ -22,7 +22,7 @@ use bytes::Bytes;
 use logferry_common::wire::{ErrorBody, StreamHead, SEGMENTS_PATH};
 use logferry_common::StreamId;
 
-use crate::catalog::read_header;
+use crate::catalog::ChainEnd;
 use crate::error::ShipperError;
 use crate::ingest::Ingest;
 use crate::snapshots::{self, Accepted, SHA256_HEADER};
@@ -107,42 +107,22 @@ async fn stream_head(State(st): State<Arc<Ingest>>, Path(stream): Path<String>) 
     let lock = st.catalog.stream(&stream);
     let mut chain = lock.lock().await;
     let segments = chain.segment_count() as u64;
-    let first = chain.first().map(|(s, h)| (s.clone(), h.cloned()));
-    let last = chain.last().map(|(s, h)| (s.clone(), h.cloned()));
-    let mut head = StreamHead {
+    let ends = async {
+        let first = chain.end_header(&st.store, ChainEnd::First).await?;
+        let last = chain.end_header(&st.store, ChainEnd::Last).await?;
+        Ok::<_, ShipperError>((first, last))
+    };
+    let (first, last) = match ends.await {
+        Ok(ends) => ends,
+        Err(e) => return e.into_response(),
+    };
+    let head = StreamHead {
         stream: stream.to_string(),
         segments,
-        start: None,
-        end: None,
-        last_event_ms: None,
+        start: first.map(|h| h.meta.start.to_string()),
+        end: last.as_ref().map(|h| h.meta.end.to_string()),
+        last_event_ms: last.map(|h| h.meta.last_event_ms),
     };
-    if let Some((seg, cached)) = last {
-        let header = match cached {
-            Some(h) => h,
-            None => match read_header(&st.store, &seg).await {
-                Ok(h) => {
-                    chain.set_last_header(h.clone());
-                    h
-                }
-                Err(e) => return e.into_response(),
-            },
-        };
-        head.end = Some(header.meta.end.to_string());
-        head.last_event_ms = Some(header.meta.last_event_ms);
-    }
-    if let Some((seg, cached)) = first {
-        let header = match cached {
-            Some(h) => h,
-            None => match read_header(&st.store, &seg).await {
-                Ok(h) => {
-                    chain.set_first_header(h.clone());
-                    h
-                }
-                Err(e) => return e.into_response(),
-            },
-        };
-        head.start = Some(header.meta.start.to_string());
-    }
     (StatusCode::OK, Json(head)).into_response()
 }
 

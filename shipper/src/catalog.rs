@@ -137,36 +137,44 @@ impl StreamCatalog {
         self.segments.len()
     }
 
-    /// The first segment and its header if it is cached.
-    pub fn first(&self) -> Option<(&SegmentRef, Option<&SegmentHeader>)> {
-        self.segments
-            .values()
-            .next()
-            .map(|s| (s, self.first_header.as_ref()))
-    }
-
-    /// Caches the header of the first segment.
-    pub fn set_first_header(&mut self, h: SegmentHeader) {
-        self.first_header = Some(h);
-    }
-
     /// Stored segments in chain order.
     pub fn segments(&self) -> impl Iterator<Item = &SegmentRef> {
         self.segments.values()
     }
 
-    /// The last segment and its header if it is cached.
-    pub fn last(&self) -> Option<(&SegmentRef, Option<&SegmentHeader>)> {
-        self.segments
-            .values()
-            .next_back()
-            .map(|s| (s, self.last_header.as_ref()))
+    /// The header of the segment at `end` of the chain (`None` for an empty chain), read
+    /// from the store the first time and cached: `GET /v1/streams/<s>` is polled often.
+    ///
+    /// # Errors
+    /// When the store fails or the header is corrupt.
+    pub async fn end_header(
+        &mut self,
+        store: &Store,
+        end: ChainEnd,
+    ) -> Result<Option<SegmentHeader>> {
+        let (seg, cached) = match end {
+            ChainEnd::First => (self.segments.values().next(), &mut self.first_header),
+            ChainEnd::Last => (self.segments.values().next_back(), &mut self.last_header),
+        };
+        let Some(seg) = seg else {
+            return Ok(None);
+        };
+        if let Some(h) = cached {
+            return Ok(Some(h.clone()));
+        }
+        let h = read_header(store, seg).await?;
+        *cached = Some(h.clone());
+        Ok(Some(h))
     }
+}
 
-    /// Caches the header of the last segment.
-    pub fn set_last_header(&mut self, h: SegmentHeader) {
-        self.last_header = Some(h);
-    }
+/// Which end of a chain [`StreamCatalog::end_header`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChainEnd {
+    /// The segment with the lowest start.
+    First,
+    /// The segment with the highest start.
+    Last,
 }
 
 /// All streams' catalogs; each stream has its own lock so uploads of different streams do
@@ -281,14 +289,13 @@ mod tests {
     fn first_and_last_headers_follow_the_ends_of_the_chain() {
         let mut c = StreamCatalog::default();
         c.insert(r("20", "30"), Some(header(20)));
-        assert_eq!(c.first().and_then(|(_, h)| h.cloned()), Some(header(20)));
+        assert_eq!(c.first_header, Some(header(20)));
         c.insert(r("30", "40"), Some(header(30)));
-        assert_eq!(c.first().and_then(|(_, h)| h.cloned()), Some(header(20)));
-        assert_eq!(c.last().and_then(|(_, h)| h.cloned()), Some(header(30)));
+        assert_eq!(c.first_header, Some(header(20)));
+        assert_eq!(c.last_header, Some(header(30)));
         c.insert(r("10", "20"), None);
-        assert_eq!(c.first().map(|(s, _)| s.start_key.as_str()), Some("10"));
-        assert!(c.first().is_some_and(|(_, h)| h.is_none()), "re-read");
-        assert_eq!(c.last().and_then(|(_, h)| h.cloned()), Some(header(30)));
+        assert_eq!(c.first_header, None, "a new first segment is read again");
+        assert_eq!(c.last_header, Some(header(30)));
         assert_eq!(c.segment_count(), 3);
     }
 
