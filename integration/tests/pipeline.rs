@@ -98,3 +98,39 @@ async fn a_catch_up_is_stored_without_waiting_out_the_seal_age() -> anyhow::Resu
     assert_same_events_as_server(&db, &shipper.store_dir, tmp.path())?;
     Ok(())
 }
+
+/// `start = "current"` on a new stream ships from the server's position when the agent
+/// connects (read with the same statement that marks the end of a catch-up), not from the
+/// oldest binlog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_stream_can_start_at_the_current_position() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let db = MariaDb::start(Options::default()).await?;
+    let mut c = db.conn().await?;
+    workload::create_schema(&mut c).await?;
+    workload::run(&mut c, 0, 100).await?;
+    let (file, pos) = db.master_status().await?;
+    let shipper = Shipper::start(tmp.path()).await?;
+    let mut s = settings(&db, &shipper);
+    s.source_extra = "start = \"current\"".into();
+    let agent = Agent::start(&tmp.path().join("agent"), &s)?;
+    logferry_integration::wait_for(
+        "the agent to start its binlog dump",
+        std::time::Duration::from_secs(30),
+        || {
+            let log = agent.log_text();
+            async move { Ok(log.contains("starting binlog dump").then_some(())) }
+        },
+    )
+    .await?;
+    workload::run(&mut c, 100, 200).await?;
+    wait_caught_up(&db, &shipper, &agent).await?;
+    let segs = store::segments(&shipper.store_dir, STREAM)?;
+    let logferry_common::Position::Binlog(first) = &segs[0].1.header.meta.start;
+    assert_eq!(
+        (first.file.as_str(), first.offset),
+        (file.as_str(), pos),
+        "the chain starts where the server stood when the agent connected"
+    );
+    Ok(())
+}

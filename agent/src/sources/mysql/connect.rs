@@ -6,7 +6,7 @@ use logferry_common::BinlogPos;
 use logferry_config::{MysqlSource as MysqlConfig, ResumeMode, StartFrom};
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStreamRequest, Conn, Opts, Row};
-use tracing::info;
+use tracing::{debug, info};
 
 use super::events::{GtidState, TrxTracker};
 use super::MysqlSource;
@@ -85,7 +85,7 @@ pub async fn connect(cfg: &MysqlConfig, resume: Option<&BinlogPos>) -> Result<My
                 )
             }
             StartFrom::Current => {
-                let (pos, state) = current_position(&mut conn, server.mariadb).await?;
+                let (pos, state) = current_position(&mut conn, &addr, server.mariadb).await?;
                 if let Some(s) = state {
                     gtid = GtidState::parse(&s)?;
                     gtid_known = true;
@@ -223,21 +223,23 @@ async fn binary_logs(conn: &mut Conn, addr: &str) -> Result<Vec<String>> {
         .collect())
 }
 
-async fn current_position(conn: &mut Conn, mariadb: bool) -> Result<(BinlogPos, Option<String>)> {
+async fn current_position(
+    conn: &mut Conn,
+    addr: &str,
+    mariadb: bool,
+) -> Result<(BinlogPos, Option<String>)> {
     for _ in 0..10 {
         let before = gtid_binlog_pos(conn, mariadb).await?;
-        let row: Option<Row> = conn
-            .query_first("SHOW MASTER STATUS")
-            .await
-            .map_err(|e| AgentError::Protocol(format!("SHOW MASTER STATUS failed: {e}")))?;
-        let row = row.ok_or_else(|| {
-            AgentError::ServerSetup("SHOW MASTER STATUS is empty: binary logging is off".into())
+        let pos = binlog_end(conn, addr).await?.ok_or_else(|| {
+            AgentError::ServerSetup(
+                "the server does not tell its binlog position (SHOW MASTER STATUS / SHOW BINARY \
+                 LOG STATUS are empty or refused): is binary logging on? Or use start = \"earliest\""
+                    .into(),
+            )
         })?;
-        let file: String = row.get(0).unwrap_or_default();
-        let pos: u64 = row.get(1).unwrap_or_default();
         let after = gtid_binlog_pos(conn, mariadb).await?;
         if before == after {
-            return Ok((BinlogPos::new(file, pos), after));
+            return Ok((pos, after));
         }
     }
     Err(AgentError::Protocol(
@@ -245,17 +247,26 @@ async fn current_position(conn: &mut Conn, mariadb: bool) -> Result<(BinlogPos, 
     ))
 }
 
-/// The end of the server's binlog now (`SHOW MASTER STATUS`), without GTID state.
+/// The end of the server's binlog now, without GTID state: `SHOW MASTER STATUS` (MariaDB,
+/// MySQL up to 8.3) or `SHOW BINARY LOG STATUS` (MySQL 8.2 and later). `None` when the
+/// server answers neither (the caller then does without).
 async fn binlog_end(conn: &mut Conn, addr: &str) -> Result<Option<BinlogPos>> {
-    let row: Option<Row> = conn
-        .query_first("SHOW MASTER STATUS")
-        .await
-        .map_err(|e| connect_error(addr, e))?;
-    Ok(row.and_then(|r| {
-        let file: String = r.get(0)?;
-        let pos: u64 = r.get(1)?;
-        Some(BinlogPos::new(file, pos))
-    }))
+    for statement in ["SHOW MASTER STATUS", "SHOW BINARY LOG STATUS"] {
+        match conn.query_first::<Row, _>(statement).await {
+            Ok(row) => {
+                return Ok(row.and_then(|r| {
+                    let file: String = r.get(0)?;
+                    let pos: u64 = r.get(1)?;
+                    Some(BinlogPos::new(file, pos))
+                }))
+            }
+            Err(mysql_async::Error::Server(e)) => {
+                debug!(statement, error = %e.message, "the server does not give its binlog end this way");
+            }
+            Err(e) => return Err(connect_error(addr, e)),
+        }
+    }
+    Ok(None)
 }
 
 async fn gtid_binlog_pos(conn: &mut Conn, mariadb: bool) -> Result<Option<String>> {
