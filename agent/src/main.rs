@@ -83,7 +83,16 @@ fn main() -> ExitCode {
         });
         let result = match cli.command {
             Command::Snapshot { .. } => snapshot_now(&cfg, rx).await,
-            _ => pipeline::run(cfg, rx).await,
+            // On a worker, not on this thread: the source task hands the pipeline one event
+            // at a time, and waking a task on the workers is a queue push where waking the
+            // thread blocked here is a futex call (a context switch) per event.
+            _ => tokio::spawn(pipeline::run(cfg, rx))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(logferry_agent::AgentError::Stage(format!(
+                        "the pipeline task failed: {e}"
+                    )))
+                }),
         };
         match result {
             Ok(()) => ExitCode::SUCCESS,
