@@ -357,8 +357,6 @@ fn follow_chain(chain: &[ChainSegment], start: &BinlogPos) -> (Vec<ChainSegment>
 pub struct Collected {
     /// Names of the binlog files the kept events came from, in order.
     pub files: Vec<String>,
-    /// Bytes of rebuilt binlog handed on.
-    pub binlog_bytes: u64,
     /// Events included.
     pub events: u64,
     /// Transactions (and standalone statements) included.
@@ -468,7 +466,6 @@ pub async fn collect(
             if out.files.last() != Some(&name) {
                 out.files.push(name.clone());
             }
-            out.binlog_bytes += bytes.len() as u64;
             pieces
                 .send((name, bytes))
                 .await
