@@ -68,9 +68,7 @@ impl Proc {
 
     /// Peak resident memory so far (VmHWM), in KiB, while it runs.
     pub fn peak_rss_kib(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-        line.split_whitespace().nth(1)?.parse().ok()
+        peak_rss_kib(self.pid()?)
     }
 
     /// CPU time (user + system) the process has used so far, while it runs.
@@ -121,6 +119,13 @@ pub fn workspace_bin(name: &str) -> anyhow::Result<PathBuf> {
         path.display()
     );
     Ok(path)
+}
+
+/// Peak resident memory (VmHWM, KiB) of process `pid` so far, from `/proc/<pid>/status`.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// CPU time (user + system, seconds) used so far by process `pid`, from `/proc/<pid>/stat`

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use logferry_integration::logferry::{Agent, AgentSettings, Shipper};
 use logferry_integration::mariadb::{MariaDb, Options};
-use logferry_integration::process::workspace_bin;
+use logferry_integration::process::{self, workspace_bin};
 use logferry_integration::store;
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
@@ -253,15 +253,7 @@ async fn run_watching_memory(mut cmd: Command, out_file: &Path) -> anyhow::Resul
         if let Some(status) = child.try_wait()? {
             break status;
         }
-        let hwm = std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("VmHWM:"))
-                    .and_then(|l| l.split_whitespace().nth(1))
-                    .and_then(|v| v.parse::<u64>().ok())
-            });
-        peak = peak.max(hwm.unwrap_or(0));
+        peak = peak.max(process::peak_rss_kib(pid).unwrap_or(0));
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let text = std::fs::read_to_string(out_file)?;
