@@ -196,29 +196,30 @@ async fn replay(server: TargetServer, mut pieces: mpsc::Receiver<Piece>) -> Resu
 
 /// Appends pieces to files named after them in `dir`, fsyncing each file when it is done.
 async fn write_files(dir: PathBuf, mut pieces: mpsc::Receiver<Piece>) -> Result<()> {
-    let io =
-        |e: std::io::Error| ShipperError::Restore(format!("writing into {}: {e}", dir.display()));
-    tokio::fs::create_dir_all(&dir).await.map_err(io)?;
+    let io = restore::write_error(&dir);
+    tokio::fs::create_dir_all(&dir).await.map_err(&io)?;
     let mut current: Option<(String, tokio::fs::File)> = None;
     while let Some((file, bytes)) = pieces.recv().await {
         if current.as_ref().is_none_or(|(name, _)| *name != file) {
             if let Some((_, f)) = current.take() {
-                close(f).await.map_err(io)?;
+                close(f).await.map_err(&io)?;
             }
             if !is_plain_file_name(&file) {
                 return Err(ShipperError::Restore(format!(
                     "the stream names a binlog file {file:?}, which is not a plain file name; refusing to write it"
                 )));
             }
-            let f = tokio::fs::File::create(dir.join(&file)).await.map_err(io)?;
+            let f = tokio::fs::File::create(dir.join(&file))
+                .await
+                .map_err(&io)?;
             current = Some((file, f));
         }
         if let Some((_, f)) = current.as_mut() {
-            f.write_all(&bytes).await.map_err(io)?;
+            f.write_all(&bytes).await.map_err(&io)?;
         }
     }
     if let Some((_, f)) = current {
-        close(f).await.map_err(io)?;
+        close(f).await.map_err(&io)?;
     }
     Ok(())
 }

@@ -552,13 +552,14 @@ pub async fn export_snapshot(
     let Some(m) = &plan.snapshot else {
         return Ok(None);
     };
-    let io =
-        |e: std::io::Error| ShipperError::Restore(format!("writing into {}: {e}", dir.display()));
-    tokio::fs::create_dir_all(dir).await.map_err(io)?;
+    let io = write_error(dir);
+    tokio::fs::create_dir_all(dir).await.map_err(&io)?;
     let name = format!("snapshot-{}.sql", m.id);
-    let mut f = tokio::fs::File::create(dir.join(&name)).await.map_err(io)?;
+    let mut f = tokio::fs::File::create(dir.join(&name))
+        .await
+        .map_err(&io)?;
     snapshot_chunks(store, m, bar, &mut f, "writing the snapshot").await?;
-    f.sync_all().await.map_err(io)?;
+    f.sync_all().await.map_err(&io)?;
     Ok(Some(name))
 }
 
@@ -584,7 +585,12 @@ pub async fn write_howto(dir: &Path, plan: &Plan, collected: &Collected) -> Resu
     }
     tokio::fs::write(dir.join("RESTORE.txt"), howto)
         .await
-        .map_err(|e| ShipperError::Restore(format!("writing into {}: {e}", dir.display())))
+        .map_err(write_error(dir))
+}
+
+/// The error of a failed write into the export directory `dir`.
+pub(crate) fn write_error(dir: &Path) -> impl Fn(std::io::Error) -> ShipperError + '_ {
+    move |e| ShipperError::Restore(format!("writing into {}: {e}", dir.display()))
 }
 
 /// Elapsed time in a short human form.
