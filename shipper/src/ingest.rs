@@ -2,9 +2,9 @@
 //!
 //! Durability rule: success is returned only after the store holds the object (fsynced for
 //! a local directory) and its trailer sha256 matched, which covers every stored byte (and,
-//! with `server.verify_payload`, after the payload decompressed to its plaintext sha256). An identical re-send succeeds without a
-//! write; a different segment at the same start, or one overlapping the chain, is a conflict
-//! and never overwrites.
+//! with `server.verify_payload`, after the payload decompressed to its plaintext sha256).
+//! An identical re-send succeeds without a write; a different segment at the same start, or
+//! one overlapping the chain, is a conflict and never overwrites.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
