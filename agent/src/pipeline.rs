@@ -1,10 +1,11 @@
-//! The running agent: source task → segment loop → seal loop → spool → ship loop.
+//! The running agent: source task → segment loop → seal loop → spool loop → ship loop.
 //!
 //! Each stage runs on its own and hands work to the next over a bounded channel, so reading
-//! the network, compressing and hashing, and uploading overlap on different cores. The
-//! source task reads and frames events; the segment loop cuts them into segments at
-//! transaction boundaries; the seal loop compresses, hashes and spools each cut segment with
-//! fsync (on a blocking thread, one segment at a time, in order); the ship loop uploads
+//! the network, compressing and hashing, writing, and uploading overlap on different cores.
+//! The source task reads and frames events; the segment loop cuts them into segments at
+//! transaction boundaries; the seal loop compresses and hashes each cut segment (on a
+//! blocking thread, one segment at a time, in order); the spool loop writes sealed segments
+//! to the spool with fsync, in order, while the next one is sealed; the ship loop uploads
 //! spooled segments oldest first and advances the checkpoint only on an acknowledgement.
 //! When the spool exceeds `agent.spool_max_bytes` the segment loop stops taking events, the
 //! channel fills, and the source stops reading (disk, not memory, holds the lag).
@@ -15,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use logferry_common::segment::Sealer;
-use logferry_common::{Position, SourceKind};
+use logferry_common::{Compression, Position, Segment, SourceKind};
 use logferry_config::cron::Schedule;
 use logferry_config::{AgentConfig, SourceConfig};
 use tokio::sync::{mpsc, watch, Notify};
@@ -37,6 +38,10 @@ const SOURCE_CHANNEL_EVENTS: usize = 256;
 /// sealing with filling the next segment; with the one being filled, two payload buffers
 /// exist (2 × `segment.max_bytes`), which keeps the agent's memory bounded.
 const SEALS_OUTSTANDING: usize = 1;
+
+/// Sealed segments waiting for the spool loop: one, so that the next seal overlaps the
+/// fsync of the previous segment.
+const WRITES_OUTSTANDING: usize = 1;
 
 /// Cancels everything when it changes to `true`.
 pub type ShutdownRx = watch::Receiver<bool>;
@@ -140,18 +145,13 @@ pub async fn run(cfg: AgentConfig, shutdown: ShutdownRx) -> Result<()> {
         &acked,
         shutdown.clone(),
     );
-    let seal_loop = seal_loop(
-        jobs_rx,
-        free_tx,
-        cfg.segment.zstd_level,
-        &spool,
-        &metrics,
-        &sealed,
-    );
+    let (writes_tx, writes_rx) = mpsc::channel(WRITES_OUTSTANDING);
+    let seal_loop = seal_loop(jobs_rx, free_tx, writes_tx, cfg.segment.compression());
+    let spool_loop = spool_loop(writes_rx, &spool, &metrics, &sealed);
     let ship_loop = ship_loop(
         &client, &spool, &metrics, &exposure, &sealed, &acked, retry, shutdown,
     );
-    tokio::try_join!(segment_loop, seal_loop, ship_loop).map(|_| ())
+    tokio::try_join!(segment_loop, seal_loop, spool_loop, ship_loop).map(|_| ())
 }
 
 /// Takes a snapshot each time `schedule` fires, until shutdown.
@@ -443,29 +443,47 @@ async fn cut(
     Ok(())
 }
 
-/// Seals cut segments in order on a blocking thread (zstd, sha256), spools them with fsync,
-/// wakes the ship loop, and hands the payload buffers back for reuse.
+/// Seals cut segments in order (compression, sha256), hands the payload buffers back for
+/// reuse and the sealed segments on to the spool loop. It runs on one blocking thread for
+/// the agent's lifetime rather than one per segment: every sealed segment is then allocated
+/// from (and freed back to) one malloc arena, so a freed segment's memory serves the next.
+/// With a thread per segment glibc kept freed segments in each thread's arena, and the
+/// agent's resident memory grew by 20-30 MiB on a catch-up with lz4.
 async fn seal_loop(
     mut jobs: mpsc::Receiver<SealJob>,
     free: mpsc::Sender<Vec<u8>>,
-    zstd_level: i32,
+    writes: mpsc::Sender<Segment>,
+    compression: Compression,
+) -> Result<()> {
+    let mut sealer = Sealer::new(compression)?;
+    tokio::task::spawn_blocking(move || {
+        while let Some(job) = jobs.blocking_recv() {
+            let segment = job.seal(&mut sealer)?;
+            // The segment loop may have stopped; the buffer is then simply dropped.
+            let _ = free.blocking_send(job.payload);
+            writes
+                .blocking_send(segment)
+                .map_err(|_| AgentError::Stage("the spool loop stopped".into()))?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| AgentError::Stage(format!("the sealing thread failed: {e}")))?
+}
+
+/// Writes sealed segments to the spool in order, each with fsync on a blocking thread, and
+/// wakes the ship loop after each.
+async fn spool_loop(
+    mut writes: mpsc::Receiver<Segment>,
     spool: &Arc<Spool>,
     metrics: &Metrics,
     sealed: &Notify,
 ) -> Result<()> {
-    let mut sealer = Sealer::new(zstd_level)?;
-    while let Some(job) = jobs.recv().await {
-        let spool_for_job = spool.clone();
-        let (payload, back) = tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, Sealer)> {
-            let segment = job.seal(&mut sealer)?;
-            spool_for_job.write(&segment)?;
-            Ok((job.payload, sealer))
-        })
-        .await
-        .map_err(|e| AgentError::Stage(format!("the sealing thread failed: {e}")))??;
-        sealer = back;
-        // The segment loop may have stopped; the buffer is then simply dropped.
-        let _ = free.send(payload).await;
+    while let Some(segment) = writes.recv().await {
+        let spool_for_write = spool.clone();
+        tokio::task::spawn_blocking(move || spool_for_write.write(segment))
+            .await
+            .map_err(|e| AgentError::Stage(format!("the spool writer failed: {e}")))??;
         metrics.segments_sealed.fetch_add(1, Ordering::Relaxed);
         metrics.spool_bytes.store(spool.bytes(), Ordering::Relaxed);
         sealed.notify_one();

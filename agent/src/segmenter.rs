@@ -249,7 +249,9 @@ mod tests {
         assert_eq!(job.meta.event_count, 4);
         assert_eq!(job.meta.end.to_string(), "b.000001:404");
         assert_eq!(job.payload.len(), 400);
-        let seg = job.seal(&mut Sealer::new(3).unwrap()).unwrap();
+        let seg = job
+            .seal(&mut Sealer::new(logferry_common::Compression::Zstd(3)).unwrap())
+            .unwrap();
         assert_eq!(seg.payload().unwrap(), job.payload);
     }
 

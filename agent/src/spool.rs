@@ -9,17 +9,27 @@
 //!    (atomically, fsynced) before the acknowledged file is deleted.
 //! 3. After a crash the source resumes at the end of the newest spooled segment, else at the
 //!    checkpoint; the spool is shipped first, oldest first.
+//!
+//! The last few segments written are also kept in memory, so that the ship loop, usually
+//! one segment behind the sealing, uploads them without reading the file back and hashing
+//! it again; older ones (the shipper was away) are read from disk and checked.
 
+use std::collections::VecDeque;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use logferry_common::keys::{parse_segment_file_name, segment_file_name, SEGMENT_EXT};
 use logferry_common::{DecodeLimits, Position, Segment, SourceKind};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{AgentError, Result};
+
+/// Segments kept in memory after they are written: the one being uploaded and the next.
+/// Bounded so that memory does not grow with the lag (at most 2 × a sealed segment).
+const RECENT_SEGMENTS: usize = 2;
 
 /// A spooled segment file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +55,8 @@ pub struct Spool {
     quarantine: PathBuf,
     checkpoint: PathBuf,
     bytes: AtomicU64,
+    /// The newest segments written by this process, by file name, oldest first.
+    recent: Mutex<VecDeque<(String, Segment)>>,
 }
 
 impl Spool {
@@ -63,6 +75,7 @@ impl Spool {
             segments,
             quarantine,
             bytes: AtomicU64::new(0),
+            recent: Mutex::new(VecDeque::with_capacity(RECENT_SEGMENTS)),
         };
         for entry in
             fs::read_dir(&spool.segments).map_err(|e| AgentError::spool(&spool.segments, e))?
@@ -79,11 +92,12 @@ impl Spool {
         Ok(spool)
     }
 
-    /// Writes a sealed segment durably (invariant 1).
+    /// Writes a sealed segment durably (invariant 1) and keeps it in memory for
+    /// [`Self::read`] while it is one of the newest.
     ///
     /// # Errors
     /// [`AgentError::Spool`] on any I/O failure; nothing half-written is left visible.
-    pub fn write(&self, seg: &Segment) -> Result<SpoolEntry> {
+    pub fn write(&self, seg: Segment) -> Result<SpoolEntry> {
         let m = &seg.header.meta;
         let name = segment_file_name(&m.start.sort_key(), &m.end.sort_key());
         let path = self.segments.join(&name);
@@ -98,6 +112,12 @@ impl Spool {
         write().map_err(|e| AgentError::spool(&path, e))?;
         let len = seg.bytes().len() as u64;
         self.bytes.fetch_add(len, Ordering::Relaxed);
+        if let Ok(mut recent) = self.recent.lock() {
+            if recent.len() == RECENT_SEGMENTS {
+                recent.pop_front();
+            }
+            recent.push_back((name.clone(), seg));
+        }
         Ok(SpoolEntry { path, name, len })
     }
 
@@ -130,12 +150,20 @@ impl Spool {
         Ok(out)
     }
 
-    /// Reads a spooled segment and checks its trailer sha256, which covers every byte. A
-    /// corrupt file is moved to `quarantine/`.
+    /// A spooled segment: the in-memory copy if this process wrote it recently (handed out
+    /// once), else the file, read and checked against its trailer sha256, which covers every
+    /// byte. A corrupt file is moved to `quarantine/`.
     ///
     /// # Errors
     /// [`AgentError::Spool`] on I/O failure, [`AgentError::SpoolCorrupt`] on bad content.
     pub fn read(&self, entry: &SpoolEntry) -> Result<Segment> {
+        if let Ok(mut recent) = self.recent.lock() {
+            if let Some(i) = recent.iter().position(|(name, _)| *name == entry.name) {
+                if let Some((_, seg)) = recent.remove(i) {
+                    return Ok(seg);
+                }
+            }
+        }
         let bytes = fs::read(&entry.path).map_err(|e| AgentError::spool(&entry.path, e))?;
         // The trailer sha256 covers every byte of the file, so decoding detects any damage on
         // disk; the payload itself was hashed when sealed and is checked again by the shipper.
@@ -236,12 +264,7 @@ mod tests {
             last_event_ms: 0,
             event_count: 1,
         };
-        Segment::seal(
-            meta,
-            b"payload",
-            logferry_common::segment::DEFAULT_ZSTD_LEVEL,
-        )
-        .unwrap()
+        Segment::seal(meta, b"payload", logferry_common::Compression::default()).unwrap()
     }
 
     #[test]
@@ -249,8 +272,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path()).unwrap();
         assert_eq!(spool.resume_position().unwrap(), None);
-        let a = spool.write(&seg(4, 100)).unwrap();
-        spool.write(&seg(100, 250)).unwrap();
+        let a = spool.write(seg(4, 100)).unwrap();
+        spool.write(seg(100, 250)).unwrap();
         fs::write(dir.path().join("segments/x.lfs.tmp"), b"half").unwrap();
         let spool = Spool::open(dir.path()).unwrap();
         let list = spool.list().unwrap();
@@ -278,15 +301,40 @@ mod tests {
     #[test]
     fn corrupt_file_is_quarantined() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(dir.path()).unwrap();
-        let e = spool.write(&seg(4, 100)).unwrap();
+        let e = Spool::open(dir.path()).unwrap().write(seg(4, 100)).unwrap();
         let mut bytes = fs::read(&e.path).unwrap();
         bytes[40] ^= 1;
         fs::write(&e.path, bytes).unwrap();
+        // Found by the next process: the damaged file is all there is.
+        let spool = Spool::open(dir.path()).unwrap();
         assert!(matches!(
             spool.read(&e),
             Err(AgentError::SpoolCorrupt { .. })
         ));
         assert!(dir.path().join("quarantine").join(&e.name).exists());
+    }
+
+    #[test]
+    fn recent_segments_are_read_from_memory_once_then_from_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let first = spool.write(seg(4, 100)).unwrap();
+        let second = spool.write(seg(100, 250)).unwrap();
+        let third = spool.write(seg(250, 400)).unwrap();
+        // The file of the second is damaged after it was written: its in-memory copy is
+        // what the ship loop gets, and it is the segment as sealed.
+        let mut bytes = fs::read(&second.path).unwrap();
+        bytes[40] ^= 1;
+        fs::write(&second.path, &bytes).unwrap();
+        assert_eq!(spool.read(&second).unwrap().bytes(), seg(100, 250).bytes());
+        // Handed out once: a second read (a retry after a restart) goes to the file.
+        assert!(matches!(
+            spool.read(&second),
+            Err(AgentError::SpoolCorrupt { .. })
+        ));
+        // Only the newest two are kept: the first is read back from its file.
+        assert_eq!(spool.read(&first).unwrap().bytes(), seg(4, 100).bytes());
+        assert_eq!(spool.read(&third).unwrap().bytes(), seg(250, 400).bytes());
+        assert!(spool.recent.lock().unwrap().is_empty());
     }
 }

@@ -4,7 +4,8 @@
 //! - [`error`]: the crate's one error type, variants named by what the caller does next.
 //! - [`stream`]: validated stream names and the kinds of source a stream comes from.
 //! - [`position`]: totally ordered, resumable positions in a source's change log.
-//! - [`segment`]: the sealed, checksummed segment file (header, zstd payload, trailer).
+//! - [`segment`]: the sealed, checksummed segment file (header, compressed payload, trailer).
+//! - [`lz4_frame`]: LZ4 payloads in the standard frame format.
 //! - [`snapshot`]: full snapshots in chunks and their manifest.
 //! - [`binlog`]: the MySQL/MariaDB payload inside a segment and its conversion back to a
 //!   binlog file that `mariadb-binlog` reads.
@@ -15,6 +16,7 @@
 pub mod binlog;
 pub mod error;
 pub mod keys;
+pub mod lz4_frame;
 pub mod position;
 pub mod segment;
 pub mod snapshot;
@@ -24,5 +26,5 @@ pub mod wire;
 
 pub use error::{Error, Result};
 pub use position::{BinlogPos, Position};
-pub use segment::{Codec, DecodeLimits, Segment, SegmentHeader, SegmentMeta};
+pub use segment::{Codec, Compression, DecodeLimits, Segment, SegmentHeader, SegmentMeta};
 pub use stream::{SourceKind, StreamId};

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use logferry_common::StreamId;
+use logferry_common::{Compression, StreamId};
 use serde::Deserialize;
 
 use crate::error::invalid;
@@ -229,10 +229,28 @@ pub struct SegmentSection {
     /// Seal once the oldest event in the open segment is this old (the RPO knob).
     #[serde(default = "default_max_age_ms")]
     pub max_age_ms: u64,
+    /// How payloads are compressed: `zstd` (default, the smallest store), `lz4` (about
+    /// twice as fast to seal, about twice the bytes) or `none`. Readers take every codec, so
+    /// it may be changed at any time. See BENCHMARKS.md for both on binlog data.
+    #[serde(default)]
+    pub codec: CodecChoice,
     /// zstd level of the payload: lower is faster, higher is smaller. Negative levels are
     /// zstd's fast modes. See BENCHMARKS.md for the speed and size of each on binlog data.
     #[serde(default = "default_zstd_level")]
     pub zstd_level: i32,
+}
+
+/// The value of `segment.codec`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CodecChoice {
+    /// zstd at `segment.zstd_level`.
+    #[default]
+    Zstd,
+    /// LZ4 frames.
+    Lz4,
+    /// Stored uncompressed.
+    None,
 }
 
 fn default_zstd_level() -> i32 {
@@ -250,12 +268,22 @@ impl Default for SegmentSection {
         SegmentSection {
             max_bytes: default_max_bytes(),
             max_age_ms: default_max_age_ms(),
+            codec: CodecChoice::default(),
             zstd_level: default_zstd_level(),
         }
     }
 }
 
 impl SegmentSection {
+    /// The compression the agent seals with, from `codec` and `zstd_level`.
+    pub fn compression(&self) -> Compression {
+        match self.codec {
+            CodecChoice::Zstd => Compression::Zstd(self.zstd_level),
+            CodecChoice::Lz4 => Compression::Lz4,
+            CodecChoice::None => Compression::None,
+        }
+    }
+
     /// `max_age_ms` as a duration.
     pub fn max_age(&self) -> Duration {
         Duration::from_millis(self.max_age_ms)
@@ -438,7 +466,30 @@ mod tests {
                 parse_str(text, name, vec![]).unwrap_or_else(|e| panic!("{name}: {e}"));
             cfg.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(cfg.segment.zstd_level, 1, "{name}");
+            assert_eq!(cfg.segment.compression(), Compression::Zstd(1), "{name}");
         }
+    }
+
+    #[test]
+    fn codec_is_chosen_by_name_and_a_bad_name_is_named() {
+        for (name, want) in [
+            ("zstd", Compression::Zstd(1)),
+            ("lz4", Compression::Lz4),
+            ("none", Compression::None),
+        ] {
+            let text = format!("{GOOD}\n[segment]\ncodec = \"{name}\"\n");
+            let cfg: AgentConfig = parse_str(&text, "a.toml", vec![]).unwrap();
+            cfg.validate().unwrap();
+            assert_eq!(cfg.segment.compression(), want);
+        }
+        let env = vec![("LOGFERRY__SEGMENT__CODEC".to_string(), "lz4".to_string())];
+        let cfg: AgentConfig = parse_str(GOOD, "a.toml", env).unwrap();
+        assert_eq!(cfg.segment.compression(), Compression::Lz4);
+        let text = format!("{GOOD}\n[segment]\ncodec = \"lz5\"\n");
+        let err = parse_str::<AgentConfig>(&text, "a.toml", vec![])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("codec") && err.contains("lz4"), "{err}");
     }
 
     #[test]

@@ -15,7 +15,9 @@ pub mod error;
 pub mod load;
 pub mod shipper;
 
-pub use agent::{AgentConfig, MysqlSource, ResumeMode, SnapshotSection, SourceConfig, StartFrom};
+pub use agent::{
+    AgentConfig, CodecChoice, MysqlSource, ResumeMode, SnapshotSection, SourceConfig, StartFrom,
+};
 pub use error::{ConfigError, Result};
 pub use load::{load_file, parse_str, ENV_PREFIX};
 pub use shipper::{ShipperConfig, StoreConfig};

@@ -193,6 +193,8 @@ pub struct AgentSettings {
     pub max_age_ms: u64,
     /// Extra lines for the `[source]` section (e.g. `resume = "gtid"`).
     pub source_extra: String,
+    /// Extra lines for the `[segment]` section (e.g. `codec = "lz4"`).
+    pub segment_extra: String,
     /// Extra sections appended to the config (e.g. `[snapshot]`).
     pub extra_toml: String,
 }
@@ -224,13 +226,14 @@ impl Agent {
             format!(
                 "[agent]\nstream = \"{}\"\nspool_dir = \"{}\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n\n\
                  [source]\ntype = \"mysql\"\nurl = \"{}\"\nserver_id = {}\nconnect_timeout_ms = 3000\n{}\n\n\
-                 [segment]\nmax_age_ms = {}\n\n[shipper]\nurl = \"{}\"\nretry_max_ms = 1000\n\n{}\n",
+                 [segment]\nmax_age_ms = {}\n{}\n\n[shipper]\nurl = \"{}\"\nretry_max_ms = 1000\n\n{}\n",
                 s.stream,
                 spool_dir.display(),
                 s.source_url,
                 s.server_id,
                 s.source_extra,
                 s.max_age_ms,
+                s.segment_extra,
                 s.shipper_url,
                 s.extra_toml
             ),

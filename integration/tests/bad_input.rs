@@ -77,6 +77,7 @@ fn settings(url: String, shipper: &Shipper) -> AgentSettings {
         shipper_url: shipper.url(),
         max_age_ms: 200,
         source_extra: String::new(),
+        segment_extra: String::new(),
         extra_toml: String::new(),
     }
 }

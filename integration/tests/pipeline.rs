@@ -80,6 +80,41 @@ async fn workload_with_rotations_arrives_as_the_servers_exact_binlog() -> anyhow
     Ok(())
 }
 
+/// A stream whose codec changes between agent runs (lz4, then none, then zstd) is one
+/// chain: every segment reads back with its own codec, and together they are the server's
+/// exact events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codec_changes_between_runs_leave_one_exact_chain() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let db = MariaDb::start(Options::default()).await?;
+    let shipper = Shipper::start(tmp.path()).await?;
+    let mut c = db.conn().await?;
+    workload::create_schema(&mut c).await?;
+    let mut codecs = Vec::new();
+    for (round, codec) in ["lz4", "none", "zstd"].into_iter().enumerate() {
+        let mut s = settings(&db, &shipper);
+        s.segment_extra = format!("codec = \"{codec}\"");
+        let mut agent = Agent::start(&tmp.path().join("agent"), &s)?;
+        let from = round as u64 * 200;
+        workload::run(&mut c, from, from + 200).await?;
+        wait_caught_up(&db, &shipper, &agent).await?;
+        let status = agent.terminate()?;
+        anyhow::ensure!(status.success(), "agent with codec {codec} exited {status}");
+        let segs = store::segments(&shipper.store_dir, STREAM)?;
+        codecs.push(segs.last().map(|(_, seg)| seg.header.codec));
+    }
+    use logferry_common::Codec;
+    assert_eq!(
+        codecs,
+        [Some(Codec::Lz4), Some(Codec::None), Some(Codec::Zstd)]
+    );
+    let events = assert_same_events_as_server(&db, &shipper.store_dir, tmp.path())?;
+    assert!(events > 1000, "only {events} events");
+    let (code, out) = shipper_cli(&["verify", "--store", &shipper.store_url()])?;
+    assert_eq!(code, 0, "{out}");
+    Ok(())
+}
+
 /// Binlog written before the agent started is stored as soon as it has been read, not
 /// after the seal age: with a ten-minute seal age the chain still reaches the server's
 /// position within the two minutes `wait_caught_up` allows.

@@ -280,7 +280,7 @@ mod tests {
             last_event_ms: 0,
             event_count: 1,
         };
-        logferry_common::Segment::seal(meta, b"x", 1)
+        logferry_common::Segment::seal(meta, b"x", logferry_common::Compression::default())
             .unwrap()
             .header
     }

@@ -15,6 +15,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use logferry_common::Compression;
 use logferry_integration::logferry::{Agent, AgentSettings, Shipper};
 use logferry_integration::mariadb::{MariaDb, Options};
 use logferry_integration::process::{self, workspace_bin};
@@ -121,6 +122,7 @@ fn settings(
         shipper_url: shipper.url(),
         max_age_ms,
         source_extra: String::new(),
+        segment_extra: String::new(),
         extra_toml: String::new(),
     }
 }
@@ -279,18 +281,33 @@ fn dir_bytes(dir: &Path) -> u64 {
     total
 }
 
-/// Sealing the same binlog at one zstd level.
+/// Sealing the same binlog with one codec and level.
 struct LevelResult {
-    level: i32,
+    compression: Compression,
     mib_per_s: f64,
     ratio: f64,
 }
 
-/// zstd levels compared by [`seal_levels`].
-const LEVELS: [i32; 4] = [-1, 1, 3, 9];
+/// Codecs and zstd levels compared by [`seal_levels`].
+const LEVELS: [Compression; 5] = [
+    Compression::Zstd(-1),
+    Compression::Zstd(1),
+    Compression::Zstd(3),
+    Compression::Zstd(9),
+    Compression::Lz4,
+];
 
-/// Seals the binlog files in 8 MiB segments at each of [`LEVELS`] with the agent's own
-/// sealer (zstd on this thread, sha256 on a second), timing it and summing the sizes.
+/// How `segment.codec` / `segment.zstd_level` name a compression.
+fn compression_name(c: Compression) -> String {
+    match c {
+        Compression::Zstd(level) => format!("zstd {level}"),
+        Compression::Lz4 => "lz4".into(),
+        Compression::None => "none".into(),
+    }
+}
+
+/// Seals the binlog files in 8 MiB segments with each of [`LEVELS`] with the agent's own
+/// sealer (two compressing threads, sha256 on a third), timing it and summing the sizes.
 fn seal_levels(files: &[PathBuf]) -> anyhow::Result<Vec<LevelResult>> {
     use logferry_common::segment::Sealer;
     use logferry_common::{BinlogPos, Position, SegmentMeta, SourceKind, StreamId};
@@ -308,8 +325,8 @@ fn seal_levels(files: &[PathBuf]) -> anyhow::Result<Vec<LevelResult>> {
         event_count: 1,
     };
     let mut out = Vec::new();
-    for level in LEVELS {
-        let mut sealer = Sealer::new(level)?;
+    for compression in LEVELS {
+        let mut sealer = Sealer::new(compression)?;
         let started = Instant::now();
         let mut stored = 0u64;
         for chunk in data.chunks(8 << 20) {
@@ -317,7 +334,7 @@ fn seal_levels(files: &[PathBuf]) -> anyhow::Result<Vec<LevelResult>> {
         }
         let secs = started.elapsed().as_secs_f64();
         out.push(LevelResult {
-            level,
+            compression,
             mib_per_s: mib(data.len() as u64) / secs.max(1e-9),
             ratio: stored as f64 / data.len().max(1) as f64,
         });
@@ -329,6 +346,9 @@ fn seal_levels(files: &[PathBuf]) -> anyhow::Result<Vec<LevelResult>> {
 struct SizeResult {
     binlog_mb: f64,
     ship_s: f64,
+    ship_lz4_s: f64,
+    agent_cpu_lz4_s: f64,
+    stored_lz4_mb: f64,
     stock_copy_s: f64,
     stock_same_work_s: f64,
     agent_cpu_s: f64,
@@ -345,6 +365,56 @@ struct SizeResult {
     restore_rss_mib: f64,
     stock_replay_s: f64,
     events: String,
+}
+
+/// One timed ship of the whole binlog by a fresh agent and shipper under `dir`.
+struct ShipRun {
+    secs: f64,
+    agent_rss_mib: f64,
+    agent_cpu_s: f64,
+    shipper_cpu_s: f64,
+    server_cpu_s: f64,
+    store_bytes: u64,
+}
+
+impl std::fmt::Display for ShipRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:.2} s, agent peak {:.1} MiB, CPU s: agent {:.2}, shipper {:.2}, server {:.2}, stored {:.1} MiB",
+            self.secs,
+            self.agent_rss_mib,
+            self.agent_cpu_s,
+            self.shipper_cpu_s,
+            self.server_cpu_s,
+            mib(self.store_bytes)
+        )
+    }
+}
+
+/// Ships everything `primary` has with an agent whose `[segment]` section gets
+/// `segment_extra`, timed until the shipper holds the server's position.
+async fn ship_once(
+    primary: &MariaDb,
+    dir: &Path,
+    server_id: u32,
+    segment_extra: &str,
+) -> anyhow::Result<ShipRun> {
+    let shipper = Shipper::start(dir).await?;
+    let server_before = primary.cpu_seconds().unwrap_or(0.0);
+    let started = Instant::now();
+    let mut s = settings(primary, &shipper, STREAM, server_id, 1000);
+    s.segment_extra = segment_extra.to_owned();
+    let agent = Agent::start(&dir.join(format!("agent{server_id}")), &s)?;
+    wait_shipped(primary, &shipper, STREAM, Duration::from_secs(1800)).await?;
+    Ok(ShipRun {
+        secs: started.elapsed().as_secs_f64(),
+        agent_rss_mib: agent.peak_rss_kib().unwrap_or(0) as f64 / 1024.0,
+        agent_cpu_s: agent.cpu_seconds().unwrap_or(0.0),
+        shipper_cpu_s: shipper.cpu_seconds().unwrap_or(0.0),
+        server_cpu_s: primary.cpu_seconds().unwrap_or(0.0) - server_before,
+        store_bytes: dir_bytes(&dir.join("store/streams").join(STREAM).join("segments")),
+    })
 }
 
 async fn size_run(
@@ -393,42 +463,31 @@ async fn size_run(
         started.elapsed().as_secs_f64()
     );
 
-    let mut ship = Vec::new();
-    let mut rss = Vec::new();
-    let (mut agent_cpu, mut shipper_cpu, mut server_cpu) = (Vec::new(), Vec::new(), Vec::new());
-    let mut store_bytes = 0;
+    // logferry with the default codec, with lz4, the stock copy and the stock tools doing
+    // the same work take turns in each round, so that a slow spell of this shared machine
+    // does not fall on one side only.
+    let (mut ship, mut ship_lz4) = (Vec::new(), Vec::new());
+    let mut stock = Vec::new();
+    let mut stock_server_cpu = Vec::new();
+    let mut same_work = Vec::new();
     for r in 0..repeat {
         let dir = if r + 1 == repeat {
             final_dir.clone()
         } else {
             work.join(format!("size{size_mb}-run{r}"))
         };
-        let shipper = Shipper::start(&dir).await?;
-        let server_before = primary.cpu_seconds().unwrap_or(0.0);
-        let started = Instant::now();
-        let agent = Agent::start(
-            &dir.join(format!("agent{r}")),
-            &settings(&primary, &shipper, STREAM, 900 + r as u32, 1000),
-        )?;
-        wait_shipped(&primary, &shipper, STREAM, Duration::from_secs(1800)).await?;
-        ship.push(started.elapsed().as_secs_f64());
-        rss.push(agent.peak_rss_kib().unwrap_or(0) as f64 / 1024.0);
-        agent_cpu.push(agent.cpu_seconds().unwrap_or(0.0));
-        shipper_cpu.push(shipper.cpu_seconds().unwrap_or(0.0));
-        server_cpu.push(primary.cpu_seconds().unwrap_or(0.0) - server_before);
-        store_bytes = dir_bytes(&dir.join("store/streams").join(STREAM).join("segments"));
-        println!(
-            "   ship run {r}: {:.2} s, agent peak {:.1} MiB, CPU s: agent {:.2}, shipper {:.2}, server {:.2}",
-            ship[r], rss[r], agent_cpu[r], shipper_cpu[r], server_cpu[r]
-        );
+        let run = ship_once(&primary, &dir, 900 + r as u32, "").await?;
+        println!("   ship run {r}: {run}");
+        ship.push(run);
         if r + 1 < repeat {
             let _ = std::fs::remove_dir_all(&dir);
         }
-    }
-    let mut stock = Vec::new();
-    let mut stock_server_cpu = Vec::new();
-    let mut same_work = Vec::new();
-    for r in 0..repeat {
+        let dir = work.join(format!("size{size_mb}-lz4-run{r}"));
+        let run = ship_once(&primary, &dir, 950 + r as u32, "codec = \"lz4\"").await?;
+        println!("   ship run {r}, codec lz4: {run}");
+        ship_lz4.push(run);
+        let _ = std::fs::remove_dir_all(&dir);
+
         let out = work.join(format!("size{size_mb}-stock{r}"));
         std::fs::create_dir_all(&out)?;
         let server_before = primary.cpu_seconds().unwrap_or(0.0);
@@ -463,23 +522,40 @@ async fn size_run(
         same_work.push(t);
         let _ = std::fs::remove_dir_all(&out);
     }
+    let store_bytes = ship.last().map_or(0, |r| r.store_bytes);
+    let stored_lz4 = ship_lz4.last().map_or(0, |r| r.store_bytes);
+    let of = |runs: &[ShipRun], f: fn(&ShipRun) -> f64| median(runs.iter().map(f).collect());
+    let (agent_cpu, shipper_cpu, server_cpu, rss) = (
+        of(&ship, |r| r.agent_cpu_s),
+        of(&ship, |r| r.shipper_cpu_s),
+        of(&ship, |r| r.server_cpu_s),
+        of(&ship, |r| r.agent_rss_mib),
+    );
+    let agent_cpu_lz4 = of(&ship_lz4, |r| r.agent_cpu_s);
+    let ship_lz4: Vec<f64> = ship_lz4.iter().map(|r| r.secs).collect();
+    let ship: Vec<f64> = ship.iter().map(|r| r.secs).collect();
     let ship_s = median(ship);
+    let ship_lz4_s = median(ship_lz4);
     let stock_copy_s = median(stock);
     let stock_same_work_s = median(same_work);
     println!(
-        "   ship median {ship_s:.2} s, stock median {stock_copy_s:.2} s, ratio {:.2}",
-        ship_s / stock_copy_s.max(1e-9)
+        "   ship median {ship_s:.2} s (lz4 {ship_lz4_s:.2} s), stock median {stock_copy_s:.2} s, ratio {:.2} (lz4 {:.2})",
+        ship_s / stock_copy_s.max(1e-9),
+        ship_lz4_s / stock_copy_s.max(1e-9)
     );
     let mut result = SizeResult {
         binlog_mb: mib(bytes),
         ship_s,
+        ship_lz4_s,
+        agent_cpu_lz4_s: agent_cpu_lz4,
+        stored_lz4_mb: mib(stored_lz4),
         stock_copy_s,
         stock_same_work_s,
-        agent_cpu_s: median(agent_cpu),
-        shipper_cpu_s: median(shipper_cpu),
-        server_cpu_s: median(server_cpu),
+        agent_cpu_s: agent_cpu,
+        shipper_cpu_s: shipper_cpu,
+        server_cpu_s: server_cpu,
         stock_server_cpu_s: median(stock_server_cpu),
-        agent_rss_mib: median(rss),
+        agent_rss_mib: rss,
         stored_mb: mib(store_bytes),
         gzip_mb: 0.0,
         gzip_s: 0.0,
@@ -572,8 +648,10 @@ async fn size_run(
     result.gzip_s = gzip_s;
     for l in &result.levels {
         println!(
-            "   seal at zstd level {}: {:.0} MiB/s, stored {:.3} of the binlog",
-            l.level, l.mib_per_s, l.ratio
+            "   seal with {}: {:.0} MiB/s, stored {:.3} of the binlog",
+            compression_name(l.compression),
+            l.mib_per_s,
+            l.ratio
         );
     }
     result.restore_s = median(restore);
@@ -805,49 +883,57 @@ async fn main() -> anyhow::Result<()> {
         md,
         "## Ship throughput: read the whole binlog and store it durably\n"
     );
-    let _ = writeln!(md, "The server runs with `binlog_annotate_row_events=OFF`, so that both sides move the same events (the agent does not receive ANNOTATE_ROWS events, which hold the SQL text of each statement and were half of this workload's binlog). logferry = agent reads from the server (CRC32 of every event checked), seals 1 s / 8 MiB segments (zstd level 1, sha256 of the plaintext and of the segment), spools with fsync, uploads; shipper checks the trailer sha256 and stores with fsync; timed until the shipper holds the server's position. Stock = `mariadb-binlog --read-from-remote-server --raw --to-last-log` writing the same binlog to local files (no compression, no checksum, no fsync). Stock with the same work = that copy, then `zstd -1` of the files, `sha256sum` of the result and `sync` (what a script making compressed, checksummed, durable copies with the stock tools does). Median of {} runs.\n", a.repeat);
-    let _ = writeln!(md, "| binlog | logferry | stock copy | ratio | stock copy + zstd -1 + sha256sum + sync | ratio | agent peak RSS | CPU s: agent + shipper + server | CPU s: stock server |\n|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(md, "The server runs with `binlog_annotate_row_events=OFF`, so that both sides move the same events (the agent does not receive ANNOTATE_ROWS events, which hold the SQL text of each statement and were half of this workload's binlog). logferry = agent reads from the server (CRC32 of every event checked), seals 1 s / 8 MiB segments (zstd level 1 by default, or `segment.codec = \"lz4\"`; sha256 of the plaintext and of the segment), spools with fsync, uploads; shipper checks the trailer sha256 and stores with fsync; timed until the shipper holds the server's position. Stock = `mariadb-binlog --read-from-remote-server --raw --to-last-log` writing the same binlog to local files (no compression, no checksum, no fsync). Stock with the same work = that copy, then `zstd -1` of the files, `sha256sum` of the result and `sync` (what a script making compressed, checksummed, durable copies with the stock tools does). Each round runs the four in turn; median of {} rounds.\n", a.repeat);
+    let _ = writeln!(md, "| binlog | logferry (zstd 1) | stock copy | ratio | logferry, codec lz4 | ratio | stock copy + zstd -1 + sha256sum + sync | ratio (zstd 1) | agent peak RSS | CPU s: agent + shipper + server | CPU s: agent with lz4 | CPU s: stock server |\n|---|---|---|---|---|---|---|---|---|---|---|---|");
     for s in &sizes {
         let _ = writeln!(
             md,
-            "| {:.0} MiB | {:.2} s | {:.2} s | {:.2}× | {:.2} s | {:.2}× | {:.1} MiB | {:.2} + {:.2} + {:.2} | {:.2} |",
+            "| {:.0} MiB | {:.2} s | {:.2} s | {:.2}× | {:.2} s | {:.2}× | {:.2} s | {:.2}× | {:.1} MiB | {:.2} + {:.2} + {:.2} | {:.2} | {:.2} |",
             s.binlog_mb,
             s.ship_s,
             s.stock_copy_s,
             s.ship_s / s.stock_copy_s.max(1e-9),
+            s.ship_lz4_s,
+            s.ship_lz4_s / s.stock_copy_s.max(1e-9),
             s.stock_same_work_s,
             s.ship_s / s.stock_same_work_s.max(1e-9),
             s.agent_rss_mib,
             s.agent_cpu_s,
             s.shipper_cpu_s,
             s.server_cpu_s,
+            s.agent_cpu_lz4_s,
             s.stock_server_cpu_s
         );
     }
-    let _ = writeln!(md, "\n## Storage: stored bytes per byte of binlog\n\n| binlog | logferry store | ratio | `gzip -6` of the files | ratio | gzip time |\n|---|---|---|---|---|---|");
+    let _ = writeln!(md, "\n## Storage: stored bytes per byte of binlog\n\n| binlog | logferry store (zstd 1) | ratio | with codec lz4 | ratio | `gzip -6` of the files | ratio | gzip time |\n|---|---|---|---|---|---|---|---|");
     for s in &sizes {
         let _ = writeln!(
             md,
-            "| {:.0} MiB | {:.1} MiB | {:.3} | {:.1} MiB | {:.3} | {:.1} s |",
+            "| {:.0} MiB | {:.1} MiB | {:.3} | {:.1} MiB | {:.3} | {:.1} MiB | {:.3} | {:.1} s |",
             s.binlog_mb,
             s.stored_mb,
             s.stored_mb / s.binlog_mb,
+            s.stored_lz4_mb,
+            s.stored_lz4_mb / s.binlog_mb,
             s.gzip_mb,
             s.gzip_mb / s.binlog_mb,
             s.gzip_s
         );
     }
-    let _ = writeln!(md, "\n### Sealing cost per zstd level\n\nThe same binlog files sealed in 8 MiB segments with the agent's sealer (zstd in two frames on two threads, the plaintext sha256 on a third), in the benchmark process on an otherwise idle machine. Level 1 is the default (`segment.zstd_level`).\n");
+    let _ = writeln!(md, "\n### Sealing cost per codec and zstd level\n\nThe same binlog files sealed in 8 MiB segments with the agent's sealer (two frames on two threads, the plaintext sha256 on a third), in the benchmark process on an otherwise idle machine. zstd level 1 is the default (`segment.codec`, `segment.zstd_level`).\n");
     let _ = writeln!(
         md,
-        "| binlog | level | sealing speed | stored / binlog |\n|---|---|---|---|"
+        "| binlog | codec | sealing speed | stored / binlog |\n|---|---|---|---|"
     );
     for s in &sizes {
         for l in &s.levels {
             let _ = writeln!(
                 md,
                 "| {:.0} MiB | {} | {:.0} MiB/s | {:.3} |",
-                s.binlog_mb, l.level, l.mib_per_s, l.ratio
+                s.binlog_mb,
+                compression_name(l.compression),
+                l.mib_per_s,
+                l.ratio
             );
         }
     }

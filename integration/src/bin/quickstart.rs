@@ -46,6 +46,7 @@ async fn main() -> anyhow::Result<()> {
             shipper_url: shipper.url(),
             max_age_ms: 1000,
             source_extra: String::new(),
+            segment_extra: String::new(),
             extra_toml: String::new(),
         },
     )?;

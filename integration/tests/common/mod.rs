@@ -21,6 +21,7 @@ pub fn settings(db: &MariaDb, shipper: &Shipper) -> AgentSettings {
         shipper_url: shipper.url(),
         max_age_ms: 200,
         source_extra: String::new(),
+        segment_extra: String::new(),
         extra_toml: String::new(),
     }
 }
@@ -123,10 +124,6 @@ pub fn segment(start: u64, body: &[u8]) -> Segment {
         last_event_ms: 2,
         event_count: 1,
     };
-    Segment::seal(
-        meta,
-        &p.take(),
-        logferry_common::segment::DEFAULT_ZSTD_LEVEL,
-    )
-    .unwrap_or_else(|e| panic!("{e}"))
+    Segment::seal(meta, &p.take(), logferry_common::Compression::default())
+        .unwrap_or_else(|e| panic!("{e}"))
 }
