@@ -114,7 +114,7 @@ pub async fn run(cfg: AgentConfig, shutdown: ShutdownRx) -> Result<()> {
         ));
     }
     let resume = initial_position(&cfg, &spool, &client, retry.clone(), shutdown.clone()).await?;
-    info!(stream = %cfg.agent.stream, resume = ?resume.as_ref().map(|p| p.to_string()), "agent starting");
+    info!(stream = %cfg.agent.stream, resume = ?resume.as_ref().map(|p| p.to_string()), compression = ?cfg.segment.compression(), "agent starting");
 
     // Enough events to keep the network read and the sealing busy at once; a few MiB at
     // most (row events are up to ~8 KiB), so memory stays bounded whatever the lag.

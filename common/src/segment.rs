@@ -175,17 +175,14 @@ pub struct Sealer {
 /// One compressor and its reused output buffer.
 struct Half {
     encoder: Encoder,
-    /// Output of the last [`Half::compress`] in its first `used` bytes; it keeps its length
-    /// (and the pages behind it) from segment to segment.
     out: Vec<u8>,
-    used: usize,
 }
 
 /// A compressor of one [`Compression`].
 enum Encoder {
     Stored,
     Zstd(Box<zstd::bulk::Compressor<'static>>),
-    Lz4,
+    Lz4(crate::lz4_frame::Lz4Writer),
 }
 
 impl Half {
@@ -195,45 +192,31 @@ impl Half {
             Compression::Zstd(level) => Encoder::Zstd(Box::new(
                 zstd::bulk::Compressor::new(level).map_err(Error::Compress)?,
             )),
-            Compression::Lz4 => Encoder::Lz4,
+            Compression::Lz4 => Encoder::Lz4(crate::lz4_frame::Lz4Writer::default()),
         };
         Ok(Half {
             encoder,
             out: Vec::new(),
-            used: 0,
         })
     }
 
     fn compress(&mut self, input: &[u8]) -> Result<()> {
-        self.used = 0;
+        self.out.clear();
         match &mut self.encoder {
             Encoder::Stored => {
-                self.out.clear();
                 self.out.extend_from_slice(input);
-                self.used = self.out.len();
+                Ok(())
             }
             Encoder::Zstd(compressor) => {
-                self.out.clear();
                 self.out
                     .reserve(zstd::zstd_safe::compress_bound(input.len()));
                 compressor
                     .compress_to_buffer(input, &mut self.out)
-                    .map_err(Error::Compress)?;
-                self.used = self.out.len();
+                    .map(|_| ())
+                    .map_err(Error::Compress)
             }
-            Encoder::Lz4 => {
-                let bound = crate::lz4_frame::frame_bound(input.len());
-                if self.out.len() < bound {
-                    self.out.resize(bound, 0);
-                }
-                self.used = crate::lz4_frame::write_frame(input, &mut self.out)?;
-            }
+            Encoder::Lz4(writer) => writer.write_frame(input, &mut self.out),
         }
-        Ok(())
-    }
-
-    fn stored(&self) -> &[u8] {
-        &self.out[..self.used]
     }
 }
 
@@ -269,7 +252,7 @@ impl Sealer {
         if payload.len() < SPLIT_AT {
             first.compress(payload)?;
             let digest: [u8; 32] = Sha256::digest(payload).into();
-            return Segment::assemble(meta, codec, payload.len(), digest, &[first.stored()]);
+            return Segment::assemble(meta, codec, payload.len(), digest, &[&first.out]);
         }
         let (head, tail) = payload.split_at(payload.len() / 2);
         let (head_done, tail_done, digest) = std::thread::scope(|s| {
@@ -285,7 +268,7 @@ impl Sealer {
             codec,
             payload.len(),
             digest,
-            &[first.stored(), second.stored()],
+            &[&first.out, &second.out],
         )
     }
 }
