@@ -10,7 +10,7 @@
 //! 3. After a crash the source resumes at the end of the newest spooled segment, else at the
 //!    checkpoint; the spool is shipped first, oldest first.
 //!
-//! The last few segments written are also kept in memory, so that the ship loop, usually
+//! The newest segments written (within a byte budget) are also kept in memory, so that the ship loop, usually
 //! one segment behind the sealing, uploads them without reading the file back and hashing
 //! it again; older ones (the shipper was away) are read from disk and checked.
 
@@ -27,9 +27,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{AgentError, Result};
 
-/// Segments kept in memory after they are written: the one being uploaded and the next.
-/// Bounded so that memory does not grow with the lag (at most 2 × a sealed segment).
-const RECENT_SEGMENTS: usize = 2;
+/// Segments kept in memory after they are written, for the ship loop to upload without
+/// reading them back: the newest one always, older ones while all together stay within this
+/// many bytes (two zstd segments of the default size, one lz4 segment). Bounded so that
+/// memory does not grow with the lag.
+const RECENT_BYTES: usize = 4 << 20;
 
 /// A spooled segment file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,7 +77,7 @@ impl Spool {
             segments,
             quarantine,
             bytes: AtomicU64::new(0),
-            recent: Mutex::new(VecDeque::with_capacity(RECENT_SEGMENTS)),
+            recent: Mutex::new(VecDeque::new()),
         };
         for entry in
             fs::read_dir(&spool.segments).map_err(|e| AgentError::spool(&spool.segments, e))?
@@ -113,10 +115,17 @@ impl Spool {
         let len = seg.bytes().len() as u64;
         self.bytes.fetch_add(len, Ordering::Relaxed);
         if let Ok(mut recent) = self.recent.lock() {
-            if recent.len() == RECENT_SEGMENTS {
-                recent.pop_front();
-            }
             recent.push_back((name.clone(), seg));
+            let (mut total, mut keep) = (0, 0);
+            for (_, s) in recent.iter().rev() {
+                total += s.bytes().len();
+                if keep > 0 && total > RECENT_BYTES {
+                    break;
+                }
+                keep += 1;
+            }
+            let older = recent.len() - keep;
+            recent.drain(..older);
         }
         Ok(SpoolEntry { path, name, len })
     }
@@ -332,9 +341,50 @@ mod tests {
             spool.read(&second),
             Err(AgentError::SpoolCorrupt { .. })
         ));
-        // Only the newest two are kept: the first is read back from its file.
         assert_eq!(spool.read(&first).unwrap().bytes(), seg(4, 100).bytes());
         assert_eq!(spool.read(&third).unwrap().bytes(), seg(250, 400).bytes());
         assert!(spool.recent.lock().unwrap().is_empty());
+    }
+
+    /// A segment holding `len` incompressible bytes (stored as they are).
+    fn big_seg(from: u64, to: u64, len: usize) -> Segment {
+        let mut payload = vec![0u8; len];
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for b in &mut payload {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+        let meta = seg(from, to).header.meta;
+        Segment::seal(meta, &payload, logferry_common::Compression::None).unwrap()
+    }
+
+    #[test]
+    fn memory_holds_the_newest_segment_and_older_ones_within_the_byte_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let half = RECENT_BYTES / 2 + 1;
+        let first = spool.write(big_seg(4, 100, half)).unwrap();
+        let second = spool.write(big_seg(100, 250, half)).unwrap();
+        let third = spool.write(big_seg(250, 400, 2 * RECENT_BYTES)).unwrap();
+        for e in [&first, &second, &third] {
+            let mut bytes = fs::read(&e.path).unwrap();
+            bytes[40] ^= 1;
+            fs::write(&e.path, &bytes).unwrap();
+        }
+        // Two halves overflow the budget, so the first went back to disk when the second
+        // was written; the second went when the third (alone over budget, but the newest)
+        // was written. Damaged files show which reads came from disk.
+        for e in [&first, &second] {
+            assert!(matches!(
+                spool.read(e),
+                Err(AgentError::SpoolCorrupt { .. })
+            ));
+        }
+        assert_eq!(
+            spool.read(&third).unwrap().bytes(),
+            big_seg(250, 400, 2 * RECENT_BYTES).bytes()
+        );
     }
 }
