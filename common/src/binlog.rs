@@ -20,6 +20,9 @@ pub const EVENT_HEADER_LEN: usize = 19;
 pub const FORMAT_DESCRIPTION_EVENT: u8 = 15;
 /// Event type code of a rotate event.
 pub const ROTATE_EVENT: u8 = 4;
+/// Event type code of a stop event: the server shut down cleanly and ended the file there
+/// without a rotate event; when it starts again it writes the next file.
+pub const STOP_EVENT: u8 = 3;
 /// Event type code of a table-map event. MariaDB writes an ANNOTATE_ROWS event before the
 /// first table map of each statement (with `binlog_annotate_row_events`), which the
 /// replication stream leaves out unless the replica asks for it, so a table map may start
@@ -280,6 +283,24 @@ pub fn rotate_target(body: &[u8]) -> Result<(u64, String)> {
     Ok((u64::from_le_bytes(pos), name.to_owned()))
 }
 
+/// The binlog file the server writes after `name`: the numeric extension plus one, at
+/// least as wide (`mysql-bin.000009` → `mysql-bin.000010`, `b.999999` → `b.1000000`).
+/// `None` when the name has no numeric extension.
+pub fn next_file_name(name: &str) -> Option<String> {
+    let (base, ext) = name.rsplit_once('.')?;
+    if ext.is_empty() || !ext.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let next = ext.parse::<u64>().ok()?.checked_add(1)?;
+    Some(format!("{base}.{next:0width$}", width = ext.len()))
+}
+
+/// Where the stream continues after a stop event in `file`: the start of the next file
+/// (position 4, after the magic). `None` when the next file's name cannot be derived.
+pub fn after_stop(file: &str) -> Option<BinlogPos> {
+    next_file_name(file).map(|next| BinlogPos::new(next, 4))
+}
+
 fn rotate_event_target(ev: &[u8], crc: bool) -> Result<(u64, String)> {
     let body_end = ev.len().saturating_sub(if crc { 4 } else { 0 });
     rotate_target(ev.get(EVENT_HEADER_LEN..body_end).unwrap_or_default())
@@ -296,7 +317,8 @@ pub enum Walked<'a> {
         bytes: &'a [u8],
         /// Its header.
         header: EventHeader,
-        /// Position right after it (a rotate's target for a rotate event).
+        /// Position right after it (a rotate's target for a rotate event, the next file's
+        /// start for a stop event).
         end: &'a BinlogPos,
         /// Whether its last 4 bytes are a CRC32.
         crc32: bool,
@@ -332,6 +354,11 @@ where
         if header.event_type == ROTATE_EVENT {
             let (offset, file) = rotate_event_target(ev, crc)?;
             pos = BinlogPos::new(file, offset);
+        } else if let Some(next) = (header.event_type == STOP_EVENT)
+            .then(|| after_stop(&pos.file))
+            .flatten()
+        {
+            pos = next;
         } else {
             pos.offset = u64::from(header.log_pos);
         }
@@ -428,7 +455,8 @@ impl ExportFiles {
 }
 
 /// Checks that the events of a payload form an unbroken run from `start` to `end`: every
-/// event starts where the previous one ended (rotate events move to their target file; only
+/// event starts where the previous one ended (rotate events move to their target file, stop
+/// events to the start of the next file; only
 /// the ANNOTATE_ROWS slot before a table map may be skipped), and the last event
 /// ends at `end`. Returns the number of events.
 ///
@@ -551,6 +579,53 @@ mod tests {
         let mut w = BinlogFileWriter::new();
         w.push_payload(&b.take()).unwrap();
         assert_eq!(file_events(&w.finish()).count(), 1);
+    }
+
+    #[test]
+    fn the_next_file_name_counts_up_its_extension() {
+        assert_eq!(
+            next_file_name("mysql-bin.000009").as_deref(),
+            Some("mysql-bin.000010")
+        );
+        assert_eq!(next_file_name("b.999999").as_deref(), Some("b.1000000"));
+        assert_eq!(
+            next_file_name("my.host-bin.42").as_deref(),
+            Some("my.host-bin.43")
+        );
+        for bad in ["nodot", "b.", "b.12a", "b.99999999999999999999"] {
+            assert_eq!(next_file_name(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_stop_event_continues_the_chain_at_the_start_of_the_next_file() {
+        // b.000001 ends with a stop event (clean shutdown); b.000002 starts at 4.
+        let fde = event(FORMAT_DESCRIPTION_EVENT, 29, b"format");
+        let mut b = PayloadBuilder::default();
+        b.push_format(&fde);
+        b.push_event(&event(2, 124, b"query"));
+        b.push_event(&event(16, 146, b"xid"));
+        b.push_event(&event(STOP_EVENT, 165, b""));
+        b.push_event(&fde);
+        b.push_event(&event(2, 53, b"query"));
+        let payload = b.take();
+        let start = BinlogPos::new("b.000001", 100);
+        assert_eq!(
+            check_chain(&payload, &start, &BinlogPos::new("b.000002", 53)).unwrap(),
+            5
+        );
+        assert!(check_chain(&payload, &start, &BinlogPos::new("b.000001", 53)).is_err());
+        let mut files = ExportFiles::default();
+        files.push_segment("b.000001", &payload).unwrap();
+        let files = files.finish();
+        let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["b.000001", "b.000002"]);
+        let types = |f: &[u8]| -> Vec<u8> { file_events(f).map(|e| e.unwrap()[4]).collect() };
+        assert_eq!(
+            types(&files[0].1),
+            [FORMAT_DESCRIPTION_EVENT, 2, 16, STOP_EVENT]
+        );
+        assert_eq!(types(&files[1].1), [FORMAT_DESCRIPTION_EVENT, 2]);
     }
 
     #[test]

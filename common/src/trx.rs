@@ -10,6 +10,8 @@ use crate::binlog::EVENT_HEADER_LEN;
 pub mod code {
     /// QUERY_EVENT: a statement, or BEGIN / COMMIT of a transaction.
     pub const QUERY: u8 = 2;
+    /// STOP_EVENT: the server shut down cleanly; it continues in the next binlog file.
+    pub const STOP: u8 = 3;
     /// ROTATE_EVENT: the server continues in another binlog file.
     pub const ROTATE: u8 = 4;
     /// FORMAT_DESCRIPTION_EVENT.

@@ -55,8 +55,11 @@ pub struct MariaDb {
     pub port: u16,
     /// Data directory (holds the binlog files).
     pub datadir: PathBuf,
-    proc: Proc,
-    _dir: tempfile::TempDir,
+    opts: Options,
+    /// The running server; `None` only while [`MariaDb::restart`] runs.
+    proc: Option<Proc>,
+    /// Holds the datadir, socket and logs; deleted when dropped.
+    dir: tempfile::TempDir,
 }
 
 impl MariaDb {
@@ -101,24 +104,42 @@ impl MariaDb {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        let port = free_port()?;
-        let d = dir.path().to_owned();
-        let d = d.as_path();
+        let mut db = MariaDb {
+            port: free_port()?,
+            datadir,
+            opts: opts.clone(),
+            proc: None,
+            dir,
+        };
+        db.launch().await?;
+        let mut c = db.conn().await?;
+        c.query_drop(format!(
+            "SET sql_log_bin = 0; \
+             CREATE USER '{REPL_USER}'@'%' IDENTIFIED BY '{REPL_PASSWORD}'; \
+             GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.* TO '{REPL_USER}'@'%'"
+        ))
+        .await?;
+        Ok(db)
+    }
+
+    /// Runs `mariadbd` on this datadir and port and waits until it answers as this server.
+    async fn launch(&mut self) -> anyhow::Result<()> {
+        let d = self.dir.path().to_owned();
         let mut cmd = Command::new("mariadbd");
         cmd.arg("--no-defaults")
-            .arg(format!("--datadir={}", datadir.display()))
-            .arg(format!("--port={port}"))
+            .arg(format!("--datadir={}", self.datadir.display()))
+            .arg(format!("--port={}", self.port))
             .arg("--bind-address=127.0.0.1")
             .arg(format!("--socket={}", d.join("sock").display()))
             .arg(format!("--pid-file={}", d.join("pid").display()))
             .arg(format!("--log-error={}", d.join("err.log").display()))
-            .arg(format!("--server-id={}", opts.server_id))
+            .arg(format!("--server-id={}", self.opts.server_id))
             .args([
                 "--user=root",
                 "--skip-name-resolve",
                 "--innodb-buffer-pool-size=64M",
             ]);
-        if opts.log_bin {
+        if self.opts.log_bin {
             cmd.args([
                 "--log-bin=mysql-bin",
                 "--binlog-format=ROW",
@@ -126,16 +147,10 @@ impl MariaDb {
                 "--binlog-checksum=CRC32",
             ]);
         }
-        cmd.args(&opts.extra);
-        let proc = Proc::spawn("mariadbd", cmd, &d.join("stdout.log"))?;
-        let mut db = MariaDb {
-            port,
-            datadir,
-            proc,
-            _dir: dir,
-        };
+        cmd.args(&self.opts.extra);
+        self.proc = Some(Proc::spawn("mariadbd", cmd, &d.join("stdout.log"))?);
         let err_log = d.join("err.log");
-        let url = db.root_url();
+        let url = self.root_url();
         let ready: anyhow::Result<String> = wait_for(
             "mariadbd to accept connections",
             Duration::from_secs(90),
@@ -153,28 +168,38 @@ impl MariaDb {
         let served = match ready {
             Ok(dir) => dir,
             Err(e) => {
-                let exited = db.proc.try_exit()?;
+                let exited = match self.proc.as_mut() {
+                    Some(p) => p.try_exit()?,
+                    None => None,
+                };
                 bail!(
                     "{e:#} (exited: {exited:?}); error log:\n{}",
                     std::fs::read_to_string(&err_log).unwrap_or_default()
                 );
             }
         };
-        let ours = db.datadir.display().to_string();
+        let ours = self.datadir.display().to_string();
         if served.trim_end_matches('/') != ours.trim_end_matches('/') {
             bail!(
                 "port {} is served by another server ({served}), not ours ({ours})",
-                db.port
+                self.port
             );
         }
-        let mut c = db.conn().await?;
-        c.query_drop(format!(
-            "SET sql_log_bin = 0; \
-             CREATE USER '{REPL_USER}'@'%' IDENTIFIED BY '{REPL_PASSWORD}'; \
-             GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.* TO '{REPL_USER}'@'%'"
-        ))
-        .await?;
-        Ok(db)
+        Ok(())
+    }
+
+    /// Shuts the server down cleanly (SIGTERM: it ends its binlog with a stop event) and
+    /// starts it again on the same datadir and port, as an operator's restart does.
+    ///
+    /// # Errors
+    /// When the server does not stop cleanly or does not come back within 90 s.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        let mut proc = self.proc.take().context("the server is not running")?;
+        let status = proc.terminate()?;
+        if !status.success() {
+            bail!("mariadbd did not shut down cleanly: {status}");
+        }
+        self.launch().await
     }
 
     /// Starts a replica of `primary` (GTID-based, from the primary's first binlog) and waits
@@ -238,7 +263,7 @@ impl MariaDb {
 
     /// CPU time the server process has used so far, seconds.
     pub fn cpu_seconds(&self) -> Option<f64> {
-        self.proc.cpu_seconds()
+        self.proc.as_ref().and_then(Proc::cpu_seconds)
     }
 
     /// URL of the root user (empty password).

@@ -153,6 +153,43 @@ async fn agent_resumes_by_gtid_after_kills() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A clean restart of the database ends its binlog file with a stop event instead of a
+/// rotate; the stream continues in the next file, whether the agent was connected at the
+/// shutdown or catches up across it later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_restarts_continue_the_chain_in_the_next_binlog_file() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let mut db = MariaDb::start(Options::default()).await?;
+    let shipper = Shipper::start(tmp.path()).await?;
+    let mut agent = Agent::start(&tmp.path().join("agent"), &settings(&db, &shipper))?;
+    let mut c = db.conn().await?;
+    workload::create_schema(&mut c).await?;
+    workload::run(&mut c, 0, 100).await?;
+    wait_caught_up(&db, &shipper, &agent).await?;
+    drop(c);
+
+    // Restarted under a connected agent, which reconnects by itself.
+    db.restart().await?;
+    workload::run(&mut db.conn().await?, 100, 200).await?;
+    wait_caught_up(&db, &shipper, &agent).await?;
+
+    // Restarted while the agent is down: it later reads across the stop event.
+    agent.kill9();
+    workload::run(&mut db.conn().await?, 200, 300).await?;
+    db.restart().await?;
+    workload::run(&mut db.conn().await?, 300, 400).await?;
+    agent.restart()?;
+    wait_caught_up(&db, &shipper, &agent).await?;
+
+    let (file, _) = db.master_status().await?;
+    assert_eq!(file, "mysql-bin.000003", "two restarts, three files");
+    let events = assert_same_events_as_server(&db, &shipper.store_dir, tmp.path())?;
+    assert!(events > 400, "only {events} events stored");
+    let (code, out) = shipper_cli(&["verify", "--store", &shipper.store_url()])?;
+    assert_eq!(code, 0, "{out}");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_spool_directory_resumes_from_the_shippers_head() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;

@@ -76,7 +76,10 @@ impl MysqlSource {
                 None => self.cursor = Some(BinlogPos::new(file, pos)),
                 Some(c) if c.file != file => {
                     return Err(AgentError::Gap(format!(
-                        "the stream is at {c} but the server continues in {file} at {pos}"
+                        "the stream is at {c} but the server continues in {file} at {pos}; \
+                         {} ended without a rotate or stop event (the server crashed, or its \
+                         binlog was reset or purged)",
+                        c.file
                     )))
                 }
                 Some(_) => {}
@@ -116,6 +119,11 @@ impl MysqlSource {
         let mut end = if ty == code::ROTATE {
             let (pos, file) = rotate_target(body, false)?;
             BinlogPos::new(file, pos)
+        } else if let Some(next) = (ty == code::STOP)
+            .then(|| binlog::after_stop(&cursor.file))
+            .flatten()
+        {
+            next
         } else {
             BinlogPos::new(cursor.file.clone(), log_pos)
         };
