@@ -28,9 +28,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{AgentError, Result};
 
 /// Segments kept in memory after they are written, for the ship loop to upload without
-/// reading them back: the newest one always, older ones while all together stay within this
-/// many bytes (two zstd segments of the default size, one lz4 segment). Bounded so that
-/// memory does not grow with the lag.
+/// reading them back: the newest ones while all together stay within this many bytes (two
+/// zstd segments of the default size, one lz4 segment, no uncompressed one). Bounded so that
+/// memory does not grow with the lag or the segment size.
 const RECENT_BYTES: usize = 4 << 20;
 
 /// A spooled segment file.
@@ -119,7 +119,7 @@ impl Spool {
             let (mut total, mut keep) = (0, 0);
             for (_, s) in recent.iter().rev() {
                 total += s.bytes().len();
-                if keep > 0 && total > RECENT_BYTES {
+                if total > RECENT_BYTES {
                     break;
                 }
                 keep += 1;
@@ -361,30 +361,31 @@ mod tests {
     }
 
     #[test]
-    fn memory_holds_the_newest_segment_and_older_ones_within_the_byte_budget() {
+    fn memory_holds_the_newest_segments_within_the_byte_budget() {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path()).unwrap();
         let half = RECENT_BYTES / 2 + 1;
         let first = spool.write(big_seg(4, 100, half)).unwrap();
         let second = spool.write(big_seg(100, 250, half)).unwrap();
-        let third = spool.write(big_seg(250, 400, 2 * RECENT_BYTES)).unwrap();
-        for e in [&first, &second, &third] {
+        let third = spool.write(big_seg(250, 400, RECENT_BYTES + 1)).unwrap();
+        let fourth = spool.write(big_seg(400, 500, half)).unwrap();
+        for e in [&first, &second, &third, &fourth] {
             let mut bytes = fs::read(&e.path).unwrap();
             bytes[40] ^= 1;
             fs::write(&e.path, &bytes).unwrap();
         }
         // Two halves overflow the budget, so the first went back to disk when the second
-        // was written; the second went when the third (alone over budget, but the newest)
-        // was written. Damaged files show which reads came from disk.
-        for e in [&first, &second] {
+        // was written; the second went with the third, which alone is over the budget and
+        // never stayed. Damaged files show which reads came from disk.
+        for e in [&first, &second, &third] {
             assert!(matches!(
                 spool.read(e),
                 Err(AgentError::SpoolCorrupt { .. })
             ));
         }
         assert_eq!(
-            spool.read(&third).unwrap().bytes(),
-            big_seg(250, 400, 2 * RECENT_BYTES).bytes()
+            spool.read(&fourth).unwrap().bytes(),
+            big_seg(400, 500, half).bytes()
         );
     }
 }

@@ -169,7 +169,8 @@ const SPLIT_AT: usize = 1 << 20;
 /// have the kernel fault in) fresh ones each time.
 pub struct Sealer {
     codec: Codec,
-    halves: [Half; 2],
+    /// The two compressors; `None` when payloads are stored as they are.
+    halves: Option<[Half; 2]>,
 }
 
 /// One compressor and its reused output buffer.
@@ -178,35 +179,31 @@ struct Half {
     out: Vec<u8>,
 }
 
-/// A compressor of one [`Compression`].
+/// A compressor of one [`Compression`] other than none.
 enum Encoder {
-    Stored,
     Zstd(Box<zstd::bulk::Compressor<'static>>),
     Lz4(crate::lz4_frame::Lz4Writer),
 }
 
 impl Half {
-    fn new(compression: Compression) -> Result<Self> {
+    /// A half for `compression`; `None` for [`Compression::None`], which needs no buffer.
+    fn new(compression: Compression) -> Result<Option<Self>> {
         let encoder = match compression {
-            Compression::None => Encoder::Stored,
+            Compression::None => return Ok(None),
             Compression::Zstd(level) => Encoder::Zstd(Box::new(
                 zstd::bulk::Compressor::new(level).map_err(Error::Compress)?,
             )),
             Compression::Lz4 => Encoder::Lz4(crate::lz4_frame::Lz4Writer::default()),
         };
-        Ok(Half {
+        Ok(Some(Half {
             encoder,
             out: Vec::new(),
-        })
+        }))
     }
 
     fn compress(&mut self, input: &[u8]) -> Result<()> {
         self.out.clear();
         match &mut self.encoder {
-            Encoder::Stored => {
-                self.out.extend_from_slice(input);
-                Ok(())
-            }
             Encoder::Zstd(compressor) => {
                 self.out
                     .reserve(zstd::zstd_safe::compress_bound(input.len()));
@@ -224,7 +221,10 @@ impl std::fmt::Debug for Sealer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sealer")
             .field("codec", &self.codec)
-            .field("buffer_capacity", &self.halves[0].out.capacity())
+            .field(
+                "buffer_capacity",
+                &self.halves.as_ref().map(|[h, _]| h.out.capacity()),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -237,7 +237,9 @@ impl Sealer {
     pub fn new(compression: Compression) -> Result<Self> {
         Ok(Sealer {
             codec: compression.codec(),
-            halves: [Half::new(compression)?, Half::new(compression)?],
+            halves: Half::new(compression)?
+                .zip(Half::new(compression)?)
+                .map(|(a, b)| [a, b]),
         })
     }
 
@@ -248,7 +250,11 @@ impl Sealer {
     /// fit.
     pub fn seal(&mut self, meta: SegmentMeta, payload: &[u8]) -> Result<Segment> {
         let codec = self.codec;
-        let [first, second] = &mut self.halves;
+        let Some([first, second]) = &mut self.halves else {
+            // Stored as it is: assembled straight from the payload, with no copy in between.
+            let digest: [u8; 32] = Sha256::digest(payload).into();
+            return Segment::assemble(meta, codec, payload.len(), digest, &[payload]);
+        };
         if payload.len() < SPLIT_AT {
             first.compress(payload)?;
             let digest: [u8; 32] = Sha256::digest(payload).into();
