@@ -202,6 +202,17 @@ impl MariaDb {
         self.launch().await
     }
 
+    /// Kills the server (SIGKILL: its binlog file ends with neither a rotate nor a stop
+    /// event) and starts it again on the same datadir and port, as after a crash.
+    ///
+    /// # Errors
+    /// When the server does not come back within 90 s.
+    pub async fn crash_and_restart(&mut self) -> anyhow::Result<()> {
+        let mut proc = self.proc.take().context("the server is not running")?;
+        proc.kill9();
+        self.launch().await
+    }
+
     /// Starts a replica of `primary` (GTID-based, from the primary's first binlog) and waits
     /// until it has applied everything the primary has so far.
     ///

@@ -190,6 +190,48 @@ async fn database_restarts_continue_the_chain_in_the_next_binlog_file() -> anyho
     Ok(())
 }
 
+/// A crashed database leaves a binlog file that ends with no marker; the stream cannot show
+/// that nothing was lost there, so the agent stops with a gap error that says what to do
+/// (rather than carrying on past it, or retrying for ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_crash_stops_the_agent_with_a_gap_error() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let mut db = MariaDb::start(Options::default()).await?;
+    let shipper = Shipper::start(tmp.path()).await?;
+    let mut agent = Agent::start(&tmp.path().join("agent"), &settings(&db, &shipper))?;
+    let mut c = db.conn().await?;
+    workload::create_schema(&mut c).await?;
+    workload::run(&mut c, 0, 50).await?;
+    wait_caught_up(&db, &shipper, &agent).await?;
+    drop(c);
+    db.crash_and_restart().await?;
+    workload::run(&mut db.conn().await?, 50, 100).await?;
+    let mut status = None;
+    for _ in 0..300 {
+        status = agent.try_exit()?;
+        if status.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = agent.log_text();
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "the agent stops: {status:?}\n{log}"
+    );
+    assert!(
+        log.contains("mysql-bin.000001 ended without a rotate or stop event")
+            && log.contains("take a new snapshot"),
+        "{log}"
+    );
+    let (code, out) = shipper_cli(&["verify", "--store", &shipper.store_url()])?;
+    assert_eq!(
+        code, 0,
+        "what was stored before the crash is a sound chain: {out}"
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_spool_directory_resumes_from_the_shippers_head() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;

@@ -78,7 +78,8 @@ impl MysqlSource {
                     return Err(AgentError::Gap(format!(
                         "the stream is at {c} but the server continues in {file} at {pos}; \
                          {} ended without a rotate or stop event (the server crashed, or its \
-                         binlog was reset or purged)",
+                         binlog was reset or purged), so the stream cannot show that nothing \
+                         was lost there: take a new snapshot and start the stream again",
                         c.file
                     )))
                 }
