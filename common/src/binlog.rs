@@ -301,6 +301,19 @@ pub fn after_stop(file: &str) -> Option<BinlogPos> {
     next_file_name(file).map(|next| BinlogPos::new(next, 4))
 }
 
+/// Whether an event is a fake rotate the server sent mid-stream to move on to the next
+/// file: artificial, no position of its own, naming the file after `from` at its start.
+/// The dump thread sends one only after the file before was sent to its end, so it marks a
+/// file that ended with neither a rotate nor a stop event (the server crashed) without
+/// hiding a gap. It is kept in the stream as that proof and left out of exported files.
+pub fn is_file_switch(header: &EventHeader, from: &str, to: &BinlogPos) -> bool {
+    header.event_type == ROTATE_EVENT
+        && header.log_pos == 0
+        && header.flags & crate::trx::LOG_EVENT_ARTIFICIAL_F != 0
+        && to.offset == 4
+        && next_file_name(from).is_some_and(|next| next == to.file)
+}
+
 fn rotate_event_target(ev: &[u8], crc: bool) -> Result<(u64, String)> {
     let body_end = ev.len().saturating_sub(if crc { 4 } else { 0 });
     rotate_target(ev.get(EVENT_HEADER_LEN..body_end).unwrap_or_default())
@@ -403,6 +416,11 @@ impl ExportFiles {
                     if header.event_type == FORMAT_DESCRIPTION_EVENT {
                         self.format = Some(bytes.to_vec());
                     }
+                    if is_file_switch(&header, &file, end) {
+                        // Not part of any file: it only says the next one begins.
+                        file.clone_from(&end.file);
+                        return Ok(true);
+                    }
                     if self.files.last().is_none_or(|(f, _)| *f != file) {
                         let mut w = BinlogFileWriter::new();
                         w.pending_format = self.format.clone();
@@ -456,7 +474,7 @@ impl ExportFiles {
 
 /// Checks that the events of a payload form an unbroken run from `start` to `end`: every
 /// event starts where the previous one ended (rotate events move to their target file, stop
-/// events to the start of the next file; only
+/// events and [`is_file_switch`] fake rotates to the start of the next file; only
 /// the ANNOTATE_ROWS slot before a table map may be skipped), and the last event
 /// ends at `end`. Returns the number of events.
 ///
@@ -477,7 +495,7 @@ pub fn check_chain(payload: &[u8], start: &BinlogPos, end: &BinlogPos) -> Result
         let begins = u64::from(h.log_pos).checked_sub(u64::from(h.event_size));
         let annotate_skipped =
             h.event_type == TABLE_MAP_EVENT && begins.is_some_and(|b| b > at.offset);
-        if begins != Some(at.offset) && !annotate_skipped {
+        if begins != Some(at.offset) && !annotate_skipped && !is_file_switch(&h, &at.file, after) {
             return Err(Error::corrupt(format!(
                 "event {count} (type {}) should start at {}:{} but its header says log_pos {}, size {}",
                 h.event_type, at.file, at.offset, h.log_pos, h.event_size
@@ -625,6 +643,53 @@ mod tests {
             types(&files[0].1),
             [FORMAT_DESCRIPTION_EVENT, 2, 16, STOP_EVENT]
         );
+        assert_eq!(types(&files[1].1), [FORMAT_DESCRIPTION_EVENT, 2]);
+    }
+
+    /// A fake rotate as the dump thread sends it mid-stream: no position, artificial flag.
+    fn fake_rotate(to: &str) -> Vec<u8> {
+        let mut body = 4u64.to_le_bytes().to_vec();
+        body.extend_from_slice(to.as_bytes());
+        let mut e = event(ROTATE_EVENT, 0, &body);
+        e[17..19].copy_from_slice(&crate::trx::LOG_EVENT_ARTIFICIAL_F.to_le_bytes());
+        e
+    }
+
+    #[test]
+    fn a_fake_rotate_to_the_next_file_continues_the_chain_and_is_left_out_of_files() {
+        // b.000001 ends with no marker (a crash); the server moved on to b.000002.
+        let fde = event(FORMAT_DESCRIPTION_EVENT, 29, b"format");
+        let payload = |to: &str| {
+            let mut b = PayloadBuilder::default();
+            b.push_format(&fde);
+            b.push_event(&event(2, 124, b"query"));
+            b.push_event(&fake_rotate(to));
+            b.push_event(&fde);
+            b.push_event(&event(2, 53, b"query"));
+            b.take()
+        };
+        let start = BinlogPos::new("b.000001", 100);
+        let end = |f: &str| BinlogPos::new(f, 53);
+        assert_eq!(
+            check_chain(&payload("b.000002"), &start, &end("b.000002")).unwrap(),
+            4
+        );
+        // Anything but the next file is a gap: a skipped file, a reset numbering.
+        for other in ["b.000003", "b.000001", "c.000002"] {
+            assert!(
+                check_chain(&payload(other), &start, &end(other)).is_err(),
+                "{other}"
+            );
+        }
+        let mut files = ExportFiles::default();
+        files
+            .push_segment("b.000001", &payload("b.000002"))
+            .unwrap();
+        let files = files.finish();
+        let types = |f: &[u8]| -> Vec<u8> { file_events(f).map(|e| e.unwrap()[4]).collect() };
+        assert_eq!(files[0].0, "b.000001");
+        assert_eq!(types(&files[0].1), [FORMAT_DESCRIPTION_EVENT, 2]);
+        assert_eq!(files[1].0, "b.000002");
         assert_eq!(types(&files[1].1), [FORMAT_DESCRIPTION_EVENT, 2]);
     }
 

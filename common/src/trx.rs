@@ -90,6 +90,12 @@ impl TrxTracker {
                     true
                 }
             }
+            code::FORMAT_DESCRIPTION if server_started(body) => {
+                // The server (re)started: a transaction cut by a crash at the end of the
+                // previous file never committed (mariadb-binlog adds a ROLLBACK here too).
+                self.reset();
+                true
+            }
             _ => !self.in_trx && !self.standalone_pending,
         }
     }
@@ -98,6 +104,13 @@ impl TrxTracker {
     pub fn reset(&mut self) {
         *self = TrxTracker::default();
     }
+}
+
+/// Whether a format-description event body was written at server start (its `created`
+/// timestamp, after the binlog version and the 50-byte server version, is set) rather than
+/// at a rotation.
+fn server_started(body: &[u8]) -> bool {
+    body.get(52..56).is_some_and(|created| created != [0; 4])
 }
 
 fn first_word(q: &str) -> &str {
@@ -167,6 +180,29 @@ mod tests {
         assert!(!t.after(code::MARIADB_GTID, &mariadb_gtid(0)));
         assert!(!t.after(19, b"table map"));
         assert!(!t.after(23, b"rows"));
+        assert!(t.after(code::XID, b""));
+    }
+
+    /// A format-description body: binlog version, server version, `created`, the rest.
+    fn fde_body(created: u32) -> Vec<u8> {
+        let mut b = 4u16.to_le_bytes().to_vec();
+        b.extend_from_slice(&[b'x'; 50]);
+        b.extend_from_slice(&created.to_le_bytes());
+        b.extend_from_slice(&[19, 0, 0]);
+        b
+    }
+
+    #[test]
+    fn a_server_start_ends_a_transaction_cut_by_a_crash() {
+        let mut t = TrxTracker::default();
+        assert!(!t.after(code::MARIADB_GTID, &mariadb_gtid(0)));
+        assert!(!t.after(23, b"rows"));
+        // A rotation's format event (created = 0) inside a transaction changes nothing.
+        assert!(!t.after(code::FORMAT_DESCRIPTION, &fde_body(0)));
+        assert!(!t.after(23, b"rows"));
+        // The crash cut it: the restarted server's first file begins with created set.
+        assert!(t.after(code::FORMAT_DESCRIPTION, &fde_body(1_700_000_000)));
+        assert!(!t.after(code::MARIADB_GTID, &mariadb_gtid(0)));
         assert!(t.after(code::XID, b""));
     }
 

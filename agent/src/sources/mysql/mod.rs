@@ -72,20 +72,26 @@ impl MysqlSource {
         if ty == code::ROTATE && artificial {
             let strip = self.crc32 && !self.seen_fde;
             let (pos, file) = rotate_target(ev.data(), strip)?;
-            match &self.cursor {
-                None => self.cursor = Some(BinlogPos::new(file, pos)),
-                Some(c) if c.file != file => {
-                    return Err(AgentError::Gap(format!(
-                        "the stream is at {c} but the server continues in {file} at {pos}; \
-                         {} ended without a rotate or stop event (the server crashed, or its \
-                         binlog was reset or purged), so the stream cannot show that nothing \
-                         was lost there: take a new snapshot and start the stream again",
-                        c.file
-                    )))
-                }
-                Some(_) => {}
+            let Some(cursor) = self.cursor.clone() else {
+                self.cursor = Some(BinlogPos::new(file, pos));
+                return Ok(None);
+            };
+            if cursor.file == file {
+                return Ok(None);
             }
-            return Ok(None);
+            // Mid-stream, the server sends a fake rotate only once it has sent the file
+            // before to its end: to the next file, that file ended with neither a rotate nor
+            // a stop event (the server crashed) and nothing was skipped. The fake rotate is
+            // stored as the chain's proof of that (`binlog::is_file_switch`).
+            let next = binlog::next_file_name(&cursor.file).is_some_and(|n| n == file);
+            let fake = flags & LOG_EVENT_ARTIFICIAL_F != 0 && log_pos == 0;
+            if !(next && fake && pos == 4) {
+                return Err(AgentError::Gap(format!(
+                    "the stream is at {cursor} but the server continues in {file} at {pos} \
+                     (binlog reset or purged?): take a new snapshot and start the stream again"
+                )));
+            }
+            return self.emit(ev, cursor, BinlogPos::new(file, pos));
         }
         if artificial {
             return Ok(None);
@@ -116,8 +122,7 @@ impl MysqlSource {
             }
             _ => {}
         }
-        let boundary = self.trx.after(ty, body);
-        let mut end = if ty == code::ROTATE {
+        let end = if ty == code::ROTATE {
             let (pos, file) = rotate_target(body, false)?;
             BinlogPos::new(file, pos)
         } else if let Some(next) = (ty == code::STOP)
@@ -128,6 +133,19 @@ impl MysqlSource {
         } else {
             BinlogPos::new(cursor.file.clone(), log_pos)
         };
+        self.emit(ev, cursor, end)
+    }
+
+    /// The stored item for an event that runs from `start` to `end`: transaction boundary,
+    /// GTID state at a boundary, catch-up mark, and the verbatim record.
+    fn emit(
+        &mut self,
+        ev: &Event,
+        mut start: BinlogPos,
+        mut end: BinlogPos,
+    ) -> Result<Option<SourceItem>> {
+        let h = ev.header();
+        let boundary = self.trx.after(h.event_type_raw(), ev.data());
         if boundary && self.gtid_known {
             let g = self.gtid.render();
             end.gtid = (!g.is_empty()).then_some(g);
@@ -140,7 +158,6 @@ impl MysqlSource {
         if caught_up {
             self.catch_up_to = None;
         }
-        let mut start = cursor;
         start.gtid = None;
         self.cursor = Some(end.clone());
         let record = framed(ev, binlog::TAG_EVENT, Some(&start))?;
