@@ -5,7 +5,9 @@
 //!   Context, not an event of the stream: every segment starts with one so that it is
 //!   readable on its own.
 //! - tag 2, *event*: one binlog event, byte for byte as the server wrote it (v4 header,
-//!   body, CRC32 checksum when the server uses one).
+//!   body, CRC32 checksum when the server uses one), or, once per crashed file, the fake
+//!   rotate the server sent to move on to the next file ([`is_file_switch`]): the only
+//!   event of a payload that is in no binlog file, and exports leave it out.
 //!
 //! [`BinlogFileWriter`] turns records back into a file that starts with the binlog magic and
 //! that `mariadb-binlog` / `mysqlbinlog` read and replay.
