@@ -1,7 +1,7 @@
 //! Object-store key grammar.
 //!
 //! `streams/<stream>/segments/<start sort key>-<end sort key>.lfs`, where a sort key is the
-//! fixed-width rendering of [`Position::sort_key`], so a plain listing of a stream's prefix
+//! fixed-width rendering of [`Position::sort_key`](crate::Position::sort_key), so a plain listing of a stream's prefix
 //! returns its segments in log order and the chain can be checked from keys alone.
 
 use crate::{Error, Result, StreamId};
