@@ -278,6 +278,36 @@ async fn restore_to_marks_before_inside_and_after_a_snapshot() -> anyhow::Result
     Ok(())
 }
 
+/// A restore runs across a clean restart and a crash of the primary: the stored chain goes
+/// on through both file changes, and `restore --to latest` gives what the recovered
+/// primary holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_runs_across_a_restart_and_a_crash_of_the_primary() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let mut primary = MariaDb::start(Options::default()).await?;
+    let mut c = primary.conn().await?;
+    workload::create_schema(&mut c).await?;
+    workload::run(&mut c, 0, 100).await?;
+    drop(c);
+    let replica = MariaDb::start_replica(&primary, 2).await?;
+    let shipper = Shipper::start(tmp.path()).await?;
+    let mut s = settings(&primary, &shipper);
+    s.extra_toml = snapshot_section(&replica, None);
+    let agent = Agent::start(&tmp.path().join("agent"), &s)?;
+    let snap = run_snapshot(&agent, "snapshot.log").await?;
+
+    workload::run(&mut primary.conn().await?, 100, 200).await?;
+    primary.restart().await?;
+    workload::run(&mut primary.conn().await?, 200, 300).await?;
+    primary.crash_and_restart().await?;
+    workload::run(&mut primary.conn().await?, 300, 400).await?;
+    wait_caught_up(&primary, &shipper, &agent).await?;
+    assert_eq!(primary.master_status().await?.0, "mysql-bin.000003");
+
+    let want = workload::checksums(&mut primary.conn().await?).await?;
+    restore_and_compare(&shipper, "latest", &want, &snap).await
+}
+
 fn replay_export(dir: &Path, snapshot: &str, port: u16) -> anyhow::Result<()> {
     let sql = dir.join(format!("snapshot-{snapshot}.sql"));
     let mut binlogs: Vec<_> = std::fs::read_dir(dir)?
