@@ -82,16 +82,23 @@ impl MysqlSource {
             // Mid-stream, the server sends a fake rotate only once it has sent the file
             // before to its end: to the next file, that file ended with neither a rotate nor
             // a stop event (the server crashed) and nothing was skipped. The fake rotate is
-            // stored as the chain's proof of that (`binlog::is_file_switch`).
-            let next = binlog::next_file_name(&cursor.file).is_some_and(|n| n == file);
-            let fake = flags & LOG_EVENT_ARTIFICIAL_F != 0 && log_pos == 0;
-            if !(next && fake && pos == 4) {
+            // stored as the chain's proof of that, under the rule every reader checks.
+            let to = BinlogPos::new(file, pos);
+            let header = binlog::EventHeader {
+                timestamp: h.timestamp(),
+                event_type: ty,
+                server_id: h.server_id(),
+                event_size: h.event_size(),
+                log_pos: h.log_pos(),
+                flags,
+            };
+            if !binlog::is_file_switch(&header, &cursor.file, &to) {
                 return Err(AgentError::Gap(format!(
-                    "the stream is at {cursor} but the server continues in {file} at {pos} \
+                    "the stream is at {cursor} but the server continues in {to} \
                      (binlog reset or purged?): take a new snapshot and start the stream again"
                 )));
             }
-            return self.emit(ev, cursor, BinlogPos::new(file, pos));
+            return self.emit(ev, cursor, to);
         }
         if artificial {
             return Ok(None);
