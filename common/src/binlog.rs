@@ -601,6 +601,11 @@ mod tests {
         assert_eq!(file_events(&w.finish()).count(), 1);
     }
 
+    /// The event type codes of a file image, in order.
+    fn event_types(file: &[u8]) -> Vec<u8> {
+        file_events(file).map(|e| e.unwrap()[4]).collect()
+    }
+
     #[test]
     fn the_next_file_name_counts_up_its_extension() {
         assert_eq!(
@@ -640,12 +645,11 @@ mod tests {
         let files = files.finish();
         let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["b.000001", "b.000002"]);
-        let types = |f: &[u8]| -> Vec<u8> { file_events(f).map(|e| e.unwrap()[4]).collect() };
         assert_eq!(
-            types(&files[0].1),
+            event_types(&files[0].1),
             [FORMAT_DESCRIPTION_EVENT, 2, 16, STOP_EVENT]
         );
-        assert_eq!(types(&files[1].1), [FORMAT_DESCRIPTION_EVENT, 2]);
+        assert_eq!(event_types(&files[1].1), [FORMAT_DESCRIPTION_EVENT, 2]);
     }
 
     /// A fake rotate as the dump thread sends it mid-stream: no position, artificial flag.
@@ -688,11 +692,10 @@ mod tests {
             .push_segment("b.000001", &payload("b.000002"))
             .unwrap();
         let files = files.finish();
-        let types = |f: &[u8]| -> Vec<u8> { file_events(f).map(|e| e.unwrap()[4]).collect() };
         assert_eq!(files[0].0, "b.000001");
-        assert_eq!(types(&files[0].1), [FORMAT_DESCRIPTION_EVENT, 2]);
+        assert_eq!(event_types(&files[0].1), [FORMAT_DESCRIPTION_EVENT, 2]);
         assert_eq!(files[1].0, "b.000002");
-        assert_eq!(types(&files[1].1), [FORMAT_DESCRIPTION_EVENT, 2]);
+        assert_eq!(event_types(&files[1].1), [FORMAT_DESCRIPTION_EVENT, 2]);
     }
 
     #[test]

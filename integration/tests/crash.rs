@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{assert_same_events_as_server, settings, shipper_cli, wait_caught_up};
+use common::{assert_stored_exactly_and_verified, settings, wait_caught_up};
 use logferry_integration::logferry::{Agent, Shipper};
 use logferry_integration::mariadb::{MariaDb, Options};
 use logferry_integration::{store, workload};
@@ -70,9 +70,7 @@ async fn agent_killed_mid_workload_resumes_without_loss_or_duplicates() -> anyho
         log.contains("resume=Some(\"mysql-bin.000002:"),
         "a restart resumed in the second binlog file\n{log}"
     );
-    assert_same_events_as_server(&db, &shipper.store_dir, tmp.path())?;
-    let (code, out) = shipper_cli(&["verify", "--store", &shipper.store_url()])?;
-    assert_eq!(code, 0, "{out}");
+    assert_stored_exactly_and_verified(&db, &shipper, tmp.path())?;
     Ok(())
 }
 
@@ -107,9 +105,7 @@ async fn shipper_killed_mid_workload_agent_spools_then_drains() -> anyhow::Resul
         0,
         "the spool drains once the shipper is back"
     );
-    assert_same_events_as_server(&db, &shipper.store_dir, tmp.path())?;
-    let (code, out) = shipper_cli(&["verify", "--store", &shipper.store_url()])?;
-    assert_eq!(code, 0, "{out}");
+    assert_stored_exactly_and_verified(&db, &shipper, tmp.path())?;
     let metrics = agent.metrics().await?;
     let retries = metrics
         .lines()
@@ -147,9 +143,7 @@ async fn agent_resumes_by_gtid_after_kills() -> anyhow::Result<()> {
         log.matches("by_gtid=true").count() >= 3,
         "restarts resumed by GTID\n{log}"
     );
-    assert_same_events_as_server(&db, &shipper.store_dir, tmp.path())?;
-    let (code, out) = shipper_cli(&["verify", "--store", &shipper.store_url()])?;
-    assert_eq!(code, 0, "{out}");
+    assert_stored_exactly_and_verified(&db, &shipper, tmp.path())?;
     Ok(())
 }
 
@@ -183,10 +177,8 @@ async fn database_restarts_continue_the_chain_in_the_next_binlog_file() -> anyho
 
     let (file, _) = db.master_status().await?;
     assert_eq!(file, "mysql-bin.000003", "two restarts, three files");
-    let events = assert_same_events_as_server(&db, &shipper.store_dir, tmp.path())?;
+    let events = assert_stored_exactly_and_verified(&db, &shipper, tmp.path())?;
     assert!(events > 400, "only {events} events stored");
-    let (code, out) = shipper_cli(&["verify", "--store", &shipper.store_url()])?;
-    assert_eq!(code, 0, "{out}");
     Ok(())
 }
 
@@ -222,9 +214,7 @@ async fn database_crashes_continue_the_chain_in_the_next_binlog_file() -> anyhow
     assert_eq!(file, "mysql-bin.000003", "two crashes, three files");
     let log = agent.log_text();
     assert!(!log.contains("gap in the change log"), "{log}");
-    assert_same_events_as_server(&db, &shipper.store_dir, tmp.path())?;
-    let (code, out) = shipper_cli(&["verify", "--store", &shipper.store_url()])?;
-    assert_eq!(code, 0, "{out}");
+    assert_stored_exactly_and_verified(&db, &shipper, tmp.path())?;
 
     // Replayed by the stock tools, the stored files give what the recovered server holds.
     let files = store::export_files(&store::segments(&shipper.store_dir, common::STREAM)?)?;
@@ -252,9 +242,7 @@ async fn lost_spool_directory_resumes_from_the_shippers_head() -> anyhow::Result
     stop.store(true, Ordering::Relaxed);
     task.await??;
     wait_caught_up(&db, &shipper, &agent).await?;
-    assert_same_events_as_server(&db, &shipper.store_dir, tmp.path())?;
-    let (code, out) = shipper_cli(&["verify", "--store", &shipper.store_url()])?;
-    assert_eq!(code, 0, "{out}");
+    assert_stored_exactly_and_verified(&db, &shipper, tmp.path())?;
     Ok(())
 }
 

@@ -90,6 +90,19 @@ pub fn assert_same_events_as_server(
     Ok(ours.len())
 }
 
+/// Asserts [`assert_same_events_as_server`] and that `logferry-shipper verify` passes on the
+/// whole store; returns the number of events.
+pub fn assert_stored_exactly_and_verified(
+    db: &MariaDb,
+    shipper: &Shipper,
+    work: &Path,
+) -> anyhow::Result<usize> {
+    let events = assert_same_events_as_server(db, &shipper.store_dir, work)?;
+    let (code, out) = shipper_cli(&["verify", "--store", &shipper.store_url()])?;
+    assert_eq!(code, 0, "{out}");
+    Ok(events)
+}
+
 /// Runs `logferry-shipper <args>` and returns (exit code, stdout + stderr).
 pub fn shipper_cli(args: &[&str]) -> anyhow::Result<(i32, String)> {
     let bin = logferry_integration::process::workspace_bin("logferry-shipper")?;
