@@ -524,7 +524,7 @@ async fn ship_loop(
                 Err(e) => return Err(e),
             };
             let meta = seg.header.meta.clone();
-            let body = bytes::Bytes::from(seg.into_bytes());
+            let body = seg.into_bytes();
             let mut failures = 0u32;
             loop {
                 match client.upload(&entry.name, body.clone()).await {

@@ -26,6 +26,7 @@
 //! trailer before anything else is trusted, every length against [`DecodeLimits`], and the
 //! payload's sha256 after decompression. Bad bytes give [`Error::Corrupt`], never a panic.
 
+use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use crate::{Error, Position, Result, SourceKind, StreamId};
@@ -158,9 +159,10 @@ pub struct SegmentHeader {
 }
 
 /// Payloads at least this long are compressed as two frames on two threads; shorter ones as
-/// one frame on the calling thread. zstd and LZ4 decoders read concatenated frames as one
-/// stream, so readers see no difference.
-const SPLIT_AT: usize = 1 << 20;
+/// one frame on the calling thread (which the benchmark uses to time sealing on one core).
+/// zstd and LZ4 decoders read concatenated frames as one stream, so readers see no
+/// difference.
+pub const SPLIT_AT: usize = 1 << 20;
 
 /// Seals segment after segment. A long payload is compressed in two halves on two threads
 /// while a third hashes it: compression is the agent's largest cost, and on a catch-up the
@@ -286,12 +288,14 @@ fn joined<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
         .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
-/// A validated, encoded segment: its header and its bytes.
+/// A validated, encoded segment: its header and its bytes. The bytes are shared, not
+/// owned: a segment decoded from an upload or a store read keeps the received buffer
+/// instead of a copy, and handing it on to the network or the store clones a reference.
 #[derive(Debug, Clone)]
 pub struct Segment {
     /// The decoded header.
     pub header: SegmentHeader,
-    bytes: Vec<u8>,
+    bytes: Bytes,
     payload_offset: usize,
 }
 
@@ -337,17 +341,19 @@ impl Segment {
         bytes.extend_from_slice(&trailer);
         Ok(Segment {
             header,
-            bytes,
+            bytes: Bytes::from(bytes),
             payload_offset,
         })
     }
 
     /// Validates encoded bytes: exact length, trailer checksum, header fields and limits.
-    /// The payload itself is checked by [`Segment::payload`].
+    /// The payload itself is checked by [`Segment::payload`]. The bytes are kept as they
+    /// are (a `Vec` moves in, a received `Bytes` is shared), never copied.
     ///
     /// # Errors
     /// [`Error::Corrupt`] describing the first problem found.
-    pub fn decode(bytes: Vec<u8>, limits: &DecodeLimits) -> Result<Self> {
+    pub fn decode(bytes: impl Into<Bytes>, limits: &DecodeLimits) -> Result<Self> {
+        let bytes: Bytes = bytes.into();
         if bytes.len() as u64 > limits.max_segment_bytes {
             return Err(Error::corrupt(format!(
                 "segment is {} bytes, larger than the limit of {}",
@@ -429,8 +435,8 @@ impl Segment {
         &self.bytes
     }
 
-    /// Consumes the segment, returning its encoded bytes.
-    pub fn into_bytes(self) -> Vec<u8> {
+    /// Consumes the segment, returning its encoded bytes (shared, not copied).
+    pub fn into_bytes(self) -> Bytes {
         self.bytes
     }
 
@@ -690,7 +696,7 @@ mod tests {
 
     #[test]
     fn every_single_bit_flip_is_rejected() {
-        let bytes = sample().into_bytes();
+        let bytes = sample().bytes().to_vec();
         for i in 0..bytes.len() {
             let mut b = bytes.clone();
             b[i] ^= 0x10;
@@ -703,7 +709,7 @@ mod tests {
 
     #[test]
     fn every_truncation_and_extension_is_rejected() {
-        let bytes = sample().into_bytes();
+        let bytes = sample().bytes().to_vec();
         for n in 0..bytes.len() {
             let err = Segment::decode(bytes[..n].to_vec(), &DecodeLimits::default());
             assert!(err.is_err(), "truncation to {n} accepted");

@@ -46,7 +46,7 @@ impl Ingest {
         let verify_payload = self.verify_payload;
         let raw = body.clone();
         let seg = tokio::task::spawn_blocking(move || -> Result<Segment> {
-            let seg = Segment::decode(raw.to_vec(), &limits)?;
+            let seg = Segment::decode(raw, &limits)?;
             if verify_payload {
                 seg.payload()?;
             }

@@ -162,7 +162,7 @@ fn binlog_pos(p: &Position) -> &BinlogPos {
 
 async fn segment_payload(store: &Store, seg: &SegmentRef) -> Result<Vec<u8>> {
     let bytes = store.get(&seg.key).await?;
-    let segment = Segment::decode(bytes.to_vec(), &DecodeLimits::default()).map_err(|e| {
+    let segment = Segment::decode(bytes, &DecodeLimits::default()).map_err(|e| {
         ShipperError::Restore(format!(
             "{} is corrupt: {e}; run logferry-shipper verify",
             seg.key
