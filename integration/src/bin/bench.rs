@@ -15,7 +15,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use logferry_common::Compression;
+use logferry_common::segment::Sealer;
+use logferry_common::{
+    BinlogPos, Compression, DecodeLimits, Position, Segment, SegmentMeta, SourceKind, StreamId,
+};
 use logferry_integration::logferry::{Agent, AgentSettings, Shipper};
 use logferry_integration::mariadb::{MariaDb, Options};
 use logferry_integration::process::{self, workspace_bin};
@@ -54,8 +57,8 @@ fn args() -> anyhow::Result<Args> {
     let mut a = Args {
         sizes_mb: vec![200, 1000],
         repeat: 3,
-        rpo_seconds: 120,
-        rpo_rate: 1000,
+        rpo_seconds: 180,
+        rpo_rate: 2000,
         out: PathBuf::from("BENCHMARKS.md"),
         scope: Scope::All,
     };
@@ -77,8 +80,11 @@ fn args() -> anyhow::Result<Args> {
             "--sizes-only" => a.scope = Scope::Sizes,
             "--help" | "-h" => {
                 println!(
-                    "logferry-bench [--sizes 200,1000] [--repeat 3] [--rpo-seconds 120] [--rpo-rate 1000] [--out BENCHMARKS.md] [--ship-only | --sizes-only]\n\
+                    "logferry-bench [--sizes 200,1000] [--repeat 3] [--rpo-seconds 180] [--rpo-rate 2000] [--out BENCHMARKS.md] [--ship-only | --sizes-only]\n\
                      Runs every comparison with the stock tools and rewrites the results file.\n\
+                     Each size is run on two data sets: text rows (the worst case for compressors)\n\
+                     and order rows (numbers, codes, dates, updates with full row images).\n\
+                     --rpo-seconds also sets how long the shipper stays down in the memory run.\n\
                      --ship-only: only the ship-throughput comparison, printed, the file left alone\n\
                      (for iterating on the agent's hot path).\n\
                      --sizes-only: ship, storage and restore per size, printed, the file left alone."
@@ -206,6 +212,76 @@ async fn generate(c: &mut Conn, target_mb: u64) -> anyhow::Result<u64> {
     }
 }
 
+/// The rows a benchmark's binlog is made of.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Dataset {
+    /// 200-row inserts of random words from a 24-word vocabulary: every match a compressor
+    /// finds is a word or two long, the costliest kind of input for zstd and LZ4.
+    Text,
+    /// An online shop's orders: numbers, short codes, dates and e-mail addresses, and updates
+    /// whose full before and after row images differ in two columns.
+    Orders,
+}
+
+impl Dataset {
+    fn name(self) -> &'static str {
+        match self {
+            Dataset::Text => "text rows",
+            Dataset::Orders => "order rows",
+        }
+    }
+
+    /// Writes rows until the server's binlog holds at least `target_mb` MiB.
+    async fn generate(self, c: &mut Conn, target_mb: u64) -> anyhow::Result<u64> {
+        match self {
+            Dataset::Text => generate(c, target_mb).await,
+            Dataset::Orders => generate_orders(c, target_mb).await,
+        }
+    }
+}
+
+/// Order rows in transactions of 20,000 inserts (MariaDB's sequence engine makes the rows
+/// server-side, so generating a GiB takes about a minute), each followed by an update of
+/// every seventh recent order.
+async fn generate_orders(c: &mut Conn, target_mb: u64) -> anyhow::Result<u64> {
+    const BATCH: u64 = 20_000;
+    c.query_drop(
+        "CREATE DATABASE IF NOT EXISTS bench; CREATE TABLE IF NOT EXISTS bench.orders (\
+         id BIGINT AUTO_INCREMENT PRIMARY KEY, customer INT NOT NULL, status VARCHAR(16) NOT NULL, \
+         amount DECIMAL(12,2) NOT NULL, currency CHAR(3) NOT NULL, created DATETIME(3) NOT NULL, \
+         email VARCHAR(80) NOT NULL, sku VARCHAR(24) NOT NULL, qty INT NOT NULL, note VARCHAR(255)) \
+         ENGINE=InnoDB",
+    )
+    .await?;
+    let mut i = 0u64;
+    loop {
+        c.query_drop(format!(
+            "INSERT INTO bench.orders (customer, status, amount, currency, created, email, sku, qty, note) \
+             SELECT (seq * 7919 + {i}) % 100000, ELT(1 + seq % 5, 'new', 'paid', 'shipped', 'delivered', 'refunded'), \
+             ROUND(((seq * 2654435761 + {i}) % 1000000) / 100, 2), ELT(1 + seq % 3, 'EUR', 'USD', 'GBP'), \
+             TIMESTAMP('2026-11-01') + INTERVAL ({i} * {BATCH} + seq) * 37 SECOND, \
+             CONCAT('user', (seq * 7919) % 100000, '@example.', ELT(1 + seq % 4, 'com', 'org', 'net', 'de')), \
+             CONCAT('SKU-', LPAD((seq * 31 + {i}) % 5000, 5, '0')), 1 + seq % 9, \
+             IF(seq % 4 = 0, CONCAT('gift wrap, deliver to door ', seq % 17), NULL) \
+             FROM bench.seq_1_to_{BATCH}"
+        ))
+        .await?;
+        c.query_drop(format!(
+            "UPDATE bench.orders SET status = 'shipped', qty = qty + 1 \
+             WHERE id BETWEEN {} AND {} AND id % 7 = {}",
+            (i * BATCH).saturating_sub(BATCH / 2),
+            (i + 1) * BATCH,
+            i % 7
+        ))
+        .await?;
+        let bytes = binlog_bytes(c).await?;
+        if bytes >= target_mb * 1024 * 1024 {
+            return Ok(bytes);
+        }
+        i += 1;
+    }
+}
+
 /// Waits until the shipper holds the chain up to the server's current position.
 async fn wait_shipped(
     db: &MariaDb,
@@ -306,16 +382,18 @@ fn compression_name(c: Compression) -> String {
     }
 }
 
-/// Seals the binlog files in 8 MiB segments with each of [`LEVELS`] with the agent's own
-/// sealer (two compressing threads, sha256 on a third), timing it and summing the sizes.
-fn seal_levels(files: &[PathBuf]) -> anyhow::Result<Vec<LevelResult>> {
-    use logferry_common::segment::Sealer;
-    use logferry_common::{BinlogPos, Position, SegmentMeta, SourceKind, StreamId};
+/// The binlog files' bytes, one after the other.
+fn read_files(files: &[PathBuf]) -> anyhow::Result<Vec<u8>> {
     let mut data = Vec::new();
     for f in files {
         data.extend_from_slice(&std::fs::read(f)?);
     }
-    let meta = SegmentMeta {
+    Ok(data)
+}
+
+/// Metadata for segments sealed outside an agent (only their cost and size matter).
+fn bench_meta() -> anyhow::Result<SegmentMeta> {
+    Ok(SegmentMeta {
         stream: StreamId::new(STREAM)?,
         source: SourceKind::Mysql,
         start: Position::Binlog(BinlogPos::new("mysql-bin.000001", 4)),
@@ -323,7 +401,14 @@ fn seal_levels(files: &[PathBuf]) -> anyhow::Result<Vec<LevelResult>> {
         first_event_ms: 0,
         last_event_ms: 0,
         event_count: 1,
-    };
+    })
+}
+
+/// Seals the binlog files in 8 MiB segments with each of [`LEVELS`] with the agent's own
+/// sealer (two compressing threads, sha256 on a third), timing it and summing the sizes.
+fn seal_levels(files: &[PathBuf]) -> anyhow::Result<Vec<LevelResult>> {
+    let data = read_files(files)?;
+    let meta = bench_meta()?;
     let mut out = Vec::new();
     for compression in LEVELS {
         let mut sealer = Sealer::new(compression)?;
@@ -342,8 +427,64 @@ fn seal_levels(files: &[PathBuf]) -> anyhow::Result<Vec<LevelResult>> {
     Ok(out)
 }
 
+/// The work the segment format asks of every byte, timed on one core of this machine: the
+/// agent sealing (compression, sha256 of the plaintext, sha256 trailer) and the shipper's
+/// upload check (the trailer sha256 again), with the agent's own code. No schedule of a ship
+/// can take less than this work (plus the server's) spread over every core.
+#[derive(Clone, Copy, Default)]
+struct Floor {
+    /// Seconds to seal the whole binlog on one thread, zstd (the default codec).
+    seal_zstd_s: f64,
+    /// Seconds for the upload check of those segments.
+    check_zstd_s: f64,
+    /// The same with `codec = "lz4"`.
+    seal_lz4_s: f64,
+    /// The upload check of the lz4 segments.
+    check_lz4_s: f64,
+}
+
+impl Floor {
+    /// The least wall time for `seal_s` + `check_s` + the server's `server_cpu_s` on every
+    /// core of this machine at once: no network, no disk, no waiting.
+    fn least_s(seal_s: f64, check_s: f64, server_cpu_s: f64) -> f64 {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (seal_s + check_s + server_cpu_s) / cores as f64
+    }
+}
+
+/// Times [`Floor`]'s work on the binlog files: payloads just under
+/// [`logferry_common::segment::SPLIT_AT`], which the sealer seals on the calling thread.
+fn floor(files: &[PathBuf]) -> anyhow::Result<Floor> {
+    let data = read_files(files)?;
+    let meta = bench_meta()?;
+    let one_thread = logferry_common::segment::SPLIT_AT - 4096;
+    let timed = |compression: Compression| -> anyhow::Result<(f64, f64)> {
+        let mut sealer = Sealer::new(compression)?;
+        let (mut seal_s, mut check_s) = (0.0, 0.0);
+        for chunk in data.chunks(one_thread) {
+            let started = Instant::now();
+            let segment = sealer.seal(meta.clone(), chunk)?;
+            seal_s += started.elapsed().as_secs_f64();
+            let started = Instant::now();
+            Segment::decode(segment.into_bytes(), &DecodeLimits::default())?;
+            check_s += started.elapsed().as_secs_f64();
+        }
+        Ok((seal_s, check_s))
+    };
+    let (seal_zstd_s, check_zstd_s) = timed(Compression::default())?;
+    let (seal_lz4_s, check_lz4_s) = timed(Compression::Lz4)?;
+    Ok(Floor {
+        seal_zstd_s,
+        check_zstd_s,
+        seal_lz4_s,
+        check_lz4_s,
+    })
+}
+
 /// Results of one binlog size.
 struct SizeResult {
+    dataset: Dataset,
+    floor: Floor,
     binlog_mb: f64,
     ship_s: f64,
     ship_lz4_s: f64,
@@ -420,12 +561,18 @@ async fn ship_once(
 
 async fn size_run(
     work: &Path,
+    dataset: Dataset,
     size_mb: u64,
     repeat: usize,
     scope: Scope,
 ) -> anyhow::Result<SizeResult> {
     let ship_only = scope == Scope::Ship;
-    println!("== {size_mb} MB of binlog");
+    // Restore is measured on the text rows only: it is bound by the target server applying
+    // rows, whatever they hold.
+    let with_restore = !ship_only && dataset == Dataset::Text;
+    println!("== {size_mb} MB of binlog, {}", dataset.name());
+    let work = &work.join(format!("{size_mb}-{}", dataset.name().replace(' ', "-")));
+    std::fs::create_dir_all(work)?;
     let primary = MariaDb::start(Options {
         extra: vec![
             "--max-binlog-size=268435456".into(),
@@ -439,10 +586,10 @@ async fn size_run(
     .await?;
     let mut c = primary.conn().await?;
     c.query_drop("CREATE DATABASE bench").await?;
-    let replica = MariaDb::start_replica(&primary, 2).await?;
     let final_dir = work.join(format!("size{size_mb}-final"));
-    let shipper = Shipper::start(&final_dir).await?;
-    if !ship_only {
+    if with_restore {
+        let replica = MariaDb::start_replica(&primary, 2).await?;
+        let shipper = Shipper::start(&final_dir).await?;
         let mut snap_settings = settings(&primary, &shipper, STREAM, 901, 1000);
         snap_settings.extra_toml = format!(
             "[snapshot]\nreplica_url = \"mysql://root@127.0.0.1:{}\"\n",
@@ -453,11 +600,9 @@ async fn size_run(
         let status = snapper.snapshot_process("snapshot.log")?.wait()?;
         anyhow::ensure!(status.success(), "snapshot failed");
     }
-    drop(replica);
-    drop(shipper);
 
     let started = Instant::now();
-    let bytes = generate(&mut c, size_mb).await?;
+    let bytes = dataset.generate(&mut c, size_mb).await?;
     println!(
         "   generated {:.0} MiB of binlog in {:.1} s",
         mib(bytes),
@@ -547,7 +692,20 @@ async fn size_run(
         ship_s / stock_copy_s.max(1e-9),
         ship_lz4_s / stock_copy_s.max(1e-9)
     );
+    let stock_dir = work.join(format!("size{size_mb}-stock{}", repeat - 1));
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&stock_dir)?
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    let floor = floor(&files)?;
+    println!(
+        "   one core seals it in {:.2} s with zstd ({:.2} s with lz4), the upload check takes {:.2} s ({:.2} s)",
+        floor.seal_zstd_s, floor.seal_lz4_s, floor.check_zstd_s, floor.check_lz4_s
+    );
     let mut result = SizeResult {
+        dataset,
+        floor,
         binlog_mb: mib(bytes),
         ship_s,
         ship_lz4_s,
@@ -574,12 +732,6 @@ async fn size_run(
     if ship_only {
         return Ok(result);
     }
-    let stock_dir = work.join(format!("size{size_mb}-stock{}", repeat - 1));
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&stock_dir)?
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    files.sort();
     let started = Instant::now();
     let mut gzip_bytes = 0;
     for f in &files {
@@ -588,6 +740,19 @@ async fn size_run(
     }
     let gzip_s = started.elapsed().as_secs_f64();
     result.levels = seal_levels(&files)?;
+    result.gzip_mb = mib(gzip_bytes);
+    result.gzip_s = gzip_s;
+    for l in &result.levels {
+        println!(
+            "   seal with {}: {:.0} MiB/s, stored {:.3} of the binlog",
+            compression_name(l.compression),
+            l.mib_per_s,
+            l.ratio
+        );
+    }
+    if !with_restore {
+        return Ok(result);
+    }
 
     let shipper_bin = workspace_bin("logferry-shipper")?;
     let store = final_dir.join("store");
@@ -647,16 +812,6 @@ async fn size_run(
         println!(
             "   restore run {r}: logferry {:.2} s (peak RSS {:.1} MiB), with --keep-durability {:.2} s, stock replay {t:.2} s",
             restore[r], restore_rss[r], restore_keep[r]
-        );
-    }
-    result.gzip_mb = mib(gzip_bytes);
-    result.gzip_s = gzip_s;
-    for l in &result.levels {
-        println!(
-            "   seal with {}: {:.0} MiB/s, stored {:.3} of the binlog",
-            compression_name(l.compression),
-            l.mib_per_s,
-            l.ratio
         );
     }
     result.restore_s = median(restore);
@@ -863,8 +1018,10 @@ async fn main() -> anyhow::Result<()> {
         a.rpo_rate
     );
     let mut sizes = Vec::new();
-    for s in &a.sizes_mb {
-        sizes.push(size_run(work.path(), *s, a.repeat, a.scope).await?);
+    for dataset in [Dataset::Text, Dataset::Orders] {
+        for s in &a.sizes_mb {
+            sizes.push(size_run(work.path(), dataset, *s, a.repeat, a.scope).await?);
+        }
     }
     if a.scope != Scope::All {
         return Ok(());
@@ -888,12 +1045,13 @@ async fn main() -> anyhow::Result<()> {
         md,
         "## Ship throughput: read the whole binlog and store it durably\n"
     );
-    let _ = writeln!(md, "The server runs with `binlog_annotate_row_events=OFF`, so that both sides move the same events (the agent does not receive ANNOTATE_ROWS events, which hold the SQL text of each statement and were half of this workload's binlog). logferry = agent reads from the server (CRC32 of every event checked), seals 1 s / 8 MiB segments (zstd level 1 by default, or `segment.codec = \"lz4\"`; sha256 of the plaintext and of the segment), spools with fsync, uploads; shipper checks the trailer sha256 and stores with fsync; timed until the shipper holds the server's position. Stock = `mariadb-binlog --read-from-remote-server --raw --to-last-log` writing the same binlog to local files (no compression, no checksum, no fsync). Stock with the same work = that copy, then `zstd -1` of the files, `sha256sum` of the result and `sync` (what a script making compressed, checksummed, durable copies with the stock tools does). Each round runs the four in turn; median of {} rounds.\n", a.repeat);
-    let _ = writeln!(md, "| binlog | logferry (zstd 1) | stock copy | ratio | logferry, codec lz4 | ratio | stock copy + zstd -1 + sha256sum + sync | ratio (zstd 1) | agent peak RSS (worst run): zstd, lz4 | CPU s: agent + shipper + server | CPU s: agent with lz4 | CPU s: stock server |\n|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(md, "The server runs with `binlog_annotate_row_events=OFF`, so that both sides move the same events (the agent does not receive ANNOTATE_ROWS events, which hold the SQL text of each statement and were half of this workload's binlog). logferry = agent reads from the server (CRC32 of every event checked), seals 1 s / 8 MiB segments (zstd level 1 by default, or `segment.codec = \"lz4\"`; sha256 of the plaintext and of the segment), spools with fsync, uploads; shipper checks the trailer sha256 and stores with fsync; timed until the shipper holds the server's position. Stock = `mariadb-binlog --read-from-remote-server --raw --to-last-log` writing the same binlog to local files (no compression, no checksum, no fsync). Stock with the same work = that copy, then `zstd -1` of the files, `sha256sum` of the result and `sync` (what a script making compressed, checksummed, durable copies with the stock tools does). Each round runs the four in turn; median of {} rounds. Two data sets: *text rows* (200-row inserts of 100 random words from a 24-word vocabulary, so every match a compressor finds is a word or two long: the costliest input for zstd and LZ4) and *order rows* (an online shop's orders: numbers, short codes, dates, e-mail addresses, and updates with full before and after row images).\n", a.repeat);
+    let _ = writeln!(md, "| data | binlog | logferry (zstd 1) | stock copy | ratio | logferry, codec lz4 | ratio | stock copy + zstd -1 + sha256sum + sync | ratio (zstd 1) | agent peak RSS (worst run): zstd, lz4 | CPU s: agent + shipper + server | CPU s: agent with lz4 | CPU s: stock server |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for s in &sizes {
         let _ = writeln!(
             md,
-            "| {:.0} MiB | {:.2} s | {:.2} s | {:.2}× | {:.2} s | {:.2}× | {:.2} s | {:.2}× | {:.1}, {:.1} MiB | {:.2} + {:.2} + {:.2} | {:.2} | {:.2} |",
+            "| {} | {:.0} MiB | {:.2} s | {:.2} s | {:.2}× | {:.2} s | {:.2}× | {:.2} s | {:.2}× | {:.1}, {:.1} MiB | {:.2} + {:.2} + {:.2} | {:.2} | {:.2} |",
+            s.dataset.name(),
             s.binlog_mb,
             s.ship_s,
             s.stock_copy_s,
@@ -911,11 +1069,33 @@ async fn main() -> anyhow::Result<()> {
             s.stock_server_cpu_s
         );
     }
-    let _ = writeln!(md, "\n## Storage: stored bytes per byte of binlog\n\n| binlog | logferry store (zstd 1) | ratio | with codec lz4 | ratio | `gzip -6` of the files | ratio | gzip time |\n|---|---|---|---|---|---|---|---|");
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let _ = writeln!(md, "\n### What {cores} cores allow\n\nThe work the segment format asks of every byte, timed with the agent's own code on one core of this machine in the same run: the agent's sealing (compression, sha256 of the plaintext, sha256 trailer over the stored bytes) and the shipper's upload check (that trailer again). With the server's own CPU time for sending the binlog (measured during the logferry runs above), spread perfectly over {cores} cores and with no network, disk or waiting at all, it gives the least time any schedule of a ship could take here. A ratio above 1.20 means the ship target cannot be met on this machine, however the pipeline is arranged.\n");
+    let _ = writeln!(md, "| data | binlog | codec | seal + upload check on one core | server CPU | least time on {cores} cores | least / stock copy | logferry | logferry / least |\n|---|---|---|---|---|---|---|---|---|");
+    for s in &sizes {
+        let f = &s.floor;
+        for (codec, seal, check, ship) in [
+            ("zstd 1", f.seal_zstd_s, f.check_zstd_s, s.ship_s),
+            ("lz4", f.seal_lz4_s, f.check_lz4_s, s.ship_lz4_s),
+        ] {
+            let least = Floor::least_s(seal, check, s.server_cpu_s);
+            let _ = writeln!(
+                md,
+                "| {} | {:.0} MiB | {codec} | {seal:.2} + {check:.2} s | {:.2} s | {least:.2} s | {:.2}× | {ship:.2} s | {:.2}× |",
+                s.dataset.name(),
+                s.binlog_mb,
+                s.server_cpu_s,
+                least / s.stock_copy_s.max(1e-9),
+                ship / least.max(1e-9)
+            );
+        }
+    }
+    let _ = writeln!(md, "\n## Storage: stored bytes per byte of binlog\n\n| data | binlog | logferry store (zstd 1) | ratio | with codec lz4 | ratio | `gzip -6` of the files | ratio | gzip time |\n|---|---|---|---|---|---|---|---|---|");
     for s in &sizes {
         let _ = writeln!(
             md,
-            "| {:.0} MiB | {:.1} MiB | {:.3} | {:.1} MiB | {:.3} | {:.1} MiB | {:.3} | {:.1} s |",
+            "| {} | {:.0} MiB | {:.1} MiB | {:.3} | {:.1} MiB | {:.3} | {:.1} MiB | {:.3} | {:.1} s |",
+            s.dataset.name(),
             s.binlog_mb,
             s.stored_mb,
             s.stored_mb / s.binlog_mb,
@@ -929,13 +1109,14 @@ async fn main() -> anyhow::Result<()> {
     let _ = writeln!(md, "\n### Sealing cost per codec and zstd level\n\nThe same binlog files sealed in 8 MiB segments with the agent's sealer (two frames on two threads, the plaintext sha256 on a third), in the benchmark process on an otherwise idle machine. zstd level 1 is the default (`segment.codec`, `segment.zstd_level`).\n");
     let _ = writeln!(
         md,
-        "| binlog | codec | sealing speed | stored / binlog |\n|---|---|---|---|"
+        "| data | binlog | codec | sealing speed | stored / binlog |\n|---|---|---|---|---|"
     );
     for s in &sizes {
         for l in &s.levels {
             let _ = writeln!(
                 md,
-                "| {:.0} MiB | {} | {:.0} MiB/s | {:.3} |",
+                "| {} | {:.0} MiB | {} | {:.0} MiB/s | {:.3} |",
+                s.dataset.name(),
                 s.binlog_mb,
                 compression_name(l.compression),
                 l.mib_per_s,
@@ -943,9 +1124,9 @@ async fn main() -> anyhow::Result<()> {
             );
         }
     }
-    let _ = writeln!(md, "\n## Restore: apply the same events into a fresh server\n\nlogferry = `logferry-shipper restore --to latest` (verifies every chunk and segment, loads the small snapshot taken before the data, replays through `mariadb-binlog - | mariadb` while the next segments are read; by default with the target's `innodb_flush_log_at_trx_commit` at 2 during the restore and put back after). The same with `--keep-durability` (the target's setting, 1, left alone). Stock = `mariadb-binlog FILES | mariadb` on the server's own files. Targets: fresh servers, no binlog, 64 MiB buffer pool. Median of {} runs.\n", a.repeat);
+    let _ = writeln!(md, "\n## Restore: apply the same events into a fresh server\n\nOn the text rows. logferry = `logferry-shipper restore --to latest` (verifies every chunk and segment, loads the small snapshot taken before the data, replays through `mariadb-binlog - | mariadb` while the next segments are read; by default with the target's `innodb_flush_log_at_trx_commit` at 2 during the restore and put back after). The same with `--keep-durability` (the target's setting, 1, left alone). Stock = `mariadb-binlog FILES | mariadb` on the server's own files. Targets: fresh servers, no binlog, 64 MiB buffer pool. Median of {} runs.\n", a.repeat);
     let _ = writeln!(md, "| binlog | logferry restore | ratio | `--keep-durability` | ratio | stock replay | restore peak RSS | what was applied |\n|---|---|---|---|---|---|---|---|");
-    for s in &sizes {
+    for s in sizes.iter().filter(|s| s.dataset == Dataset::Text) {
         let _ = writeln!(
             md,
             "| {:.0} MiB | {:.2} s | {:.2}× | {:.2} s | {:.2}× | {:.2} s | {:.1} MiB | {} |",
