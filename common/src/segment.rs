@@ -37,8 +37,8 @@ const TRAILER_LEN: usize = 32;
 const PREFIX_LEN: usize = 8 + 2 + 4;
 const MAX_HEADER_LEN: usize = 64 * 1024;
 /// The zstd level the agent uses unless `segment.zstd_level` says otherwise. Compression is
-/// the agent's largest cost; level 1 seals faster than zstd's usual 3 for a few percent
-/// more bytes (7% faster, 4% larger on the benchmark's binlog; BENCHMARKS.md).
+/// the agent's largest cost; level 1 seals faster than zstd's usual 3, for 4% more bytes on
+/// the benchmark's text rows and 5% fewer on its order rows (BENCHMARKS.md).
 pub const DEFAULT_ZSTD_LEVEL: i32 = 1;
 
 /// How the payload is stored.
