@@ -133,6 +133,8 @@ impl MariaDb {
             .arg(format!("--socket={}", d.join("sock").display()))
             .arg(format!("--pid-file={}", d.join("pid").display()))
             .arg(format!("--log-error={}", d.join("err.log").display()))
+            // Its own directory for temporary tables, not the /tmp every test server shares.
+            .arg(format!("--tmpdir={}", d.display()))
             .arg(format!("--server-id={}", self.opts.server_id))
             .args([
                 "--user=root",
