@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use bytes::Bytes;
 use indicatif::ProgressBar;
 use logferry_common::keys::stream_of_key;
 use logferry_common::{binlog, DecodeLimits, Position, Segment, SegmentHeader, StreamId};
@@ -116,7 +117,7 @@ pub async fn verify(
                     continue;
                 }
             };
-            let header = match check_segment(bytes.to_vec()) {
+            let header = match check_segment(bytes) {
                 Ok(h) => h,
                 Err(detail) => {
                     r.problems.push(problem(&key, ProblemKind::Corrupt, detail));
@@ -180,7 +181,7 @@ fn problem(key: &str, kind: ProblemKind, detail: String) -> Problem {
 }
 
 /// Fully validates one encoded segment, including its payload's inner structure.
-fn check_segment(bytes: Vec<u8>) -> std::result::Result<SegmentHeader, String> {
+fn check_segment(bytes: Bytes) -> std::result::Result<SegmentHeader, String> {
     let seg = Segment::decode(bytes, &DecodeLimits::default()).map_err(|e| e.to_string())?;
     let payload = seg.payload().map_err(|e| e.to_string())?;
     let m = &seg.header.meta;
