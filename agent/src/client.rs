@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use logferry_common::wire::{ErrorBody, SegmentAck, StreamHead, SEGMENTS_PATH, STREAMS_PATH};
+use logferry_common::wire::{
+    ErrorBody, Limits, SegmentAck, StreamHead, LIMITS_PATH, SEGMENTS_PATH, STREAMS_PATH,
+};
 use logferry_common::StreamId;
 use reqwest::StatusCode;
 
@@ -141,7 +143,25 @@ impl ShipperClient {
     /// # Errors
     /// [`AgentError::ShipperUnavailable`] for network errors and unexpected answers.
     pub async fn head(&self, stream: &StreamId) -> Result<StreamHead> {
-        let url = format!("{}{STREAMS_PATH}/{stream}", self.base);
+        self.get_json(&format!("{}{STREAMS_PATH}/{stream}", self.base))
+            .await?
+            .ok_or_else(|| {
+                AgentError::ShipperUnavailable(format!("GET {STREAMS_PATH}/{stream}: 404"))
+            })
+    }
+
+    /// The shipper's upload limits; `None` from a shipper that does not publish them (an
+    /// older build, which applies the default limits).
+    ///
+    /// # Errors
+    /// [`AgentError::ShipperUnavailable`] for network errors and unexpected answers.
+    pub async fn limits(&self) -> Result<Option<Limits>> {
+        self.get_json(&format!("{}{LIMITS_PATH}", self.base)).await
+    }
+
+    /// GETs `url` and reads its JSON answer; `None` on 404.
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<Option<T>> {
+        let url = url.to_owned();
         let resp = self
             .http
             .get(&url)
@@ -153,13 +173,16 @@ impl ShipperClient {
             .bytes()
             .await
             .map_err(|e| AgentError::ShipperUnavailable(format!("GET {url}: {e}")))?;
+        if status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
         if status != StatusCode::OK {
             return Err(AgentError::ShipperUnavailable(format!(
                 "GET {url}: {status}: {}",
                 error_text(&body)
             )));
         }
-        serde_json::from_slice(&body).map_err(|e| {
+        serde_json::from_slice(&body).map(Some).map_err(|e| {
             AgentError::ShipperUnavailable(format!("GET {url}: unreadable answer: {e}"))
         })
     }

@@ -52,7 +52,8 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
-    /// A spooled segment failed validation (disk damage); it is moved aside, not shipped.
+    /// A spooled segment failed validation (disk damage); it is moved aside with every newer
+    /// one, not shipped, and the range is read again from the source.
     #[error("spooled segment {path} is corrupt: {reason}")]
     SpoolCorrupt {
         /// The file.
@@ -78,6 +79,31 @@ pub enum AgentError {
     /// before the others); the agent exits and resumes from its spool on restart.
     #[error("agent pipeline stage failed: {0}")]
     Stage(String),
+    /// One event is larger than the largest segment the shipper accepts; nothing is lost
+    /// (the server still holds it) but the stream cannot go on until the limit is raised.
+    #[error("the event at {at} is {bytes} bytes, more than a segment may hold ({limit} bytes under the shipper's server.max_segment_bytes = {max_segment_bytes}); raise server.max_segment_bytes on the shipper to at least {needed} and restart the agent: it resumes at this event")]
+    EventTooLarge {
+        /// Where the event starts.
+        at: String,
+        /// Its size in the payload.
+        bytes: u64,
+        /// The payload limit that follows from the shipper's segment limit.
+        limit: u64,
+        /// The shipper's segment limit.
+        max_segment_bytes: u64,
+        /// A segment limit that would hold it.
+        needed: u64,
+    },
+    /// The agent's segment size does not fit the shipper's limit.
+    #[error("segment.max_bytes = {max_bytes} does not fit the shipper's server.max_segment_bytes = {shipper}: a segment holds up to segment.max_bytes plus one event; lower segment.max_bytes to at most {fits} or raise server.max_segment_bytes")]
+    LimitMismatch {
+        /// The agent's `segment.max_bytes`.
+        max_bytes: u64,
+        /// The shipper's `server.max_segment_bytes`.
+        shipper: u64,
+        /// The largest `segment.max_bytes` that fits.
+        fits: u64,
+    },
     /// A segment could not be sealed.
     #[error(transparent)]
     Segment(#[from] logferry_common::Error),

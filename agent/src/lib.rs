@@ -17,6 +17,7 @@ pub mod client;
 pub mod error;
 pub mod metrics;
 pub mod pipeline;
+pub mod resume;
 pub mod segmenter;
 pub mod snapshot;
 pub mod sources;

@@ -32,6 +32,8 @@ pub struct Metrics {
     pub spool_bytes: AtomicU64,
     /// Segments waiting in the spool.
     pub spool_segments: AtomicU64,
+    /// Spooled segments found damaged on disk (each range was read again from the source).
+    pub spool_damaged: AtomicU64,
     /// Commit time (ms since epoch) of the last event the shipper acknowledged.
     pub last_acked_event_ms: AtomicI64,
     /// Wall time (ms since epoch) at which the oldest event not yet acknowledged was read;
@@ -49,7 +51,13 @@ impl Metrics {
         } else {
             (now_ms - oldest).max(0) as f64 / 1000.0
         };
-        let rows: [(&str, &str, &str, String); 12] = [
+        let rows: [(&str, &str, &str, String); 13] = [
+            (
+                "logferry_agent_spool_damaged_total",
+                "counter",
+                "Spooled segments found damaged on disk; each range was read again from the source.",
+                g(&self.spool_damaged).to_string(),
+            ),
             (
                 "logferry_agent_events_read_total",
                 "counter",

@@ -11,11 +11,11 @@
 //! channel fills, and the source stops reading (disk, not memory, holds the lag).
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use logferry_common::segment::Sealer;
+use logferry_common::segment::{max_payload_for, Sealer, DEFAULT_MAX_SEGMENT_BYTES};
 use logferry_common::{Compression, Position, Segment, SourceKind};
 use logferry_config::cron::Schedule;
 use logferry_config::{AgentConfig, SourceConfig};
@@ -26,6 +26,7 @@ use crate::backoff::Backoff;
 use crate::client::ShipperClient;
 use crate::error::{AgentError, Result};
 use crate::metrics::{self, now_ms, Metrics};
+use crate::resume::ResumePoint;
 use crate::segmenter::{SealJob, Segmenter};
 use crate::snapshot;
 use crate::sources::{mysql, Source, SourceItem};
@@ -77,6 +78,11 @@ impl Exposure {
 
 /// Runs the agent until `shutdown` turns `true` or a non-retryable error occurs.
 ///
+/// A spooled segment found damaged on disk does not stop it: the pipeline is torn down in
+/// order, the damaged file and every newer one are set aside, and the pipeline starts
+/// again from the checkpoint, reading the range again from the source (a gap only if the
+/// source no longer has it, which the source then reports as one).
+///
 /// # Errors
 /// The first non-retryable [`AgentError`] of any stage.
 pub async fn run(cfg: AgentConfig, shutdown: ShutdownRx) -> Result<()> {
@@ -97,10 +103,6 @@ pub async fn run(cfg: AgentConfig, shutdown: ShutdownRx) -> Result<()> {
         Duration::from_millis(cfg.shipper.retry_min_ms),
         Duration::from_millis(cfg.shipper.retry_max_ms),
     );
-    let exposure = Arc::new(Exposure::default());
-    let sealed = Arc::new(Notify::new());
-    let acked = Arc::new(Notify::new());
-
     if let Err(e) = snapshot::resume_if_left_paused(&cfg).await {
         error!(error = %e, "could not resume the replica left paused by an interrupted snapshot");
     }
@@ -113,45 +115,146 @@ pub async fn run(cfg: AgentConfig, shutdown: ShutdownRx) -> Result<()> {
             shutdown.clone(),
         ));
     }
-    let resume = initial_position(&cfg, &spool, &client, retry.clone(), shutdown.clone()).await?;
-    info!(stream = %cfg.agent.stream, resume = ?resume.as_ref().map(|p| p.to_string()), compression = ?cfg.segment.compression(), "agent starting");
+    let limit = Arc::new(AtomicU64::new(DEFAULT_MAX_SEGMENT_BYTES));
+    let shared = Shared {
+        cfg: &cfg,
+        spool,
+        metrics,
+        client,
+        retry,
+        limit,
+    };
+    loop {
+        match shared.stream_once(shutdown.clone()).await? {
+            Ended::Shutdown => return Ok(()),
+            Ended::Damaged => {
+                info!("reading the damaged range again from the source, from the last acknowledged position");
+            }
+        }
+    }
+}
 
-    // Enough events to keep the network read and the sealing busy at once; a few MiB at
-    // most (row events are up to ~8 KiB), so memory stays bounded whatever the lag.
-    let (tx, rx) = mpsc::channel(SOURCE_CHANNEL_EVENTS);
-    let source_task = tokio::spawn(source_task(
-        cfg.source.clone(),
-        resume,
-        tx,
-        retry.clone(),
-        metrics.clone(),
-        shutdown.clone(),
-    ));
-    let _abort = AbortOnDrop(source_task);
+/// What one run of the pipeline shares with the next.
+struct Shared<'a> {
+    cfg: &'a AgentConfig,
+    spool: Arc<Spool>,
+    metrics: Arc<Metrics>,
+    client: ShipperClient,
+    retry: Backoff,
+    /// The largest encoded segment the shipper accepts (the default until it says).
+    limit: Arc<AtomicU64>,
+}
 
-    let (jobs_tx, jobs_rx) = mpsc::channel(SEALS_OUTSTANDING);
-    let (free_tx, free_rx) = mpsc::channel(SEALS_OUTSTANDING);
-    let segment_loop = segment_loop(
-        &cfg,
-        rx,
-        SealQueue {
-            jobs: jobs_tx,
-            free: free_rx,
-            outstanding: 0,
-        },
-        &spool,
-        &metrics,
-        &exposure,
-        &acked,
-        shutdown.clone(),
-    );
-    let (writes_tx, writes_rx) = mpsc::channel(WRITES_OUTSTANDING);
-    let seal_loop = seal_loop(jobs_rx, free_tx, writes_tx, cfg.segment.compression());
-    let spool_loop = spool_loop(writes_rx, &spool, &metrics, &sealed);
-    let ship_loop = ship_loop(
-        &client, &spool, &metrics, &exposure, &sealed, &acked, retry, shutdown,
-    );
-    tokio::try_join!(segment_loop, seal_loop, spool_loop, ship_loop).map(|_| ())
+/// Why one run of the pipeline ended without an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// Shutdown was asked for.
+    Shutdown,
+    /// A spooled segment was damaged; the spool was cut back to before it.
+    Damaged,
+}
+
+impl Shared<'_> {
+    /// Runs source, segmenter, sealer, spool and ship loops until shutdown, an error, or a
+    /// damaged spool file (after which every stage has finished and nothing is in flight).
+    async fn stream_once(&self, shutdown: ShutdownRx) -> Result<Ended> {
+        let cfg = self.cfg;
+        let exposure = Arc::new(Exposure::default());
+        let sealed = Arc::new(Notify::new());
+        let acked = Arc::new(Notify::new());
+        let resume = initial_position(
+            cfg,
+            &self.spool,
+            &self.client,
+            &self.metrics,
+            self.retry.clone(),
+            shutdown.clone(),
+        )
+        .await?;
+        info!(stream = %cfg.agent.stream, resume = ?resume.as_ref().map(|p| p.to_string()), compression = ?cfg.segment.compression(), "agent starting");
+
+        // The stages stop on shutdown, or when the ship loop finds a damaged spool file.
+        let (stop_tx, stop) = watch::channel(false);
+        let damaged = AtomicBool::new(false);
+        let _forward = AbortOnDrop(tokio::spawn(forward_shutdown(
+            shutdown.clone(),
+            stop_tx.clone(),
+        )));
+
+        // Enough events to keep the network read and the sealing busy at once; a few MiB at
+        // most (row events are up to ~8 KiB), so memory stays bounded whatever the lag.
+        let (tx, rx) = mpsc::channel(SOURCE_CHANNEL_EVENTS);
+        let source_task = tokio::spawn(source_task(
+            cfg.source.clone(),
+            resume.as_ref().map(|r| r.connect_at().clone()),
+            tx,
+            self.retry.clone(),
+            self.metrics.clone(),
+            stop.clone(),
+        ));
+        let _abort = AbortOnDrop(source_task);
+
+        let (jobs_tx, jobs_rx) = mpsc::channel(SEALS_OUTSTANDING);
+        let (free_tx, free_rx) = mpsc::channel(SEALS_OUTSTANDING);
+        let segment_loop = segment_loop(
+            cfg,
+            resume.as_ref(),
+            rx,
+            SealQueue {
+                jobs: jobs_tx,
+                free: free_rx,
+                outstanding: 0,
+            },
+            Stages {
+                spool: &self.spool,
+                metrics: &self.metrics,
+                exposure: &exposure,
+                acked: &acked,
+                limit: &self.limit,
+                damaged: &damaged,
+            },
+            stop.clone(),
+        );
+        let (writes_tx, writes_rx) = mpsc::channel(WRITES_OUTSTANDING);
+        let seal_loop = seal_loop(jobs_rx, free_tx, writes_tx, cfg.segment.compression());
+        let spool_loop = spool_loop(writes_rx, &self.spool, &self.metrics, &sealed);
+        let ship_loop = async {
+            let end = ship_loop(
+                cfg,
+                &self.client,
+                &self.spool,
+                &self.metrics,
+                &exposure,
+                &sealed,
+                &acked,
+                &self.limit,
+                self.retry.clone(),
+                stop.clone(),
+            )
+            .await?;
+            if end == Ended::Damaged {
+                damaged.store(true, Ordering::Relaxed);
+                let _ = stop_tx.send(true);
+            }
+            Ok::<_, AgentError>(end)
+        };
+        let (_, _, _, end) = tokio::try_join!(segment_loop, seal_loop, spool_loop, ship_loop)?;
+        if end == Ended::Damaged {
+            // Segments spooled while the stages wound down follow the hole too.
+            let spool = self.spool.clone();
+            tokio::task::spawn_blocking(move || spool.drop_unacknowledged())
+                .await
+                .map_err(|e| AgentError::Stage(format!("the spool task failed: {e}")))??;
+        }
+        Ok(end)
+    }
+}
+
+/// Turns `stop` on when `shutdown` does.
+async fn forward_shutdown(mut shutdown: ShutdownRx, stop: watch::Sender<bool>) {
+    if shutdown.wait_for(|down| *down).await.is_ok() {
+        let _ = stop.send(true);
+    }
 }
 
 /// Takes a snapshot each time `schedule` fires, until shutdown.
@@ -197,19 +300,27 @@ fn source_kind(cfg: &SourceConfig) -> SourceKind {
     }
 }
 
+/// Where the source continues: the newest spooled segment, else the checkpoint, else what
+/// the shipper holds of the stream (a lost spool directory), else the configured start.
 async fn initial_position(
     cfg: &AgentConfig,
-    spool: &Spool,
+    spool: &Arc<Spool>,
     client: &ShipperClient,
+    metrics: &Metrics,
     mut backoff: Backoff,
     mut shutdown: ShutdownRx,
-) -> Result<Option<Position>> {
+) -> Result<Option<ResumePoint>> {
     loop {
-        match spool.resume_position() {
+        let reading = spool.clone();
+        let found = tokio::task::spawn_blocking(move || reading.resume_position())
+            .await
+            .map_err(|e| AgentError::Stage(format!("the spool task failed: {e}")))?;
+        match found {
             Ok(Some(p)) => return Ok(Some(p)),
             Ok(None) => break,
             Err(e @ AgentError::SpoolCorrupt { .. }) => {
-                error!(error = %e, "quarantined a corrupt spool file")
+                metrics.spool_damaged.fetch_add(1, Ordering::Relaxed);
+                error!(error = %e, "a spooled segment is damaged: it was moved to quarantine and its range is read again from the source");
             }
             Err(e) => return Err(e),
         }
@@ -218,11 +329,12 @@ async fn initial_position(
         match client.head(&cfg.agent.stream).await {
             Ok(head) => {
                 let kind = source_kind(&cfg.source);
-                return head
-                    .end
-                    .map(|e| Position::parse(kind, &e))
-                    .transpose()
-                    .map_err(AgentError::from);
+                let parse = |text: &String| Position::parse(kind, text);
+                let Some(end) = head.end.as_ref().map(parse).transpose()? else {
+                    return Ok(None);
+                };
+                let open_trx = head.open_trx.as_ref().map(parse).transpose()?;
+                return Ok(Some(ResumePoint { end, open_trx }));
             }
             Err(e) => {
                 let wait = backoff.next_delay();
@@ -335,41 +447,53 @@ impl SealQueue {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What the segment loop shares with the other stages.
+struct Stages<'a> {
+    spool: &'a Spool,
+    metrics: &'a Metrics,
+    exposure: &'a Exposure,
+    acked: &'a Notify,
+    /// The shipper's segment limit.
+    limit: &'a AtomicU64,
+    /// Set when the pipeline stops because of a damaged spool file: the open segment is
+    /// then dropped, not sealed (it follows the hole).
+    damaged: &'a AtomicBool,
+}
+
 async fn segment_loop(
     cfg: &AgentConfig,
+    resume: Option<&ResumePoint>,
     mut rx: mpsc::Receiver<Msg>,
     mut queue: SealQueue,
-    spool: &Spool,
-    metrics: &Metrics,
-    exposure: &Exposure,
-    acked: &Notify,
-    mut shutdown: ShutdownRx,
+    st: Stages<'_>,
+    mut stop: ShutdownRx,
 ) -> Result<()> {
     let mut seg = Segmenter::new(
         cfg.agent.stream.clone(),
         source_kind(&cfg.source),
         cfg.segment.max_bytes,
         cfg.segment.max_age(),
+        resume,
     );
+    let (metrics, exposure) = (st.metrics, st.exposure);
     let mut preamble = Vec::new();
     let mut last_stale_seal: Option<Instant> = None;
     loop {
-        if spool.bytes() > cfg.agent.spool_max_bytes {
+        if st.spool.bytes() > cfg.agent.spool_max_bytes {
             warn!(
-                spool_bytes = spool.bytes(),
+                spool_bytes = st.spool.bytes(),
                 limit = cfg.agent.spool_max_bytes,
                 "spool full; pausing the source until the shipper catches up"
             );
             tokio::select! {
-                _ = acked.notified() => continue,
-                _ = shutdown.changed() => return cut(&mut seg, &mut queue, metrics, exposure).await,
+                _ = st.acked.notified() => continue,
+                _ = stop.changed() => return stopped(&mut seg, &mut queue, &st).await,
             }
         }
         let deadline = seg.deadline();
         tokio::select! {
             biased;
-            _ = shutdown.changed() => return cut(&mut seg, &mut queue, metrics, exposure).await,
+            _ = stop.changed() => return stopped(&mut seg, &mut queue, &st).await,
             Some(buf) = queue.free.recv() => queue.returned(buf, &mut seg),
             _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now).into()), if deadline.is_some() => {
                 cut(&mut seg, &mut queue, metrics, exposure).await?;
@@ -377,12 +501,29 @@ async fn segment_loop(
             msg = rx.recv() => match msg {
                 Some(Msg::Preamble(p)) => preamble = p,
                 Some(Msg::Item(SourceItem::Event(ev))) => {
+                    let max_segment_bytes = st.limit.load(Ordering::Relaxed);
+                    let room = max_payload_for(max_segment_bytes) as usize;
+                    if preamble.len() + ev.record.len() > room {
+                        let bytes = (preamble.len() + ev.record.len()) as u64;
+                        return Err(AgentError::EventTooLarge {
+                            at: ev.start.to_string(),
+                            bytes,
+                            limit: room as u64,
+                            max_segment_bytes,
+                            needed: bytes + bytes / 64 + (1 << 20),
+                        });
+                    }
+                    if seg.payload_len() > 0 && seg.payload_len() + ev.record.len() > room {
+                        cut(&mut seg, &mut queue, metrics, exposure).await?;
+                    }
                     if seg.opened_at().is_none() {
                         exposure.open_ms.store(now_ms(), Ordering::Relaxed);
                         exposure.publish(metrics);
                     }
                     let caught_up = ev.caught_up;
-                    seg.push(ev, || preamble.clone());
+                    if !seg.push(ev, || preamble.clone())? {
+                        continue;
+                    }
                     // A stale seal at most once per seal age: a clock skew between database
                     // and agent then cannot turn live load into one segment per transaction.
                     let stale = rx.is_empty()
@@ -398,20 +539,27 @@ async fn segment_loop(
                 Some(Msg::Item(SourceItem::Heartbeat)) => {
                     metrics.heartbeats.fetch_add(1, Ordering::Relaxed);
                 }
-                Some(Msg::Restart) => {
-                    seg.truncate_to_boundary();
-                }
+                Some(Msg::Restart) => seg.restart(),
                 Some(Msg::Fatal(e)) => {
-                    cut(&mut seg, &mut queue, metrics, exposure).await?;
+                    stopped(&mut seg, &mut queue, &st).await?;
                     return Err(e);
                 }
-                None => return cut(&mut seg, &mut queue, metrics, exposure).await,
+                None => return stopped(&mut seg, &mut queue, &st).await,
             },
         }
     }
 }
 
-/// Cuts the open segment (up to its last boundary) and queues it for the seal loop.
+/// The segment loop's last cut when the pipeline stops: the open segment is sealed, unless
+/// the stop is for a damaged spool file (then it follows a hole and is read again).
+async fn stopped(seg: &mut Segmenter, queue: &mut SealQueue, st: &Stages<'_>) -> Result<()> {
+    if st.damaged.load(Ordering::Relaxed) {
+        return Ok(());
+    }
+    cut(seg, queue, st.metrics, st.exposure).await
+}
+
+/// Cuts the open segment and queues it for the seal loop.
 async fn cut(
     seg: &mut Segmenter,
     queue: &mut SealQueue,
@@ -491,19 +639,74 @@ async fn spool_loop(
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn ship_loop(
+/// Runs `job` on the spool off the runtime's threads (file reads, fsyncs and hashing).
+async fn on_spool<T: Send + 'static>(
+    spool: &Arc<Spool>,
+    job: impl FnOnce(&Spool) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let spool = spool.clone();
+    tokio::task::spawn_blocking(move || job(&spool))
+        .await
+        .map_err(|e| AgentError::Stage(format!("the spool task failed: {e}")))?
+}
+
+/// Asks the shipper for its segment limit until it answers (uploads wait for it anyway),
+/// and checks that `segment.max_bytes` fits in it.
+async fn agree_limits(
+    cfg: &AgentConfig,
     client: &ShipperClient,
     spool: &Spool,
+    limit: &AtomicU64,
+    backoff: &mut Backoff,
+    shutdown: &mut ShutdownRx,
+) -> Result<bool> {
+    let shipper = loop {
+        match client.limits().await {
+            Ok(l) => {
+                break l.map_or(DEFAULT_MAX_SEGMENT_BYTES, |l| l.max_segment_bytes);
+            }
+            Err(e) if e.is_retryable() => {
+                let wait = backoff.next_delay();
+                warn!(error = %e, retry_in = ?wait, "cannot ask the shipper for its limits; segments stay in the spool");
+                if wait_or_shutdown(wait, shutdown).await {
+                    return Ok(false);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    backoff.reset();
+    let fits = max_payload_for(shipper) / 2;
+    if cfg.segment.max_bytes > fits {
+        return Err(AgentError::LimitMismatch {
+            max_bytes: cfg.segment.max_bytes,
+            shipper,
+            fits,
+        });
+    }
+    limit.store(shipper, Ordering::Relaxed);
+    spool.set_max_segment_bytes(shipper);
+    Ok(true)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn ship_loop(
+    cfg: &AgentConfig,
+    client: &ShipperClient,
+    spool: &Arc<Spool>,
     metrics: &Metrics,
     exposure: &Exposure,
     sealed: &Notify,
     acked: &Notify,
+    limit: &AtomicU64,
     mut backoff: Backoff,
     mut shutdown: ShutdownRx,
-) -> Result<()> {
+) -> Result<Ended> {
+    if !agree_limits(cfg, client, spool, limit, &mut backoff, &mut shutdown).await? {
+        return Ok(Ended::Shutdown);
+    }
     loop {
-        let entries = spool.list()?;
+        let entries = on_spool(spool, |s| s.list()).await?;
         metrics
             .spool_segments
             .store(entries.len() as u64, Ordering::Relaxed);
@@ -511,15 +714,17 @@ async fn ship_loop(
         if entries.is_empty() {
             tokio::select! {
                 _ = sealed.notified() => continue,
-                _ = shutdown.changed() => return Ok(()),
+                _ = shutdown.changed() => return Ok(Ended::Shutdown),
             }
         }
         for entry in entries {
-            let seg = match spool.read(&entry) {
+            let reading = entry.clone();
+            let seg = match on_spool(spool, move |s| s.read(&reading)).await {
                 Ok(s) => s,
                 Err(e @ AgentError::SpoolCorrupt { .. }) => {
-                    error!(error = %e, "a spooled segment is damaged and was moved aside; the stored chain will show a gap there");
-                    continue;
+                    metrics.spool_damaged.fetch_add(1, Ordering::Relaxed);
+                    error!(error = %e, "a spooled segment is damaged: it was moved to quarantine, and its range is read again from the source");
+                    return Ok(Ended::Damaged);
                 }
                 Err(e) => return Err(e),
             };
@@ -544,13 +749,15 @@ async fn ship_loop(
                             warn!(error = %e, retry_in = ?wait, spool_bytes = spool.bytes(), "upload failed; segments stay in the spool");
                         }
                         if wait_or_shutdown(wait, &mut shutdown).await {
-                            return Ok(());
+                            return Ok(Ended::Shutdown);
                         }
                     }
                     Err(e) => return Err(e),
                 }
             }
-            spool.acknowledge(&entry, &meta.end)?;
+            let done = entry.clone();
+            let point = ResumePoint::after(&meta);
+            on_spool(spool, move |s| s.acknowledge(&done, &point)).await?;
             if let Ok(mut q) = exposure.spooled.lock() {
                 q.pop_front();
             }
@@ -565,7 +772,7 @@ async fn ship_loop(
             metrics.spool_bytes.store(spool.bytes(), Ordering::Relaxed);
             acked.notify_one();
             if *shutdown.borrow() {
-                return Ok(());
+                return Ok(Ended::Shutdown);
             }
         }
     }

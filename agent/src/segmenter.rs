@@ -1,13 +1,18 @@
-//! The segmenter: gathers events into a segment and cuts it at a size or age limit, only
-//! ever between transactions. Compressing and hashing the cut payload ([`SealJob::seal`]) is
-//! left to the caller, so that it can run on another thread while the next segment fills.
+//! The segmenter: gathers events into a segment and cuts it at a size or age limit. A
+//! segment is cut at `segment.max_bytes` whatever the transaction, so no transaction has to
+//! fit in memory; its header then names where the open transaction began (`open_trx`).
+//! Age cuts wait for a transaction boundary, which is where a restore may stop. Compressing
+//! and hashing the cut payload ([`SealJob::seal`]) is left to the caller, so that it can run
+//! on another thread while the next segment fills.
 
+use std::cmp::Ordering;
 use std::time::{Duration, Instant};
 
 use logferry_common::segment::Sealer;
 use logferry_common::{Position, Segment, SegmentMeta, SourceKind, StreamId};
 
-use crate::error::Result;
+use crate::error::{AgentError, Result};
+use crate::resume::ResumePoint;
 use crate::sources::SourceEvent;
 
 /// Binlog commit times are whole seconds: an event stamped T committed up to 999 ms later,
@@ -46,8 +51,10 @@ impl SealJob {
 
 /// Gathers events and decides when to cut.
 ///
-/// Invariant: a sealed segment ends at a transaction boundary, so a restore that applies
-/// whole segments never applies half a transaction.
+/// Invariants: a segment holds at most `max_bytes` plus one event; a segment that ends
+/// inside a transaction says where it began; after a reconnect or a restart, events that
+/// are already in a sealed segment are recognised by position and dropped, so each event is
+/// stored once.
 #[derive(Debug)]
 pub struct Segmenter {
     stream: StreamId,
@@ -62,12 +69,31 @@ pub struct Segmenter {
     opened_at: Option<Instant>,
     count: u64,
     boundary: Option<Boundary>,
+    /// End and commit time of the last event pushed into the open segment.
+    last: Option<(Position, i64)>,
+    /// End of the last transaction boundary seen, in any segment: where a source resumes.
+    last_boundary: Option<Position>,
+    /// Where the transaction in progress began, if one is (it may have begun in a sealed
+    /// segment).
+    open_trx: Option<Position>,
+    /// The stored end so far: end and open transaction of the last sealed segment.
+    sealed: Option<ResumePoint>,
+    /// Events that end at or before this place are already sealed: the source re-sends them
+    /// after resuming at the start of the transaction they belong to.
+    skip_to: Option<Position>,
 }
 
 impl Segmenter {
-    /// A segmenter for `stream` that seals at `max_bytes` or `max_age`, whichever first.
-    pub fn new(stream: StreamId, kind: SourceKind, max_bytes: u64, max_age: Duration) -> Self {
-        Segmenter {
+    /// A segmenter for `stream` that seals at `max_bytes` or `max_age`, whichever first,
+    /// continuing after `resume` (what is already stored or spooled) when given.
+    pub fn new(
+        stream: StreamId,
+        kind: SourceKind,
+        max_bytes: u64,
+        max_age: Duration,
+        resume: Option<&ResumePoint>,
+    ) -> Self {
+        let mut seg = Segmenter {
             stream,
             kind,
             max_bytes: usize::try_from(max_bytes).unwrap_or(usize::MAX),
@@ -79,11 +105,41 @@ impl Segmenter {
             opened_at: None,
             count: 0,
             boundary: None,
+            last: None,
+            last_boundary: None,
+            open_trx: None,
+            sealed: None,
+            skip_to: None,
+        };
+        if let Some(r) = resume {
+            seg.last_boundary = Some(r.connect_at().clone());
+            seg.open_trx = r.open_trx.clone();
+            seg.skip_to = r.open_trx.is_some().then(|| r.end.clone());
+            seg.sealed = Some(r.clone());
         }
+        seg
     }
 
-    /// Adds an event; `preamble` is asked for when the event opens a new segment.
-    pub fn push(&mut self, ev: SourceEvent, preamble: impl FnOnce() -> Vec<u8>) {
+    /// Adds an event; `preamble` is asked for when the event opens a new segment. Returns
+    /// `false` when the event was already sealed (re-sent after a resume) and was dropped.
+    ///
+    /// # Errors
+    /// [`AgentError::Gap`] when a re-sent event straddles the end already sealed: the
+    /// source does not hold the log that was stored.
+    pub fn push(&mut self, ev: SourceEvent, preamble: impl FnOnce() -> Vec<u8>) -> Result<bool> {
+        if let Some(skip) = &self.skip_to {
+            if ev.end.cmp_place(skip) != Ordering::Greater {
+                return Ok(false);
+            }
+            if ev.start.cmp_place(skip) == Ordering::Less {
+                return Err(AgentError::Gap(format!(
+                    "the stored chain ends at {skip}, but the server's event there runs from {} to {}: \
+                     the server's binlog is not the one stored; take a new snapshot and start the stream again",
+                    ev.start, ev.end
+                )));
+            }
+            self.skip_to = None;
+        }
         if self.start.is_none() {
             // Buffers keep their capacity from segment to segment: no regrowth and no
             // fresh pages for the kernel to zero on every segment.
@@ -101,13 +157,24 @@ impl Segmenter {
         self.payload.extend_from_slice(&ev.record);
         self.count += 1;
         if ev.boundary {
+            self.open_trx = None;
+            self.last_boundary = Some(ev.end.clone());
             self.boundary = Some(Boundary {
                 payload_len: self.payload.len(),
-                end: ev.end,
+                end: ev.end.clone(),
                 last_event_ms: ev.time_ms,
                 event_count: self.count,
             });
+        } else if self.open_trx.is_none() {
+            self.open_trx = Some(self.last_boundary.clone().unwrap_or(ev.start));
         }
+        self.last = Some((ev.end, ev.time_ms));
+        Ok(true)
+    }
+
+    /// Bytes in the open segment's payload.
+    pub fn payload_len(&self) -> usize {
+        self.payload.len()
     }
 
     fn at_boundary(&self) -> bool {
@@ -117,7 +184,8 @@ impl Segmenter {
     }
 
     /// When the open segment must be sealed by age; `None` while it is empty or a
-    /// transaction is in progress (it is then sealed when that transaction ends).
+    /// transaction is in progress (it is then sealed when that transaction ends, or when it
+    /// reaches `max_bytes`).
     pub fn deadline(&self) -> Option<Instant> {
         if !self.at_boundary() {
             return None;
@@ -125,12 +193,11 @@ impl Segmenter {
         self.opened_at.map(|t| t + self.max_age)
     }
 
-    /// Whether the open segment should be sealed now: it ends at a boundary and is big or
-    /// old enough.
+    /// Whether the open segment should be sealed now: it reached `max_bytes` (wherever it
+    /// ends), or it ends at a boundary and is old enough.
     pub fn should_seal(&self, now: Instant) -> bool {
-        self.at_boundary()
-            && (self.payload.len() >= self.max_bytes
-                || self.opened_at.is_some_and(|t| now >= t + self.max_age))
+        self.payload.len() >= self.max_bytes
+            || (self.at_boundary() && self.opened_at.is_some_and(|t| now >= t + self.max_age))
     }
 
     /// Whether the open segment should be sealed because its data is already older than the
@@ -162,25 +229,28 @@ impl Segmenter {
         }
     }
 
-    /// Cuts everything up to the last boundary. Events after it (a transaction in
-    /// progress) are dropped: callers cut either at a boundary ([`Self::should_seal`]) or
-    /// when the source stops, and the source resumes at the cut end. Returns `None` when
-    /// no transaction is complete.
+    /// Cuts every event of the open segment; when the last one is inside a transaction the
+    /// segment's `open_trx` says where that transaction began. `None` when it is empty.
     pub fn seal(&mut self) -> Option<SealJob> {
-        let (Some(b), Some(start)) = (self.boundary.take(), self.start.take()) else {
-            self.truncate_to_boundary();
+        let (Some(start), Some((end, last_event_ms))) = (self.start.take(), self.last.take())
+        else {
             return None;
         };
-        self.payload.truncate(b.payload_len);
+        self.boundary = None;
         let meta = SegmentMeta {
             stream: self.stream.clone(),
             source: self.kind,
             start,
-            end: b.end,
+            end,
+            open_trx: self.open_trx.clone(),
             first_event_ms: self.first_event_ms,
-            last_event_ms: b.last_event_ms,
-            event_count: b.event_count,
+            last_event_ms,
+            event_count: self.count,
         };
+        self.sealed = Some(ResumePoint {
+            end: meta.end.clone(),
+            open_trx: meta.open_trx.clone(),
+        });
         let read_ms = self.opened_at.map_or_else(crate::metrics::now_ms, |t| {
             crate::metrics::now_ms() - t.elapsed().as_millis() as i64
         });
@@ -194,21 +264,27 @@ impl Segmenter {
         })
     }
 
-    /// Drops events after the last boundary (a transaction cut by a reconnect) and returns
-    /// the position the source must resume from, if the open segment has a boundary.
-    pub fn truncate_to_boundary(&mut self) -> Option<Position> {
-        match &self.boundary {
+    /// The source reconnected and resumes after the last transaction boundary it sent.
+    /// Events of the open segment after its last boundary are dropped (the source sends
+    /// them again); when the open segment has no boundary, all of it is dropped, and events
+    /// up to the end already sealed are recognised and skipped as they come again.
+    pub fn restart(&mut self) {
+        match self.boundary.clone() {
             Some(b) => {
                 self.payload.truncate(b.payload_len);
                 self.count = b.event_count;
-                Some(b.end.clone())
+                self.last = Some((b.end.clone(), b.last_event_ms));
+                self.last_boundary = Some(b.end);
+                self.open_trx = None;
             }
             None => {
                 self.payload.clear();
                 self.start = None;
                 self.opened_at = None;
                 self.count = 0;
-                None
+                self.last = None;
+                self.open_trx = self.sealed.as_ref().and_then(|s| s.open_trx.clone());
+                self.skip_to = self.sealed.as_ref().map(|s| s.end.clone());
             }
         }
     }
@@ -219,11 +295,15 @@ mod tests {
     use super::*;
     use logferry_common::BinlogPos;
 
+    fn pos(at: u64) -> Position {
+        Position::Binlog(BinlogPos::new("b.000001", at))
+    }
+
     fn ev(at: u64, boundary: bool) -> SourceEvent {
         SourceEvent {
             record: vec![0u8; 100],
-            start: Position::Binlog(BinlogPos::new("b.000001", at)),
-            end: Position::Binlog(BinlogPos::new("b.000001", at + 100)),
+            start: pos(at),
+            end: pos(at + 100),
             time_ms: at as i64,
             boundary,
             caught_up: false,
@@ -232,44 +312,61 @@ mod tests {
 
     fn segmenter(max_bytes: u64) -> Segmenter {
         let s = StreamId::new("s").unwrap();
-        Segmenter::new(s, SourceKind::Mysql, max_bytes, Duration::from_secs(3600))
+        Segmenter::new(
+            s,
+            SourceKind::Mysql,
+            max_bytes,
+            Duration::from_secs(3600),
+            None,
+        )
     }
 
     #[test]
-    fn seals_by_size_only_at_a_boundary() {
+    fn seals_by_size_inside_a_transaction_and_names_where_it_began() {
         let mut s = segmenter(250);
-        s.push(ev(4, false), Vec::new);
-        s.push(ev(104, false), Vec::new);
-        s.push(ev(204, false), Vec::new);
-        assert!(!s.should_seal(Instant::now()), "mid-transaction");
-        assert!(s.deadline().is_none());
-        s.push(ev(304, true), Vec::new);
-        assert!(s.should_seal(Instant::now()));
+        assert!(s.push(ev(4, true), Vec::new).unwrap());
+        s.push(ev(104, false), Vec::new).unwrap();
+        assert!(!s.should_seal(Instant::now()));
+        s.push(ev(204, false), Vec::new).unwrap();
+        assert!(
+            s.should_seal(Instant::now()),
+            "max_bytes reached mid-transaction"
+        );
+        assert!(s.deadline().is_none(), "no age cut mid-transaction");
         let job = s.seal().unwrap();
-        assert_eq!(job.meta.event_count, 4);
-        assert_eq!(job.meta.end.to_string(), "b.000001:404");
-        assert_eq!(job.payload.len(), 400);
+        assert_eq!(job.meta.event_count, 3);
+        assert_eq!(job.meta.end.to_string(), "b.000001:304");
+        assert_eq!(job.meta.open_trx, Some(pos(104)));
+        assert_eq!(job.payload.len(), 300);
         let seg = job
             .seal(&mut Sealer::new(logferry_common::Compression::Zstd(3)).unwrap())
             .unwrap();
         assert_eq!(seg.payload().unwrap(), job.payload);
+        // The next segment continues the same transaction, then ends at its commit.
+        s.push(ev(304, false), Vec::new).unwrap();
+        s.push(ev(404, true), Vec::new).unwrap();
+        let job = s.seal().unwrap();
+        assert_eq!(job.meta.start, pos(304));
+        assert!(job.meta.ends_at_boundary());
     }
 
     #[test]
-    fn seals_by_age() {
+    fn seals_by_age_only_at_a_boundary() {
         let mut s = segmenter(1 << 20);
-        s.push(ev(4, true), Vec::new);
+        s.push(ev(4, true), Vec::new).unwrap();
         let deadline = s.deadline().unwrap();
         assert!(!s.should_seal(Instant::now()));
         assert!(s.should_seal(deadline));
+        s.push(ev(104, false), Vec::new).unwrap();
+        assert!(!s.should_seal(deadline + Duration::from_secs(1)));
     }
 
     #[test]
     fn old_data_is_stale_only_at_a_boundary() {
         let mut s = segmenter(1 << 20);
-        s.push(ev(4, false), Vec::new);
+        s.push(ev(4, false), Vec::new).unwrap();
         assert!(!s.is_stale(10_000_000), "mid-transaction");
-        s.push(ev(104, true), Vec::new);
+        s.push(ev(104, true), Vec::new).unwrap();
         assert!(s.is_stale(10_000_000), "committed long ago");
         assert!(!s.is_stale(104 + 100), "fresh data waits for the seal age");
         let mut fast = Segmenter::new(
@@ -277,8 +374,9 @@ mod tests {
             SourceKind::Mysql,
             1 << 20,
             Duration::from_millis(200),
+            None,
         );
-        fast.push(ev(4_000, true), Vec::new);
+        fast.push(ev(4_000, true), Vec::new).unwrap();
         assert!(
             !fast.is_stale(4_000 + 900),
             "a whole-second commit time is not evidence of old data"
@@ -287,29 +385,88 @@ mod tests {
     }
 
     #[test]
-    fn truncation_keeps_whole_transactions() {
+    fn a_reconnect_drops_events_after_the_last_boundary() {
         let mut s = segmenter(1 << 20);
-        s.push(ev(4, true), || vec![1, 2, 3]);
-        s.push(ev(104, false), Vec::new);
-        assert_eq!(
-            s.truncate_to_boundary().unwrap().to_string(),
-            "b.000001:104"
-        );
+        s.push(ev(4, true), || vec![1, 2, 3]).unwrap();
+        s.push(ev(104, false), Vec::new).unwrap();
+        s.restart();
+        // The source resumes at 104 and sends the transaction again.
+        s.push(ev(104, false), Vec::new).unwrap();
+        s.push(ev(204, true), Vec::new).unwrap();
         let job = s.seal().unwrap();
-        assert_eq!(job.meta.event_count, 1);
-        assert_eq!(job.payload.len(), 103);
+        assert_eq!(job.meta.event_count, 3);
+        assert_eq!(job.payload.len(), 303);
+        assert!(job.meta.ends_at_boundary());
         assert!(s.seal().is_none());
+    }
+
+    #[test]
+    fn a_reconnect_inside_a_sealed_transaction_skips_what_is_sealed() {
+        let mut s = segmenter(200);
+        s.push(ev(4, true), Vec::new).unwrap();
+        s.push(ev(104, false), Vec::new).unwrap();
+        let first = s.seal().unwrap();
+        assert_eq!(first.meta.open_trx, Some(pos(104)));
+        s.push(ev(204, false), Vec::new).unwrap();
+        s.restart();
+        // The source resumes at the transaction's start, 104: 104 is sealed, 204 was
+        // dropped with the open segment and is kept when it comes again.
+        assert!(!s.push(ev(104, false), Vec::new).unwrap());
+        assert!(s.push(ev(204, false), Vec::new).unwrap());
+        s.push(ev(304, true), Vec::new).unwrap();
+        let job = s.seal().unwrap();
+        assert_eq!(job.meta.start, pos(204));
+        assert_eq!(job.meta.event_count, 2);
+        assert!(job.meta.ends_at_boundary());
+    }
+
+    #[test]
+    fn a_restart_inside_a_transaction_continues_the_stored_one() {
+        let resume = ResumePoint {
+            end: pos(304),
+            open_trx: Some(pos(104)),
+        };
+        assert_eq!(resume.connect_at(), &pos(104));
+        let s = StreamId::new("s").unwrap();
+        let mut seg = Segmenter::new(
+            s,
+            SourceKind::Mysql,
+            1 << 20,
+            Duration::from_secs(1),
+            Some(&resume),
+        );
+        assert!(!seg.push(ev(104, false), Vec::new).unwrap());
+        assert!(!seg.push(ev(204, false), Vec::new).unwrap());
+        assert!(seg.push(ev(304, false), Vec::new).unwrap());
+        let job = seg.seal().unwrap();
+        assert_eq!(job.meta.start, pos(304));
+        assert_eq!(
+            job.meta.open_trx,
+            Some(pos(104)),
+            "still the stored transaction"
+        );
+        // An event that straddles the stored end is another server's log.
+        let mut seg = Segmenter::new(
+            StreamId::new("s").unwrap(),
+            SourceKind::Mysql,
+            1 << 20,
+            Duration::from_secs(1),
+            Some(&resume),
+        );
+        let mut odd = ev(254, false);
+        odd.end = pos(354);
+        assert!(matches!(seg.push(odd, Vec::new), Err(AgentError::Gap(_))));
     }
 
     #[test]
     fn a_recycled_buffer_serves_the_next_segment() {
         let mut s = segmenter(1 << 20);
-        s.push(ev(4, true), Vec::new);
+        s.push(ev(4, true), Vec::new).unwrap();
         let first = s.seal().unwrap();
         let cap = first.payload.capacity();
         let ptr = first.payload.as_ptr();
         s.recycle(first.payload);
-        s.push(ev(104, true), Vec::new);
+        s.push(ev(104, true), Vec::new).unwrap();
         let second = s.seal().unwrap();
         assert_eq!(second.payload.len(), 100, "old content cleared");
         assert_eq!(second.payload.as_ptr(), ptr);

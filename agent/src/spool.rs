@@ -8,7 +8,11 @@
 //!    acknowledged; every spooled segment starts at or after it. The checkpoint is written
 //!    (atomically, fsynced) before the acknowledged file is deleted.
 //! 3. After a crash the source resumes at the end of the newest spooled segment, else at the
-//!    checkpoint; the spool is shipped first, oldest first.
+//!    checkpoint; the spool is shipped first, oldest first. Both name the transaction open
+//!    at that end, if any ([`ResumePoint`]).
+//! 4. A file damaged on disk is moved to `quarantine/` and every newer file is deleted (it
+//!    follows a hole, so it cannot be shipped first): the range from the checkpoint on is
+//!    then read again from the source.
 //!
 //! The newest segments written (within a byte budget) are also kept in memory, so that the ship loop, usually
 //! one segment behind the sealing, uploads them without reading the file back and hashing
@@ -23,6 +27,8 @@ use std::sync::Mutex;
 
 use logferry_common::keys::{parse_segment_file_name, segment_file_name, SEGMENT_EXT};
 use logferry_common::{DecodeLimits, Position, Segment, SourceKind};
+
+use crate::resume::ResumePoint;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{AgentError, Result};
@@ -48,6 +54,10 @@ pub struct SpoolEntry {
 struct Checkpoint {
     kind: SourceKind,
     end: String,
+    /// Where the transaction open at `end` began (absent in checkpoints of older builds,
+    /// whose segments always ended at a boundary).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    open_trx: Option<String>,
 }
 
 /// The spool directory.
@@ -57,6 +67,8 @@ pub struct Spool {
     quarantine: PathBuf,
     checkpoint: PathBuf,
     bytes: AtomicU64,
+    /// The largest segment read back (the limit the agent seals to, at least the default).
+    max_segment_bytes: AtomicU64,
     /// The newest segments written by this process, by file name, oldest first.
     recent: Mutex<VecDeque<(String, Segment)>>,
 }
@@ -77,6 +89,7 @@ impl Spool {
             segments,
             quarantine,
             bytes: AtomicU64::new(0),
+            max_segment_bytes: AtomicU64::new(logferry_common::segment::DEFAULT_MAX_SEGMENT_BYTES),
             recent: Mutex::new(VecDeque::new()),
         };
         for entry in
@@ -176,12 +189,11 @@ impl Spool {
         let bytes = fs::read(&entry.path).map_err(|e| AgentError::spool(&entry.path, e))?;
         // The trailer sha256 covers every byte of the file, so decoding detects any damage on
         // disk; the payload itself was hashed when sealed and is checked again by the shipper.
-        match Segment::decode(bytes, &DecodeLimits::default()) {
+        let limits = DecodeLimits::for_segments(self.max_segment_bytes.load(Ordering::Relaxed));
+        match Segment::decode(bytes, &limits) {
             Ok(seg) => Ok(seg),
             Err(e) => {
-                let to = self.quarantine.join(&entry.name);
-                fs::rename(&entry.path, &to).map_err(|e| AgentError::spool(&entry.path, e))?;
-                self.bytes.fetch_sub(entry.len, Ordering::Relaxed);
+                let to = self.quarantine_from(entry)?;
                 Err(AgentError::SpoolCorrupt {
                     path: to,
                     reason: e.to_string(),
@@ -190,11 +202,47 @@ impl Spool {
         }
     }
 
+    /// Lets reads accept segments up to `bytes` (the limit the agent now seals to).
+    pub fn set_max_segment_bytes(&self, bytes: u64) {
+        self.max_segment_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Moves the damaged `entry` to `quarantine/` and deletes every newer spooled file (a
+    /// newer file follows a hole, so it cannot be shipped before the hole is read again from
+    /// the source, which also writes it again); returns where `entry` went.
+    fn quarantine_from(&self, entry: &SpoolEntry) -> Result<PathBuf> {
+        let to = self.quarantine.join(&entry.name);
+        fs::rename(&entry.path, &to).map_err(|err| AgentError::spool(&entry.path, err))?;
+        self.bytes.fetch_sub(entry.len, Ordering::Relaxed);
+        self.remove_where(|e| e.name > entry.name)?;
+        Ok(to)
+    }
+
+    /// Deletes every spooled file: what the source writes next replaces them (after a
+    /// damaged file, the pipeline starts again from the checkpoint).
+    ///
+    /// # Errors
+    /// [`AgentError::Spool`] on I/O failure.
+    pub fn drop_unacknowledged(&self) -> Result<()> {
+        self.remove_where(|_| true)
+    }
+
+    fn remove_where(&self, pick: impl Fn(&SpoolEntry) -> bool) -> Result<()> {
+        for e in self.list()?.iter().filter(|e| pick(e)) {
+            fs::remove_file(&e.path).map_err(|err| AgentError::spool(&e.path, err))?;
+            self.bytes.fetch_sub(e.len, Ordering::Relaxed);
+            if let Ok(mut recent) = self.recent.lock() {
+                recent.retain(|(name, _)| *name != e.name);
+            }
+        }
+        sync_dir(&self.segments).map_err(|e| AgentError::spool(&self.segments, e))
+    }
+
     /// Records `end` as acknowledged, then deletes the acknowledged file (invariant 2).
     ///
     /// # Errors
     /// [`AgentError::Spool`] on I/O failure.
-    pub fn acknowledge(&self, entry: &SpoolEntry, end: &Position) -> Result<()> {
+    pub fn acknowledge(&self, entry: &SpoolEntry, end: &ResumePoint) -> Result<()> {
         self.write_checkpoint(end)?;
         fs::remove_file(&entry.path).map_err(|e| AgentError::spool(&entry.path, e))?;
         sync_dir(&self.segments).map_err(|e| AgentError::spool(&self.segments, e))?;
@@ -202,10 +250,11 @@ impl Spool {
         Ok(())
     }
 
-    fn write_checkpoint(&self, end: &Position) -> Result<()> {
+    fn write_checkpoint(&self, end: &ResumePoint) -> Result<()> {
         let body = serde_json::to_vec(&Checkpoint {
-            kind: end.kind(),
-            end: end.to_string(),
+            kind: end.end.kind(),
+            end: end.end.to_string(),
+            open_trx: end.open_trx.as_ref().map(ToString::to_string),
         })
         .map_err(|e| AgentError::spool(&self.checkpoint, std::io::Error::other(e)))?;
         let tmp = self.checkpoint.with_extension("json.tmp");
@@ -223,7 +272,7 @@ impl Spool {
     ///
     /// # Errors
     /// [`AgentError::Spool`] when the file exists but cannot be read or parsed.
-    pub fn checkpoint(&self) -> Result<Option<Position>> {
+    pub fn checkpoint(&self) -> Result<Option<ResumePoint>> {
         let bytes = match fs::read(&self.checkpoint) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -231,9 +280,11 @@ impl Spool {
         };
         let bad = |msg: String| AgentError::spool(&self.checkpoint, std::io::Error::other(msg));
         let cp: Checkpoint = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
-        Position::parse(cp.kind, &cp.end)
-            .map(Some)
-            .map_err(|e| bad(e.to_string()))
+        let parse = |text: &str| Position::parse(cp.kind, text).map_err(|e| bad(e.to_string()));
+        Ok(Some(ResumePoint {
+            end: parse(&cp.end)?,
+            open_trx: cp.open_trx.as_deref().map(parse).transpose()?,
+        }))
     }
 
     /// Where the source resumes (invariant 3): end of the newest spooled segment, else the
@@ -241,9 +292,9 @@ impl Spool {
     ///
     /// # Errors
     /// As [`Self::read`] and [`Self::checkpoint`].
-    pub fn resume_position(&self) -> Result<Option<Position>> {
+    pub fn resume_position(&self) -> Result<Option<ResumePoint>> {
         if let Some(last) = self.list()?.last() {
-            return Ok(Some(self.read(last)?.header.meta.end));
+            return Ok(Some(ResumePoint::after(&self.read(last)?.header.meta)));
         }
         self.checkpoint()
     }
@@ -269,6 +320,7 @@ mod tests {
             source: SourceKind::Mysql,
             start: Position::Binlog(BinlogPos::new("b.000001", from)),
             end: Position::Binlog(BinlogPos::new("b.000001", to)),
+            open_trx: None,
             first_event_ms: 0,
             last_event_ms: 0,
             event_count: 1,
@@ -293,34 +345,45 @@ mod tests {
             "b.000001:250"
         );
         spool
-            .acknowledge(&list[0], &seg(4, 100).header.meta.end)
+            .acknowledge(&list[0], &ResumePoint::after(&seg(4, 100).header.meta))
             .unwrap();
-        spool
-            .acknowledge(&list[1], &seg(100, 250).header.meta.end)
-            .unwrap();
+        let mid_trx = ResumePoint {
+            end: seg(100, 250).header.meta.end,
+            open_trx: Some(Position::Binlog(
+                BinlogPos::parse("b.000001:90@0-1-5").unwrap(),
+            )),
+        };
+        spool.acknowledge(&list[1], &mid_trx).unwrap();
         assert!(spool.list().unwrap().is_empty());
         assert_eq!(spool.bytes(), 0);
-        assert_eq!(
-            spool.resume_position().unwrap().unwrap().to_string(),
-            "b.000001:250"
-        );
+        assert_eq!(spool.resume_position().unwrap().unwrap(), mid_trx);
         assert!(!dir.path().join("segments/x.lfs.tmp").exists());
     }
 
     #[test]
-    fn corrupt_file_is_quarantined() {
+    fn a_corrupt_file_is_quarantined_with_every_newer_one() {
         let dir = tempfile::tempdir().unwrap();
-        let e = Spool::open(dir.path()).unwrap().write(seg(4, 100)).unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let a = spool.write(seg(4, 100)).unwrap();
+        let e = spool.write(seg(100, 250)).unwrap();
+        let c = spool.write(seg(250, 400)).unwrap();
         let mut bytes = fs::read(&e.path).unwrap();
         bytes[40] ^= 1;
         fs::write(&e.path, bytes).unwrap();
-        // Found by the next process: the damaged file is all there is.
+        // Found by the next process: the in-memory copies are gone.
         let spool = Spool::open(dir.path()).unwrap();
+        assert!(spool.read(&a).is_ok());
         assert!(matches!(
             spool.read(&e),
             Err(AgentError::SpoolCorrupt { .. })
         ));
         assert!(dir.path().join("quarantine").join(&e.name).exists());
+        assert!(
+            !c.path.exists(),
+            "a newer file follows the hole and is dropped"
+        );
+        assert_eq!(spool.list().unwrap(), vec![a.clone()]);
+        assert_eq!(spool.bytes(), a.len);
     }
 
     #[test]
@@ -335,14 +398,15 @@ mod tests {
         let mut bytes = fs::read(&second.path).unwrap();
         bytes[40] ^= 1;
         fs::write(&second.path, &bytes).unwrap();
+        assert_eq!(spool.read(&first).unwrap().bytes(), seg(4, 100).bytes());
         assert_eq!(spool.read(&second).unwrap().bytes(), seg(100, 250).bytes());
-        // Handed out once: a second read (a retry after a restart) goes to the file.
+        // Handed out once: a second read (a retry after a restart) goes to the file, which
+        // is set aside with the newer third one (it follows the hole).
         assert!(matches!(
             spool.read(&second),
             Err(AgentError::SpoolCorrupt { .. })
         ));
-        assert_eq!(spool.read(&first).unwrap().bytes(), seg(4, 100).bytes());
-        assert_eq!(spool.read(&third).unwrap().bytes(), seg(250, 400).bytes());
+        assert!(!third.path.exists());
         assert!(spool.recent.lock().unwrap().is_empty());
     }
 
@@ -376,16 +440,17 @@ mod tests {
         }
         // Two halves overflow the budget, so the first went back to disk when the second
         // was written; the second went with the third, which alone is over the budget and
-        // never stayed. Damaged files show which reads came from disk.
-        for e in [&first, &second, &third] {
+        // never stayed. Damaged files show which reads came from disk (newest first: a
+        // damaged file sets aside every newer one).
+        assert_eq!(
+            spool.read(&fourth).unwrap().bytes(),
+            big_seg(400, 500, half).bytes()
+        );
+        for e in [&third, &second, &first] {
             assert!(matches!(
                 spool.read(e),
                 Err(AgentError::SpoolCorrupt { .. })
             ));
         }
-        assert_eq!(
-            spool.read(&fourth).unwrap().bytes(),
-            big_seg(400, 500, half).bytes()
-        );
     }
 }

@@ -3,13 +3,16 @@
 //! # Layout (all integers little-endian)
 //! ```text
 //! magic        8  b"LFSEG\0\0\x01"
-//! version      2  format version, currently 1
+//! version      2  format version, currently 2 (1 is read too)
 //! header_len   4  length of the header block
 //! header       header_len bytes:
 //!     stream id          str16
 //!     source kind        u8
 //!     start position     str16   (where the first event starts)
 //!     end position       str16   (right after the last event)
+//!     open transaction   str16   (version 2 only: empty when the segment ends at a
+//!                                 transaction boundary, else where the transaction still
+//!                                 open at its end began)
 //!     first event time   i64     (ms since the Unix epoch, source commit time)
 //!     last event time    i64
 //!     event count        u64
@@ -25,6 +28,10 @@
 //! `str16` is a u16 length followed by UTF-8. Decoding checks the total length exactly, the
 //! trailer before anything else is trusted, every length against [`DecodeLimits`], and the
 //! payload's sha256 after decompression. Bad bytes give [`Error::Corrupt`], never a panic.
+//!
+//! Version 1 segments (written before segments could end inside a transaction) have no
+//! open-transaction field and always end at a boundary; they read as version 2 segments
+//! with `open_trx = None`.
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
@@ -32,7 +39,10 @@ use sha2::{Digest, Sha256};
 use crate::{Error, Position, Result, SourceKind, StreamId};
 
 const MAGIC: &[u8; 8] = b"LFSEG\0\0\x01";
-const VERSION: u16 = 1;
+/// The format version written. Version 2 added the open-transaction field.
+const VERSION: u16 = 2;
+/// The oldest format version read.
+const OLDEST_VERSION: u16 = 1;
 const TRAILER_LEN: usize = 32;
 const PREFIX_LEN: usize = 8 + 2 + 4;
 const MAX_HEADER_LEN: usize = 64 * 1024;
@@ -111,13 +121,36 @@ pub struct DecodeLimits {
     pub max_payload_bytes: u64,
 }
 
+/// The largest encoded segment accepted by default, by the shipper on upload
+/// (`server.max_segment_bytes`), the agent reading its spool back, and every reader of the
+/// store. The agent never seals a larger one: it asks the shipper for its limit.
+pub const DEFAULT_MAX_SEGMENT_BYTES: u64 = 256 * 1024 * 1024;
+
 impl Default for DecodeLimits {
     fn default() -> Self {
         DecodeLimits {
-            max_segment_bytes: 256 * 1024 * 1024,
+            max_segment_bytes: DEFAULT_MAX_SEGMENT_BYTES,
             max_payload_bytes: 1024 * 1024 * 1024,
         }
     }
+}
+
+impl DecodeLimits {
+    /// Limits that accept segments up to `max_segment_bytes` (at least the default).
+    pub fn for_segments(max_segment_bytes: u64) -> Self {
+        DecodeLimits {
+            max_segment_bytes: max_segment_bytes.max(DEFAULT_MAX_SEGMENT_BYTES),
+            ..DecodeLimits::default()
+        }
+    }
+}
+
+/// The largest payload whose sealed segment fits in `max_segment_bytes` whatever the codec:
+/// room for the header, the trailer and compression's worst-case growth on incompressible
+/// data (zstd and LZ4 add well under 1/128).
+pub fn max_payload_for(max_segment_bytes: u64) -> u64 {
+    let overhead = max_segment_bytes / 128 + (MAX_HEADER_LEN + PREFIX_LEN + TRAILER_LEN) as u64;
+    max_segment_bytes.saturating_sub(overhead)
 }
 
 /// What the agent knows about a segment's content before it is sealed.
@@ -131,12 +164,24 @@ pub struct SegmentMeta {
     pub start: Position,
     /// Position right after the last event; the next segment starts here.
     pub end: Position,
+    /// `None` when the segment ends at a transaction boundary (a restore may stop at its
+    /// end); else where the transaction still open at its end began: the rest of that
+    /// transaction is in the following segments, and a source resuming after this segment
+    /// reads again from there to see the transaction whole.
+    pub open_trx: Option<Position>,
     /// Source commit time of the first event, ms since the Unix epoch.
     pub first_event_ms: i64,
     /// Source commit time of the last event, ms since the Unix epoch.
     pub last_event_ms: i64,
     /// Number of source events in the payload.
     pub event_count: u64,
+}
+
+impl SegmentMeta {
+    /// Whether the segment ends at a transaction boundary.
+    pub fn ends_at_boundary(&self) -> bool {
+        self.open_trx.is_none()
+    }
 }
 
 /// The full header of a sealed segment.
@@ -459,9 +504,9 @@ fn decode_prefix_and_header(bytes: &[u8]) -> Result<(SegmentHeader, usize)> {
         return Err(Error::corrupt("bad magic: not a logferry segment"));
     }
     let version = u16::from_le_bytes([bytes[8], bytes[9]]);
-    if version != VERSION {
+    if !(OLDEST_VERSION..=VERSION).contains(&version) {
         return Err(Error::corrupt(format!(
-            "format version {version} is not supported (this build reads {VERSION})"
+            "format version {version} is not supported (this build reads {OLDEST_VERSION} to {VERSION})"
         )));
     }
     let header_len = u32::from_le_bytes([bytes[10], bytes[11], bytes[12], bytes[13]]) as usize;
@@ -474,7 +519,7 @@ fn decode_prefix_and_header(bytes: &[u8]) -> Result<(SegmentHeader, usize)> {
     let block = bytes
         .get(PREFIX_LEN..end)
         .ok_or_else(|| Error::corrupt("truncated inside the header"))?;
-    let header = decode_header(block)?;
+    let header = decode_header(block, version)?;
     Ok((header, end))
 }
 
@@ -484,6 +529,8 @@ fn encode_header(h: &SegmentHeader, out: &mut Vec<u8>) -> Result<()> {
     out.push(m.source.code());
     put_str16(out, &m.start.to_string())?;
     put_str16(out, &m.end.to_string())?;
+    let open_trx = m.open_trx.as_ref().map(ToString::to_string);
+    put_str16(out, open_trx.as_deref().unwrap_or(""))?;
     out.extend_from_slice(&m.first_event_ms.to_le_bytes());
     out.extend_from_slice(&m.last_event_ms.to_le_bytes());
     out.extend_from_slice(&m.event_count.to_le_bytes());
@@ -499,7 +546,7 @@ fn encode_header(h: &SegmentHeader, out: &mut Vec<u8>) -> Result<()> {
     Ok(())
 }
 
-fn decode_header(block: &[u8]) -> Result<SegmentHeader> {
+fn decode_header(block: &[u8], version: u16) -> Result<SegmentHeader> {
     let mut r = Reader { buf: block };
     let stream =
         StreamId::new(r.str16("stream id")?).map_err(|e| Error::corrupt(format!("header: {e}")))?;
@@ -508,6 +555,16 @@ fn decode_header(block: &[u8]) -> Result<SegmentHeader> {
         .map_err(|e| Error::corrupt(format!("header start: {e}")))?;
     let end = Position::parse(source, r.str16("end position")?)
         .map_err(|e| Error::corrupt(format!("header end: {e}")))?;
+    let open_trx = match version {
+        1 => None,
+        _ => match r.str16("open transaction")? {
+            "" => None,
+            text => Some(
+                Position::parse(source, text)
+                    .map_err(|e| Error::corrupt(format!("header open transaction: {e}")))?,
+            ),
+        },
+    };
     let first_event_ms = r.i64("first event time")?;
     let last_event_ms = r.i64("last event time")?;
     let event_count = r.u64("event count")?;
@@ -530,6 +587,14 @@ fn decode_header(block: &[u8]) -> Result<SegmentHeader> {
             "end position {end} is before start position {start}"
         )));
     }
+    if open_trx
+        .as_ref()
+        .is_some_and(|t| t.cmp_place(&end) == std::cmp::Ordering::Greater)
+    {
+        return Err(Error::corrupt(format!(
+            "the open transaction starts after the end position {end}"
+        )));
+    }
     if !key_id.is_empty() {
         return Err(Error::corrupt(format!(
             "payload is encrypted with key {key_id:?}, which this build cannot decrypt"
@@ -541,6 +606,7 @@ fn decode_header(block: &[u8]) -> Result<SegmentHeader> {
             source,
             start,
             end,
+            open_trx,
             first_event_ms,
             last_event_ms,
             event_count,
@@ -610,6 +676,7 @@ mod tests {
             source: SourceKind::Mysql,
             start: Position::Binlog(BinlogPos::new("mysql-bin.000001", 4)),
             end: Position::Binlog(BinlogPos::parse("mysql-bin.000001:900@0-1-3").unwrap()),
+            open_trx: None,
             first_event_ms: 1_700_000_000_000,
             last_event_ms: 1_700_000_001_000,
             event_count: 7,
@@ -680,6 +747,78 @@ mod tests {
         let forged = Segment::decode(bytes, &DecodeLimits::default()).unwrap();
         let err = forged.payload().unwrap_err();
         assert!(err.to_string().contains("lz4 payload is"), "{err}");
+    }
+
+    #[test]
+    fn an_open_transaction_round_trips_and_must_not_start_after_the_end() {
+        let mut meta = sample().header.meta;
+        meta.open_trx = Some(Position::Binlog(
+            BinlogPos::parse("mysql-bin.000001:400@0-1-2").unwrap(),
+        ));
+        let seg = Segment::seal(meta.clone(), b"x", Compression::None).unwrap();
+        let back = Segment::decode(seg.bytes().to_vec(), &DecodeLimits::default()).unwrap();
+        assert_eq!(back.header.meta, meta);
+        assert!(!back.header.meta.ends_at_boundary());
+        meta.open_trx = Some(Position::Binlog(BinlogPos::new("mysql-bin.000001", 901)));
+        let seg = Segment::seal(meta, b"x", Compression::None).unwrap();
+        let err = Segment::decode(seg.bytes().to_vec(), &DecodeLimits::default()).unwrap_err();
+        assert!(err.to_string().contains("open transaction"), "{err}");
+    }
+
+    /// A version 1 segment as builds before the open-transaction field wrote it.
+    fn version_1(seg: &Segment) -> Vec<u8> {
+        let mut head = Vec::new();
+        encode_header(&seg.header, &mut head).unwrap();
+        // The empty open-transaction str16 (two zero bytes) follows the end position.
+        let m = &seg.header.meta;
+        let at = 2
+            + m.stream.as_str().len()
+            + 1
+            + 2
+            + m.start.to_string().len()
+            + 2
+            + m.end.to_string().len();
+        assert_eq!(&head[at..at + 2], &[0, 0]);
+        head.drain(at..at + 2);
+        let stored = &seg.bytes()[seg.payload_offset..seg.bytes().len() - TRAILER_LEN];
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&1u16.to_le_bytes());
+        bytes.extend_from_slice(&(head.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&head);
+        bytes.extend_from_slice(stored);
+        let trailer: [u8; 32] = Sha256::digest(&bytes).into();
+        bytes.extend_from_slice(&trailer);
+        bytes
+    }
+
+    #[test]
+    fn a_version_1_segment_reads_as_ending_at_a_boundary() {
+        let seg = sample();
+        let old = Segment::decode(version_1(&seg), &DecodeLimits::default()).unwrap();
+        assert_eq!(old.header, seg.header);
+        assert!(old.header.meta.ends_at_boundary());
+        assert_eq!(old.payload().unwrap(), seg.payload().unwrap());
+    }
+
+    #[test]
+    fn the_payload_limit_leaves_room_for_the_worst_case_of_every_codec() {
+        let limit = 4 * 1024 * 1024;
+        let mut payload = vec![0u8; max_payload_for(limit) as usize];
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for b in &mut payload {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+        for compression in [Compression::None, Compression::Zstd(1), Compression::Lz4] {
+            let seg = Segment::seal(sample().header.meta, &payload, compression).unwrap();
+            assert!(
+                seg.bytes().len() as u64 <= limit,
+                "{compression:?}: {}",
+                seg.bytes().len()
+            );
+        }
     }
 
     #[test]

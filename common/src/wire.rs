@@ -8,6 +8,17 @@ pub const SEGMENTS_PATH: &str = "/v1/segments";
 /// Path prefix of the per-stream state (`GET /v1/streams/<stream>`).
 pub const STREAMS_PATH: &str = "/v1/streams";
 
+/// Path of the shipper's limits (`GET`, answer [`Limits`]): the agent seals within them.
+pub const LIMITS_PATH: &str = "/v1/limits";
+
+/// The limits the shipper applies to uploads, so that the agent never seals what the
+/// shipper would refuse.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest encoded segment accepted (`server.max_segment_bytes`).
+    pub max_segment_bytes: u64,
+}
+
 /// The shipper's answer to a segment upload.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SegmentAck {
@@ -28,6 +39,10 @@ pub struct StreamHead {
     pub start: Option<String>,
     /// End position of the last stored segment: where the agent resumes.
     pub end: Option<String>,
+    /// Where the transaction open at `end` began, when the last segment ends inside one:
+    /// the agent reconnects there and skips what is stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_trx: Option<String>,
     /// Commit time of the last stored event, ms since the Unix epoch.
     pub last_event_ms: Option<i64>,
 }

@@ -3,6 +3,7 @@
 //! | method | path | answer |
 //! |---|---|---|
 //! | POST | `/v1/segments` | 201 stored, 200 identical re-send, 400 invalid, 409 conflict, 413 too large, 503 store down |
+//! | GET | `/v1/limits` | [`Limits`]: the largest segment accepted |
 //! | GET | `/v1/streams` | names of stored streams |
 //! | GET | `/v1/streams/<stream>` | [`StreamHead`]: segment count and first/last position |
 //! | PUT | `/v1/streams/<s>/snapshots/<id>/chunks/<n>` | 201/200; 400 when the `x-logferry-sha256` header does not match; 409 other bytes stored |
@@ -19,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use bytes::Bytes;
-use logferry_common::wire::{ErrorBody, StreamHead, SEGMENTS_PATH};
+use logferry_common::wire::{ErrorBody, Limits, StreamHead, LIMITS_PATH, SEGMENTS_PATH};
 use logferry_common::StreamId;
 
 use crate::catalog::ChainEnd;
@@ -31,6 +32,7 @@ use crate::snapshots::{self, Accepted, SHA256_HEADER};
 pub fn router(state: Arc<Ingest>, max_body: usize) -> Router {
     Router::new()
         .route(SEGMENTS_PATH, post(put_segment))
+        .route(LIMITS_PATH, get(limits))
         .route("/v1/streams", get(list_streams))
         .route("/v1/streams/{stream}", get(stream_head))
         .route(
@@ -89,6 +91,12 @@ fn accepted(r: Result<Accepted, ShipperError>) -> Response {
     }
 }
 
+async fn limits(State(st): State<Arc<Ingest>>) -> Json<Limits> {
+    Json(Limits {
+        max_segment_bytes: st.limits.max_segment_bytes,
+    })
+}
+
 async fn list_streams(State(st): State<Arc<Ingest>>) -> Json<Vec<String>> {
     Json(
         st.catalog
@@ -121,6 +129,9 @@ async fn stream_head(State(st): State<Arc<Ingest>>, Path(stream): Path<String>) 
         segments,
         start: first.map(|h| h.meta.start.to_string()),
         end: last.as_ref().map(|h| h.meta.end.to_string()),
+        open_trx: last
+            .as_ref()
+            .and_then(|h| h.meta.open_trx.as_ref().map(ToString::to_string)),
         last_event_ms: last.map(|h| h.meta.last_event_ms),
     };
     (StatusCode::OK, Json(head)).into_response()
@@ -142,7 +153,7 @@ impl IntoResponse for ShipperError {
         let status = match &self {
             ShipperError::BadSegment(_) => StatusCode::BAD_REQUEST,
             ShipperError::Conflict(_) => StatusCode::CONFLICT,
-            ShipperError::Restore(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ShipperError::Restore(_) | ShipperError::Gap(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ShipperError::Store(_) | ShipperError::StoreConfig(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

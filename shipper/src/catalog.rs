@@ -276,6 +276,7 @@ mod tests {
                 "b.000001",
                 start + 10,
             )),
+            open_trx: None,
             first_event_ms: 0,
             last_event_ms: 0,
             event_count: 1,

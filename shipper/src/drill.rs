@@ -83,12 +83,14 @@ pub async fn run(
     report.checked_against = format!("snapshot {} at {}", newest.id, newest.position);
     compare(scratch, newest, &mut report).await?;
 
-    let rest = restore::plan_from(store, stream, &newest_pos).await?;
+    let rest = restore::plan_from(store, stream, &newest_pos, &Target::Latest).await?;
     let collected = replay::into_server(store, &rest, &Target::Latest, scratch, bar).await?;
     add(&mut report, &collected);
     Ok(report)
 }
 
+/// The chain from `base`'s position to `target`, which must be unbroken, with `base` to
+/// load first.
 async fn plan_with_snapshot(
     store: &Store,
     stream: &StreamId,
@@ -96,21 +98,8 @@ async fn plan_with_snapshot(
     target: &Target,
 ) -> Result<Plan> {
     let start = BinlogPos::parse(&base.position)?;
-    let mut plan = restore::plan_from(store, stream, &start).await?;
+    let mut plan = restore::plan_from(store, stream, &start, target).await?;
     plan.snapshot = Some(base.clone());
-    if let (Target::Position(p), Some(gap)) = (target, &plan.gap) {
-        if plan.segments.last().is_none_or(|c| {
-            c.header
-                .meta
-                .end
-                .cmp_place(&logferry_common::Position::Binlog(p.clone()))
-                .is_lt()
-        }) {
-            return Err(ShipperError::Restore(format!(
-                "cannot drill across a gap: {gap}"
-            )));
-        }
-    }
     Ok(plan)
 }
 

@@ -21,6 +21,11 @@ pub enum ShipperError {
     /// is possible (the restorable range, the gap, `--force`).
     #[error("{0}")]
     Restore(String),
+    /// The stored chain breaks between where a restore, export or drill starts and its
+    /// target: going on would skip events. The message names the missing range and what to
+    /// do instead. Commands exit 1 on it, as on any other finding about the backup.
+    #[error("{0}")]
+    Gap(String),
 }
 
 /// Result with [`ShipperError`].

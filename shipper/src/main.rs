@@ -10,6 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use logferry_common::{DecodeLimits, StreamId};
 use logferry_config::{ShipperConfig, StoreConfig};
 use logferry_shipper::catalog::Catalog;
+use logferry_shipper::error::ShipperError;
 use logferry_shipper::ingest::Ingest;
 use logferry_shipper::listing::{self, rfc3339};
 use logferry_shipper::replay;
@@ -168,7 +169,10 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("logferry-shipper: {e:#}");
-            ExitCode::from(2)
+            // A gap is a finding about the backup, like a failed verify: exit 1. Anything
+            // else that stops a command (bad flags, an unreachable store) is exit 2.
+            let gap = matches!(e.downcast_ref(), Some(ShipperError::Gap(_)));
+            ExitCode::from(if gap { 1 } else { 2 })
         }
     }
 }
@@ -293,8 +297,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let started = Instant::now();
             let plan = match from {
                 Some(f) => {
-                    restore::plan_from(&store, &stream, &logferry_common::BinlogPos::parse(&f)?)
-                        .await?
+                    restore::plan_from(
+                        &store,
+                        &stream,
+                        &logferry_common::BinlogPos::parse(&f)?,
+                        &target_pos,
+                    )
+                    .await?
                 }
                 None => restore::plan(&store, &stream, &target_pos).await?,
             };

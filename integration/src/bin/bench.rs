@@ -398,6 +398,7 @@ fn bench_meta() -> anyhow::Result<SegmentMeta> {
         source: SourceKind::Mysql,
         start: Position::Binlog(BinlogPos::new("mysql-bin.000001", 4)),
         end: Position::Binlog(BinlogPos::new("mysql-bin.000001", 8)),
+        open_trx: None,
         first_event_ms: 0,
         last_event_ms: 0,
         event_count: 1,

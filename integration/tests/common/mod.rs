@@ -133,6 +133,7 @@ pub fn segment(start: u64, body: &[u8]) -> Segment {
         source: SourceKind::Mysql,
         start: Position::Binlog(BinlogPos::new("mysql-bin.000001", start)),
         end: Position::Binlog(BinlogPos::new("mysql-bin.000001", start + u64::from(size))),
+        open_trx: None,
         first_event_ms: 1,
         last_event_ms: 2,
         event_count: 1,
