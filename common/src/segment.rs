@@ -135,7 +135,21 @@ impl Default for DecodeLimits {
     }
 }
 
+/// The largest segment a shipper may be configured to accept (`server.max_segment_bytes`),
+/// and so the largest any reader of the store accepts: room for one binlog event of 1 GiB
+/// (MariaDB's and MySQL's largest `max_allowed_packet`) beside a full segment.
+pub const MAX_STORED_SEGMENT_BYTES: u64 = 1280 * 1024 * 1024;
+
 impl DecodeLimits {
+    /// What readers of the store (verify, restore, export, the drill) accept: anything a
+    /// shipper can have stored.
+    pub fn stored() -> Self {
+        DecodeLimits {
+            max_segment_bytes: MAX_STORED_SEGMENT_BYTES,
+            max_payload_bytes: MAX_STORED_SEGMENT_BYTES,
+        }
+    }
+
     /// Limits that accept segments up to `max_segment_bytes` (at least the default).
     pub fn for_segments(max_segment_bytes: u64) -> Self {
         DecodeLimits {

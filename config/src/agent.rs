@@ -351,12 +351,18 @@ impl AgentConfig {
         if let Some(s) = &self.snapshot {
             s.validate()?;
         }
-        if self.segment.max_bytes < 1024 || self.segment.max_bytes > 128 * 1024 * 1024 {
+        // A segment holds up to max_bytes plus one event: half of what the default
+        // shipper accepts (the agent checks the shipper's own limit when it connects).
+        let most = logferry_common::segment::max_payload_for(
+            logferry_common::segment::DEFAULT_MAX_SEGMENT_BYTES,
+        ) / 2;
+        if self.segment.max_bytes < 1024 || self.segment.max_bytes > most {
             return Err(invalid(
                 "segment.max_bytes",
                 format!(
-                    "{} is out of range; use 1024..=134217728",
-                    self.segment.max_bytes
+                    "{} is out of range; use 1024..={most} (a segment holds up to this plus one event, and the shipper accepts {} by default)",
+                    self.segment.max_bytes,
+                    logferry_common::segment::DEFAULT_MAX_SEGMENT_BYTES
                 ),
             ));
         }

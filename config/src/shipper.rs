@@ -42,7 +42,7 @@ fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9450))
 }
 fn default_max_segment_bytes() -> u64 {
-    256 * 1024 * 1024
+    logferry_common::segment::DEFAULT_MAX_SEGMENT_BYTES
 }
 
 impl Default for ServerSection {
@@ -90,8 +90,15 @@ impl ShipperConfig {
     /// [`crate::ConfigError::Invalid`] naming the key and the fix.
     pub fn validate(&self) -> Result<()> {
         self.store.validate()?;
-        if self.server.max_segment_bytes < 4096 {
-            return Err(invalid("server.max_segment_bytes", "must be at least 4096"));
+        let most = logferry_common::segment::MAX_STORED_SEGMENT_BYTES;
+        if !(4096..=most).contains(&self.server.max_segment_bytes) {
+            return Err(invalid(
+                "server.max_segment_bytes",
+                format!(
+                    "use 4096..={most} (default {})",
+                    default_max_segment_bytes()
+                ),
+            ));
         }
         Ok(())
     }

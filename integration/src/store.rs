@@ -46,8 +46,7 @@ pub fn segments(store_dir: &Path, stream: &str) -> anyhow::Result<Vec<(String, S
         .into_iter()
         .map(|n| {
             let bytes = std::fs::read(dir.join(&n))?;
-            let seg =
-                Segment::decode(bytes, &DecodeLimits::default()).with_context(|| n.clone())?;
+            let seg = Segment::decode(bytes, &DecodeLimits::stored()).with_context(|| n.clone())?;
             Ok((n, seg))
         })
         .collect()
@@ -167,14 +166,19 @@ pub fn decode_with_stock_tool(
     Ok(paths)
 }
 
-/// Replays binlog files into a server with `mariadb-binlog FILES | mariadb`.
+/// Replays binlog files into a server with `mariadb-binlog FILES | mariadb`, as
+/// RESTORE.txt of an export says: with the packet limit raised on both sides, since a bulk
+/// statement's rows become one `BINLOG` statement.
 ///
 /// # Errors
 /// When the replay fails.
 pub fn replay(paths: &[std::path::PathBuf], port: u16) -> anyhow::Result<()> {
     let files: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    let client = format!(
+        "mariadb --host=127.0.0.1 --port={port} --user=root --max-allowed-packet=1073741824"
+    );
     let script = format!(
-        "set -o pipefail; mariadb-binlog {} | mariadb --host=127.0.0.1 --port={port} --user=root",
+        "set -o pipefail; {client} -e 'SET GLOBAL max_allowed_packet = 1073741824' && mariadb-binlog {} | {client}",
         files.join(" ")
     );
     let out = Command::new("bash").arg("-c").arg(&script).output()?;

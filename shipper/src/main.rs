@@ -251,24 +251,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     existing.join(", ")
                 );
             }
-            let relaxed = if keep_durability {
-                None
-            } else {
-                match server.relax_durability().await {
-                    Ok(previous) => previous,
-                    Err(e) => {
-                        println!("note: restoring with the target's own durability settings ({e})");
-                        None
-                    }
-                }
-            };
+            let relaxed = server.relax_for_replay(keep_durability).await;
+            for note in &relaxed.notes {
+                println!("note: {note}");
+            }
             let applied = restore_into(&store, &plan, &target_pos, &server).await;
-            let put_back = match &relaxed {
-                Some(previous) => server.restore_durability(previous).await.with_context(|| {
-                    format!("could not put innodb_flush_log_at_trx_commit back to {previous} on the target; set it by hand")
-                }),
-                None => Ok(()),
-            };
+            let put_back = server.put_back(&relaxed).await;
             let collected = match applied {
                 Ok(c) => c,
                 Err(e) => {
@@ -280,7 +268,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             put_back?;
             report("restore", &stream, &to, &plan, &collected, started);
-            if let Some(previous) = &relaxed {
+            if let Some(previous) = &relaxed.flush {
                 println!("  durability:     innodb_flush_log_at_trx_commit was 2 during the restore, back to {previous}; redo log flushed");
             }
             Ok(gap_verdict(&plan, &collected))

@@ -44,7 +44,69 @@ impl FromStr for TargetServer {
     }
 }
 
+/// The largest statement a replay sends: `mariadb-binlog` turns all row events of one
+/// statement into one `BINLOG` statement (base64, 4/3 of the events), so one bulk `INSERT …
+/// SELECT`, `UPDATE` or `DELETE` of hundreds of MB needs this much on the client and the
+/// server. 1 GiB is the most either allows; a statement whose row events pass about 750 MB
+/// cannot be replayed through the stock clients.
+pub const REPLAY_MAX_PACKET: u64 = 1 << 30;
+
+/// The settings a replay changed on its target, to put back when it ends.
+#[derive(Debug, Default)]
+pub struct Relaxed {
+    /// The previous `innodb_flush_log_at_trx_commit`, when it was set to 2.
+    pub flush: Option<String>,
+    /// The previous `max_allowed_packet`, when it was raised.
+    pub packet: Option<u64>,
+    /// Settings that could not be changed, and why (the replay goes on without).
+    pub notes: Vec<String>,
+}
+
 impl TargetServer {
+    /// Prepares the target for a replay: the packet limit raised (always: bulk statements
+    /// need it) and, unless `keep_durability`, the redo log fsynced once a second. A setting
+    /// that cannot be changed is noted, not fatal.
+    pub async fn relax_for_replay(&self, keep_durability: bool) -> Relaxed {
+        let mut r = Relaxed::default();
+        if !keep_durability {
+            match self.relax_durability().await {
+                Ok(previous) => r.flush = previous,
+                Err(e) => r.notes.push(format!(
+                    "restoring with the target's own durability settings ({e})"
+                )),
+            }
+        }
+        match self.allow_large_statements().await {
+            Ok(previous) => r.packet = previous,
+            Err(e) => r.notes.push(format!(
+                "max_allowed_packet could not be raised to {REPLAY_MAX_PACKET} ({e}); a statement larger than the target's limit will fail"
+            )),
+        }
+        r
+    }
+
+    /// Puts back what [`Self::relax_for_replay`] changed, flushing the redo log.
+    ///
+    /// # Errors
+    /// The first setting that could not be put back, named with its value.
+    pub async fn put_back(&self, r: &Relaxed) -> Result<()> {
+        if let Some(previous) = r.packet {
+            self.restore_packet_limit(previous).await.map_err(|e| {
+                ShipperError::Restore(format!(
+                    "could not put max_allowed_packet back to {previous} on the target ({e}); set it by hand"
+                ))
+            })?;
+        }
+        if let Some(previous) = &r.flush {
+            self.restore_durability(previous).await.map_err(|e| {
+                ShipperError::Restore(format!(
+                    "could not put innodb_flush_log_at_trx_commit back to {previous} on the target ({e}); set it by hand"
+                ))
+            })?;
+        }
+        Ok(())
+    }
+
     /// The `mariadb` client command for this server (password through the environment,
     /// never on the command line).
     pub(crate) fn client(&self) -> tokio::process::Command {
@@ -52,6 +114,7 @@ impl TargetServer {
         cmd.arg(format!("--host={}", self.host))
             .arg(format!("--port={}", self.port))
             .arg(format!("--user={}", self.user))
+            .arg(format!("--max-allowed-packet={REPLAY_MAX_PACKET}"))
             .env("MYSQL_PWD", &self.password)
             .kill_on_drop(true);
         cmd
@@ -125,6 +188,41 @@ impl TargetServer {
             "SET GLOBAL innodb_flush_log_at_trx_commit = {value}; FLUSH ENGINE LOGS"
         ))
         .await?;
+        Ok(())
+    }
+
+    /// Raises the server's `max_allowed_packet` to [`REPLAY_MAX_PACKET`] for the sessions
+    /// a restore opens after this, so that bulk statements replay. Returns the previous
+    /// value when it was changed.
+    ///
+    /// # Errors
+    /// When the variable cannot be read or set (e.g. the user lacks the privilege).
+    pub async fn allow_large_statements(&self) -> Result<Option<u64>> {
+        let previous = self
+            .query("SELECT @@GLOBAL.max_allowed_packet")
+            .await?
+            .into_iter()
+            .next()
+            .and_then(|r| r.into_iter().next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .ok_or_else(|| ShipperError::Restore("max_allowed_packet is not readable".into()))?;
+        if previous >= REPLAY_MAX_PACKET {
+            return Ok(None);
+        }
+        self.query(&format!(
+            "SET GLOBAL max_allowed_packet = {REPLAY_MAX_PACKET}"
+        ))
+        .await?;
+        Ok(Some(previous))
+    }
+
+    /// Puts `max_allowed_packet` back to `previous`.
+    ///
+    /// # Errors
+    /// When the statement fails.
+    pub async fn restore_packet_limit(&self, previous: u64) -> Result<()> {
+        self.query(&format!("SET GLOBAL max_allowed_packet = {previous}"))
+            .await?;
         Ok(())
     }
 

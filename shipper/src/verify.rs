@@ -182,7 +182,7 @@ fn problem(key: &str, kind: ProblemKind, detail: String) -> Problem {
 
 /// Fully validates one encoded segment, including its payload's inner structure.
 fn check_segment(bytes: Bytes) -> std::result::Result<SegmentHeader, String> {
-    let seg = Segment::decode(bytes, &DecodeLimits::default()).map_err(|e| e.to_string())?;
+    let seg = Segment::decode(bytes, &DecodeLimits::stored()).map_err(|e| e.to_string())?;
     let payload = seg.payload().map_err(|e| e.to_string())?;
     let m = &seg.header.meta;
     match (&m.start, &m.end) {

@@ -36,7 +36,7 @@ pub use target::{Gtid, Target};
 /// A stored segment's payload, decoded and checked against both its checksums.
 async fn segment_payload(store: &Store, seg: &SegmentRef) -> Result<Vec<u8>> {
     let bytes = store.get(&seg.key).await?;
-    let segment = Segment::decode(bytes, &DecodeLimits::default()).map_err(|e| {
+    let segment = Segment::decode(bytes, &DecodeLimits::stored()).map_err(|e| {
         ShipperError::Restore(format!(
             "{} is corrupt: {e}; run logferry-shipper verify",
             seg.key
@@ -128,10 +128,16 @@ pub async fn export_snapshot(
 /// # Errors
 /// When the file cannot be written.
 pub async fn write_howto(dir: &Path, plan: &Plan, collected: &Collected) -> Result<()> {
-    let mut howto = String::from("# Restore by hand with the stock clients:\n");
+    let packet = crate::target_server::REPLAY_MAX_PACKET;
+    let mut howto = format!(
+        "# Restore by hand with the stock clients.\n\
+         # mariadb-binlog replays each statement's rows as one BINLOG statement, so a bulk\n\
+         # statement needs a large packet limit on the server (new sessions) and the client:\n\
+         mariadb --host=HOST --user=USER -p -e 'SET GLOBAL max_allowed_packet = {packet}'\n"
+    );
     if let Some(m) = &plan.snapshot {
         howto.push_str(&format!(
-            "mariadb --host=HOST --user=USER -p < snapshot-{}.sql\n",
+            "mariadb --host=HOST --user=USER -p --max-allowed-packet={packet} < snapshot-{}.sql\n",
             m.id
         ));
     }
@@ -139,10 +145,11 @@ pub async fn write_howto(dir: &Path, plan: &Plan, collected: &Collected) -> Resu
         // One file per invocation: the first file may start mid-file without the GTID list
         // that mariadb-binlog's multi-file GTID check expects (or use --skip-gtid-strict-mode).
         howto.push_str(&format!(
-            "for f in {}; do mariadb-binlog \"$f\" | mariadb --host=HOST --user=USER -p || break; done\n",
+            "for f in {}; do mariadb-binlog \"$f\" | mariadb --host=HOST --user=USER -p --max-allowed-packet={packet} || break; done\n",
             collected.files.join(" ")
         ));
     }
+    howto.push_str("# then put max_allowed_packet back to its previous value\n");
     tokio::fs::write(dir.join("RESTORE.txt"), howto)
         .await
         .map_err(write_error(dir))

@@ -204,19 +204,22 @@ fn check_inside(target: &Target, last: &ChainSegment, range: &str) -> Result<()>
     let end = binlog_pos(&m.end);
     match target {
         Target::Latest => Ok(()),
-        Target::Time(t) if *t > m.last_event_ms => Err(ShipperError::Restore(format!(
-            "{} is after the last stored event; {range}",
-            rfc3339(*t)
+        Target::Time(t) if *t > m.last_event_ms => Err(ShipperError::Gap(format!(
+            "{} is after the last stored event: nothing is stored after {} ({}); {range}",
+            rfc3339(*t),
+            m.end,
+            rfc3339(m.last_event_ms)
         ))),
-        Target::Position(p) if p.cmp_place(end).is_gt() => Err(ShipperError::Restore(format!(
-            "{p} is after the end of the stored chain; {range}"
+        Target::Position(p) if p.cmp_place(end).is_gt() => Err(ShipperError::Gap(format!(
+            "{p} is after the end of the stored chain: nothing is stored from {} to {p}; {range}",
+            m.end
         ))),
         Target::Gtid(g) => {
             let last_seq = end.gtid.as_deref().and_then(|st| g.seq_in(st));
             // A chain that ends inside a transaction has no GTID state at its end; the
             // collection then finds out whether the GTID is stored.
             if m.ends_at_boundary() && last_seq.is_none_or(|n| n < g.seq) {
-                return Err(ShipperError::Restore(format!(
+                return Err(ShipperError::Gap(format!(
                     "GTID {g} is after the end of the stored chain ({}); {range}",
                     m.end
                 )));
