@@ -81,7 +81,7 @@ pub enum AgentError {
     Stage(String),
     /// One event is larger than the largest segment the shipper accepts; nothing is lost
     /// (the server still holds it) but the stream cannot go on until the limit is raised.
-    #[error("the event at {at} is {bytes} bytes, more than a segment may hold ({limit} bytes under the shipper's server.max_segment_bytes = {max_segment_bytes}); raise server.max_segment_bytes on the shipper to at least {needed} and restart the agent: it resumes at this event")]
+    #[error("the event at {at} is {bytes} bytes, more than a segment may hold ({limit} bytes under the shipper's server.max_segment_bytes = {max_segment_bytes}); raise server.max_segment_bytes on the shipper to at least {needed} (it can be at most 1342177280; a larger event cannot be shipped) and restart the agent: it resumes at this event")]
     EventTooLarge {
         /// Where the event starts.
         at: String,

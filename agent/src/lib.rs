@@ -3,7 +3,9 @@
 //!
 //! # Layout
 //! - [`sources`]: one module per database kind behind the [`sources::Source`] trait.
-//! - [`segmenter`]: cuts the event stream into segments at transaction boundaries.
+//! - [`segmenter`]: cuts the event stream into segments of bounded size (inside a
+//!   transaction too) or age (at a transaction boundary).
+//! - [`resume`]: where a stream's chain ends and where its source reconnects.
 //! - [`spool`]: durable local spool and checkpoint (the durability rules live in its docs).
 //! - [`snapshot`]: full snapshots from a replica paused on the apply side.
 //! - [`client`]: HTTP client of the shipper.

@@ -2,8 +2,8 @@
 //!
 //! Each stage runs on its own and hands work to the next over a bounded channel, so reading
 //! the network, compressing and hashing, writing, and uploading overlap on different cores.
-//! The source task reads and frames events; the segment loop cuts them into segments at
-//! transaction boundaries; the seal loop compresses and hashes each cut segment (on a
+//! The source task reads and frames events; the segment loop cuts them into segments (at
+//! `segment.max_bytes` wherever it is, at the seal age on a transaction boundary); the seal loop compresses and hashes each cut segment (on a
 //! blocking thread, one segment at a time, in order); the spool loop writes sealed segments
 //! to the spool with fsync, in order, while the next one is sealed; the ship loop uploads
 //! spooled segments oldest first and advances the checkpoint only on an acknowledgement.
@@ -15,7 +15,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use logferry_common::segment::{max_payload_for, Sealer, DEFAULT_MAX_SEGMENT_BYTES};
+use logferry_common::segment::{
+    max_payload_for, segment_bytes_for, Sealer, DEFAULT_MAX_SEGMENT_BYTES,
+};
+use logferry_common::wire::Limits;
 use logferry_common::{Compression, Position, Segment, SourceKind};
 use logferry_config::cron::Schedule;
 use logferry_config::{AgentConfig, SourceConfig};
@@ -52,7 +55,7 @@ enum Msg {
     Preamble(Vec<u8>),
     Item(SourceItem),
     /// The source reconnected: drop events after the last transaction boundary.
-    Restart,
+    Restart(Option<Position>),
     Fatal(AgentError),
 }
 
@@ -115,7 +118,8 @@ pub async fn run(cfg: AgentConfig, shutdown: ShutdownRx) -> Result<()> {
             shutdown.clone(),
         ));
     }
-    let limit = Arc::new(AtomicU64::new(DEFAULT_MAX_SEGMENT_BYTES));
+    let saved = spool.saved_limits().map(|l| l.max_segment_bytes);
+    let limit = Arc::new(AtomicU64::new(saved.unwrap_or(DEFAULT_MAX_SEGMENT_BYTES)));
     let shared = Shared {
         cfg: &cfg,
         spool,
@@ -123,10 +127,12 @@ pub async fn run(cfg: AgentConfig, shutdown: ShutdownRx) -> Result<()> {
         client,
         retry,
         limit,
+        agreed: Arc::new(AtomicBool::new(false)),
     };
     loop {
         match shared.stream_once(shutdown.clone()).await? {
             Ended::Shutdown => return Ok(()),
+            Ended::Damaged if *shutdown.borrow() => return Ok(()),
             Ended::Damaged => {
                 info!("reading the damaged range again from the source, from the last acknowledged position");
             }
@@ -141,8 +147,11 @@ struct Shared<'a> {
     metrics: Arc<Metrics>,
     client: ShipperClient,
     retry: Backoff,
-    /// The largest encoded segment the shipper accepts (the default until it says).
+    /// The largest encoded segment the shipper accepts (as last agreed, or the default,
+    /// until it says).
     limit: Arc<AtomicU64>,
+    /// Whether the shipper has told its limit to this process.
+    agreed: Arc<AtomicBool>,
 }
 
 /// Why one run of the pipeline ended without an error.
@@ -211,6 +220,7 @@ impl Shared<'_> {
                 exposure: &exposure,
                 acked: &acked,
                 limit: &self.limit,
+                agreed: &self.agreed,
                 damaged: &damaged,
             },
             stop.clone(),
@@ -228,6 +238,7 @@ impl Shared<'_> {
                 &sealed,
                 &acked,
                 &self.limit,
+                &self.agreed,
                 self.retry.clone(),
                 stop.clone(),
             )
@@ -373,7 +384,7 @@ async fn source_task(
         let result = match mysql::connect(mcfg, at.as_ref()).await {
             Ok(mut src) => {
                 backoff.reset();
-                if !first && tx.send(Msg::Restart).await.is_err() {
+                if !first && tx.send(Msg::Restart(resume.clone())).await.is_err() {
                     return;
                 }
                 first = false;
@@ -455,6 +466,8 @@ struct Stages<'a> {
     acked: &'a Notify,
     /// The shipper's segment limit.
     limit: &'a AtomicU64,
+    /// Whether the shipper has told it (an event over a limit not yet agreed waits).
+    agreed: &'a AtomicBool,
     /// Set when the pipeline stops because of a damaged spool file: the open segment is
     /// then dropped, not sealed (it follows the hole).
     damaged: &'a AtomicBool,
@@ -501,28 +514,40 @@ async fn segment_loop(
             msg = rx.recv() => match msg {
                 Some(Msg::Preamble(p)) => preamble = p,
                 Some(Msg::Item(SourceItem::Event(ev))) => {
+                    if seg.is_stored(&ev) {
+                        continue;
+                    }
+                    let bytes = (preamble.len() + ev.record.len()) as u64;
+                    while bytes > max_payload_for(st.limit.load(Ordering::Relaxed))
+                        && !st.agreed.load(Ordering::Relaxed)
+                    {
+                        // The limit in force is a guess until the shipper answers: wait for it
+                        // rather than stop on a limit the shipper may have raised.
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                            _ = stop.changed() => return stopped(&mut seg, &mut queue, &st).await,
+                        }
+                    }
                     let max_segment_bytes = st.limit.load(Ordering::Relaxed);
-                    let room = max_payload_for(max_segment_bytes) as usize;
-                    if preamble.len() + ev.record.len() > room {
-                        let bytes = (preamble.len() + ev.record.len()) as u64;
+                    let room = max_payload_for(max_segment_bytes);
+                    if bytes > room {
                         return Err(AgentError::EventTooLarge {
                             at: ev.start.to_string(),
                             bytes,
-                            limit: room as u64,
+                            limit: room,
                             max_segment_bytes,
-                            needed: bytes + bytes / 64 + (1 << 20),
+                            needed: segment_bytes_for(bytes),
                         });
                     }
-                    if seg.payload_len() > 0 && seg.payload_len() + ev.record.len() > room {
+                    if seg.payload_len() > 0 && (seg.payload_len() + ev.record.len()) as u64 > room {
                         cut(&mut seg, &mut queue, metrics, exposure).await?;
                     }
-                    if seg.opened_at().is_none() {
+                    let opens = seg.opened_at().is_none();
+                    let caught_up = ev.caught_up;
+                    seg.push(ev, || preamble.clone())?;
+                    if opens {
                         exposure.open_ms.store(now_ms(), Ordering::Relaxed);
                         exposure.publish(metrics);
-                    }
-                    let caught_up = ev.caught_up;
-                    if !seg.push(ev, || preamble.clone())? {
-                        continue;
                     }
                     // A stale seal at most once per seal age: a clock skew between database
                     // and agent then cannot turn live load into one segment per transaction.
@@ -539,7 +564,7 @@ async fn segment_loop(
                 Some(Msg::Item(SourceItem::Heartbeat)) => {
                     metrics.heartbeats.fetch_add(1, Ordering::Relaxed);
                 }
-                Some(Msg::Restart) => seg.restart(),
+                Some(Msg::Restart(at)) => seg.restart(at.as_ref())?,
                 Some(Msg::Fatal(e)) => {
                     stopped(&mut seg, &mut queue, &st).await?;
                     return Err(e);
@@ -657,6 +682,7 @@ async fn agree_limits(
     client: &ShipperClient,
     spool: &Spool,
     limit: &AtomicU64,
+    agreed: &AtomicBool,
     backoff: &mut Backoff,
     shutdown: &mut ShutdownRx,
 ) -> Result<bool> {
@@ -685,7 +711,12 @@ async fn agree_limits(
         });
     }
     limit.store(shipper, Ordering::Relaxed);
-    spool.set_max_segment_bytes(shipper);
+    agreed.store(true, Ordering::Relaxed);
+    if let Err(e) = spool.save_limits(&Limits {
+        max_segment_bytes: shipper,
+    }) {
+        warn!(error = %e, "could not remember the shipper's limits; the next start assumes the default until the shipper answers");
+    }
     Ok(true)
 }
 
@@ -699,10 +730,21 @@ async fn ship_loop(
     sealed: &Notify,
     acked: &Notify,
     limit: &AtomicU64,
+    agreed: &AtomicBool,
     mut backoff: Backoff,
     mut shutdown: ShutdownRx,
 ) -> Result<Ended> {
-    if !agree_limits(cfg, client, spool, limit, &mut backoff, &mut shutdown).await? {
+    if !agree_limits(
+        cfg,
+        client,
+        spool,
+        limit,
+        agreed,
+        &mut backoff,
+        &mut shutdown,
+    )
+    .await?
+    {
         return Ok(Ended::Shutdown);
     }
     loop {

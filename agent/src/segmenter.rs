@@ -120,6 +120,14 @@ impl Segmenter {
         seg
     }
 
+    /// Whether `ev` is already in a sealed segment (re-sent after a resume): [`Self::push`]
+    /// drops it.
+    pub fn is_stored(&self, ev: &SourceEvent) -> bool {
+        self.skip_to
+            .as_ref()
+            .is_some_and(|skip| ev.end.cmp_place(skip) != Ordering::Greater)
+    }
+
     /// Adds an event; `preamble` is asked for when the event opens a new segment. Returns
     /// `false` when the event was already sealed (re-sent after a resume) and was dropped.
     ///
@@ -127,10 +135,10 @@ impl Segmenter {
     /// [`AgentError::Gap`] when a re-sent event straddles the end already sealed: the
     /// source does not hold the log that was stored.
     pub fn push(&mut self, ev: SourceEvent, preamble: impl FnOnce() -> Vec<u8>) -> Result<bool> {
+        if self.is_stored(&ev) {
+            return Ok(false);
+        }
         if let Some(skip) = &self.skip_to {
-            if ev.end.cmp_place(skip) != Ordering::Greater {
-                return Ok(false);
-            }
             if ev.start.cmp_place(skip) == Ordering::Less {
                 return Err(AgentError::Gap(format!(
                     "the stored chain ends at {skip}, but the server's event there runs from {} to {}: \
@@ -247,10 +255,7 @@ impl Segmenter {
             last_event_ms,
             event_count: self.count,
         };
-        self.sealed = Some(ResumePoint {
-            end: meta.end.clone(),
-            open_trx: meta.open_trx.clone(),
-        });
+        self.sealed = Some(ResumePoint::after(&meta));
         let read_ms = self.opened_at.map_or_else(crate::metrics::now_ms, |t| {
             crate::metrics::now_ms() - t.elapsed().as_millis() as i64
         });
@@ -264,11 +269,15 @@ impl Segmenter {
         })
     }
 
-    /// The source reconnected and resumes after the last transaction boundary it sent.
+    /// The source reconnected at `at`, after the last transaction boundary it sent.
     /// Events of the open segment after its last boundary are dropped (the source sends
     /// them again); when the open segment has no boundary, all of it is dropped, and events
     /// up to the end already sealed are recognised and skipped as they come again.
-    pub fn restart(&mut self) {
+    ///
+    /// # Errors
+    /// [`AgentError::Stage`] when `at` is not the last boundary this segmenter saw: the two
+    /// would disagree on what is stored.
+    pub fn restart(&mut self, at: Option<&Position>) -> Result<()> {
         match self.boundary.clone() {
             Some(b) => {
                 self.payload.truncate(b.payload_len);
@@ -286,6 +295,12 @@ impl Segmenter {
                 self.open_trx = self.sealed.as_ref().and_then(|s| s.open_trx.clone());
                 self.skip_to = self.sealed.as_ref().map(|s| s.end.clone());
             }
+        }
+        match (at, &self.last_boundary) {
+            (Some(at), Some(expected)) if !at.same_place(expected) => Err(AgentError::Stage(
+                format!("the source reconnected at {at}, but the last transaction boundary it sent is {expected}"),
+            )),
+            _ => Ok(()),
         }
     }
 }
@@ -389,7 +404,7 @@ mod tests {
         let mut s = segmenter(1 << 20);
         s.push(ev(4, true), || vec![1, 2, 3]).unwrap();
         s.push(ev(104, false), Vec::new).unwrap();
-        s.restart();
+        s.restart(Some(&pos(104))).unwrap();
         // The source resumes at 104 and sends the transaction again.
         s.push(ev(104, false), Vec::new).unwrap();
         s.push(ev(204, true), Vec::new).unwrap();
@@ -408,7 +423,8 @@ mod tests {
         let first = s.seal().unwrap();
         assert_eq!(first.meta.open_trx, Some(pos(104)));
         s.push(ev(204, false), Vec::new).unwrap();
-        s.restart();
+        assert!(s.restart(Some(&pos(204))).is_err(), "not the last boundary");
+        s.restart(Some(&pos(104))).unwrap();
         // The source resumes at the transaction's start, 104: 104 is sealed, 204 was
         // dropped with the open segment and is kept when it comes again.
         assert!(!s.push(ev(104, false), Vec::new).unwrap());

@@ -12,7 +12,8 @@
 //!    at that end, if any ([`ResumePoint`]).
 //! 4. A file damaged on disk is moved to `quarantine/` and every newer file is deleted (it
 //!    follows a hole, so it cannot be shipped first): the range from the checkpoint on is
-//!    then read again from the source.
+//!    then read again from the source. The rule holds across a crash: at open, spooled
+//!    files after the first break in the chain that starts at the checkpoint are deleted.
 //!
 //! The newest segments written (within a byte budget) are also kept in memory, so that the ship loop, usually
 //! one segment behind the sealing, uploads them without reading the file back and hashing
@@ -26,6 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use logferry_common::keys::{parse_segment_file_name, segment_file_name, SEGMENT_EXT};
+use logferry_common::wire::Limits;
 use logferry_common::{DecodeLimits, Position, Segment, SourceKind};
 
 use crate::resume::ResumePoint;
@@ -66,9 +68,9 @@ pub struct Spool {
     segments: PathBuf,
     quarantine: PathBuf,
     checkpoint: PathBuf,
+    /// The shipper's limits as last agreed.
+    limits: PathBuf,
     bytes: AtomicU64,
-    /// The largest segment read back (the limit the agent seals to, at least the default).
-    max_segment_bytes: AtomicU64,
     /// The newest segments written by this process, by file name, oldest first.
     recent: Mutex<VecDeque<(String, Segment)>>,
 }
@@ -86,10 +88,10 @@ impl Spool {
         }
         let spool = Spool {
             checkpoint: dir.join("checkpoint.json"),
+            limits: dir.join("limits.json"),
             segments,
             quarantine,
             bytes: AtomicU64::new(0),
-            max_segment_bytes: AtomicU64::new(logferry_common::segment::DEFAULT_MAX_SEGMENT_BYTES),
             recent: Mutex::new(VecDeque::new()),
         };
         for entry in
@@ -104,6 +106,7 @@ impl Spool {
         }
         let total = spool.list()?.iter().map(|e| e.len).sum();
         spool.bytes.store(total, Ordering::Relaxed);
+        spool.drop_after_break()?;
         Ok(spool)
     }
 
@@ -189,8 +192,8 @@ impl Spool {
         let bytes = fs::read(&entry.path).map_err(|e| AgentError::spool(&entry.path, e))?;
         // The trailer sha256 covers every byte of the file, so decoding detects any damage on
         // disk; the payload itself was hashed when sealed and is checked again by the shipper.
-        let limits = DecodeLimits::for_segments(self.max_segment_bytes.load(Ordering::Relaxed));
-        match Segment::decode(bytes, &limits) {
+        // Whatever limit this agent sealed to, it is within what a store may hold.
+        match Segment::decode(bytes, &DecodeLimits::stored()) {
             Ok(seg) => Ok(seg),
             Err(e) => {
                 let to = self.quarantine_from(entry)?;
@@ -202,9 +205,37 @@ impl Spool {
         }
     }
 
-    /// Lets reads accept segments up to `bytes` (the limit the agent now seals to).
-    pub fn set_max_segment_bytes(&self, bytes: u64) {
-        self.max_segment_bytes.store(bytes, Ordering::Relaxed);
+    /// Deletes the spooled files after the first break in the chain that starts at the
+    /// checkpoint (left by a crash after a damaged file was set aside but before the files
+    /// after it were deleted): they follow a hole and are read again from the source.
+    /// Files that end at the checkpoint (acknowledged, not yet deleted) are kept; they are
+    /// sent again, which the shipper acknowledges as a duplicate.
+    fn drop_after_break(&self) -> Result<()> {
+        let mut expected = self.checkpoint()?.map(|c| c.end.sort_key());
+        let entries = self.list()?;
+        for (i, e) in entries.iter().enumerate() {
+            let (start, end) = parse_segment_file_name(&e.name)?;
+            if expected.as_ref().is_some_and(|x| *x == end) {
+                continue;
+            }
+            if expected.as_ref().is_some_and(|x| *x != start) {
+                let first = entries[i].name.clone();
+                tracing::warn!(from = %first, files = entries.len() - i, "spooled files follow a hole in the spool (an interrupted recovery from a damaged file); deleting them, the source sends their range again");
+                return self.remove_where(|e| e.name >= first);
+            }
+            expected = Some(end);
+        }
+        Ok(())
+    }
+
+    /// Takes `len` bytes off the spool's count (never below zero: a file set aside while
+    /// its write is being counted).
+    fn uncount(&self, len: u64) {
+        let _ = self
+            .bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                Some(b.saturating_sub(len))
+            });
     }
 
     /// Moves the damaged `entry` to `quarantine/` and deletes every newer spooled file (a
@@ -213,7 +244,7 @@ impl Spool {
     fn quarantine_from(&self, entry: &SpoolEntry) -> Result<PathBuf> {
         let to = self.quarantine.join(&entry.name);
         fs::rename(&entry.path, &to).map_err(|err| AgentError::spool(&entry.path, err))?;
-        self.bytes.fetch_sub(entry.len, Ordering::Relaxed);
+        self.uncount(entry.len);
         self.remove_where(|e| e.name > entry.name)?;
         Ok(to)
     }
@@ -230,7 +261,7 @@ impl Spool {
     fn remove_where(&self, pick: impl Fn(&SpoolEntry) -> bool) -> Result<()> {
         for e in self.list()?.iter().filter(|e| pick(e)) {
             fs::remove_file(&e.path).map_err(|err| AgentError::spool(&e.path, err))?;
-            self.bytes.fetch_sub(e.len, Ordering::Relaxed);
+            self.uncount(e.len);
             if let Ok(mut recent) = self.recent.lock() {
                 recent.retain(|(name, _)| *name != e.name);
             }
@@ -246,7 +277,7 @@ impl Spool {
         self.write_checkpoint(end)?;
         fs::remove_file(&entry.path).map_err(|e| AgentError::spool(&entry.path, e))?;
         sync_dir(&self.segments).map_err(|e| AgentError::spool(&self.segments, e))?;
-        self.bytes.fetch_sub(entry.len, Ordering::Relaxed);
+        self.uncount(entry.len);
         Ok(())
     }
 
@@ -257,15 +288,24 @@ impl Spool {
             open_trx: end.open_trx.as_ref().map(ToString::to_string),
         })
         .map_err(|e| AgentError::spool(&self.checkpoint, std::io::Error::other(e)))?;
-        let tmp = self.checkpoint.with_extension("json.tmp");
-        let write = || -> std::io::Result<()> {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&body)?;
-            f.sync_all()?;
-            fs::rename(&tmp, &self.checkpoint)?;
-            sync_dir(self.checkpoint.parent().unwrap_or(Path::new(".")))
-        };
-        write().map_err(|e| AgentError::spool(&self.checkpoint, e))
+        write_atomically(&self.checkpoint, &body)
+    }
+
+    /// Remembers the shipper's segment limit, so that the next start seals within it
+    /// before the shipper answers.
+    ///
+    /// # Errors
+    /// [`AgentError::Spool`] on I/O failure.
+    pub fn save_limits(&self, limits: &Limits) -> Result<()> {
+        let body = serde_json::to_vec(limits)
+            .map_err(|e| AgentError::spool(&self.limits, std::io::Error::other(e)))?;
+        write_atomically(&self.limits, &body)
+    }
+
+    /// The shipper's segment limit as last agreed, if ever.
+    pub fn saved_limits(&self) -> Option<Limits> {
+        let bytes = fs::read(&self.limits).ok()?;
+        serde_json::from_slice(&bytes).ok()
     }
 
     /// The last acknowledged position, if any.
@@ -303,6 +343,20 @@ impl Spool {
     pub fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
     }
+}
+
+/// Replaces `path` with `body` whole or not at all: a temporary file, fsync, rename, fsync
+/// of the directory.
+fn write_atomically(path: &Path, body: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    let write = || -> std::io::Result<()> {
+        let mut f = File::create(&tmp)?;
+        f.write_all(body)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        sync_dir(path.parent().unwrap_or(Path::new(".")))
+    };
+    write().map_err(|e| AgentError::spool(path, e))
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
@@ -358,6 +412,22 @@ mod tests {
         assert_eq!(spool.bytes(), 0);
         assert_eq!(spool.resume_position().unwrap().unwrap(), mid_trx);
         assert!(!dir.path().join("segments/x.lfs.tmp").exists());
+    }
+
+    #[test]
+    fn files_after_a_hole_left_by_a_crash_are_dropped_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let acked = spool.write(seg(4, 100)).unwrap();
+        spool
+            .write_checkpoint(&ResumePoint::after(&seg(4, 100).header.meta))
+            .unwrap();
+        let next = spool.write(seg(100, 250)).unwrap();
+        let after_hole = spool.write(seg(400, 500)).unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        assert_eq!(spool.list().unwrap(), vec![acked.clone(), next.clone()]);
+        assert_eq!(spool.bytes(), acked.len + next.len);
+        assert!(!after_hole.path.exists());
     }
 
     #[test]

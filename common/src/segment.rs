@@ -150,11 +150,13 @@ impl DecodeLimits {
         }
     }
 
-    /// Limits that accept segments up to `max_segment_bytes` (at least the default).
+    /// Limits that accept segments up to `max_segment_bytes` and any payload that fits in
+    /// one (the shipper's, from `server.max_segment_bytes`).
     pub fn for_segments(max_segment_bytes: u64) -> Self {
+        let defaults = DecodeLimits::default();
         DecodeLimits {
-            max_segment_bytes: max_segment_bytes.max(DEFAULT_MAX_SEGMENT_BYTES),
-            ..DecodeLimits::default()
+            max_segment_bytes,
+            max_payload_bytes: defaults.max_payload_bytes.max(max_segment_bytes),
         }
     }
 }
@@ -165,6 +167,14 @@ impl DecodeLimits {
 pub fn max_payload_for(max_segment_bytes: u64) -> u64 {
     let overhead = max_segment_bytes / 128 + (MAX_HEADER_LEN + PREFIX_LEN + TRAILER_LEN) as u64;
     max_segment_bytes.saturating_sub(overhead)
+}
+
+/// The smallest segment limit whose [`max_payload_for`] holds `payload_bytes`: the inverse,
+/// for telling an operator what to set.
+pub fn segment_bytes_for(payload_bytes: u64) -> u64 {
+    let fixed = (MAX_HEADER_LEN + PREFIX_LEN + TRAILER_LEN) as u64;
+    // x - x/128 - fixed >= p  <=  x >= (p + fixed) * 128 / 127, plus rounding.
+    (payload_bytes + fixed).saturating_mul(128) / 127 + 128
 }
 
 /// What the agent knows about a segment's content before it is sealed.
@@ -833,6 +843,22 @@ mod tests {
                 seg.bytes().len()
             );
         }
+    }
+
+    #[test]
+    fn the_inverse_of_the_payload_limit_holds_the_payload() {
+        for p in [1u64, 8 << 20, 300 << 20, 1 << 30] {
+            let limit = segment_bytes_for(p);
+            assert!(max_payload_for(limit) >= p, "{p}");
+            assert!(
+                max_payload_for(limit - 4096) < p + 4096,
+                "{p}: not far above"
+            );
+        }
+        // The largest stored segment holds its whole payload under the stored limits.
+        let l = DecodeLimits::for_segments(MAX_STORED_SEGMENT_BYTES);
+        assert!(l.max_payload_bytes >= max_payload_for(MAX_STORED_SEGMENT_BYTES));
+        assert!(DecodeLimits::stored().max_payload_bytes >= l.max_payload_bytes);
     }
 
     #[test]

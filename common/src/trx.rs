@@ -1,5 +1,6 @@
-//! Transaction boundaries in a binlog event stream, shared by the agent (segments end only
-//! between transactions) and restore (a restore stops only between transactions).
+//! Transaction boundaries in a binlog event stream, shared by the agent (a segment's header
+//! says whether it ends between transactions, and a source resumes only there) and restore
+//! (a restore stops only between transactions).
 //!
 //! Only event headers and the few bodies that mark boundaries are decoded; row events stay
 //! opaque bytes (decoding rows is ~25x slower than streaming them).
@@ -41,7 +42,8 @@ pub const LOG_EVENT_ARTIFICIAL_F: u16 = 0x20;
 /// MariaDB GTID event flag: the transaction is one standalone statement (DDL), no COMMIT.
 const FL_STANDALONE: u8 = 1;
 
-/// Tracks where transactions start and end, so that segments are cut only between them.
+/// Tracks where transactions start and end: where a restore may stop and a source may
+/// resume.
 #[derive(Debug, Default, Clone)]
 pub struct TrxTracker {
     in_trx: bool,
@@ -79,7 +81,7 @@ impl TrxTracker {
                     false
                 } else if self.in_trx {
                     let ends = word.eq_ignore_ascii_case("COMMIT")
-                        || word.eq_ignore_ascii_case("ROLLBACK")
+                        || (word.eq_ignore_ascii_case("ROLLBACK") && !is_rollback_to_savepoint(&q))
                         || is_xa_end(&q);
                     if ends {
                         self.in_trx = false;
@@ -118,6 +120,19 @@ fn first_word(q: &str) -> &str {
         .split(|c: char| c.is_whitespace() || c == ';')
         .next()
         .unwrap_or("")
+}
+
+/// `ROLLBACK [WORK] TO [SAVEPOINT] name`: undoes part of a transaction, which goes on
+/// (MariaDB logs it when the transaction touched a non-transactional table).
+fn is_rollback_to_savepoint(q: &str) -> bool {
+    let mut w = q.split_whitespace().skip(1);
+    let next = w.next();
+    let next = if next.is_some_and(|n| n.eq_ignore_ascii_case("WORK")) {
+        w.next()
+    } else {
+        next
+    };
+    next.is_some_and(|n| n.eq_ignore_ascii_case("TO"))
 }
 
 fn is_xa_start(q: &str) -> bool {
@@ -220,6 +235,17 @@ mod tests {
         assert!(!t.after(23, b"rows"));
         assert!(t.after(code::QUERY, &query_body("COMMIT")));
         assert!(t.after(code::FORMAT_DESCRIPTION, b""));
+    }
+
+    #[test]
+    fn a_rollback_to_a_savepoint_does_not_end_the_transaction() {
+        let mut t = TrxTracker::default();
+        assert!(!t.after(code::QUERY, &query_body("BEGIN")));
+        assert!(!t.after(code::QUERY, &query_body("SAVEPOINT a")));
+        assert!(!t.after(code::QUERY, &query_body("ROLLBACK TO a")));
+        assert!(!t.after(code::QUERY, &query_body("rollback work to savepoint a")));
+        assert!(!t.after(23, b"rows"));
+        assert!(t.after(code::QUERY, &query_body("ROLLBACK")));
     }
 
     #[test]

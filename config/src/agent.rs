@@ -257,7 +257,7 @@ fn default_zstd_level() -> i32 {
     logferry_common::segment::DEFAULT_ZSTD_LEVEL
 }
 fn default_max_bytes() -> u64 {
-    8 * 1024 * 1024
+    4 * 1024 * 1024
 }
 fn default_max_age_ms() -> u64 {
     1000

@@ -81,6 +81,9 @@ pub async fn run(
     let rest = restore::plan_from(store, stream, &newest_pos, &Target::Latest).await?;
     report.base = format!("snapshot {} at {}", base.id, base.position);
     let relaxed = scratch.relax_for_replay(false).await;
+    for note in &relaxed.notes {
+        tracing::warn!("{note}");
+    }
     let drilled = async {
         restore::load_snapshot(store, &plan, scratch, bar).await?;
         let collected = replay::into_server(store, &plan, &first_target, scratch, bar).await?;

@@ -40,6 +40,7 @@ struct Args {
     rpo_rate: u64,
     out: PathBuf,
     scope: Scope,
+    big_trx_mb: u64,
 }
 
 /// Which comparisons to run.
@@ -51,6 +52,8 @@ enum Scope {
     Sizes,
     /// Per size: ship only; printed only.
     Ship,
+    /// Only the memory of one big transaction; printed only.
+    BigTrx,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -61,6 +64,7 @@ fn args() -> anyhow::Result<Args> {
         rpo_rate: 2000,
         out: PathBuf::from("BENCHMARKS.md"),
         scope: Scope::All,
+        big_trx_mb: 2048,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -78,16 +82,21 @@ fn args() -> anyhow::Result<Args> {
             "--out" => a.out = PathBuf::from(value()?),
             "--ship-only" => a.scope = Scope::Ship,
             "--sizes-only" => a.scope = Scope::Sizes,
+            "--big-trx-mb" => a.big_trx_mb = value()?.parse()?,
+            "--big-trx-only" => a.scope = Scope::BigTrx,
             "--help" | "-h" => {
                 println!(
-                    "logferry-bench [--sizes 200,1000] [--repeat 3] [--rpo-seconds 180] [--rpo-rate 2000] [--out BENCHMARKS.md] [--ship-only | --sizes-only]\n\
+                    "logferry-bench [--sizes 200,1000] [--repeat 3] [--rpo-seconds 180] [--rpo-rate 2000] [--out BENCHMARKS.md] [--big-trx-mb 2048] [--ship-only | --sizes-only | --big-trx-only]\n\
                      Runs every comparison with the stock tools and rewrites the results file.\n\
                      Each size is run on two data sets: text rows (the worst case for compressors)\n\
                      and order rows (numbers, codes, dates, updates with full row images).\n\
                      --rpo-seconds also sets how long the shipper stays down in the memory run.\n\
                      --ship-only: only the ship-throughput comparison, printed, the file left alone\n\
                      (for iterating on the agent's hot path).\n\
-                     --sizes-only: ship, storage and restore per size, printed, the file left alone."
+                     --sizes-only: ship, storage and restore per size, printed, the file left alone.\n\
+                     --big-trx-mb: size of the one transaction of incompressible rows whose shipping\n\
+                     the memory table measures (agent, shipper, and the stock raw copy of it).\n\
+                     --big-trx-only: only that run, printed, the file left alone."
                 );
                 std::process::exit(0);
             }
@@ -953,6 +962,65 @@ async fn shipper_down_run(work: &Path, seconds: u64) -> anyhow::Result<(f64, f64
     Ok((rss, mib(spool_peak), drain.elapsed().as_secs_f64()))
 }
 
+/// Peak memory while one transaction of `mb` MiB of incompressible rows is shipped: the
+/// agent and the shipper (caught up before it, tailing while it commits), and the stock
+/// `mariadb-binlog --raw` copy of the same binlog. Returns (agent, shipper, stock) MiB and
+/// the transaction's binlog MiB.
+async fn big_trx_run(work: &Path, mb: u64) -> anyhow::Result<(f64, f64, f64, f64)> {
+    println!("== memory while one {mb} MiB transaction is shipped");
+    let db = MariaDb::start(Options {
+        extra: vec![
+            "--max-binlog-cache-size=64G".into(),
+            "--innodb-buffer-pool-size=512M".into(),
+            "--innodb-flush-log-at-trx-commit=2".into(),
+            "--binlog-annotate-row-events=OFF".into(),
+        ],
+        ..Options::default()
+    })
+    .await?;
+    let dir = work.join("big-trx");
+    let shipper = Shipper::start(&dir).await?;
+    let agent = Agent::start(
+        &dir.join("agent"),
+        &settings(&db, &shipper, STREAM, 990, 1000),
+    )?;
+    let mut c = db.conn().await?;
+    c.query_drop(
+        "CREATE DATABASE bench; CREATE TABLE bench.big (id BIGINT PRIMARY KEY, b VARBINARY(255)) ENGINE=InnoDB",
+    )
+    .await?;
+    wait_shipped(&db, &shipper, STREAM, Duration::from_secs(60)).await?;
+    let before = binlog_bytes(&mut c).await?;
+    // A row takes about 211 binlog bytes; statements of a million rows (~210 MB of rows,
+    // which a restore replays as one BINLOG statement) in one transaction.
+    let rows = (mb << 20) / 205 + 1;
+    c.query_drop("BEGIN").await?;
+    let mut from = 1;
+    while from <= rows {
+        let to = (from + 999_999).min(rows);
+        c.query_drop(format!(
+            "INSERT INTO bench.big SELECT seq, RANDOM_BYTES(200) FROM seq_{from}_to_{to}"
+        ))
+        .await?;
+        from = to + 1;
+    }
+    c.query_drop("COMMIT").await?;
+    let trx_mib = mib(binlog_bytes(&mut c).await? - before);
+    wait_shipped(&db, &shipper, STREAM, Duration::from_secs(1800)).await?;
+    let agent_rss = agent.peak_rss_kib().unwrap_or(0) as f64 / 1024.0;
+    let shipper_rss = shipper.peak_rss_kib().unwrap_or(0) as f64 / 1024.0;
+    let out = dir.join("stock");
+    std::fs::create_dir_all(&out)?;
+    let (_, stock_kib) = run_watching_memory(
+        store::stock_copy(db.port, "mysql-bin.000001", &out),
+        &dir.join("stock.out"),
+    )
+    .await?;
+    let stock_rss = stock_kib as f64 / 1024.0;
+    println!("   transaction {trx_mib:.0} MiB: agent {agent_rss:.1} MiB, shipper {shipper_rss:.1} MiB, stock raw copy {stock_rss:.1} MiB");
+    Ok((agent_rss, shipper_rss, stock_rss, trx_mib))
+}
+
 /// Shipper memory while several agents ship the same binlog as separate streams.
 async fn many_agents_run(work: &Path, agents: u32, size_mb: u64) -> anyhow::Result<f64> {
     println!("== shipper memory with {agents} agents");
@@ -1018,6 +1086,10 @@ async fn main() -> anyhow::Result<()> {
         a.rpo_seconds,
         a.rpo_rate
     );
+    if a.scope == Scope::BigTrx {
+        big_trx_run(work.path(), a.big_trx_mb).await?;
+        return Ok(());
+    }
     let mut sizes = Vec::new();
     for dataset in [Dataset::Text, Dataset::Orders] {
         for s in &a.sizes_mb {
@@ -1035,6 +1107,8 @@ async fn main() -> anyhow::Result<()> {
     let (down_rss, spool_peak, drain_s) = shipper_down_run(work.path(), down_seconds).await?;
     let many_rss =
         many_agents_run(work.path(), 3, a.sizes_mb.first().copied().unwrap_or(200)).await?;
+    let (big_agent, big_shipper, big_stock, big_mib) =
+        big_trx_run(work.path(), a.big_trx_mb).await?;
 
     let mut md = String::new();
     let _ = writeln!(
@@ -1155,6 +1229,15 @@ async fn main() -> anyhow::Result<()> {
     let _ = writeln!(
         md,
         "| shipper receiving from 3 agents at once | {many_rss:.1} MiB |"
+    );
+    let _ = writeln!(md, "| agent tailing one transaction of {big_mib:.0} MiB of incompressible rows (segments cut inside it) | {big_agent:.1} MiB |");
+    let _ = writeln!(
+        md,
+        "| shipper receiving that transaction | {big_shipper:.1} MiB |"
+    );
+    let _ = writeln!(
+        md,
+        "| stock `mariadb-binlog --read-from-remote-server --raw` copying the same binlog | {big_stock:.1} MiB |"
     );
     let previous = std::fs::read_to_string(&a.out).unwrap_or_default();
     if let Some(at) = previous.find(KEEP_MARKER) {

@@ -276,3 +276,224 @@ pub async fn collect(
     out.reached_target |= out.passed_gtid;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::restore::plan_from;
+    use bytes::Bytes;
+    use logferry_common::binlog::{file_events, EVENT_HEADER_LEN};
+    use logferry_common::keys::segment_key;
+    use logferry_common::{Compression, Position, Segment, SegmentMeta, SourceKind, StreamId};
+    use logferry_config::StoreConfig;
+
+    const FILE: &str = "b.000001";
+
+    /// A binlog event without checksum, stamped `ts`, ending at `log_pos`.
+    fn event(ty: u8, ts: u32, log_pos: u32, body: &[u8]) -> Vec<u8> {
+        let size = (EVENT_HEADER_LEN + body.len()) as u32;
+        let mut e = ts.to_le_bytes().to_vec();
+        e.push(ty);
+        e.extend_from_slice(&1u32.to_le_bytes());
+        e.extend_from_slice(&size.to_le_bytes());
+        e.extend_from_slice(&log_pos.to_le_bytes());
+        e.extend_from_slice(&0u16.to_le_bytes());
+        e.extend_from_slice(body);
+        e
+    }
+
+    /// Events of a stream laid end to end in one file, from offset 4.
+    #[derive(Default)]
+    struct Log {
+        events: Vec<(u64, u64, Vec<u8>)>,
+        at: u64,
+    }
+
+    impl Log {
+        fn push(&mut self, ty: u8, ts: u32, body: &[u8]) -> u64 {
+            let start = self.at.max(4);
+            let end = start + (EVENT_HEADER_LEN + body.len()) as u64;
+            self.events
+                .push((start, end, event(ty, ts, end as u32, body)));
+            self.at = end;
+            start
+        }
+
+        /// A MariaDB transaction: GTID `seq` (at `ts`), `rows` row events, XID at `commit`.
+        fn trx(&mut self, seq: u64, ts: u32, rows: usize, commit: u32) -> u64 {
+            let mut gtid = seq.to_le_bytes().to_vec();
+            gtid.extend_from_slice(&0u32.to_le_bytes());
+            gtid.push(0);
+            let start = self.push(code::MARIADB_GTID, ts, &gtid);
+            for _ in 0..rows {
+                self.push(30, ts, &[7u8; 40]);
+            }
+            self.push(code::XID, commit, &[0u8; 8]);
+            start
+        }
+    }
+
+    fn pos(at: u64) -> Position {
+        Position::Binlog(BinlogPos::new(FILE, at))
+    }
+
+    /// A position with the GTID state after transaction `seq` of domain 0, server 1.
+    fn pos_after(at: u64, seq: u64) -> Position {
+        Position::Binlog(BinlogPos {
+            file: FILE.into(),
+            offset: at,
+            gtid: Some(format!("0-1-{seq}")),
+        })
+    }
+
+    /// Stores events `range` of `log` as one segment; `open_trx` where the transaction
+    /// open at its end began; `seq` the last transaction committed before its end (the
+    /// GTID state the agent records there).
+    async fn store_segment(
+        store: &Store,
+        log: &Log,
+        range: std::ops::Range<usize>,
+        open_trx: Option<u64>,
+        seq: u64,
+    ) {
+        let evs = &log.events[range];
+        let fde = event(15, 1, 0, &[0u8; 60]);
+        let mut p = PayloadBuilder::default();
+        p.push_format(&fde);
+        for (_, _, e) in evs {
+            p.push_event(e);
+        }
+        let ts = |e: &Vec<u8>| i64::from(u32::from_le_bytes([e[0], e[1], e[2], e[3]])) * 1000;
+        let meta = SegmentMeta {
+            stream: StreamId::new("s").unwrap(),
+            source: SourceKind::Mysql,
+            start: pos(evs[0].0),
+            end: match open_trx {
+                Some(_) => pos(evs[evs.len() - 1].1),
+                None => pos_after(evs[evs.len() - 1].1, seq),
+            },
+            open_trx: open_trx.map(|at| pos_after(at, seq)),
+            first_event_ms: ts(&evs[0].2),
+            last_event_ms: ts(&evs[evs.len() - 1].2),
+            event_count: evs.len() as u64,
+        };
+        let seg = Segment::seal(meta, &p.take(), Compression::None).unwrap();
+        let m = &seg.header.meta;
+        let key = segment_key(&m.stream, &m.start.sort_key(), &m.end.sort_key());
+        store
+            .put_new(&key, Bytes::from(seg.bytes().to_vec()))
+            .await
+            .unwrap();
+    }
+
+    /// T1 (3 events, commit at 100 s) in segment A, whose tail holds the start of T2;
+    /// T2 (GTID at 200 s, commit at 300 s) runs through all of segment B into C, which ends
+    /// with T3 (commit at 400 s). With `whole` false, C is not stored.
+    async fn three_segments(dir: &std::path::Path, whole: bool) -> (Store, Log, u64) {
+        let store = Store::open(&StoreConfig::from_url(dir.to_str().unwrap())).unwrap();
+        let mut log = Log::default();
+        log.trx(1, 100, 1, 100);
+        let t2 = log.trx(2, 200, 6, 300);
+        log.trx(3, 400, 0, 400);
+        // A: T1 (0..3) and T2's GTID + 2 rows (3..6); B: 3 rows (6..9); C: the last row,
+        // T2's XID and T3 (9..13).
+        store_segment(&store, &log, 0..6, Some(t2), 1).await;
+        store_segment(&store, &log, 6..9, Some(t2), 1).await;
+        if whole {
+            store_segment(&store, &log, 9..13, None, 3).await;
+        }
+        (store, log, t2)
+    }
+
+    async fn run(store: &Store, target: Target) -> (Collected, Vec<u8>) {
+        let stream = StreamId::new("s").unwrap();
+        let plan = plan_from(store, &stream, &BinlogPos::new(FILE, 4), &target)
+            .await
+            .unwrap();
+        let (tx, mut rx) = mpsc::channel(64);
+        let mut out = Collected::default();
+        collect(store, &plan, &target, &ProgressBar::hidden(), &mut out, &tx)
+            .await
+            .unwrap();
+        drop(tx);
+        let mut file = Vec::new();
+        while let Some((name, bytes)) = rx.recv().await {
+            assert_eq!(name, FILE);
+            file.extend_from_slice(&bytes);
+        }
+        (out, file)
+    }
+
+    /// Event type codes of the replayed file, without its format description.
+    fn types(file: &[u8]) -> Vec<u8> {
+        if file.is_empty() {
+            return Vec::new();
+        }
+        file_events(file)
+            .map(|e| e.unwrap()[4])
+            .filter(|t| *t != 15)
+            .collect()
+    }
+
+    const T1: [u8; 3] = [code::MARIADB_GTID, 30, code::XID];
+
+    #[tokio::test]
+    async fn a_transaction_across_three_segments_is_applied_whole_when_it_commits_in_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, log, _) = three_segments(dir.path(), true).await;
+        let (out, file) = run(&store, Target::Time(350_000)).await;
+        assert_eq!(out.transactions, 2);
+        assert_eq!(out.events, 3 + 8);
+        assert_eq!(
+            out.last_position.map(|p| p.offset),
+            Some(log.events[10].1),
+            "T2's commit"
+        );
+        let mut want = T1.to_vec();
+        want.push(code::MARIADB_GTID);
+        want.extend([30; 6]);
+        want.push(code::XID);
+        assert_eq!(types(&file), want);
+        let (out, _) = run(&store, Target::Latest).await;
+        assert_eq!((out.transactions, out.events), (3, 13));
+    }
+
+    #[tokio::test]
+    async fn a_target_inside_a_spanning_transaction_stops_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, log, _) = three_segments(dir.path(), true).await;
+        // Its first events are stamped 200 s, at or before the target; it commits at 300 s.
+        for target in [
+            Target::Time(250_000),
+            Target::Position(BinlogPos::new(FILE, log.events[7].1)),
+        ] {
+            let (out, file) = run(&store, target.clone()).await;
+            assert_eq!((out.transactions, out.events), (1, 3), "{target:?}");
+            assert!(out.reached_target);
+            assert_eq!(types(&file), T1, "{target:?}: nothing of T2 is handed on");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_gtid_target_whose_transaction_spans_segments_includes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _, _) = three_segments(dir.path(), true).await;
+        let g = Target::Gtid(crate::restore::Gtid {
+            domain: 0,
+            server: 1,
+            seq: 2,
+        });
+        let (out, _) = run(&store, g).await;
+        assert_eq!(out.transactions, 2);
+        assert!(out.passed_gtid);
+    }
+
+    #[tokio::test]
+    async fn a_transaction_whose_end_is_not_stored_is_not_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _, _) = three_segments(dir.path(), false).await;
+        let (out, file) = run(&store, Target::Latest).await;
+        assert_eq!((out.transactions, out.events), (1, 3));
+        assert_eq!(types(&file), T1);
+    }
+}

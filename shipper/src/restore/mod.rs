@@ -33,16 +33,22 @@ pub use collect::{collect, Collected};
 pub use plan::{chain, plan, plan_from, ChainSegment, Plan};
 pub use target::{Gtid, Target};
 
-/// A stored segment's payload, decoded and checked against both its checksums.
+/// A stored segment's payload, decoded and checked against both its checksums (hashing
+/// and decompression run off the runtime's threads).
 async fn segment_payload(store: &Store, seg: &SegmentRef) -> Result<Vec<u8>> {
     let bytes = store.get(&seg.key).await?;
-    let segment = Segment::decode(bytes, &DecodeLimits::stored()).map_err(|e| {
-        ShipperError::Restore(format!(
-            "{} is corrupt: {e}; run logferry-shipper verify",
-            seg.key
-        ))
-    })?;
-    Ok(segment.payload()?)
+    let key = seg.key.clone();
+    tokio::task::spawn_blocking(move || {
+        let corrupt = |e| {
+            ShipperError::Restore(format!(
+                "{key} is corrupt: {e}; run logferry-shipper verify"
+            ))
+        };
+        let segment = Segment::decode(bytes, &DecodeLimits::stored()).map_err(corrupt)?;
+        segment.payload().map_err(corrupt)
+    })
+    .await
+    .map_err(|e| ShipperError::Restore(format!("the segment check failed: {e}")))?
 }
 
 /// Streams the snapshot's chunks (each verified) into `out`.

@@ -54,6 +54,7 @@ pub async fn chain(store: &Store, stream: &StreamId) -> Result<Vec<ChainSegment>
         .collect())
 }
 
+/// The binlog position inside a position of a MySQL stream (the only kind so far).
 pub(crate) fn binlog_pos(p: &Position) -> &BinlogPos {
     match p {
         Position::Binlog(b) => b,
@@ -198,10 +199,25 @@ pub async fn plan_from(
     })
 }
 
-/// The target must not lie after the end of the stored chain.
+/// The target must not lie after the end of what is stored whole: the chain's end, or,
+/// when the chain ends inside a transaction, that transaction's start.
 fn check_inside(target: &Target, last: &ChainSegment, range: &str) -> Result<()> {
     let m = &last.header.meta;
     let end = binlog_pos(&m.end);
+    // A time at the last stored second may be the open transaction's commit time too.
+    let open_at_last_second = m
+        .open_trx
+        .is_some()
+        .then_some(m.last_event_ms)
+        .filter(|last| matches!(target, Target::Time(t) if t >= last));
+    if let Some(last_ms) = open_at_last_second {
+        return Err(ShipperError::Gap(format!(
+            "the stored chain ends inside a transaction whose commit is not stored yet, at {} \
+             ({}); a target at or after that second may include it: give an earlier time; {range}",
+            m.end,
+            rfc3339(last_ms)
+        )));
+    }
     match target {
         Target::Latest => Ok(()),
         Target::Time(t) if *t > m.last_event_ms => Err(ShipperError::Gap(format!(
@@ -215,10 +231,13 @@ fn check_inside(target: &Target, last: &ChainSegment, range: &str) -> Result<()>
             m.end
         ))),
         Target::Gtid(g) => {
-            let last_seq = end.gtid.as_deref().and_then(|st| g.seq_in(st));
-            // A chain that ends inside a transaction has no GTID state at its end; the
-            // collection then finds out whether the GTID is stored.
-            if m.ends_at_boundary() && last_seq.is_none_or(|n| n < g.seq) {
+            // The GTID state after the last whole transaction: at the end, or where the
+            // transaction still open at the end began.
+            let state = match &m.open_trx {
+                Some(t) => binlog_pos(t).gtid.as_deref(),
+                None => end.gtid.as_deref(),
+            };
+            if state.and_then(|st| g.seq_in(st)).is_none_or(|n| n < g.seq) {
                 return Err(ShipperError::Gap(format!(
                     "GTID {g} is after the end of the stored chain ({}); {range}",
                     m.end
@@ -310,7 +329,12 @@ fn reached_before(target: &Target, start: &BinlogPos, kept: &[ChainSegment], brk
         Target::Gtid(g) => kept
             .iter()
             .rev()
-            .find_map(|c| binlog_pos(&c.header.meta.end).gtid.clone())
+            .find_map(|c| {
+                let m = &c.header.meta;
+                binlog_pos(m.open_trx.as_ref().unwrap_or(&m.end))
+                    .gtid
+                    .clone()
+            })
             .or_else(|| start.gtid.clone())
             .and_then(|state| g.seq_in(&state))
             .is_some_and(|n| n >= g.seq),
