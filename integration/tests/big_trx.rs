@@ -461,6 +461,17 @@ async fn restore_and_export_refuse_a_chain_with_a_missing_segment() -> anyhow::R
     );
     let dbs = user_databases(&target).await?;
     ensure!(dbs.is_empty(), "(c) the refused restore created {dbs:?}");
+    let (code, out) = export_cli(
+        &store_c,
+        None,
+        &removed_end,
+        &tmp.path().join("export-c"),
+        limit,
+    )?;
+    ensure!(
+        code == 1 && out.contains(&place(&end_of(last - 1))),
+        "(c) export --to {removed_end} past the end of the chain exits 1 naming where the chain ends, not {code}: {out}"
+    );
 
     // The control: the same restore of the intact store succeeds into the same server.
     let (code, out) = export_cli(
