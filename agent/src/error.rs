@@ -61,6 +61,14 @@ pub enum AgentError {
         /// The validation error.
         reason: String,
     },
+    /// Another process holds the spool directory: two agents must never share one.
+    #[error("the spool directory {dir} is in use by another agent (process {holder}): two agents on one spool would ship each other's segments; give each agent its own agent.spool_dir and stream, or stop the other one")]
+    SpoolInUse {
+        /// The spool directory.
+        dir: PathBuf,
+        /// The PID the lock file names.
+        holder: String,
+    },
     /// The shipper could not be reached or answered 5xx; retried.
     #[error("shipper unavailable: {0}")]
     ShipperUnavailable(String),

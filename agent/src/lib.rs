@@ -11,12 +11,14 @@
 //! - [`client`]: HTTP client of the shipper.
 //! - [`pipeline`]: wires source → segmenter → spool → shipper and handles retries.
 //! - [`metrics`]: Prometheus gauges and counters for every stage.
+//! - [`exposure`]: the RPO exposure, from positions read and acknowledged.
 //! - [`backoff`]: retry delays.
 //! - [`error`]: the crate's error type.
 
 pub mod backoff;
 pub mod client;
 pub mod error;
+pub mod exposure;
 pub mod metrics;
 pub mod pipeline;
 pub mod resume;

@@ -10,9 +10,8 @@
 //! When the spool exceeds `agent.spool_max_bytes` the segment loop stops taking events, the
 //! channel fills, and the source stops reading (disk, not memory, holds the lag).
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use logferry_common::segment::{
@@ -28,6 +27,7 @@ use tracing::{error, info, warn};
 use crate::backoff::Backoff;
 use crate::client::ShipperClient;
 use crate::error::{AgentError, Result};
+use crate::exposure::Exposure;
 use crate::metrics::{self, now_ms, Metrics};
 use crate::resume::ResumePoint;
 use crate::segmenter::{SealJob, Segmenter};
@@ -57,26 +57,6 @@ enum Msg {
     /// The source reconnected: drop events after the last transaction boundary.
     Restart(Option<Position>),
     Fatal(AgentError),
-}
-
-/// Read times of segments not yet acknowledged, for the RPO-exposure gauge.
-#[derive(Default)]
-struct Exposure {
-    spooled: Mutex<VecDeque<i64>>,
-    open_ms: std::sync::atomic::AtomicI64,
-}
-
-impl Exposure {
-    fn publish(&self, m: &Metrics) {
-        let spooled = self
-            .spooled
-            .lock()
-            .map(|q| q.front().copied())
-            .unwrap_or(None);
-        let open = self.open_ms.load(Ordering::Relaxed);
-        let oldest = spooled.or((open != 0).then_some(open)).unwrap_or(0);
-        m.oldest_unacked_read_ms.store(oldest, Ordering::Relaxed);
-    }
 }
 
 /// Runs the agent until `shutdown` turns `true` or a non-retryable error occurs.
@@ -546,7 +526,7 @@ async fn segment_loop(
                     let caught_up = ev.caught_up;
                     seg.push(ev, || preamble.clone())?;
                     if opens {
-                        exposure.open_ms.store(now_ms(), Ordering::Relaxed);
+                        exposure.opened(now_ms());
                         exposure.publish(metrics);
                     }
                     // A stale seal at most once per seal age: a clock skew between database
@@ -602,10 +582,7 @@ async fn cut(
     let Some(job) = seg.seal() else {
         return Ok(());
     };
-    if let Ok(mut q) = exposure.spooled.lock() {
-        q.push_back(job.read_ms);
-    }
-    exposure.open_ms.store(0, Ordering::Relaxed);
+    exposure.cut(&job.meta.end, job.read_ms);
     exposure.publish(metrics);
     queue
         .jobs
@@ -800,9 +777,7 @@ async fn ship_loop(
             let done = entry.clone();
             let point = ResumePoint::after(&meta);
             on_spool(spool, move |s| s.acknowledge(&done, &point)).await?;
-            if let Ok(mut q) = exposure.spooled.lock() {
-                q.pop_front();
-            }
+            exposure.acknowledged(&meta.end);
             exposure.publish(metrics);
             metrics.segments_shipped.fetch_add(1, Ordering::Relaxed);
             metrics

@@ -37,18 +37,30 @@ pub fn pause_marker(spool_dir: &Path) -> PathBuf {
     spool_dir.join("snapshot-paused")
 }
 
-async fn connect_replica(snap: &SnapshotSection) -> Result<(Conn, Opts, String)> {
-    let opts = Opts::from_url(&snap.replica_url).map_err(|e| {
+/// The source's `connect_timeout_ms`, which the replica connection uses too.
+fn connect_timeout(cfg: &AgentConfig) -> Duration {
+    let logferry_config::SourceConfig::Mysql(m) = &cfg.source;
+    Duration::from_millis(m.connect_timeout_ms)
+}
+
+async fn connect_replica(
+    snap: &SnapshotSection,
+    timeout: Duration,
+) -> Result<(Conn, Opts, String)> {
+    let opts = Opts::from_url(snap.replica_url.expose()).map_err(|e| {
         AgentError::ServerSetup(format!(
             "snapshot.replica_url is not a usable MySQL URL: {e}"
         ))
     })?;
     let addr = format!("{}:{}", opts.ip_or_hostname(), opts.tcp_port());
-    let conn = tokio::time::timeout(Duration::from_secs(10), Conn::new(opts.clone()))
+    let conn = tokio::time::timeout(timeout, Conn::new(opts.clone()))
         .await
         .map_err(|_| AgentError::Unreachable {
             addr: addr.clone(),
-            reason: "no answer within 10 s".into(),
+            reason: format!(
+                "no answer within {} ms (source.connect_timeout_ms)",
+                timeout.as_millis()
+            ),
         })?
         .map_err(|e| connect_error(&addr, e))?;
     Ok((conn, opts, addr))
@@ -85,7 +97,7 @@ pub async fn resume_if_left_paused(cfg: &AgentConfig) -> Result<()> {
     warn!(
         "a previous snapshot was interrupted while the replica was paused; resuming its SQL thread"
     );
-    let (mut conn, _, addr) = connect_replica(snap).await?;
+    let (mut conn, _, addr) = connect_replica(snap, connect_timeout(cfg)).await?;
     conn.query_drop("START SLAVE SQL_THREAD")
         .await
         .map_err(|e| connect_error(&addr, e))?;
@@ -111,7 +123,7 @@ pub async fn take(
             "another snapshot (process {pid}) is in progress"
         )));
     }
-    let (mut conn, opts, addr) = connect_replica(snap).await?;
+    let (mut conn, opts, addr) = connect_replica(snap, connect_timeout(cfg)).await?;
     let status: Option<Row> = conn
         .query_first("SHOW SLAVE STATUS")
         .await
@@ -205,8 +217,8 @@ async fn dump_paused(
         let mut buf = Vec::with_capacity(chunk_bytes);
         let started = tokio::time::Instant::now();
         let mut dumped = 0u64;
+        let mut piece = vec![0u8; logferry_common::snapshot::DUMP_READ_BYTES];
         loop {
-            let mut piece = vec![0u8; 256 * 1024];
             let n = tokio::select! {
                 r = stdout.read(&mut piece) => r.map_err(|e| AgentError::Snapshot(format!("reading the dump: {e}")))?,
                 _ = shutdown.changed() => {
@@ -228,8 +240,17 @@ async fn dump_paused(
             }
             if buf.len() >= chunk_bytes || (n == 0 && !buf.is_empty()) {
                 let index = chunks.len() as u32 + 1;
-                let (stored, info) = seal_chunk(index, &buf)?;
-                upload_with_retry(|| {
+                // Compressing and hashing a chunk is CPU work: off the runtime's threads.
+                let text = std::mem::take(&mut buf);
+                let ((stored, info), text) = tokio::task::spawn_blocking(move || {
+                    seal_chunk(index, &text).map(|s| (s, text))
+                })
+                .await
+                .map_err(|e| {
+                    AgentError::Snapshot(format!("sealing chunk {index} failed: {e}"))
+                })??;
+                buf = text;
+                upload_with_retry(&mut shutdown, || {
                     client.put_chunk(stream, &id, index, stored.clone(), &info.sha256)
                 })
                 .await?;
@@ -270,12 +291,15 @@ async fn dump_paused(
     }
     let body =
         serde_json::to_vec_pretty(&manifest).map_err(|e| AgentError::Snapshot(e.to_string()))?;
-    upload_with_retry(|| client.put_manifest(stream, &id, body.clone())).await?;
+    upload_with_retry(&mut shutdown, || {
+        client.put_manifest(stream, &id, body.clone())
+    })
+    .await?;
     info!(%id, chunks = manifest.chunks.len(), bytes = manifest.plain_bytes(), "snapshot stored");
     Ok(manifest)
 }
 
-async fn upload_with_retry<F, Fut>(mut put: F) -> Result<()>
+async fn upload_with_retry<F, Fut>(shutdown: &mut ShutdownRx, mut put: F) -> Result<()>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<()>>,
@@ -288,7 +312,12 @@ where
                 tries += 1;
                 let wait = backoff.next_delay();
                 warn!(error = %e, retry_in = ?wait, "snapshot upload failed; retrying");
-                tokio::time::sleep(wait).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shutdown.changed() => {
+                        return Err(AgentError::Snapshot("interrupted by a shutdown request".into()));
+                    }
+                }
             }
             other => return other,
         }

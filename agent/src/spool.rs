@@ -71,22 +71,29 @@ pub struct Spool {
     /// The shipper's limits as last agreed.
     limits: PathBuf,
     bytes: AtomicU64,
+    /// The open lock file: held (flock) for the spool's life, so that a second agent on
+    /// the same directory is refused.
+    _lock: File,
     /// The newest segments written by this process, by file name, oldest first.
     recent: Mutex<VecDeque<(String, Segment)>>,
 }
 
 impl Spool {
-    /// Opens (creating) the spool under `dir` and removes half-written files.
+    /// Opens (creating) the spool under `dir`, locked for this process, and removes
+    /// half-written files.
     ///
     /// # Errors
-    /// [`AgentError::Spool`] when the directory cannot be created or read.
+    /// [`AgentError::SpoolInUse`] when another process holds the directory (a second agent
+    /// with the same config); [`AgentError::Spool`] when it cannot be created or read.
     pub fn open(dir: &Path) -> Result<Self> {
         let segments = dir.join("segments");
         let quarantine = dir.join("quarantine");
         for d in [dir, &segments, &quarantine] {
             fs::create_dir_all(d).map_err(|e| AgentError::spool(d, e))?;
         }
+        let lock = lock_dir(dir)?;
         let spool = Spool {
+            _lock: lock,
             checkpoint: dir.join("checkpoint.json"),
             limits: dir.join("limits.json"),
             segments,
@@ -345,6 +352,35 @@ impl Spool {
     }
 }
 
+/// Takes the exclusive lock of the spool directory (`lock`, holding the owner's PID), or
+/// names the process that holds it. The kernel releases it when the process dies, however.
+fn lock_dir(dir: &Path) -> Result<File> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join("lock");
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| AgentError::spool(&path, e))?;
+    // SAFETY: flock on a descriptor this function owns; no memory is involved.
+    let locked = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+    if !locked {
+        let holder = fs::read_to_string(&path).unwrap_or_default();
+        return Err(AgentError::SpoolInUse {
+            dir: dir.to_owned(),
+            holder: holder.trim().to_owned(),
+        });
+    }
+    let pid = std::process::id().to_string();
+    f.set_len(0)
+        .and_then(|()| f.write_all(pid.as_bytes()))
+        .and_then(|()| f.sync_all())
+        .map_err(|e| AgentError::spool(&path, e))?;
+    Ok(f)
+}
+
 /// Replaces `path` with `body` whole or not at all: a temporary file, fsync, rename, fsync
 /// of the directory.
 fn write_atomically(path: &Path, body: &[u8]) -> Result<()> {
@@ -390,6 +426,7 @@ mod tests {
         let a = spool.write(seg(4, 100)).unwrap();
         spool.write(seg(100, 250)).unwrap();
         fs::write(dir.path().join("segments/x.lfs.tmp"), b"half").unwrap();
+        drop(spool);
         let spool = Spool::open(dir.path()).unwrap();
         let list = spool.list().unwrap();
         assert_eq!(list.len(), 2);
@@ -415,6 +452,19 @@ mod tests {
     }
 
     #[test]
+    fn a_second_open_of_the_same_directory_is_refused_while_the_first_lives() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Spool::open(dir.path()).unwrap();
+        let err = Spool::open(dir.path()).unwrap_err();
+        assert!(
+            matches!(&err, AgentError::SpoolInUse { holder, .. } if *holder == std::process::id().to_string()),
+            "{err}"
+        );
+        drop(first);
+        assert!(Spool::open(dir.path()).is_ok());
+    }
+
+    #[test]
     fn files_after_a_hole_left_by_a_crash_are_dropped_at_open() {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path()).unwrap();
@@ -424,6 +474,7 @@ mod tests {
             .unwrap();
         let next = spool.write(seg(100, 250)).unwrap();
         let after_hole = spool.write(seg(400, 500)).unwrap();
+        drop(spool);
         let spool = Spool::open(dir.path()).unwrap();
         assert_eq!(spool.list().unwrap(), vec![acked.clone(), next.clone()]);
         assert_eq!(spool.bytes(), acked.len + next.len);
@@ -441,6 +492,7 @@ mod tests {
         bytes[40] ^= 1;
         fs::write(&e.path, bytes).unwrap();
         // Found by the next process: the in-memory copies are gone.
+        drop(spool);
         let spool = Spool::open(dir.path()).unwrap();
         assert!(spool.read(&a).is_ok());
         assert!(matches!(

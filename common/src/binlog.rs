@@ -197,24 +197,6 @@ impl BinlogFileWriter {
         }
     }
 
-    /// Adds every record of a segment payload.
-    ///
-    /// # Errors
-    /// [`Error::Corrupt`] when the payload is malformed.
-    pub fn push_payload(&mut self, payload: &[u8]) -> Result<()> {
-        for rec in records(payload) {
-            match rec? {
-                Record::Format(fde) => {
-                    if self.out.len() == BINLOG_MAGIC.len() {
-                        self.pending_format = Some(fde.to_vec());
-                    }
-                }
-                Record::Event(ev) => self.push_event(ev)?,
-            }
-        }
-        Ok(())
-    }
-
     fn push_event(&mut self, ev: &[u8]) -> Result<()> {
         if let Some(fde) = self.pending_format.take() {
             if EventHeader::parse(ev)?.event_type != FORMAT_DESCRIPTION_EVENT {
@@ -583,9 +565,9 @@ mod tests {
             recs,
             vec![Record::Format(&fde), Record::Event(&q), Record::Event(&x)]
         );
-        let mut w = BinlogFileWriter::new();
-        w.push_payload(&payload).unwrap();
-        let file = w.finish();
+        let mut files = ExportFiles::default();
+        files.push_segment("b.000001", &payload).unwrap();
+        let file = files.finish().remove(0).1;
         let evs: Vec<_> = file_events(&file).collect::<Result<_>>().unwrap();
         assert_eq!(evs, vec![&fde[..], &q[..], &x[..]]);
     }
@@ -596,9 +578,9 @@ mod tests {
         let mut b = PayloadBuilder::default();
         b.push_format(&fde);
         b.push_event(&fde);
-        let mut w = BinlogFileWriter::new();
-        w.push_payload(&b.take()).unwrap();
-        assert_eq!(file_events(&w.finish()).count(), 1);
+        let mut files = ExportFiles::default();
+        files.push_segment("b.000001", &b.take()).unwrap();
+        assert_eq!(file_events(&files.finish()[0].1).count(), 1);
     }
 
     /// The event type codes of a file image, in order.

@@ -117,11 +117,27 @@ pub fn seal_chunk(index: u32, plain: &[u8]) -> Result<(Vec<u8>, ChunkInfo)> {
     Ok((stored, info))
 }
 
+/// The largest `snapshot.chunk_bytes` an agent accepts.
+pub const MAX_CHUNK_BYTES_SETTING: u64 = 64 * 1024 * 1024;
+/// How much dump text the agent reads at a time; a chunk is cut once it holds at least
+/// `snapshot.chunk_bytes`, so it may exceed that by less than one read.
+pub const DUMP_READ_BYTES: usize = 256 * 1024;
+/// The largest dump text a chunk may hold; a reader never allocates more for a chunk,
+/// whatever its manifest says.
+pub const MAX_CHUNK_PLAIN_BYTES: u64 = MAX_CHUNK_BYTES_SETTING + DUMP_READ_BYTES as u64;
+
 /// Verifies and decompresses a stored chunk against its [`ChunkInfo`].
 ///
 /// # Errors
-/// [`Error::Corrupt`] on a checksum or length mismatch.
+/// [`Error::Corrupt`] on a checksum or length mismatch, or a manifest that claims more
+/// than [`MAX_CHUNK_PLAIN_BYTES`].
 pub fn open_chunk(stored: &[u8], info: &ChunkInfo) -> Result<Vec<u8>> {
+    if info.plain_bytes > MAX_CHUNK_PLAIN_BYTES {
+        return Err(Error::corrupt(format!(
+            "snapshot chunk {} claims {} bytes of dump text, more than any chunk holds ({MAX_CHUNK_PLAIN_BYTES})",
+            info.index, info.plain_bytes
+        )));
+    }
     if hex::encode(Sha256::digest(stored)) != info.sha256 {
         return Err(Error::corrupt(format!(
             "snapshot chunk {} fails its sha256",
@@ -148,6 +164,15 @@ pub fn open_chunk(stored: &[u8], info: &ChunkInfo) -> Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_manifest_claiming_a_huge_chunk_is_refused_before_allocating() {
+        let text = b"INSERT INTO t VALUES (1);\n".repeat(10);
+        let (stored, mut info) = seal_chunk(1, &text).unwrap();
+        info.plain_bytes = u64::MAX / 2;
+        let err = open_chunk(&stored, &info).unwrap_err().to_string();
+        assert!(err.contains("claims"), "{err}");
+    }
 
     #[test]
     fn chunks_round_trip_and_detect_damage() {

@@ -8,6 +8,7 @@ use logferry_common::{Compression, StreamId};
 use serde::Deserialize;
 
 use crate::error::invalid;
+use crate::secret::SecretUrl;
 use crate::Result;
 
 /// The whole agent configuration file.
@@ -34,7 +35,7 @@ pub struct AgentConfig {
 pub struct SnapshotSection {
     /// `mysql://USER:PASSWORD@REPLICA:PORT`; the user needs SELECT, SHOW VIEW, TRIGGER,
     /// EVENT, LOCK TABLES and the right to STOP/START SLAVE (SUPER or REPLICATION SLAVE ADMIN).
-    pub replica_url: String,
+    pub replica_url: SecretUrl,
     /// When `logferry-agent run` takes one: cron `minute hour day month weekday`, UTC.
     #[serde(default = "default_schedule")]
     pub schedule: String,
@@ -72,7 +73,7 @@ impl SnapshotSection {
     }
 
     fn validate(&self) -> Result<()> {
-        let url = url::Url::parse(&self.replica_url).map_err(|e| {
+        let url = url::Url::parse(self.replica_url.expose()).map_err(|e| {
             invalid(
                 "snapshot.replica_url",
                 format!("not a URL ({e}); use mysql://USER:PASSWORD@REPLICA:3306"),
@@ -85,7 +86,9 @@ impl SnapshotSection {
             ));
         }
         self.schedule()?;
-        if !(64 * 1024..=64 * 1024 * 1024).contains(&self.chunk_bytes) {
+        if !(64 * 1024..=logferry_common::snapshot::MAX_CHUNK_BYTES_SETTING)
+            .contains(&self.chunk_bytes)
+        {
             return Err(invalid(
                 "snapshot.chunk_bytes",
                 "use 65536..=67108864 (default 8388608)",
@@ -189,7 +192,7 @@ pub enum ResumeMode {
 pub struct MysqlSource {
     /// `mysql://USER:PASSWORD@HOST:PORT`; the user needs REPLICATION SLAVE and BINLOG MONITOR
     /// (MySQL: REPLICATION CLIENT).
-    pub url: String,
+    pub url: SecretUrl,
     /// Server id this agent presents as a replica; unique among the server's replicas.
     pub server_id: u32,
     /// Where a new stream starts.
@@ -414,7 +417,7 @@ impl AgentConfig {
 
 impl MysqlSource {
     fn validate(&self) -> Result<()> {
-        let url = url::Url::parse(&self.url).map_err(|e| {
+        let url = url::Url::parse(self.url.expose()).map_err(|e| {
             invalid(
                 "source.url",
                 format!("not a URL ({e}); use mysql://USER:PASSWORD@HOST:3306"),
@@ -531,6 +534,20 @@ url = "http://127.0.0.1:9450"
     }
 
     #[test]
+    fn no_password_shows_in_the_printed_config() {
+        let text = format!(
+            "{}\n[snapshot]\nreplica_url = \"mysql://root:r3pl1ca-pw@10.0.0.2:3306\"\n",
+            GOOD.replace("repl:pw@", "repl:s0urce-pw@")
+        );
+        let cfg = parse(&text, vec![]).unwrap();
+        let shown = format!("{cfg:#?}");
+        for secret in ["s0urce-pw", "r3pl1ca-pw"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("mysql://repl:***@127.0.0.1:3306"), "{shown}");
+    }
+
+    #[test]
     fn defaults_apply() {
         let cfg = parse(GOOD, vec![]).unwrap();
         assert_eq!(cfg.segment.max_age_ms, 1000);
@@ -551,7 +568,7 @@ url = "http://127.0.0.1:9450"
         .unwrap();
         assert_eq!(cfg.segment.max_age_ms, 200);
         let SourceConfig::Mysql(m) = &cfg.source;
-        assert_eq!(m.url, "mysql://u:p@db:3307");
+        assert_eq!(m.url.expose(), "mysql://u:p@db:3307");
     }
 
     #[test]

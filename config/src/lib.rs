@@ -6,6 +6,7 @@
 //! - [`agent`]: [`AgentConfig`] and its validation.
 //! - [`cron`]: five-field cron schedules for snapshots.
 //! - [`shipper`]: [`ShipperConfig`] and its validation.
+//! - [`secret`]: URLs with credentials, redacted in every `Debug` output.
 //!
 //! Every validation error names the offending key and says how to fix it.
 
@@ -13,6 +14,7 @@ pub mod agent;
 pub mod cron;
 pub mod error;
 pub mod load;
+pub mod secret;
 pub mod shipper;
 
 pub use agent::{
@@ -20,6 +22,7 @@ pub use agent::{
 };
 pub use error::{ConfigError, Result};
 pub use load::{load_file, parse_str, ENV_PREFIX};
+pub use secret::SecretUrl;
 pub use shipper::{ShipperConfig, StoreConfig};
 
 #[cfg(test)]

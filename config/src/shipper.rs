@@ -36,10 +36,18 @@ pub struct ServerSection {
     /// per byte as the agent's compression (see BENCHMARKS.md).
     #[serde(default)]
     pub verify_payload: bool,
+    /// Uploads (segments and snapshot chunks) received at once; more wait their turn. Each
+    /// is held in memory whole, so the shipper's upload memory stays under this many times
+    /// `max_segment_bytes`.
+    #[serde(default = "default_max_concurrent_uploads")]
+    pub max_concurrent_uploads: usize,
 }
 
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9450))
+}
+fn default_max_concurrent_uploads() -> usize {
+    8
 }
 fn default_max_segment_bytes() -> u64 {
     logferry_common::segment::DEFAULT_MAX_SEGMENT_BYTES
@@ -51,6 +59,7 @@ impl Default for ServerSection {
             listen: default_listen(),
             max_segment_bytes: default_max_segment_bytes(),
             verify_payload: false,
+            max_concurrent_uploads: default_max_concurrent_uploads(),
         }
     }
 }
@@ -90,6 +99,12 @@ impl ShipperConfig {
     /// [`crate::ConfigError::Invalid`] naming the key and the fix.
     pub fn validate(&self) -> Result<()> {
         self.store.validate()?;
+        if !(1..=1024).contains(&self.server.max_concurrent_uploads) {
+            return Err(invalid(
+                "server.max_concurrent_uploads",
+                "use 1..=1024 (default 8)",
+            ));
+        }
         let most = logferry_common::segment::MAX_STORED_SEGMENT_BYTES;
         if !(4096..=most).contains(&self.server.max_segment_bytes) {
             return Err(invalid(
@@ -115,19 +130,33 @@ impl StoreConfig {
         }
     }
 
+    /// The directory of a local store: `/dir`, `file:///dir`, or a path relative to the
+    /// current directory (`./store`, `backups/store`), made absolute; `None` for any other
+    /// URL (S3).
+    pub fn local_dir(&self) -> Option<std::path::PathBuf> {
+        let u = self.url.as_str();
+        if let Some(p) = u.strip_prefix("file://") {
+            return Some(p.into());
+        }
+        if u.is_empty() || u.contains("://") {
+            return None;
+        }
+        std::path::absolute(u).ok()
+    }
+
     /// Checks the URL's form.
     ///
     /// # Errors
     /// [`crate::ConfigError::Invalid`] for `store.url`.
     pub fn validate(&self) -> Result<()> {
         let u = &self.url;
-        if u.starts_with('/') {
+        if self.local_dir().is_some() {
             return Ok(());
         }
         let parsed = url::Url::parse(u).map_err(|e| {
             invalid(
                 "store.url",
-                format!("{u:?} is not a URL ({e}); use file:///dir or s3://bucket/prefix"),
+                format!("{u:?} is not a URL ({e}); use a directory (/dir, ./dir), file:///dir or s3://bucket/prefix"),
             )
         })?;
         match parsed.scheme() {
@@ -144,6 +173,17 @@ impl StoreConfig {
 mod tests {
     use super::*;
     use crate::parse_str;
+
+    #[test]
+    fn a_relative_store_path_is_a_directory_under_the_current_one() {
+        let cfg = StoreConfig::from_url("./some/store");
+        cfg.validate().unwrap();
+        let dir = cfg.local_dir().unwrap();
+        assert!(dir.is_absolute() && dir.ends_with("some/store"), "{dir:?}");
+        assert!(StoreConfig::from_url("s3://b/p").local_dir().is_none());
+        assert!(StoreConfig::from_url("ftp://x").validate().is_err());
+        assert!(StoreConfig::from_url("").validate().is_err());
+    }
 
     #[test]
     fn the_shipped_examples_are_valid() {

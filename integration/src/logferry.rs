@@ -140,6 +140,17 @@ impl Shipper {
         }
     }
 
+    /// Stops the shipper as systemd, Docker or Kubernetes do (SIGTERM); its exit status.
+    ///
+    /// # Errors
+    /// When it is not running or cannot be signalled.
+    pub fn terminate(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        self.proc
+            .take()
+            .context("the shipper is not running")?
+            .terminate()
+    }
+
     /// Peak resident memory of the shipper process so far, KiB.
     pub fn peak_rss_kib(&self) -> Option<u64> {
         self.proc.as_ref()?.peak_rss_kib()

@@ -4,7 +4,14 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+use std::time::{Duration, Instant};
+
 use anyhow::Context;
+
+/// How long a child may take to stop after SIGTERM.
+pub const STOP_WITHIN: Duration = Duration::from_secs(60);
+/// How long a child run to its end (a snapshot, a CLI command) may take.
+pub const RUN_WITHIN: Duration = Duration::from_secs(900);
 
 /// A running child; killed (SIGKILL) and reaped when dropped.
 #[derive(Debug)]
@@ -41,24 +48,45 @@ impl Proc {
         }
     }
 
-    /// Sends SIGTERM and waits for the exit status.
+    /// Sends SIGTERM and waits for the exit status, at most [`STOP_WITHIN`].
     ///
     /// # Errors
-    /// When the process cannot be signalled or waited for.
+    /// When the process cannot be signalled, or has not exited in time (it is then killed,
+    /// and the error carries its log).
     pub fn terminate(&mut self) -> anyhow::Result<std::process::ExitStatus> {
-        let mut c = self.child.take().context("process already stopped")?;
-        let pid = c.id().to_string();
+        let pid = self.pid().context("process already stopped")?.to_string();
         Command::new("kill").args(["-TERM", &pid]).status()?;
-        Ok(c.wait()?)
+        self.wait_within(STOP_WITHIN)
     }
 
-    /// Waits for the exit status.
+    /// Waits for the exit status, at most [`RUN_WITHIN`].
     ///
     /// # Errors
-    /// When the process already stopped or cannot be waited for.
+    /// When the process already stopped, or has not exited in time (it is then killed, and
+    /// the error carries its log).
     pub fn wait(&mut self) -> anyhow::Result<std::process::ExitStatus> {
-        let mut c = self.child.take().context("process already stopped")?;
-        Ok(c.wait()?)
+        self.wait_within(RUN_WITHIN)
+    }
+
+    /// Waits for the exit status at most `limit`; a hung child is killed and its log goes
+    /// into the error, so a test fails instead of hanging the suite.
+    fn wait_within(&mut self, limit: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let until = Instant::now() + limit;
+        let c = self.child.as_mut().context("process already stopped")?;
+        loop {
+            if let Some(status) = c.try_wait()? {
+                self.child = None;
+                return Ok(status);
+            }
+            if Instant::now() > until {
+                self.kill9();
+                anyhow::bail!(
+                    "the process did not exit within {limit:?}; its log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The process id while it runs.

@@ -473,7 +473,20 @@ async fn restore_and_export_refuse_a_chain_with_a_missing_segment() -> anyhow::R
         "(c) export --to {removed_end} past the end of the chain exits 1 naming where the chain ends, not {code}: {out}"
     );
 
-    // The control: the same restore of the intact store succeeds into the same server.
+    // The control: the same restore of the intact store succeeds into the same server, as
+    // a user whose password holds every character a URL reserves.
+    target
+        .conn()
+        .await?
+        .query_drop(
+            "CREATE USER 'op'@'%' IDENTIFIED BY 'p@ss:w/o%r#d'; \
+             GRANT ALL ON *.* TO 'op'@'%' WITH GRANT OPTION",
+        )
+        .await?;
+    let op_url = format!(
+        "mysql://op:p%40ss%3Aw%2Fo%25r%23d@127.0.0.1:{}",
+        target.port
+    );
     let (code, out) = export_cli(
         &shipper.store_dir,
         None,
@@ -482,13 +495,71 @@ async fn restore_and_export_refuse_a_chain_with_a_missing_segment() -> anyhow::R
         limit,
     )?;
     ensure!(code == 0, "export of the intact store: {out}");
-    let (code, out) = restore_cli(&shipper.store_dir, "latest", &target, limit)?;
+    let (code, out) = restore_cli_url(&shipper.store_dir, "latest", &op_url, limit)?;
     ensure!(code == 0, "restore of the intact store: {out}");
+    ensure!(
+        !out.contains("p@ss"),
+        "the password shows in the output: {out}"
+    );
     let got = workload::checksums(&mut target.conn().await?).await?;
     ensure!(
         got == want,
         "restore of the intact store: {got:?}, the primary has {want:?}\n{out}"
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_over_the_shippers_limit_stops_the_agent_with_the_fix_and_loses_nothing(
+) -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
+    let tmp = tempfile::tempdir()?;
+    let db = MariaDb::start(Options::default()).await?;
+    let limit = ("LOGFERRY__SERVER__MAX_SEGMENT_BYTES", "1048576");
+    let mut shipper = Shipper::start_with_env(tmp.path(), &[limit]).await?;
+    let mut s = settings(&db, &shipper);
+    s.segment_extra = "max_bytes = 65536".into();
+    let mut agent = Agent::start(&tmp.path().join("agent"), &s)?;
+    let mut c = db.conn().await?;
+    workload::create_schema(&mut c).await?;
+    workload::run(&mut c, 0, 50).await?;
+    wait_caught_up(&db, &shipper, &agent).await?;
+
+    // One row image of 2 MiB: a single binlog event over the 1 MiB segment limit.
+    c.query_drop(
+        "CREATE TABLE app.blobs (id INT PRIMARY KEY, b LONGBLOB) ENGINE=InnoDB; \
+         INSERT INTO app.blobs VALUES (1, REPEAT(MD5(RAND()), 65536))",
+    )
+    .await?;
+    workload::run(&mut c, 50, 80).await?;
+    let status = agent.wait_exit(Duration::from_secs(60)).await?;
+    ensure!(
+        status.is_some_and(|s| !s.success()),
+        "the agent did not stop on the oversized event ({status:?}):\n{}",
+        tail(&agent.log_text(), 30)
+    );
+    let log = agent.log_text();
+    ensure!(
+        log.contains("raise server.max_segment_bytes on the shipper to at least"),
+        "the agent's error does not say what to raise:\n{}",
+        tail(&log, 30)
+    );
+    let quarantine = agent.spool_dir.join("quarantine");
+    ensure!(
+        std::fs::read_dir(&quarantine)?.next().is_none(),
+        "something was quarantined"
+    );
+
+    // The operator raises the limit: everything, the big event included, is then shipped.
+    shipper.kill9();
+    shipper.env = vec![(limit.0.into(), "4194304".into())];
+    shipper.restart().await?;
+    // The first run's log says "agent stopped"; the waits below read the new one.
+    let agent_dir = tmp.path().join("agent");
+    std::fs::rename(agent_dir.join("agent.log"), agent_dir.join("agent-stopped.log"))?;
+    agent.restart()?;
+    wait_caught_up(&db, &shipper, &agent).await?;
+    assert_stored_exactly_and_verified(&db, &shipper, tmp.path())?;
     Ok(())
 }
 
@@ -753,8 +824,17 @@ fn restore_cli(
     target: &MariaDb,
     limit: Duration,
 ) -> anyhow::Result<(i32, String)> {
+    restore_cli_url(store, to, &target.root_url(), limit)
+}
+
+/// `logferry-shipper restore` into the server at `url`.
+fn restore_cli_url(
+    store: &Path,
+    to: &str,
+    url: &str,
+    limit: Duration,
+) -> anyhow::Result<(i32, String)> {
     let store = store.display().to_string();
-    let url = target.root_url();
     shipper_cli_within(
         &[
             "restore",
@@ -765,7 +845,7 @@ fn restore_cli(
             "--to",
             to,
             "--target",
-            url.as_str(),
+            url,
         ],
         limit,
     )

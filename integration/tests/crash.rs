@@ -283,3 +283,34 @@ async fn purged_binlog_stops_the_agent_with_a_gap_error() -> anyhow::Result<()> 
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shipper_stopped_with_sigterm_under_load_exits_cleanly_and_loses_nothing(
+) -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let db = MariaDb::start(Options::default()).await?;
+    let mut shipper = Shipper::start(tmp.path()).await?;
+    let agent = Agent::start(&tmp.path().join("agent"), &settings(&db, &shipper))?;
+    let (stop, task) = background_workload(&db).await?;
+    logferry_integration::wait_for("segments to be stored", Duration::from_secs(60), || {
+        let dir = shipper.store_dir.clone();
+        async move {
+            let n = store::segments(&dir, common::STREAM)?.len();
+            Ok((n >= 3).then_some(()))
+        }
+    })
+    .await?;
+    let status = shipper.terminate()?;
+    assert!(status.success(), "{status:?}\n{}", shipper.log_text());
+    assert!(
+        shipper.log_text().contains("shipper stopped"),
+        "{}",
+        shipper.log_text()
+    );
+    shipper.restart().await?;
+    stop.store(true, Ordering::Relaxed);
+    task.await??;
+    wait_caught_up(&db, &shipper, &agent).await?;
+    assert_stored_exactly_and_verified(&db, &shipper, tmp.path())?;
+    Ok(())
+}

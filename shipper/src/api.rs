@@ -13,32 +13,49 @@
 
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::HeaderMap;
 use axum::http::StatusCode;
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use bytes::Bytes;
 use logferry_common::wire::{ErrorBody, Limits, StreamHead, LIMITS_PATH, SEGMENTS_PATH};
 use logferry_common::StreamId;
+use tokio::sync::Semaphore;
 
 use crate::catalog::ChainEnd;
 use crate::error::ShipperError;
 use crate::ingest::Ingest;
 use crate::snapshots::{self, Accepted, SHA256_HEADER};
 
-/// Builds the router over shared ingest state.
-pub fn router(state: Arc<Ingest>, max_body: usize) -> Router {
-    Router::new()
+/// Builds the router over shared ingest state: bodies up to `max_body` bytes, and at most
+/// `max_uploads` upload bodies (segments, snapshot chunks) received at once, so that the
+/// memory they take is bounded whatever the number of agents.
+pub fn router(state: Arc<Ingest>, max_body: usize, max_uploads: usize) -> Router {
+    let permits = Arc::new(Semaphore::new(max_uploads.max(1)));
+    let uploads = Router::new()
         .route(SEGMENTS_PATH, post(put_segment))
-        .route(LIMITS_PATH, get(limits))
-        .route("/v1/streams", get(list_streams))
-        .route("/v1/streams/{stream}", get(stream_head))
         .route(
             "/v1/streams/{stream}/snapshots/{id}/chunks/{index}",
             put(put_chunk),
         )
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            let permits = permits.clone();
+            async move {
+                // Taken before the body is read; held until the answer is sent.
+                let Ok(_permit) = permits.acquire_owned().await else {
+                    return StatusCode::SERVICE_UNAVAILABLE.into_response();
+                };
+                next.run(req).await
+            }
+        }));
+    Router::new()
+        .merge(uploads)
+        .route(LIMITS_PATH, get(limits))
+        .route("/v1/streams", get(list_streams))
+        .route("/v1/streams/{stream}", get(stream_head))
         .route(
             "/v1/streams/{stream}/snapshots/{id}/manifest",
             put(put_manifest),

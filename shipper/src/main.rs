@@ -469,6 +469,28 @@ fn report(
     println!("  elapsed:        {}", restore::elapsed(started.elapsed()));
 }
 
+/// Resolves on Ctrl-C or SIGTERM (what systemd, Docker and Kubernetes send): the server
+/// then stops accepting connections and answers the requests in flight before it exits, so
+/// an upload is either acknowledged after it is stored or not answered at all.
+async fn stop_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; stop the shipper with Ctrl-C");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+    info!("shutting down: finishing the requests in flight");
+}
+
 async fn serve(config: &std::path::Path) -> anyhow::Result<ExitCode> {
     let cfg = ShipperConfig::load(config)?;
     let store = Store::open(&cfg.store)?;
@@ -485,16 +507,19 @@ async fn serve(config: &std::path::Path) -> anyhow::Result<ExitCode> {
         limits: DecodeLimits::for_segments(max),
         verify_payload: cfg.server.verify_payload,
     });
-    let app = api::router(state, usize::try_from(max).unwrap_or(usize::MAX));
+    let app = api::router(
+        state,
+        usize::try_from(max).unwrap_or(usize::MAX),
+        cfg.server.max_concurrent_uploads,
+    );
     let listener = tokio::net::TcpListener::bind(cfg.server.listen)
         .await
         .with_context(|| format!("cannot listen on {} (server.listen)", cfg.server.listen))?;
     info!(listen = %cfg.server.listen, store = %cfg.store.url, "shipper serving");
     axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
+        .with_graceful_shutdown(stop_signal())
         .await
         .context("HTTP server failed")?;
+    info!("shipper stopped: every request in flight was answered");
     Ok(ExitCode::SUCCESS)
 }

@@ -13,13 +13,13 @@ use std::process::Stdio;
 
 use indicatif::ProgressBar;
 use tokio::io::AsyncWriteExt;
-use tokio::process::{Child, ChildStdin};
+use tokio::process::ChildStdin;
 use tokio::sync::mpsc;
 
 use crate::error::{Result, ShipperError};
 use crate::restore::{self, Collected, Plan, Target};
 use crate::storage::Store;
-use crate::target_server::{finish, TargetServer};
+use crate::target_server::{TargetServer, Tool};
 
 /// A piece of a rebuilt binlog file: (original file name, bytes). The first piece of each
 /// file starts with the binlog magic and a format description.
@@ -107,8 +107,8 @@ where
 /// One `mariadb-binlog - | mariadb` pipeline, fed one binlog file.
 struct Pipeline {
     file: String,
-    decoder: Child,
-    client: Child,
+    decoder: Tool,
+    client: Tool,
     stdin: ChildStdin,
 }
 
@@ -141,8 +141,8 @@ impl Pipeline {
             .ok_or_else(|| ShipperError::Restore("mariadb-binlog has no stdin".into()))?;
         Ok(Pipeline {
             file: file.to_owned(),
-            decoder,
-            client,
+            decoder: Tool::watch(decoder),
+            client: Tool::watch(client),
             stdin,
         })
     }
@@ -163,12 +163,13 @@ impl Pipeline {
     /// Closes the input and waits for both tools.
     async fn finish(self) -> Result<()> {
         drop(self.stdin);
-        let decoded = finish(self.decoder, &format!("mariadb-binlog on {}", self.file)).await;
-        finish(
-            self.client,
-            &format!("replaying {} with mariadb", self.file),
-        )
-        .await?;
+        let decoded = self
+            .decoder
+            .finish(&format!("mariadb-binlog on {}", self.file))
+            .await;
+        self.client
+            .finish(&format!("replaying {} with mariadb", self.file))
+            .await?;
         decoded
     }
 }

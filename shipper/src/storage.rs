@@ -47,11 +47,7 @@ impl Store {
     /// [`ShipperError::StoreConfig`] naming the URL and the problem.
     pub fn open(cfg: &StoreConfig) -> Result<Self> {
         let url = cfg.url.as_str();
-        let dir = if url.starts_with('/') {
-            Some(url.to_owned())
-        } else {
-            url.strip_prefix("file://").map(str::to_owned)
-        };
+        let dir = cfg.local_dir().map(|d| d.display().to_string());
         let inner: Arc<dyn ObjectStore> = match dir {
             Some(dir) => {
                 std::fs::create_dir_all(&dir).map_err(|e| {
@@ -80,7 +76,7 @@ impl Store {
             }
             None => {
                 return Err(ShipperError::StoreConfig(format!(
-                    "store.url {url:?}: use file:///dir, /dir or s3://bucket/prefix"
+                    "store.url {url:?}: use a directory (/dir, ./dir), file:///dir or s3://bucket/prefix"
                 )))
             }
         };
@@ -148,11 +144,15 @@ impl Store {
         Ok(out)
     }
 
-    /// Checks at boot that the store answers a listing.
+    /// Checks that the store answers: the first page of one listing (one request, however
+    /// many objects the store holds), so `/healthz` stays cheap.
     ///
     /// # Errors
     /// [`ShipperError::Store`] with the store's message.
     pub async fn healthcheck(&self) -> Result<()> {
-        self.list("streams").await.map(|_| ())
+        let prefix = Path::from("streams");
+        let mut listing = self.inner.list(Some(&prefix));
+        listing.try_next().await?;
+        Ok(())
     }
 }

@@ -4,8 +4,9 @@ use std::str::FromStr;
 
 use crate::error::{Result, ShipperError};
 
-/// A MySQL/MariaDB server to restore into, from a `mysql://USER:PASSWORD@HOST:PORT` URL.
-#[derive(Debug, Clone)]
+/// A MySQL/MariaDB server to restore into, from a `mysql://USER:PASSWORD@HOST:PORT` URL
+/// (user and password percent-encoded, as in any URL).
+#[derive(Clone)]
 pub struct TargetServer {
     host: String,
     port: u16,
@@ -13,13 +14,32 @@ pub struct TargetServer {
     password: String,
 }
 
+impl std::fmt::Debug for TargetServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TargetServer")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A percent-encoded URL part, decoded.
+fn decoded(part: &str) -> Option<String> {
+    percent_encoding::percent_decode_str(part)
+        .decode_utf8()
+        .ok()
+        .map(|s| s.into_owned())
+}
+
 impl FromStr for TargetServer {
     type Err = ShipperError;
 
     fn from_str(s: &str) -> Result<Self> {
+        let shown = logferry_config::SecretUrl::new(s).redacted();
         let bad = |why: &str| {
             ShipperError::Restore(format!(
-                "--target {s:?}: {why}; use mysql://USER:PASSWORD@HOST:3306"
+                "--target {shown:?}: {why}; use mysql://USER:PASSWORD@HOST:3306 (reserved characters in the user or password percent-encoded: @ as %40, : as %3A, / as %2F, % as %25, # as %23)"
             ))
         };
         let u = url::Url::parse(s).map_err(|_| bad("not a URL"))?;
@@ -31,15 +51,17 @@ impl FromStr for TargetServer {
             .filter(|h| !h.is_empty())
             .ok_or_else(|| bad("no host"))?;
         let user = if u.username().is_empty() {
-            "root"
+            "root".to_owned()
         } else {
-            u.username()
+            decoded(u.username()).ok_or_else(|| bad("the user name is not UTF-8"))?
         };
+        let password =
+            decoded(u.password().unwrap_or("")).ok_or_else(|| bad("the password is not UTF-8"))?;
         Ok(TargetServer {
             host: host.to_owned(),
             port: u.port().unwrap_or(3306),
-            user: user.to_owned(),
-            password: u.password().unwrap_or("").to_owned(),
+            user,
+            password,
         })
     }
 }
@@ -241,20 +263,62 @@ impl TargetServer {
     }
 }
 
-/// Waits for a client tool and turns a failure into an error carrying its stderr.
-pub(crate) async fn finish(child: tokio::process::Child, what: &str) -> Result<()> {
-    let out = child
-        .wait_with_output()
-        .await
-        .map_err(|e| ShipperError::Restore(format!("{what}: {e}")))?;
-    if !out.status.success() {
-        return Err(ShipperError::Restore(format!(
-            "{what} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+/// The last bytes of a tool's stderr kept for its error message.
+const STDERR_KEEP: usize = 64 * 1024;
+
+/// A running client tool whose stderr is read as it comes, so that a chatty tool cannot
+/// fill the pipe and stall the restore; its last [`STDERR_KEEP`] bytes go into the error.
+pub(crate) struct Tool {
+    child: tokio::process::Child,
+    stderr: Option<tokio::task::JoinHandle<Vec<u8>>>,
+}
+
+impl Tool {
+    /// Starts reading `child`'s stderr (when piped) in a task of its own.
+    pub(crate) fn watch(mut child: tokio::process::Child) -> Self {
+        let stderr = child.stderr.take().map(|mut pipe| {
+            tokio::spawn(async move {
+                use tokio::io::AsyncReadExt;
+                let mut tail = Vec::new();
+                let mut buf = vec![0u8; 8192];
+                while let Ok(n) = pipe.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    tail.extend_from_slice(&buf[..n]);
+                    if tail.len() > 2 * STDERR_KEEP {
+                        tail.drain(..tail.len() - STDERR_KEEP);
+                    }
+                }
+                let from = tail.len().saturating_sub(STDERR_KEEP);
+                tail.split_off(from)
+            })
+        });
+        Tool { child, stderr }
     }
-    Ok(())
+
+    /// Waits for the tool and turns a failure into an error carrying its stderr.
+    ///
+    /// # Errors
+    /// When the tool cannot be waited for or exits unsuccessfully.
+    pub(crate) async fn finish(mut self, what: &str) -> Result<()> {
+        let status = self
+            .child
+            .wait()
+            .await
+            .map_err(|e| ShipperError::Restore(format!("{what}: {e}")))?;
+        let stderr = match self.stderr.take() {
+            Some(task) => task.await.unwrap_or_default(),
+            None => Vec::new(),
+        };
+        if !status.success() {
+            return Err(ShipperError::Restore(format!(
+                "{what} failed ({status}): {}",
+                String::from_utf8_lossy(&stderr).trim()
+            )));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -266,5 +330,20 @@ mod tests {
         assert!("mysql://root:pw@db:3307".parse::<TargetServer>().is_ok());
         assert!("db:3307".parse::<TargetServer>().is_err());
         assert!("postgres://db".parse::<TargetServer>().is_err());
+    }
+
+    #[test]
+    fn a_percent_encoded_password_is_decoded_and_never_shown() {
+        let t: TargetServer = "mysql://o%40p:p%40ss%3Aw%2Fo%25r%23d@db:3307"
+            .parse()
+            .unwrap();
+        assert_eq!(t.password, "p@ss:w/o%r#d");
+        assert_eq!(t.user, "o@p");
+        assert!(!format!("{t:?}").contains("ss"), "{t:?}");
+        let err = "mysql://u:s3cret@"
+            .parse::<TargetServer>()
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("s3cret"), "{err}");
     }
 }

@@ -27,7 +27,7 @@ use tokio::io::AsyncWriteExt;
 use crate::catalog::SegmentRef;
 use crate::error::{Result, ShipperError};
 use crate::storage::Store;
-use crate::target_server::{finish, TargetServer};
+use crate::target_server::{TargetServer, Tool};
 
 pub use collect::{collect, Collected};
 pub use plan::{chain, plan, plan_from, ChainSegment, Plan};
@@ -97,10 +97,10 @@ pub async fn load_snapshot(
         .stdin
         .take()
         .ok_or_else(|| ShipperError::Restore("mariadb has no stdin".into()))?;
+    let client = Tool::watch(child);
     let fed = snapshot_chunks(store, m, bar, &mut stdin, "loading the snapshot").await;
     drop(stdin);
-    let loaded = finish(child, "loading the snapshot with mariadb").await;
-    loaded?;
+    client.finish("loading the snapshot with mariadb").await?;
     fed
 }
 

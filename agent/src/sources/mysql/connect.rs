@@ -25,7 +25,7 @@ const ER_SPECIFIC_ACCESS_DENIED: u16 = 1227;
 /// [`AgentError::ServerSetup`] with the fix, [`AgentError::Gap`] when `resume` is no longer
 /// on the server.
 pub async fn connect(cfg: &MysqlConfig, resume: Option<&BinlogPos>) -> Result<MysqlSource> {
-    let opts = Opts::from_url(&cfg.url).map_err(|e| {
+    let opts = Opts::from_url(cfg.url.expose()).map_err(|e| {
         AgentError::ServerSetup(format!("source.url is not a usable MySQL URL: {e}"))
     })?;
     let addr = format!("{}:{}", opts.ip_or_hostname(), opts.tcp_port());

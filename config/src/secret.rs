@@ -1,0 +1,63 @@
+//! Settings that carry credentials, kept out of every printed or logged form of a config.
+
+use std::fmt;
+
+use serde::Deserialize;
+
+/// A URL that may carry a password (`mysql://USER:PASSWORD@HOST:3306`). Its `Debug` form
+/// shows the URL with the password replaced, so `check-config`, a log line or an error that
+/// prints a config never shows it; [`SecretUrl::expose`] gives the URL to the code that
+/// connects.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct SecretUrl(String);
+
+impl SecretUrl {
+    /// Wraps a URL.
+    pub fn new(url: impl Into<String>) -> Self {
+        SecretUrl(url.into())
+    }
+
+    /// The URL itself, password included: for connecting, never for printing.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with its password (if any) replaced by `***`.
+    pub fn redacted(&self) -> String {
+        match url::Url::parse(&self.0) {
+            Ok(mut u) if u.password().is_some() => {
+                if u.set_password(Some("***")).is_ok() {
+                    u.to_string()
+                } else {
+                    "<URL hidden>".into()
+                }
+            }
+            Ok(u) => u.to_string(),
+            // Not parseable: it may still hold a password, so none of it is shown.
+            Err(_) => "<unparsable URL hidden>".into(),
+        }
+    }
+}
+
+impl fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.redacted(), f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_password_never_shows() {
+        let u = SecretUrl::new("mysql://repl:s3cr%40t@db:3306");
+        assert_eq!(format!("{u:?}"), "\"mysql://repl:***@db:3306\"");
+        assert_eq!(u.expose(), "mysql://repl:s3cr%40t@db:3306");
+        let plain = SecretUrl::new("mysql://root@db:3306");
+        assert_eq!(plain.redacted(), "mysql://root@db:3306");
+        let odd = SecretUrl::new("not a url with pw hunter2");
+        assert!(!format!("{odd:?}").contains("hunter2"));
+    }
+}
