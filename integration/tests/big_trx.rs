@@ -556,7 +556,10 @@ async fn an_event_over_the_shippers_limit_stops_the_agent_with_the_fix_and_loses
     shipper.restart().await?;
     // The first run's log says "agent stopped"; the waits below read the new one.
     let agent_dir = tmp.path().join("agent");
-    std::fs::rename(agent_dir.join("agent.log"), agent_dir.join("agent-stopped.log"))?;
+    std::fs::rename(
+        agent_dir.join("agent.log"),
+        agent_dir.join("agent-stopped.log"),
+    )?;
     agent.restart()?;
     wait_caught_up(&db, &shipper, &agent).await?;
     assert_stored_exactly_and_verified(&db, &shipper, tmp.path())?;
