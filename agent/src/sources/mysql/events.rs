@@ -10,13 +10,30 @@ pub use logferry_common::trx::{code, TrxTracker, LOG_EVENT_ARTIFICIAL_F};
 
 /// The `(position, file name)` of a ROTATE event body; `strip_checksum` for the fake
 /// rotate that arrives before the format description (its name carries 4 checksum bytes).
+/// A name that is not a plain file name with its last 4 bytes kept is read without them:
+/// the dump thread checksums its fake rotate as the replica asked, whatever the server's
+/// own `binlog_checksum` (NONE included), so whether they are there is not known before.
 pub fn rotate_target(body: &[u8], strip_checksum: bool) -> Result<(u64, String), AgentError> {
-    let body = if strip_checksum && body.len() > 12 {
-        &body[..body.len() - 4]
-    } else {
-        body
+    let parse = |b: &[u8]| {
+        logferry_common::binlog::rotate_target(b).map_err(|e| AgentError::Protocol(e.to_string()))
     };
-    logferry_common::binlog::rotate_target(body).map_err(|e| AgentError::Protocol(e.to_string()))
+    let without = (body.len() > 12).then(|| &body[..body.len() - 4]);
+    if let (true, Some(b)) = (strip_checksum, without) {
+        return parse(b);
+    }
+    match (parse(body), without) {
+        (Ok((pos, name)), _) if is_file_name(&name) => Ok((pos, name)),
+        (first, Some(b)) => parse(b).or(first),
+        (first, None) => first,
+    }
+}
+
+/// Whether `name` can be a binlog file name: printable ASCII without path separators.
+fn is_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'/' && b != b'\\')
 }
 
 /// MariaDB GTID state: the last GTID per replication domain.
@@ -92,6 +109,16 @@ mod tests {
         b.extend_from_slice(&0u32.to_le_bytes());
         b.push(flags);
         b
+    }
+
+    #[test]
+    fn a_rotate_name_with_checksum_bytes_is_read_without_them() {
+        let mut body = 4u64.to_le_bytes().to_vec();
+        body.extend_from_slice(b"mysql-bin.000001");
+        assert_eq!(rotate_target(&body, false).unwrap().1, "mysql-bin.000001");
+        body.extend_from_slice(&[0xa1, 0x00, 0xff, 0x13]);
+        assert_eq!(rotate_target(&body, false).unwrap().1, "mysql-bin.000001");
+        assert_eq!(rotate_target(&body, true).unwrap().1, "mysql-bin.000001");
     }
 
     #[test]
