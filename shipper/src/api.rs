@@ -82,7 +82,7 @@ async fn put_chunk(
 ) -> Response {
     let stream = match StreamId::new(&stream) {
         Ok(s) => s,
-        Err(e) => return ShipperError::BadSegment(e).into_response(),
+        Err(e) => return ShipperError::BadRequest(e.to_string()).into_response(),
     };
     let sha = headers.get(SHA256_HEADER).and_then(|v| v.to_str().ok());
     accepted(snapshots::put_chunk(&st.store, &stream, &id, index, sha, body).await)
@@ -95,7 +95,7 @@ async fn put_manifest(
 ) -> Response {
     let stream = match StreamId::new(&stream) {
         Ok(s) => s,
-        Err(e) => return ShipperError::BadSegment(e).into_response(),
+        Err(e) => return ShipperError::BadRequest(e.to_string()).into_response(),
     };
     accepted(snapshots::put_manifest(&st.store, &stream, &id, body).await)
 }
@@ -127,7 +127,7 @@ async fn list_streams(State(st): State<Arc<Ingest>>) -> Json<Vec<String>> {
 async fn stream_head(State(st): State<Arc<Ingest>>, Path(stream): Path<String>) -> Response {
     let stream = match StreamId::new(&stream) {
         Ok(s) => s,
-        Err(e) => return ShipperError::BadSegment(e).into_response(),
+        Err(e) => return ShipperError::BadRequest(e.to_string()).into_response(),
     };
     let lock = st.catalog.stream(&stream);
     let mut chain = lock.lock().await;
@@ -168,7 +168,10 @@ async fn metrics(State(st): State<Arc<Ingest>>) -> String {
 impl IntoResponse for ShipperError {
     fn into_response(self) -> Response {
         let status = match &self {
-            ShipperError::BadSegment(_) => StatusCode::BAD_REQUEST,
+            ShipperError::BadSegment(_)
+            | ShipperError::BadSnapshot(_)
+            | ShipperError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ShipperError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ShipperError::Conflict(_) => StatusCode::CONFLICT,
             ShipperError::Restore(_) | ShipperError::Gap(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ShipperError::Store(_) | ShipperError::StoreConfig(_) => {

@@ -7,6 +7,16 @@ pub enum ShipperError {
     /// The uploaded bytes are not a valid segment (400).
     #[error("rejected segment: {0}")]
     BadSegment(#[from] logferry_common::Error),
+    /// An uploaded snapshot chunk or manifest is invalid (400); the message names it.
+    #[error("rejected snapshot upload: {0}")]
+    BadSnapshot(String),
+    /// A request names something invalid, e.g. a stream name outside the grammar (400).
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// The shipper itself failed while handling a request (500), e.g. a validation task that
+    /// panicked.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// A different segment is already stored at this start position, or the new one
     /// overlaps stored ones (409).
     #[error("conflict: {0}")]

@@ -53,7 +53,7 @@ impl Ingest {
             Ok(seg)
         })
         .await
-        .map_err(|e| ShipperError::StoreConfig(format!("validation task failed: {e}")))?
+        .map_err(|e| ShipperError::Internal(format!("the validation of an upload failed: {e}")))?
         .inspect_err(|_| {
             self.metrics.rejected.fetch_add(1, Ordering::Relaxed);
         })?;

@@ -29,7 +29,7 @@ pub enum Accepted {
 /// Stores one chunk after checking its sha256.
 ///
 /// # Errors
-/// [`ShipperError::BadSegment`] for a bad id or checksum, [`ShipperError::Conflict`] when
+/// [`ShipperError::BadSnapshot`] for a bad id or checksum, [`ShipperError::Conflict`] when
 /// other bytes are stored under the key, [`ShipperError::Store`].
 pub async fn put_chunk(
     store: &Store,
@@ -52,7 +52,7 @@ pub async fn put_chunk(
 /// Stores a manifest once every chunk it lists is stored with its size.
 ///
 /// # Errors
-/// [`ShipperError::BadSegment`] for a malformed or incomplete manifest, as [`put_chunk`]
+/// [`ShipperError::BadSnapshot`] for a malformed or incomplete manifest, as [`put_chunk`]
 /// otherwise.
 pub async fn put_manifest(
     store: &Store,
@@ -123,5 +123,5 @@ pub async fn list(store: &Store, stream: &StreamId) -> Result<Vec<SnapshotManife
 }
 
 fn bad(msg: String) -> ShipperError {
-    ShipperError::BadSegment(logferry_common::Error::Corrupt(msg))
+    ShipperError::BadSnapshot(msg)
 }

@@ -184,10 +184,19 @@ impl Source for MysqlSource {
         loop {
             let next = AssertUnwindSafe(self.stream.next()).catch_unwind().await;
             let ev = match next {
-                Err(_) => {
-                    return Err(AgentError::Protocol(
-                        "the binlog decoder failed on a truncated or malformed event".into(),
-                    ))
+                Err(panic) => {
+                    let why = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "no message".into());
+                    let at = self
+                        .cursor
+                        .as_ref()
+                        .map_or_else(|| "the stream's start".to_owned(), ToString::to_string);
+                    return Err(AgentError::Protocol(format!(
+                        "the binlog decoder failed on a truncated or malformed event after {at} ({why})"
+                    )));
                 }
                 Ok(None) => {
                     return Err(AgentError::Stream {
