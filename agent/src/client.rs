@@ -62,7 +62,7 @@ impl ShipperClient {
             });
         }
         let reason = format!("{status}: {}", error_text(&body));
-        if status.is_client_error() {
+        if refused(status) {
             Err(AgentError::ShipperRefused {
                 what: format!("segment {name}"),
                 reason,
@@ -126,7 +126,7 @@ impl ShipperClient {
         }
         let body = resp.bytes().await.unwrap_or_default();
         let reason = format!("{status}: {}", error_text(&body));
-        if status.is_client_error() {
+        if refused(status) {
             Err(AgentError::ShipperRefused {
                 what: url.to_owned(),
                 reason,
@@ -186,6 +186,14 @@ impl ShipperClient {
             AgentError::ShipperUnavailable(format!("GET {url}: unreadable answer: {e}"))
         })
     }
+}
+
+/// Whether an answer refuses the request for good (a 4xx other than a timeout or "too many
+/// requests", which are retried like a 5xx).
+fn refused(status: StatusCode) -> bool {
+    status.is_client_error()
+        && status != StatusCode::REQUEST_TIMEOUT
+        && status != StatusCode::TOO_MANY_REQUESTS
 }
 
 fn error_text(body: &[u8]) -> String {

@@ -29,10 +29,17 @@ impl Exposure {
 
     /// The open segment was cut: it ends at `end`, its first event read at `read_ms`.
     pub fn cut(&self, end: &Position, read_ms: i64) {
-        if let Ok(mut cut) = self.cut.lock() {
-            cut.insert(end.sort_key(), read_ms);
-        }
+        self.spooled(end.sort_key(), read_ms);
         self.open_ms.store(0, Ordering::Relaxed);
+    }
+
+    /// A segment an earlier process spooled, ending at the position whose sort key is
+    /// `end_key` (its file name says), read at about `read_ms` (when it was written).
+    pub fn spooled(&self, end_key: String, read_ms: i64) {
+        if let Ok(mut cut) = self.cut.lock() {
+            let oldest = cut.entry(end_key).or_insert(read_ms);
+            *oldest = (*oldest).min(read_ms);
+        }
     }
 
     /// The shipper holds everything up to `end`.
@@ -54,10 +61,16 @@ impl Exposure {
         cut.or((open != 0).then_some(open))
     }
 
-    /// Publishes [`Self::oldest`] to the gauge (0 when all is stored).
+    /// Publishes [`Self::oldest`] to the gauge (0 when all is stored), under the same lock
+    /// as every change, so that a publication never overwrites a newer one.
     pub fn publish(&self, m: &Metrics) {
+        let Ok(cut) = self.cut.lock() else {
+            return;
+        };
+        let open = self.open_ms.load(Ordering::Relaxed);
+        let oldest = cut.values().next().copied().or((open != 0).then_some(open));
         m.oldest_unacked_read_ms
-            .store(self.oldest().unwrap_or(0), Ordering::Relaxed);
+            .store(oldest.unwrap_or(0), Ordering::Relaxed);
     }
 }
 
@@ -88,6 +101,20 @@ mod tests {
         assert_eq!(e.oldest(), Some(20));
         e.acknowledged(&at(200));
         assert_eq!(e.oldest(), None);
+    }
+
+    #[test]
+    fn segments_spooled_before_a_restart_are_exposed_until_acknowledged() {
+        let e = Exposure::default();
+        e.spooled(at(100).sort_key(), 5);
+        e.cut(&at(200), 20);
+        assert_eq!(e.oldest(), Some(5));
+        let m = Metrics::default();
+        e.publish(&m);
+        assert_eq!(m.oldest_unacked_read_ms.load(Ordering::Relaxed), 5);
+        e.acknowledged(&at(100));
+        e.publish(&m);
+        assert_eq!(m.oldest_unacked_read_ms.load(Ordering::Relaxed), 20);
     }
 
     #[test]

@@ -161,6 +161,14 @@ impl Shared<'_> {
         )
         .await?;
         info!(stream = %cfg.agent.stream, resume = ?resume.as_ref().map(|p| p.to_string()), compression = ?cfg.segment.compression(), "agent starting");
+        // What an earlier process spooled is exposed until acknowledged, from when it was
+        // written (its read time is not kept).
+        for entry in on_spool(&self.spool, |s| s.list()).await? {
+            if let Ok((_, end_key)) = logferry_common::keys::parse_segment_file_name(&entry.name) {
+                exposure.spooled(end_key, entry.written_ms);
+            }
+        }
+        exposure.publish(&self.metrics);
 
         // The stages stop on shutdown, or when the ship loop finds a damaged spool file.
         let (stop_tx, stop) = watch::channel(false);
@@ -498,11 +506,11 @@ async fn segment_loop(
                         continue;
                     }
                     let bytes = (preamble.len() + ev.record.len()) as u64;
-                    while bytes > max_payload_for(st.limit.load(Ordering::Relaxed))
-                        && !st.agreed.load(Ordering::Relaxed)
-                    {
-                        // The limit in force is a guess until the shipper answers: wait for it
-                        // rather than stop on a limit the shipper may have raised.
+                    while bytes > cfg.segment.max_bytes && !st.agreed.load(Ordering::Relaxed) {
+                        // The limit in force is a guess until the shipper answers; anything up
+                        // to segment.max_bytes fits every limit the agent accepts, a larger
+                        // event waits for the answer rather than be sealed into a segment the
+                        // shipper may refuse.
                         tokio::select! {
                             _ = tokio::time::sleep(Duration::from_millis(100)) => {}
                             _ = stop.changed() => return stopped(&mut seg, &mut queue, &st).await,
@@ -657,7 +665,7 @@ async fn on_spool<T: Send + 'static>(
 async fn agree_limits(
     cfg: &AgentConfig,
     client: &ShipperClient,
-    spool: &Spool,
+    spool: &Arc<Spool>,
     limit: &AtomicU64,
     agreed: &AtomicBool,
     backoff: &mut Backoff,
@@ -689,9 +697,10 @@ async fn agree_limits(
     }
     limit.store(shipper, Ordering::Relaxed);
     agreed.store(true, Ordering::Relaxed);
-    if let Err(e) = spool.save_limits(&Limits {
+    let limits = Limits {
         max_segment_bytes: shipper,
-    }) {
+    };
+    if let Err(e) = on_spool(spool, move |s| s.save_limits(&limits)).await {
         warn!(error = %e, "could not remember the shipper's limits; the next start assumes the default until the shipper answers");
     }
     Ok(true)

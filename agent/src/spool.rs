@@ -50,6 +50,8 @@ pub struct SpoolEntry {
     pub name: String,
     /// Size in bytes.
     pub len: u64,
+    /// When it was written, ms since the Unix epoch (0 if the file system does not say).
+    pub written_ms: i64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -136,6 +138,7 @@ impl Spool {
         };
         write().map_err(|e| AgentError::spool(&path, e))?;
         let len = seg.bytes().len() as u64;
+        let written_ms = fs::metadata(&path).map_or(0, |m| modified_ms(&m));
         self.bytes.fetch_add(len, Ordering::Relaxed);
         if let Ok(mut recent) = self.recent.lock() {
             recent.push_back((name.clone(), seg));
@@ -150,7 +153,12 @@ impl Spool {
             let older = recent.len() - keep;
             recent.drain(..older);
         }
-        Ok(SpoolEntry { path, name, len })
+        Ok(SpoolEntry {
+            path,
+            name,
+            len,
+            written_ms,
+        })
     }
 
     /// Spooled segments, oldest first.
@@ -168,14 +176,16 @@ impl Spool {
             {
                 continue;
             }
-            let len = entry
+            let meta = entry
                 .metadata()
-                .map_err(|e| AgentError::spool(entry.path(), e))?
-                .len();
+                .map_err(|e| AgentError::spool(entry.path(), e))?;
+            let written_ms = modified_ms(&meta);
+            let len = meta.len();
             out.push(SpoolEntry {
                 path: entry.path(),
                 name,
                 len,
+                written_ms,
             });
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -249,10 +259,13 @@ impl Spool {
     /// newer file follows a hole, so it cannot be shipped before the hole is read again from
     /// the source, which also writes it again); returns where `entry` went.
     fn quarantine_from(&self, entry: &SpoolEntry) -> Result<PathBuf> {
+        // The newer files go first, newest first: a crash at any point then leaves an
+        // unbroken run from the checkpoint, never files after a hole.
+        self.remove_where(|e| e.name > entry.name)?;
         let to = self.quarantine.join(&entry.name);
         fs::rename(&entry.path, &to).map_err(|err| AgentError::spool(&entry.path, err))?;
         self.uncount(entry.len);
-        self.remove_where(|e| e.name > entry.name)?;
+        sync_dir(&self.segments).map_err(|e| AgentError::spool(&self.segments, e))?;
         Ok(to)
     }
 
@@ -265,8 +278,10 @@ impl Spool {
         self.remove_where(|_| true)
     }
 
+    /// Deletes the spooled files `pick` chooses, newest first (so that what is left after
+    /// a crash midway is still an unbroken run).
     fn remove_where(&self, pick: impl Fn(&SpoolEntry) -> bool) -> Result<()> {
-        for e in self.list()?.iter().filter(|e| pick(e)) {
+        for e in self.list()?.iter().rev().filter(|e| pick(e)) {
             fs::remove_file(&e.path).map_err(|err| AgentError::spool(&e.path, err))?;
             self.uncount(e.len);
             if let Ok(mut recent) = self.recent.lock() {
@@ -350,6 +365,14 @@ impl Spool {
     pub fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
     }
+}
+
+/// A file's modification time, ms since the Unix epoch (0 if the file system does not say).
+fn modified_ms(meta: &fs::Metadata) -> i64 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Takes the exclusive lock of the spool directory (`lock`, holding the owner's PID), or

@@ -35,7 +35,7 @@ pub fn parse_str<T: DeserializeOwned>(
 ) -> Result<T> {
     let mut table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Parse {
         origin: origin.to_owned(),
-        message: e.to_string(),
+        message: syntax_error(text, &e),
     })?;
     let mut overridden = Vec::new();
     for (name, value) in env {
@@ -61,6 +61,20 @@ pub fn parse_str<T: DeserializeOwned>(
         origin,
         message: e.to_string(),
     })
+}
+
+/// A TOML syntax error as its message and place, without the quoted source line that the
+/// parser's own text carries (it may hold a password).
+fn syntax_error(text: &str, e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: {}", e.message())
+        }
+        None => e.message().to_owned(),
+    }
 }
 
 fn parse_env_value(raw: &str) -> toml::Value {
@@ -90,4 +104,19 @@ fn set_path(table: &mut toml::Table, keys: &[String], value: toml::Value, var: &
     }
     cur.insert(last.clone(), value);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_syntax_error_names_the_place_but_not_the_line() {
+        let text = "[source]\nurl = \"mysql://repl:pa\\ss-s3cret@db\"\n";
+        let err = parse_str::<toml::Table>(text, "a.toml", Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2"), "{err}");
+        assert!(!err.contains("s3cret"), "{err}");
+    }
 }

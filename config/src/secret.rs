@@ -33,10 +33,27 @@ impl SecretUrl {
                     "<URL hidden>".into()
                 }
             }
+            // No password by the URL's grammar, but an `@` may still follow one that a
+            // malformed URL put elsewhere (`mysql://u:12/x@h`): show nothing before it.
+            Ok(_) if self.looks_like_userinfo_left() => match self.0.rsplit_once('@') {
+                Some((_, host)) => format!("<user and password hidden>@{host}"),
+                None => "<URL hidden>".into(),
+            },
             Ok(u) => u.to_string(),
             // Not parseable: it may still hold a password, so none of it is shown.
             Err(_) => "<unparsable URL hidden>".into(),
         }
+    }
+}
+
+impl SecretUrl {
+    /// Whether text before the last `@` holds more than a user name (a `:` or `/`), which a
+    /// URL whose grammar found no password may still hide one in.
+    fn looks_like_userinfo_left(&self) -> bool {
+        self.0.rsplit_once('@').is_some_and(|(before, _)| {
+            let after_scheme = before.split_once("://").map_or(before, |(_, rest)| rest);
+            after_scheme.contains([':', '/'])
+        })
     }
 }
 
@@ -59,5 +76,10 @@ mod tests {
         assert_eq!(plain.redacted(), "mysql://root@db:3306");
         let odd = SecretUrl::new("not a url with pw hunter2");
         assert!(!format!("{odd:?}").contains("hunter2"));
+        let malformed = SecretUrl::new("mysql://u:12/hunter2@h");
+        assert!(
+            !format!("{malformed:?}").contains("hunter2"),
+            "{malformed:?}"
+        );
     }
 }

@@ -41,10 +41,17 @@ pub struct ServerSection {
     /// `max_segment_bytes`.
     #[serde(default = "default_max_concurrent_uploads")]
     pub max_concurrent_uploads: usize,
+    /// How long one upload may take to arrive and be stored; a slower one (an agent host
+    /// gone mid-upload) gets 408 and frees its place, which the agent retries.
+    #[serde(default = "default_upload_timeout_ms")]
+    pub upload_timeout_ms: u64,
 }
 
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9450))
+}
+fn default_upload_timeout_ms() -> u64 {
+    300_000
 }
 fn default_max_concurrent_uploads() -> usize {
     8
@@ -60,6 +67,7 @@ impl Default for ServerSection {
             max_segment_bytes: default_max_segment_bytes(),
             verify_payload: false,
             max_concurrent_uploads: default_max_concurrent_uploads(),
+            upload_timeout_ms: default_upload_timeout_ms(),
         }
     }
 }
@@ -99,6 +107,12 @@ impl ShipperConfig {
     /// [`crate::ConfigError::Invalid`] naming the key and the fix.
     pub fn validate(&self) -> Result<()> {
         self.store.validate()?;
+        if !(1_000..=3_600_000).contains(&self.server.upload_timeout_ms) {
+            return Err(invalid(
+                "server.upload_timeout_ms",
+                "use 1000..=3600000 (default 300000)",
+            ));
+        }
         if !(1..=1024).contains(&self.server.max_concurrent_uploads) {
             return Err(invalid(
                 "server.max_concurrent_uploads",

@@ -244,3 +244,42 @@ async fn payload_check_on_upload_is_optional_and_verify_catches_a_bad_payload() 
     assert!(out.contains("CORRUPT") || out.contains("corrupt"), "{out}");
     Ok(())
 }
+
+/// A sender that stops mid-body (its host died) holds an upload place only until
+/// `server.upload_timeout_ms` and is answered 408; with one place, the next upload is then
+/// stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_upload_times_out_and_frees_its_place() -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tmp = tempfile::tempdir()?;
+    let shipper = Shipper::start_with_env(
+        tmp.path(),
+        &[
+            ("LOGFERRY__SERVER__MAX_CONCURRENT_UPLOADS", "1"),
+            ("LOGFERRY__SERVER__UPLOAD_TIMEOUT_MS", "1500"),
+        ],
+    )
+    .await?;
+    let mut stalled = tokio::net::TcpStream::connect(("127.0.0.1", shipper.port)).await?;
+    stalled
+        .write_all(
+            b"POST /v1/segments HTTP/1.1\r\nhost: x\r\ncontent-type: application/octet-stream\r\ncontent-length: 100000\r\n\r\npartial",
+        )
+        .await?;
+    // Were the stalled upload's place never freed, this one would wait for ever (the
+    // client gives up after 60 s and the test fails).
+    let body = segment(4, b"after the stall").bytes().to_vec();
+    let answer = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()?
+        .post(format!("{}/v1/segments", shipper.url()))
+        .body(body)
+        .send()
+        .await?;
+    assert_eq!(answer.status(), 201, "{}", answer.text().await?);
+    let mut reply = vec![0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(60), stalled.read(&mut reply)).await??;
+    let reply = String::from_utf8_lossy(&reply[..n]);
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    Ok(())
+}

@@ -12,6 +12,7 @@
 //! | GET | `/metrics` | Prometheus text |
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::HeaderMap;
@@ -32,8 +33,14 @@ use crate::snapshots::{self, Accepted, SHA256_HEADER};
 
 /// Builds the router over shared ingest state: bodies up to `max_body` bytes, and at most
 /// `max_uploads` upload bodies (segments, snapshot chunks) received at once, so that the
-/// memory they take is bounded whatever the number of agents.
-pub fn router(state: Arc<Ingest>, max_body: usize, max_uploads: usize) -> Router {
+/// memory they take is bounded whatever the number of agents; an upload that takes longer
+/// than `upload_timeout` (a sender gone mid-body) is answered 408 and frees its place.
+pub fn router(
+    state: Arc<Ingest>,
+    max_body: usize,
+    max_uploads: usize,
+    upload_timeout: Duration,
+) -> Router {
     let permits = Arc::new(Semaphore::new(max_uploads.max(1)));
     let uploads = Router::new()
         .route(SEGMENTS_PATH, post(put_segment))
@@ -48,7 +55,17 @@ pub fn router(state: Arc<Ingest>, max_body: usize, max_uploads: usize) -> Router
                 let Ok(_permit) = permits.acquire_owned().await else {
                     return StatusCode::SERVICE_UNAVAILABLE.into_response();
                 };
-                next.run(req).await
+                match tokio::time::timeout(upload_timeout, next.run(req)).await {
+                    Ok(answer) => answer,
+                    Err(_) => {
+                        let error = format!(
+                            "the upload was not received and stored within {} ms (server.upload_timeout_ms)",
+                            upload_timeout.as_millis()
+                        );
+                        tracing::warn!(%error, "upload timed out");
+                        (StatusCode::REQUEST_TIMEOUT, Json(ErrorBody { error })).into_response()
+                    }
+                }
             }
         }));
     Router::new()

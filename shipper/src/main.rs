@@ -511,6 +511,7 @@ async fn serve(config: &std::path::Path) -> anyhow::Result<ExitCode> {
         state,
         usize::try_from(max).unwrap_or(usize::MAX),
         cfg.server.max_concurrent_uploads,
+        std::time::Duration::from_millis(cfg.server.upload_timeout_ms),
     );
     let listener = tokio::net::TcpListener::bind(cfg.server.listen)
         .await
