@@ -128,6 +128,14 @@ impl AgentError {
         )
     }
 
+    /// Whether this is a spool write that failed for want of space (a full disk or an
+    /// exhausted quota), which shipping frees.
+    pub fn is_spool_full(&self) -> bool {
+        matches!(self, AgentError::Spool { source, .. }
+            if source.kind() == std::io::ErrorKind::StorageFull
+                || matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)))
+    }
+
     pub(crate) fn spool(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         AgentError::Spool {
             path: path.into(),

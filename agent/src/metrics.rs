@@ -34,6 +34,8 @@ pub struct Metrics {
     pub spool_segments: AtomicU64,
     /// Spooled segments found damaged on disk (each range was read again from the source).
     pub spool_damaged: AtomicU64,
+    /// 1 while the spool's disk is full and reading from the source is paused.
+    pub spool_disk_full: AtomicU64,
     /// Commit time (ms since epoch) of the last event the shipper acknowledged.
     pub last_acked_event_ms: AtomicI64,
     /// Wall time (ms since epoch) at which the oldest event not yet acknowledged was read;
@@ -51,7 +53,13 @@ impl Metrics {
         } else {
             (now_ms - oldest).max(0) as f64 / 1000.0
         };
-        let rows: [(&str, &str, &str, String); 13] = [
+        let rows: [(&str, &str, &str, String); 14] = [
+            (
+                "logferry_agent_spool_disk_full",
+                "gauge",
+                "1 while the spool's disk is full: reading from the source waits for shipping to free space.",
+                g(&self.spool_disk_full).to_string(),
+            ),
             (
                 "logferry_agent_spool_damaged_total",
                 "counter",

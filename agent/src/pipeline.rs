@@ -215,7 +215,14 @@ impl Shared<'_> {
         );
         let (writes_tx, writes_rx) = mpsc::channel(WRITES_OUTSTANDING);
         let seal_loop = seal_loop(jobs_rx, free_tx, writes_tx, cfg.segment.compression());
-        let spool_loop = spool_loop(writes_rx, &self.spool, &self.metrics, &sealed);
+        let spool_loop = spool_loop(
+            writes_rx,
+            &self.spool,
+            &self.metrics,
+            &sealed,
+            &acked,
+            stop.clone(),
+        );
         let ship_loop = async {
             let end = ship_loop(
                 cfg,
@@ -631,17 +638,46 @@ async fn seal_loop(
 
 /// Writes sealed segments to the spool in order, each with fsync on a blocking thread, and
 /// wakes the ship loop after each.
+///
+/// A full disk stops nothing: the write is tried again after each acknowledgement (which
+/// deletes a spooled file) or every second, and meanwhile the stages before it wait, so
+/// the source stops reading, as when the spool passes `agent.spool_max_bytes`.
 async fn spool_loop(
     mut writes: mpsc::Receiver<Segment>,
     spool: &Arc<Spool>,
     metrics: &Metrics,
     sealed: &Notify,
+    acked: &Notify,
+    mut stop: ShutdownRx,
 ) -> Result<()> {
     while let Some(segment) = writes.recv().await {
-        let spool_for_write = spool.clone();
-        tokio::task::spawn_blocking(move || spool_for_write.write(segment))
-            .await
-            .map_err(|e| AgentError::Stage(format!("the spool writer failed: {e}")))??;
+        let mut full_since: Option<Instant> = None;
+        loop {
+            let (spool_for_write, seg) = (spool.clone(), segment.clone());
+            let written = tokio::task::spawn_blocking(move || spool_for_write.write(seg))
+                .await
+                .map_err(|e| AgentError::Stage(format!("the spool writer failed: {e}")))?;
+            match written {
+                Ok(_) => break,
+                Err(e) if e.is_spool_full() => {
+                    if full_since.is_none() {
+                        warn!(error = %e, spool_bytes = spool.bytes(), "the spool's disk is full: reading from the database pauses until shipping frees space");
+                        metrics.spool_disk_full.store(1, Ordering::Relaxed);
+                        full_since = Some(Instant::now());
+                    }
+                    tokio::select! {
+                        _ = acked.notified() => {}
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = stop.changed() => return Ok(()),
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some(since) = full_since {
+            info!(paused_for = ?since.elapsed(), "the spool's disk has room again; reading from the database resumes");
+            metrics.spool_disk_full.store(0, Ordering::Relaxed);
+        }
         metrics.segments_sealed.fetch_add(1, Ordering::Relaxed);
         metrics.spool_bytes.store(spool.bytes(), Ordering::Relaxed);
         sealed.notify_one();
@@ -783,9 +819,21 @@ async fn ship_loop(
                     Err(e) => return Err(e),
                 }
             }
-            let done = entry.clone();
-            let point = ResumePoint::after(&meta);
-            on_spool(spool, move |s| s.acknowledge(&done, &point)).await?;
+            loop {
+                let (done, point) = (entry.clone(), ResumePoint::after(&meta));
+                match on_spool(spool, move |s| s.acknowledge(&done, &point)).await {
+                    Ok(()) => break,
+                    // Even the checkpoint may not fit on a full disk: the upload is stored, so
+                    // wait for room rather than stop (a restart would send it again).
+                    Err(e) if e.is_spool_full() => {
+                        warn!(error = %e, "the spool's disk is full: cannot record the acknowledgement yet");
+                        if wait_or_shutdown(Duration::from_secs(1), &mut shutdown).await {
+                            return Ok(Ended::Shutdown);
+                        }
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
             exposure.acknowledged(&meta.end);
             exposure.publish(metrics);
             metrics.segments_shipped.fetch_add(1, Ordering::Relaxed);

@@ -136,7 +136,11 @@ impl Spool {
             fs::rename(&tmp, &path)?;
             sync_dir(&self.segments)
         };
-        write().map_err(|e| AgentError::spool(&path, e))?;
+        if let Err(e) = write() {
+            // What a failed write took (a full disk's last blocks) is given back at once.
+            let _ = fs::remove_file(&tmp);
+            return Err(AgentError::spool(&path, e));
+        }
         let len = seg.bytes().len() as u64;
         let written_ms = fs::metadata(&path).map_or(0, |m| modified_ms(&m));
         self.bytes.fetch_add(len, Ordering::Relaxed);
@@ -415,7 +419,10 @@ fn write_atomically(path: &Path, body: &[u8]) -> Result<()> {
         fs::rename(&tmp, path)?;
         sync_dir(path.parent().unwrap_or(Path::new(".")))
     };
-    write().map_err(|e| AgentError::spool(path, e))
+    write().map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        AgentError::spool(path, e)
+    })
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {

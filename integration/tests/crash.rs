@@ -314,3 +314,75 @@ async fn shipper_stopped_with_sigterm_under_load_exits_cleanly_and_loses_nothing
     assert_stored_exactly_and_verified(&db, &shipper, tmp.path())?;
     Ok(())
 }
+
+/// Unmounts a tmpfs when dropped, also when the test fails.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (e.g. "1m") at `dir` (needs root, as CI runs).
+    fn mount(dir: &std::path::Path, size: &str) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "cannot mount a tmpfs at {} (this test needs root): {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(Tmpfs(dir.to_owned()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_spool_disk_pauses_reading_and_loses_nothing() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let db = MariaDb::start(Options::default()).await?;
+    let mut shipper = Shipper::start(tmp.path()).await?;
+    let agent_dir = tmp.path().join("agent");
+    let _disk = Tmpfs::mount(&agent_dir.join("spool"), "1m")?;
+    let mut s = settings(&db, &shipper);
+    s.segment_extra = "max_bytes = 65536".into();
+    let mut agent = Agent::start(&agent_dir, &s)?;
+    let mut c = db.conn().await?;
+    workload::create_schema(&mut c).await?;
+    workload::run(&mut c, 0, 50).await?;
+    wait_caught_up(&db, &shipper, &agent).await?;
+
+    shipper.kill9();
+    let mut next = 50;
+    while agent.metric("logferry_agent_spool_disk_full").await? < 1.0 {
+        assert!(
+            agent.try_exit()?.is_none(),
+            "the agent stopped:\n{}",
+            agent.log_text()
+        );
+        assert!(
+            next < 50 + 100 * 200,
+            "the 1 MiB spool disk never filled after {next} transactions:\n{}",
+            agent.log_text()
+        );
+        workload::run(&mut c, next, next + 100).await?;
+        next += 100;
+    }
+    assert!(agent.log_text().contains("the spool's disk is full"));
+    workload::run(&mut c, next, next + 100).await?;
+    assert!(agent.try_exit()?.is_none(), "{}", agent.log_text());
+
+    shipper.restart().await?;
+    wait_caught_up(&db, &shipper, &agent).await?;
+    assert_eq!(agent.metric("logferry_agent_spool_disk_full").await?, 0.0);
+    assert_stored_exactly_and_verified(&db, &shipper, tmp.path())?;
+    Ok(())
+}
