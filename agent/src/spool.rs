@@ -314,7 +314,29 @@ impl Spool {
             open_trx: end.open_trx.as_ref().map(ToString::to_string),
         })
         .map_err(|e| AgentError::spool(&self.checkpoint, std::io::Error::other(e)))?;
-        write_atomically(&self.checkpoint, &body)
+        let body = padded(body);
+        match write_atomically(&self.checkpoint, &body) {
+            Err(e) if e.is_spool_full() => self.overwrite_checkpoint(&body).map_err(|_| e),
+            other => other,
+        }
+    }
+
+    /// Writes the checkpoint over the old one in place, which needs no free block: on a
+    /// full disk the atomic rename cannot get a new file, and the spooled file an
+    /// acknowledgement deletes (freeing space) may only go once the checkpoint is written.
+    /// The padded body fills whole 512-byte sectors of the same length as the old one, and
+    /// the content proper lies in the first, so the write is as atomic as a sector's.
+    fn overwrite_checkpoint(&self, body: &[u8]) -> std::io::Result<()> {
+        use std::io::{Seek, SeekFrom};
+        let mut f = fs::OpenOptions::new().write(true).open(&self.checkpoint)?;
+        if f.metadata()?.len() != body.len() as u64 {
+            return Err(std::io::Error::other(
+                "the old checkpoint has another length",
+            ));
+        }
+        f.seek(SeekFrom::Start(0))?;
+        f.write_all(body)?;
+        f.sync_all()
     }
 
     /// Remembers the shipper's segment limit, so that the next start seals within it
@@ -369,6 +391,14 @@ impl Spool {
     pub fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
     }
+}
+
+/// The checkpoint's JSON padded with spaces (which JSON ignores) to whole 512-byte sectors,
+/// so that it can be overwritten in place ([`Spool::overwrite_checkpoint`]).
+fn padded(mut body: Vec<u8>) -> Vec<u8> {
+    let len = body.len().div_ceil(512).max(1) * 512;
+    body.resize(len, b' ');
+    body
 }
 
 /// A file's modification time, ms since the Unix epoch (0 if the file system does not say).
@@ -479,6 +509,32 @@ mod tests {
         assert_eq!(spool.bytes(), 0);
         assert_eq!(spool.resume_position().unwrap().unwrap(), mid_trx);
         assert!(!dir.path().join("segments/x.lfs.tmp").exists());
+    }
+
+    #[test]
+    fn a_checkpoint_is_whole_sectors_and_can_be_written_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let first = ResumePoint::after(&seg(4, 100).header.meta);
+        spool.write_checkpoint(&first).unwrap();
+        assert_eq!(
+            fs::metadata(dir.path().join("checkpoint.json"))
+                .unwrap()
+                .len()
+                % 512,
+            0
+        );
+        let second = ResumePoint::after(&seg(100, 250).header.meta);
+        let body = padded(
+            serde_json::to_vec(&Checkpoint {
+                kind: second.end.kind(),
+                end: second.end.to_string(),
+                open_trx: None,
+            })
+            .unwrap(),
+        );
+        spool.overwrite_checkpoint(&body).unwrap();
+        assert_eq!(spool.checkpoint().unwrap(), Some(second));
     }
 
     #[test]

@@ -12,6 +12,65 @@ use logferry_integration::mariadb::{MariaDb, Options};
 use logferry_integration::{store, workload};
 use mysql_async::prelude::Queryable;
 
+/// Segments stored for the test stream (a directory count: cheap enough to poll).
+fn stored(shipper: &Shipper) -> usize {
+    std::fs::read_dir(
+        shipper
+            .store_dir
+            .join(format!("streams/{}/segments", common::STREAM)),
+    )
+    .map_or(0, |d| d.count())
+}
+
+/// Waits until `n` more segments than `than` are stored; fails if the agent exits.
+async fn stored_more(
+    shipper: &Shipper,
+    agent: &mut Agent,
+    than: usize,
+    n: usize,
+) -> anyhow::Result<usize> {
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = stored(shipper);
+        if now >= than + n {
+            return Ok(now);
+        }
+        anyhow::ensure!(
+            agent.try_exit()?.is_none(),
+            "the agent stopped:\n{}",
+            agent.log_text()
+        );
+        anyhow::ensure!(
+            std::time::Instant::now() < until,
+            "{n} more segments than {than} were not stored within 60 s:\n{}",
+            agent.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until the server's binlog has moved past where it stood.
+async fn server_moves(db: &MariaDb) -> anyhow::Result<()> {
+    let before = db.master_status().await?;
+    logferry_integration::wait_for(
+        "the server to write more",
+        Duration::from_secs(60),
+        || async { Ok((db.master_status().await? != before).then_some(())) },
+    )
+    .await
+}
+
+/// Waits until the agent holds spooled segments (the shipper is away).
+async fn spools(agent: &Agent) -> anyhow::Result<()> {
+    logferry_integration::wait_for(
+        "the agent to spool while the shipper is down",
+        Duration::from_secs(60),
+        || async { Ok((agent.spooled() > 0).then_some(())) },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", agent.log_text()))
+}
+
 /// Starts a workload in the background; returns the stop flag and its task.
 async fn background_workload(
     db: &MariaDb,
@@ -34,16 +93,19 @@ async fn agent_killed_mid_workload_resumes_without_loss_or_duplicates() -> anyho
     let mut agent = Agent::start(&tmp.path().join("agent"), &settings(&db, &shipper))?;
     let (stop, task) = background_workload(&db).await?;
 
+    let mut count = 0;
     for round in 0..4 {
-        tokio::time::sleep(Duration::from_millis(700 + 300 * round)).await;
+        // Killed after a different number of new segments each round, with the server
+        // writing on while the agent is down.
+        count = stored_more(&shipper, &mut agent, count, 2 + round).await?;
         agent.kill9();
         if round == 1 {
             db.conn().await?.query_drop("FLUSH BINARY LOGS").await?;
         }
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        server_moves(&db).await?;
         agent.restart()?;
     }
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    count = stored_more(&shipper, &mut agent, count, 2).await?;
     let status = agent.terminate()?;
     assert!(
         status.success(),
@@ -51,7 +113,7 @@ async fn agent_killed_mid_workload_resumes_without_loss_or_duplicates() -> anyho
         agent.log_text()
     );
     agent.restart()?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    stored_more(&shipper, &mut agent, count, 1).await?;
     stop.store(true, Ordering::Relaxed);
     let transactions = task.await??;
     assert!(
@@ -79,22 +141,16 @@ async fn shipper_killed_mid_workload_agent_spools_then_drains() -> anyhow::Resul
     let tmp = tempfile::tempdir()?;
     let db = MariaDb::start(Options::default()).await?;
     let mut shipper = Shipper::start(tmp.path()).await?;
-    let agent = Agent::start(&tmp.path().join("agent"), &settings(&db, &shipper))?;
+    let mut agent = Agent::start(&tmp.path().join("agent"), &settings(&db, &shipper))?;
     let (stop, task) = background_workload(&db).await?;
 
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let count = stored_more(&shipper, &mut agent, 0, 3).await?;
     shipper.kill9();
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    let spooled = agent.spooled();
-    assert!(
-        spooled > 0,
-        "the agent should spool while the shipper is down\n{}",
-        agent.log_text()
-    );
+    spools(&agent).await?;
     shipper.restart().await?;
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stored_more(&shipper, &mut agent, count, 2).await?;
     shipper.kill9();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    spools(&agent).await?;
     shipper.restart().await?;
     stop.store(true, Ordering::Relaxed);
     task.await??;
@@ -129,12 +185,14 @@ async fn agent_resumes_by_gtid_after_kills() -> anyhow::Result<()> {
     s.source_extra = "resume = \"gtid\"".into();
     let mut agent = Agent::start(&tmp.path().join("agent"), &s)?;
     let (stop, task) = background_workload(&db).await?;
+    let mut count = 0;
     for round in 0..3 {
-        tokio::time::sleep(Duration::from_millis(800 + 200 * round)).await;
+        count = stored_more(&shipper, &mut agent, count, 2 + round).await?;
         agent.kill9();
+        server_moves(&db).await?;
         agent.restart()?;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    stored_more(&shipper, &mut agent, count, 1).await?;
     stop.store(true, Ordering::Relaxed);
     task.await??;
     wait_caught_up(&db, &shipper, &agent).await?;
@@ -193,7 +251,7 @@ async fn database_crashes_continue_the_chain_in_the_next_binlog_file() -> anyhow
     let shipper = Shipper::start(tmp.path()).await?;
     let mut agent = Agent::start(&tmp.path().join("agent"), &settings(&db, &shipper))?;
     let (stop, task) = background_workload(&db).await?;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stored_more(&shipper, &mut agent, 0, 3).await?;
 
     // Killed under a connected agent and a running workload.
     db.crash_and_restart().await?;
@@ -234,11 +292,11 @@ async fn lost_spool_directory_resumes_from_the_shippers_head() -> anyhow::Result
     let shipper = Shipper::start(tmp.path()).await?;
     let mut agent = Agent::start(&tmp.path().join("agent"), &settings(&db, &shipper))?;
     let (stop, task) = background_workload(&db).await?;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let count = stored_more(&shipper, &mut agent, 0, 3).await?;
     agent.kill9();
     std::fs::remove_dir_all(&agent.spool_dir)?;
     agent.restart()?;
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stored_more(&shipper, &mut agent, count, 2).await?;
     stop.store(true, Ordering::Relaxed);
     task.await??;
     wait_caught_up(&db, &shipper, &agent).await?;

@@ -81,8 +81,14 @@ async fn workload_with_rotations_arrives_as_the_servers_exact_binlog() -> anyhow
     }
 
     // An idle server is not lag: heartbeats arrive and the RPO exposure is zero.
-    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
-    assert!(agent.metric("logferry_agent_heartbeats_total").await? >= 1.0);
+    logferry_integration::wait_for(
+        "a heartbeat from the idle server",
+        std::time::Duration::from_secs(30),
+        || async {
+            Ok((agent.metric("logferry_agent_heartbeats_total").await? >= 1.0).then_some(()))
+        },
+    )
+    .await?;
     assert_eq!(
         agent.metric("logferry_agent_rpo_exposure_seconds").await?,
         0.0
