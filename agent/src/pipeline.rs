@@ -151,6 +151,8 @@ impl Shared<'_> {
         let exposure = Arc::new(Exposure::default());
         let sealed = Arc::new(Notify::new());
         let acked = Arc::new(Notify::new());
+        // A second wake-up for the spool loop: `acked` has one waiter, the segment loop.
+        let freed = Arc::new(Notify::new());
         let resume = initial_position(
             cfg,
             &self.spool,
@@ -220,7 +222,7 @@ impl Shared<'_> {
             &self.spool,
             &self.metrics,
             &sealed,
-            &acked,
+            &freed,
             stop.clone(),
         );
         let ship_loop = async {
@@ -231,7 +233,7 @@ impl Shared<'_> {
                 &self.metrics,
                 &exposure,
                 &sealed,
-                &acked,
+                [&*acked, &*freed],
                 &self.limit,
                 &self.agreed,
                 self.retry.clone(),
@@ -647,11 +649,12 @@ async fn spool_loop(
     spool: &Arc<Spool>,
     metrics: &Metrics,
     sealed: &Notify,
-    acked: &Notify,
+    freed: &Notify,
     mut stop: ShutdownRx,
 ) -> Result<()> {
     while let Some(segment) = writes.recv().await {
         let mut full_since: Option<Instant> = None;
+        let mut warned_at = Instant::now();
         loop {
             let (spool_for_write, seg) = (spool.clone(), segment.clone());
             let written = tokio::task::spawn_blocking(move || spool_for_write.write(seg))
@@ -660,15 +663,28 @@ async fn spool_loop(
             match written {
                 Ok(_) => break,
                 Err(e) if e.is_spool_full() => {
-                    if full_since.is_none() {
-                        warn!(error = %e, spool_bytes = spool.bytes(), "the spool's disk is full: reading from the database pauses until shipping frees space");
+                    if full_since.is_none() || warned_at.elapsed() >= Duration::from_secs(60) {
+                        let paused = full_since.map(|t| t.elapsed());
+                        if spool.bytes() == 0 {
+                            error!(error = %e, ?paused, "the spool's disk is full and nothing of ours is on it to ship: free space on it (or move agent.spool_dir); reading from the database is paused");
+                        } else {
+                            warn!(error = %e, spool_bytes = spool.bytes(), ?paused, "the spool's disk is full: reading from the database pauses until shipping frees space");
+                        }
                         metrics.spool_disk_full.store(1, Ordering::Relaxed);
-                        full_since = Some(Instant::now());
+                        full_since.get_or_insert_with(Instant::now);
+                        warned_at = Instant::now();
                     }
-                    tokio::select! {
-                        _ = acked.notified() => {}
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        _ = stop.changed() => return Ok(()),
+                    let stopping = tokio::select! {
+                        _ = freed.notified() => false,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => false,
+                        _ = stop.changed() => true,
+                    };
+                    if stopping {
+                        // This segment and any after it are not spooled (the next start reads
+                        // them again); the stages before drain into the dropped channel.
+                        metrics.spool_disk_full.store(0, Ordering::Relaxed);
+                        while writes.recv().await.is_some() {}
+                        return Ok(());
                     }
                 }
                 Err(e) => return Err(e),
@@ -750,7 +766,7 @@ async fn ship_loop(
     metrics: &Metrics,
     exposure: &Exposure,
     sealed: &Notify,
-    acked: &Notify,
+    acked: [&Notify; 2],
     limit: &AtomicU64,
     agreed: &AtomicBool,
     mut backoff: Backoff,
@@ -826,6 +842,7 @@ async fn ship_loop(
                     // Even the checkpoint may not fit on a full disk: the upload is stored, so
                     // wait for room rather than stop (a restart would send it again).
                     Err(e) if e.is_spool_full() => {
+                        metrics.spool_disk_full.store(1, Ordering::Relaxed);
                         warn!(error = %e, "the spool's disk is full: cannot record the acknowledgement yet");
                         if wait_or_shutdown(Duration::from_secs(1), &mut shutdown).await {
                             return Ok(Ended::Shutdown);
@@ -844,7 +861,9 @@ async fn ship_loop(
                 .last_acked_event_ms
                 .store(meta.last_event_ms, Ordering::Relaxed);
             metrics.spool_bytes.store(spool.bytes(), Ordering::Relaxed);
-            acked.notify_one();
+            for waiter in acked {
+                waiter.notify_one();
+            }
             if *shutdown.borrow() {
                 return Ok(Ended::Shutdown);
             }

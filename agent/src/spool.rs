@@ -116,6 +116,15 @@ impl Spool {
         let total = spool.list()?.iter().map(|e| e.len).sum();
         spool.bytes.store(total, Ordering::Relaxed);
         spool.drop_after_break()?;
+        // A checkpoint of an older build, not yet whole sectors, is padded while there is
+        // room, so that a full disk can later overwrite it in place.
+        if let Ok(Some(cp)) = spool.checkpoint() {
+            let unpadded =
+                fs::metadata(&spool.checkpoint).is_ok_and(|m| m.len() % SECTOR as u64 != 0);
+            if unpadded {
+                let _ = spool.write_checkpoint(&cp);
+            }
+        }
         Ok(spool)
     }
 
@@ -316,7 +325,14 @@ impl Spool {
         .map_err(|e| AgentError::spool(&self.checkpoint, std::io::Error::other(e)))?;
         let body = padded(body);
         match write_atomically(&self.checkpoint, &body) {
-            Err(e) if e.is_spool_full() => self.overwrite_checkpoint(&body).map_err(|_| e),
+            // In place only within one sector, which a write changes whole.
+            Err(e) if e.is_spool_full() && body.len() == SECTOR => {
+                match self.overwrite_checkpoint(&body) {
+                    Ok(()) => Ok(()),
+                    Err(o) if o.kind() == std::io::ErrorKind::InvalidInput => Err(e),
+                    Err(o) => Err(AgentError::spool(&self.checkpoint, o)),
+                }
+            }
             other => other,
         }
     }
@@ -330,7 +346,8 @@ impl Spool {
         use std::io::{Seek, SeekFrom};
         let mut f = fs::OpenOptions::new().write(true).open(&self.checkpoint)?;
         if f.metadata()?.len() != body.len() as u64 {
-            return Err(std::io::Error::other(
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
                 "the old checkpoint has another length",
             ));
         }
@@ -393,10 +410,13 @@ impl Spool {
     }
 }
 
+/// A disk sector: the unit a write changes whole.
+const SECTOR: usize = 512;
+
 /// The checkpoint's JSON padded with spaces (which JSON ignores) to whole 512-byte sectors,
 /// so that it can be overwritten in place ([`Spool::overwrite_checkpoint`]).
 fn padded(mut body: Vec<u8>) -> Vec<u8> {
-    let len = body.len().div_ceil(512).max(1) * 512;
+    let len = body.len().div_ceil(SECTOR).max(1) * SECTOR;
     body.resize(len, b' ');
     body
 }
@@ -430,9 +450,13 @@ fn lock_dir(dir: &Path) -> Result<File> {
             holder: holder.trim().to_owned(),
         });
     }
-    let pid = std::process::id().to_string();
-    f.set_len(0)
-        .and_then(|()| f.write_all(pid.as_bytes()))
+    // The PID is written over the old one at a fixed width, so that a restart on a full
+    // disk needs no new block.
+    let pid = format!("{:<20}", std::process::id());
+    use std::io::{Seek, SeekFrom};
+    f.seek(SeekFrom::Start(0))
+        .and_then(|_| f.write_all(pid.as_bytes()))
+        .and_then(|()| f.set_len(pid.len() as u64))
         .and_then(|()| f.sync_all())
         .map_err(|e| AgentError::spool(&path, e))?;
     Ok(f)

@@ -19,7 +19,11 @@ fn stored(shipper: &Shipper) -> usize {
             .store_dir
             .join(format!("streams/{}/segments", common::STREAM)),
     )
-    .map_or(0, |d| d.count())
+    .map_or(0, |d| {
+        d.filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".lfs"))
+            .count()
+    })
 }
 
 /// Waits until `n` more segments than `than` are stored; fails if the agent exits.
@@ -60,12 +64,18 @@ async fn server_moves(db: &MariaDb) -> anyhow::Result<()> {
     .await
 }
 
-/// Waits until the agent holds spooled segments (the shipper is away).
+/// Waits until the agent, its uploads failing since the shipper went away, holds spooled
+/// segments.
 async fn spools(agent: &Agent) -> anyhow::Result<()> {
+    let retries = "logferry_agent_ship_retries_total";
+    let before = agent.metric(retries).await?;
     logferry_integration::wait_for(
         "the agent to spool while the shipper is down",
         Duration::from_secs(60),
-        || async { Ok((agent.spooled() > 0).then_some(())) },
+        || async {
+            let failing = agent.metric(retries).await? > before;
+            Ok((failing && agent.spooled() > 0).then_some(()))
+        },
     )
     .await
     .map_err(|e| anyhow::anyhow!("{e}\n{}", agent.log_text()))
@@ -437,6 +447,12 @@ async fn a_full_spool_disk_pauses_reading_and_loses_nothing() -> anyhow::Result<
     assert!(agent.log_text().contains("the spool's disk is full"));
     workload::run(&mut c, next, next + 100).await?;
     assert!(agent.try_exit()?.is_none(), "{}", agent.log_text());
+    // Stopped and started again while the disk is full: a clean stop, and the new process
+    // takes its lock and goes on waiting for room.
+    let status = agent.terminate()?;
+    assert!(status.success(), "{status:?}\n{}", agent.log_text());
+    agent.restart()?;
+    workload::run(&mut c, next + 100, next + 150).await?;
 
     shipper.restart().await?;
     wait_caught_up(&db, &shipper, &agent).await?;

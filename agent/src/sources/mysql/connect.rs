@@ -147,26 +147,25 @@ pub async fn connect(cfg: &MysqlConfig, resume: Option<&BinlogPos>) -> Result<My
         seen_fde: false,
         mariadb: server.mariadb,
         preamble: Vec::new(),
-        crc32: server.crc32,
+        known_files: files,
         catch_up_to,
     })
 }
 
-/// `@@log_bin, @@binlog_format, @@binlog_checksum, VERSION()`.
-type ServerVars = (Option<i64>, Option<String>, Option<String>, String);
+/// `@@log_bin, @@binlog_format, VERSION()`.
+type ServerVars = (Option<i64>, Option<String>, String);
 
 struct ServerInfo {
     version: String,
     mariadb: bool,
-    crc32: bool,
 }
 
 async fn preflight(conn: &mut Conn, addr: &str) -> Result<ServerInfo> {
     let row: Option<ServerVars> = conn
-        .query_first("SELECT @@log_bin, @@binlog_format, @@binlog_checksum, VERSION()")
+        .query_first("SELECT @@log_bin, @@binlog_format, VERSION()")
         .await
         .map_err(|e| connect_error(addr, e))?;
-    let (log_bin, format, checksum, version) =
+    let (log_bin, format, version) =
         row.ok_or_else(|| AgentError::Protocol("server variables query returned nothing".into()))?;
     if log_bin != Some(1) {
         return Err(AgentError::ServerSetup(format!(
@@ -195,14 +194,7 @@ async fn preflight(conn: &mut Conn, addr: &str) -> Result<ServerInfo> {
             )));
         }
     }
-    let crc32 = checksum
-        .as_deref()
-        .is_some_and(|c| c.eq_ignore_ascii_case("CRC32"));
-    Ok(ServerInfo {
-        version,
-        mariadb,
-        crc32,
-    })
+    Ok(ServerInfo { version, mariadb })
 }
 
 async fn binary_logs(conn: &mut Conn, addr: &str) -> Result<Vec<String>> {

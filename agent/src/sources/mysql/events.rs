@@ -8,32 +8,42 @@ use crate::error::AgentError;
 
 pub use logferry_common::trx::{code, TrxTracker, LOG_EVENT_ARTIFICIAL_F};
 
-/// The `(position, file name)` of a ROTATE event body; `strip_checksum` for the fake
-/// rotate that arrives before the format description (its name carries 4 checksum bytes).
-/// A name that is not a plain file name with its last 4 bytes kept is read without them:
-/// the dump thread checksums its fake rotate as the replica asked, whatever the server's
-/// own `binlog_checksum` (NONE included), so whether they are there is not known before.
-pub fn rotate_target(body: &[u8], strip_checksum: bool) -> Result<(u64, String), AgentError> {
-    let parse = |b: &[u8]| {
-        logferry_common::binlog::rotate_target(b).map_err(|e| AgentError::Protocol(e.to_string()))
-    };
-    let without = (body.len() > 12).then(|| &body[..body.len() - 4]);
-    if let (true, Some(b)) = (strip_checksum, without) {
-        return parse(b);
-    }
-    match (parse(body), without) {
-        (Ok((pos, name)), _) if is_file_name(&name) => Ok((pos, name)),
-        (first, Some(b)) => parse(b).or(first),
-        (first, None) => first,
-    }
+/// The `(position, file name)` of a ROTATE event body (checksum already removed).
+pub fn rotate_target(body: &[u8]) -> Result<(u64, String), AgentError> {
+    logferry_common::binlog::rotate_target(body).map_err(|e| AgentError::Protocol(e.to_string()))
 }
 
-/// Whether `name` can be a binlog file name: printable ASCII without path separators.
-fn is_file_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'/' && b != b'\\')
+/// The `(position, file name)` of the fake ROTATE the dump thread sends, whose body may or
+/// may not end with 4 checksum bytes: the dump checksums it as the replica asked, whatever
+/// the server's own `binlog_checksum` (NONE included), and before the format description
+/// nothing says which. The reading whose name is a binlog file the server has (`known`) or
+/// the one after it wins; else the one whose name is a binlog file name at all (a
+/// numeric extension), the plain reading first.
+pub fn fake_rotate_target(body: &[u8], known: &[String]) -> Result<(u64, String), AgentError> {
+    let plain = rotate_target(body);
+    let stripped = (body.len() > 12).then(|| rotate_target(&body[..body.len() - 4]));
+    let readings: Vec<(u64, String)> = [
+        Some(plain.as_ref().ok().cloned()),
+        stripped.as_ref().map(|r| r.as_ref().ok().cloned()),
+    ]
+    .into_iter()
+    .flatten()
+    .flatten()
+    .collect();
+    let expected = |name: &str| {
+        known.iter().any(|k| k == name)
+            || known
+                .last()
+                .and_then(|l| logferry_common::binlog::next_file_name(l))
+                .is_some_and(|next| next == name)
+    };
+    let binlog_name = |name: &str| logferry_common::position::file_seq(name).is_some();
+    readings
+        .iter()
+        .find(|(_, name)| expected(name))
+        .or_else(|| readings.iter().find(|(_, name)| binlog_name(name)))
+        .cloned()
+        .map_or(plain, Ok)
 }
 
 /// MariaDB GTID state: the last GTID per replication domain.
@@ -112,13 +122,35 @@ mod tests {
     }
 
     #[test]
-    fn a_rotate_name_with_checksum_bytes_is_read_without_them() {
+    fn a_fake_rotate_is_read_with_or_without_checksum_bytes() {
+        let known = vec!["mysql-bin.000100".to_owned(), "mysql-bin.000101".to_owned()];
         let mut body = 4u64.to_le_bytes().to_vec();
-        body.extend_from_slice(b"mysql-bin.000001");
-        assert_eq!(rotate_target(&body, false).unwrap().1, "mysql-bin.000001");
-        body.extend_from_slice(&[0xa1, 0x00, 0xff, 0x13]);
-        assert_eq!(rotate_target(&body, false).unwrap().1, "mysql-bin.000001");
-        assert_eq!(rotate_target(&body, true).unwrap().1, "mysql-bin.000001");
+        body.extend_from_slice(b"mysql-bin.000101");
+        assert_eq!(
+            fake_rotate_target(&body, &known).unwrap().1,
+            "mysql-bin.000101"
+        );
+        // Checksum bytes that are printable, even digits, still leave the known name.
+        for crc in [*b"(dni", *b"1234", [0xa1, 0x00, 0xff, 0x13]] {
+            let mut with = body.clone();
+            with.extend_from_slice(&crc);
+            assert_eq!(
+                fake_rotate_target(&with, &known).unwrap().1,
+                "mysql-bin.000101"
+            );
+        }
+        // The next file, which the server has not listed yet, counts as known too.
+        let mut next = 4u64.to_le_bytes().to_vec();
+        next.extend_from_slice(b"mysql-bin.000102(dni");
+        assert_eq!(
+            fake_rotate_target(&next, &known).unwrap().1,
+            "mysql-bin.000102"
+        );
+        // Nothing known: a binlog file name (numeric extension) is preferred.
+        assert_eq!(
+            fake_rotate_target(&next, &[]).unwrap().1,
+            "mysql-bin.000102"
+        );
     }
 
     #[test]

@@ -19,7 +19,9 @@ use mysql_async::binlog::events::Event;
 use mysql_async::binlog::{BinlogChecksumAlg, BinlogVersion};
 use mysql_async::BinlogStream;
 
-use self::events::{code, rotate_target, GtidState, TrxTracker, LOG_EVENT_ARTIFICIAL_F};
+use self::events::{
+    code, fake_rotate_target, rotate_target, GtidState, TrxTracker, LOG_EVENT_ARTIFICIAL_F,
+};
 use super::{Source, SourceEvent, SourceItem};
 use crate::error::{AgentError, Result};
 
@@ -42,8 +44,9 @@ pub struct MysqlSource {
     /// The server is MariaDB: it leaves out the ANNOTATE_ROWS event written before each
     /// statement's TABLE_MAP (it is sent only on request), so a TABLE_MAP may start further on.
     mariadb: bool,
-    /// The server checksums events with CRC32 (the fake rotate then carries 4 extra bytes).
-    crc32: bool,
+    /// The binlog files the server listed when the source connected: what a fake rotate
+    /// may name (besides the one after the last).
+    known_files: Vec<String>,
     /// The server's binlog end when the source connected, until a boundary reaches it.
     catch_up_to: Option<BinlogPos>,
 }
@@ -70,8 +73,11 @@ impl MysqlSource {
             self.seen_fde = true;
         }
         if ty == code::ROTATE && artificial {
-            let strip = self.crc32 && !self.seen_fde;
-            let (pos, file) = rotate_target(ev.data(), strip)?;
+            let mut known = self.known_files.clone();
+            if let Some(c) = &self.cursor {
+                known.push(c.file.clone());
+            }
+            let (pos, file) = fake_rotate_target(ev.data(), &known)?;
             let Some(cursor) = self.cursor.clone() else {
                 self.cursor = Some(BinlogPos::new(file, pos));
                 return Ok(None);
@@ -130,7 +136,7 @@ impl MysqlSource {
             _ => {}
         }
         let end = if ty == code::ROTATE {
-            let (pos, file) = rotate_target(body, false)?;
+            let (pos, file) = rotate_target(body)?;
             BinlogPos::new(file, pos)
         } else if let Some(next) = (ty == code::STOP)
             .then(|| binlog::after_stop(&cursor.file))
