@@ -81,11 +81,25 @@ async fn flipped_byte_and_missing_segment_are_reported() -> anyhow::Result<()> {
             files.push((name, std::fs::read(&path)?));
         }
     }
+    // Exactly the first segment's events, byte for byte (its export on its own).
     let written = store::events_of_files(&files)?;
-    assert!(
-        !written.is_empty(),
-        "the first segment's events were written whole"
+    let first = store::events_of_files(&store::export_files(&segs[..1])?)?;
+    assert!(!first.is_empty());
+    assert_eq!(
+        written.len(),
+        first.len(),
+        "the export holds the first segment's events, no more, no fewer"
     );
+    for (i, (a, b)) in written.iter().zip(&first).enumerate() {
+        assert!(
+            a.file == b.file && a.log_pos == b.log_pos && a.bytes == b.bytes,
+            "event {i} differs: {}:{} against {}:{}",
+            a.file,
+            a.log_pos,
+            b.file,
+            b.log_pos
+        );
+    }
 
     std::fs::remove_file(dir.join(&segs[2].0))?;
     let (code, out) = shipper_cli(&["verify", "--store", &shipper.store_url()])?;
