@@ -75,3 +75,24 @@ async fn binlog_ships_into_s3_and_verifies_from_the_bucket() -> anyhow::Result<(
     }
     Ok(())
 }
+
+/// A missing bucket is said once, in words: the store, the server's answer, the fix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_bucket_is_named_once_with_the_fix() -> anyhow::Result<()> {
+    let s3 = S3Server::start().await?;
+    let out = std::process::Command::new(workspace_bin("logferry-shipper")?)
+        .args(["verify", "--store", "s3://no-such-bucket"])
+        .envs(s3.env())
+        .output()?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert_eq!(text.matches("NoSuchBucket").count(), 1, "{text}");
+    assert!(text.contains("s3://no-such-bucket"), "{text}");
+    assert!(text.contains("create the bucket"), "{text}");
+    assert!(!text.contains("<?xml"), "{text}");
+    Ok(())
+}

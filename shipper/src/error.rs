@@ -21,9 +21,10 @@ pub enum ShipperError {
     /// overlaps stored ones (409).
     #[error("conflict: {0}")]
     Conflict(String),
-    /// The object store failed (503 to the agent, which retries).
-    #[error("object store: {0}")]
-    Store(#[from] object_store::Error),
+    /// The object store failed (503 to the agent, which retries); the message names the
+    /// store, what it answered and the fix ([`crate::store_error::describe`]).
+    #[error("{0}")]
+    Store(String),
     /// The store URL or options are unusable.
     #[error("store configuration: {0}")]
     StoreConfig(String),

@@ -28,6 +28,7 @@ pub mod replay;
 pub mod restore;
 pub mod snapshots;
 pub mod storage;
+pub mod store_error;
 pub mod target_server;
 pub mod verify;
 

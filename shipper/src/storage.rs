@@ -38,6 +38,7 @@ pub struct Listed {
 pub struct Store {
     inner: Arc<dyn ObjectStore>,
     url: String,
+    endpoint: Option<String>,
 }
 
 impl Store {
@@ -83,7 +84,17 @@ impl Store {
         Ok(Store {
             inner,
             url: url.to_owned(),
+            endpoint: cfg.endpoint.clone(),
         })
+    }
+
+    /// A failure of this store, said once with the store's name and the fix.
+    fn failed(&self, e: &object_store::Error) -> ShipperError {
+        ShipperError::Store(crate::store_error::describe(
+            &self.url,
+            self.endpoint.as_deref(),
+            e,
+        ))
     }
 
     /// The URL this store was opened from.
@@ -104,7 +115,7 @@ impl Store {
         {
             Ok(_) => Ok(Stored::Created),
             Err(object_store::Error::AlreadyExists { .. }) => Ok(Stored::AlreadyExists),
-            Err(e) => Err(e.into()),
+            Err(e) => Err(self.failed(&e)),
         }
     }
 
@@ -113,7 +124,12 @@ impl Store {
     /// # Errors
     /// [`ShipperError::Store`] (including not found).
     pub async fn get(&self, key: &str) -> Result<Bytes> {
-        Ok(self.inner.get(&Path::from(key)).await?.bytes().await?)
+        let got = self
+            .inner
+            .get(&Path::from(key))
+            .await
+            .map_err(|e| self.failed(&e))?;
+        got.bytes().await.map_err(|e| self.failed(&e))
     }
 
     /// Reads the first `len` bytes of an object (or fewer if it is shorter).
@@ -122,7 +138,10 @@ impl Store {
     /// [`ShipperError::Store`].
     pub async fn get_prefix(&self, key: &str, size: u64, len: u64) -> Result<Bytes> {
         let end = size.min(len);
-        Ok(self.inner.get_range(&Path::from(key), 0..end).await?)
+        self.inner
+            .get_range(&Path::from(key), 0..end)
+            .await
+            .map_err(|e| self.failed(&e))
     }
 
     /// Lists every object under `prefix`, sorted by key.
@@ -139,7 +158,8 @@ impl Store {
                 size: m.size,
             })
             .try_collect()
-            .await?;
+            .await
+            .map_err(|e| self.failed(&e))?;
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
     }
@@ -152,7 +172,7 @@ impl Store {
     pub async fn healthcheck(&self) -> Result<()> {
         let prefix = Path::from("streams");
         let mut listing = self.inner.list(Some(&prefix));
-        listing.try_next().await?;
+        listing.try_next().await.map_err(|e| self.failed(&e))?;
         Ok(())
     }
 }
