@@ -70,7 +70,10 @@ impl Proc {
 
     /// Waits for the exit status at most `limit`; a hung child is killed and its log goes
     /// into the error, so a test fails instead of hanging the suite.
-    fn wait_within(&mut self, limit: Duration) -> anyhow::Result<std::process::ExitStatus> {
+    ///
+    /// # Errors
+    /// When the process already stopped, or has not exited in time.
+    pub fn wait_within(&mut self, limit: Duration) -> anyhow::Result<std::process::ExitStatus> {
         let until = Instant::now() + limit;
         let c = self.child.as_mut().context("process already stopped")?;
         loop {

@@ -31,16 +31,17 @@ use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
-use common::{assert_stored_exactly_and_verified, settings, wait_caught_up, STREAM};
+use common::{
+    assert_stored_exactly_and_verified, mark, rfc3339, run_snapshot, settings, shipper_cli_within,
+    snapshot_section, wait_caught_up, STREAM,
+};
 use logferry_common::binlog::{EventHeader, ExportFiles, BINLOG_MAGIC, EVENT_HEADER_LEN};
 use logferry_common::{BinlogPos, DecodeLimits, Position, Segment, SegmentHeader};
 use logferry_integration::logferry::{Agent, Shipper};
 use logferry_integration::mariadb::{MariaDb, Options};
-use logferry_integration::process::workspace_bin;
 use logferry_integration::store::{self, BinlogEvent};
 use logferry_integration::workload;
 use mysql_async::prelude::Queryable;
@@ -86,9 +87,9 @@ async fn a_gigabyte_transaction_is_stored_whole_with_bounded_memory() -> anyhow:
     let shipper = Shipper::start(tmp.path()).await?;
     let mut s = settings(&primary, &shipper);
     // segment.max_bytes stays unset: the real default applies.
-    s.extra_toml = snapshot_section(&replica);
+    s.extra_toml = snapshot_section(&replica, None);
     let mut agent = Agent::start(&tmp.path().join("agent"), &s)?;
-    let snap = run_snapshot(&agent, "snapshot.log").await?;
+    let snap = run_snapshot(&agent, "snapshot.log", Duration::from_secs(180))?;
     // The replica is not needed any more; stopping it spares it applying gigabytes.
     drop(replica);
 
@@ -361,11 +362,11 @@ async fn restore_and_export_refuse_a_chain_with_a_missing_segment() -> anyhow::R
     let mut shipper = Shipper::start(tmp.path()).await?;
     let mut s = settings(&primary, &shipper);
     s.segment_extra = "max_bytes = 65536".into();
-    s.extra_toml = snapshot_section(&replica);
+    s.extra_toml = snapshot_section(&replica, None);
     let mut agent = Agent::start(&tmp.path().join("agent"), &s)?;
     // Segments before the snapshot's position, so that one lies before the first after it.
     wait_caught_up(&primary, &shipper, &agent).await?;
-    let snap = run_snapshot(&agent, "snapshot.log").await?;
+    let snap = run_snapshot(&agent, "snapshot.log", Duration::from_secs(180))?;
     let snap_pos = snapshot_position(&shipper.store_dir, &snap)?;
 
     let mut next = 100;
@@ -723,57 +724,9 @@ async fn user_databases(db: &MariaDb) -> anyhow::Result<Vec<String>> {
     Ok(names)
 }
 
-/// Waits for the next whole second so that binlog timestamps (seconds) separate the writes
-/// before and after; returns the mark (the last ms of the second the writes happened in).
-async fn mark() -> i64 {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
-    let second = now / 1000;
-    let wake = (second + 1) * 1000 + 50;
-    tokio::time::sleep(Duration::from_millis((wake - now) as u64)).await;
-    second * 1000 + 999
-}
-
-fn rfc3339(ms: i64) -> String {
-    let t = UNIX_EPOCH + Duration::from_millis(ms as u64);
-    humantime::format_rfc3339_millis(t).to_string()
-}
-
 // ---------------------------------------------------------------------------------------
 // Snapshots and the shipper's commands
 // ---------------------------------------------------------------------------------------
-
-fn snapshot_section(replica: &MariaDb) -> String {
-    format!(
-        "[snapshot]\nreplica_url = \"mysql://root@127.0.0.1:{}\"\nschedule = \"0 0 1 1 *\"\nchunk_bytes = 65536\n",
-        replica.port
-    )
-}
-
-/// Runs `logferry-agent snapshot` to its end (at most 180 s); returns the snapshot id.
-async fn run_snapshot(agent: &Agent, log: &str) -> anyhow::Result<String> {
-    let mut p = agent.snapshot_process(log)?;
-    let until = Instant::now() + Duration::from_secs(180);
-    let status = loop {
-        if let Some(status) = p.try_exit()? {
-            break status;
-        }
-        if Instant::now() > until {
-            p.kill9();
-            bail!("the snapshot did not finish within 180 s:\n{}", p.log());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let out = p.log();
-    ensure!(status.success(), "snapshot failed: {out}");
-    out.lines()
-        .find(|l| l.starts_with("snapshot "))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .map(str::to_owned)
-        .with_context(|| format!("no snapshot line in:\n{out}"))
-}
 
 /// The primary position a stored snapshot joins the chain at (its manifest's `position`).
 fn snapshot_position(store_dir: &Path, id: &str) -> anyhow::Result<BinlogPos> {
@@ -784,40 +737,6 @@ fn snapshot_position(store_dir: &Path, id: &str) -> anyhow::Result<BinlogPos> {
         .as_str()
         .with_context(|| format!("no position in {}: {m}", path.display()))?;
     Ok(BinlogPos::parse(text)?)
-}
-
-/// Runs `logferry-shipper <args>` for at most `limit`; returns (exit code, stdout + stderr).
-fn shipper_cli_within(args: &[&str], limit: Duration) -> anyhow::Result<(i32, String)> {
-    let bin = workspace_bin("logferry-shipper")?;
-    let log = tempfile::NamedTempFile::new()?;
-    let out = File::options().append(true).open(log.path())?;
-    let err = out.try_clone()?;
-    let mut child = std::process::Command::new(bin)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .spawn()?;
-    let until = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait()? {
-            let text = std::fs::read_to_string(log.path()).unwrap_or_default();
-            return Ok((status.code().unwrap_or(-1), text));
-        }
-        if Instant::now() > until {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!(
-                "logferry-shipper {} did not finish within {limit:?}; its output:\n{}",
-                args.join(" "),
-                tail(
-                    &std::fs::read_to_string(log.path()).unwrap_or_default(),
-                    200
-                )
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// `logferry-shipper restore` of the test stream from the store directory `store`.

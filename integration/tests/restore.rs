@@ -4,44 +4,19 @@
 mod common;
 
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use common::{settings, shipper_cli, wait_caught_up};
+use common::{
+    mark, rfc3339, run_snapshot, settings, shipper_cli, snapshot_id, snapshot_section,
+    wait_caught_up,
+};
 use logferry_integration::logferry::{Agent, Shipper};
 use logferry_integration::mariadb::{MariaDb, Options};
-use logferry_integration::process::Proc;
+use logferry_integration::process::{Proc, RUN_WITHIN};
 use logferry_integration::{store, wait_for, workload};
 use mysql_async::prelude::Queryable;
 
 type Sums = Vec<(String, Option<u64>)>;
-
-fn snapshot_section(replica: &MariaDb, rate: Option<u64>) -> String {
-    let rate = rate
-        .map(|r| format!("max_bytes_per_sec = {r}\n"))
-        .unwrap_or_default();
-    format!(
-        "[snapshot]\nreplica_url = \"mysql://root@127.0.0.1:{}\"\nschedule = \"0 0 1 1 *\"\nchunk_bytes = 65536\n{rate}",
-        replica.port
-    )
-}
-
-/// Waits for the next whole second so that binlog timestamps (seconds) separate the writes
-/// before and after; returns the mark (the last ms of the second the writes happened in).
-async fn mark() -> i64 {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
-    let second = now / 1000;
-    let wake = (second + 1) * 1000 + 50;
-    tokio::time::sleep(Duration::from_millis((wake - now) as u64)).await;
-    second * 1000 + 999
-}
-
-fn rfc3339(ms: i64) -> String {
-    let t = UNIX_EPOCH + Duration::from_millis(ms as u64);
-    humantime::format_rfc3339_millis(t).to_string()
-}
 
 /// `logferry-shipper restore` of the test stream to `to` into `target`.
 fn restore_cli(shipper: &Shipper, to: &str, target: &MariaDb) -> anyhow::Result<(i32, String)> {
@@ -103,23 +78,6 @@ async fn restore_and_compare(
     Ok(())
 }
 
-fn snapshot_id(out: &str) -> String {
-    out.split_whitespace().nth(1).unwrap_or_default().to_owned()
-}
-
-async fn run_snapshot(agent: &Agent, log: &str) -> anyhow::Result<String> {
-    let mut p = agent.snapshot_process(log)?;
-    let status = p.wait()?;
-    let out = p.log();
-    assert!(status.success(), "snapshot failed: {out}");
-    let line = out
-        .lines()
-        .find(|l| l.starts_with("snapshot "))
-        .unwrap_or_default()
-        .to_owned();
-    Ok(snapshot_id(&line))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restore_to_marks_before_inside_and_after_a_snapshot() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
@@ -133,7 +91,7 @@ async fn restore_to_marks_before_inside_and_after_a_snapshot() -> anyhow::Result
     s.extra_toml = snapshot_section(&replica, Some(8_000));
     let agent = Agent::start(&tmp.path().join("agent"), &s)?;
 
-    let s0 = run_snapshot(&agent, "snapshot0.log").await?;
+    let s0 = run_snapshot(&agent, "snapshot0.log", RUN_WITHIN)?;
     assert!(
         replica.sql_thread_running().await?,
         "the replica runs again after the snapshot"
@@ -165,11 +123,7 @@ async fn restore_to_marks_before_inside_and_after_a_snapshot() -> anyhow::Result
     let status = snap.wait()?;
     let out = snap.log();
     assert!(status.success(), "{out}");
-    let s1 = snapshot_id(
-        out.lines()
-            .find(|l| l.starts_with("snapshot "))
-            .unwrap_or_default(),
-    );
+    let s1 = snapshot_id(&out)?;
     assert!(
         replica.sql_thread_running().await?,
         "the replica runs again after the snapshot"
@@ -300,7 +254,7 @@ async fn restore_runs_across_a_restart_and_a_crash_of_the_primary() -> anyhow::R
     let mut s = settings(&primary, &shipper);
     s.extra_toml = snapshot_section(&replica, None);
     let agent = Agent::start(&tmp.path().join("agent"), &s)?;
-    let snap = run_snapshot(&agent, "snapshot.log").await?;
+    let snap = run_snapshot(&agent, "snapshot.log", RUN_WITHIN)?;
 
     workload::run(&mut primary.conn().await?, 100, 200).await?;
     primary.restart().await?;

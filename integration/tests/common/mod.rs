@@ -2,11 +2,14 @@
 #![allow(dead_code)] // each test binary uses a different subset of these helpers
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
 
 use logferry_common::{BinlogPos, Position, Segment, SegmentMeta, SourceKind, StreamId};
 use logferry_integration::logferry::{Agent, AgentSettings, Shipper};
 use logferry_integration::mariadb::MariaDb;
+use logferry_integration::process::{workspace_bin, Proc};
 use logferry_integration::store;
 
 /// Stream name used by the tests.
@@ -103,16 +106,69 @@ pub fn assert_stored_exactly_and_verified(
     Ok(events)
 }
 
-/// Runs `logferry-shipper <args>` and returns (exit code, stdout + stderr).
+/// Runs `logferry-shipper <args>` and returns (exit code, its output).
 pub fn shipper_cli(args: &[&str]) -> anyhow::Result<(i32, String)> {
-    let bin = logferry_integration::process::workspace_bin("logferry-shipper")?;
-    let out = std::process::Command::new(bin).args(args).output()?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok((out.status.code().unwrap_or(-1), text))
+    shipper_cli_within(args, logferry_integration::process::RUN_WITHIN)
+}
+
+/// Runs `logferry-shipper <args>` for at most `limit` (killed then, failing with its
+/// output); returns (exit code, its output).
+pub fn shipper_cli_within(args: &[&str], limit: Duration) -> anyhow::Result<(i32, String)> {
+    let log = tempfile::NamedTempFile::new()?;
+    let mut cmd = std::process::Command::new(workspace_bin("logferry-shipper")?);
+    cmd.args(args);
+    let mut p = Proc::spawn("logferry-shipper", cmd, log.path())?;
+    let status = p.wait_within(limit)?;
+    Ok((status.code().unwrap_or(-1), p.log()))
+}
+
+/// Waits for the next whole second so that binlog timestamps (seconds) separate the writes
+/// before and after; returns the mark (the last ms of the second the writes happened in).
+pub async fn mark() -> i64 {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let second = now / 1000;
+    let wake = (second + 1) * 1000 + 50;
+    tokio::time::sleep(Duration::from_millis((wake - now) as u64)).await;
+    second * 1000 + 999
+}
+
+/// `ms` since the epoch as an RFC 3339 time, as `restore --to` takes it.
+pub fn rfc3339(ms: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_millis(ms as u64);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// The `[snapshot]` section of an agent config for `replica`, throttled to `rate` bytes
+/// per second when given.
+pub fn snapshot_section(replica: &MariaDb, rate: Option<u64>) -> String {
+    let rate = rate
+        .map(|r| format!("max_bytes_per_sec = {r}\n"))
+        .unwrap_or_default();
+    format!(
+        "[snapshot]\nreplica_url = \"mysql://root@127.0.0.1:{}\"\nschedule = \"0 0 1 1 *\"\nchunk_bytes = 65536\n{rate}",
+        replica.port
+    )
+}
+
+/// Runs `logferry-agent snapshot` to its end (at most `limit`); returns the snapshot id.
+pub fn run_snapshot(agent: &Agent, log: &str, limit: Duration) -> anyhow::Result<String> {
+    let mut p = agent.snapshot_process(log)?;
+    let status = p.wait_within(limit)?;
+    let out = p.log();
+    anyhow::ensure!(status.success(), "snapshot failed: {out}");
+    snapshot_id(&out)
+}
+
+/// The id in the `snapshot <id> ...` line `logferry-agent snapshot` prints.
+pub fn snapshot_id(out: &str) -> anyhow::Result<String> {
+    out.lines()
+        .find(|l| l.starts_with("snapshot "))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .map(str::to_owned)
+        .with_context(|| format!("no snapshot line in:\n{out}"))
 }
 
 /// A small valid segment of stream `garbage-test` with one QUERY event starting at `start`.
