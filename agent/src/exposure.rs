@@ -52,13 +52,13 @@ impl Exposure {
 
     /// When the oldest change not yet acknowledged was read; `None` when all is stored.
     pub fn oldest(&self) -> Option<i64> {
-        let cut = self
-            .cut
-            .lock()
-            .ok()
-            .and_then(|c| c.values().next().copied());
+        self.cut.lock().ok().and_then(|cut| self.oldest_in(&cut))
+    }
+
+    /// [`Self::oldest`] with the map of cut segments already locked.
+    fn oldest_in(&self, cut: &BTreeMap<String, i64>) -> Option<i64> {
         let open = self.open_ms.load(Ordering::Relaxed);
-        cut.or((open != 0).then_some(open))
+        cut.values().next().copied().or((open != 0).then_some(open))
     }
 
     /// Publishes [`Self::oldest`] to the gauge (0 when all is stored), under the same lock
@@ -67,10 +67,8 @@ impl Exposure {
         let Ok(cut) = self.cut.lock() else {
             return;
         };
-        let open = self.open_ms.load(Ordering::Relaxed);
-        let oldest = cut.values().next().copied().or((open != 0).then_some(open));
         m.oldest_unacked_read_ms
-            .store(oldest.unwrap_or(0), Ordering::Relaxed);
+            .store(self.oldest_in(&cut).unwrap_or(0), Ordering::Relaxed);
     }
 }
 

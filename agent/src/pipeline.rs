@@ -249,10 +249,7 @@ impl Shared<'_> {
         let (_, _, _, end) = tokio::try_join!(segment_loop, seal_loop, spool_loop, ship_loop)?;
         if end == Ended::Damaged {
             // Segments spooled while the stages wound down follow the hole too.
-            let spool = self.spool.clone();
-            tokio::task::spawn_blocking(move || spool.drop_unacknowledged())
-                .await
-                .map_err(|e| AgentError::Stage(format!("the spool task failed: {e}")))??;
+            on_spool(&self.spool, |s| s.drop_unacknowledged()).await?;
         }
         Ok(end)
     }
@@ -319,11 +316,7 @@ async fn initial_position(
     mut shutdown: ShutdownRx,
 ) -> Result<Option<ResumePoint>> {
     loop {
-        let reading = spool.clone();
-        let found = tokio::task::spawn_blocking(move || reading.resume_position())
-            .await
-            .map_err(|e| AgentError::Stage(format!("the spool task failed: {e}")))?;
-        match found {
+        match on_spool(spool, |s| s.resume_position()).await {
             Ok(Some(p)) => return Ok(Some(p)),
             Ok(None) => break,
             Err(e @ AgentError::SpoolCorrupt { .. }) => {

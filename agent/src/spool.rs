@@ -137,19 +137,7 @@ impl Spool {
         let m = &seg.header.meta;
         let name = segment_file_name(&m.start.sort_key(), &m.end.sort_key());
         let path = self.segments.join(&name);
-        let tmp = self.segments.join(format!("{name}.tmp"));
-        let write = || -> std::io::Result<()> {
-            let mut f = File::create(&tmp)?;
-            f.write_all(seg.bytes())?;
-            f.sync_all()?;
-            fs::rename(&tmp, &path)?;
-            sync_dir(&self.segments)
-        };
-        if let Err(e) = write() {
-            // What a failed write took (a full disk's last blocks) is given back at once.
-            let _ = fs::remove_file(&tmp);
-            return Err(AgentError::spool(&path, e));
-        }
+        write_atomically(&path, seg.bytes())?;
         let len = seg.bytes().len() as u64;
         let written_ms = fs::metadata(&path).map_or(0, |m| modified_ms(&m));
         self.bytes.fetch_add(len, Ordering::Relaxed);
@@ -462,10 +450,13 @@ fn lock_dir(dir: &Path) -> Result<File> {
     Ok(f)
 }
 
-/// Replaces `path` with `body` whole or not at all: a temporary file, fsync, rename, fsync
-/// of the directory.
+/// Replaces `path` with `body` whole or not at all: a temporary file (`<name>.tmp`, which
+/// [`Spool::open`] removes if a crash left it), fsync, rename, fsync of the directory. What
+/// a failed write took (a full disk's last blocks) is given back at once.
 fn write_atomically(path: &Path, body: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("json.tmp");
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
     let write = || -> std::io::Result<()> {
         let mut f = File::create(&tmp)?;
         f.write_all(body)?;
