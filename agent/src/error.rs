@@ -30,7 +30,7 @@ pub enum AgentError {
     #[error("the database cannot be tailed: {0}")]
     ServerSetup(String),
     /// The replication stream broke or the server returned an error mid-stream; retried.
-    #[error("binlog stream from {addr} failed: {reason}")]
+    #[error("the change stream from {addr} failed: {reason}")]
     Stream {
         /// host:port.
         addr: String,

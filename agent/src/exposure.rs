@@ -78,7 +78,7 @@ mod tests {
     use logferry_common::BinlogPos;
 
     fn at(o: u64) -> Position {
-        Position::Binlog(BinlogPos::new("b.000001", o))
+        Position::Mysql(BinlogPos::new("b.000001", o).unwrap())
     }
 
     #[test]

@@ -2,14 +2,16 @@
 //! the shipper, crash-safe.
 //!
 //! # Layout
-//! - [`sources`]: one module per database kind behind the [`sources::Source`] trait.
+//! - [`sources`]: one module per database kind behind the [`sources::Source`] trait
+//!   (each kind's snapshots live with it).
 //! - [`segmenter`]: cuts the event stream into segments of bounded size (inside a
 //!   transaction too) or age (at a transaction boundary).
 //! - [`resume`]: where a stream's chain ends and where its source reconnects.
 //! - [`spool`]: durable local spool and checkpoint (the durability rules live in its docs).
-//! - [`snapshot`]: full snapshots from a replica paused on the apply side.
+//! - [`snapshot_upload`]: a snapshot's chunks and manifest, uploaded as its data arrives.
 //! - [`client`]: HTTP client of the shipper.
-//! - [`pipeline`]: wires source → segmenter → spool → shipper and handles retries.
+//! - [`pipeline`]: wires source → segmenter → sealer → spool → shipper, one file per stage,
+//!   and handles retries.
 //! - [`metrics`]: Prometheus gauges and counters for every stage.
 //! - [`exposure`]: the RPO exposure, from positions read and acknowledged.
 //! - [`backoff`]: retry delays.
@@ -23,7 +25,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod resume;
 pub mod segmenter;
-pub mod snapshot;
+pub mod snapshot_upload;
 pub mod sources;
 pub mod spool;
 

@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use std::time::Duration;
 
 use logferry_agent::client::ShipperClient;
-use logferry_agent::{pipeline, snapshot};
+use logferry_agent::{pipeline, sources};
 use logferry_config::AgentConfig;
 use tracing::{error, info};
 
@@ -33,10 +33,10 @@ enum Command {
         #[arg(long, short, env = "LOGFERRY_AGENT_CONFIG")]
         config: PathBuf,
     },
-    /// Take a full snapshot now from the replica in [snapshot] (pausing only its SQL thread)
+    /// Take a full snapshot now from the replica in [source.snapshot] (pausing only its SQL thread)
     /// and upload it to the shipper; prints the snapshot id and primary position.
     Snapshot {
-        /// Agent config file (TOML) with a [snapshot] section.
+        /// Agent config file (TOML) with a [source.snapshot] section.
         #[arg(long, short, env = "LOGFERRY_AGENT_CONFIG")]
         config: PathBuf,
     },
@@ -114,7 +114,8 @@ async fn snapshot_now(
         &cfg.shipper.url,
         Duration::from_millis(cfg.shipper.timeout_ms),
     )?;
-    let m = snapshot::take(cfg, &client, shutdown).await?;
+    let m = sources::take_snapshot(cfg, &client, shutdown).await?;
+    let logferry_common::snapshot::SnapshotContent::Mysql(content) = &m.content;
     println!(
         "snapshot {} of stream {} stored: primary position {}, {} chunks, {} bytes of dump, {} tables",
         m.id,
@@ -122,7 +123,7 @@ async fn snapshot_now(
         m.position,
         m.chunks.len(),
         m.plain_bytes(),
-        m.tables.len()
+        content.tables.len()
     );
     Ok(())
 }

@@ -18,6 +18,10 @@ pub struct Metrics {
     pub bytes_read: AtomicU64,
     /// Heartbeats received from an idle source.
     pub heartbeats: AtomicU64,
+    /// 1 while the source has read everything up to the head the server is known to have.
+    pub source_at_head: AtomicU64,
+    /// Snapshots the source received inline and the agent stored.
+    pub inline_snapshots: AtomicU64,
     /// Reconnects of the source after a retryable error.
     pub source_reconnects: AtomicU64,
     /// Segments sealed and spooled.
@@ -53,7 +57,19 @@ impl Metrics {
         } else {
             (now_ms - oldest).max(0) as f64 / 1000.0
         };
-        let rows: [(&str, &str, &str, String); 14] = [
+        let rows: [(&str, &str, &str, String); 16] = [
+            (
+                "logferry_agent_source_at_head",
+                "gauge",
+                "1 while the source has read up to the newest position the server is known to have; 0 while catching up.",
+                g(&self.source_at_head).to_string(),
+            ),
+            (
+                "logferry_agent_inline_snapshots_total",
+                "counter",
+                "Snapshots received inside the change stream (e.g. a Redis full resync) and stored.",
+                g(&self.inline_snapshots).to_string(),
+            ),
             (
                 "logferry_agent_spool_disk_full",
                 "gauge",

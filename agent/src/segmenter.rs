@@ -5,7 +5,6 @@
 //! and hashing the cut payload ([`SealJob::seal`]) is left to the caller, so that it can run
 //! on another thread while the next segment fills.
 
-use std::cmp::Ordering;
 use std::time::{Duration, Instant};
 
 use logferry_common::segment::Sealer;
@@ -122,10 +121,14 @@ impl Segmenter {
 
     /// Whether `ev` is already in a sealed segment (re-sent after a resume): [`Self::push`]
     /// drops it.
-    pub fn is_stored(&self, ev: &SourceEvent) -> bool {
-        self.skip_to
-            .as_ref()
-            .is_some_and(|skip| ev.end.cmp_place(skip) != Ordering::Greater)
+    ///
+    /// # Errors
+    /// [`AgentError::Segment`] for an event of another kind of log than the stream's.
+    pub fn is_stored(&self, ev: &SourceEvent) -> Result<bool> {
+        match &self.skip_to {
+            Some(skip) => Ok(ev.end.cmp_place(skip)?.is_le()),
+            None => Ok(false),
+        }
     }
 
     /// Adds an event; `preamble` is asked for when the event opens a new segment. Returns
@@ -135,11 +138,11 @@ impl Segmenter {
     /// [`AgentError::Gap`] when a re-sent event straddles the end already sealed: the
     /// source does not hold the log that was stored.
     pub fn push(&mut self, ev: SourceEvent, preamble: impl FnOnce() -> Vec<u8>) -> Result<bool> {
-        if self.is_stored(&ev) {
+        if self.is_stored(&ev)? {
             return Ok(false);
         }
         if let Some(skip) = &self.skip_to {
-            if ev.start.cmp_place(skip) == Ordering::Less {
+            if ev.start.cmp_place(skip)?.is_lt() {
                 return Err(AgentError::Gap(format!(
                     "the stored chain ends at {skip}, but the server's event there runs from {} to {}: \
                      the server's binlog is not the one stored; take a new snapshot and start the stream again",
@@ -297,7 +300,7 @@ impl Segmenter {
             }
         }
         match (at, &self.last_boundary) {
-            (Some(at), Some(expected)) if !at.same_place(expected) => Err(AgentError::Stage(
+            (Some(at), Some(expected)) if at != expected => Err(AgentError::Stage(
                 format!("the source reconnected at {at}, but the last transaction boundary it sent is {expected}"),
             )),
             _ => Ok(()),
@@ -311,7 +314,7 @@ mod tests {
     use logferry_common::BinlogPos;
 
     fn pos(at: u64) -> Position {
-        Position::Binlog(BinlogPos::new("b.000001", at))
+        Position::Mysql(BinlogPos::new("b.000001", at).unwrap())
     }
 
     fn ev(at: u64, boundary: bool) -> SourceEvent {

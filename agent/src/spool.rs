@@ -483,8 +483,8 @@ mod tests {
         let meta = SegmentMeta {
             stream: StreamId::new("s").unwrap(),
             source: SourceKind::Mysql,
-            start: Position::Binlog(BinlogPos::new("b.000001", from)),
-            end: Position::Binlog(BinlogPos::new("b.000001", to)),
+            start: Position::Mysql(BinlogPos::new("b.000001", from).unwrap()),
+            end: Position::Mysql(BinlogPos::new("b.000001", to).unwrap()),
             open_trx: None,
             first_event_ms: 0,
             last_event_ms: 0,
@@ -515,7 +515,7 @@ mod tests {
             .unwrap();
         let mid_trx = ResumePoint {
             end: seg(100, 250).header.meta.end,
-            open_trx: Some(Position::Binlog(
+            open_trx: Some(Position::Mysql(
                 BinlogPos::parse("b.000001:90@0-1-5").unwrap(),
             )),
         };

@@ -7,10 +7,15 @@
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// Bytes that claim to be a segment (or part of one) fail validation: truncated, flipped,
-    /// oversized, or with a checksum that does not match.
-    #[error("corrupt segment: {0}")]
-    Corrupt(String),
+    /// Stored bytes fail validation: truncated, flipped, oversized, or with a checksum that
+    /// does not match.
+    #[error("corrupt {what}: {detail}")]
+    Corrupt {
+        /// What was read: "segment", "binlog payload", "snapshot chunk", ...
+        what: &'static str,
+        /// The first problem found.
+        detail: String,
+    },
     /// A value given by a user or a peer (stream name, position text, key) is malformed.
     #[error("invalid {what}: {detail}")]
     Invalid {
@@ -18,6 +23,15 @@ pub enum Error {
         what: &'static str,
         /// Why, including the offending value.
         detail: String,
+    },
+    /// Two positions of different kinds of log were compared (a stream's kind never
+    /// changes, so this is a mixed-up stream or a bug).
+    #[error("a {left} position cannot be compared with a {right} position")]
+    KindMismatch {
+        /// Kind of the left-hand position.
+        left: crate::SourceKind,
+        /// Kind of the right-hand position.
+        right: crate::SourceKind,
     },
     /// zstd failed to compress (it cannot fail on valid input, but the API is fallible).
     #[error("compression failed: {0}")]
@@ -29,7 +43,14 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub(crate) fn corrupt(msg: impl Into<String>) -> Self {
-        Error::Corrupt(msg.into())
+        Error::corrupt_in("segment", msg)
+    }
+
+    pub(crate) fn corrupt_in(what: &'static str, detail: impl Into<String>) -> Self {
+        Error::Corrupt {
+            what,
+            detail: detail.into(),
+        }
     }
 
     pub(crate) fn invalid(what: &'static str, detail: impl Into<String>) -> Self {

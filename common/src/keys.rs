@@ -1,17 +1,36 @@
-//! Object-store key grammar.
+//! Object-store key grammar: the one place that knows how keys are spelled.
 //!
-//! `streams/<stream>/segments/<start sort key>-<end sort key>.lfs`, where a sort key is the
-//! fixed-width rendering of [`Position::sort_key`](crate::Position::sort_key), so a plain listing of a stream's prefix
-//! returns its segments in log order and the chain can be checked from keys alone.
+//! ```text
+//! streams/<stream>/segments/<start sort key>-<end sort key>.lfs
+//! streams/<stream>/snapshots/<id>/chunk-<000001>.zst
+//! streams/<stream>/snapshots/<id>/manifest.json
+//! ```
+//! A sort key is the fixed-width rendering of [`Position::sort_key`](crate::Position::sort_key),
+//! so a plain listing of a stream's prefix returns its segments in log order and the chain
+//! can be checked from keys alone.
 
 use crate::{Error, Result, StreamId};
 
 /// File extension of a sealed segment, in the store and in the agent's spool.
 pub const SEGMENT_EXT: &str = "lfs";
 
+/// The prefix every stream's objects live under.
+pub const STREAMS_PREFIX: &str = "streams";
+
+/// File name of a snapshot's manifest inside its folder.
+const MANIFEST_NAME: &str = "manifest.json";
+
+/// Prefix of everything of one stream, or of every stream when `stream` is `None`.
+pub fn stream_prefix(stream: Option<&StreamId>) -> String {
+    match stream {
+        Some(s) => format!("{STREAMS_PREFIX}/{s}"),
+        None => STREAMS_PREFIX.to_owned(),
+    }
+}
+
 /// Prefix under which all of a stream's segments live.
 pub fn segments_prefix(stream: &StreamId) -> String {
-    format!("streams/{stream}/segments")
+    format!("{STREAMS_PREFIX}/{stream}/segments")
 }
 
 /// File name of a segment (shared by the object key and the spool file).
@@ -45,9 +64,45 @@ pub fn parse_segment_file_name(name: &str) -> Result<(String, String)> {
     Ok((start.to_owned(), end.to_owned()))
 }
 
+/// The start and end sort keys of a segment's object key; `None` for other objects.
+pub fn parse_segment_key(key: &str) -> Option<(String, String)> {
+    let rest = key.strip_prefix(STREAMS_PREFIX)?.strip_prefix('/')?;
+    let (_, tail) = rest.split_once("/segments/")?;
+    parse_segment_file_name(tail).ok()
+}
+
 /// Stream name of a key under `streams/`, if it is one.
 pub fn stream_of_key(key: &str) -> Option<&str> {
-    key.strip_prefix("streams/")?.split('/').next()
+    key.strip_prefix(STREAMS_PREFIX)?
+        .strip_prefix('/')?
+        .split('/')
+        .next()
+}
+
+/// Prefix of a stream's snapshots.
+pub fn snapshots_prefix(stream: &StreamId) -> String {
+    format!("{STREAMS_PREFIX}/{stream}/snapshots")
+}
+
+/// Prefix of one snapshot's objects (its chunks and manifest), ending in `/`.
+pub fn snapshot_prefix(stream: &StreamId, id: &str) -> String {
+    format!("{}/{id}/", snapshots_prefix(stream))
+}
+
+/// Key of chunk `index` of snapshot `id`.
+pub fn chunk_key(stream: &StreamId, id: &str, index: u32) -> String {
+    format!("{}chunk-{index:06}.zst", snapshot_prefix(stream, id))
+}
+
+/// Key of the manifest of snapshot `id`.
+pub fn manifest_key(stream: &StreamId, id: &str) -> String {
+    format!("{}{MANIFEST_NAME}", snapshot_prefix(stream, id))
+}
+
+/// Whether `key` is a snapshot manifest's key.
+pub fn is_manifest_key(key: &str) -> bool {
+    key.strip_suffix(MANIFEST_NAME)
+        .is_some_and(|k| k.ends_with('/') && k.contains("/snapshots/"))
 }
 
 #[cfg(test)]
@@ -63,10 +118,20 @@ mod tests {
             "0000000001_0000000000000900",
         );
         assert_eq!(stream_of_key(&key), Some("db1"));
-        let name = key.rsplit('/').next().unwrap();
-        let (a, b) = parse_segment_file_name(name).unwrap();
+        let (a, b) = parse_segment_key(&key).unwrap();
         assert_eq!(a, "0000000001_0000000000000004");
         assert_eq!(b, "0000000001_0000000000000900");
         assert!(parse_segment_file_name("x.txt").is_err());
+        assert!(parse_segment_key("streams/db1/other/x.json").is_none());
+        assert!(key.starts_with(&stream_prefix(Some(&s))));
+    }
+
+    #[test]
+    fn snapshot_keys_sort_and_are_recognised() {
+        let s = StreamId::new("db").unwrap();
+        assert!(manifest_key(&s, "0000000000999") < manifest_key(&s, "0000000001000"));
+        assert!(chunk_key(&s, "0000000000001", 2).ends_with("chunk-000002.zst"));
+        assert!(is_manifest_key(&manifest_key(&s, "0000000000001")));
+        assert!(!is_manifest_key(&chunk_key(&s, "0000000000001", 1)));
     }
 }

@@ -1,15 +1,16 @@
 //! Full snapshots: a consistent dump taken from a paused replica, stored in chunks next to
 //! the segment chain, and the manifest that lists them.
 //!
-//! Keys: `streams/<stream>/snapshots/<id>/chunk-<000001>.zst` and
-//! `streams/<stream>/snapshots/<id>/manifest.json`. The id is the 13-digit ms timestamp of
-//! the snapshot, so a listing sorts snapshots oldest first. A snapshot exists once its
-//! manifest is stored; the manifest is written last.
+//! Keys are in [`crate::keys`]. The id is the 13-digit ms timestamp of the snapshot, so a
+//! listing sorts snapshots oldest first. A snapshot exists once its manifest is stored; the
+//! manifest is written last. The manifest is generic; what a source kind adds sits in
+//! [`SnapshotContent`], defined by that kind's [`crate::format`] module.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::{Error, Result, StreamId};
+pub use crate::format::mysql::snapshot::{MysqlSnapshot, TableInfo};
+use crate::{Error, Position, Result, SourceKind, StreamId};
 
 /// One stored chunk of a dump.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,17 +27,6 @@ pub struct ChunkInfo {
     pub plain_sha256: String,
 }
 
-/// Row count and checksum of one table at the snapshot's position.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TableInfo {
-    /// `schema.table`.
-    pub name: String,
-    /// `SELECT COUNT(*)`.
-    pub rows: u64,
-    /// `CHECKSUM TABLE` (absent when the engine cannot give one).
-    pub checksum: Option<u64>,
-}
-
 /// Everything needed to restore and check a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotManifest {
@@ -44,22 +34,59 @@ pub struct SnapshotManifest {
     pub stream: StreamId,
     /// Snapshot id (13-digit ms timestamp).
     pub id: String,
-    /// Primary binlog position the replica had applied (text form of a `BinlogPos`): the
-    /// chain continues from here.
+    /// Where in the stream's log the snapshot stands (text form of the kind's position):
+    /// the chain continues from here.
     pub position: String,
     /// When the dump started, ms since the epoch.
     pub taken_at_ms: i64,
-    /// Replica it was taken from (host:port).
-    pub replica: String,
-    /// The dump tool and its version.
-    pub dump_tool: String,
     /// Chunks in order.
     pub chunks: Vec<ChunkInfo>,
-    /// Tables with row counts and checksums.
-    pub tables: Vec<TableInfo>,
+    /// What the source kind adds (for MySQL: replica, dump tool, per-table checksums).
+    #[serde(flatten)]
+    pub content: SnapshotContent,
+}
+
+/// The per-source part of a manifest, tagged with the source kind (`"kind": "mysql"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum SnapshotContent {
+    /// A `mariadb-dump` of a paused replica.
+    Mysql(MysqlSnapshot),
+}
+
+impl SnapshotContent {
+    /// The source kind the snapshot belongs to.
+    pub fn kind(&self) -> SourceKind {
+        match self {
+            SnapshotContent::Mysql(_) => SourceKind::Mysql,
+        }
+    }
 }
 
 impl SnapshotManifest {
+    /// Reads a stored manifest. Manifests written before the per-source part was tagged
+    /// have no `kind` and are MySQL's.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] naming what does not parse.
+    pub fn from_json(bytes: &[u8]) -> Result<Self> {
+        let bad = |e: serde_json::Error| Error::corrupt_in("snapshot manifest", e.to_string());
+        let mut value: serde_json::Value = serde_json::from_slice(bytes).map_err(bad)?;
+        if let Some(obj) = value.as_object_mut() {
+            obj.entry("kind")
+                .or_insert_with(|| serde_json::Value::from("mysql"));
+        }
+        serde_json::from_value(value).map_err(bad)
+    }
+
+    /// The stream position the snapshot stands at.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] when the text is not a position of the snapshot's kind.
+    pub fn position(&self) -> Result<Position> {
+        Position::parse(self.content.kind(), &self.position)
+    }
+
     /// Total bytes of dump text.
     pub fn plain_bytes(&self) -> u64 {
         self.chunks.iter().map(|c| c.plain_bytes).sum()
@@ -69,21 +96,6 @@ impl SnapshotManifest {
 /// Id of a snapshot taken at `ms`.
 pub fn snapshot_id(ms: i64) -> String {
     format!("{:013}", ms.max(0))
-}
-
-/// Prefix of a stream's snapshots.
-pub fn snapshots_prefix(stream: &StreamId) -> String {
-    format!("streams/{stream}/snapshots")
-}
-
-/// Key of chunk `index` of snapshot `id`.
-pub fn chunk_key(stream: &StreamId, id: &str, index: u32) -> String {
-    format!("{}/{id}/chunk-{index:06}.zst", snapshots_prefix(stream))
-}
-
-/// Key of the manifest of snapshot `id`.
-pub fn manifest_key(stream: &StreamId, id: &str) -> String {
-    format!("{}/{id}/manifest.json", snapshots_prefix(stream))
 }
 
 /// Checks that `id` is a snapshot id (13 digits).
@@ -133,30 +145,30 @@ pub const MAX_CHUNK_PLAIN_BYTES: u64 = MAX_CHUNK_BYTES_SETTING + DUMP_READ_BYTES
 /// than [`MAX_CHUNK_PLAIN_BYTES`].
 pub fn open_chunk(stored: &[u8], info: &ChunkInfo) -> Result<Vec<u8>> {
     if info.plain_bytes > MAX_CHUNK_PLAIN_BYTES {
-        return Err(Error::corrupt(format!(
-            "snapshot chunk {} claims {} bytes of dump text, more than any chunk holds ({MAX_CHUNK_PLAIN_BYTES})",
+        return Err(Error::corrupt_in("snapshot chunk", format!(
+            "chunk {} claims {} bytes of dump text, more than any chunk holds ({MAX_CHUNK_PLAIN_BYTES})",
             info.index, info.plain_bytes
         )));
     }
     if hex::encode(Sha256::digest(stored)) != info.sha256 {
-        return Err(Error::corrupt(format!(
-            "snapshot chunk {} fails its sha256",
-            info.index
-        )));
+        return Err(Error::corrupt_in(
+            "snapshot chunk",
+            format!("chunk {} fails its sha256", info.index),
+        ));
     }
     let plain = zstd::bulk::decompress(stored, info.plain_bytes as usize).map_err(|e| {
-        Error::corrupt(format!(
-            "snapshot chunk {} does not decompress: {e}",
-            info.index
-        ))
+        Error::corrupt_in(
+            "snapshot chunk",
+            format!("chunk {} does not decompress: {e}", info.index),
+        )
     })?;
     if plain.len() as u64 != info.plain_bytes
         || hex::encode(Sha256::digest(&plain)) != info.plain_sha256
     {
-        return Err(Error::corrupt(format!(
-            "snapshot chunk {} decompresses to other bytes",
-            info.index
-        )));
+        return Err(Error::corrupt_in(
+            "snapshot chunk",
+            format!("chunk {} decompresses to other bytes", info.index),
+        ));
     }
     Ok(plain)
 }
@@ -164,6 +176,22 @@ pub fn open_chunk(stored: &[u8], info: &ChunkInfo) -> Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys::{chunk_key, manifest_key};
+
+    #[test]
+    fn a_manifest_written_before_kinds_reads_as_mysql() {
+        let old = br#"{"stream":"db","id":"0000000000001","position":"b.000001:4",
+            "taken_at_ms":1,"replica":"r:1","dump_tool":"d","chunks":[],"tables":[]}"#;
+        let m = SnapshotManifest::from_json(old).unwrap();
+        assert_eq!(m.content.kind(), SourceKind::Mysql);
+        let again = SnapshotManifest::from_json(&serde_json::to_vec(&m).unwrap()).unwrap();
+        assert_eq!(again, m);
+        assert!(serde_json::to_string(&m)
+            .unwrap()
+            .contains(r#""kind":"mysql""#));
+        let err = SnapshotManifest::from_json(b"{}").unwrap_err().to_string();
+        assert!(err.contains("snapshot manifest"), "{err}");
+    }
 
     #[test]
     fn a_manifest_claiming_a_huge_chunk_is_refused_before_allocating() {
@@ -184,10 +212,10 @@ mod tests {
     }
 
     #[test]
-    fn keys_sort_by_time() {
+    fn ids_sort_by_time() {
         let s = StreamId::new("db").unwrap();
         assert!(manifest_key(&s, &snapshot_id(999)) < manifest_key(&s, &snapshot_id(1000)));
-        assert!(chunk_key(&s, "0000000000001", 2).ends_with("chunk-000002.zst"));
+        assert!(chunk_key(&s, &snapshot_id(1), 2).ends_with("chunk-000002.zst"));
         assert!(validate_id(&snapshot_id(5)).is_ok() && validate_id("x").is_err());
     }
 }

@@ -24,15 +24,16 @@ pub struct AgentConfig {
     pub segment: SegmentSection,
     /// Where segments are shipped.
     pub shipper: ShipperClientSection,
-    /// Full snapshots from a paused replica (omit to take none).
-    #[serde(default)]
-    pub snapshot: Option<SnapshotSection>,
+    /// The top-level `[snapshot]` of earlier versions, read only to say where it went.
+    #[serde(default, rename = "snapshot")]
+    moved_snapshot: Option<toml::Value>,
 }
 
-/// Snapshots taken from a replica of the source, paused on the apply side only.
+/// MySQL snapshots (`[source.snapshot]`), taken from a replica of the source, paused on
+/// the apply side only.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SnapshotSection {
+pub struct MysqlSnapshotSection {
     /// `mysql://USER:PASSWORD@REPLICA:PORT`; the user needs SELECT, SHOW VIEW, TRIGGER,
     /// EVENT, LOCK TABLES and the right to STOP/START SLAVE (SUPER or REPLICATION SLAVE ADMIN).
     pub replica_url: SecretUrl,
@@ -61,27 +62,27 @@ fn default_dump_command() -> String {
     "mariadb-dump".into()
 }
 
-impl SnapshotSection {
+impl MysqlSnapshotSection {
     /// The parsed schedule.
     ///
     /// # Errors
-    /// [`crate::ConfigError::Invalid`] for `snapshot.schedule`.
+    /// [`crate::ConfigError::Invalid`] for `source.snapshot.schedule`.
     pub fn schedule(&self) -> Result<crate::cron::Schedule> {
         self.schedule
             .parse()
-            .map_err(|e: String| invalid("snapshot.schedule", e))
+            .map_err(|e: String| invalid("source.snapshot.schedule", e))
     }
 
     fn validate(&self) -> Result<()> {
         let url = url::Url::parse(self.replica_url.expose()).map_err(|e| {
             invalid(
-                "snapshot.replica_url",
+                "source.snapshot.replica_url",
                 format!("not a URL ({e}); use mysql://USER:PASSWORD@REPLICA:3306"),
             )
         })?;
         if url.scheme() != "mysql" || url.host_str().is_none_or(|h| h.is_empty()) {
             return Err(invalid(
-                "snapshot.replica_url",
+                "source.snapshot.replica_url",
                 "use mysql://USER:PASSWORD@REPLICA:3306",
             ));
         }
@@ -90,19 +91,19 @@ impl SnapshotSection {
             .contains(&self.chunk_bytes)
         {
             return Err(invalid(
-                "snapshot.chunk_bytes",
+                "source.snapshot.chunk_bytes",
                 "use 65536..=67108864 (default 8388608)",
             ));
         }
         if self.max_bytes_per_sec == Some(0) {
             return Err(invalid(
-                "snapshot.max_bytes_per_sec",
+                "source.snapshot.max_bytes_per_sec",
                 "0 would never finish; remove the key for no limit",
             ));
         }
         if self.dump_command.trim().is_empty() {
             return Err(invalid(
-                "snapshot.dump_command",
+                "source.snapshot.dump_command",
                 "is empty; use mariadb-dump or mysqldump",
             ));
         }
@@ -204,9 +205,12 @@ pub struct MysqlSource {
     /// Heartbeat period the server is asked for, so that an idle server is not taken for lag.
     #[serde(default = "default_heartbeat_ms")]
     pub heartbeat_ms: u64,
-    /// Connect timeout.
+    /// Connect timeout (of the replica connection of a snapshot too).
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
+    /// Full snapshots from a paused replica (omit to take none).
+    #[serde(default)]
+    pub snapshot: Option<MysqlSnapshotSection>,
 }
 
 fn default_start() -> StartFrom {
@@ -348,11 +352,14 @@ impl AgentConfig {
                 "must be at least 1048576 (1 MiB)",
             ));
         }
+        if self.moved_snapshot.is_some() {
+            return Err(invalid(
+                "snapshot",
+                "the [snapshot] section now belongs to its source: rename the table header to [source.snapshot] (its keys are unchanged)",
+            ));
+        }
         match &self.source {
             SourceConfig::Mysql(m) => m.validate()?,
-        }
-        if let Some(s) = &self.snapshot {
-            s.validate()?;
         }
         // A segment holds up to max_bytes plus one event: half of what the default
         // shipper accepts (the agent checks the shipper's own limit when it connects).
@@ -415,8 +422,34 @@ impl AgentConfig {
     }
 }
 
+impl SourceConfig {
+    /// When the source's snapshots are taken, if it takes any.
+    ///
+    /// # Errors
+    /// [`crate::ConfigError::Invalid`] for the schedule key.
+    pub fn snapshot_schedule(&self) -> Result<Option<crate::cron::Schedule>> {
+        match self {
+            SourceConfig::Mysql(m) => m
+                .snapshot
+                .as_ref()
+                .map(MysqlSnapshotSection::schedule)
+                .transpose(),
+        }
+    }
+
+    /// How long connecting to the source (or its replica) may take.
+    pub fn connect_timeout(&self) -> Duration {
+        match self {
+            SourceConfig::Mysql(m) => Duration::from_millis(m.connect_timeout_ms),
+        }
+    }
+}
+
 impl MysqlSource {
     fn validate(&self) -> Result<()> {
+        if let Some(s) = &self.snapshot {
+            s.validate()?;
+        }
         let url = url::Url::parse(self.url.expose()).map_err(|e| {
             invalid(
                 "source.url",
@@ -536,7 +569,7 @@ url = "http://127.0.0.1:9450"
     #[test]
     fn no_password_shows_in_the_printed_config() {
         let text = format!(
-            "{}\n[snapshot]\nreplica_url = \"mysql://root:r3pl1ca-pw@10.0.0.2:3306\"\n",
+            "{}\n[source.snapshot]\nreplica_url = \"mysql://root:r3pl1ca-pw@10.0.0.2:3306\"\n",
             GOOD.replace("repl:pw@", "repl:s0urce-pw@")
         );
         let cfg = parse(&text, vec![]).unwrap();
@@ -593,7 +626,8 @@ url = "http://127.0.0.1:9450"
                 "source.url",
             ),
             ("stream = \"db1\"", "stream = \"DB 1\"", "stream id"),
-            ("[shipper]", "[snapshot]\nreplica_url = \"mysql://r@h:3306\"\nschedule = \"0 2 * *\"\n\n[shipper]", "snapshot.schedule"),
+            ("[shipper]", "[source.snapshot]\nreplica_url = \"mysql://r@h:3306\"\nschedule = \"0 2 * *\"\n\n[shipper]", "source.snapshot.schedule"),
+            ("[shipper]", "[snapshot]\nreplica_url = \"mysql://r@h:3306\"\n\n[shipper]", "[source.snapshot]"),
         ];
         for (from, to, key) in cases {
             let err = parse(&GOOD.replace(from, to), vec![])

@@ -18,7 +18,8 @@ pub mod secret;
 pub mod shipper;
 
 pub use agent::{
-    AgentConfig, CodecChoice, MysqlSource, ResumeMode, SnapshotSection, SourceConfig, StartFrom,
+    AgentConfig, CodecChoice, MysqlSnapshotSection, MysqlSource, ResumeMode, SourceConfig,
+    StartFrom,
 };
 pub use error::{ConfigError, Result};
 pub use load::{load_file, parse_str, ENV_PREFIX};

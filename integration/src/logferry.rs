@@ -206,7 +206,7 @@ pub struct AgentSettings {
     pub source_extra: String,
     /// Extra lines for the `[segment]` section (e.g. `codec = "lz4"`).
     pub segment_extra: String,
-    /// Extra sections appended to the config (e.g. `[snapshot]`).
+    /// Extra sections appended to the config (e.g. `[source.snapshot]`).
     pub extra_toml: String,
 }
 

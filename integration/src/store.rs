@@ -5,13 +5,10 @@ use std::path::Path;
 use std::process::Command;
 
 use anyhow::{bail, Context};
-use logferry_common::binlog::{file_events, EventHeader, ExportFiles};
+use logferry_common::format::mysql::{
+    code, file_events, EventHeader, ExportFiles, LOG_EVENT_ARTIFICIAL_F,
+};
 use logferry_common::{DecodeLimits, Position, Segment};
-
-/// Flag of artificial events, which are not part of a binlog file.
-const ARTIFICIAL: u16 = 0x20;
-/// ANNOTATE_ROWS: MariaDB sends it only to clients that ask for it (the stock tool does).
-const ANNOTATE_ROWS: u8 = 160;
 
 /// One binlog event identified by file and end offset.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,8 +61,8 @@ pub fn chain_end(segs: &[(String, Segment)]) -> Option<Position> {
 pub fn export_files(segs: &[(String, Segment)]) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
     let mut out = ExportFiles::default();
     for (_, s) in segs {
-        let Position::Binlog(start) = &s.header.meta.start;
-        out.push_segment(&start.file, &s.payload()?)?;
+        let Position::Mysql(start) = &s.header.meta.start;
+        out.push_segment(start.file(), &s.payload()?)?;
     }
     Ok(out.finish())
 }
@@ -80,7 +77,11 @@ pub fn events_of_files(files: &[(String, Vec<u8>)]) -> anyhow::Result<Vec<Binlog
         for ev in file_events(bytes) {
             let ev = ev?;
             let h = EventHeader::parse(ev)?;
-            if h.flags & ARTIFICIAL != 0 || h.log_pos == 0 || h.event_type == ANNOTATE_ROWS {
+            if h.flags & LOG_EVENT_ARTIFICIAL_F != 0
+                || h.log_pos == 0
+                // MariaDB sends ANNOTATE_ROWS only to clients that ask for it (the stock tool does).
+                || h.event_type == code::MARIADB_ANNOTATE_ROWS
+            {
                 continue;
             }
             out.push(BinlogEvent {

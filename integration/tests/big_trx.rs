@@ -38,7 +38,7 @@ use common::{
     assert_stored_exactly_and_verified, mark, rfc3339, run_snapshot, settings, shipper_cli_within,
     snapshot_section, wait_caught_up, STREAM,
 };
-use logferry_common::binlog::{EventHeader, ExportFiles, BINLOG_MAGIC, EVENT_HEADER_LEN};
+use logferry_common::format::mysql::{EventHeader, ExportFiles, BINLOG_MAGIC, EVENT_HEADER_LEN};
 use logferry_common::{BinlogPos, DecodeLimits, Position, Segment, SegmentHeader};
 use logferry_integration::logferry::{Agent, Shipper};
 use logferry_integration::mariadb::{MariaDb, Options};
@@ -904,13 +904,13 @@ fn headers(store_dir: &Path) -> anyhow::Result<Headers> {
 }
 
 fn bp(p: &Position) -> &BinlogPos {
-    let Position::Binlog(b) = p;
+    let Position::Mysql(b) = p;
     b
 }
 
 /// `file:offset` of a position (no GTID), as a restore target and in messages.
 fn place(p: &BinlogPos) -> String {
-    format!("{}:{}", p.file, p.offset)
+    format!("{}:{}", p.file(), p.offset)
 }
 
 /// Whether `text` names `p`'s place (not merely a longer offset that starts the same).
@@ -923,7 +923,7 @@ fn mentions(text: &str, p: &BinlogPos) -> bool {
 fn ends_at(segs: &[(String, SegmentHeader)], file: &str, offset: u64) -> bool {
     segs.last().is_some_and(|(_, h)| {
         let end = bp(&h.meta.end);
-        end.file == file && end.offset == offset
+        end.file() == file && end.offset == offset
     })
 }
 
@@ -1176,7 +1176,7 @@ impl StoreEvents {
             let seg =
                 Segment::decode(bytes, &DecodeLimits::default()).with_context(|| name.clone())?;
             let payload = seg.payload().with_context(|| name.clone())?;
-            let start_file = bp(&seg.header.meta.start).file.clone();
+            let start_file = bp(&seg.header.meta.start).file().to_owned();
             self.export
                 .push_segment(&start_file, &payload)
                 .with_context(|| name.clone())?;

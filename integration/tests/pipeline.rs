@@ -6,7 +6,7 @@ use common::{
     assert_same_events_as_server, assert_stored_exactly_and_verified, settings, shipper_cli,
     wait_caught_up, STREAM,
 };
-use logferry_common::binlog;
+use logferry_common::format::mysql as binlog;
 use logferry_integration::logferry::{Agent, Shipper};
 use logferry_integration::mariadb::{MariaDb, Options};
 use logferry_integration::{store, workload};
@@ -57,7 +57,7 @@ async fn workload_with_rotations_arrives_as_the_servers_exact_binlog() -> anyhow
     // Every segment says truly whether it ends between transactions (the project's own
     // boundary tracker, run over the whole chain), and with transactions this small and
     // the default segment size, every one does.
-    let mut trx = logferry_common::trx::TrxTracker::default();
+    let mut trx = logferry_common::format::mysql::TrxTracker::default();
     for (name, seg) in &segs {
         let payload = seg.payload()?;
         let mut at_boundary = true;
@@ -67,7 +67,8 @@ async fn workload_with_rotations_arrives_as_the_servers_exact_binlog() -> anyhow
                 binlog::Record::Format(fde) => crc = binlog::fde_has_crc32(fde),
                 binlog::Record::Event(ev) => {
                     let ty = binlog::EventHeader::parse(ev)?.event_type;
-                    at_boundary = trx.after(ty, logferry_common::trx::event_body(ev, crc));
+                    at_boundary =
+                        trx.after(ty, logferry_common::format::mysql::event_body(ev, crc));
                 }
             }
         }
@@ -179,9 +180,9 @@ async fn a_new_stream_can_start_at_the_current_position() -> anyhow::Result<()> 
     workload::run(&mut c, 100, 200).await?;
     wait_caught_up(&db, &shipper, &agent).await?;
     let segs = store::segments(&shipper.store_dir, STREAM)?;
-    let logferry_common::Position::Binlog(first) = &segs[0].1.header.meta.start;
+    let logferry_common::Position::Mysql(first) = &segs[0].1.header.meta.start;
     assert_eq!(
-        (first.file.as_str(), first.offset),
+        (first.file(), first.offset),
         (file.as_str(), pos),
         "the chain starts where the server stood when the agent connected"
     );

@@ -52,8 +52,8 @@ async fn flipped_byte_and_missing_segment_are_reported() -> anyhow::Result<()> {
     // An export streams segment by segment: it stops at the flipped one, names it, says
     // how far it got, and what it wrote before it is whole.
     let from = segs[0].1.header.meta.start.to_string();
-    let logferry_common::Position::Binlog(end) = &segs[0].1.header.meta.end;
-    let first_end = format!("{}:{}", end.file, end.offset);
+    let logferry_common::Position::Mysql(end) = &segs[0].1.header.meta.end;
+    let first_end = format!("{}:{}", end.file(), end.offset);
     let export_dir = tmp.path().join("export");
     let (code, out) = shipper_cli(&[
         "export",

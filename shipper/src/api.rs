@@ -185,7 +185,7 @@ async fn metrics(State(st): State<Arc<Ingest>>) -> String {
 impl IntoResponse for ShipperError {
     fn into_response(self) -> Response {
         let status = match &self {
-            ShipperError::BadSegment(_)
+            ShipperError::Format(_)
             | ShipperError::BadSnapshot(_)
             | ShipperError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ShipperError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use logferry_common::keys::{parse_segment_file_name, stream_of_key};
+use logferry_common::keys::{parse_segment_key, stream_of_key};
 use logferry_common::{SegmentHeader, StreamId};
 use tokio::sync::Mutex as AsyncMutex;
 use tracing::warn;
@@ -227,9 +227,7 @@ impl Catalog {
 
 /// Parses a segment object key into a [`SegmentRef`]; `None` for other objects.
 pub fn segment_ref(key: &str, size: u64) -> Option<SegmentRef> {
-    let rest = key.strip_prefix("streams/")?;
-    let (_, tail) = rest.split_once("/segments/")?;
-    let (start_key, end_key) = parse_segment_file_name(tail).ok()?;
+    let (start_key, end_key) = parse_segment_key(key)?;
     Some(SegmentRef {
         key: key.to_owned(),
         start_key,
@@ -269,13 +267,12 @@ mod tests {
         let meta = logferry_common::SegmentMeta {
             stream: logferry_common::StreamId::new("s").unwrap(),
             source: logferry_common::SourceKind::Mysql,
-            start: logferry_common::Position::Binlog(logferry_common::BinlogPos::new(
-                "b.000001", start,
-            )),
-            end: logferry_common::Position::Binlog(logferry_common::BinlogPos::new(
-                "b.000001",
-                start + 10,
-            )),
+            start: logferry_common::Position::Mysql(
+                logferry_common::BinlogPos::new("b.000001", start).unwrap(),
+            ),
+            end: logferry_common::Position::Mysql(
+                logferry_common::BinlogPos::new("b.000001", start + 10).unwrap(),
+            ),
             open_trx: None,
             first_event_ms: 0,
             last_event_ms: 0,

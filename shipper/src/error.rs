@@ -4,9 +4,10 @@
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ShipperError {
-    /// The uploaded bytes are not a valid segment (400).
-    #[error("rejected segment: {0}")]
-    BadSegment(#[from] logferry_common::Error),
+    /// Bytes or text in one of logferry's formats (a segment, a position, a manifest)
+    /// fail validation (400 on upload); the message says which and why.
+    #[error("{0}")]
+    Format(#[from] logferry_common::Error),
     /// An uploaded snapshot chunk or manifest is invalid (400); the message names it.
     #[error("rejected snapshot upload: {0}")]
     BadSnapshot(String),

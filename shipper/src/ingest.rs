@@ -39,7 +39,7 @@ impl Ingest {
     /// Validates and stores one encoded segment.
     ///
     /// # Errors
-    /// [`ShipperError::BadSegment`], [`ShipperError::Conflict`], [`ShipperError::Store`].
+    /// [`ShipperError::Format`], [`ShipperError::Conflict`], [`ShipperError::Store`].
     pub async fn segment(self: &Arc<Self>, body: Bytes) -> Result<SegmentAck> {
         self.metrics.uploads.fetch_add(1, Ordering::Relaxed);
         let limits = self.limits;

@@ -35,7 +35,7 @@ pub async fn segments(
     store: &Store,
     only: Option<&StreamId>,
 ) -> Result<Vec<(String, Vec<SegmentLine>)>> {
-    let prefix = only.map_or_else(|| "streams".to_owned(), |s| format!("streams/{s}"));
+    let prefix = logferry_common::keys::stream_prefix(only);
     let mut out: Vec<(String, Vec<SegmentLine>)> = Vec::new();
     for (r, h) in stored_segments(store, &prefix).await? {
         let stream = h.meta.stream.to_string();

@@ -13,11 +13,9 @@ use logferry_shipper::catalog::Catalog;
 use logferry_shipper::error::ShipperError;
 use logferry_shipper::ingest::Ingest;
 use logferry_shipper::listing::{self, rfc3339};
-use logferry_shipper::replay;
-use logferry_shipper::restore::{self, Target};
+use logferry_shipper::restore::{self, Bars, ExportOptions, Report, Request, RestoreOptions};
 use logferry_shipper::storage::Store;
-use logferry_shipper::target_server::TargetServer;
-use logferry_shipper::{api, verify};
+use logferry_shipper::{api, sources, verify};
 use std::time::Instant;
 use tracing::info;
 
@@ -240,38 +238,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             keep_durability,
         } => {
             let store = store.open()?;
-            let target_pos: Target = to.parse()?;
-            let server: TargetServer = target.parse()?;
             let started = Instant::now();
-            let plan = restore::plan(&store, &stream, &target_pos).await?;
-            let existing = server.user_databases().await?;
-            if !existing.is_empty() && !force {
-                bail!(
-                    "the target already holds databases ({}); restore into an empty server or pass --force",
-                    existing.join(", ")
-                );
-            }
-            let relaxed = server.relax_for_replay(keep_durability).await;
-            for note in &relaxed.notes {
-                println!("note: {note}");
-            }
-            let applied = restore_into(&store, &plan, &target_pos, &server).await;
-            let put_back = server.put_back(&relaxed).await;
-            let collected = match applied {
-                Ok(c) => c,
-                Err(e) => {
-                    if let Err(d) = put_back {
-                        eprintln!("logferry-shipper: {d:#}");
-                    }
-                    return Err(e);
-                }
+            let req = Request {
+                stream: &stream,
+                to: &to,
             };
-            put_back?;
-            report("restore", &stream, &to, &plan, &collected, started);
-            if let Some(previous) = &relaxed.flush {
-                println!("  durability:     innodb_flush_log_at_trx_commit was 2 during the restore, back to {previous}; redo log flushed");
-            }
-            Ok(note_gap_after(&plan))
+            let opts = RestoreOptions {
+                target: &target,
+                force,
+                keep_durability,
+            };
+            let report = sources::restore(&store, &req, &opts, &Bars::visible()).await?;
+            print_report("restore", &req, &report, started);
+            Ok(ExitCode::SUCCESS)
         }
         Command::Export {
             store,
@@ -281,38 +260,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             dir,
         } => {
             let store = store.open()?;
-            let target_pos: Target = to.parse()?;
             let started = Instant::now();
-            let plan = match from {
-                Some(f) => {
-                    restore::plan_from(
-                        &store,
-                        &stream,
-                        &logferry_common::BinlogPos::parse(&f)?,
-                        &target_pos,
-                    )
-                    .await?
-                }
-                None => restore::plan(&store, &stream, &target_pos).await?,
+            let req = Request {
+                stream: &stream,
+                to: &to,
             };
-            let mut written = Vec::new();
-            if let Some(m) = &plan.snapshot {
-                let bar = bytes_bar("writing the snapshot", m.plain_bytes())?;
-                written.extend(restore::export_snapshot(&store, &plan, &dir, &bar).await?);
-                bar.finish_and_clear();
-            }
-            let bar = bytes_bar("exporting segments", segment_bytes(&plan))?;
-            let collected = replay::into_dir(&store, &plan, &target_pos, &dir, &bar).await?;
-            bar.finish_and_clear();
-            restore::write_howto(&dir, &plan, &collected).await?;
-            written.extend(collected.files.iter().cloned());
-            report("export", &stream, &to, &plan, &collected, started);
-            println!(
-                "  written into {}: {} and RESTORE.txt",
-                dir.display(),
-                written.join(", ")
-            );
-            Ok(note_gap_after(&plan))
+            let opts = ExportOptions {
+                from: from.as_deref(),
+                dir: &dir,
+            };
+            let report = sources::export(&store, &req, &opts, &Bars::visible()).await?;
+            print_report("export", &req, &report, started);
+            Ok(ExitCode::SUCCESS)
         }
         Command::Ls {
             store,
@@ -359,16 +318,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 async fn drill(store: &Store, stream: &StreamId, target: &str) -> anyhow::Result<ExitCode> {
-    let scratch: TargetServer = target.parse()?;
     let started = Instant::now();
-    let bar = bytes_bar("drilling", 0)?;
-    let report = logferry_shipper::drill::run(store, stream, &scratch, &bar).await?;
-    bar.finish_and_clear();
+    let report = sources::drill(store, stream, target, &Bars::visible()).await?;
     println!("restore drill of stream {stream}");
     println!("  loaded:         {}", report.base);
     println!(
-        "  compared with:  {} ({} tables)",
-        report.checked_against, report.tables_compared
+        "  compared with:  {} ({} {})",
+        report.checked_against, report.compared, report.compared_what
     );
     for d in &report.differences {
         println!(
@@ -386,68 +342,26 @@ async fn drill(store: &Store, stream: &StreamId, target: &str) -> anyhow::Result
     );
     println!("  elapsed:        {}", restore::elapsed(started.elapsed()));
     if report.differences.is_empty() {
-        println!("OK restore drill: every table equals its manifest");
+        println!(
+            "OK restore drill: every one of the {} {} equals its manifest",
+            report.compared, report.compared_what
+        );
         Ok(ExitCode::SUCCESS)
     } else {
         println!(
-            "FAILED restore drill: {} table(s) differ",
-            report.differences.len()
+            "FAILED restore drill: {} of the {} differ",
+            report.differences.len(),
+            report.compared_what
         );
         Ok(ExitCode::FAILURE)
     }
 }
 
-/// Exit status of a restore or export that finished: the plan refused any gap before the
-/// target, so one after it is only noted.
-fn note_gap_after(plan: &restore::Plan) -> ExitCode {
-    if let Some(gap) = &plan.gap {
-        println!("  note:           {gap}");
-    }
-    ExitCode::SUCCESS
-}
-
-fn bytes_bar(what: &str, total: u64) -> anyhow::Result<ProgressBar> {
-    let style = ProgressStyle::with_template(&format!(
-        "{what} {{bar:30}} {{bytes}}/{{total_bytes}} {{bytes_per_sec}} eta {{eta}} {{msg}}"
-    ))
-    .context("progress template")?;
-    Ok(ProgressBar::new(total).with_style(style))
-}
-
-/// Loads the plan's snapshot into `server` and replays the binlog after it, with progress
-/// bars.
-async fn restore_into(
-    store: &Store,
-    plan: &restore::Plan,
-    target: &Target,
-    server: &TargetServer,
-) -> anyhow::Result<restore::Collected> {
-    if let Some(m) = &plan.snapshot {
-        let bar = bytes_bar("loading the snapshot", m.plain_bytes())?;
-        restore::load_snapshot(store, plan, server, &bar).await?;
-        bar.finish_and_clear();
-    }
-    let bar = bytes_bar("replaying segments", segment_bytes(plan))?;
-    let collected = replay::into_server(store, plan, target, server, &bar).await?;
-    bar.finish_and_clear();
-    Ok(collected)
-}
-
-/// Stored bytes of the plan's segments: the unit of the replay progress bar.
-fn segment_bytes(plan: &restore::Plan) -> u64 {
-    plan.segments.iter().map(|c| c.seg.size).sum()
-}
-
-fn report(
-    what: &str,
-    stream: &StreamId,
-    to: &str,
-    plan: &restore::Plan,
-    c: &restore::Collected,
-    started: Instant,
-) {
-    println!("{what} of stream {stream} to {to} finished");
-    match &plan.snapshot {
+/// Prints what a finished restore or export did. The plan refused any gap before the
+/// target, so one after it is only a note.
+fn print_report(what: &str, req: &Request<'_>, r: &Report, started: Instant) {
+    println!("{what} of stream {} to {} finished", req.stream, req.to);
+    match &r.snapshot {
         Some(m) => println!(
             "  snapshot:       {} at {} (taken {}), {} chunks, {} bytes, sha256 verified",
             m.id,
@@ -456,15 +370,21 @@ fn report(
             m.chunks.len(),
             m.plain_bytes()
         ),
-        None => println!("  snapshot:       none (binlog from {})", plan.start),
+        None => println!("  snapshot:       none (log from {})", r.start),
     }
     println!(
         "  events applied: {} in {} transactions from {} segments (sha256 verified)",
-        c.events, c.transactions, c.segments_verified
+        r.events, r.transactions, r.segments_verified
     );
-    match (&c.last_position, c.last_time_ms) {
-        (Some(p), Some(t)) => println!("  last applied:   {p} committed {}", rfc3339(t)),
-        _ => println!("  last applied:   the snapshot's position {}", plan.start),
+    match &r.last {
+        Some((p, t)) => println!("  last applied:   {p} committed {}", rfc3339(*t)),
+        None => println!("  last applied:   the snapshot's position {}", r.start),
+    }
+    for note in &r.notes {
+        println!("  note:           {note}");
+    }
+    if let Some(dir) = &r.dir {
+        println!("  written into {}: {}", dir.display(), r.written.join(", "));
     }
     println!("  elapsed:        {}", restore::elapsed(started.elapsed()));
 }

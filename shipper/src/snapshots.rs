@@ -5,9 +5,10 @@
 //! lists is stored with the listed size, so a stored manifest means a complete snapshot.
 
 use bytes::Bytes;
-use logferry_common::snapshot::{
-    chunk_key, manifest_key, snapshots_prefix, validate_id, SnapshotManifest,
+use logferry_common::keys::{
+    chunk_key, is_manifest_key, manifest_key, snapshot_prefix, snapshots_prefix,
 };
+use logferry_common::snapshot::{validate_id, SnapshotManifest};
 use logferry_common::StreamId;
 use sha2::{Digest, Sha256};
 
@@ -61,18 +62,17 @@ pub async fn put_manifest(
     body: Bytes,
 ) -> Result<Accepted> {
     validate_id(id)?;
-    let m: SnapshotManifest = serde_json::from_slice(&body)
-        .map_err(|e| bad(format!("manifest is not valid JSON: {e}")))?;
+    let m = SnapshotManifest::from_json(&body)
+        .map_err(|e| bad(format!("manifest of snapshot {id}: {e}")))?;
     if &m.stream != stream || m.id != id {
         return Err(bad(format!(
             "manifest names {}/{}, the URL {stream}/{id}",
             m.stream, m.id
         )));
     }
-    logferry_common::BinlogPos::parse(&m.position)?;
-    let stored = store
-        .list(&format!("{}/{id}/", snapshots_prefix(stream)))
-        .await?;
+    m.position()
+        .map_err(|e| bad(format!("manifest of snapshot {id}: {e}")))?;
+    let stored = store.list(&snapshot_prefix(stream, id)).await?;
     for c in &m.chunks {
         let key = chunk_key(stream, id, c.index);
         match stored.iter().find(|o| o.key == key) {
@@ -111,10 +111,10 @@ async fn put_once(store: &Store, key: &str, body: Bytes) -> Result<Accepted> {
 pub async fn list(store: &Store, stream: &StreamId) -> Result<Vec<SnapshotManifest>> {
     let mut out = Vec::new();
     for obj in store.list(&snapshots_prefix(stream)).await? {
-        if obj.key.ends_with("/manifest.json") {
+        if is_manifest_key(&obj.key) {
             let bytes = store.get(&obj.key).await?;
-            let m: SnapshotManifest =
-                serde_json::from_slice(&bytes).map_err(|e| bad(format!("{}: {e}", obj.key)))?;
+            let m = SnapshotManifest::from_json(&bytes)
+                .map_err(|e| bad(format!("{}: {e}", obj.key)))?;
             out.push(m);
         }
     }

@@ -9,7 +9,9 @@ use std::fmt;
 use bytes::Bytes;
 use indicatif::ProgressBar;
 use logferry_common::keys::stream_of_key;
-use logferry_common::{binlog, DecodeLimits, Position, Segment, SegmentHeader, StreamId};
+use logferry_common::{DecodeLimits, Position, Segment, SegmentHeader, StreamId};
+
+use crate::sources;
 
 use crate::catalog::segment_ref;
 use crate::error::Result;
@@ -81,10 +83,7 @@ pub async fn verify(
     only: Option<&StreamId>,
     bar: &ProgressBar,
 ) -> Result<Vec<StreamReport>> {
-    let prefix = match only {
-        Some(s) => format!("streams/{s}"),
-        None => "streams".to_owned(),
-    };
+    let prefix = logferry_common::keys::stream_prefix(only);
     let mut by_stream: BTreeMap<String, Vec<(String, u64)>> = BTreeMap::new();
     let listed = store.list(&prefix).await?;
     bar.set_length(listed.iter().map(|o| o.size).sum());
@@ -141,8 +140,11 @@ pub async fn verify(
             }
             if let Some((prev_key, prev)) = &prev_end {
                 match m.start.cmp_place(prev) {
-                    std::cmp::Ordering::Equal => {}
-                    std::cmp::Ordering::Greater => r.problems.push(problem(
+                    Ok(std::cmp::Ordering::Equal) => {}
+                    Err(e) => r
+                        .problems
+                        .push(problem(&key, ProblemKind::Corrupt, e.to_string())),
+                    Ok(std::cmp::Ordering::Greater) => r.problems.push(problem(
                         &key,
                         ProblemKind::Gap,
                         format!(
@@ -150,7 +152,7 @@ pub async fn verify(
                             m.start
                         ),
                     )),
-                    std::cmp::Ordering::Less => r.problems.push(problem(
+                    Ok(std::cmp::Ordering::Less) => r.problems.push(problem(
                         &key,
                         ProblemKind::Overlap,
                         format!(
@@ -185,16 +187,13 @@ fn check_segment(bytes: Bytes) -> std::result::Result<SegmentHeader, String> {
     let seg = Segment::decode(bytes, &DecodeLimits::stored()).map_err(|e| e.to_string())?;
     let payload = seg.payload().map_err(|e| e.to_string())?;
     let m = &seg.header.meta;
-    match (&m.start, &m.end) {
-        (Position::Binlog(start), Position::Binlog(end)) => {
-            let n = binlog::check_chain(&payload, start, end).map_err(|e| e.to_string())?;
-            if n != m.event_count {
-                return Err(format!(
-                    "payload holds {n} events, header says {}",
-                    m.event_count
-                ));
-            }
-        }
+    let n =
+        sources::check_payload(m.source, &payload, &m.start, &m.end).map_err(|e| e.to_string())?;
+    if n != m.event_count {
+        return Err(format!(
+            "payload holds {n} events, header says {}",
+            m.event_count
+        ));
     }
     Ok(seg.header)
 }

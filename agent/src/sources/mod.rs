@@ -2,13 +2,19 @@
 //!
 //! A source connects, resumes exactly after a given position, and yields events already
 //! framed as records of its segment payload format, each with its start and end position,
-//! commit time, and whether a restore may stop right after it.
+//! commit time, and whether a restore may stop right after it. A new kind adds a module
+//! here, a variant to [`AnySource`] and to `logferry_config::SourceConfig`, and the arms of
+//! the `match`es in this file; the pipeline does not change.
 
 pub mod mysql;
 
-use logferry_common::Position;
+use logferry_common::snapshot::{SnapshotContent, SnapshotManifest};
+use logferry_common::{Position, SourceKind};
+use logferry_config::{AgentConfig, SourceConfig};
 
+use crate::client::ShipperClient;
 use crate::error::Result;
+use crate::pipeline::ShutdownRx;
 
 /// One event of the change log, ready for the segmenter.
 #[derive(Debug, Clone)]
@@ -29,6 +35,25 @@ pub struct SourceEvent {
     pub caught_up: bool,
 }
 
+/// A part of a snapshot that arrives inside the change stream (a Redis full resync sends
+/// an RDB before the commands that follow it). Parts come in order: one `Begin`, any
+/// number of `Data`, one `End`; events after `End` continue from the snapshot's position.
+#[derive(Debug)]
+pub enum SnapshotPart {
+    /// A snapshot starts; the chain continues from `position` once it is stored.
+    Begin {
+        /// Where in the log the snapshot stands.
+        position: Position,
+    },
+    /// The next bytes of the snapshot's data.
+    Data(Vec<u8>),
+    /// The data is complete; `content` is what the kind adds to the manifest.
+    End {
+        /// The per-source part of the manifest.
+        content: SnapshotContent,
+    },
+}
+
 /// What a source yields.
 #[derive(Debug)]
 pub enum SourceItem {
@@ -36,12 +61,15 @@ pub enum SourceItem {
     Event(SourceEvent),
     /// The server is idle and everything up to its head has been read.
     Heartbeat,
+    /// Part of a snapshot the server sent inline; the pipeline stores it as a snapshot of
+    /// the stream.
+    Snapshot(SnapshotPart),
 }
 
 /// A change log being tailed.
 #[allow(async_fn_in_trait)]
 pub trait Source {
-    /// The next event or heartbeat.
+    /// The next event, heartbeat or inline snapshot part.
     ///
     /// # Errors
     /// Retryable errors (see [`crate::AgentError::is_retryable`]) mean: reconnect and resume
@@ -54,4 +82,96 @@ pub trait Source {
     /// Records that every segment of this source starts with (e.g. the binlog format
     /// description), so a segment is readable on its own.
     fn preamble(&self) -> &[u8];
+
+    /// The newest position the server is known to have (at least what has been read), for
+    /// lag; `None` until the source knows it.
+    fn head(&self) -> Option<Position>;
+
+    /// Told, between items, the end of the newest segment the shipper has durably stored,
+    /// so that a source holding something until then can release it (Kafka commits its
+    /// consumer offsets here). A binlog needs nothing released: MySQL's is a no-op.
+    ///
+    /// # Errors
+    /// Retryable errors reconnect the source, as in [`Source::next`].
+    async fn durable(&mut self, end: &Position) -> Result<()>;
+}
+
+/// A connected source of any kind: what [`connect`] returns and the pipeline drives.
+pub enum AnySource {
+    /// A MySQL/MariaDB binlog.
+    Mysql(mysql::MysqlSource),
+}
+
+impl Source for AnySource {
+    async fn next(&mut self) -> Result<SourceItem> {
+        match self {
+            AnySource::Mysql(s) => s.next().await,
+        }
+    }
+
+    fn preamble(&self) -> &[u8] {
+        match self {
+            AnySource::Mysql(s) => s.preamble(),
+        }
+    }
+
+    fn head(&self) -> Option<Position> {
+        match self {
+            AnySource::Mysql(s) => s.head(),
+        }
+    }
+
+    async fn durable(&mut self, end: &Position) -> Result<()> {
+        match self {
+            AnySource::Mysql(s) => s.durable(end).await,
+        }
+    }
+}
+
+/// The kind of log a source config tails.
+pub fn kind(cfg: &SourceConfig) -> SourceKind {
+    match cfg {
+        SourceConfig::Mysql(_) => SourceKind::Mysql,
+    }
+}
+
+/// Connects the source in `cfg` and starts reading right after `resume` (or where the
+/// config says for a new stream).
+///
+/// # Errors
+/// The source's connect errors; [`crate::AgentError::Segment`] when `resume` is a
+/// position of another kind.
+pub async fn connect(cfg: &SourceConfig, resume: Option<&Position>) -> Result<AnySource> {
+    match cfg {
+        SourceConfig::Mysql(m) => {
+            let at = resume.map(Position::as_mysql).transpose()?;
+            mysql::connect(m, at).await.map(AnySource::Mysql)
+        }
+    }
+}
+
+/// Takes a snapshot now, the way the source's kind takes one (MySQL: a dump of a paused
+/// replica).
+///
+/// # Errors
+/// [`crate::AgentError::Snapshot`] when the source has no snapshot configured, and the
+/// errors of taking and uploading it.
+pub async fn take_snapshot(
+    cfg: &AgentConfig,
+    client: &ShipperClient,
+    shutdown: ShutdownRx,
+) -> Result<SnapshotManifest> {
+    match &cfg.source {
+        SourceConfig::Mysql(_) => mysql::snapshot::take(cfg, client, shutdown).await,
+    }
+}
+
+/// Puts back what an interrupted snapshot left behind (MySQL: a replica left paused).
+///
+/// # Errors
+/// When the source cannot be reached to put it back.
+pub async fn recover_interrupted_snapshot(cfg: &AgentConfig) -> Result<()> {
+    match &cfg.source {
+        SourceConfig::Mysql(_) => mysql::snapshot::resume_if_left_paused(cfg).await,
+    }
 }

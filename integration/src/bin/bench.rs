@@ -405,8 +405,8 @@ fn bench_meta() -> anyhow::Result<SegmentMeta> {
     Ok(SegmentMeta {
         stream: StreamId::new(STREAM)?,
         source: SourceKind::Mysql,
-        start: Position::Binlog(BinlogPos::new("mysql-bin.000001", 4)),
-        end: Position::Binlog(BinlogPos::new("mysql-bin.000001", 8)),
+        start: Position::Mysql(BinlogPos::new("mysql-bin.000001", 4).unwrap()),
+        end: Position::Mysql(BinlogPos::new("mysql-bin.000001", 8).unwrap()),
         open_trx: None,
         first_event_ms: 0,
         last_event_ms: 0,
@@ -599,7 +599,7 @@ async fn size_run(
         let shipper = Shipper::start(&final_dir).await?;
         let mut snap_settings = settings(&primary, &shipper, STREAM, 901, 1000);
         snap_settings.extra_toml = format!(
-            "[snapshot]\nreplica_url = \"mysql://root@127.0.0.1:{}\"\n",
+            "[source.snapshot]\nreplica_url = \"mysql://root@127.0.0.1:{}\"\n",
             replica.port
         );
         let mut snapper = Agent::start(&final_dir.join("snapper"), &snap_settings)?;

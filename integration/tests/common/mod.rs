@@ -46,8 +46,8 @@ pub async fn wait_caught_up(db: &MariaDb, shipper: &Shipper, agent: &Agent) -> a
         }
         let (file, pos) = db.master_status().await?;
         let segs = store::segments(&shipper.store_dir, STREAM)?;
-        if let Some(Position::Binlog(end)) = store::chain_end(&segs) {
-            if end.file == file && end.offset == pos {
+        if let Some(Position::Mysql(end)) = store::chain_end(&segs) {
+            if end.file() == file && end.offset == pos {
                 return Ok(());
             }
         }
@@ -141,14 +141,14 @@ pub fn rfc3339(ms: i64) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
-/// The `[snapshot]` section of an agent config for `replica`, throttled to `rate` bytes
+/// The `[source.snapshot]` section of an agent config for `replica`, throttled to `rate` bytes
 /// per second when given.
 pub fn snapshot_section(replica: &MariaDb, rate: Option<u64>) -> String {
     let rate = rate
         .map(|r| format!("max_bytes_per_sec = {r}\n"))
         .unwrap_or_default();
     format!(
-        "[snapshot]\nreplica_url = \"mysql://root@127.0.0.1:{}\"\nschedule = \"0 0 1 1 *\"\nchunk_bytes = 65536\n{rate}",
+        "[source.snapshot]\nreplica_url = \"mysql://root@127.0.0.1:{}\"\nschedule = \"0 0 1 1 *\"\nchunk_bytes = 65536\n{rate}",
         replica.port
     )
 }
@@ -182,13 +182,13 @@ pub fn segment(start: u64, body: &[u8]) -> Segment {
     ev.extend_from_slice(&(start as u32 + size).to_le_bytes());
     ev.extend_from_slice(&0u16.to_le_bytes());
     ev.extend_from_slice(body);
-    let mut p = logferry_common::binlog::PayloadBuilder::default();
+    let mut p = logferry_common::format::mysql::PayloadBuilder::default();
     p.push_event(&ev);
     let meta = SegmentMeta {
         stream: StreamId::new("garbage-test").unwrap_or_else(|e| panic!("{e}")),
         source: SourceKind::Mysql,
-        start: Position::Binlog(BinlogPos::new("mysql-bin.000001", start)),
-        end: Position::Binlog(BinlogPos::new("mysql-bin.000001", start + u64::from(size))),
+        start: Position::Mysql(BinlogPos::new("mysql-bin.000001", start).unwrap()),
+        end: Position::Mysql(BinlogPos::new("mysql-bin.000001", start + u64::from(size)).unwrap()),
         open_trx: None,
         first_event_ms: 1,
         last_event_ms: 2,

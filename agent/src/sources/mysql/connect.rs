@@ -8,8 +8,9 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStreamRequest, Conn, Opts, Row};
 use tracing::{debug, info};
 
-use super::events::{GtidState, TrxTracker};
-use super::MysqlSource;
+use logferry_common::format::mysql::{GtidState, TrxTracker};
+
+use super::{server_pos, MysqlSource};
 use crate::error::{AgentError, Result};
 
 /// MySQL error code: access denied for user (bad password).
@@ -45,14 +46,14 @@ pub async fn connect(cfg: &MysqlConfig, resume: Option<&BinlogPos>) -> Result<My
     let mut gtid_known = false;
     let (start, by_gtid) = match resume {
         Some(pos) => {
-            let on_server = files.iter().any(|f| f == &pos.file);
+            let on_server = files.iter().any(|f| f == pos.file());
             let want_gtid = match cfg.resume {
                 ResumeMode::Gtid => true,
                 ResumeMode::File => false,
                 ResumeMode::Auto => !on_server,
             };
             if let Some(g) = &pos.gtid {
-                gtid = GtidState::parse(g)?;
+                gtid = GtidState::parse(g).map_err(|e| AgentError::Protocol(e.to_string()))?;
                 gtid_known = true;
             }
             if want_gtid && (!server.mariadb || pos.gtid.is_none()) {
@@ -67,7 +68,7 @@ pub async fn connect(cfg: &MysqlConfig, resume: Option<&BinlogPos>) -> Result<My
                 return Err(AgentError::Gap(format!(
                     "binlog file {} was purged from the server (it has {}..{}); \
                      events after {pos} are lost to the stream: take a new snapshot",
-                    pos.file,
+                    pos.file(),
                     files.first().map(String::as_str).unwrap_or("none"),
                     files.last().map(String::as_str).unwrap_or("none"),
                 )));
@@ -80,14 +81,16 @@ pub async fn connect(cfg: &MysqlConfig, resume: Option<&BinlogPos>) -> Result<My
                     AgentError::ServerSetup("the server lists no binary logs".into())
                 })?;
                 (
-                    BinlogPos::new(first.clone(), BinlogPos::FIRST_EVENT_OFFSET),
+                    server_pos(first.clone(), BinlogPos::FIRST_EVENT_OFFSET)?,
                     false,
                 )
             }
             StartFrom::Current => {
                 let (pos, state) = current_position(&mut conn, &addr, server.mariadb).await?;
                 if let Some(s) = state {
-                    gtid = GtidState::parse(&s)?;
+                    gtid = GtidState::parse(&s).map_err(|e| {
+                        AgentError::Protocol(format!("the server's gtid_binlog_pos: {e}"))
+                    })?;
                     gtid_known = true;
                 }
                 (pos, false)
@@ -118,7 +121,7 @@ pub async fn connect(cfg: &MysqlConfig, resume: Option<&BinlogPos>) -> Result<My
     let file = if by_gtid {
         Vec::new()
     } else {
-        start.file.clone().into_bytes()
+        start.file().as_bytes().to_vec()
     };
     let pos = if by_gtid {
         BinlogPos::FIRST_EVENT_OFFSET
@@ -148,6 +151,7 @@ pub async fn connect(cfg: &MysqlConfig, resume: Option<&BinlogPos>) -> Result<My
         mariadb: server.mariadb,
         preamble: Vec::new(),
         known_files: files,
+        head: catch_up_to.clone(),
         catch_up_to,
     })
 }
@@ -246,11 +250,10 @@ async fn binlog_end(conn: &mut Conn, addr: &str) -> Result<Option<BinlogPos>> {
     for statement in ["SHOW MASTER STATUS", "SHOW BINARY LOG STATUS"] {
         match conn.query_first::<Row, _>(statement).await {
             Ok(row) => {
-                return Ok(row.and_then(|r| {
-                    let file: String = r.get(0)?;
-                    let pos: u64 = r.get(1)?;
-                    Some(BinlogPos::new(file, pos))
-                }))
+                let Some((file, pos)) = row.and_then(|r| Some((r.get(0)?, r.get(1)?))) else {
+                    return Ok(None);
+                };
+                return server_pos(file, pos).map(Some);
             }
             Err(mysql_async::Error::Server(e)) => {
                 debug!(statement, error = %e.message, "the server does not give its binlog end this way");

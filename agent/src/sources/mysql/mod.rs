@@ -1,29 +1,30 @@
 //! MySQL / MariaDB source: tails the binlog as a replica over the replication protocol.
 //!
 //! Events are kept byte for byte (rebuilt from the decoded event, CRC32 verified against the
-//! server's checksum), framed as [`logferry_common::binlog`] records. Positions are binlog file
+//! server's checksum), framed as [`logferry_common::format::mysql`] records. Positions are binlog file
 //! + offset, annotated with the MariaDB GTID state at transaction boundaries.
 //!
 //! - [`connect`]: preflight checks (binlog on, ROW format, privileges) and the dump request.
-//! - [`events`]: transaction boundaries, rotate targets and GTID state, as pure functions.
+//! - [`events`]: rotate targets, as pure functions.
+//! - [`snapshot`]: full snapshots from a replica paused on the apply side.
 
 pub mod connect;
 pub mod events;
+pub mod snapshot;
 
 use std::panic::AssertUnwindSafe;
 
 use futures::{FutureExt, StreamExt};
-use logferry_common::binlog;
+use logferry_common::format::mysql as binlog;
 use logferry_common::{BinlogPos, Position};
 use mysql_async::binlog::events::Event;
 use mysql_async::binlog::{BinlogChecksumAlg, BinlogVersion};
 use mysql_async::BinlogStream;
 
-use self::events::{
-    code, fake_rotate_target, rotate_target, GtidState, TrxTracker, LOG_EVENT_ARTIFICIAL_F,
-};
+use self::events::{fake_rotate_target, rotate_target};
 use super::{Source, SourceEvent, SourceItem};
 use crate::error::{AgentError, Result};
+use logferry_common::format::mysql::{code, GtidState, TrxTracker, LOG_EVENT_ARTIFICIAL_F};
 
 pub use self::connect::connect;
 
@@ -49,6 +50,9 @@ pub struct MysqlSource {
     known_files: Vec<String>,
     /// The server's binlog end when the source connected, until a boundary reaches it.
     catch_up_to: Option<BinlogPos>,
+    /// The newest place the server is known to have written: its binlog end at connect,
+    /// then whatever has been read past it (a heartbeat says everything was).
+    head: Option<BinlogPos>,
 }
 
 impl MysqlSource {
@@ -59,6 +63,9 @@ impl MysqlSource {
         let log_pos = u64::from(h.log_pos());
         let size = u64::from(h.event_size());
         if ty == code::HEARTBEAT {
+            if let Some(c) = &self.cursor {
+                self.saw(c.clone());
+            }
             return Ok(Some(SourceItem::Heartbeat));
         }
         if ty == code::TRANSACTION_PAYLOAD || code::MARIADB_COMPRESSED.contains(&ty) {
@@ -75,21 +82,21 @@ impl MysqlSource {
         if ty == code::ROTATE && artificial {
             let mut known = self.known_files.clone();
             if let Some(c) = &self.cursor {
-                known.push(c.file.clone());
+                known.push(c.file().to_owned());
             }
             let (pos, file) = fake_rotate_target(ev.data(), &known)?;
             let Some(cursor) = self.cursor.clone() else {
-                self.cursor = Some(BinlogPos::new(file, pos));
+                self.cursor = Some(server_pos(file, pos)?);
                 return Ok(None);
             };
-            if cursor.file == file {
+            if cursor.file() == file {
                 return Ok(None);
             }
             // Mid-stream, the server sends a fake rotate only once it has sent the file
             // before to its end: to the next file, that file ended with neither a rotate nor
             // a stop event (the server crashed) and nothing was skipped. The fake rotate is
             // stored as the chain's proof of that, under the rule every reader checks.
-            let to = BinlogPos::new(file, pos);
+            let to = server_pos(file, pos)?;
             let header = binlog::EventHeader {
                 timestamp: h.timestamp(),
                 event_type: ty,
@@ -98,7 +105,7 @@ impl MysqlSource {
                 log_pos: h.log_pos(),
                 flags,
             };
-            if !binlog::is_file_switch(&header, &cursor.file, &to) {
+            if !binlog::is_file_switch(&header, cursor.file(), &to) {
                 return Err(AgentError::Gap(format!(
                     "the stream is at {cursor} but the server continues in {to} \
                      (binlog reset or purged?): take a new snapshot and start the stream again"
@@ -122,7 +129,9 @@ impl MysqlSource {
             if !(start_off > cursor.offset && ty == code::TABLE_MAP && self.mariadb) {
                 return Err(AgentError::Gap(format!(
                     "expected the next event at {}:{} but the server sent one at {}:{start_off}",
-                    cursor.file, cursor.offset, cursor.file
+                    cursor.file(),
+                    cursor.offset,
+                    cursor.file()
                 )));
             }
         }
@@ -137,16 +146,23 @@ impl MysqlSource {
         }
         let end = if ty == code::ROTATE {
             let (pos, file) = rotate_target(body)?;
-            BinlogPos::new(file, pos)
+            server_pos(file, pos)?
         } else if let Some(next) = (ty == code::STOP)
-            .then(|| binlog::after_stop(&cursor.file))
+            .then(|| binlog::after_stop(cursor.file()))
             .flatten()
         {
             next
         } else {
-            BinlogPos::new(cursor.file.clone(), log_pos)
+            cursor.at(log_pos)
         };
         self.emit(ev, cursor, end)
+    }
+
+    /// Moves the known head forward to `at` when `at` is past it.
+    fn saw(&mut self, at: BinlogPos) {
+        if self.head.as_ref().is_none_or(|h| at.cmp_place(h).is_gt()) {
+            self.head = Some(at);
+        }
     }
 
     /// The stored item for an event that runs from `start` to `end`: transaction boundary,
@@ -173,11 +189,12 @@ impl MysqlSource {
         }
         start.gtid = None;
         self.cursor = Some(end.clone());
+        self.saw(end.clone());
         let record = framed(ev, binlog::TAG_EVENT, Some(&start))?;
         Ok(Some(SourceItem::Event(SourceEvent {
             record,
-            start: Position::Binlog(start),
-            end: Position::Binlog(end),
+            start: Position::Mysql(start),
+            end: Position::Mysql(end),
             time_ms: i64::from(h.timestamp()) * 1000,
             boundary,
             caught_up,
@@ -222,6 +239,20 @@ impl Source for MysqlSource {
     fn preamble(&self) -> &[u8] {
         &self.preamble
     }
+
+    fn head(&self) -> Option<Position> {
+        self.head.clone().map(Position::Mysql)
+    }
+
+    async fn durable(&mut self, _end: &Position) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// A position the server named; a file name that is not a binlog file's is the server's
+/// protocol error, never a position that sorts as file 0.
+pub(super) fn server_pos(file: String, offset: u64) -> Result<BinlogPos> {
+    BinlogPos::new(file, offset).map_err(|e| AgentError::Protocol(format!("the server named {e}")))
 }
 
 /// Rebuilds the event's bytes exactly as the server sent them, framed as a payload record

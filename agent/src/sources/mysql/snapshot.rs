@@ -14,33 +14,35 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use logferry_common::snapshot::{seal_chunk, snapshot_id, SnapshotManifest, TableInfo};
-use logferry_common::BinlogPos;
-use logferry_config::{AgentConfig, SnapshotSection};
+use logferry_common::format::mysql::sql::{is_system_schema, quote_table};
+use logferry_common::snapshot::{MysqlSnapshot, SnapshotContent, SnapshotManifest, TableInfo};
+use logferry_common::{BinlogPos, Position};
+use logferry_config::{AgentConfig, MysqlSnapshotSection as SnapshotSection, SourceConfig};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, Row};
 use tokio::io::AsyncReadExt;
 use tracing::{info, warn};
 
-use crate::backoff::Backoff;
 use crate::client::ShipperClient;
 use crate::error::{AgentError, Result};
 use crate::metrics::now_ms;
 use crate::pipeline::ShutdownRx;
+use crate::snapshot_upload::{interrupted, SnapshotUpload, DEFAULT_CHUNK_BYTES};
 use crate::sources::mysql::connect::connect_error;
 
-/// Schemas never dumped: the server's own.
-const SYSTEM_SCHEMAS: [&str; 4] = ["mysql", "information_schema", "performance_schema", "sys"];
+/// How much of the dump tool's stderr is kept for the error message (its end, where the
+/// reason is).
+const STDERR_TAIL_BYTES: usize = 16 * 1024;
 
 /// Marks a replica paused by a snapshot in progress.
 pub fn pause_marker(spool_dir: &Path) -> PathBuf {
     spool_dir.join("snapshot-paused")
 }
 
-/// The source's `connect_timeout_ms`, which the replica connection uses too.
-fn connect_timeout(cfg: &AgentConfig) -> Duration {
-    let logferry_config::SourceConfig::Mysql(m) = &cfg.source;
-    Duration::from_millis(m.connect_timeout_ms)
+/// The `[source.snapshot]` section of a MySQL source, if it has one.
+fn snapshot_section(cfg: &AgentConfig) -> Option<&SnapshotSection> {
+    let SourceConfig::Mysql(m) = &cfg.source;
+    m.snapshot.as_ref()
 }
 
 async fn connect_replica(
@@ -49,7 +51,7 @@ async fn connect_replica(
 ) -> Result<(Conn, Opts, String)> {
     let opts = Opts::from_url(snap.replica_url.expose()).map_err(|e| {
         AgentError::ServerSetup(format!(
-            "snapshot.replica_url is not a usable MySQL URL: {e}"
+            "source.snapshot.replica_url is not a usable MySQL URL: {e}"
         ))
     })?;
     let addr = format!("{}:{}", opts.ip_or_hostname(), opts.tcp_port());
@@ -88,7 +90,7 @@ fn remove_marker(marker: &Path) -> Result<()> {
 /// When the replica cannot be reached or refuses; the marker stays for the next try.
 pub async fn resume_if_left_paused(cfg: &AgentConfig) -> Result<()> {
     let marker = pause_marker(&cfg.agent.spool_dir);
-    let Some(snap) = &cfg.snapshot else {
+    let Some(snap) = snapshot_section(cfg) else {
         return Ok(());
     };
     if !marker.exists() || live_owner(&marker).is_some() {
@@ -97,7 +99,7 @@ pub async fn resume_if_left_paused(cfg: &AgentConfig) -> Result<()> {
     warn!(
         "a previous snapshot was interrupted while the replica was paused; resuming its SQL thread"
     );
-    let (mut conn, _, addr) = connect_replica(snap, connect_timeout(cfg)).await?;
+    let (mut conn, _, addr) = connect_replica(snap, cfg.source.connect_timeout()).await?;
     conn.query_drop("START SLAVE SQL_THREAD")
         .await
         .map_err(|e| connect_error(&addr, e))?;
@@ -113,8 +115,8 @@ pub async fn take(
     client: &ShipperClient,
     shutdown: ShutdownRx,
 ) -> Result<SnapshotManifest> {
-    let snap = cfg.snapshot.as_ref().ok_or_else(|| {
-        AgentError::Snapshot("no [snapshot] section in the config; add replica_url".into())
+    let snap = snapshot_section(cfg).ok_or_else(|| {
+        AgentError::Snapshot("no [source.snapshot] section in the config; add replica_url".into())
     })?;
     resume_if_left_paused(cfg).await?;
     let marker = pause_marker(&cfg.agent.spool_dir);
@@ -123,7 +125,7 @@ pub async fn take(
             "another snapshot (process {pid}) is in progress"
         )));
     }
-    let (mut conn, opts, addr) = connect_replica(snap, connect_timeout(cfg)).await?;
+    let (mut conn, opts, addr) = connect_replica(snap, cfg.source.connect_timeout()).await?;
     let status: Option<Row> = conn
         .query_first("SHOW SLAVE STATUS")
         .await
@@ -166,14 +168,15 @@ async fn dump_paused(
 ) -> Result<SnapshotManifest> {
     let position = applied_position(conn, addr).await?;
     let taken_at_ms = now_ms();
-    let id = snapshot_id(taken_at_ms);
     let stream = &cfg.agent.stream;
     let schemas = user_schemas(conn, addr).await?;
     let tables = table_stats(conn, addr, &schemas).await?;
-    info!(%id, position = %position, schemas = schemas.len(), tables = tables.len(), "dumping");
 
-    let mut chunks = Vec::new();
     let dump_tool = tool_version(&snap.dump_command).await;
+    let chunk_bytes = usize::try_from(snap.chunk_bytes).unwrap_or(DEFAULT_CHUNK_BYTES);
+    let mut upload =
+        SnapshotUpload::new(client, stream, taken_at_ms, chunk_bytes, shutdown.clone());
+    info!(id = %upload.id(), position = %position, schemas = schemas.len(), tables = tables.len(), "dumping");
     if !schemas.is_empty() {
         let mut cmd = tokio::process::Command::new(&snap.dump_command);
         cmd.arg(format!("--host={}", opts.ip_or_hostname()))
@@ -196,7 +199,7 @@ async fn dump_paused(
             .kill_on_drop(true);
         let mut child = cmd.spawn().map_err(|e| {
             AgentError::Snapshot(format!(
-                "cannot run {} (snapshot.dump_command): {e}",
+                "cannot run {} (source.snapshot.dump_command): {e}",
                 snap.dump_command
             ))
         })?;
@@ -204,17 +207,11 @@ async fn dump_paused(
             .stdout
             .take()
             .ok_or_else(|| AgentError::Snapshot("dump has no stdout".into()))?;
-        let mut stderr = child
+        let stderr = child
             .stderr
             .take()
             .ok_or_else(|| AgentError::Snapshot("dump has no stderr".into()))?;
-        let errors = tokio::spawn(async move {
-            let mut text = String::new();
-            let _ = stderr.read_to_string(&mut text).await;
-            text
-        });
-        let chunk_bytes = usize::try_from(snap.chunk_bytes).unwrap_or(8 << 20);
-        let mut buf = Vec::with_capacity(chunk_bytes);
+        let errors = tokio::spawn(stderr_tail(stderr));
         let started = tokio::time::Instant::now();
         let mut dumped = 0u64;
         let mut piece = vec![0u8; logferry_common::snapshot::DUMP_READ_BYTES];
@@ -223,10 +220,12 @@ async fn dump_paused(
                 r = stdout.read(&mut piece) => r.map_err(|e| AgentError::Snapshot(format!("reading the dump: {e}")))?,
                 _ = shutdown.changed() => {
                     let _ = child.kill().await;
-                    return Err(AgentError::Snapshot("interrupted by a shutdown request".into()));
+                    return Err(interrupted());
                 }
             };
-            buf.extend_from_slice(&piece[..n]);
+            if n == 0 {
+                break;
+            }
             dumped += n as u64;
             if let Some(rate) = snap.max_bytes_per_sec {
                 let due = started + Duration::from_secs_f64(dumped as f64 / rate as f64);
@@ -234,32 +233,11 @@ async fn dump_paused(
                     _ = tokio::time::sleep_until(due) => {}
                     _ = shutdown.changed() => {
                         let _ = child.kill().await;
-                        return Err(AgentError::Snapshot("interrupted by a shutdown request".into()));
+                        return Err(interrupted());
                     }
                 }
             }
-            if buf.len() >= chunk_bytes || (n == 0 && !buf.is_empty()) {
-                let index = chunks.len() as u32 + 1;
-                // Compressing and hashing a chunk is CPU work: off the runtime's threads.
-                let text = std::mem::take(&mut buf);
-                let ((stored, info), text) = tokio::task::spawn_blocking(move || {
-                    seal_chunk(index, &text).map(|s| (s, text))
-                })
-                .await
-                .map_err(|e| {
-                    AgentError::Snapshot(format!("sealing chunk {index} failed: {e}"))
-                })??;
-                buf = text;
-                upload_with_retry(&mut shutdown, || {
-                    client.put_chunk(stream, &id, index, stored.clone(), &info.sha256)
-                })
-                .await?;
-                chunks.push(info);
-                buf.clear();
-            }
-            if n == 0 {
-                break;
-            }
+            upload.push(&piece[..n]).await?;
         }
         let status = child
             .wait()
@@ -274,54 +252,12 @@ async fn dump_paused(
             )));
         }
     }
-    let manifest = SnapshotManifest {
-        stream: stream.clone(),
-        id: id.clone(),
-        position: position.to_string(),
-        taken_at_ms,
+    let content = SnapshotContent::Mysql(MysqlSnapshot {
         replica: addr.to_owned(),
         dump_tool,
-        chunks,
         tables,
-    };
-    if *shutdown.borrow() {
-        return Err(AgentError::Snapshot(
-            "interrupted by a shutdown request".into(),
-        ));
-    }
-    let body =
-        serde_json::to_vec_pretty(&manifest).map_err(|e| AgentError::Snapshot(e.to_string()))?;
-    upload_with_retry(&mut shutdown, || {
-        client.put_manifest(stream, &id, body.clone())
-    })
-    .await?;
-    info!(%id, chunks = manifest.chunks.len(), bytes = manifest.plain_bytes(), "snapshot stored");
-    Ok(manifest)
-}
-
-async fn upload_with_retry<F, Fut>(shutdown: &mut ShutdownRx, mut put: F) -> Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<()>>,
-{
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
-    let mut tries = 0;
-    loop {
-        match put().await {
-            Err(e) if e.is_retryable() && tries < 8 => {
-                tries += 1;
-                let wait = backoff.next_delay();
-                warn!(error = %e, retry_in = ?wait, "snapshot upload failed; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = shutdown.changed() => {
-                        return Err(AgentError::Snapshot("interrupted by a shutdown request".into()));
-                    }
-                }
-            }
-            other => return other,
-        }
-    }
+    });
+    upload.finish(&Position::Mysql(position), content).await
 }
 
 async fn applied_position(conn: &mut Conn, addr: &str) -> Result<BinlogPos> {
@@ -341,11 +277,9 @@ async fn applied_position(conn: &mut Conn, addr: &str) -> Result<BinlogPos> {
         .query_first("SELECT @@gtid_slave_pos")
         .await
         .map_err(|e| connect_error(addr, e))?;
-    Ok(BinlogPos {
-        file,
-        offset,
-        gtid: gtid.flatten().filter(|g| !g.is_empty()),
-    })
+    let at = BinlogPos::new(file, offset)
+        .map_err(|e| AgentError::Snapshot(format!("the replica's Relay_Master_Log_File: {e}")))?;
+    Ok(at.with_gtid(gtid.flatten().filter(|g| !g.is_empty())))
 }
 
 async fn user_schemas(conn: &mut Conn, addr: &str) -> Result<Vec<String>> {
@@ -353,10 +287,7 @@ async fn user_schemas(conn: &mut Conn, addr: &str) -> Result<Vec<String>> {
         .query("SHOW DATABASES")
         .await
         .map_err(|e| connect_error(addr, e))?;
-    Ok(all
-        .into_iter()
-        .filter(|s| !SYSTEM_SCHEMAS.contains(&s.as_str()))
-        .collect())
+    Ok(all.into_iter().filter(|s| !is_system_schema(s)).collect())
 }
 
 async fn table_stats(conn: &mut Conn, addr: &str, schemas: &[String]) -> Result<Vec<TableInfo>> {
@@ -370,11 +301,7 @@ async fn table_stats(conn: &mut Conn, addr: &str, schemas: &[String]) -> Result<
             .await
             .map_err(|e| connect_error(addr, e))?;
         for table in names {
-            let q = format!(
-                "`{}`.`{}`",
-                schema.replace('`', "``"),
-                table.replace('`', "``")
-            );
+            let q = quote_table(schema, &table);
             let rows: Option<u64> = conn
                 .query_first(format!("SELECT COUNT(*) FROM {q}"))
                 .await
@@ -391,6 +318,20 @@ async fn table_stats(conn: &mut Conn, addr: &str, schemas: &[String]) -> Result<
         }
     }
     Ok(out)
+}
+
+/// The last [`STDERR_TAIL_BYTES`] of a child's stderr, read to its end (so the child never
+/// blocks on a full pipe) in a fixed buffer.
+async fn stderr_tail(mut stderr: tokio::process::ChildStderr) -> String {
+    let mut tail: Vec<u8> = Vec::with_capacity(STDERR_TAIL_BYTES);
+    let mut piece = [0u8; 4096];
+    while let Ok(n @ 1..) = stderr.read(&mut piece).await {
+        tail.extend_from_slice(&piece[..n]);
+        if tail.len() > STDERR_TAIL_BYTES {
+            tail.drain(..tail.len() - STDERR_TAIL_BYTES);
+        }
+    }
+    String::from_utf8_lossy(&tail).into_owned()
 }
 
 async fn tool_version(cmd: &str) -> String {

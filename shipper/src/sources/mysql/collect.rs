@@ -10,16 +10,18 @@
 //! segments of memory. A transaction whose end is not stored is not applied.
 
 use indicatif::ProgressBar;
-use logferry_common::binlog::{self, EventHeader, ExportFiles, PayloadBuilder, Walked};
-use logferry_common::trx::{code, event_body, TrxTracker};
+use logferry_common::format::mysql::{
+    self as binlog, EventHeader, ExportFiles, PayloadBuilder, Walked,
+};
+use logferry_common::format::mysql::{code, event_body, TrxTracker};
 use logferry_common::BinlogPos;
 use tokio::sync::mpsc;
 
-use super::plan::{binlog_pos, ChainSegment, Plan};
-use super::segment_payload;
-use super::target::Target;
+use super::plan::{ChainSegment, Plan};
+use super::replay::Piece;
+use super::target::{Gtid, Target};
 use crate::error::{Result, ShipperError};
-use crate::replay::Piece;
+use crate::restore::segment_payload;
 use crate::storage::Store;
 
 /// What [`collect`] handed on so far.
@@ -50,7 +52,7 @@ fn within(target: &Target, out: &Collected, header: &EventHeader, end: &BinlogPo
     match target {
         Target::Latest => true,
         Target::Time(t) => i64::from(header.timestamp) * 1000 <= *t,
-        Target::Position(p) => end.cmp_place(p).is_le(),
+        Target::BinlogPosition(p) => end.cmp_place(p).is_le(),
         Target::Gtid(_) => !out.passed_gtid,
     }
 }
@@ -89,9 +91,9 @@ impl Collector<'_> {
         payload: &[u8],
         out: &mut Collected,
     ) -> Result<Piecework> {
-        let seg_start = binlog_pos(&c.header.meta.start);
+        let seg_start = &c.start;
         let mut w = Piecework::default();
-        let mut file = seg_start.file.clone();
+        let mut file = seg_start.file().to_owned();
         let mut at = seg_start.clone();
         binlog::walk(seg_start, payload, |step| {
             let (bytes, header, end, crc32) = match step {
@@ -106,14 +108,16 @@ impl Collector<'_> {
                     crc32,
                 } => (bytes, header, end, crc32),
             };
-            let event_file = std::mem::replace(&mut file, end.file.clone());
+            let event_file = std::mem::replace(&mut file, end.file().to_owned());
             let event_start = std::mem::replace(&mut at, end.clone());
             if end.cmp_place(&self.plan.start).is_le() {
                 return Ok(true);
             }
             let body = event_body(bytes, crc32);
             if let Target::Gtid(g) = self.target {
-                if header.event_type == code::MARIADB_GTID && g.is_event(header.server_id, body) {
+                if header.event_type == code::MARIADB_GTID
+                    && Gtid::of_event(header.server_id, body) == Some(*g)
+                {
                     self.is_target_trx = true;
                 }
             }
@@ -172,19 +176,14 @@ impl Collector<'_> {
         out: &Collected,
     ) -> Result<Option<bool>> {
         for c in &self.plan.segments[i + 1..] {
-            let inside = c
-                .header
-                .meta
-                .open_trx
-                .as_ref()
-                .is_some_and(|p| binlog_pos(p).cmp_place(trx_start).is_eq());
+            let inside = c.open_trx.as_ref().is_some_and(|p| p == trx_start);
             if inside {
                 continue;
             }
             let payload = segment_payload(store, &c.seg).await?;
             let mut trx = self.trx.clone();
             let mut found = None;
-            binlog::walk(binlog_pos(&c.header.meta.start), &payload, |step| {
+            binlog::walk(&c.start, &payload, |step| {
                 if let Walked::Event {
                     bytes,
                     header,
@@ -280,9 +279,9 @@ pub async fn collect(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::restore::plan_from;
+    use crate::sources::mysql::plan::plan_from;
     use bytes::Bytes;
-    use logferry_common::binlog::{file_events, EVENT_HEADER_LEN};
+    use logferry_common::format::mysql::{file_events, EVENT_HEADER_LEN};
     use logferry_common::keys::segment_key;
     use logferry_common::{Compression, Position, Segment, SegmentMeta, SourceKind, StreamId};
     use logferry_config::StoreConfig;
@@ -334,16 +333,16 @@ mod tests {
     }
 
     fn pos(at: u64) -> Position {
-        Position::Binlog(BinlogPos::new(FILE, at))
+        Position::Mysql(BinlogPos::new(FILE, at).unwrap())
     }
 
     /// A position with the GTID state after transaction `seq` of domain 0, server 1.
     fn pos_after(at: u64, seq: u64) -> Position {
-        Position::Binlog(BinlogPos {
-            file: FILE.into(),
-            offset: at,
-            gtid: Some(format!("0-1-{seq}")),
-        })
+        Position::Mysql(
+            BinlogPos::new(FILE, at)
+                .unwrap()
+                .with_gtid(Some(format!("0-1-{seq}"))),
+        )
     }
 
     /// Stores events `range` of `log` as one segment; `open_trx` where the transaction
@@ -407,7 +406,7 @@ mod tests {
 
     async fn run(store: &Store, target: Target) -> (Collected, Vec<u8>) {
         let stream = StreamId::new("s").unwrap();
-        let plan = plan_from(store, &stream, &BinlogPos::new(FILE, 4), &target)
+        let plan = plan_from(store, &stream, &BinlogPos::new(FILE, 4).unwrap(), &target)
             .await
             .unwrap();
         let (tx, mut rx) = mpsc::channel(64);
@@ -465,7 +464,7 @@ mod tests {
         // Its first events are stamped 200 s, at or before the target; it commits at 300 s.
         for target in [
             Target::Time(250_000),
-            Target::Position(BinlogPos::new(FILE, log.events[7].1)),
+            Target::BinlogPosition(BinlogPos::new(FILE, log.events[7].1).unwrap()),
         ] {
             let (out, file) = run(&store, target.clone()).await;
             assert_eq!((out.transactions, out.events), (1, 3), "{target:?}");
@@ -478,7 +477,7 @@ mod tests {
     async fn a_gtid_target_whose_transaction_spans_segments_includes_it() {
         let dir = tempfile::tempdir().unwrap();
         let (store, _, _) = three_segments(dir.path(), true).await;
-        let g = Target::Gtid(crate::restore::Gtid {
+        let g = Target::Gtid(Gtid {
             domain: 0,
             server: 1,
             seq: 2,

@@ -5,40 +5,8 @@
 //! Only event headers and the few bodies that mark boundaries are decoded; row events stay
 //! opaque bytes (decoding rows is ~25x slower than streaming them).
 
-use crate::binlog::EVENT_HEADER_LEN;
+use super::event::{code, query_text};
 
-/// Raw event type codes used here (MySQL and MariaDB share the low ones).
-pub mod code {
-    /// QUERY_EVENT: a statement, or BEGIN / COMMIT of a transaction.
-    pub const QUERY: u8 = 2;
-    /// STOP_EVENT: the server shut down cleanly; it continues in the next binlog file.
-    pub const STOP: u8 = 3;
-    /// ROTATE_EVENT: the server continues in another binlog file.
-    pub const ROTATE: u8 = 4;
-    /// FORMAT_DESCRIPTION_EVENT.
-    pub const FORMAT_DESCRIPTION: u8 = 15;
-    /// TABLE_MAP_EVENT: precedes each statement's row events.
-    pub const TABLE_MAP: u8 = 19;
-    /// XID_EVENT: commit of a transactional (InnoDB) transaction.
-    pub const XID: u8 = 16;
-    /// HEARTBEAT_LOG_EVENT: sent by the server when idle; not part of the log.
-    pub const HEARTBEAT: u8 = 27;
-    /// MySQL GTID_LOG_EVENT.
-    pub const MYSQL_GTID: u8 = 33;
-    /// MySQL ANONYMOUS_GTID_LOG_EVENT.
-    pub const MYSQL_ANONYMOUS_GTID: u8 = 34;
-    /// MySQL TRANSACTION_PAYLOAD_EVENT (binlog transaction compression).
-    pub const TRANSACTION_PAYLOAD: u8 = 40;
-    /// MariaDB GTID_EVENT: starts a transaction (replaces BEGIN).
-    pub const MARIADB_GTID: u8 = 162;
-    /// MariaDB GTID_LIST_EVENT: the GTID state at the start of a binlog file.
-    pub const MARIADB_GTID_LIST: u8 = 163;
-    /// First and last MariaDB compressed event codes (`log_bin_compress`).
-    pub const MARIADB_COMPRESSED: std::ops::RangeInclusive<u8> = 165..=171;
-}
-
-/// Flag of artificial events (fake rotate, synthetic events of a dump); never stored.
-pub const LOG_EVENT_ARTIFICIAL_F: u16 = 0x20;
 /// MariaDB GTID event flag: the transaction is one standalone statement (DDL), no COMMIT.
 const FL_STANDALONE: u8 = 1;
 
@@ -150,24 +118,6 @@ fn is_xa_end(q: &str) -> bool {
                 || b.eq_ignore_ascii_case("COMMIT")
                 || b.eq_ignore_ascii_case("ROLLBACK")
         })
-}
-
-/// The statement text of a QUERY event body (checksum already removed).
-///
-/// Body: thread id (4), exec time (4), schema length (1), error code (2), status-vars
-/// length (2), status vars, schema, NUL, query.
-pub fn query_text(body: &[u8]) -> Option<String> {
-    let schema_len = *body.get(8)? as usize;
-    let vars_len = u16::from_le_bytes([*body.get(11)?, *body.get(12)?]) as usize;
-    let start = 13 + vars_len + schema_len + 1;
-    body.get(start..)
-        .map(|q| String::from_utf8_lossy(q).into_owned())
-}
-
-/// The body of a raw event: without its header and, when `crc32`, its 4-byte checksum.
-pub fn event_body(event: &[u8], crc32: bool) -> &[u8] {
-    let end = event.len().saturating_sub(if crc32 { 4 } else { 0 });
-    event.get(EVENT_HEADER_LEN..end).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! being read and verified: into a server through the stock `mariadb-binlog - | mariadb`
 //! (one pipeline per original binlog file), or into binlog files in a directory.
 //!
-//! [`restore::collect`] produces pieces on the calling task; the consumer runs in a task of
+//! [`collect::collect`] produces pieces on the calling task; the consumer runs in a task of
 //! its own, so decompressing and hashing segment N+1 overlaps with the server applying
 //! segment N. At most [`PIECES_IN_FLIGHT`] pieces (about a segment each) wait in between:
 //! the memory of a restore does not grow with its size.
@@ -16,10 +16,12 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::ChildStdin;
 use tokio::sync::mpsc;
 
+use super::collect::{self, Collected};
+use super::plan::Plan;
+use super::target::Target;
+use super::target_server::{TargetServer, Tool};
 use crate::error::{Result, ShipperError};
-use crate::restore::{self, Collected, Plan, Target};
 use crate::storage::Store;
-use crate::target_server::{TargetServer, Tool};
 
 /// A piece of a rebuilt binlog file: (original file name, bytes). The first piece of each
 /// file starts with the binlog magic and a format description.
@@ -29,7 +31,7 @@ pub type Piece = (String, Vec<u8>);
 const PIECES_IN_FLIGHT: usize = 2;
 
 /// Verifies the plan's segments and replays the kept transactions into `server` as they
-/// are verified. Load the snapshot first ([`restore::load_snapshot`]).
+/// are verified. Load the snapshot first ([`super::snapshot::load_snapshot`]).
 ///
 /// # Errors
 /// The first failure of either side; a failure half-way says how far the server got.
@@ -86,7 +88,7 @@ where
     let (tx, rx) = mpsc::channel(PIECES_IN_FLIGHT);
     let consumer = tokio::spawn(consume(rx));
     let mut collected = Collected::default();
-    let produced = restore::collect(store, plan, target, bar, &mut collected, &tx).await;
+    let produced = collect::collect(store, plan, target, bar, &mut collected, &tx).await;
     drop(tx);
     let consumed = consumer
         .await
@@ -197,7 +199,7 @@ async fn replay(server: TargetServer, mut pieces: mpsc::Receiver<Piece>) -> Resu
 
 /// Appends pieces to files named after them in `dir`, fsyncing each file when it is done.
 async fn write_files(dir: PathBuf, mut pieces: mpsc::Receiver<Piece>) -> Result<()> {
-    let io = restore::write_error(&dir);
+    let io = crate::restore::write_error(&dir);
     tokio::fs::create_dir_all(&dir).await.map_err(&io)?;
     let mut current: Option<(String, tokio::fs::File)> = None;
     while let Some((file, bytes)) = pieces.recv().await {

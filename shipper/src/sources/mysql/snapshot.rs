@@ -1,77 +1,18 @@
-//! Point-in-time restore and export, from the object store alone (no shipper running).
-//!
-//! 1. [`plan`] ([`plan.rs`](plan)): the newest complete snapshot at or before the target,
-//!    and the stored segments that follow its primary position, checked to run unbroken to
-//!    the target.
-//! 2. [`load_snapshot`] loads the snapshot into the target server ([`export_snapshot`]
-//!    writes it to a directory instead).
-//! 3. [`collect`] ([`collect.rs`](collect)): the events after the snapshot's position up to
-//!    the last transaction that ends at or before the target, whole transactions only,
-//!    rebuilt as binlog file pieces and handed on segment by segment as each is verified;
-//!    [`crate::replay`] streams them into the server through the stock
-//!    `mariadb-binlog | mariadb`, or into files.
-
-mod collect;
-mod plan;
-mod target;
+//! A MySQL snapshot (a `mariadb-dump` script, in verified chunks) loaded into the target
+//! server or written to a directory, and the `RESTORE.txt` that says how to apply an
+//! export with the stock clients.
 
 use std::path::Path;
 use std::process::Stdio;
-use std::time::Duration;
 
 use indicatif::ProgressBar;
-use logferry_common::snapshot::{chunk_key, open_chunk, SnapshotManifest};
-use logferry_common::{DecodeLimits, Segment};
-use tokio::io::AsyncWriteExt;
 
-use crate::catalog::SegmentRef;
+use super::collect::Collected;
+use super::plan::Plan;
+use super::target_server::{TargetServer, Tool, REPLAY_MAX_PACKET};
 use crate::error::{Result, ShipperError};
+use crate::restore::{snapshot_chunks, write_error};
 use crate::storage::Store;
-use crate::target_server::{TargetServer, Tool};
-
-pub use collect::{collect, Collected};
-pub use plan::{chain, plan, plan_from, ChainSegment, Plan};
-pub use target::{Gtid, Target};
-
-/// A stored segment's payload, decoded and checked against both its checksums (hashing
-/// and decompression run off the runtime's threads).
-async fn segment_payload(store: &Store, seg: &SegmentRef) -> Result<Vec<u8>> {
-    let bytes = store.get(&seg.key).await?;
-    let key = seg.key.clone();
-    tokio::task::spawn_blocking(move || {
-        let corrupt = |e| {
-            ShipperError::Restore(format!(
-                "{key} is corrupt: {e}; run logferry-shipper verify"
-            ))
-        };
-        let segment = Segment::decode(bytes, &DecodeLimits::stored()).map_err(corrupt)?;
-        segment.payload().map_err(corrupt)
-    })
-    .await
-    .map_err(|e| ShipperError::Restore(format!("the segment check failed: {e}")))?
-}
-
-/// Streams the snapshot's chunks (each verified) into `out`.
-async fn snapshot_chunks<W>(
-    store: &Store,
-    m: &SnapshotManifest,
-    bar: &ProgressBar,
-    out: &mut W,
-    what: &str,
-) -> Result<()>
-where
-    W: tokio::io::AsyncWrite + Unpin,
-{
-    for c in &m.chunks {
-        let stored = store.get(&chunk_key(&m.stream, &m.id, c.index)).await?;
-        let plain = open_chunk(&stored, c)?;
-        out.write_all(&plain)
-            .await
-            .map_err(|e| ShipperError::Restore(format!("{what}: {e}")))?;
-        bar.inc(plain.len() as u64);
-    }
-    Ok(())
-}
 
 /// Loads the plan's snapshot (each chunk verified) into `server`; nothing without one.
 ///
@@ -134,7 +75,7 @@ pub async fn export_snapshot(
 /// # Errors
 /// When the file cannot be written.
 pub async fn write_howto(dir: &Path, plan: &Plan, collected: &Collected) -> Result<()> {
-    let packet = crate::target_server::REPLAY_MAX_PACKET;
+    let packet = REPLAY_MAX_PACKET;
     let mut howto = format!(
         "# Restore by hand with the stock clients.\n\
          # mariadb-binlog replays each statement's rows as one BINLOG statement, so a bulk\n\
@@ -159,14 +100,4 @@ pub async fn write_howto(dir: &Path, plan: &Plan, collected: &Collected) -> Resu
     tokio::fs::write(dir.join("RESTORE.txt"), howto)
         .await
         .map_err(write_error(dir))
-}
-
-/// The error of a failed write into the export directory `dir`.
-pub(crate) fn write_error(dir: &Path) -> impl Fn(std::io::Error) -> ShipperError + '_ {
-    move |e| ShipperError::Restore(format!("writing into {}: {e}", dir.display()))
-}
-
-/// Elapsed time in a short human form.
-pub fn elapsed(d: Duration) -> String {
-    format!("{:.1} s", d.as_secs_f64())
 }

@@ -6,24 +6,32 @@
 //! stops the plan with an error that names the missing range and what to do instead, before
 //! the target server is touched. A break after the target does not matter.
 
+use logferry_common::format::mysql as binlog;
 use logferry_common::snapshot::SnapshotManifest;
-use logferry_common::{binlog, BinlogPos, Position, SegmentHeader, StreamId};
+use logferry_common::{BinlogPos, Position, SegmentHeader, StreamId};
 
-use super::segment_payload;
 use super::target::Target;
 use crate::catalog::{stored_segments, SegmentRef};
 use crate::error::{Result, ShipperError};
 use crate::listing::rfc3339;
+use crate::restore::segment_payload;
 use crate::snapshots;
 use crate::storage::Store;
 
-/// A stored segment with its header.
+/// A stored segment with its header, and the header's positions as binlog positions
+/// (read once, when the chain is read).
 #[derive(Debug, Clone)]
 pub struct ChainSegment {
     /// Where it is stored.
     pub seg: SegmentRef,
     /// Its header.
     pub header: SegmentHeader,
+    /// Where its first event starts.
+    pub start: BinlogPos,
+    /// Right after its last event.
+    pub end: BinlogPos,
+    /// Where the transaction still open at its end began, if one is.
+    pub open_trx: Option<BinlogPos>,
 }
 
 /// What a restore will use.
@@ -48,29 +56,38 @@ pub struct Plan {
 pub async fn chain(store: &Store, stream: &StreamId) -> Result<Vec<ChainSegment>> {
     let prefix = logferry_common::keys::segments_prefix(stream);
     let stored = stored_segments(store, &prefix).await?;
-    Ok(stored
+    stored
         .into_iter()
-        .map(|(seg, header)| ChainSegment { seg, header })
-        .collect())
-}
-
-/// The binlog position inside a position of a MySQL stream (the only kind so far).
-pub(crate) fn binlog_pos(p: &Position) -> &BinlogPos {
-    match p {
-        Position::Binlog(b) => b,
-    }
+        .map(|(seg, header)| {
+            let m = &header.meta;
+            let mysql = |p: &Position| {
+                p.as_mysql().cloned().map_err(|e| {
+                    ShipperError::Restore(format!(
+                        "{}: {e}; the stream is not a MySQL stream",
+                        seg.key
+                    ))
+                })
+            };
+            let (start, end) = (mysql(&m.start)?, mysql(&m.end)?);
+            let open_trx = m.open_trx.as_ref().map(mysql).transpose()?;
+            Ok(ChainSegment {
+                seg,
+                header,
+                start,
+                end,
+                open_trx,
+            })
+        })
+        .collect()
 }
 
 /// Commit time (ms) of the last event that ends at or before `pos`, read from the chain.
 async fn time_at(store: &Store, chain: &[ChainSegment], pos: &BinlogPos) -> Result<Option<i64>> {
-    let Some(i) = chain
-        .iter()
-        .position(|c| binlog_pos(&c.header.meta.end).cmp_place(pos).is_ge())
-    else {
+    let Some(i) = chain.iter().position(|c| c.end.cmp_place(pos).is_ge()) else {
         return Ok(None);
     };
     let c = &chain[i];
-    let start = binlog_pos(&c.header.meta.start);
+    let start = &c.start;
     if start.cmp_place(pos).is_ge() {
         return Ok(if i > 0 {
             Some(chain[i - 1].header.meta.last_event_ms)
@@ -116,7 +133,7 @@ pub async fn plan(store: &Store, stream: &StreamId, target: &Target) -> Result<P
         let time = time_at(store, &chain, &pos).await?;
         snap_times.push((s, pos, time));
     }
-    let end = binlog_pos(&last.header.meta.end);
+    let end = &last.end;
     let oldest = &snap_times[0];
     let range = format!(
         "restorable range of stream {stream}: {} ({}) .. {} ({})",
@@ -138,7 +155,7 @@ pub async fn plan(store: &Store, stream: &StreamId, target: &Target) -> Result<P
                 .and_then(|st| g.seq_in(st))
                 .is_some_and(|n| n < g.seq)
         }),
-        Target::Position(p) => snap_times
+        Target::BinlogPosition(p) => snap_times
             .iter()
             .rev()
             .find(|(_, pos, _)| pos.cmp_place(p).is_le()),
@@ -181,8 +198,7 @@ pub async fn plan_from(
         "stored chain of {stream}: {} .. {}",
         first.header.meta.start, last.header.meta.end
     );
-    let inside = binlog_pos(&first.header.meta.start).cmp_place(from).is_le()
-        && binlog_pos(&last.header.meta.end).cmp_place(from).is_ge();
+    let inside = first.start.cmp_place(from).is_le() && last.end.cmp_place(from).is_ge();
     if !inside {
         return Err(ShipperError::Restore(format!(
             "--from {from} is outside the {range}"
@@ -203,7 +219,7 @@ pub async fn plan_from(
 /// when the chain ends inside a transaction, that transaction's start.
 fn check_inside(target: &Target, last: &ChainSegment, range: &str) -> Result<()> {
     let m = &last.header.meta;
-    let end = binlog_pos(&m.end);
+    let end = &last.end;
     // A time at the last stored second may be the open transaction's commit time too.
     let open_at_last_second = m
         .open_trx
@@ -226,15 +242,15 @@ fn check_inside(target: &Target, last: &ChainSegment, range: &str) -> Result<()>
             m.end,
             rfc3339(m.last_event_ms)
         ))),
-        Target::Position(p) if p.cmp_place(end).is_gt() => Err(ShipperError::Gap(format!(
+        Target::BinlogPosition(p) if p.cmp_place(end).is_gt() => Err(ShipperError::Gap(format!(
             "{p} is after the end of the stored chain: nothing is stored from {} to {p}; {range}",
             m.end
         ))),
         Target::Gtid(g) => {
             // The GTID state after the last whole transaction: at the end, or where the
             // transaction still open at the end began.
-            let state = match &m.open_trx {
-                Some(t) => binlog_pos(t).gtid.as_deref(),
+            let state = match &last.open_trx {
+                Some(t) => t.gtid.as_deref(),
                 None => end.gtid.as_deref(),
             };
             if state.and_then(|st| g.seq_in(st)).is_none_or(|n| n < g.seq) {
@@ -279,11 +295,8 @@ fn follow_chain(
     target: &Target,
 ) -> Result<(Vec<ChainSegment>, Option<String>)> {
     let mut out: Vec<ChainSegment> = Vec::new();
-    for c in chain
-        .iter()
-        .filter(|c| binlog_pos(&c.header.meta.end).cmp_place(start).is_gt())
-    {
-        let c_start = binlog_pos(&c.header.meta.start);
+    for c in chain.iter().filter(|c| c.end.cmp_place(start).is_gt()) {
+        let c_start = &c.start;
         let brk = match out.last() {
             None if c_start.cmp_place(start).is_gt() => Some(Break {
                 from: start.clone(),
@@ -291,8 +304,8 @@ fn follow_chain(
                 to: c_start.clone(),
                 to_key: c.seg.key.clone(),
             }),
-            Some(prev) if !prev.header.meta.end.same_place(&c.header.meta.start) => Some(Break {
-                from: binlog_pos(&prev.header.meta.end).clone(),
+            Some(prev) if prev.end != c.start => Some(Break {
+                from: prev.end.clone(),
                 from_what: format!("end of {}", prev.seg.key),
                 to: c_start.clone(),
                 to_key: c.seg.key.clone(),
@@ -325,16 +338,11 @@ fn reached_before(target: &Target, start: &BinlogPos, kept: &[ChainSegment], brk
         Target::Time(t) => kept
             .last()
             .is_some_and(|c| c.header.meta.last_event_ms > *t),
-        Target::Position(p) => p.cmp_place(&brk.from).is_le(),
+        Target::BinlogPosition(p) => p.cmp_place(&brk.from).is_le(),
         Target::Gtid(g) => kept
             .iter()
             .rev()
-            .find_map(|c| {
-                let m = &c.header.meta;
-                binlog_pos(m.open_trx.as_ref().unwrap_or(&m.end))
-                    .gtid
-                    .clone()
-            })
+            .find_map(|c| c.open_trx.as_ref().unwrap_or(&c.end).gtid.clone())
             .or_else(|| start.gtid.clone())
             .and_then(|state| g.seq_in(&state))
             .is_some_and(|n| n >= g.seq),
@@ -345,7 +353,7 @@ fn gap_error(target: &Target, brk: &Break) -> ShipperError {
     let target = match target {
         Target::Latest => "the latest stored transaction".to_owned(),
         Target::Time(t) => rfc3339(*t),
-        Target::Position(p) => p.to_string(),
+        Target::BinlogPosition(p) => p.to_string(),
         Target::Gtid(g) => format!("GTID {g}"),
     };
     ShipperError::Gap(format!(
@@ -366,12 +374,11 @@ mod tests {
     use logferry_common::{Compression, Segment, SegmentMeta, SourceKind};
 
     fn seg(from: u64, to: u64, last_ms: i64) -> ChainSegment {
-        let at = |o: u64| Position::Binlog(BinlogPos::new("b.000001", o));
         let meta = SegmentMeta {
             stream: StreamId::new("s").unwrap(),
             source: SourceKind::Mysql,
-            start: at(from),
-            end: at(to),
+            start: Position::Mysql(at(from)),
+            end: Position::Mysql(at(to)),
             open_trx: None,
             first_event_ms: last_ms - 10,
             last_event_ms: last_ms,
@@ -386,11 +393,14 @@ mod tests {
                 size: 1,
             },
             header,
+            start: at(from),
+            end: at(to),
+            open_trx: None,
         }
     }
 
     fn at(o: u64) -> BinlogPos {
-        BinlogPos::new("b.000001", o)
+        BinlogPos::new("b.000001", o).unwrap()
     }
 
     #[test]
@@ -417,7 +427,7 @@ mod tests {
         for target in [
             Target::Latest,
             Target::Time(2_000),
-            Target::Position(at(350)),
+            Target::BinlogPosition(at(350)),
         ] {
             let err = follow_chain(&chain, &at(4), "s", &target)
                 .err()
@@ -428,7 +438,7 @@ mod tests {
                 "{err}"
             );
         }
-        for target in [Target::Time(1_999), Target::Position(at(200))] {
+        for target in [Target::Time(1_999), Target::BinlogPosition(at(200))] {
             let (kept, gap) = follow_chain(&chain, &at(4), "s", &target).unwrap();
             assert_eq!(kept.len(), 2, "{target:?}");
             assert!(gap.is_some());

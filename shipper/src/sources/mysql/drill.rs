@@ -9,43 +9,20 @@
 //! chain to the latest stored transaction, as a restore would.
 
 use indicatif::ProgressBar;
-use logferry_common::snapshot::{SnapshotManifest, TableInfo};
+use logferry_common::format::mysql::sql::quote_table;
+use logferry_common::snapshot::{SnapshotContent, SnapshotManifest, TableInfo};
 use logferry_common::{BinlogPos, StreamId};
 
+use super::collect::Collected;
+use super::plan::{self, Plan};
+use super::replay;
+use super::snapshot;
+use super::target::Target;
+use super::target_server::TargetServer;
 use crate::error::{Result, ShipperError};
-use crate::replay;
-use crate::restore::{self, Collected, Plan, Target};
+use crate::restore::{Difference, DrillReport};
 use crate::snapshots;
 use crate::storage::Store;
-use crate::target_server::TargetServer;
-
-/// One table that differs from what a manifest recorded.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Difference {
-    /// `schema.table`.
-    pub table: String,
-    /// What the manifest recorded.
-    pub expected: String,
-    /// What the scratch server holds.
-    pub found: String,
-}
-
-/// What the drill did and found.
-#[derive(Debug, Default)]
-pub struct DrillReport {
-    /// Snapshot loaded first.
-    pub base: String,
-    /// Manifest compared against (snapshot id) and where.
-    pub checked_against: String,
-    /// Tables compared.
-    pub tables_compared: usize,
-    /// Tables that differ.
-    pub differences: Vec<Difference>,
-    /// Events replayed in all.
-    pub events: u64,
-    /// Position of the last replayed transaction.
-    pub last_position: Option<String>,
-}
 
 /// Runs the drill for `stream` into the empty server `scratch`.
 ///
@@ -69,23 +46,26 @@ pub async fn run(
     let newest = snaps.last().ok_or_else(|| {
         ShipperError::Restore(format!("stream {stream} has no snapshot to drill with"))
     })?;
-    let mut report = DrillReport::default();
+    let mut report = DrillReport {
+        compared_what: "tables",
+        ..DrillReport::default()
+    };
     let newest_pos = BinlogPos::parse(&newest.position)?;
-    let first_target = Target::Position(newest_pos.clone());
+    let first_target = Target::BinlogPosition(newest_pos.clone());
     // Start from the snapshot before the newest when there is one, so that replayed events
     // are checked too.
     let base = snaps.len().checked_sub(2).map_or(newest, |i| &snaps[i]);
     // Both legs are planned before the scratch server is touched: a gap stops the drill
     // there.
     let plan = plan_with_snapshot(store, stream, base, &first_target).await?;
-    let rest = restore::plan_from(store, stream, &newest_pos, &Target::Latest).await?;
+    let rest = plan::plan_from(store, stream, &newest_pos, &Target::Latest).await?;
     report.base = format!("snapshot {} at {}", base.id, base.position);
     let relaxed = scratch.relax_for_replay(false).await;
     for note in &relaxed.notes {
         tracing::warn!("{note}");
     }
     let drilled = async {
-        restore::load_snapshot(store, &plan, scratch, bar).await?;
+        snapshot::load_snapshot(store, &plan, scratch, bar).await?;
         let collected = replay::into_server(store, &plan, &first_target, scratch, bar).await?;
         add(&mut report, &collected);
         report.checked_against = format!("snapshot {} at {}", newest.id, newest.position);
@@ -110,7 +90,7 @@ async fn plan_with_snapshot(
     target: &Target,
 ) -> Result<Plan> {
     let start = BinlogPos::parse(&base.position)?;
-    let mut plan = restore::plan_from(store, stream, &start, target).await?;
+    let mut plan = plan::plan_from(store, stream, &start, target).await?;
     plan.snapshot = Some(base.clone());
     Ok(plan)
 }
@@ -127,9 +107,10 @@ async fn compare(
     manifest: &SnapshotManifest,
     report: &mut DrillReport,
 ) -> Result<()> {
-    for t in &manifest.tables {
+    let SnapshotContent::Mysql(content) = &manifest.content;
+    for t in &content.tables {
         let found = table_info(scratch, &t.name).await?;
-        report.tables_compared += 1;
+        report.compared += 1;
         if found.rows != t.rows || found.checksum != t.checksum {
             report.differences.push(Difference {
                 table: t.name.clone(),
@@ -152,7 +133,7 @@ fn describe(t: &TableInfo) -> String {
 async fn table_info(scratch: &TargetServer, name: &str) -> Result<TableInfo> {
     let quoted = name
         .split_once('.')
-        .map(|(s, t)| format!("`{}`.`{}`", s.replace('`', "``"), t.replace('`', "``")))
+        .map(|(s, t)| quote_table(s, t))
         .ok_or_else(|| {
             ShipperError::Restore(format!("manifest table name {name:?} has no schema"))
         })?;

@@ -1,0 +1,184 @@
+//! The ship stage: uploads spooled segments oldest first and advances the checkpoint only
+//! on the shipper's acknowledgement.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use logferry_common::segment::{max_payload_for, DEFAULT_MAX_SEGMENT_BYTES};
+use logferry_common::wire::Limits;
+use logferry_common::Position;
+use logferry_config::AgentConfig;
+use tokio::sync::{watch, Notify};
+use tracing::{error, info, warn};
+
+use super::spool_loop::on_spool;
+use super::{wait_or_shutdown, Ended, ShutdownRx};
+use crate::backoff::Backoff;
+use crate::client::ShipperClient;
+use crate::error::{AgentError, Result};
+use crate::exposure::Exposure;
+use crate::metrics::Metrics;
+use crate::resume::ResumePoint;
+use crate::spool::Spool;
+
+/// Asks the shipper for its segment limit until it answers (uploads wait for it anyway),
+/// and checks that `segment.max_bytes` fits in it.
+async fn agree_limits(
+    cfg: &AgentConfig,
+    client: &ShipperClient,
+    spool: &Arc<Spool>,
+    limit: &AtomicU64,
+    agreed: &AtomicBool,
+    backoff: &mut Backoff,
+    shutdown: &mut ShutdownRx,
+) -> Result<bool> {
+    let shipper = loop {
+        match client.limits().await {
+            Ok(l) => {
+                break l.map_or(DEFAULT_MAX_SEGMENT_BYTES, |l| l.max_segment_bytes);
+            }
+            Err(e) if e.is_retryable() => {
+                let wait = backoff.next_delay();
+                warn!(error = %e, retry_in = ?wait, "cannot ask the shipper for its limits; segments stay in the spool");
+                if wait_or_shutdown(wait, shutdown).await {
+                    return Ok(false);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    backoff.reset();
+    let fits = max_payload_for(shipper) / 2;
+    if cfg.segment.max_bytes > fits {
+        return Err(AgentError::LimitMismatch {
+            max_bytes: cfg.segment.max_bytes,
+            shipper,
+            fits,
+        });
+    }
+    limit.store(shipper, Ordering::Relaxed);
+    agreed.store(true, Ordering::Relaxed);
+    let limits = Limits {
+        max_segment_bytes: shipper,
+    };
+    if let Err(e) = on_spool(spool, move |s| s.save_limits(&limits)).await {
+        warn!(error = %e, "could not remember the shipper's limits; the next start assumes the default until the shipper answers");
+    }
+    Ok(true)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn ship_loop(
+    cfg: &AgentConfig,
+    client: &ShipperClient,
+    spool: &Arc<Spool>,
+    metrics: &Metrics,
+    exposure: &Exposure,
+    sealed: &Notify,
+    acked: [&Notify; 2],
+    durable: &watch::Sender<Option<Position>>,
+    limit: &AtomicU64,
+    agreed: &AtomicBool,
+    mut backoff: Backoff,
+    mut shutdown: ShutdownRx,
+) -> Result<Ended> {
+    if !agree_limits(
+        cfg,
+        client,
+        spool,
+        limit,
+        agreed,
+        &mut backoff,
+        &mut shutdown,
+    )
+    .await?
+    {
+        return Ok(Ended::Shutdown);
+    }
+    loop {
+        let entries = on_spool(spool, |s| s.list()).await?;
+        metrics
+            .spool_segments
+            .store(entries.len() as u64, Ordering::Relaxed);
+        metrics.spool_bytes.store(spool.bytes(), Ordering::Relaxed);
+        if entries.is_empty() {
+            tokio::select! {
+                _ = sealed.notified() => continue,
+                _ = shutdown.changed() => return Ok(Ended::Shutdown),
+            }
+        }
+        for entry in entries {
+            let reading = entry.clone();
+            let seg = match on_spool(spool, move |s| s.read(&reading)).await {
+                Ok(s) => s,
+                Err(e @ AgentError::SpoolCorrupt { .. }) => {
+                    metrics.spool_damaged.fetch_add(1, Ordering::Relaxed);
+                    error!(error = %e, "a spooled segment is damaged: it was moved to quarantine, and its range is read again from the source");
+                    return Ok(Ended::Damaged);
+                }
+                Err(e) => return Err(e),
+            };
+            let meta = seg.header.meta.clone();
+            let body = seg.into_bytes();
+            let mut failures = 0u32;
+            loop {
+                match client.upload(&entry.name, body.clone()).await {
+                    Ok(ack) => {
+                        backoff.reset();
+                        if failures > 0 {
+                            info!(segment = %entry.name, "shipper reachable again");
+                        }
+                        tracing::debug!(key = %ack.key, duplicate = ack.duplicate, "segment acknowledged");
+                        break;
+                    }
+                    Err(e) if e.is_retryable() => {
+                        failures += 1;
+                        metrics.ship_retries.fetch_add(1, Ordering::Relaxed);
+                        let wait = backoff.next_delay();
+                        if failures == 1 || failures % 20 == 0 {
+                            warn!(error = %e, retry_in = ?wait, spool_bytes = spool.bytes(), "upload failed; segments stay in the spool");
+                        }
+                        if wait_or_shutdown(wait, &mut shutdown).await {
+                            return Ok(Ended::Shutdown);
+                        }
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            loop {
+                let (done, point) = (entry.clone(), ResumePoint::after(&meta));
+                match on_spool(spool, move |s| s.acknowledge(&done, &point)).await {
+                    Ok(()) => break,
+                    // Even the checkpoint may not fit on a full disk: the upload is stored, so
+                    // wait for room rather than stop (a restart would send it again).
+                    Err(e) if e.is_spool_full() => {
+                        metrics.spool_disk_full.store(1, Ordering::Relaxed);
+                        warn!(error = %e, "the spool's disk is full: cannot record the acknowledgement yet");
+                        if wait_or_shutdown(Duration::from_secs(1), &mut shutdown).await {
+                            return Ok(Ended::Shutdown);
+                        }
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            durable.send_replace(Some(meta.end.clone()));
+            exposure.acknowledged(&meta.end);
+            exposure.publish(metrics);
+            metrics.segments_shipped.fetch_add(1, Ordering::Relaxed);
+            metrics
+                .bytes_shipped
+                .fetch_add(entry.len, Ordering::Relaxed);
+            metrics
+                .last_acked_event_ms
+                .store(meta.last_event_ms, Ordering::Relaxed);
+            metrics.spool_bytes.store(spool.bytes(), Ordering::Relaxed);
+            for waiter in acked {
+                waiter.notify_one();
+            }
+            if *shutdown.borrow() {
+                return Ok(Ended::Shutdown);
+            }
+        }
+    }
+}

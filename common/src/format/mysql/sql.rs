@@ -1,0 +1,41 @@
+//! SQL rules shared by the snapshot (agent), the target server and the drill (shipper):
+//! which schemas are the server's own, and how an identifier is quoted.
+
+/// Schemas that belong to the server, never to a user: snapshots skip them and a restore
+/// never drops or compares them.
+pub const SYSTEM_SCHEMAS: [&str; 4] = ["mysql", "information_schema", "performance_schema", "sys"];
+
+/// Whether `schema` is one of [`SYSTEM_SCHEMAS`].
+pub fn is_system_schema(schema: &str) -> bool {
+    SYSTEM_SCHEMAS
+        .iter()
+        .any(|s| s.eq_ignore_ascii_case(schema))
+}
+
+/// `SYSTEM_SCHEMAS` as an SQL list, `('mysql','information_schema',...)`, for `NOT IN`.
+pub fn system_schemas_sql_list() -> String {
+    let quoted: Vec<String> = SYSTEM_SCHEMAS.iter().map(|s| format!("'{s}'")).collect();
+    format!("({})", quoted.join(","))
+}
+
+/// An identifier in backquotes, with backquotes inside doubled.
+pub fn quote_ident(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
+}
+
+/// `schema`.`table`, each quoted.
+pub fn quote_table(schema: &str, table: &str) -> String {
+    format!("{}.{}", quote_ident(schema), quote_ident(table))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_quoted_and_system_schemas_known() {
+        assert_eq!(quote_table("a`b", "t"), "`a``b`.`t`");
+        assert!(is_system_schema("MySQL") && !is_system_schema("shop"));
+        assert!(system_schemas_sql_list().starts_with("('mysql',"));
+    }
+}

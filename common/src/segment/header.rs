@@ -1,0 +1,198 @@
+//! A segment's header: what it holds, and the bytes that say so.
+
+use super::Codec;
+use crate::{Error, Position, Result, SourceKind, StreamId};
+
+/// What the agent knows about a segment's content before it is sealed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentMeta {
+    /// Stream the events belong to.
+    pub stream: StreamId,
+    /// Kind of source, which decides how positions and payload are read.
+    pub source: SourceKind,
+    /// Position where the first event starts.
+    pub start: Position,
+    /// Position right after the last event; the next segment starts here.
+    pub end: Position,
+    /// `None` when the segment ends at a transaction boundary (a restore may stop at its
+    /// end); else where the transaction still open at its end began: the rest of that
+    /// transaction is in the following segments, and a source resuming after this segment
+    /// reads again from there to see the transaction whole.
+    pub open_trx: Option<Position>,
+    /// Source commit time of the first event, ms since the Unix epoch.
+    pub first_event_ms: i64,
+    /// Source commit time of the last event, ms since the Unix epoch.
+    pub last_event_ms: i64,
+    /// Number of source events in the payload.
+    pub event_count: u64,
+}
+
+impl SegmentMeta {
+    /// Whether the segment ends at a transaction boundary.
+    pub fn ends_at_boundary(&self) -> bool {
+        self.open_trx.is_none()
+    }
+}
+
+/// The full header of a sealed segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentHeader {
+    /// Content description.
+    pub meta: SegmentMeta,
+    /// How the payload is stored.
+    pub codec: Codec,
+    /// Id of the key that encrypts the payload; empty while encryption is not configured.
+    pub key_id: String,
+    /// Nonce of the payload encryption; empty while not encrypted.
+    pub nonce: Vec<u8>,
+    /// Length of the plaintext payload.
+    pub payload_len: u64,
+    /// sha256 of the plaintext payload.
+    pub payload_sha256: [u8; 32],
+    /// Length of the stored (compressed) payload.
+    pub stored_len: u64,
+}
+
+pub(super) fn encode_header(h: &SegmentHeader, out: &mut Vec<u8>) -> Result<()> {
+    let m = &h.meta;
+    put_str16(out, m.stream.as_str())?;
+    out.push(m.source.code());
+    put_str16(out, &m.start.to_string())?;
+    put_str16(out, &m.end.to_string())?;
+    let open_trx = m.open_trx.as_ref().map(ToString::to_string);
+    put_str16(out, open_trx.as_deref().unwrap_or(""))?;
+    out.extend_from_slice(&m.first_event_ms.to_le_bytes());
+    out.extend_from_slice(&m.last_event_ms.to_le_bytes());
+    out.extend_from_slice(&m.event_count.to_le_bytes());
+    out.push(h.codec.code());
+    put_str16(out, &h.key_id)?;
+    let nonce_len = u8::try_from(h.nonce.len())
+        .map_err(|_| Error::invalid("nonce", "longer than 255 bytes"))?;
+    out.push(nonce_len);
+    out.extend_from_slice(&h.nonce);
+    out.extend_from_slice(&h.payload_len.to_le_bytes());
+    out.extend_from_slice(&h.payload_sha256);
+    out.extend_from_slice(&h.stored_len.to_le_bytes());
+    Ok(())
+}
+
+pub(super) fn decode_header(block: &[u8], version: u16) -> Result<SegmentHeader> {
+    let mut r = Reader { buf: block };
+    let stream =
+        StreamId::new(r.str16("stream id")?).map_err(|e| Error::corrupt(format!("header: {e}")))?;
+    let source = SourceKind::from_code(r.u8("source kind")?)?;
+    let start = Position::parse(source, r.str16("start position")?)
+        .map_err(|e| Error::corrupt(format!("header start: {e}")))?;
+    let end = Position::parse(source, r.str16("end position")?)
+        .map_err(|e| Error::corrupt(format!("header end: {e}")))?;
+    let open_trx = match version {
+        1 => None,
+        _ => match r.str16("open transaction")? {
+            "" => None,
+            text => Some(
+                Position::parse(source, text)
+                    .map_err(|e| Error::corrupt(format!("header open transaction: {e}")))?,
+            ),
+        },
+    };
+    let first_event_ms = r.i64("first event time")?;
+    let last_event_ms = r.i64("last event time")?;
+    let event_count = r.u64("event count")?;
+    let codec = Codec::from_code(r.u8("codec")?)?;
+    let key_id = r.str16("key id")?.to_owned();
+    let nonce_len = r.u8("nonce length")? as usize;
+    let nonce = r.take(nonce_len, "nonce")?.to_vec();
+    let payload_len = r.u64("payload length")?;
+    let mut payload_sha256 = [0u8; 32];
+    payload_sha256.copy_from_slice(r.take(32, "payload sha256")?);
+    let stored_len = r.u64("stored length")?;
+    if !r.buf.is_empty() {
+        return Err(Error::corrupt(format!(
+            "{} unexpected bytes after the header fields",
+            r.buf.len()
+        )));
+    }
+    if end.cmp_place(&start)?.is_lt() {
+        return Err(Error::corrupt(format!(
+            "end position {end} is before start position {start}"
+        )));
+    }
+    if open_trx
+        .as_ref()
+        .map(|t| t.cmp_place(&end))
+        .transpose()?
+        .is_some_and(std::cmp::Ordering::is_gt)
+    {
+        return Err(Error::corrupt(format!(
+            "the open transaction starts after the end position {end}"
+        )));
+    }
+    if !key_id.is_empty() {
+        return Err(Error::corrupt(format!(
+            "payload is encrypted with key {key_id:?}, which this build cannot decrypt"
+        )));
+    }
+    Ok(SegmentHeader {
+        meta: SegmentMeta {
+            stream,
+            source,
+            start,
+            end,
+            open_trx,
+            first_event_ms,
+            last_event_ms,
+            event_count,
+        },
+        codec,
+        key_id,
+        nonce,
+        payload_len,
+        payload_sha256,
+        stored_len,
+    })
+}
+
+fn put_str16(out: &mut Vec<u8>, s: &str) -> Result<()> {
+    let len =
+        u16::try_from(s.len()).map_err(|_| Error::invalid("header field", "longer than 64 KiB"))?;
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+    Ok(())
+}
+
+/// Bounds-checked cursor over header bytes.
+struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
+        if self.buf.len() < n {
+            return Err(Error::corrupt(format!("header truncated in {what}")));
+        }
+        let (head, rest) = self.buf.split_at(n);
+        self.buf = rest;
+        Ok(head)
+    }
+
+    fn u8(&mut self, what: &str) -> Result<u8> {
+        Ok(self.take(1, what)?[0])
+    }
+
+    fn u64(&mut self, what: &str) -> Result<u64> {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(self.take(8, what)?);
+        Ok(u64::from_le_bytes(b))
+    }
+
+    fn i64(&mut self, what: &str) -> Result<i64> {
+        self.u64(what).map(|v| v as i64)
+    }
+
+    fn str16(&mut self, what: &str) -> Result<&'a str> {
+        let len = self.take(2, what)?;
+        let len = u16::from_le_bytes([len[0], len[1]]) as usize;
+        std::str::from_utf8(self.take(len, what)?)
+            .map_err(|_| Error::corrupt(format!("header {what} is not UTF-8")))
+    }
+}

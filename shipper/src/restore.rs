@@ -1,0 +1,190 @@
+//! What every source kind's restore, export and drill share: reading a stored segment's
+//! payload and a snapshot's chunks (each verified), progress bars, and the report that
+//! `logferry-shipper` prints. The kind-specific work lives in [`crate::sources`].
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use logferry_common::keys::chunk_key;
+use logferry_common::snapshot::{open_chunk, SnapshotManifest};
+use logferry_common::{DecodeLimits, Segment, StreamId};
+use tokio::io::AsyncWriteExt;
+
+use crate::catalog::SegmentRef;
+use crate::error::{Result, ShipperError};
+use crate::storage::Store;
+
+/// What a restore or export is asked to do, for any source kind.
+#[derive(Debug, Clone)]
+pub struct Request<'a> {
+    /// The stream.
+    pub stream: &'a StreamId,
+    /// `--to`: a time, a position of the stream's kind, or `latest` (kinds add their own,
+    /// e.g. a MariaDB GTID).
+    pub to: &'a str,
+}
+
+/// Options of a restore into a server.
+#[derive(Debug, Clone)]
+pub struct RestoreOptions<'a> {
+    /// `--target`: the server's URL; its scheme must fit the stream's kind.
+    pub target: &'a str,
+    /// Restore even though the target already holds data.
+    pub force: bool,
+    /// Leave the target's durability settings alone while replaying.
+    pub keep_durability: bool,
+}
+
+/// Options of an export into a directory.
+#[derive(Debug, Clone)]
+pub struct ExportOptions<'a> {
+    /// Start at this position (text of the stream's kind) instead of a snapshot.
+    pub from: Option<&'a str>,
+    /// Directory to write into.
+    pub dir: &'a Path,
+}
+
+/// What a finished restore or export did, for the operator.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// The snapshot loaded (or written) first, if any.
+    pub snapshot: Option<SnapshotManifest>,
+    /// Where the replay started (the snapshot's position or `--from`).
+    pub start: String,
+    /// Events applied (or written).
+    pub events: u64,
+    /// Transactions applied.
+    pub transactions: u64,
+    /// Segments read and verified.
+    pub segments_verified: u64,
+    /// Position and commit time (ms) of the last applied transaction.
+    pub last: Option<(String, i64)>,
+    /// Things the operator should know (settings changed and put back, a break in the
+    /// chain after the target).
+    pub notes: Vec<String>,
+    /// Files written, for an export.
+    pub written: Vec<String>,
+    /// Where they were written.
+    pub dir: Option<PathBuf>,
+}
+
+/// One thing that differs between a restored copy and what a manifest recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Difference {
+    /// What differs (for MySQL: `schema.table`).
+    pub table: String,
+    /// What the manifest recorded.
+    pub expected: String,
+    /// What the scratch server holds.
+    pub found: String,
+}
+
+/// What a restore drill did and found.
+#[derive(Debug, Default)]
+pub struct DrillReport {
+    /// Snapshot loaded first.
+    pub base: String,
+    /// Manifest compared against (snapshot id) and where.
+    pub checked_against: String,
+    /// How many things were compared.
+    pub compared: usize,
+    /// What they are ("tables").
+    pub compared_what: &'static str,
+    /// Things that differ.
+    pub differences: Vec<Difference>,
+    /// Events replayed in all.
+    pub events: u64,
+    /// Position of the last replayed transaction.
+    pub last_position: Option<String>,
+}
+
+/// Makes the progress bars of a command's phases (hidden for callers that print nothing).
+#[derive(Debug, Clone, Copy)]
+pub struct Bars {
+    visible: bool,
+}
+
+impl Bars {
+    /// Bars drawn on stderr.
+    pub fn visible() -> Self {
+        Bars { visible: true }
+    }
+
+    /// Bars that draw nothing.
+    pub fn hidden() -> Self {
+        Bars { visible: false }
+    }
+
+    /// A bar for one phase (`what`) of `total` bytes.
+    pub fn phase(&self, what: &str, total: u64) -> ProgressBar {
+        if !self.visible {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::new(total);
+        if let Ok(style) = ProgressStyle::with_template(&format!(
+            "{what} {{bar:30}} {{bytes}}/{{total_bytes}} {{bytes_per_sec}} eta {{eta}} {{msg}}"
+        )) {
+            bar.set_style(style);
+        }
+        bar
+    }
+}
+
+/// A stored segment's payload, decoded and checked against both its checksums (hashing
+/// and decompression run off the runtime's threads).
+pub(crate) async fn segment_payload(store: &Store, seg: &SegmentRef) -> Result<Vec<u8>> {
+    let bytes = store.get(&seg.key).await?;
+    let key = seg.key.clone();
+    tokio::task::spawn_blocking(move || {
+        let corrupt = |e| {
+            ShipperError::Restore(format!(
+                "{key} is corrupt: {e}; run logferry-shipper verify"
+            ))
+        };
+        let segment = Segment::decode(bytes, &DecodeLimits::stored()).map_err(corrupt)?;
+        segment.payload().map_err(corrupt)
+    })
+    .await
+    .map_err(|e| ShipperError::Restore(format!("the segment check failed: {e}")))?
+}
+
+/// Streams the snapshot's chunks (each verified) into `out`.
+///
+/// # Errors
+/// When a chunk cannot be read, is corrupt, or `out` fails.
+pub(crate) async fn snapshot_chunks<W>(
+    store: &Store,
+    m: &SnapshotManifest,
+    bar: &ProgressBar,
+    out: &mut W,
+    what: &str,
+) -> Result<()>
+where
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    for c in &m.chunks {
+        let stored = store.get(&chunk_key(&m.stream, &m.id, c.index)).await?;
+        let plain = open_chunk(&stored, c).map_err(|e| {
+            ShipperError::Restore(format!(
+                "snapshot {} of stream {}: {e}; run logferry-shipper verify",
+                m.id, m.stream
+            ))
+        })?;
+        out.write_all(&plain)
+            .await
+            .map_err(|e| ShipperError::Restore(format!("{what}: {e}")))?;
+        bar.inc(plain.len() as u64);
+    }
+    Ok(())
+}
+
+/// The error of a failed write into the export directory `dir`.
+pub(crate) fn write_error(dir: &Path) -> impl Fn(std::io::Error) -> ShipperError + '_ {
+    move |e| ShipperError::Restore(format!("writing into {}: {e}", dir.display()))
+}
+
+/// Elapsed time in a short human form.
+pub fn elapsed(d: Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
+}

@@ -1,0 +1,172 @@
+//! MySQL/MariaDB streams: point-in-time restore into a server, export to binlog files, and
+//! the restore drill, from the object store alone (no shipper running).
+//!
+//! 1. [`plan`]: the newest complete snapshot at or before the target, and the stored
+//!    segments that follow its primary position, checked to run unbroken to the target.
+//! 2. [`snapshot`]: loads the snapshot into the target server (or writes it to a directory).
+//! 3. [`collect`]: the events after the snapshot's position up to the last transaction
+//!    that ends at or before the target, whole transactions only, rebuilt as binlog file
+//!    pieces and handed on segment by segment as each is verified; [`replay`] streams
+//!    them into the server through the stock `mariadb-binlog | mariadb`, or into files.
+//! - [`target`]: `--to` for a MySQL stream (time, binlog position, MariaDB GTID, latest).
+//! - [`target_server`]: the server a restore writes into.
+//! - [`drill`]: the restore drill, comparing per-table checksums with a manifest.
+
+pub mod collect;
+pub mod drill;
+pub mod plan;
+pub mod replay;
+pub mod snapshot;
+pub mod target;
+pub mod target_server;
+
+use logferry_common::format::mysql::check_chain;
+use logferry_common::{BinlogPos, Position, StreamId};
+
+use self::plan::Plan;
+use self::target::Target;
+use self::target_server::TargetServer;
+use super::SourceRestore;
+use crate::error::{Result, ShipperError};
+use crate::restore::{Bars, DrillReport, ExportOptions, Report, Request, RestoreOptions};
+use crate::storage::Store;
+
+/// The MySQL/MariaDB implementation of [`SourceRestore`].
+#[derive(Debug, Clone, Copy)]
+pub struct Mysql;
+
+impl SourceRestore for Mysql {
+    async fn restore(
+        &self,
+        store: &Store,
+        req: &Request<'_>,
+        opts: &RestoreOptions<'_>,
+        bars: &Bars,
+    ) -> Result<Report> {
+        let target: Target = req.to.parse()?;
+        let server: TargetServer = opts.target.parse()?;
+        let plan = plan::plan(store, req.stream, &target).await?;
+        let existing = server.user_databases().await?;
+        if !existing.is_empty() && !opts.force {
+            return Err(ShipperError::Restore(format!(
+                "the target already holds databases ({}); restore into an empty server or pass --force",
+                existing.join(", ")
+            )));
+        }
+        let relaxed = server.relax_for_replay(opts.keep_durability).await;
+        for note in &relaxed.notes {
+            tracing::warn!("{note}");
+        }
+        let applied = apply(store, &plan, &target, &server, bars).await;
+        let put_back = server.put_back(&relaxed).await;
+        let collected = match applied {
+            Ok(c) => c,
+            Err(e) => {
+                if let Err(d) = put_back {
+                    tracing::error!(error = %d, "could not put the target's settings back");
+                }
+                return Err(e);
+            }
+        };
+        put_back?;
+        let mut report = report(&plan, &collected);
+        report.notes.splice(0..0, relaxed.notes.iter().cloned());
+        if let Some(previous) = &relaxed.flush {
+            report.notes.push(format!("durability: innodb_flush_log_at_trx_commit was 2 during the restore, back to {previous}; redo log flushed"));
+        }
+        Ok(report)
+    }
+
+    async fn export(
+        &self,
+        store: &Store,
+        req: &Request<'_>,
+        opts: &ExportOptions<'_>,
+        bars: &Bars,
+    ) -> Result<Report> {
+        let target: Target = req.to.parse()?;
+        let plan = match opts.from {
+            Some(f) => plan::plan_from(store, req.stream, &BinlogPos::parse(f)?, &target).await?,
+            None => plan::plan(store, req.stream, &target).await?,
+        };
+        let mut written = Vec::new();
+        if let Some(m) = &plan.snapshot {
+            let bar = bars.phase("writing the snapshot", m.plain_bytes());
+            written.extend(snapshot::export_snapshot(store, &plan, opts.dir, &bar).await?);
+            bar.finish_and_clear();
+        }
+        let bar = bars.phase("exporting segments", segment_bytes(&plan));
+        let collected = replay::into_dir(store, &plan, &target, opts.dir, &bar).await?;
+        bar.finish_and_clear();
+        snapshot::write_howto(opts.dir, &plan, &collected).await?;
+        written.extend(collected.files.iter().cloned());
+        written.push("RESTORE.txt".into());
+        let mut report = report(&plan, &collected);
+        report.written = written;
+        report.dir = Some(opts.dir.to_owned());
+        Ok(report)
+    }
+
+    async fn drill(
+        &self,
+        store: &Store,
+        stream: &StreamId,
+        target: &str,
+        bars: &Bars,
+    ) -> Result<DrillReport> {
+        let scratch: TargetServer = target.parse()?;
+        let bar = bars.phase("drilling", 0);
+        let report = drill::run(store, stream, &scratch, &bar).await;
+        bar.finish_and_clear();
+        report
+    }
+
+    fn check_payload(&self, payload: &[u8], start: &Position, end: &Position) -> Result<u64> {
+        Ok(check_chain(payload, start.as_mysql()?, end.as_mysql()?)?)
+    }
+}
+
+/// Loads the plan's snapshot into `server` and replays the binlog after it, with progress
+/// bars.
+async fn apply(
+    store: &Store,
+    plan: &Plan,
+    target: &Target,
+    server: &TargetServer,
+    bars: &Bars,
+) -> Result<collect::Collected> {
+    if let Some(m) = &plan.snapshot {
+        let bar = bars.phase("loading the snapshot", m.plain_bytes());
+        snapshot::load_snapshot(store, plan, server, &bar).await?;
+        bar.finish_and_clear();
+    }
+    let bar = bars.phase("replaying segments", segment_bytes(plan));
+    let collected = replay::into_server(store, plan, target, server, &bar).await?;
+    bar.finish_and_clear();
+    Ok(collected)
+}
+
+/// Stored bytes of the plan's segments: the unit of the replay progress bar.
+fn segment_bytes(plan: &Plan) -> u64 {
+    plan.segments.iter().map(|c| c.seg.size).sum()
+}
+
+/// The report of a finished restore or export: the plan refused any gap before the
+/// target, so one after it is only noted.
+fn report(plan: &Plan, c: &collect::Collected) -> Report {
+    Report {
+        snapshot: plan.snapshot.clone(),
+        start: plan.start.to_string(),
+        events: c.events,
+        transactions: c.transactions,
+        segments_verified: c.segments_verified,
+        last: c
+            .last_position
+            .as_ref()
+            .map(ToString::to_string)
+            .zip(c.last_time_ms),
+        notes: plan.gap.iter().cloned().collect(),
+        written: Vec::new(),
+        dir: None,
+    }
+}
