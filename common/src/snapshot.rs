@@ -129,10 +129,10 @@ pub fn seal_chunk(index: u32, plain: &[u8]) -> Result<(Vec<u8>, ChunkInfo)> {
     Ok((stored, info))
 }
 
-/// The largest `snapshot.chunk_bytes` an agent accepts.
+/// The largest `source.snapshot.chunk_bytes` an agent accepts.
 pub const MAX_CHUNK_BYTES_SETTING: u64 = 64 * 1024 * 1024;
 /// How much dump text the agent reads at a time; a chunk is cut once it holds at least
-/// `snapshot.chunk_bytes`, so it may exceed that by less than one read.
+/// `source.snapshot.chunk_bytes`, so it may exceed that by less than one read.
 pub const DUMP_READ_BYTES: usize = 256 * 1024;
 /// The largest dump text a chunk may hold; a reader never allocates more for a chunk,
 /// whatever its manifest says.

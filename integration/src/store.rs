@@ -29,7 +29,8 @@ pub struct BinlogEvent {
 /// # Errors
 /// When a segment does not decode.
 pub fn segments(store_dir: &Path, stream: &str) -> anyhow::Result<Vec<(String, Segment)>> {
-    let dir = store_dir.join("streams").join(stream).join("segments");
+    let stream = logferry_common::StreamId::new(stream)?;
+    let dir = store_dir.join(logferry_common::keys::segments_prefix(&stream));
     let mut names: Vec<_> = match std::fs::read_dir(&dir) {
         Ok(d) => d
             .filter_map(Result::ok)

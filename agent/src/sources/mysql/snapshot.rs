@@ -132,7 +132,7 @@ pub async fn take(
         .map_err(|e| connect_error(&addr, e))?;
     if status.is_none() {
         return Err(AgentError::Snapshot(format!(
-            "{addr} is not a replica (SHOW SLAVE STATUS is empty); snapshot.replica_url must name a replica of the source"
+            "{addr} is not a replica (SHOW SLAVE STATUS is empty); source.snapshot.replica_url must name a replica of the source"
         )));
     }
     std::fs::create_dir_all(&cfg.agent.spool_dir)

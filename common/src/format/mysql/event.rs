@@ -1,7 +1,7 @@
 //! Binlog events as the server writes them: type codes, the v4 header, checksums, and the
 //! few bodies (rotate, query) that the stream's structure depends on.
 
-use super::position::BinlogPos;
+use super::position::{file_seq, BinlogPos};
 use crate::{Error, Result};
 
 /// The four bytes every binlog file starts with.
@@ -129,11 +129,8 @@ pub fn rotate_target(body: &[u8]) -> Result<(u64, String)> {
 /// least as wide (`mysql-bin.000009` → `mysql-bin.000010`, `b.999999` → `b.1000000`).
 /// `None` when the name has no numeric extension.
 pub fn next_file_name(name: &str) -> Option<String> {
+    let next = file_seq(name)?.checked_add(1)?;
     let (base, ext) = name.rsplit_once('.')?;
-    if ext.is_empty() || !ext.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let next = ext.parse::<u64>().ok()?.checked_add(1)?;
     Some(format!("{base}.{next:0width$}", width = ext.len()))
 }
 

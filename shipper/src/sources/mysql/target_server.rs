@@ -2,6 +2,8 @@
 
 use std::str::FromStr;
 
+use logferry_common::format::mysql::sql::system_schemas_sql_list;
+
 use crate::error::{Result, ShipperError};
 
 /// A MySQL/MariaDB server to restore into, from a `mysql://USER:PASSWORD@HOST:PORT` URL
@@ -254,7 +256,10 @@ impl TargetServer {
     /// When the server cannot be queried.
     pub async fn user_databases(&self) -> Result<Vec<String>> {
         let rows = self
-            .query("SELECT schema_name FROM information_schema.schemata WHERE schema_name NOT IN ('mysql','information_schema','performance_schema','sys')")
+            .query(&format!(
+                "SELECT schema_name FROM information_schema.schemata WHERE schema_name NOT IN {}",
+                system_schemas_sql_list()
+            ))
             .await?;
         Ok(rows
             .into_iter()
