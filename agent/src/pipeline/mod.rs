@@ -16,7 +16,7 @@
 mod seal_loop;
 mod segment_loop;
 mod ship_loop;
-mod snapshots;
+pub mod snapshots;
 mod source_task;
 mod spool_loop;
 

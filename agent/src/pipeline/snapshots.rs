@@ -49,7 +49,7 @@ pub(super) async fn scheduled(
 /// Stores the snapshots a source hands over inside its stream, part by part, while the
 /// source waits (the events after a snapshot continue from its position, so they are not
 /// read before it is stored).
-pub(super) struct InlineSnapshots {
+pub struct InlineSnapshots {
     client: ShipperClient,
     stream: StreamId,
     metrics: Arc<Metrics>,
@@ -59,7 +59,7 @@ pub(super) struct InlineSnapshots {
 
 impl InlineSnapshots {
     /// Stores inline snapshots of `stream` through `client`.
-    pub(super) fn new(
+    pub fn new(
         client: ShipperClient,
         stream: StreamId,
         metrics: Arc<Metrics>,
@@ -78,7 +78,7 @@ impl InlineSnapshots {
     ///
     /// # Errors
     /// [`AgentError::Protocol`] for parts out of order; the upload's errors.
-    pub(super) async fn part(&mut self, part: SnapshotPart) -> Result<()> {
+    pub async fn part(&mut self, part: SnapshotPart) -> Result<()> {
         match (part, &mut self.open) {
             (SnapshotPart::Begin { position }, None) => {
                 info!(%position, "the source sends a snapshot inline; storing it");

@@ -1,0 +1,87 @@
+//! A snapshot a source hands over inside its change stream (as a Redis full resync sends
+//! an RDB) is stored through the agent's inline-snapshot route into a real shipper: chunks
+//! that read back to the same bytes, and a manifest naming them; parts out of order are
+//! refused.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use logferry_agent::client::ShipperClient;
+use logferry_agent::metrics::Metrics;
+use logferry_agent::pipeline::snapshots::InlineSnapshots;
+use logferry_agent::sources::SnapshotPart;
+use logferry_common::keys::{chunk_key, manifest_key};
+use logferry_common::snapshot::{open_chunk, MysqlSnapshot, SnapshotContent, SnapshotManifest};
+use logferry_common::{BinlogPos, Position, StreamId};
+use logferry_integration::logferry::Shipper;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inline_snapshot_is_stored_in_chunks_with_its_manifest() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let shipper = Shipper::start(tmp.path()).await?;
+    let client = ShipperClient::new(&shipper.url(), Duration::from_secs(30))?;
+    let stream = StreamId::new("inline")?;
+    let metrics = Arc::new(Metrics::default());
+    let (_stop, shutdown) = tokio::sync::watch::channel(false);
+    let mut inline = InlineSnapshots::new(client, stream.clone(), metrics.clone(), shutdown);
+
+    // 20 MiB in 64 KiB parts: more than two chunks of the default 8 MiB.
+    let data: Vec<u8> = (0..20u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let position = Position::Mysql(BinlogPos::new("mysql-bin.000001", 4)?);
+    inline
+        .part(SnapshotPart::Begin {
+            position: position.clone(),
+        })
+        .await?;
+    for piece in data.chunks(64 * 1024) {
+        inline.part(SnapshotPart::Data(piece.to_vec())).await?;
+    }
+    let content = SnapshotContent::Mysql(MysqlSnapshot {
+        replica: "inline".into(),
+        dump_tool: "test".into(),
+        tables: Vec::new(),
+    });
+    inline
+        .part(SnapshotPart::End {
+            content: content.clone(),
+        })
+        .await?;
+    assert_eq!(
+        metrics
+            .inline_snapshots
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+
+    let store = std::path::Path::new(&shipper.store_url()).to_owned();
+    let ids: Vec<String> =
+        std::fs::read_dir(store.join(logferry_common::keys::snapshots_prefix(&stream)))?
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect::<Result<_, _>>()?;
+    assert_eq!(ids.len(), 1, "one snapshot stored: {ids:?}");
+    let manifest =
+        SnapshotManifest::from_json(&std::fs::read(store.join(manifest_key(&stream, &ids[0])))?)?;
+    assert_eq!(manifest.position()?, position);
+    assert_eq!(manifest.content, content);
+    assert!(
+        manifest.chunks.len() >= 3,
+        "{} chunks",
+        manifest.chunks.len()
+    );
+    let mut back = Vec::new();
+    for c in &manifest.chunks {
+        let stored = std::fs::read(store.join(chunk_key(&stream, &manifest.id, c.index)))?;
+        back.extend(open_chunk(&stored, c)?);
+    }
+    assert!(back == data, "the stored chunks read back to other bytes");
+
+    // A part without a snapshot open is the source's protocol error, not stored.
+    let err = inline
+        .part(SnapshotPart::Data(b"stray".to_vec()))
+        .await
+        .expect_err("data outside a snapshot must be refused");
+    assert!(err.to_string().contains("out of order"), "{err}");
+    Ok(())
+}
