@@ -8,7 +8,7 @@
 //! - [`lz4_frame`]: LZ4 payloads in the standard frame format.
 //! - [`snapshot`]: full snapshots in chunks and their manifest.
 //! - [`keys`]: the object-store key grammar (keys sort in position order).
-//! - [`format`]: one module per source kind: its positions, payload, transaction
+//! - [`format`](mod@format): one module per source kind: its positions, payload, transaction
 //!   boundaries and snapshot content. Nothing outside it knows a source's format.
 //! - [`wire`]: JSON bodies exchanged between agent and shipper.
 

@@ -2,7 +2,7 @@
 //!
 //! A segment records the position where its first event *starts* and the position right
 //! *after* its last event ends; a chain is gapless when each segment starts exactly where the
-//! previous one ended. Each kind's position type lives in its [`crate::format`] module;
+//! previous one ended. Each kind's position type lives in its [`crate::format`](mod@crate::format) module;
 //! this enum is what generic code (segments, keys, the catalog) carries.
 
 use std::cmp::Ordering;
@@ -33,7 +33,7 @@ impl Position {
     /// Parses the text form written by [`Display`](fmt::Display) for a position of `kind`.
     ///
     /// # Errors
-    /// [`Error::Invalid`] quoting the text.
+    /// [`Error::Invalid`](crate::Error::Invalid) quoting the text.
     pub fn parse(kind: SourceKind, text: &str) -> Result<Self> {
         match kind {
             SourceKind::Mysql => BinlogPos::parse(text).map(Position::Mysql),
@@ -50,7 +50,7 @@ impl Position {
     /// Orders two positions of one kind by their place in the log.
     ///
     /// # Errors
-    /// [`Error::KindMismatch`] when they belong to different kinds of log.
+    /// [`Error::KindMismatch`](crate::Error::KindMismatch) when they belong to different kinds of log.
     pub fn cmp_place(&self, other: &Position) -> Result<Ordering> {
         match (self, other) {
             (Position::Mysql(a), Position::Mysql(b)) => Ok(a.cmp_place(b)),
@@ -60,7 +60,7 @@ impl Position {
     /// The binlog position inside, for MySQL code handed a stream's position.
     ///
     /// # Errors
-    /// [`Error::KindMismatch`] for a position of another kind.
+    /// [`Error::KindMismatch`](crate::Error::KindMismatch) for a position of another kind.
     pub fn as_mysql(&self) -> Result<&BinlogPos> {
         match self {
             Position::Mysql(p) => Ok(p),

@@ -4,7 +4,7 @@
 //! Keys are in [`crate::keys`]. The id is the 13-digit ms timestamp of the snapshot, so a
 //! listing sorts snapshots oldest first. A snapshot exists once its manifest is stored; the
 //! manifest is written last. The manifest is generic; what a source kind adds sits in
-//! [`SnapshotContent`], defined by that kind's [`crate::format`] module.
+//! [`SnapshotContent`], defined by that kind's [`crate::format`](mod@crate::format) module.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};

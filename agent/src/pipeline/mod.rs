@@ -10,8 +10,8 @@
 //! When the spool exceeds `agent.spool_max_bytes` the segment loop stops taking events, the
 //! channel fills, and the source stops reading (disk, not memory, holds the lag).
 //!
-//! One file per stage: [`source_task`], [`segment_loop`], [`seal_loop`], [`spool_loop`],
-//! [`ship_loop`]; [`snapshots`] runs scheduled and inline snapshots beside them.
+//! One file per stage: `source_task`, `segment_loop`, `seal_loop`, `spool_loop`,
+//! `ship_loop`; [`snapshots`] runs scheduled and inline snapshots beside them.
 
 mod seal_loop;
 mod segment_loop;

@@ -34,9 +34,9 @@
 //! with `open_trx = None`.
 
 //!
-//! - [`codec`]: how a payload is stored ([`Codec`], [`Compression`]) and the [`Sealer`].
-//! - [`header`]: the header's fields ([`SegmentMeta`], [`SegmentHeader`]) and their bytes.
-//! - [`limits`]: the size limits every reader applies ([`DecodeLimits`]).
+//! - `codec`: how a payload is stored ([`Codec`], [`Compression`]) and the [`Sealer`].
+//! - `header`: the header's fields ([`SegmentMeta`], [`SegmentHeader`]) and their bytes.
+//! - `limits`: the size limits every reader applies ([`DecodeLimits`]).
 
 mod codec;
 mod header;

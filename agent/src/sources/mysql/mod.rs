@@ -4,7 +4,7 @@
 //! server's checksum), framed as [`logferry_common::format::mysql`] records. Positions are binlog file
 //! + offset, annotated with the MariaDB GTID state at transaction boundaries.
 //!
-//! - [`connect`]: preflight checks (binlog on, ROW format, privileges) and the dump request.
+//! - [`connect`](mod@connect): preflight checks (binlog on, ROW format, privileges) and the dump request.
 //! - [`events`]: rotate targets, as pure functions.
 //! - [`snapshot`]: full snapshots from a replica paused on the apply side.
 

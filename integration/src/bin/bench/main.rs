@@ -9,7 +9,7 @@
 //! shipper is down, and shipper memory while several agents ship. Each timing is repeated
 //! and the median reported; ratios are given because absolute times on shared machines drift.
 //!
-//! One module per job: [`args`], [`data`] (generation), [`ship`] (ship, storage and
+//! One module per job: [`args`](mod@args), [`data`] (generation), [`ship`] (ship, storage and
 //! restore per size), [`seal`] (sealing cost), [`rpo`], [`memory`], [`report`]
 //! (`BENCHMARKS.md`), [`stats`].
 

@@ -4,7 +4,7 @@
 //!
 //! [`collect::collect`] produces pieces on the calling task; the consumer runs in a task of
 //! its own, so decompressing and hashing segment N+1 overlaps with the server applying
-//! segment N. At most [`PIECES_IN_FLIGHT`] pieces (about a segment each) wait in between:
+//! segment N. At most `PIECES_IN_FLIGHT` pieces (about a segment each) wait in between:
 //! the memory of a restore does not grow with its size.
 
 use std::future::Future;
