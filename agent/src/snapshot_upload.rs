@@ -65,10 +65,17 @@ impl SnapshotUpload {
     /// # Errors
     /// [`AgentError::Snapshot`] when sealing fails or a shutdown interrupts; the upload's
     /// errors once its retries are spent.
-    pub async fn push(&mut self, bytes: &[u8]) -> Result<()> {
-        self.buf.extend_from_slice(bytes);
-        if self.buf.len() >= self.chunk_bytes {
-            self.flush().await?;
+    pub async fn push(&mut self, mut bytes: &[u8]) -> Result<()> {
+        // Never more than `chunk_bytes` per chunk, however large a part: a reader refuses
+        // chunks above `MAX_CHUNK_PLAIN_BYTES`.
+        while !bytes.is_empty() {
+            let room = self.chunk_bytes - self.buf.len();
+            let (now, rest) = bytes.split_at(room.min(bytes.len()));
+            self.buf.extend_from_slice(now);
+            bytes = rest;
+            if self.buf.len() >= self.chunk_bytes {
+                self.flush().await?;
+            }
         }
         Ok(())
     }

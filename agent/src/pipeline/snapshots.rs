@@ -74,6 +74,14 @@ impl InlineSnapshots {
         }
     }
 
+    /// Drops a snapshot left half-sent by a broken connection: a source that reconnects
+    /// sends it again from its start. Its chunks stay unnamed by any manifest.
+    pub fn abort(&mut self) {
+        if let Some((position, upload)) = self.open.take() {
+            warn!(%position, id = upload.id(), "an inline snapshot was cut off by a reconnect; the source sends it again");
+        }
+    }
+
     /// Takes the next part of the snapshot in progress.
     ///
     /// # Errors

@@ -91,6 +91,7 @@ impl SourceTask {
             let result = match sources::connect(&cfg, self.resume.as_ref()).await {
                 Ok(mut src) => {
                     self.backoff.reset();
+                    self.snapshots.abort();
                     if !first
                         && self
                             .tx
@@ -155,7 +156,7 @@ impl SourceTask {
                     Msg::Event(ev)
                 }
                 SourceItem::Heartbeat => {
-                    self.at_head(src.head(), src.head().as_ref());
+                    self.at_head(src.head(), self.resume.as_ref());
                     Msg::Heartbeat
                 }
                 SourceItem::Snapshot(part) => {

@@ -51,7 +51,8 @@ pub struct MysqlSource {
     /// The server's binlog end when the source connected, until a boundary reaches it.
     catch_up_to: Option<BinlogPos>,
     /// The newest place the server is known to have written: its binlog end at connect,
-    /// then whatever has been read past it (a heartbeat says everything was).
+    /// then where the stream stood at the last heartbeat (the server sends one only
+    /// when it has sent everything).
     head: Option<BinlogPos>,
 }
 
@@ -189,7 +190,6 @@ impl MysqlSource {
         }
         start.gtid = None;
         self.cursor = Some(end.clone());
-        self.saw(end.clone());
         let record = framed(ev, binlog::TAG_EVENT, Some(&start))?;
         Ok(Some(SourceItem::Event(SourceEvent {
             record,

@@ -13,13 +13,13 @@ pub const EVENT_HEADER_LEN: usize = 19;
 pub mod code {
     /// QUERY_EVENT: a statement, or BEGIN / COMMIT of a transaction.
     pub const QUERY: u8 = 2;
-    /// code::STOP: the server shut down cleanly; it continues in the next binlog file.
+    /// STOP_EVENT: the server shut down cleanly; it continues in the next binlog file.
     pub const STOP: u8 = 3;
-    /// code::ROTATE: the server continues in another binlog file.
+    /// ROTATE_EVENT: the server continues in another binlog file.
     pub const ROTATE: u8 = 4;
-    /// code::FORMAT_DESCRIPTION.
+    /// FORMAT_DESCRIPTION_EVENT.
     pub const FORMAT_DESCRIPTION: u8 = 15;
-    /// code::TABLE_MAP: precedes each statement's row events.
+    /// TABLE_MAP_EVENT: precedes each statement's row events.
     pub const TABLE_MAP: u8 = 19;
     /// XID_EVENT: commit of a transactional (InnoDB) transaction.
     pub const XID: u8 = 16;
@@ -42,7 +42,8 @@ pub mod code {
     pub const MARIADB_COMPRESSED: std::ops::RangeInclusive<u8> = 165..=171;
 }
 
-/// Flag of artificial events (fake rotate, synthetic events of a dump); never stored.
+/// Flag of artificial events (fake rotate, synthetic events of a dump): not stored, except
+/// the fake rotate that proves a crashed file was sent to its end ([`is_file_switch`]).
 pub const LOG_EVENT_ARTIFICIAL_F: u16 = 0x20;
 
 /// The fixed v4 header of a binlog event.

@@ -12,7 +12,8 @@ use crate::{Error, Result};
 /// Text form: `mysql-bin.000003:1234` or `mysql-bin.000003:1234@0-1-57,1-2-9`.
 ///
 /// The file name is checked once, when the position is made: it must end in a numeric
-/// extension, which orders files. `==` compares the place (file and offset) only; the
+/// extension, which orders files. `==` compares the place (file number and offset, the rule of
+/// [`BinlogPos::cmp_place`]) only; the
 /// GTID state is an annotation that follows from the place.
 #[derive(Debug, Clone)]
 pub struct BinlogPos {
@@ -27,7 +28,7 @@ pub struct BinlogPos {
 
 impl PartialEq for BinlogPos {
     fn eq(&self, other: &Self) -> bool {
-        self.file == other.file && self.offset == other.offset
+        self.cmp_place(other).is_eq()
     }
 }
 
