@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
 use logferry_common::{DecodeLimits, StreamId};
 use logferry_config::{ShipperConfig, StoreConfig};
 use logferry_shipper::catalog::Catalog;
@@ -191,12 +190,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 };
                 return drill(&store, &stream, &target).await;
             }
-            let bar = ProgressBar::new(0).with_style(
-                ProgressStyle::with_template(
-                    "verifying {bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-                )
-                .context("progress template")?,
-            );
+            let bar = Bars::visible().phase("verifying", 0);
             let reports = verify::verify(&store, stream.as_ref(), &bar).await?;
             bar.finish_and_clear();
             let mut bad = 0usize;
