@@ -186,6 +186,8 @@ pub async fn serve(addr: SocketAddr, stream: String, metrics: Arc<Metrics>) {
     );
     match tokio::net::TcpListener::bind(addr).await {
         Ok(listener) => {
+            // The bound address: port 0 asks the system for a free one.
+            let addr = listener.local_addr().unwrap_or(addr);
             info!(%addr, "serving /metrics");
             if let Err(e) = axum::serve(listener, app).await {
                 warn!(%addr, error = %e, "metrics server stopped");

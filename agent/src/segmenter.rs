@@ -5,7 +5,10 @@
 //! and hashing the cut payload ([`SealJob::seal`]) is left to the caller, so that it can run
 //! on another thread while the next segment fills.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// The runtime's clock, so that the seal-age rules run under tests with a paused clock.
+use tokio::time::Instant;
 
 use logferry_common::segment::Sealer;
 use logferry_common::{Position, Segment, SegmentMeta, SourceKind, StreamId};

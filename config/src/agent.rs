@@ -312,6 +312,12 @@ pub struct ShipperClientSection {
     /// Longest retry delay.
     #[serde(default = "default_retry_max_ms")]
     pub retry_max_ms: u64,
+    /// Uploads sent before the oldest is acknowledged: with a shipper tens of
+    /// milliseconds away, a catch-up would otherwise wait one round trip per segment.
+    /// Acknowledgements still advance the checkpoint in order; the memory held is up to
+    /// this many sealed segments.
+    #[serde(default = "default_uploads_in_flight")]
+    pub uploads_in_flight: usize,
 }
 
 fn default_timeout_ms() -> u64 {
@@ -322,6 +328,9 @@ fn default_retry_min_ms() -> u64 {
 }
 fn default_retry_max_ms() -> u64 {
     5_000
+}
+fn default_uploads_in_flight() -> usize {
+    4
 }
 
 impl AgentConfig {
@@ -416,6 +425,15 @@ impl AgentConfig {
             return Err(invalid(
                 "shipper.retry_min_ms",
                 "must be at least 1 and not above shipper.retry_max_ms",
+            ));
+        }
+        if !(1..=64).contains(&self.shipper.uploads_in_flight) {
+            return Err(invalid(
+                "shipper.uploads_in_flight",
+                format!(
+                    "{} is out of range; use 1..=64 (default 4; 1 uploads one segment at a time)",
+                    self.shipper.uploads_in_flight
+                ),
             ));
         }
         Ok(())

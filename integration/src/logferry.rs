@@ -7,8 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use logferry_common::wire::StreamHead;
 
-use crate::process::{workspace_bin, Proc};
-use crate::{free_port, wait_for};
+use crate::process::{log_len, workspace_bin, Proc};
 
 /// A running `logferry-shipper serve` on a local-directory store.
 #[derive(Debug)]
@@ -20,6 +19,8 @@ pub struct Shipper {
     /// Environment given to the process (S3 credentials and endpoint).
     pub env: Vec<(String, String)>,
     config: PathBuf,
+    /// The `[store]` section of its config.
+    store: String,
     log: PathBuf,
     proc: Option<Proc>,
 }
@@ -75,61 +76,52 @@ impl Shipper {
         env: Vec<(String, String)>,
     ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        let port = free_port()?;
-        let config = dir.join("shipper.toml");
-        std::fs::write(
-            &config,
-            format!("[server]\nlisten = \"127.0.0.1:{port}\"\n\n[store]\n{store}"),
-        )?;
         let mut s = Shipper {
-            port,
+            port: 0,
             store_dir,
             env,
-            config,
+            config: dir.join("shipper.toml"),
+            store: store.to_owned(),
             log: dir.join("shipper.log"),
             proc: None,
         };
+        // Port 0 the first time: the shipper binds a free port itself and logs it, so no
+        // other test can take it between a probe and the bind. Restarts keep that port,
+        // because agents point at it.
+        s.write_config()?;
         s.restart().await?;
+        s.write_config()?;
         Ok(s)
     }
 
-    /// Starts the process again (after [`Self::kill9`]) with the same port and store.
+    fn write_config(&self) -> anyhow::Result<()> {
+        std::fs::write(
+            &self.config,
+            format!(
+                "[server]\nlisten = \"127.0.0.1:{}\"\n\n[store]\n{}",
+                self.port, self.store
+            ),
+        )?;
+        Ok(())
+    }
+
+    /// Starts the process again (after [`Self::kill9`]) with the same port and store, and
+    /// waits until it serves.
     ///
     /// # Errors
-    /// When it does not become healthy within 30 s.
+    /// When it exits or does not serve within 30 s (the error holds its log).
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         let mut cmd = Command::new(workspace_bin("logferry-shipper")?);
         cmd.arg("serve")
             .arg("--config")
             .arg(&self.config)
             .envs(self.env.iter().cloned());
-        self.proc = Some(Proc::spawn("logferry-shipper", cmd, &self.log)?);
-        let url = format!("{}/healthz", self.url());
-        wait_for(
-            "the shipper to answer /healthz",
-            Duration::from_secs(30),
-            || {
-                let url = url.clone();
-                async move {
-                    let r = reqwest::get(&url).await?;
-                    Ok(r.status().is_success().then_some(()))
-                }
-            },
-        )
-        .await
-        .with_context(|| format!("shipper log:\n{}", self.log_text()))?;
-        // A shipper that lost the race for its port exits at once; the answer then came
-        // from another test's shipper.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let exited = match &mut self.proc {
-            Some(p) => p.try_exit()?,
-            None => None,
-        };
-        anyhow::ensure!(
-            exited.is_none(),
-            "the shipper exited ({exited:?}):\n{}",
-            self.log_text()
-        );
+        let from = log_len(&self.log);
+        let proc = &*self
+            .proc
+            .insert(Proc::spawn("logferry-shipper", cmd, &self.log)?);
+        self.port = wait_logged_port(proc, from, "shipper serving", "listen", "the shipper")
+            .await?;
         Ok(())
     }
 
@@ -215,10 +207,10 @@ pub struct AgentSettings {
 pub struct Agent {
     /// Spool directory.
     pub spool_dir: PathBuf,
-    /// Port of `/metrics`.
-    pub metrics_port: u16,
     config: PathBuf,
     log: PathBuf,
+    /// Length of the log when the running process started: its lines come after.
+    log_from: u64,
     proc: Option<Proc>,
 }
 
@@ -230,12 +222,11 @@ impl Agent {
     pub fn start(dir: &Path, s: &AgentSettings) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let spool_dir = dir.join("spool");
-        let metrics_port = free_port()?;
         let config = dir.join("agent.toml");
         std::fs::write(
             &config,
             format!(
-                "[agent]\nstream = \"{}\"\nspool_dir = \"{}\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n\n\
+                "[agent]\nstream = \"{}\"\nspool_dir = \"{}\"\nmetrics_listen = \"127.0.0.1:0\"\n\n\
                  [source]\ntype = \"mysql\"\nurl = \"{}\"\nserver_id = {}\nconnect_timeout_ms = 3000\n{}\n\n\
                  [segment]\nmax_age_ms = {}\n{}\n\n[shipper]\nurl = \"{}\"\nretry_max_ms = 1000\n\n{}\n",
                 s.stream,
@@ -251,9 +242,9 @@ impl Agent {
         )?;
         let mut a = Agent {
             spool_dir,
-            metrics_port,
             config,
             log: dir.join("agent.log"),
+            log_from: 0,
             proc: None,
         };
         a.restart()?;
@@ -267,8 +258,19 @@ impl Agent {
     pub fn restart(&mut self) -> anyhow::Result<()> {
         let mut cmd = Command::new(workspace_bin("logferry-agent")?);
         cmd.arg("run").arg("--config").arg(&self.config);
+        self.log_from = log_len(&self.log);
         self.proc = Some(Proc::spawn("logferry-agent", cmd, &self.log)?);
         Ok(())
+    }
+
+    /// The port of the running agent's `/metrics` (it binds port 0 and logs the port it
+    /// got), waiting until it has logged it.
+    ///
+    /// # Errors
+    /// When the agent exits or does not serve `/metrics` within 30 s.
+    pub async fn metrics_port(&self) -> anyhow::Result<u16> {
+        let proc = self.proc.as_ref().context("the agent is not running")?;
+        wait_logged_port(proc, self.log_from, "serving /metrics", "addr", "the agent").await
     }
 
     /// Starts `logferry-agent snapshot` with this agent's config, as its own process.
@@ -324,7 +326,7 @@ impl Agent {
     /// # Errors
     /// When the endpoint does not answer.
     pub async fn metrics(&self) -> anyhow::Result<String> {
-        let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
+        let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port().await?);
         Ok(reqwest::get(url).await?.text().await?)
     }
 
@@ -379,5 +381,33 @@ impl Agent {
     /// The agent's log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// Waits until `proc` (started when its log was `from` bytes long) logs the port it bound
+/// on a line with `marker`; fails with its log when it exits first or takes over 30 s.
+async fn wait_logged_port(
+    proc: &Proc,
+    from: u64,
+    marker: &str,
+    field: &str,
+    what: &str,
+) -> anyhow::Result<u16> {
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(port) = proc.logged_port(from, marker, field) {
+            return Ok(port);
+        }
+        anyhow::ensure!(
+            proc.is_running(),
+            "{what} exited before it served:\n{}",
+            proc.log()
+        );
+        anyhow::ensure!(
+            std::time::Instant::now() < until,
+            "{what} did not log {marker:?} within 30 s:\n{}",
+            proc.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -92,6 +92,21 @@ impl Proc {
         }
     }
 
+    /// Whether the process is still running (not exited, even if not yet reaped).
+    pub fn is_running(&self) -> bool {
+        let Some(pid) = self.pid() else {
+            return false;
+        };
+        // /proc/<pid>/stat: "pid (name) state ...": an exited child not yet reaped is "Z".
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                let after = s.rsplit_once(')')?.1;
+                after.split_whitespace().next().map(|st| st != "Z")
+            })
+            .unwrap_or(false)
+    }
+
     /// The process id while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
@@ -116,6 +131,12 @@ impl Proc {
             Some(c) => Ok(c.try_wait()?),
             None => Ok(None),
         }
+    }
+
+    /// The port of the last `field=host:port` on a log line containing `marker`, written
+    /// after byte `from` of the log (what this run of the process wrote).
+    pub fn logged_port(&self, from: u64, marker: &str, field: &str) -> Option<u16> {
+        logged_port(&self.log, from, marker, field)
     }
 
     /// Everything the process wrote so far.
@@ -168,4 +189,29 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
     Some((utime + stime) / 100.0)
+}
+
+/// Bytes in the log at `path` now (0 if there is none yet): what a process started next
+/// writes comes after it.
+pub fn log_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// See [`Proc::logged_port`].
+pub fn logged_port(path: &Path, from: u64, marker: &str, field: &str) -> Option<u16> {
+    let text = std::fs::read(path).ok()?;
+    let start = usize::try_from(from).ok()?.min(text.len());
+    let text = String::from_utf8_lossy(&text[start..]);
+    let prefix = format!("{field}=");
+    text.lines()
+        .filter(|l| l.contains(marker))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix(&prefix))?
+                .rsplit(':')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .last()
 }

@@ -96,3 +96,22 @@ async fn a_missing_bucket_is_named_once_with_the_fix() -> anyhow::Result<()> {
     assert!(!text.contains("<?xml"), "{text}");
     Ok(())
 }
+
+/// The store suite every backend passes (the shipper's unit tests run it on a local
+/// directory and in memory) against the S3-protocol server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_s3_store_behaves_as_the_others() -> anyhow::Result<()> {
+    let s3 = S3Server::start().await?;
+    s3.create_bucket("conformance").await?;
+    let cfg = logferry_config::StoreConfig {
+        url: "s3://conformance".into(),
+        endpoint: Some(s3.endpoint()),
+        region: Some("us-east-1".into()),
+        allow_http: true,
+    };
+    let [(_, key_id), (_, secret), _] = logferry_integration::s3::S3_ENV;
+    let store = logferry_shipper::storage::Store::open_with_keys(&cfg, key_id, secret)?;
+    logferry_shipper::store_conformance::check(&store, "suite")
+        .await
+        .map_err(anyhow::Error::msg)
+}

@@ -19,9 +19,9 @@ async fn flipped_byte_and_missing_segment_are_reported() -> anyhow::Result<()> {
     for batch in 0..6 {
         workload::run(&mut c, batch * 50, batch * 50 + 50).await?;
         c.query_drop("FLUSH BINARY LOGS").await?;
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        // Each batch stored before the next: several segments, one per batch at least.
+        wait_caught_up(&db, &shipper, &agent).await?;
     }
-    wait_caught_up(&db, &shipper, &agent).await?;
     let (code, out) = shipper_cli(&["verify", "--store", &shipper.store_url()])?;
     assert_eq!(code, 0, "a clean store verifies: {out}");
 

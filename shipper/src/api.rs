@@ -209,3 +209,102 @@ impl IntoResponse for ShipperError {
             .into_response()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Catalog;
+    use crate::storage::Store;
+    use axum::body::Body;
+    use logferry_common::{BinlogPos, Compression, DecodeLimits, Position, Segment, SegmentMeta};
+    use tower::ServiceExt;
+
+    fn state() -> Arc<Ingest> {
+        Arc::new(Ingest {
+            store: Store::in_memory(),
+            catalog: Catalog::default(),
+            metrics: Default::default(),
+            limits: DecodeLimits::for_segments(1 << 20),
+            verify_payload: true,
+        })
+    }
+
+    fn segment(start: u64, end: u64, payload: &[u8]) -> Bytes {
+        let at = |o| Position::Mysql(BinlogPos::new("mysql-bin.000001", o).unwrap());
+        let meta = SegmentMeta {
+            stream: StreamId::new("orders").unwrap(),
+            source: logferry_common::SourceKind::Mysql,
+            start: at(start),
+            end: at(end),
+            open_trx: None,
+            first_event_ms: 1,
+            last_event_ms: 2,
+            event_count: 1,
+        };
+        Segment::seal(meta, payload, Compression::default())
+            .unwrap()
+            .into_bytes()
+    }
+
+    async fn send(app: &Router, method: &str, uri: &str, body: Bytes) -> (StatusCode, String) {
+        let req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Body::from(body))
+            .unwrap();
+        let answer = app.clone().oneshot(req).await.unwrap();
+        let status = answer.status();
+        let body = axum::body::to_bytes(answer.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn uploads_are_answered_with_the_status_the_table_promises() {
+        let st = state();
+        let app = router(st.clone(), 1 << 20, 4, Duration::from_secs(5));
+        let first = segment(4, 90, b"one");
+        let (status, _) = send(&app, "POST", SEGMENTS_PATH, first.clone()).await;
+        assert_eq!(status, StatusCode::CREATED);
+        let (status, body) = send(&app, "POST", SEGMENTS_PATH, first).await;
+        assert_eq!(status, StatusCode::OK, "an identical re-send: {body}");
+        let (status, body) = send(&app, "POST", SEGMENTS_PATH, segment(4, 90, b"two")).await;
+        assert_eq!(status, StatusCode::CONFLICT, "other bytes at the same start: {body}");
+        let (status, body) = send(&app, "POST", SEGMENTS_PATH, segment(50, 120, b"x")).await;
+        assert_eq!(status, StatusCode::CONFLICT, "an overlap: {body}");
+        let (status, body) = send(&app, "POST", SEGMENTS_PATH, Bytes::from_static(b"junk")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "not a segment: {body}");
+        let big = Bytes::from(vec![0u8; (1 << 20) + 1]);
+        let (status, _) = send(&app, "POST", SEGMENTS_PATH, big).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+
+        let (status, body) = send(&app, "GET", "/v1/streams/orders", Bytes::new()).await;
+        assert_eq!(status, StatusCode::OK);
+        let head: StreamHead = serde_json::from_str(&body).unwrap();
+        assert_eq!(head.segments, 1);
+        assert_eq!(head.end.as_deref(), Some("mysql-bin.000001:90"));
+        let (status, _) = send(&app, "GET", "/v1/streams/no%20such", Bytes::new()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "a name outside the grammar");
+        let (status, _) = send(&app, "GET", "/healthz", Bytes::new()).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+
+    #[test]
+    fn every_error_maps_to_its_status() {
+        let cases = [
+            (ShipperError::BadRequest("x".into()), StatusCode::BAD_REQUEST),
+            (ShipperError::BadSnapshot("x".into()), StatusCode::BAD_REQUEST),
+            (ShipperError::Conflict("x".into()), StatusCode::CONFLICT),
+            (ShipperError::Internal("x".into()), StatusCode::INTERNAL_SERVER_ERROR),
+            (ShipperError::Restore("x".into()), StatusCode::UNPROCESSABLE_ENTITY),
+            (ShipperError::Gap("x".into()), StatusCode::UNPROCESSABLE_ENTITY),
+            (ShipperError::Store("x".into()), StatusCode::SERVICE_UNAVAILABLE),
+            (ShipperError::StoreConfig("x".into()), StatusCode::SERVICE_UNAVAILABLE),
+        ];
+        for (e, want) in cases {
+            let said = e.to_string();
+            assert_eq!(e.into_response().status(), want, "{said}");
+        }
+    }
+}

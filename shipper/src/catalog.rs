@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
+use futures::StreamExt;
 use logferry_common::keys::{parse_segment_key, stream_of_key};
 use logferry_common::{SegmentHeader, StreamId};
 use tokio::sync::Mutex as AsyncMutex;
@@ -12,7 +13,8 @@ use tracing::warn;
 
 use logferry_common::Segment;
 
-use crate::error::Result;
+use crate::error::{Result, ShipperError};
+use crate::read_ahead::{read_ahead, ReadAhead};
 use crate::storage::Store;
 
 /// Bytes read to decode a segment header without fetching the whole object (a header is at
@@ -38,12 +40,23 @@ pub async fn stored_segments(
     store: &Store,
     prefix: &str,
 ) -> Result<Vec<(SegmentRef, SegmentHeader)>> {
-    let mut out = Vec::new();
-    for obj in store.list(prefix).await? {
-        if let Some(seg) = segment_ref(&obj.key, obj.size) {
+    let segs = store
+        .list(prefix)
+        .await?
+        .into_iter()
+        .filter_map(|obj| segment_ref(&obj.key, obj.size));
+    let mut headers = Box::pin(read_ahead(
+        segs,
+        ReadAhead::DEFAULT,
+        |_| HEADER_PROBE_BYTES,
+        |seg| async move {
             let header = read_header(store, &seg).await?;
-            out.push((seg, header));
-        }
+            Ok::<_, ShipperError>((seg, header))
+        },
+    ));
+    let mut out = Vec::new();
+    while let Some(read) = headers.next().await {
+        out.push(read.into_inner()?);
     }
     Ok(out)
 }
@@ -82,6 +95,8 @@ pub struct StreamCatalog {
     segments: BTreeMap<String, SegmentRef>,
     first_header: Option<SegmentHeader>,
     last_header: Option<SegmentHeader>,
+    /// Neighbouring stored segments where one does not end where the next starts.
+    breaks: usize,
 }
 
 impl StreamCatalog {
@@ -113,6 +128,16 @@ impl StreamCatalog {
 
     /// Records a stored segment (with its header when known).
     pub fn insert(&mut self, seg: SegmentRef, header: Option<SegmentHeader>) {
+        let prev = self.segments.range(..seg.start_key.clone()).next_back();
+        let next = self.segments.range(seg.start_key.clone()..).next();
+        let broken = |a: &SegmentRef, b: &SegmentRef| usize::from(a.end_key != b.start_key);
+        let (prev, next) = (prev.map(|(_, p)| p), next.map(|(_, n)| n));
+        let before = match (prev, next) {
+            (Some(p), Some(n)) => broken(p, n),
+            _ => 0,
+        };
+        let after = prev.map_or(0, |p| broken(p, &seg)) + next.map_or(0, |n| broken(&seg, n));
+        self.breaks = (self.breaks + after).saturating_sub(before);
         let is_first = self
             .segments
             .keys()
@@ -130,6 +155,13 @@ impl StreamCatalog {
             self.last_header = header;
         }
         self.segments.insert(seg.start_key.clone(), seg);
+    }
+
+    /// Places where the stored chain is broken (a segment that does not end where the next
+    /// stored one starts). Uploads in flight can land out of order, so a break may be one
+    /// that the next upload closes; one that stays is a gap `verify` reports.
+    pub fn breaks(&self) -> usize {
+        self.breaks
     }
 
     /// Number of stored segments.
@@ -295,6 +327,21 @@ mod tests {
         assert_eq!(c.first_header, None, "a new first segment is read again");
         assert_eq!(c.last_header, Some(header(30)));
         assert_eq!(c.segment_count(), 3);
+    }
+
+    #[test]
+    fn breaks_open_and_close_as_segments_land_out_of_order() {
+        let mut c = StreamCatalog::default();
+        c.insert(r("10", "20"), None);
+        c.insert(r("40", "50"), None);
+        assert_eq!(c.breaks(), 1);
+        c.insert(r("30", "40"), None);
+        assert_eq!(c.breaks(), 1, "20..30 is still missing");
+        c.insert(r("20", "30"), None);
+        assert_eq!(c.breaks(), 0, "the chain is whole again");
+        c.insert(r("60", "70"), None);
+        c.insert(r("00", "05"), None);
+        assert_eq!(c.breaks(), 2, "before 10 and after 50");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use logferry_common::keys::segment_key;
 use logferry_common::wire::SegmentAck;
 use logferry_common::{DecodeLimits, Segment};
-use tracing::{info, warn};
+use tracing::{debug, info};
 
 use crate::catalog::{Admission, Catalog, SegmentRef};
 use crate::error::{Result, ShipperError};
@@ -89,10 +89,6 @@ impl Ingest {
                         return Err(e);
                     }
                 }
-                if gap {
-                    self.metrics.gaps.fetch_add(1, Ordering::Relaxed);
-                    warn!(stream = %m.stream, start = %m.start, "stored a segment that does not follow its predecessor: the chain has a gap");
-                }
                 self.metrics.stored.fetch_add(1, Ordering::Relaxed);
                 self.metrics.stored_bytes.fetch_add(size, Ordering::Relaxed);
                 self.metrics.saw_event(m.stream.as_str(), m.last_event_ms);
@@ -104,6 +100,11 @@ impl Ingest {
                     size,
                 };
                 chain.insert(seg_ref, Some(seg.header.clone()));
+                self.metrics.set_breaks(m.stream.as_str(), chain.breaks());
+                if gap {
+                    // Uploads in flight may land out of order: the older one closes this.
+                    debug!(stream = %m.stream, start = %m.start, breaks = chain.breaks(), "stored a segment ahead of its predecessor");
+                }
                 Ok(SegmentAck {
                     key,
                     duplicate: false,
@@ -130,5 +131,88 @@ impl Ingest {
             "a different segment is already stored at this start position: {}",
             existing.key
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use logferry_common::{BinlogPos, Compression, Position, SegmentMeta, StreamId};
+
+    fn ingest() -> Arc<Ingest> {
+        Arc::new(Ingest {
+            store: Store::in_memory(),
+            catalog: Catalog::default(),
+            metrics: Metrics::default(),
+            limits: DecodeLimits::for_segments(1 << 20),
+            verify_payload: true,
+        })
+    }
+
+    fn segment(start: u64, end: u64) -> Bytes {
+        let at = |o| Position::Mysql(BinlogPos::new("mysql-bin.000001", o).unwrap());
+        let meta = SegmentMeta {
+            stream: StreamId::new("orders").unwrap(),
+            source: logferry_common::SourceKind::Mysql,
+            start: at(start),
+            end: at(end),
+            open_trx: None,
+            first_event_ms: 1,
+            last_event_ms: 2,
+            event_count: 1,
+        };
+        Segment::seal(meta, &start.to_le_bytes(), Compression::default())
+            .unwrap()
+            .into_bytes()
+    }
+
+    fn breaks(ing: &Ingest) -> usize {
+        ing.metrics.chain_breaks.lock().unwrap()["orders"]
+    }
+
+    #[tokio::test]
+    async fn uploads_landing_out_of_order_leave_no_break_once_all_are_in() {
+        let ing = ingest();
+        ing.segment(segment(4, 10)).await.unwrap();
+        ing.segment(segment(20, 30)).await.unwrap();
+        assert_eq!(breaks(&ing), 1, "10..20 is still in flight");
+        ing.segment(segment(10, 20)).await.unwrap();
+        assert_eq!(breaks(&ing), 0);
+        assert!(ing.metrics.render().contains("logferry_shipper_chain_breaks{stream=\"orders\"} 0"));
+        let stored = ing.store.list("streams/orders/segments").await.unwrap();
+        assert_eq!(stored.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn concurrent_uploads_of_one_stream_all_land_once() {
+        let ing = ingest();
+        let bounds: Vec<(u64, u64)> = (0..16u64).map(|i| (4 + i * 10, 14 + i * 10)).collect();
+        let uploads = bounds.iter().rev().map(|&(a, b)| {
+            let ing = ing.clone();
+            tokio::spawn(async move { ing.segment(segment(a, b)).await })
+        });
+        for up in uploads.collect::<Vec<_>>() {
+            let ack = up.await.unwrap().unwrap();
+            assert!(!ack.duplicate);
+        }
+        // Sent again (an agent restarted before its acknowledgements were recorded).
+        for &(a, b) in &bounds {
+            assert!(ing.segment(segment(a, b)).await.unwrap().duplicate);
+        }
+        assert_eq!(breaks(&ing), 0);
+        assert_eq!(ing.metrics.stored.load(Ordering::Relaxed), 16);
+        assert_eq!(ing.metrics.duplicates.load(Ordering::Relaxed), 16);
+    }
+
+    #[tokio::test]
+    async fn an_invalid_upload_is_counted_and_names_the_problem() {
+        let ing = ingest();
+        let mut body = segment(4, 10).to_vec();
+        let at = body.len() / 2;
+        body[at] ^= 0xff;
+        let e = ing.segment(Bytes::from(body)).await.unwrap_err();
+        assert!(matches!(e, ShipperError::Format(_)), "{e}");
+        assert_eq!(ing.metrics.rejected.load(Ordering::Relaxed), 1);
+        assert!(ing.store.list("streams").await.unwrap().is_empty());
     }
 }

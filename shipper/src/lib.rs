@@ -13,7 +13,10 @@
 //! - [`verify`]: full check of every stored chain (`logferry-shipper verify`).
 //! - [`listing`]: stream and segment listing (`logferry-shipper ls`).
 //! - [`metrics`]: Prometheus counters.
+//! - [`read_ahead`]: store reads in flight, in order, memory-bounded.
 //! - [`error`]: the crate's error type.
+//! - `store_conformance` (tests and the `test-support` feature): what every store backend
+//!   must do, one suite for all.
 
 pub mod api;
 pub mod catalog;
@@ -21,11 +24,14 @@ pub mod error;
 pub mod ingest;
 pub mod listing;
 pub mod metrics;
+pub mod read_ahead;
 pub mod restore;
 pub mod snapshots;
 pub mod sources;
 pub mod storage;
 pub mod store_error;
+#[cfg(any(test, feature = "test-support"))]
+pub mod store_conformance;
 pub mod verify;
 
 pub use error::{Result, ShipperError};

@@ -16,7 +16,7 @@ use logferry_shipper::restore::{self, Bars, ExportOptions, Report, Request, Rest
 use logferry_shipper::storage::Store;
 use logferry_shipper::{api, sources, verify};
 use std::time::Instant;
-use tracing::info;
+use tracing::{info, warn};
 
 /// Receives sealed change-log segments from logferry agents and keeps them in object
 /// storage (a local directory or S3); checks and lists what is stored.
@@ -421,6 +421,13 @@ async fn serve(config: &std::path::Path) -> anyhow::Result<ExitCode> {
         limits: DecodeLimits::for_segments(max),
         verify_payload: cfg.server.verify_payload,
     });
+    for stream in state.catalog.stream_names() {
+        let breaks = state.catalog.stream(&stream).lock().await.breaks();
+        state.metrics.set_breaks(stream.as_str(), breaks);
+        if breaks > 0 {
+            warn!(%stream, breaks, "the stored chain is broken (segments are missing between stored ones); run logferry-shipper verify to see where");
+        }
+    }
     let app = api::router(
         state,
         usize::try_from(max).unwrap_or(usize::MAX),
@@ -430,7 +437,11 @@ async fn serve(config: &std::path::Path) -> anyhow::Result<ExitCode> {
     let listener = tokio::net::TcpListener::bind(cfg.server.listen)
         .await
         .with_context(|| format!("cannot listen on {} (server.listen)", cfg.server.listen))?;
-    info!(listen = %cfg.server.listen, store = %cfg.store.url, "shipper serving");
+    // The bound address, not the configured one: port 0 asks the system for a free port.
+    let bound = listener
+        .local_addr()
+        .with_context(|| format!("cannot read the address bound for {}", cfg.server.listen))?;
+    info!(listen = %bound, store = %cfg.store.url, "shipper serving");
     axum::serve(listener, app)
         .with_graceful_shutdown(stop_signal())
         .await

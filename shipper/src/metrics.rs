@@ -20,12 +20,12 @@ pub struct Metrics {
     pub conflicts: AtomicU64,
     /// Uploads refused as invalid (400/413).
     pub rejected: AtomicU64,
-    /// Segments stored that do not follow their predecessor (chain gaps).
-    pub gaps: AtomicU64,
     /// Store failures (503).
     pub store_errors: AtomicU64,
     /// Per stream: commit time (ms) of the newest stored event.
     pub last_event_ms: Mutex<BTreeMap<String, i64>>,
+    /// Per stream: places where the stored chain is broken.
+    pub chain_breaks: Mutex<BTreeMap<String, usize>>,
 }
 
 impl Metrics {
@@ -37,10 +37,17 @@ impl Metrics {
         }
     }
 
+    /// Notes how many breaks the stored chain of `stream` has now.
+    pub fn set_breaks(&self, stream: &str, breaks: usize) {
+        if let Ok(mut m) = self.chain_breaks.lock() {
+            m.insert(stream.to_owned(), breaks);
+        }
+    }
+
     /// Renders the Prometheus text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 8] = [
+        let counters: [(&str, &str, &AtomicU64); 7] = [
             (
                 "logferry_shipper_uploads_total",
                 "Upload requests received.",
@@ -72,11 +79,6 @@ impl Metrics {
                 &self.rejected,
             ),
             (
-                "logferry_shipper_chain_gaps_total",
-                "Stored segments that do not follow their predecessor.",
-                &self.gaps,
-            ),
-            (
                 "logferry_shipper_store_errors_total",
                 "Object store failures.",
                 &self.store_errors,
@@ -97,6 +99,16 @@ impl Metrics {
         if let Ok(m) = self.last_event_ms.lock() {
             for (stream, ms) in m.iter() {
                 let _ = writeln!(out, "{name}{{stream=\"{stream}\"}} {}", *ms as f64 / 1000.0);
+            }
+        }
+        let name = "logferry_shipper_chain_breaks";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Places where a stream's stored chain is broken now (uploads in flight close theirs within moments; one that stays is a gap).\n# TYPE {name} gauge"
+        );
+        if let Ok(m) = self.chain_breaks.lock() {
+            for (stream, n) in m.iter() {
+                let _ = writeln!(out, "{name}{{stream=\"{stream}\"}} {n}");
             }
         }
         out

@@ -9,10 +9,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 use logferry_common::keys::chunk_key;
 use logferry_common::snapshot::{open_chunk, SnapshotManifest};
 use logferry_common::{DecodeLimits, Segment, StreamId};
+use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 
 use crate::catalog::SegmentRef;
 use crate::error::{Result, ShipperError};
+use crate::read_ahead::{read_ahead, Held, ReadAhead};
 use crate::storage::Store;
 
 /// What a restore or export is asked to do, for any source kind.
@@ -136,7 +138,7 @@ impl Bars {
 pub(crate) async fn segment_payload(store: &Store, seg: &SegmentRef) -> Result<Vec<u8>> {
     let bytes = store.get(&seg.key).await?;
     let key = seg.key.clone();
-    tokio::task::spawn_blocking(move || {
+    off_runtime(&seg.key, move || {
         let corrupt = |e| {
             ShipperError::Restore(format!(
                 "{key} is corrupt: {e}; run logferry-shipper verify"
@@ -146,7 +148,31 @@ pub(crate) async fn segment_payload(store: &Store, seg: &SegmentRef) -> Result<V
         segment.payload().map_err(corrupt)
     })
     .await
-    .map_err(|e| ShipperError::Restore(format!("the segment check failed: {e}")))?
+}
+
+/// The payloads of `segs` (each with its payload size, which its item holds) in order,
+/// read ahead within [`ReadAhead::DEFAULT`].
+pub(crate) fn segment_payloads<'a>(
+    store: &'a Store,
+    segs: impl IntoIterator<Item = (&'a SegmentRef, u64)> + 'a,
+) -> impl futures::Stream<Item = Held<Result<Vec<u8>>>> + 'a {
+    read_ahead(
+        segs,
+        ReadAhead::DEFAULT,
+        |(seg, plain)| seg.size + plain,
+        move |(seg, _)| segment_payload(store, seg),
+    )
+}
+
+/// Runs CPU-bound checking (hashes, decompression) on a blocking thread; `what` names the
+/// object if the check itself dies.
+pub(crate) async fn off_runtime<T: Send + 'static>(
+    what: &str,
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ShipperError::Internal(format!("the check of {what} died: {e}")))?
 }
 
 /// Streams the snapshot's chunks (each verified) into `out`.
@@ -163,14 +189,26 @@ pub(crate) async fn snapshot_chunks<W>(
 where
     W: tokio::io::AsyncWrite + Unpin,
 {
-    for c in &m.chunks {
-        let stored = store.get(&chunk_key(&m.stream, &m.id, c.index)).await?;
-        let plain = open_chunk(&stored, c).map_err(|e| {
-            ShipperError::Restore(format!(
-                "snapshot {} of stream {}: {e}; run logferry-shipper verify",
-                m.id, m.stream
-            ))
-        })?;
+    let mut chunks = Box::pin(read_ahead(
+        m.chunks.iter().cloned(),
+        ReadAhead::DEFAULT,
+        |c| c.stored_bytes + c.plain_bytes,
+        |c| async move {
+            let key = chunk_key(&m.stream, &m.id, c.index);
+            let stored = store.get(&key).await?;
+            let (id, stream) = (m.id.clone(), m.stream.clone());
+            off_runtime(&key, move || {
+                open_chunk(&stored, &c).map_err(|e| {
+                    ShipperError::Restore(format!(
+                        "snapshot {id} of stream {stream}: {e}; run logferry-shipper verify"
+                    ))
+                })
+            })
+            .await
+        },
+    ));
+    while let Some(plain) = chunks.next().await {
+        let plain = plain.ok()?;
         out.write_all(&plain)
             .await
             .map_err(|e| ShipperError::Restore(format!("{what}: {e}")))?;

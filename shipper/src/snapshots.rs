@@ -5,6 +5,7 @@
 //! lists is stored with the listed size, so a stored manifest means a complete snapshot.
 
 use bytes::Bytes;
+use futures::StreamExt;
 use logferry_common::keys::{
     chunk_key, is_manifest_key, manifest_key, snapshot_prefix, snapshots_prefix,
 };
@@ -13,6 +14,7 @@ use logferry_common::StreamId;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Result, ShipperError};
+use crate::read_ahead::{read_ahead, ReadAhead};
 use crate::storage::{Store, Stored};
 
 /// Header carrying the hex sha256 of an uploaded chunk.
@@ -109,14 +111,23 @@ async fn put_once(store: &Store, key: &str, body: Bytes) -> Result<Accepted> {
 /// # Errors
 /// When the store fails or a manifest does not parse.
 pub async fn list(store: &Store, stream: &StreamId) -> Result<Vec<SnapshotManifest>> {
-    let mut out = Vec::new();
-    for obj in store.list(&snapshots_prefix(stream)).await? {
-        if is_manifest_key(&obj.key) {
+    let manifests = store
+        .list(&snapshots_prefix(stream))
+        .await?
+        .into_iter()
+        .filter(|obj| is_manifest_key(&obj.key));
+    let mut read = Box::pin(read_ahead(
+        manifests,
+        ReadAhead::DEFAULT,
+        |obj| obj.size,
+        |obj| async move {
             let bytes = store.get(&obj.key).await?;
-            let m = SnapshotManifest::from_json(&bytes)
-                .map_err(|e| bad(format!("{}: {e}", obj.key)))?;
-            out.push(m);
-        }
+            SnapshotManifest::from_json(&bytes).map_err(|e| bad(format!("{}: {e}", obj.key)))
+        },
+    ));
+    let mut out = Vec::new();
+    while let Some(m) = read.next().await {
+        out.push(m.into_inner()?);
     }
     out.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(out)

@@ -47,6 +47,23 @@ impl Store {
     /// # Errors
     /// [`ShipperError::StoreConfig`] naming the URL and the problem.
     pub fn open(cfg: &StoreConfig) -> Result<Self> {
+        Self::open_with(cfg, AmazonS3Builder::from_env())
+    }
+
+    /// Opens an S3 store with these credentials instead of the `AWS_*` variables, for
+    /// tests that run the store suite in-process against an S3-protocol server.
+    ///
+    /// # Errors
+    /// As [`Self::open`].
+    #[cfg(any(test, feature = "test-support"))]
+    pub fn open_with_keys(cfg: &StoreConfig, key_id: &str, secret: &str) -> Result<Self> {
+        let s3 = AmazonS3Builder::new()
+            .with_access_key_id(key_id)
+            .with_secret_access_key(secret);
+        Self::open_with(cfg, s3)
+    }
+
+    fn open_with(cfg: &StoreConfig, s3: AmazonS3Builder) -> Result<Self> {
         let url = cfg.url.as_str();
         let dir = cfg.local_dir().map(|d| d.display().to_string());
         let inner: Arc<dyn ObjectStore> = match dir {
@@ -60,7 +77,7 @@ impl Store {
                 Arc::new(fs)
             }
             None if url.starts_with("s3://") => {
-                let mut b = AmazonS3Builder::from_env().with_url(url);
+                let mut b = s3.with_url(url);
                 if let Some(e) = &cfg.endpoint {
                     b = b.with_endpoint(e);
                 }
@@ -86,6 +103,17 @@ impl Store {
             url: url.to_owned(),
             endpoint: cfg.endpoint.clone(),
         })
+    }
+
+    /// A store held in memory, for the tests of what sits on the store (and the store
+    /// conformance suite): it behaves as the others do, create-only puts included.
+    #[cfg(any(test, feature = "test-support"))]
+    pub fn in_memory() -> Self {
+        Store {
+            inner: Arc::new(object_store::memory::InMemory::new()),
+            url: "memory://".to_owned(),
+            endpoint: None,
+        }
     }
 
     /// A failure of this store, said once with the store's name and the fix.

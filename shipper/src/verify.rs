@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use bytes::Bytes;
+use futures::StreamExt;
 use indicatif::ProgressBar;
 use logferry_common::keys::stream_of_key;
 use logferry_common::{DecodeLimits, Position, Segment, SegmentHeader, StreamId};
@@ -15,6 +16,8 @@ use crate::sources;
 
 use crate::catalog::segment_ref;
 use crate::error::Result;
+use crate::read_ahead::{read_ahead, ReadAhead};
+use crate::restore::off_runtime;
 use crate::storage::Store;
 
 /// What kind of problem an object has.
@@ -101,25 +104,39 @@ pub async fn verify(
             ..StreamReport::default()
         };
         let mut prev_end: Option<(String, Position)> = None;
-        for (key, size) in objects {
-            bar.inc(size);
-            let Some(seg_ref) = segment_ref(&key, size) else {
-                continue;
-            };
+        // Objects other than segments count as read at once; a segment when checked.
+        let segments = objects.into_iter().filter_map(|(key, size)| {
+            let seg = segment_ref(&key, size);
+            if seg.is_none() {
+                bar.inc(size);
+            }
+            seg
+        });
+        let mut checked = Box::pin(read_ahead(
+            segments,
+            ReadAhead::DEFAULT,
+            |seg| seg.size,
+            |seg| async move {
+                let checked = match store.get(&seg.key).await {
+                    Ok(bytes) => off_runtime(&seg.key, move || Ok(check_segment(bytes)))
+                        .await
+                        .unwrap_or_else(|e| Err(e.to_string()))
+                        .map_err(|detail| (ProblemKind::Corrupt, detail)),
+                    Err(e) => Err((ProblemKind::Unreadable, e.to_string())),
+                };
+                (seg, checked)
+            },
+        ));
+        while let Some(item) = checked.next().await {
+            let (seg_ref, checked) = item.into_inner();
+            let key = seg_ref.key.clone();
+            bar.inc(seg_ref.size);
             r.segments += 1;
-            r.bytes += size;
-            let bytes = match store.get(&key).await {
-                Ok(b) => b,
-                Err(e) => {
-                    r.problems
-                        .push(problem(&key, ProblemKind::Unreadable, e.to_string()));
-                    continue;
-                }
-            };
-            let header = match check_segment(bytes) {
+            r.bytes += seg_ref.size;
+            let header = match checked {
                 Ok(h) => h,
-                Err(detail) => {
-                    r.problems.push(problem(&key, ProblemKind::Corrupt, detail));
+                Err((kind, detail)) => {
+                    r.problems.push(problem(&key, kind, detail));
                     continue;
                 }
             };

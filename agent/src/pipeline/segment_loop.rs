@@ -3,7 +3,9 @@
 //! stops taking events while the spool is over `agent.spool_max_bytes`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use logferry_common::segment::{max_payload_for, segment_bytes_for};
 use logferry_config::AgentConfig;
@@ -86,7 +88,7 @@ pub(super) async fn segment_loop(
             biased;
             _ = stop.changed() => return stopped(&mut seg, &mut queue, &st).await,
             Some(buf) = queue.free.recv() => queue.returned(buf, &mut seg),
-            _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now).into()), if deadline.is_some() => {
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                 cut(&mut seg, &mut queue, metrics, exposure).await?;
             }
             msg = rx.recv() => match msg {
@@ -189,4 +191,137 @@ async fn cut(
         .map_err(|_| AgentError::Stage("the seal loop stopped".into()))?;
     queue.outstanding += 1;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use logferry_common::{BinlogPos, Position};
+    use std::path::Path;
+
+    const AGE: Duration = Duration::from_millis(1000);
+
+    fn config(dir: &Path) -> AgentConfig {
+        let text = format!(
+            "[agent]\nstream = \"s\"\nspool_dir = \"{}\"\n\n[source]\ntype = \"mysql\"\n\
+             url = \"mysql://u@127.0.0.1:1\"\nserver_id = 9\n\n[segment]\nmax_age_ms = {}\n\n\
+             [shipper]\nurl = \"http://127.0.0.1:1\"\n",
+            dir.join("spool").display(),
+            AGE.as_millis()
+        );
+        let path = dir.join("agent.toml");
+        std::fs::write(&path, text).unwrap();
+        AgentConfig::load(&path).unwrap()
+    }
+
+    fn event(at: u64, boundary: bool, time_ms: i64) -> Msg {
+        let pos = |o| Position::Mysql(BinlogPos::new("mysql-bin.000001", o).unwrap());
+        Msg::Event(sources::SourceEvent {
+            record: vec![0; 100],
+            start: pos(at),
+            end: pos(at + 100),
+            time_ms,
+            boundary,
+            caught_up: false,
+        })
+    }
+
+    /// A segment loop with its channels: events in, cut segments out.
+    struct Running {
+        events: mpsc::Sender<Msg>,
+        jobs: mpsc::Receiver<SealJob>,
+        free: mpsc::Sender<Vec<u8>>,
+        _stop: tokio::sync::watch::Sender<bool>,
+        _dir: tempfile::TempDir,
+    }
+
+    fn start() -> Running {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path());
+        let (events, rx) = mpsc::channel(16);
+        let (jobs_tx, jobs) = mpsc::channel(16);
+        let (free, free_rx) = mpsc::channel(16);
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            let spool = Spool::open(&cfg.agent.spool_dir).unwrap();
+            let metrics = Metrics::default();
+            let exposure = Exposure::default();
+            let acked = Notify::new();
+            let limit = AtomicU64::new(logferry_common::segment::DEFAULT_MAX_SEGMENT_BYTES);
+            let (agreed, damaged) = (AtomicBool::new(true), AtomicBool::new(false));
+            let queue = SealQueue {
+                jobs: jobs_tx,
+                free: free_rx,
+                outstanding: 0,
+            };
+            let stages = Stages {
+                spool: &spool,
+                metrics: &metrics,
+                exposure: &exposure,
+                acked: &acked,
+                limit: &limit,
+                agreed: &agreed,
+                damaged: &damaged,
+            };
+            segment_loop(&cfg, None, rx, queue, stages, stop).await
+        });
+        Running {
+            events,
+            jobs,
+            free,
+            _stop: stop_tx,
+            _dir: dir,
+        }
+    }
+
+    impl Running {
+        /// The next cut segment, handing its buffer back as the seal loop does.
+        async fn cut(&mut self) -> SealJob {
+            let job = self.jobs.recv().await.expect("the segment loop stopped");
+            self.free.send(Vec::new()).await.unwrap();
+            job
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_committed_segment_is_cut_at_the_seal_age_not_before() {
+        let mut run = start();
+        let opened = Instant::now();
+        run.events.send(event(4, true, now_ms())).await.unwrap();
+        let job = run.cut().await;
+        // The paused clock moves only to the next timer: the cut came at the seal age.
+        assert_eq!(opened.elapsed(), AGE);
+        assert_eq!(job.meta.event_count, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_open_transaction_is_not_cut_by_age_and_is_cut_at_its_commit() {
+        let mut run = start();
+        run.events.send(event(4, false, now_ms())).await.unwrap();
+        let waited = tokio::time::timeout(AGE * 10, run.jobs.recv()).await;
+        assert!(waited.is_err(), "cut inside a transaction");
+        let committed = Instant::now();
+        run.events.send(event(104, true, now_ms())).await.unwrap();
+        let job = run.cut().await;
+        assert_eq!(committed.elapsed(), Duration::ZERO, "past its age: cut at the commit");
+        assert!(job.meta.ends_at_boundary());
+        assert_eq!(job.meta.event_count, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn old_data_is_cut_at_once_but_at_most_once_per_seal_age() {
+        let mut run = start();
+        let long_ago = now_ms() - 3_600_000;
+        let at = Instant::now();
+        run.events.send(event(4, true, long_ago)).await.unwrap();
+        run.cut().await;
+        assert_eq!(at.elapsed(), Duration::ZERO, "a catch-up's old data waits for nothing");
+        run.events.send(event(104, true, long_ago)).await.unwrap();
+        run.cut().await;
+        assert_eq!(
+            at.elapsed(),
+            AGE,
+            "a second stale cut waits out the seal age (a skewed clock cannot cut per transaction)"
+        );
+    }
 }

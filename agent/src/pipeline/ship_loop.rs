@@ -1,16 +1,25 @@
-//! The ship stage: uploads spooled segments oldest first and advances the checkpoint only
-//! on the shipper's acknowledgement.
+//! The ship stage: uploads spooled segments oldest first, a few at a time, and advances the
+//! checkpoint only on the shipper's acknowledgements, in spool order.
+//!
+//! Up to `shipper.uploads_in_flight` uploads run at once, so a catch-up through a link
+//! with a long round trip is not one round trip per segment. Their results are taken in
+//! the order the segments were spooled: a segment is acknowledged in the spool (the
+//! checkpoint moved past it, its file deleted) only after every older one, so the
+//! checkpoint never passes a segment the shipper has not stored. A segment that lands at
+//! the shipper before an older one still in flight is stored ahead of it; the chain is
+//! whole again when the older one lands.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::stream::{FuturesOrdered, StreamExt};
 use logferry_common::segment::{max_payload_for, DEFAULT_MAX_SEGMENT_BYTES};
 use logferry_common::wire::Limits;
-use logferry_common::Position;
+use logferry_common::{Position, SegmentMeta};
 use logferry_config::AgentConfig;
 use tokio::sync::{watch, Notify};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::spool_loop::on_spool;
 use super::{wait_or_shutdown, Ended, ShutdownRx};
@@ -20,7 +29,7 @@ use crate::error::{AgentError, Result};
 use crate::exposure::Exposure;
 use crate::metrics::Metrics;
 use crate::resume::ResumePoint;
-use crate::spool::Spool;
+use crate::spool::{Spool, SpoolEntry};
 
 /// Asks the shipper for its segment limit until it answers (uploads wait for it anyway),
 /// and checks that `segment.max_bytes` fits in it.
@@ -68,6 +77,72 @@ async fn agree_limits(
     Ok(true)
 }
 
+/// How one segment's upload ended.
+enum Upload {
+    /// The shipper stored it (or already held the same bytes).
+    Stored(SpoolEntry, SegmentMeta),
+    /// The spooled file is damaged (and was moved to quarantine).
+    Damaged,
+    /// Shutdown came while it was being retried.
+    Shutdown,
+}
+
+/// What one upload needs of the ship loop.
+#[derive(Clone, Copy)]
+struct Uploader<'a> {
+    client: &'a ShipperClient,
+    spool: &'a Arc<Spool>,
+    metrics: &'a Metrics,
+}
+
+impl Uploader<'_> {
+    /// Reads `entry` from the spool and sends it until the shipper acknowledges it,
+    /// retrying what a retry can cure with its own backoff.
+    async fn upload(
+        self,
+        entry: SpoolEntry,
+        mut backoff: Backoff,
+        mut shutdown: ShutdownRx,
+    ) -> Result<Upload> {
+        let reading = entry.clone();
+        let seg = match on_spool(self.spool, move |s| s.read(&reading)).await {
+            Ok(s) => s,
+            Err(e @ AgentError::SpoolCorrupt { .. }) => {
+                self.metrics.spool_damaged.fetch_add(1, Ordering::Relaxed);
+                error!(error = %e, "a spooled segment is damaged: it was moved to quarantine, and its range is read again from the source");
+                return Ok(Upload::Damaged);
+            }
+            Err(e) => return Err(e),
+        };
+        let meta = seg.header.meta.clone();
+        let body = seg.into_bytes();
+        let mut failures = 0u32;
+        loop {
+            match self.client.upload(&entry.name, body.clone()).await {
+                Ok(ack) => {
+                    if failures > 0 {
+                        info!(segment = %entry.name, "shipper reachable again");
+                    }
+                    debug!(key = %ack.key, duplicate = ack.duplicate, "segment acknowledged");
+                    return Ok(Upload::Stored(entry, meta));
+                }
+                Err(e) if e.is_retryable() => {
+                    failures += 1;
+                    self.metrics.ship_retries.fetch_add(1, Ordering::Relaxed);
+                    let wait = backoff.next_delay();
+                    if failures == 1 || failures % 20 == 0 {
+                        warn!(segment = %entry.name, error = %e, retry_in = ?wait, spool_bytes = self.spool.bytes(), "upload failed; segments stay in the spool");
+                    }
+                    if wait_or_shutdown(wait, &mut shutdown).await {
+                        return Ok(Upload::Shutdown);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn ship_loop(
     cfg: &AgentConfig,
@@ -96,89 +171,90 @@ pub(super) async fn ship_loop(
     {
         return Ok(Ended::Shutdown);
     }
+    let window = cfg.shipper.uploads_in_flight.max(1);
+    let uploader = Uploader {
+        client,
+        spool,
+        metrics,
+    };
+    let mut uploads = FuturesOrdered::new();
+    // The newest spooled file handed to an upload: a new listing starts after it.
+    let mut queued: Option<String> = None;
     loop {
-        let entries = on_spool(spool, |s| s.list()).await?;
-        metrics
-            .spool_segments
-            .store(entries.len() as u64, Ordering::Relaxed);
-        metrics.spool_bytes.store(spool.bytes(), Ordering::Relaxed);
-        if entries.is_empty() {
-            tokio::select! {
-                _ = sealed.notified() => continue,
-                _ = shutdown.changed() => return Ok(Ended::Shutdown),
+        if uploads.len() < window {
+            let entries = on_spool(spool, |s| s.list()).await?;
+            metrics
+                .spool_segments
+                .store(entries.len() as u64, Ordering::Relaxed);
+            metrics.spool_bytes.store(spool.bytes(), Ordering::Relaxed);
+            let after = queued.take();
+            let fresh: Vec<SpoolEntry> = entries
+                .into_iter()
+                .filter(|e| after.as_ref().is_none_or(|q| e.name > *q))
+                .take(window - uploads.len())
+                .collect();
+            queued = fresh.last().map(|e| e.name.clone()).or(after);
+            for entry in fresh {
+                uploads.push_back(uploader.upload(entry, backoff.clone(), shutdown.clone()));
             }
         }
-        for entry in entries {
-            let reading = entry.clone();
-            let seg = match on_spool(spool, move |s| s.read(&reading)).await {
-                Ok(s) => s,
-                Err(e @ AgentError::SpoolCorrupt { .. }) => {
-                    metrics.spool_damaged.fetch_add(1, Ordering::Relaxed);
-                    error!(error = %e, "a spooled segment is damaged: it was moved to quarantine, and its range is read again from the source");
-                    return Ok(Ended::Damaged);
+        let outcome = tokio::select! {
+            Some(outcome) = uploads.next() => outcome?,
+            // A newly sealed segment can join the uploads while there is room for it.
+            _ = sealed.notified(), if uploads.len() < window => continue,
+            _ = shutdown.changed() => return Ok(Ended::Shutdown),
+        };
+        let (entry, meta) = match outcome {
+            Upload::Stored(entry, meta) => (entry, meta),
+            Upload::Damaged => return Ok(Ended::Damaged),
+            Upload::Shutdown => return Ok(Ended::Shutdown),
+        };
+        if !acknowledge(spool, metrics, &entry, &meta, &mut shutdown).await? {
+            return Ok(Ended::Shutdown);
+        }
+        durable.send_replace(Some(meta.end.clone()));
+        exposure.acknowledged(&meta.end);
+        exposure.publish(metrics);
+        metrics.segments_shipped.fetch_add(1, Ordering::Relaxed);
+        metrics
+            .bytes_shipped
+            .fetch_add(entry.len, Ordering::Relaxed);
+        metrics
+            .last_acked_event_ms
+            .store(meta.last_event_ms, Ordering::Relaxed);
+        metrics.spool_bytes.store(spool.bytes(), Ordering::Relaxed);
+        for waiter in acked {
+            waiter.notify_one();
+        }
+        if *shutdown.borrow() {
+            return Ok(Ended::Shutdown);
+        }
+    }
+}
+
+/// Moves the checkpoint past the stored `entry` and deletes its file; `false` when
+/// shutdown came while waiting for room on a full disk.
+async fn acknowledge(
+    spool: &Arc<Spool>,
+    metrics: &Metrics,
+    entry: &SpoolEntry,
+    meta: &SegmentMeta,
+    shutdown: &mut ShutdownRx,
+) -> Result<bool> {
+    loop {
+        let (done, point) = (entry.clone(), ResumePoint::after(meta));
+        match on_spool(spool, move |s| s.acknowledge(&done, &point)).await {
+            Ok(()) => return Ok(true),
+            // Even the checkpoint may not fit on a full disk: the upload is stored, so wait
+            // for room rather than stop (a restart would send it again).
+            Err(e) if e.is_spool_full() => {
+                metrics.spool_disk_full.store(1, Ordering::Relaxed);
+                warn!(error = %e, "the spool's disk is full: cannot record the acknowledgement yet");
+                if wait_or_shutdown(Duration::from_secs(1), shutdown).await {
+                    return Ok(false);
                 }
-                Err(e) => return Err(e),
-            };
-            let meta = seg.header.meta.clone();
-            let body = seg.into_bytes();
-            let mut failures = 0u32;
-            loop {
-                match client.upload(&entry.name, body.clone()).await {
-                    Ok(ack) => {
-                        backoff.reset();
-                        if failures > 0 {
-                            info!(segment = %entry.name, "shipper reachable again");
-                        }
-                        tracing::debug!(key = %ack.key, duplicate = ack.duplicate, "segment acknowledged");
-                        break;
-                    }
-                    Err(e) if e.is_retryable() => {
-                        failures += 1;
-                        metrics.ship_retries.fetch_add(1, Ordering::Relaxed);
-                        let wait = backoff.next_delay();
-                        if failures == 1 || failures % 20 == 0 {
-                            warn!(error = %e, retry_in = ?wait, spool_bytes = spool.bytes(), "upload failed; segments stay in the spool");
-                        }
-                        if wait_or_shutdown(wait, &mut shutdown).await {
-                            return Ok(Ended::Shutdown);
-                        }
-                    }
-                    Err(e) => return Err(e),
-                }
             }
-            loop {
-                let (done, point) = (entry.clone(), ResumePoint::after(&meta));
-                match on_spool(spool, move |s| s.acknowledge(&done, &point)).await {
-                    Ok(()) => break,
-                    // Even the checkpoint may not fit on a full disk: the upload is stored, so
-                    // wait for room rather than stop (a restart would send it again).
-                    Err(e) if e.is_spool_full() => {
-                        metrics.spool_disk_full.store(1, Ordering::Relaxed);
-                        warn!(error = %e, "the spool's disk is full: cannot record the acknowledgement yet");
-                        if wait_or_shutdown(Duration::from_secs(1), &mut shutdown).await {
-                            return Ok(Ended::Shutdown);
-                        }
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-            durable.send_replace(Some(meta.end.clone()));
-            exposure.acknowledged(&meta.end);
-            exposure.publish(metrics);
-            metrics.segments_shipped.fetch_add(1, Ordering::Relaxed);
-            metrics
-                .bytes_shipped
-                .fetch_add(entry.len, Ordering::Relaxed);
-            metrics
-                .last_acked_event_ms
-                .store(meta.last_event_ms, Ordering::Relaxed);
-            metrics.spool_bytes.store(spool.bytes(), Ordering::Relaxed);
-            for waiter in acked {
-                waiter.notify_one();
-            }
-            if *shutdown.borrow() {
-                return Ok(Ended::Shutdown);
-            }
+            Err(e) => return Err(e),
         }
     }
 }

@@ -52,7 +52,7 @@ async fn main() -> anyhow::Result<()> {
     )?;
     println!(
         "- agent tailing the binlog as replica 4242, sealing every 1 s, metrics on :{}",
-        agent.metrics_port
+        agent.metrics_port().await?
     );
 
     let mut c = db.conn().await?;

@@ -9,6 +9,7 @@
 //! segment by segment like any other event, so a transaction of any size costs a few
 //! segments of memory. A transaction whose end is not stored is not applied.
 
+use futures::StreamExt;
 use indicatif::ProgressBar;
 use logferry_common::format::mysql::{
     self as binlog, EventHeader, ExportFiles, PayloadBuilder, Walked,
@@ -21,7 +22,7 @@ use super::plan::{ChainSegment, Plan};
 use super::replay::Piece;
 use super::target::{Gtid, Target};
 use crate::error::{Result, ShipperError};
-use crate::restore::segment_payload;
+use crate::restore::{segment_payload, segment_payloads};
 use crate::storage::Store;
 
 /// What [`collect`] handed on so far.
@@ -231,14 +232,24 @@ pub async fn collect(
         is_target_trx: false,
         done: false,
     };
+    let mut payloads = Box::pin(segment_payloads(
+        store,
+        plan.segments
+            .iter()
+            .map(|c| (&c.seg, c.header.payload_len)),
+    ));
     for (i, c) in plan.segments.iter().enumerate() {
         if col.done {
             break;
         }
-        let payload = segment_payload(store, &c.seg).await?;
+        let payload = payloads
+            .next()
+            .await
+            .ok_or_else(|| ShipperError::Internal(format!("{} was not read", c.seg.key)))?
+            .ok()?;
         out.segments_verified += 1;
         bar.inc(c.seg.size);
-        let mut w = col.walk_segment(c, &payload, out)?;
+        let mut w = col.walk_segment(c, &payload[..], out)?;
         if let (Some(trx_start), false) = (w.pending_start.take(), col.done) {
             match col.verdict(store, i, &trx_start, out).await? {
                 Some(true) => {
