@@ -16,6 +16,17 @@
 //! - [`exposure`]: the RPO exposure, from positions read and acknowledged.
 //! - [`backoff`]: retry delays.
 //! - [`error`]: the crate's error type.
+//! - [`crash_point!`]: where the crash tests stop the agent (the `failpoints` feature).
+
+/// Crashes the process at this point (as `kill -9` would: no unwinding, no destructors)
+/// when the failpoint `$name` is set to `return` in `FAILPOINTS`, so a test can stop the
+/// agent inside a durability window; compiled to nothing without the `failpoints` feature.
+#[macro_export]
+macro_rules! crash_point {
+    ($name:expr) => {
+        fail::fail_point!($name, |_| std::process::abort())
+    };
+}
 
 pub mod backoff;
 pub mod client;

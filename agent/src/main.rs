@@ -51,6 +51,11 @@ enum Command {
 fn main() -> ExitCode {
     one_malloc_arena();
     init_logging();
+    #[cfg(feature = "failpoints")]
+    let _crash_points = {
+        tracing::warn!(set = ?std::env::var("FAILPOINTS").ok(), "built with crash points for tests (the failpoints feature)");
+        fail::FailScenario::setup()
+    };
     let cli = Cli::parse();
     let (Command::Run { config } | Command::Snapshot { config } | Command::CheckConfig { config }) =
         &cli.command;

@@ -137,7 +137,7 @@ impl Spool {
         let m = &seg.header.meta;
         let name = segment_file_name(&m.start.sort_key(), &m.end.sort_key());
         let path = self.segments.join(&name);
-        write_atomically(&path, seg.bytes())?;
+        write_atomically(&path, seg.bytes(), "spool-segment-before-fsync")?;
         let len = seg.bytes().len() as u64;
         let written_ms = fs::metadata(&path).map_or(0, |m| modified_ms(&m));
         self.bytes.fetch_add(len, Ordering::Relaxed);
@@ -298,6 +298,7 @@ impl Spool {
     /// [`AgentError::Spool`] on I/O failure.
     pub fn acknowledge(&self, entry: &SpoolEntry, end: &ResumePoint) -> Result<()> {
         self.write_checkpoint(end)?;
+        crate::crash_point!("spool-after-checkpoint-before-delete");
         fs::remove_file(&entry.path).map_err(|e| AgentError::spool(&entry.path, e))?;
         sync_dir(&self.segments).map_err(|e| AgentError::spool(&self.segments, e))?;
         self.uncount(entry.len);
@@ -312,7 +313,7 @@ impl Spool {
         })
         .map_err(|e| AgentError::spool(&self.checkpoint, std::io::Error::other(e)))?;
         let body = padded(body);
-        match write_atomically(&self.checkpoint, &body) {
+        match write_atomically(&self.checkpoint, &body, "spool-checkpoint-before-fsync") {
             // In place only within one sector, which a write changes whole.
             Err(e) if e.is_spool_full() && body.len() == SECTOR => {
                 match self.overwrite_checkpoint(&body) {
@@ -352,7 +353,7 @@ impl Spool {
     pub fn save_limits(&self, limits: &Limits) -> Result<()> {
         let body = serde_json::to_vec(limits)
             .map_err(|e| AgentError::spool(&self.limits, std::io::Error::other(e)))?;
-        write_atomically(&self.limits, &body)
+        write_atomically(&self.limits, &body, "spool-limits-before-fsync")
     }
 
     /// The shipper's segment limit as last agreed, if ever.
@@ -453,13 +454,16 @@ fn lock_dir(dir: &Path) -> Result<File> {
 /// Replaces `path` with `body` whole or not at all: a temporary file (`<name>.tmp`, which
 /// [`Spool::open`] removes if a crash left it), fsync, rename, fsync of the directory. What
 /// a failed write took (a full disk's last blocks) is given back at once.
-fn write_atomically(path: &Path, body: &[u8]) -> Result<()> {
+/// Writes `body` to a temporary file, fsyncs it, renames it over `path` and fsyncs the
+/// directory; `_crash` names the crash point between the write and the fsync.
+fn write_atomically(path: &Path, body: &[u8], _crash: &str) -> Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
     let write = || -> std::io::Result<()> {
         let mut f = File::create(&tmp)?;
         f.write_all(body)?;
+        crate::crash_point!(_crash);
         f.sync_all()?;
         fs::rename(&tmp, path)?;
         sync_dir(path.parent().unwrap_or(Path::new(".")))

@@ -120,8 +120,8 @@ impl Shipper {
         let proc = &*self
             .proc
             .insert(Proc::spawn("logferry-shipper", cmd, &self.log)?);
-        self.port = wait_logged_port(proc, from, "shipper serving", "listen", "the shipper")
-            .await?;
+        self.port =
+            wait_logged_port(proc, from, "shipper serving", "listen", "the shipper").await?;
         Ok(())
     }
 
@@ -211,6 +211,8 @@ pub struct Agent {
     log: PathBuf,
     /// Length of the log when the running process started: its lines come after.
     log_from: u64,
+    /// Extra environment of the next start.
+    env: Vec<(String, String)>,
     proc: Option<Proc>,
 }
 
@@ -220,6 +222,19 @@ impl Agent {
     /// # Errors
     /// When the binary cannot be started.
     pub fn start(dir: &Path, s: &AgentSettings) -> anyhow::Result<Self> {
+        Self::start_with_env(dir, s, &[])
+    }
+
+    /// Like [`Self::start`], with extra environment (kept for restarts until
+    /// [`Self::set_env`] changes it).
+    ///
+    /// # Errors
+    /// When the binary cannot be started.
+    pub fn start_with_env(
+        dir: &Path,
+        s: &AgentSettings,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let spool_dir = dir.join("spool");
         let config = dir.join("agent.toml");
@@ -245,8 +260,10 @@ impl Agent {
             config,
             log: dir.join("agent.log"),
             log_from: 0,
+            env: Vec::new(),
             proc: None,
         };
+        a.set_env(env);
         a.restart()?;
         Ok(a)
     }
@@ -257,7 +274,10 @@ impl Agent {
     /// When the binary cannot be started.
     pub fn restart(&mut self) -> anyhow::Result<()> {
         let mut cmd = Command::new(workspace_bin("logferry-agent")?);
-        cmd.arg("run").arg("--config").arg(&self.config);
+        cmd.arg("run")
+            .arg("--config")
+            .arg(&self.config)
+            .envs(self.env.iter().cloned());
         self.log_from = log_len(&self.log);
         self.proc = Some(Proc::spawn("logferry-agent", cmd, &self.log)?);
         Ok(())
@@ -271,6 +291,14 @@ impl Agent {
     pub async fn metrics_port(&self) -> anyhow::Result<u16> {
         let proc = self.proc.as_ref().context("the agent is not running")?;
         wait_logged_port(proc, self.log_from, "serving /metrics", "addr", "the agent").await
+    }
+
+    /// Sets the extra environment of the next [`Self::restart`] (e.g. `FAILPOINTS`).
+    pub fn set_env(&mut self, env: &[(&str, &str)]) {
+        self.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
     }
 
     /// Starts `logferry-agent snapshot` with this agent's config, as its own process.

@@ -270,7 +270,11 @@ mod tests {
         let (status, body) = send(&app, "POST", SEGMENTS_PATH, first).await;
         assert_eq!(status, StatusCode::OK, "an identical re-send: {body}");
         let (status, body) = send(&app, "POST", SEGMENTS_PATH, segment(4, 90, b"two")).await;
-        assert_eq!(status, StatusCode::CONFLICT, "other bytes at the same start: {body}");
+        assert_eq!(
+            status,
+            StatusCode::CONFLICT,
+            "other bytes at the same start: {body}"
+        );
         let (status, body) = send(&app, "POST", SEGMENTS_PATH, segment(50, 120, b"x")).await;
         assert_eq!(status, StatusCode::CONFLICT, "an overlap: {body}");
         let (status, body) = send(&app, "POST", SEGMENTS_PATH, Bytes::from_static(b"junk")).await;
@@ -285,7 +289,11 @@ mod tests {
         assert_eq!(head.segments, 1);
         assert_eq!(head.end.as_deref(), Some("mysql-bin.000001:90"));
         let (status, _) = send(&app, "GET", "/v1/streams/no%20such", Bytes::new()).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "a name outside the grammar");
+        assert_eq!(
+            status,
+            StatusCode::BAD_REQUEST,
+            "a name outside the grammar"
+        );
         let (status, _) = send(&app, "GET", "/healthz", Bytes::new()).await;
         assert_eq!(status, StatusCode::OK);
     }
@@ -293,14 +301,35 @@ mod tests {
     #[test]
     fn every_error_maps_to_its_status() {
         let cases = [
-            (ShipperError::BadRequest("x".into()), StatusCode::BAD_REQUEST),
-            (ShipperError::BadSnapshot("x".into()), StatusCode::BAD_REQUEST),
+            (
+                ShipperError::BadRequest("x".into()),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                ShipperError::BadSnapshot("x".into()),
+                StatusCode::BAD_REQUEST,
+            ),
             (ShipperError::Conflict("x".into()), StatusCode::CONFLICT),
-            (ShipperError::Internal("x".into()), StatusCode::INTERNAL_SERVER_ERROR),
-            (ShipperError::Restore("x".into()), StatusCode::UNPROCESSABLE_ENTITY),
-            (ShipperError::Gap("x".into()), StatusCode::UNPROCESSABLE_ENTITY),
-            (ShipperError::Store("x".into()), StatusCode::SERVICE_UNAVAILABLE),
-            (ShipperError::StoreConfig("x".into()), StatusCode::SERVICE_UNAVAILABLE),
+            (
+                ShipperError::Internal("x".into()),
+                StatusCode::INTERNAL_SERVER_ERROR,
+            ),
+            (
+                ShipperError::Restore("x".into()),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            (
+                ShipperError::Gap("x".into()),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            (
+                ShipperError::Store("x".into()),
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            (
+                ShipperError::StoreConfig("x".into()),
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
         ];
         for (e, want) in cases {
             let said = e.to_string();

@@ -178,7 +178,10 @@ mod tests {
         assert_eq!(breaks(&ing), 1, "10..20 is still in flight");
         ing.segment(segment(10, 20)).await.unwrap();
         assert_eq!(breaks(&ing), 0);
-        assert!(ing.metrics.render().contains("logferry_shipper_chain_breaks{stream=\"orders\"} 0"));
+        assert!(ing
+            .metrics
+            .render()
+            .contains("logferry_shipper_chain_breaks{stream=\"orders\"} 0"));
         let stored = ing.store.list("streams/orders/segments").await.unwrap();
         assert_eq!(stored.len(), 3);
     }

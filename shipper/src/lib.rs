@@ -29,9 +29,9 @@ pub mod restore;
 pub mod snapshots;
 pub mod sources;
 pub mod storage;
-pub mod store_error;
 #[cfg(any(test, feature = "test-support"))]
 pub mod store_conformance;
+pub mod store_error;
 pub mod verify;
 
 pub use error::{Result, ShipperError};

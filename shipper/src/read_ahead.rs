@@ -170,7 +170,10 @@ mod tests {
 
     #[tokio::test]
     async fn an_item_above_the_budget_is_read_alone() {
-        let limits = ReadAhead { reads: 4, bytes: 10 };
+        let limits = ReadAhead {
+            reads: 4,
+            bytes: 10,
+        };
         let got: Vec<u64> = read_ahead(vec![5, 50, 5], limits, |w| *w, |w| async move { w })
             .map(Held::into_inner)
             .collect()

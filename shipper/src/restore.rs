@@ -5,11 +5,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use logferry_common::keys::chunk_key;
 use logferry_common::snapshot::{open_chunk, SnapshotManifest};
 use logferry_common::{DecodeLimits, Segment, StreamId};
-use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 
 use crate::catalog::SegmentRef;

@@ -303,7 +303,11 @@ mod tests {
         let committed = Instant::now();
         run.events.send(event(104, true, now_ms())).await.unwrap();
         let job = run.cut().await;
-        assert_eq!(committed.elapsed(), Duration::ZERO, "past its age: cut at the commit");
+        assert_eq!(
+            committed.elapsed(),
+            Duration::ZERO,
+            "past its age: cut at the commit"
+        );
         assert!(job.meta.ends_at_boundary());
         assert_eq!(job.meta.event_count, 2);
     }
@@ -315,7 +319,11 @@ mod tests {
         let at = Instant::now();
         run.events.send(event(4, true, long_ago)).await.unwrap();
         run.cut().await;
-        assert_eq!(at.elapsed(), Duration::ZERO, "a catch-up's old data waits for nothing");
+        assert_eq!(
+            at.elapsed(),
+            Duration::ZERO,
+            "a catch-up's old data waits for nothing"
+        );
         run.events.send(event(104, true, long_ago)).await.unwrap();
         run.cut().await;
         assert_eq!(

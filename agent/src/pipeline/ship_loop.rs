@@ -209,6 +209,7 @@ pub(super) async fn ship_loop(
             Upload::Damaged => return Ok(Ended::Damaged),
             Upload::Shutdown => return Ok(Ended::Shutdown),
         };
+        crate::crash_point!("ship-after-upload-before-checkpoint");
         if !acknowledge(spool, metrics, &entry, &meta, &mut shutdown).await? {
             return Ok(Ended::Shutdown);
         }

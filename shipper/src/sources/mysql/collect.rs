@@ -234,9 +234,7 @@ pub async fn collect(
     };
     let mut payloads = Box::pin(segment_payloads(
         store,
-        plan.segments
-            .iter()
-            .map(|c| (&c.seg, c.header.payload_len)),
+        plan.segments.iter().map(|c| (&c.seg, c.header.payload_len)),
     ));
     for (i, c) in plan.segments.iter().enumerate() {
         if col.done {
