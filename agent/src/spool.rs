@@ -453,9 +453,8 @@ fn lock_dir(dir: &Path) -> Result<File> {
 
 /// Replaces `path` with `body` whole or not at all: a temporary file (`<name>.tmp`, which
 /// [`Spool::open`] removes if a crash left it), fsync, rename, fsync of the directory. What
-/// a failed write took (a full disk's last blocks) is given back at once.
-/// Writes `body` to a temporary file, fsyncs it, renames it over `path` and fsyncs the
-/// directory; `_crash` names the crash point between the write and the fsync.
+/// a failed write took (a full disk's last blocks) is given back at once. `_crash` names
+/// the crash point between the write and the fsync.
 fn write_atomically(path: &Path, body: &[u8], _crash: &str) -> Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");

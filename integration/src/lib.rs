@@ -4,11 +4,13 @@
 //! # Layout
 //! - [`process`]: a child process that is killed when dropped, with its log file.
 //! - [`mariadb`]: a private `mariadbd` (binlog on, ROW format) and its clients.
+//! - [`delay_proxy`]: a TCP proxy adding latency, for benchmarks of a far-away peer.
 //! - [`logferry`]: the shipper and agent binaries as processes, with their configs.
 //! - [`s3`]: a private S3-compatible server for the shipper's S3 path.
 //! - [`store`]: reads what the object store holds (segments, events, binlog files).
 //! - [`workload`]: inserts, updates and deletes across several tables.
 
+pub mod delay_proxy;
 pub mod logferry;
 pub mod mariadb;
 pub mod process;

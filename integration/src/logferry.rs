@@ -293,6 +293,20 @@ impl Agent {
         wait_logged_port(proc, self.log_from, "serving /metrics", "addr", "the agent").await
     }
 
+    /// Replaces `from` by `to` in the agent's config file, for the next [`Self::restart`].
+    ///
+    /// # Errors
+    /// When the config does not contain `from` or cannot be written.
+    pub fn edit_config(&self, from: &str, to: &str) -> anyhow::Result<()> {
+        let text = std::fs::read_to_string(&self.config)?;
+        anyhow::ensure!(
+            text.contains(from),
+            "the agent config has no {from:?}:\n{text}"
+        );
+        std::fs::write(&self.config, text.replace(from, to))?;
+        Ok(())
+    }
+
     /// Sets the extra environment of the next [`Self::restart`] (e.g. `FAILPOINTS`).
     pub fn set_env(&mut self, env: &[(&str, &str)]) {
         self.env = env

@@ -204,6 +204,7 @@ pub fn logged_port(path: &Path, from: u64, marker: &str, field: &str) -> Option<
     let text = String::from_utf8_lossy(&text[start..]);
     let prefix = format!("{field}=");
     text.lines()
+        .rev()
         .filter(|l| l.contains(marker))
         .filter_map(|l| {
             l.split_whitespace()
@@ -213,5 +214,5 @@ pub fn logged_port(path: &Path, from: u64, marker: &str, field: &str) -> Option<
                 .parse()
                 .ok()
         })
-        .last()
+        .next()
 }

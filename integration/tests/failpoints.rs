@@ -1,6 +1,11 @@
 //! The agent crashed inside each window the durability rules name (through its crash
 //! points, the `failpoints` feature that `scripts/test` builds it with) loses nothing and
 //! duplicates nothing once restarted.
+//!
+//! These are process crashes (`abort`): what was written before the crash point is still
+//! in the page cache, so the windows "after the write, before the fsync" show that the
+//! half-done file is set aside and its range read again, not what a power cut would leave
+//! (which is what the fsync is for, and which cannot be staged here).
 
 mod common;
 

@@ -188,7 +188,9 @@ impl IntoResponse for ShipperError {
             ShipperError::Format(_)
             | ShipperError::BadSnapshot(_)
             | ShipperError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ShipperError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ShipperError::Internal(_) | ShipperError::Corrupt { .. } => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
             ShipperError::Conflict(_) => StatusCode::CONFLICT,
             ShipperError::Restore(_) | ShipperError::Gap(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ShipperError::Store(_) | ShipperError::StoreConfig(_) => {

@@ -14,7 +14,7 @@ use tracing::warn;
 use logferry_common::Segment;
 
 use crate::error::{Result, ShipperError};
-use crate::read_ahead::{read_ahead, ReadAhead};
+use crate::read_ahead::read_ahead;
 use crate::storage::Store;
 
 /// Bytes read to decode a segment header without fetching the whole object (a header is at
@@ -29,7 +29,10 @@ pub async fn read_header(store: &Store, seg: &SegmentRef) -> Result<SegmentHeade
     let prefix = store
         .get_prefix(&seg.key, seg.size, HEADER_PROBE_BYTES)
         .await?;
-    Ok(Segment::peek_header(&prefix)?)
+    Segment::peek_header(&prefix).map_err(|source| ShipperError::Corrupt {
+        key: seg.key.clone(),
+        source,
+    })
 }
 
 /// Every stored segment under `prefix` with its header, in key (= chain) order.
@@ -47,7 +50,7 @@ pub async fn stored_segments(
         .filter_map(|obj| segment_ref(&obj.key, obj.size));
     let mut headers = Box::pin(read_ahead(
         segs,
-        ReadAhead::DEFAULT,
+        store.read_ahead(),
         |_| HEADER_PROBE_BYTES,
         |seg| async move {
             let header = read_header(store, &seg).await?;
@@ -128,13 +131,24 @@ impl StreamCatalog {
 
     /// Records a stored segment (with its header when known).
     pub fn insert(&mut self, seg: SegmentRef, header: Option<SegmentHeader>) {
-        let prev = self.segments.range(..seg.start_key.clone()).next_back();
-        let next = self.segments.range(seg.start_key.clone()..).next();
+        use std::ops::Bound::{Excluded, Unbounded};
+        let start = seg.start_key.clone();
+        let prev = self
+            .segments
+            .range(..start.clone())
+            .next_back()
+            .map(|(_, p)| p);
+        let next = self
+            .segments
+            .range((Excluded(start.clone()), Unbounded))
+            .next()
+            .map(|(_, n)| n);
         let broken = |a: &SegmentRef, b: &SegmentRef| usize::from(a.end_key != b.start_key);
-        let (prev, next) = (prev.map(|(_, p)| p), next.map(|(_, n)| n));
-        let before = match (prev, next) {
-            (Some(p), Some(n)) => broken(p, n),
-            _ => 0,
+        // The breaks around what is there now (an entry at the same start is replaced).
+        let before = match (self.segments.get(&start), prev, next) {
+            (Some(old), p, n) => p.map_or(0, |p| broken(p, old)) + n.map_or(0, |n| broken(old, n)),
+            (None, Some(p), Some(n)) => broken(p, n),
+            (None, _, _) => 0,
         };
         let after = prev.map_or(0, |p| broken(p, &seg)) + next.map_or(0, |n| broken(&seg, n));
         self.breaks = (self.breaks + after).saturating_sub(before);
@@ -342,6 +356,8 @@ mod tests {
         c.insert(r("60", "70"), None);
         c.insert(r("00", "05"), None);
         assert_eq!(c.breaks(), 2, "before 10 and after 50");
+        c.insert(r("60", "70"), None);
+        assert_eq!(c.breaks(), 2, "the same segment again changes nothing");
     }
 
     #[test]

@@ -26,6 +26,15 @@ pub enum ShipperError {
     /// store, what it answered and the fix ([`crate::store_error::describe`]).
     #[error("{0}")]
     Store(String),
+    /// An object read back from the store fails its checks (500: the stored data, not the
+    /// request, is at fault); names the object.
+    #[error("stored object {key} is corrupt: {source}; run logferry-shipper verify")]
+    Corrupt {
+        /// The object's key.
+        key: String,
+        /// What is wrong with it.
+        source: logferry_common::Error,
+    },
     /// The store URL or options are unusable.
     #[error("store configuration: {0}")]
     StoreConfig(String),

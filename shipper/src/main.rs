@@ -49,6 +49,8 @@ enum Command {
     Verify {
         #[command(flatten)]
         store: StoreArgs,
+        #[command(flatten)]
+        reads: ReadArgs,
         /// Only this stream (required with --restore-drill).
         #[arg(long, required_if_eq("restore_drill", "true"))]
         stream: Option<StreamId>,
@@ -66,6 +68,8 @@ enum Command {
     Restore {
         #[command(flatten)]
         store: StoreArgs,
+        #[command(flatten)]
+        reads: ReadArgs,
         /// Stream to restore.
         #[arg(long)]
         stream: StreamId,
@@ -90,6 +94,8 @@ enum Command {
     Export {
         #[command(flatten)]
         store: StoreArgs,
+        #[command(flatten)]
+        reads: ReadArgs,
         /// Stream to export.
         #[arg(long)]
         stream: StreamId,
@@ -107,6 +113,8 @@ enum Command {
     Ls {
         #[command(flatten)]
         store: StoreArgs,
+        #[command(flatten)]
+        reads: ReadArgs,
         /// Only this stream.
         #[arg(long)]
         stream: Option<StreamId>,
@@ -128,8 +136,17 @@ struct StoreArgs {
     store: Option<String>,
 }
 
+/// How hard a command that reads many objects may press the store.
+#[derive(Args)]
+struct ReadArgs {
+    /// Store requests in flight at once (1 reads one object at a time; lower it for a
+    /// store that throttles, raise it for one far away).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
+    reads_in_flight: u16,
+}
+
 impl StoreArgs {
-    fn open(&self) -> anyhow::Result<Store> {
+    fn open(&self, reads: &ReadArgs) -> anyhow::Result<Store> {
         let cfg = match (&self.config, &self.store) {
             (Some(path), _) => ShipperConfig::load(path)?.store,
             (None, Some(url)) => {
@@ -139,7 +156,7 @@ impl StoreArgs {
             }
             (None, None) => bail!("give --config FILE or --store URL"),
         };
-        Ok(Store::open(&cfg)?)
+        Ok(Store::open(&cfg)?.with_reads_in_flight(usize::from(reads.reads_in_flight)))
     }
 }
 
@@ -178,12 +195,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { config } => serve(&config).await,
         Command::Verify {
+            reads,
             store,
             stream,
             restore_drill,
             target,
         } => {
-            let store = store.open()?;
+            let store = store.open(&reads)?;
             if restore_drill {
                 let (Some(stream), Some(target)) = (stream, target) else {
                     bail!("--restore-drill needs --stream and --target");
@@ -224,6 +242,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Restore {
+            reads,
             store,
             stream,
             to,
@@ -231,7 +250,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             force,
             keep_durability,
         } => {
-            let store = store.open()?;
+            let store = store.open(&reads)?;
             let started = Instant::now();
             let req = Request {
                 stream: &stream,
@@ -247,13 +266,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Export {
+            reads,
             store,
             stream,
             from,
             to,
             dir,
         } => {
-            let store = store.open()?;
+            let store = store.open(&reads)?;
             let started = Instant::now();
             let req = Request {
                 stream: &stream,
@@ -268,11 +288,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Ls {
+            reads,
             store,
             stream,
             segments,
         } => {
-            let store = store.open()?;
+            let store = store.open(&reads)?;
             let streams = listing::segments(&store, stream.as_ref()).await?;
             for (name, lines) in &streams {
                 let (Some(first), Some(last)) = (lines.first(), lines.last()) else {

@@ -24,11 +24,18 @@ pub struct ReadAhead {
 }
 
 impl ReadAhead {
-    /// What restore, export, verify and the drill use: 16 requests, 128 MiB.
+    /// What every command that reads many objects uses unless told otherwise (`ls`,
+    /// `verify`, restore, export, the drill, snapshot listings): 16 requests, 128 MiB.
     pub const DEFAULT: ReadAhead = ReadAhead {
         reads: 16,
         bytes: 128 * 1024 * 1024,
     };
+}
+
+impl Default for ReadAhead {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
 }
 
 /// A fetched item; the read-ahead budget it holds is freed when it is dropped.
@@ -77,8 +84,9 @@ where
     F: FnMut(I::Item) -> Fut,
     Fut: Future,
 {
-    let budget = Arc::new(Semaphore::new(limits.bytes as usize));
-    let most = u64::from(limits.bytes.max(1));
+    let most = limits.bytes.max(1);
+    let budget = Arc::new(Semaphore::new(most as usize));
+    let most = u64::from(most);
     stream::iter(items)
         .map(move |item| {
             let need = u32::try_from(weight(&item).clamp(1, most)).unwrap_or(u32::MAX);
@@ -168,16 +176,40 @@ mod tests {
         assert_eq!(fetched.load(Ordering::SeqCst), 10);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn an_item_above_the_budget_is_read_alone() {
         let limits = ReadAhead {
             reads: 4,
             bytes: 10,
         };
-        let got: Vec<u64> = read_ahead(vec![5, 50, 5], limits, |w| *w, |w| async move { w })
-            .map(Held::into_inner)
-            .collect()
-            .await;
+        let running = Arc::new(AtomicUsize::new(0));
+        let beside_big = Arc::new(AtomicUsize::new(0));
+        let got: Vec<u64> = read_ahead(
+            vec![5, 50, 5],
+            limits,
+            |w| *w,
+            |w| {
+                let (running, beside_big) = (running.clone(), beside_big.clone());
+                async move {
+                    running.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    if w == 50 {
+                        beside_big.store(running.load(Ordering::SeqCst), Ordering::SeqCst);
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    w
+                }
+            },
+        )
+        .map(Held::into_inner)
+        .collect()
+        .await;
         assert_eq!(got, vec![5, 50, 5]);
+        assert_eq!(
+            beside_big.load(Ordering::SeqCst),
+            1,
+            "nothing ran beside it"
+        );
     }
 }

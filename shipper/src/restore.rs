@@ -14,7 +14,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::catalog::SegmentRef;
 use crate::error::{Result, ShipperError};
-use crate::read_ahead::{read_ahead, Held, ReadAhead};
+use crate::read_ahead::{read_ahead, Held};
 use crate::storage::Store;
 
 /// What a restore or export is asked to do, for any source kind.
@@ -151,14 +151,14 @@ pub(crate) async fn segment_payload(store: &Store, seg: &SegmentRef) -> Result<V
 }
 
 /// The payloads of `segs` (each with its payload size, which its item holds) in order,
-/// read ahead within [`ReadAhead::DEFAULT`].
+/// read ahead as far as the store allows ([`Store::read_ahead`]).
 pub(crate) fn segment_payloads<'a>(
     store: &'a Store,
     segs: impl IntoIterator<Item = (&'a SegmentRef, u64)> + 'a,
 ) -> impl futures::Stream<Item = Held<Result<Vec<u8>>>> + 'a {
     read_ahead(
         segs,
-        ReadAhead::DEFAULT,
+        store.read_ahead(),
         |(seg, plain)| seg.size + plain,
         move |(seg, _)| segment_payload(store, seg),
     )
@@ -191,7 +191,7 @@ where
 {
     let mut chunks = Box::pin(read_ahead(
         m.chunks.iter().cloned(),
-        ReadAhead::DEFAULT,
+        store.read_ahead(),
         |c| c.stored_bytes + c.plain_bytes,
         |c| async move {
             let key = chunk_key(&m.stream, &m.id, c.index);

@@ -14,7 +14,7 @@ use logferry_common::StreamId;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Result, ShipperError};
-use crate::read_ahead::{read_ahead, ReadAhead};
+use crate::read_ahead::read_ahead;
 use crate::storage::{Store, Stored};
 
 /// Header carrying the hex sha256 of an uploaded chunk.
@@ -118,7 +118,7 @@ pub async fn list(store: &Store, stream: &StreamId) -> Result<Vec<SnapshotManife
         .filter(|obj| is_manifest_key(&obj.key));
     let mut read = Box::pin(read_ahead(
         manifests,
-        ReadAhead::DEFAULT,
+        store.read_ahead(),
         |obj| obj.size,
         |obj| async move {
             let bytes = store.get(&obj.key).await?;

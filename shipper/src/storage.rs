@@ -14,6 +14,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutPayload};
 
 use crate::error::{Result, ShipperError};
+use crate::read_ahead::ReadAhead;
 
 /// Outcome of a create-only put.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +40,7 @@ pub struct Store {
     inner: Arc<dyn ObjectStore>,
     url: String,
     endpoint: Option<String>,
+    read_ahead: ReadAhead,
 }
 
 impl Store {
@@ -102,6 +104,7 @@ impl Store {
             inner,
             url: url.to_owned(),
             endpoint: cfg.endpoint.clone(),
+            read_ahead: ReadAhead::DEFAULT,
         })
     }
 
@@ -113,6 +116,7 @@ impl Store {
             inner: Arc::new(object_store::memory::InMemory::new()),
             url: "memory://".to_owned(),
             endpoint: None,
+            read_ahead: ReadAhead::DEFAULT,
         }
     }
 
@@ -123,6 +127,18 @@ impl Store {
             self.endpoint.as_deref(),
             e,
         ))
+    }
+
+    /// This store with at most `reads` requests in flight when a command reads many
+    /// objects (1 reads one object at a time).
+    pub fn with_reads_in_flight(mut self, reads: usize) -> Self {
+        self.read_ahead.reads = reads.max(1);
+        self
+    }
+
+    /// How far commands that read many objects may read ahead in this store.
+    pub fn read_ahead(&self) -> ReadAhead {
+        self.read_ahead
     }
 
     /// The URL this store was opened from.

@@ -129,10 +129,13 @@ async fn listing(store: &Store, root: &str) -> Result<(), String> {
 /// Of creates of one key racing each other, exactly one stores.
 async fn racing_creates(store: &Store, root: &str) -> Result<(), String> {
     let key = format!("{root}/streams/s/segments/0002_00-0002_10.lfs");
-    let racers = (0..4u8).map(|i| {
-        let (store, key) = (store.clone(), key.clone());
-        tokio::spawn(async move { store.put_new(&key, Bytes::from(vec![i; 64])).await })
-    });
+    // Spawned all before any is awaited, so that they run at once.
+    let racers: Vec<_> = (0..4u8)
+        .map(|i| {
+            let (store, key) = (store.clone(), key.clone());
+            tokio::spawn(async move { store.put_new(&key, Bytes::from(vec![i; 64])).await })
+        })
+        .collect();
     let mut created = 0;
     for racer in racers {
         match racer.await.map_err(|e| fail("a racing put died", e))? {

@@ -16,7 +16,7 @@ use crate::sources;
 
 use crate::catalog::segment_ref;
 use crate::error::Result;
-use crate::read_ahead::{read_ahead, ReadAhead};
+use crate::read_ahead::read_ahead;
 use crate::restore::off_runtime;
 use crate::storage::Store;
 
@@ -114,7 +114,7 @@ pub async fn verify(
         });
         let mut checked = Box::pin(read_ahead(
             segments,
-            ReadAhead::DEFAULT,
+            store.read_ahead(),
             |seg| seg.size,
             |seg| async move {
                 let checked = match store.get(&seg.key).await {

@@ -9,6 +9,7 @@
 //! the shipper before an older one still in flight is stored ahead of it; the chain is
 //! whole again when the older one lands.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +17,7 @@ use std::time::Duration;
 use futures::stream::{FuturesOrdered, StreamExt};
 use logferry_common::segment::{max_payload_for, DEFAULT_MAX_SEGMENT_BYTES};
 use logferry_common::wire::Limits;
-use logferry_common::{Position, SegmentMeta};
+use logferry_common::{Position, Segment, SegmentMeta};
 use logferry_config::AgentConfig;
 use tokio::sync::{watch, Notify};
 use tracing::{debug, error, info, warn};
@@ -80,8 +81,9 @@ async fn agree_limits(
 /// How one segment's upload ended.
 enum Upload {
     /// The shipper stored it (or already held the same bytes).
-    Stored(SpoolEntry, SegmentMeta),
-    /// The spooled file is damaged (and was moved to quarantine).
+    Stored(SpoolEntry, Box<SegmentMeta>),
+    /// The spooled file is damaged (and was moved to quarantine); nothing after it was
+    /// sent.
     Damaged,
     /// Shutdown came while it was being retried.
     Shutdown,
@@ -96,23 +98,18 @@ struct Uploader<'a> {
 }
 
 impl Uploader<'_> {
-    /// Reads `entry` from the spool and sends it until the shipper acknowledges it,
-    /// retrying what a retry can cure with its own backoff.
+    /// Sends the spooled segment `seg` (read from `entry`) until the shipper acknowledges
+    /// it, retrying what a retry can cure with its own backoff; `None` stands for a damaged
+    /// file, which ends the uploads here.
     async fn upload(
         self,
         entry: SpoolEntry,
+        seg: Option<Segment>,
         mut backoff: Backoff,
         mut shutdown: ShutdownRx,
     ) -> Result<Upload> {
-        let reading = entry.clone();
-        let seg = match on_spool(self.spool, move |s| s.read(&reading)).await {
-            Ok(s) => s,
-            Err(e @ AgentError::SpoolCorrupt { .. }) => {
-                self.metrics.spool_damaged.fetch_add(1, Ordering::Relaxed);
-                error!(error = %e, "a spooled segment is damaged: it was moved to quarantine, and its range is read again from the source");
-                return Ok(Upload::Damaged);
-            }
-            Err(e) => return Err(e),
+        let Some(seg) = seg else {
+            return Ok(Upload::Damaged);
         };
         let meta = seg.header.meta.clone();
         let body = seg.into_bytes();
@@ -124,7 +121,7 @@ impl Uploader<'_> {
                         info!(segment = %entry.name, "shipper reachable again");
                     }
                     debug!(key = %ack.key, duplicate = ack.duplicate, "segment acknowledged");
-                    return Ok(Upload::Stored(entry, meta));
+                    return Ok(Upload::Stored(entry, Box::new(meta)));
                 }
                 Err(e) if e.is_retryable() => {
                     failures += 1;
@@ -139,6 +136,21 @@ impl Uploader<'_> {
                 }
                 Err(e) => return Err(e),
             }
+        }
+    }
+
+    /// Reads `entry` from the spool (checked against its trailer); `None` when it is
+    /// damaged (then moved to quarantine).
+    async fn read(self, entry: &SpoolEntry) -> Result<Option<Segment>> {
+        let reading = entry.clone();
+        match on_spool(self.spool, move |s| s.read(&reading)).await {
+            Ok(seg) => Ok(Some(seg)),
+            Err(e @ AgentError::SpoolCorrupt { .. }) => {
+                self.metrics.spool_damaged.fetch_add(1, Ordering::Relaxed);
+                error!(error = %e, "a spooled segment is damaged: it was moved to quarantine, and its range is read again from the source");
+                Ok(None)
+            }
+            Err(e) => Err(e),
         }
     }
 }
@@ -178,31 +190,49 @@ pub(super) async fn ship_loop(
         metrics,
     };
     let mut uploads = FuturesOrdered::new();
+    // Listed and not yet sent, oldest first; the spool is listed again only when this is
+    // empty and a segment was sealed since (a day's backlog is listed once, not per ack).
+    let mut listed: VecDeque<SpoolEntry> = VecDeque::new();
+    let mut list_again = true;
     // The newest spooled file handed to an upload: a new listing starts after it.
     let mut queued: Option<String> = None;
+    // A damaged file was found: nothing after it is sent, the uploads before it finish.
+    let mut damaged = false;
     loop {
-        if uploads.len() < window {
+        if listed.is_empty() && list_again && !damaged {
+            list_again = false;
             let entries = on_spool(spool, |s| s.list()).await?;
             metrics
                 .spool_segments
                 .store(entries.len() as u64, Ordering::Relaxed);
             metrics.spool_bytes.store(spool.bytes(), Ordering::Relaxed);
-            let after = queued.take();
-            let fresh: Vec<SpoolEntry> = entries
-                .into_iter()
-                .filter(|e| after.as_ref().is_none_or(|q| e.name > *q))
-                .take(window - uploads.len())
-                .collect();
-            queued = fresh.last().map(|e| e.name.clone()).or(after);
-            for entry in fresh {
-                uploads.push_back(uploader.upload(entry, backoff.clone(), shutdown.clone()));
-            }
+            listed.extend(
+                entries
+                    .into_iter()
+                    .filter(|e| queued.as_ref().is_none_or(|q| e.name > *q)),
+            );
+        }
+        // Read (and check) in spool order here, so that a damaged file stops the sending
+        // of everything after it; only the sending runs concurrently.
+        while uploads.len() < window && !damaged {
+            let Some(entry) = listed.pop_front() else {
+                break;
+            };
+            queued = Some(entry.name.clone());
+            let seg = uploader.read(&entry).await?;
+            damaged = seg.is_none();
+            uploads.push_back(uploader.upload(entry, seg, backoff.clone(), shutdown.clone()));
         }
         let outcome = tokio::select! {
+            // A finished upload first: shutdown does not throw away an acknowledgement.
+            biased;
             Some(outcome) = uploads.next() => outcome?,
-            // A newly sealed segment can join the uploads while there is room for it.
-            _ = sealed.notified(), if uploads.len() < window => continue,
             _ = shutdown.changed() => return Ok(Ended::Shutdown),
+            // A newly sealed segment can join the uploads while there is room for it.
+            _ = sealed.notified(), if uploads.len() < window && !damaged => {
+                list_again = true;
+                continue;
+            }
         };
         let (entry, meta) = match outcome {
             Upload::Stored(entry, meta) => (entry, meta),
@@ -223,6 +253,9 @@ pub(super) async fn ship_loop(
         metrics
             .last_acked_event_ms
             .store(meta.last_event_ms, Ordering::Relaxed);
+        metrics
+            .spool_segments
+            .store((listed.len() + uploads.len()) as u64, Ordering::Relaxed);
         metrics.spool_bytes.store(spool.bytes(), Ordering::Relaxed);
         for waiter in acked {
             waiter.notify_one();

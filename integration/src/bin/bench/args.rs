@@ -26,6 +26,8 @@ pub(crate) enum Scope {
     Ship,
     /// Only the memory of one big transaction; printed only.
     BigTrx,
+    /// Only the latency runs; their section of the results file is rewritten.
+    Latency,
 }
 
 pub(crate) fn args() -> anyhow::Result<Args> {
@@ -56,9 +58,10 @@ pub(crate) fn args() -> anyhow::Result<Args> {
             "--sizes-only" => a.scope = Scope::Sizes,
             "--big-trx-mb" => a.big_trx_mb = value()?.parse()?,
             "--big-trx-only" => a.scope = Scope::BigTrx,
+            "--latency-only" => a.scope = Scope::Latency,
             "--help" | "-h" => {
                 println!(
-                    "logferry-bench [--sizes 200,1000] [--repeat 3] [--rpo-seconds 180] [--rpo-rate 2000] [--out BENCHMARKS.md] [--big-trx-mb 2048] [--ship-only | --sizes-only | --big-trx-only]\n\
+                    "logferry-bench [--sizes 200,1000] [--repeat 3] [--rpo-seconds 180] [--rpo-rate 2000] [--out BENCHMARKS.md] [--big-trx-mb 2048] [--ship-only | --sizes-only | --big-trx-only | --latency-only]\n\
                      Runs every comparison with the stock tools and rewrites the results file.\n\
                      Each size is run on two data sets: text rows (the worst case for compressors)\n\
                      and order rows (numbers, codes, dates, updates with full row images).\n\
@@ -68,7 +71,9 @@ pub(crate) fn args() -> anyhow::Result<Args> {
                      --sizes-only: ship, storage and restore per size, printed, the file left alone.\n\
                      --big-trx-mb: size of the one transaction of incompressible rows whose shipping\n\
                      the memory table measures (agent, shipper, and the stock raw copy of it).\n\
-                     --big-trx-only: only that run, printed, the file left alone."
+                     --big-trx-only: only that run, printed, the file left alone.\n\
+                     --latency-only: only the catch-up and read runs through an added round trip;\n\
+                     their section of the results file is rewritten, the rest left alone."
                 );
                 std::process::exit(0);
             }

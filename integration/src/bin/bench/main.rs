@@ -5,7 +5,7 @@
 //! Per binlog size: ship throughput (agent → shipper → store, durably) against
 //! `mariadb-binlog --read-from-remote-server --raw` copying the same binlog; stored bytes
 //! against `gzip -6`; restore against `mariadb-binlog FILES | mariadb`; agent peak memory.
-//! Then RPO under a fixed write rate with a 1 s and a 200 ms seal, agent memory while the
+//! Then latency ([`latency`]: catch-up and reads through an added round trip), RPO under a fixed write rate with a 1 s and a 200 ms seal, agent memory while the
 //! shipper is down, and shipper memory while several agents ship. Each timing is repeated
 //! and the median reported; ratios are given because absolute times on shared machines drift.
 //!
@@ -15,6 +15,7 @@
 
 mod args;
 mod data;
+mod latency;
 mod memory;
 mod report;
 mod rpo;
@@ -24,6 +25,7 @@ mod stats;
 
 pub(crate) use args::*;
 pub(crate) use data::*;
+pub(crate) use latency::*;
 pub(crate) use memory::*;
 pub(crate) use rpo::*;
 pub(crate) use seal::*;
@@ -54,6 +56,16 @@ async fn main() -> anyhow::Result<()> {
         a.rpo_seconds,
         a.rpo_rate
     );
+    if a.scope == Scope::Latency {
+        let section = latency_markdown(
+            "scripts/bench --latency-only",
+            &latency_run(work.path()).await?,
+        );
+        let previous = std::fs::read_to_string(&a.out).unwrap_or_default();
+        std::fs::write(&a.out, replace_latency_section(&previous, &section))?;
+        println!("wrote the latency section of {}", a.out.display());
+        return Ok(());
+    }
     if a.scope == Scope::BigTrx {
         big_trx_run(work.path(), a.big_trx_mb).await?;
         return Ok(());
@@ -77,6 +89,7 @@ async fn main() -> anyhow::Result<()> {
         many_agents_run(work.path(), 3, a.sizes_mb.first().copied().unwrap_or(200)).await?;
     let (big_agent, big_shipper, big_stock, big_mib) =
         big_trx_run(work.path(), a.big_trx_mb).await?;
+    let latency = latency_markdown(&command, &latency_run(work.path()).await?);
 
     let results = report::Results {
         sizes,
@@ -95,7 +108,7 @@ async fn main() -> anyhow::Result<()> {
     let previous = std::fs::read_to_string(&a.out).unwrap_or_default();
     if let Some(at) = previous.find(KEEP_MARKER) {
         md.push('\n');
-        md.push_str(&previous[at..]);
+        md.push_str(&replace_latency_section(&previous[at..], &latency));
     }
     std::fs::write(&a.out, md)?;
     println!("wrote {}", a.out.display());
