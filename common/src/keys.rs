@@ -99,6 +99,21 @@ pub fn manifest_key(stream: &StreamId, id: &str) -> String {
     format!("{}{MANIFEST_NAME}", snapshot_prefix(stream, id))
 }
 
+/// The snapshot id and the object's name (`chunk-000001.zst`, `manifest.json`) of a key
+/// under `stream`'s snapshots; `None` for other keys.
+pub fn parse_snapshot_key<'a>(stream: &StreamId, key: &'a str) -> Option<(&'a str, &'a str)> {
+    let rest = key
+        .strip_prefix(&snapshots_prefix(stream))?
+        .strip_prefix('/')?;
+    rest.split_once('/')
+        .filter(|(id, name)| !id.is_empty() && !name.contains('/'))
+}
+
+/// Whether `name` (see [`parse_snapshot_key`]) is a manifest's.
+pub fn is_manifest_name(name: &str) -> bool {
+    name == MANIFEST_NAME
+}
+
 /// Whether `key` is a snapshot manifest's key.
 pub fn is_manifest_key(key: &str) -> bool {
     key.strip_suffix(MANIFEST_NAME)
@@ -133,5 +148,14 @@ mod tests {
         assert!(chunk_key(&s, "0000000000001", 2).ends_with("chunk-000002.zst"));
         assert!(is_manifest_key(&manifest_key(&s, "0000000000001")));
         assert!(!is_manifest_key(&chunk_key(&s, "0000000000001", 1)));
+        let chunk = chunk_key(&s, "0000000000001", 3);
+        assert_eq!(
+            parse_snapshot_key(&s, &chunk),
+            Some(("0000000000001", "chunk-000003.zst"))
+        );
+        let manifest = manifest_key(&s, "7");
+        let (_, name) = parse_snapshot_key(&s, &manifest).unwrap();
+        assert!(is_manifest_name(name));
+        assert_eq!(parse_snapshot_key(&s, "streams/db/segments/a-b.lfs"), None);
     }
 }

@@ -66,6 +66,13 @@ fn malformed_configs_name_the_key() -> anyhow::Result<()> {
     let (code, out) = shipper_cli(&["verify", "--store", "ftp://nowhere"])?;
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("store.url"), "{out}");
+    let missing = std::env::temp_dir().join("logferry-no-such-store-dir");
+    for cmd in ["verify", "ls"] {
+        let (code, out) = shipper_cli(&[cmd, "--store", &missing.display().to_string()])?;
+        assert_ne!(code, 0, "{cmd} of a store that does not exist: {out}");
+        assert!(out.contains("does not exist"), "{cmd}: {out}");
+    }
+    assert!(!missing.exists(), "a read created the store directory");
     Ok(())
 }
 
@@ -195,6 +202,11 @@ async fn garbage_uploads_are_refused_and_the_store_stays_clean() -> anyhow::Resu
     let (code, out) = shipper_cli(&["verify", "--store", &shipper.store_url()])?;
     assert_eq!(code, 0, "only the valid segment is in the store: {out}");
     assert!(out.contains("1 segments"), "{out}");
+    for cmd in ["verify", "ls"] {
+        let (code, out) = shipper_cli(&[cmd, "--store", &shipper.store_url(), "--stream", "dbl"])?;
+        assert_eq!(code, 1, "{cmd} of a mistyped stream: {out}");
+        assert!(out.contains("stream dbl has no"), "{cmd}: {out}");
+    }
     Ok(())
 }
 
@@ -235,7 +247,11 @@ async fn payload_check_on_upload_is_optional_and_verify_catches_a_bad_payload() 
     assert_eq!(status, 400, "verify_payload refuses it: {text}");
     assert!(text.contains("payload") || text.contains("zstd"), "{text}");
     let (code, out) = shipper_cli(&["verify", "--store", &strict.store_url()])?;
-    assert_eq!(code, 0, "nothing was stored: {out}");
+    assert_eq!(
+        code, 1,
+        "nothing was stored, which is no green light: {out}"
+    );
+    assert!(out.contains("no streams"), "{out}");
 
     let (status, text) = post(relaxed.url(), bad).await?;
     assert_eq!(status, 201, "the trailer matches, so it is stored: {text}");

@@ -263,8 +263,19 @@ async fn kill9_of_agent_and_shipper_inside_a_big_transaction_loses_and_duplicate
     agent.kill9();
     println!("agent killed: {}", describe_end(&segs));
 
+    let inside = "inside the transaction from";
+    let resumed_inside = agent.log_text().matches(inside).count();
     agent.restart()?;
-    let stored_at_kill = segs.len();
+    logferry_integration::wait_for(
+        "the restarted agent to resume inside the transaction",
+        Duration::from_secs(60),
+        || async { Ok((agent.log_text().matches(inside).count() > resumed_inside).then_some(())) },
+    )
+    .await
+    .with_context(|| tail(&agent.log_text(), 30))?;
+    // Counted once the new process runs: uploads the killed one had in flight may still
+    // have landed after the kill.
+    let stored_at_kill = index.refresh(&shipper.store_dir)?.len().max(segs.len());
     let segs = wait_store(
         "segments stored after the agent's restart",
         &mut agent,
@@ -275,11 +286,6 @@ async fn kill9_of_agent_and_shipper_inside_a_big_transaction_loses_and_duplicate
         |_, segs| segs.len() > stored_at_kill && last_is_open(segs),
     )
     .await?;
-    ensure!(
-        agent.log_text().contains("inside the transaction from"),
-        "the restarted agent did not resume inside the transaction:\n{}",
-        tail(&agent.log_text(), 30)
-    );
     shipper.kill9();
     println!("shipper killed: {}", describe_end(&segs));
     // The agent goes on sealing into its spool while the shipper is down, unless the

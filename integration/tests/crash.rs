@@ -113,7 +113,7 @@ async fn agent_killed_mid_workload_resumes_without_loss_or_duplicates() -> anyho
             db.conn().await?.query_drop("FLUSH BINARY LOGS").await?;
         }
         server_moves(&db).await?;
-        agent.restart()?;
+        common::restart_connected(&mut agent).await?;
     }
     count = stored_more(&shipper, &mut agent, count, 2).await?;
     let status = agent.terminate()?;
@@ -122,7 +122,7 @@ async fn agent_killed_mid_workload_resumes_without_loss_or_duplicates() -> anyho
         "SIGTERM should stop the agent cleanly: {status}\n{}",
         agent.log_text()
     );
-    agent.restart()?;
+    common::restart_connected(&mut agent).await?;
     stored_more(&shipper, &mut agent, count, 1).await?;
     stop.store(true, Ordering::Relaxed);
     let transactions = task.await??;
@@ -200,7 +200,7 @@ async fn agent_resumes_by_gtid_after_kills() -> anyhow::Result<()> {
         count = stored_more(&shipper, &mut agent, count, 2 + round).await?;
         agent.kill9();
         server_moves(&db).await?;
-        agent.restart()?;
+        common::restart_connected(&mut agent).await?;
     }
     stored_more(&shipper, &mut agent, count, 1).await?;
     stop.store(true, Ordering::Relaxed);

@@ -189,6 +189,39 @@ async fn restore_to_marks_before_inside_and_after_a_snapshot() -> anyhow::Result
         workload::checksums(&mut c).await?
     );
 
+    // One flipped byte in a chunk of the newest snapshot: verify and the drill say so.
+    let snapshot_dir = shipper
+        .store_dir
+        .join(format!("streams/{}/snapshots/{s1}", common::STREAM));
+    let chunk = snapshot_dir.join("chunk-000001.zst");
+    let good = std::fs::read(&chunk)?;
+    let mut flipped = good.clone();
+    let at = flipped.len() / 2;
+    flipped[at] ^= 0x01;
+    std::fs::write(&chunk, &flipped)?;
+    let store_url = shipper.store_url();
+    let (code, out) = shipper_cli(&["verify", "--store", &store_url])?;
+    assert_eq!(code, 1, "a flipped chunk byte fails verify: {out}");
+    assert!(
+        out.contains("CORRUPT") && out.contains("chunk-000001.zst"),
+        "{out}"
+    );
+    let scratch_flip = MariaDb::start(Options::without_binlog(14)).await?;
+    let (code, out) = drill_cli(&shipper, &scratch_flip)?;
+    assert_eq!(code, 1, "the drill does not pass a corrupt snapshot: {out}");
+    std::fs::write(&chunk, &good)?;
+    // Chunks no manifest names (a snapshot that did not finish) are reported, not failed.
+    let unfinished = shipper.store_dir.join(format!(
+        "streams/{}/snapshots/9999999999999/chunk-000001.zst",
+        common::STREAM
+    ));
+    std::fs::create_dir_all(unfinished.parent().expect("a parent"))?;
+    std::fs::write(&unfinished, b"half a snapshot")?;
+    let (code, out) = shipper_cli(&["verify", "--store", &store_url])?;
+    assert_eq!(code, 0, "an orphan is not a broken backup: {out}");
+    assert!(out.contains("ORPHANED snapshot 9999999999999"), "{out}");
+    std::fs::remove_file(&unfinished)?;
+
     // A manifest that disagrees with the replayed data is reported.
     let manifest = shipper.store_dir.join(format!(
         "streams/{}/snapshots/{s1}/manifest.json",

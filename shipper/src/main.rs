@@ -39,7 +39,9 @@ enum Command {
         #[arg(long, short, env = "LOGFERRY_SHIPPER_CONFIG")]
         config: PathBuf,
     },
-    /// Check every stored chain for gaps, overlaps and checksum errors; exit 1 on any.
+    /// Check every stored chain for gaps, overlaps and checksum errors, and every snapshot's
+    /// chunks (both checksums), completeness and place in the chain; exit 1 on any, and on
+    /// a store or --stream with nothing in it.
     ///
     /// With --restore-drill it also restores the stream into the scratch server --target:
     /// loads the next-to-newest snapshot, replays the stored binlog up to the newest
@@ -60,6 +62,11 @@ enum Command {
         /// Empty scratch server for the drill: mysql://USER:PASSWORD@HOST:PORT.
         #[arg(long)]
         target: Option<String>,
+        /// Delete orphaned snapshot chunks (those no manifest names: a snapshot that did
+        /// not finish) last written over an hour ago; younger ones may belong to a snapshot
+        /// still uploading and are left alone.
+        #[arg(long)]
+        remove_orphans: bool,
     },
     /// Restore a stream to a point in time (or position) into a MySQL/MariaDB server: loads
     /// the newest snapshot at or before the target, then replays the stored binlog after the
@@ -156,6 +163,15 @@ impl StoreArgs {
             }
             (None, None) => bail!("give --config FILE or --store URL"),
         };
+        // A read never creates a store: a mistyped path says so instead of looking empty.
+        if let Some(dir) = cfg.local_dir() {
+            if !dir.is_dir() {
+                bail!(
+                    "the store directory {} does not exist; give the directory the shipper's [store] url names",
+                    dir.display()
+                );
+            }
+        }
         Ok(Store::open(&cfg)?.with_reads_in_flight(usize::from(reads.reads_in_flight)))
     }
 }
@@ -200,46 +216,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             stream,
             restore_drill,
             target,
+            remove_orphans,
         } => {
             let store = store.open(&reads)?;
+            let verified = verify_store(&store, stream.as_ref(), remove_orphans).await?;
             if restore_drill {
                 let (Some(stream), Some(target)) = (stream, target) else {
                     bail!("--restore-drill needs --stream and --target");
                 };
+                if verified != ExitCode::SUCCESS {
+                    println!("the restore drill is not run on a stream that fails verify");
+                    return Ok(verified);
+                }
                 return drill(&store, &stream, &target).await;
             }
-            let bar = Bars::visible().phase("verifying", 0);
-            let reports = verify::verify(&store, stream.as_ref(), &bar).await?;
-            bar.finish_and_clear();
-            let mut bad = 0usize;
-            for r in &reports {
-                let status = if r.problems.is_empty() {
-                    "OK"
-                } else {
-                    "FAILED"
-                };
-                println!(
-                    "{status} stream {}: {} segments, {} events, {} bytes, {} .. {}",
-                    r.stream,
-                    r.segments,
-                    r.events,
-                    r.bytes,
-                    r.start.as_deref().unwrap_or("-"),
-                    r.end.as_deref().unwrap_or("-")
-                );
-                for p in &r.problems {
-                    println!("  {} {}: {}", p.kind, p.key, p.detail);
-                }
-                bad += r.problems.len();
-            }
-            if reports.is_empty() {
-                println!("no streams in {}", store.url());
-            }
-            if bad > 0 {
-                println!("{bad} problem(s) found");
-                return Ok(ExitCode::FAILURE);
-            }
-            Ok(ExitCode::SUCCESS)
+            Ok(verified)
         }
         Command::Restore {
             reads,
@@ -325,11 +316,97 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
             if streams.is_empty() {
-                println!("no streams in {}", store.url());
+                match &stream {
+                    Some(s) => println!("stream {s} has no segments in {}; `logferry-shipper ls --store {}` lists the streams there", store.url(), store.url()),
+                    None => println!("no streams in {}: is this the store the shipper writes to?", store.url()),
+                }
+                return Ok(ExitCode::FAILURE);
             }
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Orphaned snapshot chunks younger than this may belong to a snapshot still uploading.
+const ORPHAN_MIN_AGE_MS: i64 = 3_600_000;
+
+/// `verify` without the drill: prints each stream's verdict; failure on any problem, and on
+/// a store or stream with nothing in it.
+async fn verify_store(
+    store: &Store,
+    only: Option<&StreamId>,
+    remove_orphans: bool,
+) -> anyhow::Result<ExitCode> {
+    let bar = Bars::visible().phase("verifying", 0);
+    let reports = verify::verify(store, only, &bar).await?;
+    bar.finish_and_clear();
+    let mut bad = 0usize;
+    for r in &reports {
+        let status = if r.problems.is_empty() {
+            "OK"
+        } else {
+            "FAILED"
+        };
+        println!(
+            "{status} stream {}: {} segments, {} events, {} bytes, {} .. {}; {} snapshots",
+            r.stream,
+            r.segments,
+            r.events,
+            r.bytes,
+            r.start.as_deref().unwrap_or("-"),
+            r.end.as_deref().unwrap_or("-"),
+            r.snapshots
+        );
+        for p in &r.problems {
+            println!("  {} {}: {}", p.kind, p.key, p.detail);
+        }
+        bad += r.problems.len();
+        for o in &r.orphans {
+            let old = now_ms() - o.newest_ms >= ORPHAN_MIN_AGE_MS;
+            if remove_orphans && old {
+                for key in &o.keys {
+                    store.delete(key).await?;
+                }
+                println!(
+                    "  REMOVED orphaned snapshot {}: {} objects, {} bytes no manifest names",
+                    o.id,
+                    o.keys.len(),
+                    o.bytes
+                );
+            } else {
+                let what = if old {
+                    "--remove-orphans deletes them"
+                } else {
+                    "written in the last hour: a snapshot may still be uploading them"
+                };
+                println!(
+                    "  ORPHANED snapshot {}: {} objects, {} bytes no manifest names (a snapshot that did not finish; {what})",
+                    o.id,
+                    o.keys.len(),
+                    o.bytes
+                );
+            }
+        }
+    }
+    if reports.is_empty() {
+        match only {
+            Some(s) => println!("FAILED: stream {s} has no objects in {}; `logferry-shipper ls --store {}` lists the streams there", store.url(), store.url()),
+            None => println!("FAILED: no streams in {}: is this the store the shipper writes to?", store.url()),
+        }
+        return Ok(ExitCode::FAILURE);
+    }
+    if bad > 0 {
+        println!("{bad} problem(s) found");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Now, ms since the Unix epoch.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 async fn drill(store: &Store, stream: &StreamId, target: &str) -> anyhow::Result<ExitCode> {

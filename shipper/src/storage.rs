@@ -32,6 +32,8 @@ pub struct Listed {
     pub key: String,
     /// Its size in bytes.
     pub size: u64,
+    /// When it was last written, ms since the Unix epoch.
+    pub modified_ms: i64,
 }
 
 /// The configured object store.
@@ -188,6 +190,17 @@ impl Store {
             .map_err(|e| self.failed(&e))
     }
 
+    /// Deletes an object (a missing one is not an error).
+    ///
+    /// # Errors
+    /// [`ShipperError::Store`].
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        match self.inner.delete(&Path::from(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.failed(&e)),
+        }
+    }
+
     /// Lists every object under `prefix`, sorted by key.
     ///
     /// # Errors
@@ -200,6 +213,7 @@ impl Store {
             .map_ok(|m| Listed {
                 key: m.location.to_string(),
                 size: m.size,
+                modified_ms: m.last_modified.timestamp_millis(),
             })
             .try_collect()
             .await

@@ -18,6 +18,7 @@ pub async fn check(store: &Store, root: &str) -> Result<(), String> {
     reads(store, root).await?;
     listing(store, root).await?;
     racing_creates(store, root).await?;
+    deletes(store, root).await?;
     store
         .healthcheck()
         .await
@@ -146,6 +147,33 @@ async fn racing_creates(store: &Store, root: &str) -> Result<(), String> {
     }
     if created != 1 {
         return Err(format!("{created} of 4 racing creates of {key} stored"));
+    }
+    Ok(())
+}
+
+/// A deleted object is gone; deleting a missing one is no error.
+async fn deletes(store: &Store, root: &str) -> Result<(), String> {
+    let key = format!("{root}/delete/me");
+    store
+        .put_new(&key, Bytes::from_static(b"x"))
+        .await
+        .map_err(|e| fail("put", e))?;
+    store.delete(&key).await.map_err(|e| fail("delete", e))?;
+    if store.get(&key).await.is_ok() {
+        return Err(format!("{key} is still there after its delete"));
+    }
+    store
+        .delete(&key)
+        .await
+        .map_err(|e| fail("a second delete", e))?;
+    let after = store
+        .put_new(&key, Bytes::from_static(b"y"))
+        .await
+        .map_err(|e| fail("put after delete", e))?;
+    if after != Stored::Created {
+        return Err(format!(
+            "a put after the delete of {key} answered {after:?}"
+        ));
     }
     Ok(())
 }

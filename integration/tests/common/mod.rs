@@ -11,6 +11,7 @@ use logferry_integration::logferry::{Agent, AgentSettings, Shipper};
 use logferry_integration::mariadb::MariaDb;
 use logferry_integration::process::{workspace_bin, Proc};
 use logferry_integration::store;
+use logferry_integration::wait_for;
 
 /// Stream name used by the tests.
 pub const STREAM: &str = "db1";
@@ -196,4 +197,20 @@ pub fn segment(start: u64, body: &[u8]) -> Segment {
     };
     Segment::seal(meta, &p.take(), logferry_common::Compression::default())
         .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Restarts `agent` and waits until the new process has started its binlog dump (uploads
+/// the old process had in flight may still land at the shipper after a kill, so a stored
+/// count alone does not show that the new one runs).
+pub async fn restart_connected(agent: &mut Agent) -> anyhow::Result<()> {
+    const STARTED: &str = "starting binlog dump";
+    let before = agent.log_text().matches(STARTED).count();
+    agent.restart()?;
+    let started = wait_for(
+        "the restarted agent to connect",
+        Duration::from_secs(60),
+        || async { Ok((agent.log_text().matches(STARTED).count() > before).then_some(())) },
+    )
+    .await;
+    started.map_err(|e| anyhow::anyhow!("{e}\n{}", agent.log_text()))
 }

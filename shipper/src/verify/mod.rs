@@ -1,7 +1,10 @@
-//! `verify`: checks every stream's chain from the object store alone (no shipper needed):
-//! each segment decodes, its trailer and payload checksums match, its key matches its
-//! header, its events run unbroken from its start to its end, and each segment starts where
-//! the previous one ended.
+//! `verify`: checks every stream's chain and snapshots from the object store alone (no
+//! shipper needed): each segment decodes, its trailer and payload checksums match, its key
+//! matches its header, its events run unbroken from its start to its end, and each segment
+//! starts where the previous one ended; [`snapshots`] checks every snapshot's manifest and
+//! chunks and where it stands in the chain.
+
+pub mod snapshots;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -18,7 +21,7 @@ use crate::catalog::segment_ref;
 use crate::error::Result;
 use crate::read_ahead::read_ahead;
 use crate::restore::off_runtime;
-use crate::storage::Store;
+use crate::storage::{Listed, Store};
 
 /// What kind of problem an object has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +36,8 @@ pub enum ProblemKind {
     Misnamed,
     /// The object cannot be read from the store.
     Unreadable,
+    /// A snapshot's manifest names a chunk that is not stored.
+    Incomplete,
 }
 
 impl fmt::Display for ProblemKind {
@@ -43,6 +48,7 @@ impl fmt::Display for ProblemKind {
             ProblemKind::Overlap => "OVERLAP",
             ProblemKind::Misnamed => "MISNAMED",
             ProblemKind::Unreadable => "UNREADABLE",
+            ProblemKind::Incomplete => "INCOMPLETE",
         })
     }
 }
@@ -73,8 +79,13 @@ pub struct StreamReport {
     pub start: Option<String>,
     /// End of the last valid segment.
     pub end: Option<String>,
-    /// Everything wrong, in key order.
+    /// Snapshots checked (those with a manifest).
+    pub snapshots: u64,
+    /// Everything wrong: the chain's problems in key order, then the snapshots'.
     pub problems: Vec<Problem>,
+    /// Snapshot objects no manifest names (not a problem of the backup: a snapshot that did
+    /// not finish, or one still uploading).
+    pub orphans: Vec<snapshots::Orphans>,
 }
 
 /// Verifies every stream (or only `only`), advancing `bar` by bytes read.
@@ -87,15 +98,12 @@ pub async fn verify(
     bar: &ProgressBar,
 ) -> Result<Vec<StreamReport>> {
     let prefix = logferry_common::keys::stream_prefix(only);
-    let mut by_stream: BTreeMap<String, Vec<(String, u64)>> = BTreeMap::new();
+    let mut by_stream: BTreeMap<String, Vec<Listed>> = BTreeMap::new();
     let listed = store.list(&prefix).await?;
     bar.set_length(listed.iter().map(|o| o.size).sum());
     for obj in listed {
         let stream = stream_of_key(&obj.key).unwrap_or("?").to_owned();
-        by_stream
-            .entry(stream)
-            .or_default()
-            .push((obj.key, obj.size));
+        by_stream.entry(stream).or_default().push(obj);
     }
     let mut reports = Vec::new();
     for (stream, objects) in by_stream {
@@ -104,14 +112,13 @@ pub async fn verify(
             ..StreamReport::default()
         };
         let mut prev_end: Option<(String, Position)> = None;
-        // Objects other than segments count as read at once; a segment when checked.
-        let segments = objects.into_iter().filter_map(|(key, size)| {
-            let seg = segment_ref(&key, size);
-            if seg.is_none() {
-                bar.inc(size);
-            }
-            seg
-        });
+        let mut first_start: Option<Position> = None;
+        let (segment_objects, others): (Vec<Listed>, Vec<Listed>) = objects
+            .into_iter()
+            .partition(|o| segment_ref(&o.key, o.size).is_some());
+        let segments = segment_objects
+            .iter()
+            .filter_map(|o| segment_ref(&o.key, o.size));
         let mut checked = Box::pin(read_ahead(
             segments,
             store.read_ahead(),
@@ -181,17 +188,25 @@ pub async fn verify(
             }
             if r.start.is_none() {
                 r.start = Some(m.start.to_string());
+                first_start = Some(m.start.clone());
             }
             r.end = Some(m.end.to_string());
             r.events += m.event_count;
             prev_end = Some((key, m.end.clone()));
+        }
+        if let Ok(id) = StreamId::new(&stream) {
+            bar.inc(others.iter().map(|o| o.size).sum());
+            let checked = snapshots::check(store, &id, others, first_start.as_ref()).await;
+            r.snapshots = checked.snapshots;
+            r.problems.extend(checked.problems);
+            r.orphans = checked.orphans;
         }
         reports.push(r);
     }
     Ok(reports)
 }
 
-fn problem(key: &str, kind: ProblemKind, detail: String) -> Problem {
+pub(crate) fn problem(key: &str, kind: ProblemKind, detail: String) -> Problem {
     Problem {
         key: key.to_owned(),
         kind,
