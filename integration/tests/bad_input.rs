@@ -66,7 +66,8 @@ fn malformed_configs_name_the_key() -> anyhow::Result<()> {
     let (code, out) = shipper_cli(&["verify", "--store", "ftp://nowhere"])?;
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("store.url"), "{out}");
-    let missing = std::env::temp_dir().join("logferry-no-such-store-dir");
+    let parent = tempfile::tempdir()?;
+    let missing = parent.path().join("no-such-store");
     for cmd in ["verify", "ls"] {
         let (code, out) = shipper_cli(&[cmd, "--store", &missing.display().to_string()])?;
         assert_ne!(code, 0, "{cmd} of a store that does not exist: {out}");

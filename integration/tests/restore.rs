@@ -209,6 +209,10 @@ async fn restore_to_marks_before_inside_and_after_a_snapshot() -> anyhow::Result
     let scratch_flip = MariaDb::start(Options::without_binlog(14)).await?;
     let (code, out) = drill_cli(&shipper, &scratch_flip)?;
     assert_eq!(code, 1, "the drill does not pass a corrupt snapshot: {out}");
+    assert!(
+        out.contains("not run on a stream that fails verify"),
+        "{out}"
+    );
     std::fs::write(&chunk, &good)?;
     // Chunks no manifest names (a snapshot that did not finish) are reported, not failed.
     let unfinished = shipper.store_dir.join(format!(

@@ -218,12 +218,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             target,
             remove_orphans,
         } => {
+            let drill_of = match (restore_drill, stream.clone(), target) {
+                (false, ..) => None,
+                (true, Some(stream), Some(target)) => Some((stream, target)),
+                (true, ..) => bail!("--restore-drill needs --stream and --target"),
+            };
             let store = store.open(&reads)?;
             let verified = verify_store(&store, stream.as_ref(), remove_orphans).await?;
-            if restore_drill {
-                let (Some(stream), Some(target)) = (stream, target) else {
-                    bail!("--restore-drill needs --stream and --target");
-                };
+            if let Some((stream, target)) = drill_of {
                 if verified != ExitCode::SUCCESS {
                     println!("the restore drill is not run on a stream that fails verify");
                     return Ok(verified);
@@ -363,16 +365,27 @@ async fn verify_store(
         bad += r.problems.len();
         for o in &r.orphans {
             let old = now_ms() - o.newest_ms >= ORPHAN_MIN_AGE_MS;
-            if remove_orphans && old {
-                for key in &o.keys {
-                    store.delete(key).await?;
+            let removal = match StreamId::new(&r.stream) {
+                Ok(id) if remove_orphans && old => Some(
+                    verify::snapshots::remove_orphans(store, &id, o, now_ms(), ORPHAN_MIN_AGE_MS)
+                        .await,
+                ),
+                _ => None,
+            };
+            if let Some(removal) = removal {
+                match removal {
+                    Ok(verify::snapshots::Removal::Removed) => println!(
+                        "  REMOVED orphaned snapshot {}: {} objects, {} bytes no manifest names",
+                        o.id,
+                        o.keys.len(),
+                        o.bytes
+                    ),
+                    Ok(verify::snapshots::Removal::Kept) => println!(
+                        "  KEPT orphaned snapshot {}: listed again, it has a manifest now or an object written in the last hour",
+                        o.id
+                    ),
+                    Err(e) => println!("  could not remove orphaned snapshot {}: {e}", o.id),
                 }
-                println!(
-                    "  REMOVED orphaned snapshot {}: {} objects, {} bytes no manifest names",
-                    o.id,
-                    o.keys.len(),
-                    o.bytes
-                );
             } else {
                 let what = if old {
                     "--remove-orphans deletes them"

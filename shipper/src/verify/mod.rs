@@ -195,8 +195,7 @@ pub async fn verify(
             prev_end = Some((key, m.end.clone()));
         }
         if let Ok(id) = StreamId::new(&stream) {
-            bar.inc(others.iter().map(|o| o.size).sum());
-            let checked = snapshots::check(store, &id, others, first_start.as_ref()).await;
+            let checked = snapshots::check(store, &id, others, first_start.as_ref(), bar).await;
             r.snapshots = checked.snapshots;
             r.problems.extend(checked.problems);
             r.orphans = checked.orphans;

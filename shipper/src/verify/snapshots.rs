@@ -1,17 +1,19 @@
-//! The snapshot half of `verify`: every manifest parses and names only chunks that are
-//! stored at their size and pass both checksums (stored and plain bytes); each snapshot's
-//! position lies inside the stored chain, so a restore from it can replay; chunks that no
-//! manifest names (a snapshot that did not finish, or one still uploading) are orphans,
-//! reported apart and removable.
+//! The snapshot half of `verify`: every manifest parses and names chunks 1..=n, each
+//! stored at its size and passing both checksums (stored and plain bytes); each snapshot
+//! has a stored chain that does not start after it, so a restore from it can replay;
+//! chunks that no manifest names (a snapshot that did not finish, or one still uploading)
+//! are orphans, reported apart and removable ([`remove_orphans`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use futures::StreamExt;
-use logferry_common::keys::{chunk_key, is_manifest_name, parse_snapshot_key};
+use indicatif::ProgressBar;
+use logferry_common::keys::{chunk_key, is_manifest_name, parse_snapshot_key, snapshot_prefix};
 use logferry_common::snapshot::{open_chunk, ChunkInfo, SnapshotManifest};
 use logferry_common::{Position, StreamId};
 
 use super::{problem, Problem, ProblemKind};
+use crate::error::Result;
 use crate::read_ahead::read_ahead;
 use crate::restore::off_runtime;
 use crate::storage::{Listed, Store};
@@ -47,6 +49,7 @@ pub async fn check(
     stream: &StreamId,
     objects: Vec<Listed>,
     chain_start: Option<&Position>,
+    bar: &ProgressBar,
 ) -> Checked {
     let mut by_id: BTreeMap<String, Vec<Listed>> = BTreeMap::new();
     for obj in objects {
@@ -60,9 +63,11 @@ pub async fn check(
             parse_snapshot_key(stream, &o.key).is_some_and(|(_, name)| is_manifest_name(name))
         });
         let Some(manifest) = manifest else {
+            bar.inc(objects.iter().map(|o| o.size).sum());
             out.orphans.push(orphans(id, objects.iter()));
             continue;
         };
+        bar.inc(manifest.size);
         out.snapshots += 1;
         let m = match read_manifest(store, &manifest.key).await {
             Ok(m) => m,
@@ -71,7 +76,7 @@ pub async fn check(
                 continue;
             }
         };
-        let named: Vec<String> = m
+        let named: HashSet<String> = m
             .chunks
             .iter()
             .map(|c| chunk_key(stream, &id, c.index))
@@ -81,10 +86,12 @@ pub async fn check(
             .filter(|o| o.key != manifest.key && !named.contains(&o.key))
             .collect();
         if !unnamed.is_empty() {
+            bar.inc(unnamed.iter().map(|o| o.size).sum());
             out.orphans.push(orphans(id.clone(), unnamed.into_iter()));
         }
+        check_numbering(&m, &manifest.key, &mut out.problems);
         check_position(&m, &manifest.key, chain_start, &mut out.problems);
-        check_chunks(store, &m, &objects, &mut out.problems).await;
+        check_chunks(store, &m, &objects, bar, &mut out.problems).await;
     }
     out
 }
@@ -113,7 +120,29 @@ async fn read_manifest(store: &Store, key: &str) -> Result<SnapshotManifest, Pro
         .map_err(|e| problem(key, ProblemKind::Corrupt, e.to_string()))
 }
 
-/// A snapshot that stands before the stored chain starts cannot be replayed from.
+/// A manifest names chunks 1..=n, at least one: anything else lost or invented a chunk.
+fn check_numbering(m: &SnapshotManifest, key: &str, problems: &mut Vec<Problem>) {
+    let numbered = m
+        .chunks
+        .iter()
+        .enumerate()
+        .all(|(i, c)| u64::from(c.index) == i as u64 + 1);
+    if m.chunks.is_empty() || !numbered {
+        problems.push(problem(
+            key,
+            ProblemKind::Incomplete,
+            format!(
+                "snapshot {} names chunks {:?}, not 1..={}",
+                m.id,
+                m.chunks.iter().map(|c| c.index).collect::<Vec<_>>(),
+                m.chunks.len().max(1)
+            ),
+        ));
+    }
+}
+
+/// A snapshot with no stored chain, or one that stands before the chain starts, cannot
+/// be restored from.
 fn check_position(
     m: &SnapshotManifest,
     key: &str,
@@ -128,6 +157,14 @@ fn check_position(
         }
     };
     let Some(start) = chain_start else {
+        problems.push(problem(
+            key,
+            ProblemKind::Gap,
+            format!(
+                "snapshot {} at {pos} has no stored chain to continue from: a restore refuses a stream without segments",
+                m.id
+            ),
+        ));
         return;
     };
     match pos.cmp_place(start) {
@@ -149,12 +186,14 @@ async fn check_chunks(
     store: &Store,
     m: &SnapshotManifest,
     objects: &[Listed],
+    bar: &ProgressBar,
     problems: &mut Vec<Problem>,
 ) {
+    let by_key: HashMap<&str, &Listed> = objects.iter().map(|o| (o.key.as_str(), o)).collect();
     let mut present = Vec::new();
     for c in &m.chunks {
         let key = chunk_key(&m.stream, &m.id, c.index);
-        match objects.iter().find(|o| o.key == key) {
+        match by_key.get(key.as_str()) {
             None => problems.push(problem(
                 &key,
                 ProblemKind::Incomplete,
@@ -177,8 +216,9 @@ async fn check_chunks(
     let mut opened = Box::pin(read_ahead(
         present,
         store.read_ahead(),
-        |(_, c): &(String, ChunkInfo)| c.stored_bytes + c.plain_bytes,
+        |(_, c): &(String, ChunkInfo)| c.stored_bytes.saturating_add(c.plain_bytes),
         |(key, c)| async move {
+            let size = c.stored_bytes;
             let checked = match store.get(&key).await {
                 Ok(stored) => off_runtime(&key, move || {
                     Ok(open_chunk(&stored, &c).map(drop).map_err(|e| e.to_string()))
@@ -188,15 +228,58 @@ async fn check_chunks(
                 .map_err(|detail| (ProblemKind::Corrupt, detail)),
                 Err(e) => Err((ProblemKind::Unreadable, e.to_string())),
             };
-            (key, checked)
+            (key, size, checked)
         },
     ));
     while let Some(item) = opened.next().await {
-        let (key, checked) = item.into_inner();
+        let (key, size, checked) = item.into_inner();
+        bar.inc(size);
         if let Err((kind, detail)) = checked {
             problems.push(problem(&key, kind, detail));
         }
     }
+}
+
+/// What [`remove_orphans`] did with one orphaned snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Removal {
+    /// Its chunks were deleted.
+    Removed,
+    /// Kept: something under its id was written less than the minimum age ago, or a
+    /// manifest appeared since the listing (a snapshot still uploading, or one that just
+    /// finished).
+    Kept,
+}
+
+/// Deletes the orphaned chunks `o` of `stream` if, listed again now, the snapshot still
+/// has no manifest and nothing under it was written in the last `min_age_ms`; only chunk
+/// objects are deleted.
+///
+/// # Errors
+/// When the store fails (what was deleted before stays deleted).
+pub async fn remove_orphans(
+    store: &Store,
+    stream: &StreamId,
+    o: &Orphans,
+    now_ms: i64,
+    min_age_ms: i64,
+) -> Result<Removal> {
+    let now = store.list(&snapshot_prefix(stream, &o.id)).await?;
+    let finished = now.iter().any(|obj| {
+        parse_snapshot_key(stream, &obj.key).is_some_and(|(_, name)| is_manifest_name(name))
+    });
+    let young = now.iter().any(|obj| now_ms - obj.modified_ms < min_age_ms);
+    if finished || young {
+        return Ok(Removal::Kept);
+    }
+    for key in &o.keys {
+        let is_chunk = parse_snapshot_key(stream, key)
+            .is_some_and(|(_, name)| name.starts_with("chunk-") && name.ends_with(".zst"));
+        if is_chunk {
+            store.delete(key).await?;
+        }
+    }
+    Ok(Removal::Removed)
 }
 
 #[cfg(test)]
@@ -249,7 +332,14 @@ mod tests {
     async fn checked(store: &Store, chain_start: u64) -> Checked {
         let objects = store.list(&snapshots_prefix(&stream())).await.unwrap();
         let start = Position::Mysql(BinlogPos::new("mysql-bin.000001", chain_start).unwrap());
-        check(store, &stream(), objects, Some(&start)).await
+        check(
+            store,
+            &stream(),
+            objects,
+            Some(&start),
+            &ProgressBar::hidden(),
+        )
+        .await
     }
 
     fn kinds(c: &Checked) -> Vec<ProblemKind> {
@@ -332,6 +422,77 @@ mod tests {
                 ("0000000000002", &[unfinished][..])
             ]
         );
+    }
+
+    fn now() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    }
+
+    #[tokio::test]
+    async fn orphans_go_only_when_old_and_still_without_a_manifest() {
+        let store = Store::in_memory();
+        let hour = 3_600_000;
+        let put_half = |id: &'static str| {
+            let store = store.clone();
+            async move {
+                let (stored, _) = seal_chunk(1, b"half").unwrap();
+                let key = chunk_key(&stream(), id, 1);
+                store.put_new(&key, Bytes::from(stored)).await.unwrap();
+                key
+            }
+        };
+        let young = put_half("0000000000002").await;
+        let orphan = checked(&store, 4).await.orphans.remove(0);
+        let kept = remove_orphans(&store, &stream(), &orphan, now(), hour).await;
+        assert_eq!(kept.unwrap(), Removal::Kept, "written just now");
+        assert!(store.get(&young).await.is_ok());
+
+        // Finished since the listing: its manifest is there now.
+        snapshot(&store, "0000000000002", 400).await;
+        let later = now() + 2 * hour;
+        let kept = remove_orphans(&store, &stream(), &orphan, later, hour).await;
+        assert_eq!(kept.unwrap(), Removal::Kept, "a manifest appeared");
+        assert!(store.get(&young).await.is_ok());
+
+        let old = put_half("0000000000003").await;
+        let c = checked(&store, 4).await;
+        let orphan = c.orphans.iter().find(|o| o.id == "0000000000003").unwrap();
+        let gone = remove_orphans(&store, &stream(), orphan, later, hour).await;
+        assert_eq!(gone.unwrap(), Removal::Removed);
+        assert!(store.get(&old).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_manifest_naming_no_chunk_is_incomplete() {
+        let store = Store::in_memory();
+        let mut m = snapshot(&store, "0000000000001", 400).await;
+        m.id = "0000000000005".into();
+        m.chunks.clear();
+        let key = manifest_key(&stream(), &m.id);
+        store
+            .put_new(&key, Bytes::from(serde_json::to_vec(&m).unwrap()))
+            .await
+            .unwrap();
+        let c = checked(&store, 4).await;
+        assert!(
+            c.problems
+                .iter()
+                .any(|p| p.key == key && p.kind == ProblemKind::Incomplete),
+            "{:?}",
+            c.problems
+        );
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_without_a_chain_cannot_be_restored_from() {
+        let store = Store::in_memory();
+        snapshot(&store, "0000000000001", 400).await;
+        let objects = store.list(&snapshots_prefix(&stream())).await.unwrap();
+        let c = check(&store, &stream(), objects, None, &ProgressBar::hidden()).await;
+        assert_eq!(kinds(&c), vec![ProblemKind::Gap], "{:?}", c.problems);
     }
 
     #[tokio::test]
