@@ -215,38 +215,9 @@ impl IntoResponse for ShipperError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::Catalog;
-    use crate::storage::Store;
+    use crate::test_support::{ingest, segment};
     use axum::body::Body;
-    use logferry_common::{BinlogPos, Compression, DecodeLimits, Position, Segment, SegmentMeta};
     use tower::ServiceExt;
-
-    fn state() -> Arc<Ingest> {
-        Arc::new(Ingest {
-            store: Store::in_memory(),
-            catalog: Catalog::default(),
-            metrics: Default::default(),
-            limits: DecodeLimits::for_segments(1 << 20),
-            verify_payload: true,
-        })
-    }
-
-    fn segment(start: u64, end: u64, payload: &[u8]) -> Bytes {
-        let at = |o| Position::Mysql(BinlogPos::new("mysql-bin.000001", o).unwrap());
-        let meta = SegmentMeta {
-            stream: StreamId::new("orders").unwrap(),
-            source: logferry_common::SourceKind::Mysql,
-            start: at(start),
-            end: at(end),
-            open_trx: None,
-            first_event_ms: 1,
-            last_event_ms: 2,
-            event_count: 1,
-        };
-        Segment::seal(meta, payload, Compression::default())
-            .unwrap()
-            .into_bytes()
-    }
 
     async fn send(app: &Router, method: &str, uri: &str, body: Bytes) -> (StatusCode, String) {
         let req = Request::builder()
@@ -264,7 +235,7 @@ mod tests {
 
     #[tokio::test]
     async fn uploads_are_answered_with_the_status_the_table_promises() {
-        let st = state();
+        let st = ingest();
         let app = router(st.clone(), 1 << 20, 4, Duration::from_secs(5));
         let first = segment(4, 90, b"one");
         let (status, _) = send(&app, "POST", SEGMENTS_PATH, first.clone()).await;

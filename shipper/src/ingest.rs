@@ -137,33 +137,10 @@ impl Ingest {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use logferry_common::{BinlogPos, Compression, Position, SegmentMeta, StreamId};
-
-    fn ingest() -> Arc<Ingest> {
-        Arc::new(Ingest {
-            store: Store::in_memory(),
-            catalog: Catalog::default(),
-            metrics: Metrics::default(),
-            limits: DecodeLimits::for_segments(1 << 20),
-            verify_payload: true,
-        })
-    }
+    use crate::test_support::{ingest, segment as encoded};
 
     fn segment(start: u64, end: u64) -> Bytes {
-        let at = |o| Position::Mysql(BinlogPos::new("mysql-bin.000001", o).unwrap());
-        let meta = SegmentMeta {
-            stream: StreamId::new("orders").unwrap(),
-            source: logferry_common::SourceKind::Mysql,
-            start: at(start),
-            end: at(end),
-            open_trx: None,
-            first_event_ms: 1,
-            last_event_ms: 2,
-            event_count: 1,
-        };
-        Segment::seal(meta, &start.to_le_bytes(), Compression::default())
-            .unwrap()
-            .into_bytes()
+        encoded(start, end, &start.to_le_bytes())
     }
 
     fn breaks(ing: &Ingest) -> usize {

@@ -32,6 +32,8 @@ pub mod storage;
 #[cfg(any(test, feature = "test-support"))]
 pub mod store_conformance;
 pub mod store_error;
+#[cfg(test)]
+mod test_support;
 pub mod verify;
 
 pub use error::{Result, ShipperError};
