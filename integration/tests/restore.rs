@@ -151,6 +151,27 @@ async fn restore_to_marks_before_inside_and_after_a_snapshot() -> anyhow::Result
     restore_and_compare(&shipper, &format!("{pos_file}:{pos_off}"), &sums_pos, &s1).await?;
     restore_and_compare(&shipper, &gtid_at_pos, &sums_pos, &s1).await?;
 
+    // Into a server that writes a binlog: its GTID state is the primary's at the target,
+    // with no transaction of the restore's own (a binlogged snapshot load or FLUSH would
+    // take GTIDs under the target's server id 12).
+    let binlogged = MariaDb::start(Options {
+        server_id: 12,
+        ..Options::default()
+    })
+    .await?;
+    let (code, out) = restore_cli(&shipper, &gtid_at_pos, &binlogged)?;
+    assert_eq!(code, 0, "{out}");
+    let mut t = binlogged.conn().await?;
+    assert_eq!(workload::checksums(&mut t).await?, sums_pos);
+    let pos: Option<String> = t.query_first("SELECT @@gtid_binlog_pos").await?;
+    let state: Option<String> = t.query_first("SELECT @@gtid_binlog_state").await?;
+    assert_eq!(pos.as_deref(), Some(gtid_at_pos.as_str()), "{out}");
+    let state = state.unwrap_or_default();
+    assert!(
+        !state.contains("-12-"),
+        "the restore wrote GTIDs of its own: {state}"
+    );
+
     // Export to mark 3, then restore by hand with the stock clients.
     let dir = tmp.path().join("export");
     let (code, out) = shipper_cli(&[
@@ -165,12 +186,11 @@ async fn restore_to_marks_before_inside_and_after_a_snapshot() -> anyhow::Result
         &dir.display().to_string(),
     ])?;
     assert_eq!(code, 0, "{out}");
-    let by_hand = MariaDb::start(Options::without_binlog(10)).await?;
-    replay_export(&dir, &s1, by_hand.port)?;
-    assert_eq!(
-        workload::checksums(&mut by_hand.conn().await?).await?,
-        sums3
+    assert!(
+        out.contains("events written:") && !out.contains("applied"),
+        "{out}"
     );
+    let by_hand = restore_by_hand(&dir, &s1, &sums3).await?;
 
     // The restore drill: older snapshot + replayed events must equal the newer snapshot.
     let scratch = MariaDb::start(Options::without_binlog(11)).await?;
@@ -305,36 +325,66 @@ async fn restore_runs_across_a_restart_and_a_crash_of_the_primary() -> anyhow::R
     restore_and_compare(&shipper, "latest", &want, &snap).await
 }
 
-fn replay_export(dir: &Path, snapshot: &str, port: u16) -> anyhow::Result<()> {
-    let sql = dir.join(format!("snapshot-{snapshot}.sql"));
-    let mut binlogs: Vec<_> = std::fs::read_dir(dir)?
+/// Runs an export's `RESTORE.txt` as written, against the server on `port`.
+fn run_restore_txt(dir: &Path, port: u16) -> anyhow::Result<std::process::Output> {
+    Ok(std::process::Command::new("bash")
+        .arg(dir.join("RESTORE.txt"))
+        .env("MYSQL_HOST", "127.0.0.1")
+        .env("MYSQL_TCP_PORT", port.to_string())
+        .env("MYSQL_USER", "root")
+        .env("MYSQL_PWD", "")
+        .stdin(std::process::Stdio::null())
+        .output()?)
+}
+
+/// Follows `RESTORE.txt` into a fresh server, and checks that it stops with an error when
+/// one of its binlog files cannot be read (`mariadb-binlog` fails while the client at the
+/// end of its pipe succeeds on empty input).
+/// Returns the restored server.
+async fn restore_by_hand(dir: &Path, snapshot: &str, want: &Sums) -> anyhow::Result<MariaDb> {
+    let howto = std::fs::read_to_string(dir.join("RESTORE.txt"))?;
+    assert!(
+        howto.contains(&format!("snapshot-{snapshot}.sql")),
+        "{howto}"
+    );
+    let by_hand = MariaDb::start(Options::without_binlog(10)).await?;
+    let out = run_restore_txt(dir, by_hand.port)?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && text.contains("restored to"),
+        "{text}"
+    );
+    assert_eq!(
+        &workload::checksums(&mut by_hand.conn().await?).await?,
+        want
+    );
+
+    let last = std::fs::read_dir(dir)?
         .filter_map(Result::ok)
         .map(|e| e.path())
         .filter(|p| {
             p.file_name()
                 .is_some_and(|n| n.to_string_lossy().starts_with("mysql-bin."))
         })
-        .collect();
-    binlogs.sort();
-    let script = format!(
-        "set -o pipefail; mariadb --host=127.0.0.1 --port={port} --user=root < {}",
-        sql.display()
-    );
-    let out = std::process::Command::new("bash")
-        .arg("-c")
-        .arg(&script)
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "loading the exported snapshot: {}",
+        .max()
+        .ok_or_else(|| anyhow::anyhow!("the export holds no binlog file"))?;
+    let aside = last.with_extension("aside");
+    std::fs::rename(&last, &aside)?;
+    let broken = MariaDb::start(Options::without_binlog(13)).await?;
+    let out = run_restore_txt(dir, broken.port);
+    std::fs::rename(&aside, &last)?;
+    let out = out?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success() && !text.contains("restored to"),
+        "a missing binlog file must stop RESTORE.txt: {text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for file in &binlogs {
-        store::replay(std::slice::from_ref(file), port)?;
-    }
-    let howto = std::fs::read_to_string(dir.join("RESTORE.txt"))?;
-    anyhow::ensure!(howto.contains("mariadb-binlog"), "{howto}");
-    Ok(())
+    Ok(by_hand)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -34,6 +34,7 @@ pub mod store_conformance;
 pub mod store_error;
 #[cfg(test)]
 mod test_support;
+pub mod time_arg;
 pub mod verify;
 
 pub use error::{Result, ShipperError};

@@ -80,8 +80,8 @@ enum Command {
         /// Stream to restore.
         #[arg(long)]
         stream: StreamId,
-        /// RFC 3339 UTC time (2026-11-23T12:00:00Z), binlog position (mysql-bin.000003:1234),
-        /// MariaDB GTID (0-1-500: up to and including that transaction), or "latest".
+        /// RFC 3339 time with a zone (2026-11-23T12:00:00Z or 2026-11-23T13:00:00+01:00),
+        /// binlog position (mysql-bin.000003:1234), MariaDB GTID (0-1-500: up to and including that transaction), or "latest".
         #[arg(long)]
         to: String,
         /// Server to restore into: mysql://USER:PASSWORD@HOST:PORT (should be empty).
@@ -109,7 +109,8 @@ enum Command {
         /// Binlog position to start at instead of a snapshot (no SQL snapshot is written).
         #[arg(long)]
         from: Option<String>,
-        /// RFC 3339 UTC time, binlog position, MariaDB GTID, or "latest" (the default).
+        /// RFC 3339 time with a zone, binlog position, MariaDB GTID, or "latest" (the
+        /// default).
         #[arg(long, default_value = "latest")]
         to: String,
         /// Directory to write into (created if missing).
@@ -477,13 +478,19 @@ fn print_report(what: &str, req: &Request<'_>, r: &Report, started: Instant) {
         ),
         None => println!("  snapshot:       none (log from {})", r.start),
     }
+    // An export writes files and applies nothing; its report says so.
+    let done = if r.dir.is_some() {
+        "written"
+    } else {
+        "applied"
+    };
     println!(
-        "  events applied: {} in {} transactions from {} segments (sha256 verified)",
+        "  events {done}: {} in {} transactions from {} segments (sha256 verified)",
         r.events, r.transactions, r.segments_verified
     );
     match &r.last {
-        Some((p, t)) => println!("  last applied:   {p} committed {}", rfc3339(*t)),
-        None => println!("  last applied:   the snapshot's position {}", r.start),
+        Some((p, t)) => println!("  last {done}:   {p} committed {}", rfc3339(*t)),
+        None => println!("  last {done}:   the snapshot's position {}", r.start),
     }
     for note in &r.notes {
         println!("  note:           {note}");

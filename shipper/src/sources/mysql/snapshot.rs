@@ -27,8 +27,14 @@ pub async fn load_snapshot(
     let Some(m) = &plan.snapshot else {
         return Ok(());
     };
-    let mut child = server
-        .client()
+    let mut client = server.client();
+    if server.writes_binlog().await? {
+        // The snapshot is the primary's data, not its transactions: binlogged here it would
+        // take GTIDs of the target's own, and the restored server's GTID state would no
+        // longer be the primary's. The replay after it is binlogged with the primary's.
+        client.arg("--init-command=SET SESSION sql_log_bin = 0");
+    }
+    let mut child = client
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -70,34 +76,79 @@ pub async fn export_snapshot(
     Ok(Some(name))
 }
 
-/// Writes `RESTORE.txt` into `dir`: how to apply the exported files with the stock clients.
+/// Writes `RESTORE.txt` into `dir`: a bash script that applies the exported files with the
+/// stock clients, as written (`MYSQL_HOST=… MYSQL_PWD=… bash RESTORE.txt`). The password
+/// is asked once, never per file, and the first failing tool stops it with a non-zero exit.
 ///
 /// # Errors
 /// When the file cannot be written.
 pub async fn write_howto(dir: &Path, plan: &Plan, collected: &Collected) -> Result<()> {
-    let packet = REPLAY_MAX_PACKET;
-    let mut howto = format!(
-        "# Restore by hand with the stock clients.\n\
-         # mariadb-binlog replays each statement's rows as one BINLOG statement, so a bulk\n\
-         # statement needs a large packet limit on the server (new sessions) and the client:\n\
-         mariadb --host=HOST --user=USER -p -e 'SET GLOBAL max_allowed_packet = {packet}'\n"
-    );
-    if let Some(m) = &plan.snapshot {
-        howto.push_str(&format!(
-            "mariadb --host=HOST --user=USER -p --max-allowed-packet={packet} < snapshot-{}.sql\n",
-            m.id
-        ));
-    }
-    if !collected.files.is_empty() {
-        // One file per invocation: the first file may start mid-file without the GTID list
-        // that mariadb-binlog's multi-file GTID check expects (or use --skip-gtid-strict-mode).
-        howto.push_str(&format!(
-            "for f in {}; do mariadb-binlog \"$f\" | mariadb --host=HOST --user=USER -p --max-allowed-packet={packet} || break; done\n",
-            collected.files.join(" ")
-        ));
-    }
-    howto.push_str("# then put max_allowed_packet back to its previous value\n");
-    tokio::fs::write(dir.join("RESTORE.txt"), howto)
+    tokio::fs::write(dir.join("RESTORE.txt"), howto(plan, collected))
         .await
         .map_err(write_error(dir))
+}
+
+/// The text of `RESTORE.txt`.
+fn howto(plan: &Plan, collected: &Collected) -> String {
+    let packet = REPLAY_MAX_PACKET;
+    let mut script = format!(
+        r#"#!/usr/bin/env bash
+# Restore by hand with the stock clients, from this directory:
+#   MYSQL_HOST=db.example MYSQL_TCP_PORT=3306 MYSQL_USER=root MYSQL_PWD=... bash RESTORE.txt
+# Without MYSQL_PWD the password is asked once. The target should be empty.
+# mariadb-binlog replays each statement's rows as one BINLOG statement, so a bulk
+# statement needs a large packet limit on the server and the client: it is raised for
+# the replay and put back at the end, whatever happens.
+set -euo pipefail
+cd "$(dirname "$0")"
+: "${{MYSQL_HOST:?set MYSQL_HOST to the server to restore into}}"
+if [ -z "${{MYSQL_PWD+set}}" ]; then
+  read -rsp "password of ${{MYSQL_USER:-root}}@$MYSQL_HOST: " MYSQL_PWD
+  echo
+fi
+export MYSQL_PWD
+client=(mariadb --host="$MYSQL_HOST" --port="${{MYSQL_TCP_PORT:-3306}}" --user="${{MYSQL_USER:-root}}" --max-allowed-packet={packet})
+previous=$("${{client[@]}}" -N -B -e 'SELECT @@GLOBAL.max_allowed_packet')
+"${{client[@]}}" -e 'SET GLOBAL max_allowed_packet = {packet}'
+trap '"${{client[@]}}" -e "SET GLOBAL max_allowed_packet = $previous"' EXIT
+"#
+    );
+    if let Some(m) = &plan.snapshot {
+        let file = sh_quote(&format!("snapshot-{}.sql", m.id));
+        script.push_str(&format!(
+            "echo loading {file}\n\"${{client[@]}}\" < {file}\n"
+        ));
+    }
+    // One file per invocation: the first file may start mid-file without the GTID list
+    // that mariadb-binlog's multi-file GTID check expects.
+    for file in collected.files.iter().map(|f| sh_quote(f)) {
+        script.push_str(&format!(
+            "echo replaying {file}\nmariadb-binlog {file} | \"${{client[@]}}\"\n"
+        ));
+    }
+    let reached = collected
+        .last_position
+        .as_ref()
+        .map_or_else(|| plan.start.to_string(), ToString::to_string);
+    script.push_str(&format!(
+        "echo {}\n",
+        sh_quote(&format!("restored to {reached}"))
+    ));
+    script
+}
+
+/// `s` as one bash word, whatever it holds (names come from the stored stream).
+fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sh_quote;
+
+    #[test]
+    fn names_are_quoted_as_one_word() {
+        assert_eq!(sh_quote("mysql-bin.000001"), "'mysql-bin.000001'");
+        assert_eq!(sh_quote("a'$(id)"), r"'a'\''$(id)'");
+    }
 }

@@ -30,18 +30,14 @@ impl FromStr for Target {
         if let Ok(g) = Gtid::parse(s) {
             return Ok(Target::Gtid(g));
         }
-        if let Ok(t) = humantime::parse_rfc3339_weak(s.trim_end_matches('Z')) {
-            let ms = t
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as i64)
-                .unwrap_or(0);
-            return Ok(Target::Time(ms));
+        if let Some(ms) = crate::time_arg::parse_time(s, "--to") {
+            return ms.map(Target::Time);
         }
         BinlogPos::parse(s)
             .map(Target::BinlogPosition)
             .map_err(|_| {
                 ShipperError::Restore(format!(
-                "--to {s:?}: give an RFC 3339 UTC time (2026-11-23T12:00:00Z), a binlog position \
+                "--to {s:?}: give an RFC 3339 time (2026-11-23T12:00:00Z or 2026-11-23T13:00:00+01:00), a binlog position \
                  (mysql-bin.000003:1234), a MariaDB GTID (0-1-500) or \"latest\""
             ))
             })
@@ -67,6 +63,12 @@ mod tests {
             "mysql-bin.000002:120".parse::<Target>().unwrap(),
             Target::BinlogPosition(_)
         ));
+        assert_eq!(
+            "1970-01-01T01:00:01+01:00".parse::<Target>().unwrap(),
+            Target::Time(1000)
+        );
+        let err = "1970-01-01T00:00:01".parse::<Target>().unwrap_err();
+        assert!(err.to_string().contains("no time zone"), "{err}");
         let err = "yesterday".parse::<Target>().unwrap_err().to_string();
         assert!(err.contains("RFC 3339"), "{err}");
     }

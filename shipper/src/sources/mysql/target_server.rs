@@ -144,6 +144,18 @@ impl TargetServer {
         cmd
     }
 
+    /// Whether the target writes a binlog (`@@log_bin`).
+    ///
+    /// # Errors
+    /// When the server cannot be queried.
+    pub async fn writes_binlog(&self) -> Result<bool> {
+        let rows = self.query("SELECT @@GLOBAL.log_bin").await?;
+        Ok(rows
+            .first()
+            .and_then(|r| r.first())
+            .is_some_and(|v| v == "1"))
+    }
+
     /// Runs one SQL text with the `mariadb` client and returns its tab-separated rows.
     ///
     /// # Errors
@@ -197,8 +209,10 @@ impl TargetServer {
         Ok(Some(previous))
     }
 
-    /// Puts `innodb_flush_log_at_trx_commit` back to `previous` and flushes the redo log
-    /// (`FLUSH ENGINE LOGS`), so everything restored is on disk when this returns.
+    /// Puts `innodb_flush_log_at_trx_commit` back to `previous` and flushes the redo log,
+    /// so everything restored is on disk when this returns. The flush is kept out of the
+    /// target's binlog: a binlogged `FLUSH` takes a GTID of the target's own, which would
+    /// put the restored server's GTID position one past the primary's.
     ///
     /// # Errors
     /// When the statements fail.
@@ -209,7 +223,7 @@ impl TargetServer {
             ))
         })?;
         self.query(&format!(
-            "SET GLOBAL innodb_flush_log_at_trx_commit = {value}; FLUSH ENGINE LOGS"
+            "SET GLOBAL innodb_flush_log_at_trx_commit = {value}; FLUSH NO_WRITE_TO_BINLOG ENGINE LOGS"
         ))
         .await?;
         Ok(())
