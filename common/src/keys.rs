@@ -4,6 +4,7 @@
 //! streams/<stream>/segments/<start sort key>-<end sort key>.lfs
 //! streams/<stream>/snapshots/<id>/chunk-<000001>.zst
 //! streams/<stream>/snapshots/<id>/manifest.json
+//! streams/<stream>/drills/<unix ms, 13 digits>.json
 //! ```
 //! A sort key is the fixed-width rendering of [`Position::sort_key`](crate::Position::sort_key),
 //! so a plain listing of a stream's prefix returns its segments in log order and the chain
@@ -97,6 +98,17 @@ pub fn chunk_key(stream: &StreamId, id: &str, index: u32) -> String {
 /// Key of the manifest of snapshot `id`.
 pub fn manifest_key(stream: &StreamId, id: &str) -> String {
     format!("{}{MANIFEST_NAME}", snapshot_prefix(stream, id))
+}
+
+/// Prefix of a stream's restore-drill results.
+pub fn drills_prefix(stream: &StreamId) -> String {
+    format!("{STREAMS_PREFIX}/{stream}/drills")
+}
+
+/// Key of the result of a drill of `stream` that started at `at_ms` (ms since the epoch);
+/// fixed width, so a listing returns drills oldest first.
+pub fn drill_key(stream: &StreamId, at_ms: i64) -> String {
+    format!("{}/{at_ms:013}.json", drills_prefix(stream))
 }
 
 /// The snapshot id and the object's name (`chunk-000001.zst`, `manifest.json`) of a key

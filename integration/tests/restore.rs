@@ -35,16 +35,51 @@ fn restore_cli(shipper: &Shipper, to: &str, target: &MariaDb) -> anyhow::Result<
 
 /// `logferry-shipper verify --restore-drill` of the test stream into `scratch`.
 fn drill_cli(shipper: &Shipper, scratch: &MariaDb) -> anyhow::Result<(i32, String)> {
-    shipper_cli(&[
+    drill_with(shipper, scratch, None)
+}
+
+/// The drill into `scratch`, compared with the live `replica` when one is given.
+fn drill_with(
+    shipper: &Shipper,
+    scratch: &MariaDb,
+    replica: Option<&MariaDb>,
+) -> anyhow::Result<(i32, String)> {
+    let store = shipper.store_url();
+    let scratch = scratch.root_url();
+    let replica = replica.map(MariaDb::root_url);
+    let mut args = vec![
         "verify",
         "--store",
-        &shipper.store_url(),
+        &store,
         "--stream",
         common::STREAM,
         "--restore-drill",
         "--target",
-        &scratch.root_url(),
-    ])
+        &scratch,
+    ];
+    if let Some(r) = &replica {
+        args.extend(["--replica", r.as_str()]);
+    }
+    shipper_cli(&args)
+}
+
+/// The verdicts of the stored drill results of the test stream, oldest first.
+fn stored_verdicts(shipper: &Shipper) -> anyhow::Result<Vec<String>> {
+    let dir = shipper
+        .store_dir
+        .join(format!("streams/{}/drills", common::STREAM));
+    let mut files: Vec<_> = std::fs::read_dir(&dir)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|f| {
+            let v: serde_json::Value = serde_json::from_slice(&std::fs::read(f)?)?;
+            Ok(v["verdict"].as_str().unwrap_or("?").to_owned())
+        })
+        .collect()
 }
 
 async fn restore_and_compare(
@@ -197,7 +232,7 @@ async fn restore_to_marks_before_inside_and_after_a_snapshot() -> anyhow::Result
     let (code, out) = drill_cli(&shipper, &scratch)?;
     assert_eq!(code, 0, "{out}");
     assert!(
-        out.contains("OK restore drill") && out.contains("(3 tables)"),
+        out.contains("OK restore drill: all 3 tables compared are equal"),
         "{out}"
     );
     assert!(
@@ -385,6 +420,93 @@ async fn restore_by_hand(dir: &Path, snapshot: &str, want: &Sums) -> anyhow::Res
         String::from_utf8_lossy(&out.stderr)
     );
     Ok(by_hand)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drill_with_one_snapshot_is_proven_only_against_the_live_replica() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let primary = MariaDb::start(Options::default()).await?;
+    let mut c = primary.conn().await?;
+    workload::create_schema(&mut c).await?;
+    workload::run(&mut c, 0, 200).await?;
+    let replica = MariaDb::start_replica(&primary, 2).await?;
+    let shipper = Shipper::start(tmp.path()).await?;
+    let mut s = settings(&primary, &shipper);
+    s.extra_toml = snapshot_section(&replica, None);
+    let agent = Agent::start(&tmp.path().join("agent"), &s)?;
+    wait_caught_up(&primary, &shipper, &agent).await?;
+
+    // No snapshot yet: nothing to restore from, so nothing is proven.
+    let scratch = MariaDb::start(Options::without_binlog(20)).await?;
+    let (code, out) = drill_with(&shipper, &scratch, Some(&replica))?;
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("NOT PROVEN restore drill") && out.contains("has no snapshot"),
+        "{out}"
+    );
+
+    let snap = run_snapshot(&agent, "snapshot.log", RUN_WITHIN)?;
+    workload::run(&mut c, 200, 400).await?;
+    wait_caught_up(&primary, &shipper, &agent).await?;
+
+    // One snapshot and no replica: loading it proves nothing about the replay.
+    let (code, out) = drill_cli(&shipper, &scratch)?;
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("NOT PROVEN restore drill") && out.contains("one snapshot only"),
+        "{out}"
+    );
+
+    // Against the live replica while the primary keeps writing: the replica is paused
+    // ahead of the stored chain's end, the chain catches up, and every table is equal.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writes = tokio::spawn(workload::run_until(
+        primary.conn().await?,
+        400,
+        stop.clone(),
+    ));
+    let (code, out) =
+        tokio::task::block_in_place(|| drill_with(&shipper, &scratch, Some(&replica)))?;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writes.await??;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("loaded:         snapshot {snap}"))
+            && out.contains("compared with:  the replica")
+            && out.contains("OK restore drill: all 3 tables"),
+        "{out}"
+    );
+    assert!(
+        replica.sql_thread_running().await?,
+        "the replica runs again"
+    );
+
+    // A row changed on the replica alone: the restored copy differs, the drill fails.
+    replica.wait_replicated(&primary).await?;
+    replica
+        .conn()
+        .await?
+        .query_drop(
+            "SET sql_log_bin = 0; UPDATE app.accounts SET balance = balance + 1 WHERE id = 5",
+        )
+        .await?;
+    let scratch2 = MariaDb::start(Options::without_binlog(21)).await?;
+    let (code, out) = drill_with(&shipper, &scratch2, Some(&replica))?;
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("DIFFERS app.accounts: the replica") && out.contains("FAILED restore drill"),
+        "{out}"
+    );
+    assert!(
+        replica.sql_thread_running().await?,
+        "the replica runs again"
+    );
+    assert_eq!(
+        stored_verdicts(&shipper)?,
+        ["not_proven", "not_proven", "passed", "failed"],
+        "every drill's result is in the bucket"
+    );
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,6 +20,7 @@
 
 pub mod api;
 pub mod catalog;
+pub mod drill_record;
 pub mod error;
 pub mod ingest;
 pub mod listing;

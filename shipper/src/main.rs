@@ -9,10 +9,13 @@ use clap::{Args, Parser, Subcommand};
 use logferry_common::{DecodeLimits, StreamId};
 use logferry_config::{ShipperConfig, StoreConfig};
 use logferry_shipper::catalog::Catalog;
+use logferry_shipper::drill_record::{self, DrillRecord, Verdict};
 use logferry_shipper::error::ShipperError;
 use logferry_shipper::ingest::Ingest;
 use logferry_shipper::listing::{self, rfc3339};
-use logferry_shipper::restore::{self, Bars, ExportOptions, Report, Request, RestoreOptions};
+use logferry_shipper::restore::{
+    self, Bars, DrillReport, ExportOptions, Report, Request, RestoreOptions,
+};
 use logferry_shipper::storage::Store;
 use logferry_shipper::{api, sources, verify};
 use std::time::Instant;
@@ -46,8 +49,12 @@ enum Command {
     /// With --restore-drill it also restores the stream into the scratch server --target:
     /// loads the next-to-newest snapshot, replays the stored binlog up to the newest
     /// snapshot's position, compares every table's row count and CHECKSUM TABLE with the
-    /// newest manifest, then replays to the latest stored transaction. Exit 1 on any
-    /// difference. This is the monthly restore test, automated.
+    /// newest manifest, then replays to the latest stored transaction. With --replica it
+    /// then pauses that live replica's SQL thread, replays up to exactly where it stopped
+    /// and compares every table of both (the only proof with a single snapshot). Exit 1 on
+    /// any difference, and when there was nothing to compare with ("not proven"). Every
+    /// drill's result is stored in the bucket under streams/<stream>/drills/. This is the
+    /// monthly restore test, automated.
     Verify {
         #[command(flatten)]
         store: StoreArgs,
@@ -62,6 +69,11 @@ enum Command {
         /// Empty scratch server for the drill: mysql://USER:PASSWORD@HOST:PORT.
         #[arg(long)]
         target: Option<String>,
+        /// A live replica of the stream's source to compare the drilled copy with:
+        /// mysql://USER:PASSWORD@HOST:PORT. Its SQL thread is paused for the comparison and
+        /// started again after it.
+        #[arg(long, requires = "restore_drill")]
+        replica: Option<String>,
         /// Delete orphaned snapshot chunks (those no manifest names: a snapshot that did
         /// not finish) last written over an hour ago; younger ones may belong to a snapshot
         /// still uploading and are left alone.
@@ -217,6 +229,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             stream,
             restore_drill,
             target,
+            replica,
             remove_orphans,
         } => {
             let drill_of = match (restore_drill, stream.clone(), target) {
@@ -229,9 +242,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some((stream, target)) = drill_of {
                 if verified != ExitCode::SUCCESS {
                     println!("the restore drill is not run on a stream that fails verify");
+                    let why = "verify found the stream broken; the drill was not run".into();
+                    store_drill_result(&store, &stream, &failed_drill(&stream, now_ms(), why))
+                        .await;
                     return Ok(verified);
                 }
-                return drill(&store, &stream, &target).await;
+                return drill(&store, &stream, &target, replica.as_deref()).await;
             }
             Ok(verified)
         }
@@ -423,43 +439,110 @@ fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-async fn drill(store: &Store, stream: &StreamId, target: &str) -> anyhow::Result<ExitCode> {
+async fn drill(
+    store: &Store,
+    stream: &StreamId,
+    target: &str,
+    replica: Option<&str>,
+) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
-    let report = sources::drill(store, stream, target, &Bars::visible()).await?;
+    let started_ms = now_ms();
+    let drilled = sources::drill(store, stream, target, replica, &Bars::visible()).await;
+    let (record, outcome) = match drilled {
+        Ok(report) => {
+            print_drill(stream, &report, started);
+            (drill_record(stream, started_ms, &report), Ok(()))
+        }
+        Err(e) => (failed_drill(stream, started_ms, e.to_string()), Err(e)),
+    };
+    let saved = store_drill_result(store, stream, &record).await;
+    outcome?;
+    Ok(if saved && record.verdict.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The record of a drill that could not finish, and why.
+fn failed_drill(stream: &StreamId, started_ms: i64, why: String) -> DrillRecord {
+    DrillRecord {
+        stream: stream.to_string(),
+        started_ms,
+        finished_ms: now_ms(),
+        verdict: Verdict::Failed(why),
+        snapshot: None,
+        position: None,
+        compared_with: None,
+        compared: 0,
+        differences: 0,
+    }
+}
+
+/// Stores a drill's result in the bucket and says where; `false` (said too) when the store
+/// refuses, since monitoring will then not see this drill.
+async fn store_drill_result(store: &Store, stream: &StreamId, record: &DrillRecord) -> bool {
+    match drill_record::save(store, stream, record).await {
+        Ok(key) => {
+            println!("  result stored:  {key}");
+            true
+        }
+        Err(e) => {
+            println!("FAILED to store the drill's result in the bucket ({e}); monitoring will not see this drill");
+            false
+        }
+    }
+}
+
+/// What a finished drill did and found, for the operator.
+fn print_drill(stream: &StreamId, report: &DrillReport, started: Instant) {
     println!("restore drill of stream {stream}");
-    println!("  loaded:         {}", report.base);
-    println!(
-        "  compared with:  {} ({} {})",
-        report.checked_against, report.compared, report.compared_what
-    );
+    if !report.base.is_empty() {
+        println!("  loaded:         {}", report.base);
+    }
+    for against in &report.checked_against {
+        println!("  compared with:  {against}");
+    }
     for d in &report.differences {
         println!(
-            "  DIFFERS {}: manifest {}, restored {}",
-            d.table, d.expected, d.found
+            "  DIFFERS {}: {} {}, restored {}",
+            d.table, d.expected_from, d.expected, d.found
         );
     }
-    println!(
-        "  replayed:       {} events, last at {}",
-        report.events,
-        report
-            .last_position
-            .as_deref()
-            .unwrap_or("the snapshot's position")
-    );
+    if report.not_proven.is_none() {
+        println!(
+            "  replayed:       {} events, last at {}",
+            report.events,
+            report
+                .last_position
+                .as_deref()
+                .unwrap_or("the snapshot's position")
+        );
+    }
     println!("  elapsed:        {}", restore::elapsed(started.elapsed()));
-    if report.differences.is_empty() {
-        println!(
-            "OK restore drill: every one of the {} {} equals its manifest",
+    match report.verdict() {
+        Verdict::Passed => println!(
+            "OK restore drill: all {} {} compared are equal",
             report.compared, report.compared_what
-        );
-        Ok(ExitCode::SUCCESS)
-    } else {
-        println!(
-            "FAILED restore drill: {} of the {} differ",
-            report.differences.len(),
-            report.compared_what
-        );
-        Ok(ExitCode::FAILURE)
+        ),
+        Verdict::Failed(why) => println!("FAILED restore drill: {why}"),
+        Verdict::NotProven(why) => println!("NOT PROVEN restore drill: {why}"),
+    }
+}
+
+/// The stored form of a finished drill.
+fn drill_record(stream: &StreamId, started_ms: i64, report: &DrillReport) -> DrillRecord {
+    DrillRecord {
+        stream: stream.to_string(),
+        started_ms,
+        finished_ms: now_ms(),
+        verdict: report.verdict(),
+        snapshot: (!report.base.is_empty()).then(|| report.base.clone()),
+        position: report.last_position.clone(),
+        compared_with: (!report.checked_against.is_empty())
+            .then(|| report.checked_against.join("; ")),
+        compared: report.compared,
+        differences: report.differences.len(),
     }
 }
 

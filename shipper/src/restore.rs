@@ -13,6 +13,7 @@ use logferry_common::{DecodeLimits, Segment, StreamId};
 use tokio::io::AsyncWriteExt;
 
 use crate::catalog::SegmentRef;
+use crate::drill_record::Verdict;
 use crate::error::{Result, ShipperError};
 use crate::read_ahead::{read_ahead, Held};
 use crate::storage::Store;
@@ -76,7 +77,9 @@ pub struct Report {
 pub struct Difference {
     /// What differs (for MySQL: `schema.table`).
     pub table: String,
-    /// What the manifest recorded.
+    /// What `expected` comes from (a snapshot's manifest, the replica).
+    pub expected_from: String,
+    /// What that recorded or holds.
     pub expected: String,
     /// What the scratch server holds.
     pub found: String,
@@ -85,10 +88,11 @@ pub struct Difference {
 /// What a restore drill did and found.
 #[derive(Debug, Default)]
 pub struct DrillReport {
-    /// Snapshot loaded first.
+    /// Snapshot loaded first (empty when none was).
     pub base: String,
-    /// Manifest compared against (snapshot id) and where.
-    pub checked_against: String,
+    /// What the restored copy was compared with: a newer snapshot's manifest, the live
+    /// replica (one line each).
+    pub checked_against: Vec<String>,
     /// How many things were compared.
     pub compared: usize,
     /// What they are ("tables").
@@ -99,6 +103,24 @@ pub struct DrillReport {
     pub events: u64,
     /// Position of the last replayed transaction.
     pub last_position: Option<String>,
+    /// Why nothing could be compared, when nothing was: the drill then proved nothing.
+    pub not_proven: Option<String>,
+}
+
+impl DrillReport {
+    /// What the drill proved.
+    pub fn verdict(&self) -> Verdict {
+        match &self.not_proven {
+            Some(why) => Verdict::NotProven(why.clone()),
+            None if self.differences.is_empty() => Verdict::Passed,
+            None => Verdict::Failed(format!(
+                "{} of the {} {} differ",
+                self.differences.len(),
+                self.compared,
+                self.compared_what
+            )),
+        }
+    }
 }
 
 /// Makes the progress bars of a command's phases (hidden for callers that print nothing).

@@ -43,7 +43,8 @@ pub trait SourceRestore {
     ) -> Result<Report>;
 
     /// Restores into the scratch server `target` and compares it with what the manifests
-    /// recorded.
+    /// recorded, and with the live `replica` (URL) when one is given; says "not proven"
+    /// when there is nothing to compare with.
     ///
     /// # Errors
     /// When a step fails; differences are reported, not errors.
@@ -52,6 +53,7 @@ pub trait SourceRestore {
         store: &Store,
         stream: &StreamId,
         target: &str,
+        replica: Option<&str>,
         bars: &Bars,
     ) -> Result<DrillReport>;
 
@@ -122,10 +124,15 @@ pub async fn drill(
     store: &Store,
     stream: &StreamId,
     target: &str,
+    replica: Option<&str>,
     bars: &Bars,
 ) -> Result<DrillReport> {
     match stream_kind(store, stream).await? {
-        SourceKind::Mysql => mysql::Mysql.drill(store, stream, target, bars).await,
+        SourceKind::Mysql => {
+            mysql::Mysql
+                .drill(store, stream, target, replica, bars)
+                .await
+        }
     }
 }
 

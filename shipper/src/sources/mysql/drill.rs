@@ -1,19 +1,27 @@
 //! The restore drill (`verify --restore-drill`): proves from the store alone that a restore
-//! works, into a scratch server.
+//! works, into a scratch server, or says that it proved nothing.
 //!
 //! Every snapshot's manifest records the row count and `CHECKSUM TABLE` of each table at its
-//! position. The drill loads the next-to-newest snapshot, replays the stored binlog up to
-//! the newest snapshot's position and compares every table with the newest manifest: the
-//! older snapshot plus the replayed events must equal the newer snapshot exactly. With a
-//! single snapshot it compares that snapshot as loaded. It then replays the rest of the
-//! chain to the latest stored transaction, as a restore would.
+//! position. With two snapshots or more, the drill loads the next-to-newest, replays the
+//! stored binlog up to the newest snapshot's position and compares every table with the
+//! newest manifest: the older snapshot plus the replayed events must equal the newer
+//! snapshot exactly. It then replays the rest of the chain to the latest stored
+//! transaction, as a restore would. With `--replica` (required with a single snapshot) it
+//! then pauses that live replica at or after the restored copy's position, replays the
+//! chain up to exactly where the replica stopped, and compares every table of both. With
+//! no snapshot, or one and no replica, nothing can be compared: the verdict is "not
+//! proven", never a pass.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
 
 use indicatif::ProgressBar;
-use logferry_common::format::mysql::sql::quote_table;
+use logferry_common::format::mysql::sql::{quote_table, system_schemas_sql_list};
 use logferry_common::snapshot::{SnapshotContent, SnapshotManifest, TableInfo};
 use logferry_common::{BinlogPos, StreamId};
 
 use super::collect::Collected;
+use super::live_replica::LiveReplica;
 use super::plan::{self, Plan};
 use super::replay;
 use super::snapshot;
@@ -24,15 +32,27 @@ use crate::restore::{Difference, DrillReport};
 use crate::snapshots;
 use crate::storage::Store;
 
-/// Runs the drill for `stream` into the empty server `scratch`.
+/// How long the live replica may take to apply up to the restored copy's position.
+const REPLICA_CATCH_UP: Duration = Duration::from_secs(120);
+
+/// How long the stored chain may take to reach the paused replica's position (the agent
+/// ships within seconds of a commit).
+const CHAIN_CATCH_UP: Duration = Duration::from_secs(120);
+
+/// How often the chain is read again while it catches up.
+const CHAIN_POLL: Duration = Duration::from_secs(1);
+
+/// Runs the drill for `stream` into the empty server `scratch`, comparing with the live
+/// `replica` too when one is given.
 ///
 /// # Errors
-/// [`ShipperError::Restore`] when no snapshot exists, the scratch server is not empty, or a
-/// step fails; differences are reported, not errors.
+/// [`ShipperError::Restore`] when the scratch server is not empty or a step fails;
+/// differences and "not proven" are reported, not errors.
 pub async fn run(
     store: &Store,
     stream: &StreamId,
     scratch: &TargetServer,
+    replica: Option<&TargetServer>,
     bar: &ProgressBar,
 ) -> Result<DrillReport> {
     let existing = scratch.user_databases().await?;
@@ -43,35 +63,75 @@ pub async fn run(
         )));
     }
     let snaps = snapshots::list(store, stream).await?;
-    let newest = snaps.last().ok_or_else(|| {
-        ShipperError::Restore(format!("stream {stream} has no snapshot to drill with"))
-    })?;
     let mut report = DrillReport {
         compared_what: "tables",
         ..DrillReport::default()
     };
-    let newest_pos = BinlogPos::parse(&newest.position)?;
-    let first_target = Target::BinlogPosition(newest_pos.clone());
-    // Start from the snapshot before the newest when there is one, so that replayed events
-    // are checked too.
-    let base = snaps.len().checked_sub(2).map_or(newest, |i| &snaps[i]);
-    // Both legs are planned before the scratch server is touched: a gap stops the drill
+    let Some(newest) = snaps.last() else {
+        report.not_proven = Some(format!(
+            "stream {stream} has no snapshot to restore from; take one (logferry-agent snapshot) and drill again"
+        ));
+        return Ok(report);
+    };
+    let older = snaps.len().checked_sub(2).map(|i| &snaps[i]);
+    if older.is_none() && replica.is_none() {
+        report.not_proven = Some(format!(
+            "stream {stream} has one snapshot only ({}): loading it and comparing it with its own manifest proves nothing about the replay; give --replica (a live replica of the source, paused briefly for the comparison) or drill again after the next snapshot",
+            newest.id
+        ));
+        return Ok(report);
+    }
+    // Every leg is planned before the scratch server is touched: a gap stops the drill
     // there.
-    let plan = plan_with_snapshot(store, stream, base, &first_target).await?;
-    let rest = plan::plan_from(store, stream, &newest_pos, &Target::Latest).await?;
+    let legs = match older {
+        Some(base) => {
+            let newest_pos = BinlogPos::parse(&newest.position)?;
+            let to_newest = Target::BinlogPosition(newest_pos.clone());
+            vec![
+                (
+                    plan_with_snapshot(store, stream, base, &to_newest).await?,
+                    to_newest,
+                    Some(newest),
+                ),
+                (
+                    plan::plan_from(store, stream, &newest_pos, &Target::Latest).await?,
+                    Target::Latest,
+                    None,
+                ),
+            ]
+        }
+        None => vec![(
+            plan_with_snapshot(store, stream, newest, &Target::Latest).await?,
+            Target::Latest,
+            None,
+        )],
+    };
+    let base = older.unwrap_or(newest);
     report.base = format!("snapshot {} at {}", base.id, base.position);
     let relaxed = scratch.relax_for_replay(false).await;
     for note in &relaxed.notes {
         tracing::warn!("{note}");
     }
     let drilled = async {
-        snapshot::load_snapshot(store, &plan, scratch, bar).await?;
-        let collected = replay::into_server(store, &plan, &first_target, scratch, bar).await?;
-        add(&mut report, &collected);
-        report.checked_against = format!("snapshot {} at {}", newest.id, newest.position);
-        compare(scratch, newest, &mut report).await?;
-        let collected = replay::into_server(store, &rest, &Target::Latest, scratch, bar).await?;
-        add(&mut report, &collected);
+        let mut reached = BinlogPos::parse(&base.position)?;
+        for (plan, target, check) in &legs {
+            snapshot::load_snapshot(store, plan, scratch, bar).await?;
+            let collected = replay::into_server(store, plan, target, scratch, bar).await?;
+            add(&mut report, &collected);
+            if let Some(p) = &collected.last_position {
+                reached = p.clone();
+            }
+            if let Some(manifest) = check {
+                report
+                    .checked_against
+                    .push(format!("snapshot {} at {}", manifest.id, manifest.position));
+                compare_with_manifest(scratch, manifest, &mut report).await?;
+            }
+        }
+        if let Some(replica) = replica {
+            compare_with_replica(store, stream, scratch, replica, &reached, &mut report, bar)
+                .await?;
+        }
         Ok::<_, ShipperError>(())
     }
     .await;
@@ -95,6 +155,7 @@ async fn plan_with_snapshot(
     Ok(plan)
 }
 
+/// Counts a replayed leg into the report.
 fn add(report: &mut DrillReport, c: &Collected) {
     report.events += c.events;
     if let Some(p) = &c.last_position {
@@ -102,24 +163,122 @@ fn add(report: &mut DrillReport, c: &Collected) {
     }
 }
 
-async fn compare(
+/// Pauses the replica at or after `reached`, replays the chain up to exactly where it
+/// stopped (waiting for the chain to get there), compares every table of both, and puts
+/// the replica back.
+async fn compare_with_replica(
+    store: &Store,
+    stream: &StreamId,
+    scratch: &TargetServer,
+    replica: &TargetServer,
+    reached: &BinlogPos,
+    report: &mut DrillReport,
+    bar: &ProgressBar,
+) -> Result<()> {
+    let live = LiveReplica::new(replica.clone());
+    let (at, was_applying) = live.pause_at_or_after(reached, REPLICA_CATCH_UP).await?;
+    tracing::info!(replica = %replica, position = %at, "replica paused for the comparison");
+    let compared = async {
+        let target = Target::BinlogPosition(at.clone());
+        let plan = chain_reaching(store, stream, reached, &target).await?;
+        let collected = replay::into_server(store, &plan, &target, scratch, bar).await?;
+        add(report, &collected);
+        report
+            .checked_against
+            .push(format!("the replica {replica}, paused at {at}"));
+        compare_servers(scratch, live.server(), report).await
+    }
+    .await;
+    let put_back = live.put_back(was_applying).await;
+    compared?;
+    put_back
+}
+
+/// The plan from `from` to `target`, read again until the stored chain reaches the target
+/// (for at most [`CHAIN_CATCH_UP`]).
+async fn chain_reaching(
+    store: &Store,
+    stream: &StreamId,
+    from: &BinlogPos,
+    target: &Target,
+) -> Result<Plan> {
+    let deadline = tokio::time::Instant::now() + CHAIN_CATCH_UP;
+    loop {
+        match plan::plan_from(store, stream, from, target).await {
+            Err(ShipperError::Gap(why)) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!(%why, "waiting for the stored chain to reach the replica");
+                tokio::time::sleep(CHAIN_POLL).await;
+            }
+            Err(ShipperError::Gap(why)) => {
+                return Err(ShipperError::Restore(format!(
+                    "the stored chain did not reach the paused replica's position within {} s ({why}); is the agent shipping?",
+                    CHAIN_CATCH_UP.as_secs()
+                )))
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn compare_with_manifest(
     scratch: &TargetServer,
     manifest: &SnapshotManifest,
     report: &mut DrillReport,
 ) -> Result<()> {
     let SnapshotContent::Mysql(content) = &manifest.content;
+    let from = format!("snapshot {}'s manifest", manifest.id);
     for t in &content.tables {
         let found = table_info(scratch, &t.name).await?;
         report.compared += 1;
         if found.rows != t.rows || found.checksum != t.checksum {
             report.differences.push(Difference {
                 table: t.name.clone(),
+                expected_from: from.clone(),
                 expected: describe(t),
                 found: describe(&found),
             });
         }
     }
     Ok(())
+}
+
+/// Compares every base table either server holds outside the system schemas.
+async fn compare_servers(
+    scratch: &TargetServer,
+    replica: &TargetServer,
+    report: &mut DrillReport,
+) -> Result<()> {
+    let mut names = user_tables(replica).await?;
+    names.extend(user_tables(scratch).await?);
+    for name in names {
+        let want = table_info(replica, &name).await?;
+        let found = table_info(scratch, &name).await?;
+        report.compared += 1;
+        if found != want {
+            report.differences.push(Difference {
+                table: name,
+                expected_from: "the replica".into(),
+                expected: describe(&want),
+                found: describe(&found),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `schema.table` of every base table outside the system schemas.
+async fn user_tables(server: &TargetServer) -> Result<BTreeSet<String>> {
+    let rows = server
+        .query(&format!(
+            "SELECT CONCAT(table_schema, '.', table_name) FROM information_schema.tables \
+             WHERE table_type = 'BASE TABLE' AND table_schema NOT IN {}",
+            system_schemas_sql_list()
+        ))
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| r.into_iter().next())
+        .collect())
 }
 
 fn describe(t: &TableInfo) -> String {

@@ -14,6 +14,7 @@
 
 pub mod collect;
 pub mod drill;
+pub mod live_replica;
 pub mod plan;
 pub mod replay;
 pub mod snapshot;
@@ -112,11 +113,15 @@ impl SourceRestore for Mysql {
         store: &Store,
         stream: &StreamId,
         target: &str,
+        replica: Option<&str>,
         bars: &Bars,
     ) -> Result<DrillReport> {
         let scratch: TargetServer = target.parse()?;
+        let replica = replica
+            .map(|r| TargetServer::parse_flag(r, "--replica"))
+            .transpose()?;
         let bar = bars.phase("drilling", 0);
-        let report = drill::run(store, stream, &scratch, &bar).await;
+        let report = drill::run(store, stream, &scratch, replica.as_ref(), &bar).await;
         bar.finish_and_clear();
         report
     }

@@ -1,5 +1,6 @@
 //! The server a restore writes into, driven with the stock `mariadb` client.
 
+use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use logferry_common::format::mysql::sql::system_schemas_sql_list;
@@ -14,6 +15,13 @@ pub struct TargetServer {
     port: u16,
     user: String,
     password: String,
+}
+
+impl std::fmt::Display for TargetServer {
+    /// `host:port`, for messages (never the password).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
 }
 
 impl std::fmt::Debug for TargetServer {
@@ -37,11 +45,23 @@ fn decoded(part: &str) -> Option<String> {
 impl FromStr for TargetServer {
     type Err = ShipperError;
 
+    /// A `--target` URL.
     fn from_str(s: &str) -> Result<Self> {
+        TargetServer::parse_flag(s, "--target")
+    }
+}
+
+impl TargetServer {
+    /// A server URL given as `flag`, which errors name.
+    ///
+    /// # Errors
+    /// [`ShipperError::Restore`] naming `flag`, the redacted URL and the form it should
+    /// take.
+    pub fn parse_flag(s: &str, flag: &str) -> Result<Self> {
         let shown = logferry_config::SecretUrl::new(s).redacted();
         let bad = |why: &str| {
             ShipperError::Restore(format!(
-                "--target {shown:?}: {why}; use mysql://USER:PASSWORD@HOST:3306 (reserved characters in the user or password percent-encoded: @ as %40, : as %3A, / as %2F, % as %25, # as %23)"
+                "{flag} {shown:?}: {why}; use mysql://USER:PASSWORD@HOST:3306 (reserved characters in the user or password percent-encoded: @ as %40, : as %3A, / as %2F, % as %25, # as %23)"
             ))
         };
         let u = url::Url::parse(s).map_err(|_| bad("not a URL"))?;
@@ -161,12 +181,40 @@ impl TargetServer {
     /// # Errors
     /// When the client fails.
     pub async fn query(&self, sql: &str) -> Result<Vec<Vec<String>>> {
-        let out = self
-            .client()
-            .args(["-N", "-B", "-e", sql])
-            .output()
-            .await
-            .map_err(|e| ShipperError::Restore(format!("cannot run the mariadb client: {e}")))?;
+        Ok(self
+            .output(&["-N", "-B", "-e", sql])
+            .await?
+            .lines()
+            .map(|l| l.split('\t').map(str::to_owned).collect())
+            .collect())
+    }
+
+    /// Runs one statement and returns its first row by column name: for `SHOW` statements,
+    /// whose columns differ between versions.
+    ///
+    /// # Errors
+    /// When the client fails.
+    pub async fn first_row_named(&self, sql: &str) -> Result<Option<BTreeMap<String, String>>> {
+        let text = self.output(&["-B", "-e", sql]).await?;
+        let mut lines = text.lines();
+        let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
+            return Ok(None);
+        };
+        Ok(Some(
+            names
+                .split('\t')
+                .map(str::to_owned)
+                .zip(values.split('\t').map(str::to_owned))
+                .collect(),
+        ))
+    }
+
+    /// The `mariadb` client's output for `args`.
+    async fn output(&self, args: &[&str]) -> Result<String> {
+        let out =
+            self.client().args(args).output().await.map_err(|e| {
+                ShipperError::Restore(format!("cannot run the mariadb client: {e}"))
+            })?;
         if !out.status.success() {
             return Err(ShipperError::Restore(format!(
                 "query on {}:{} failed: {}",
@@ -175,10 +223,7 @@ impl TargetServer {
                 String::from_utf8_lossy(&out.stderr).trim()
             )));
         }
-        Ok(String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| l.split('\t').map(str::to_owned).collect())
-            .collect())
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// Sets `innodb_flush_log_at_trx_commit` to 2 for the duration of a restore: the redo
