@@ -268,6 +268,21 @@ async fn restore_to_marks_before_inside_and_after_a_snapshot() -> anyhow::Result
         out.contains("not run on a stream that fails verify"),
         "{out}"
     );
+    // A restore falls back to the older snapshot, replays longer, and says so.
+    let latest = workload::checksums(&mut c).await?;
+    let fallback = MariaDb::start(Options::without_binlog(15)).await?;
+    let (code, out) = restore_cli(&shipper, "latest", &fallback)?;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("snapshot:       {s0}"))
+            && out.contains(&format!("snapshot {s1} is corrupt"))
+            && out.contains(&format!("fell back to snapshot {s0}")),
+        "{out}"
+    );
+    assert_eq!(
+        workload::checksums(&mut fallback.conn().await?).await?,
+        latest
+    );
     std::fs::write(&chunk, &good)?;
     // Chunks no manifest names (a snapshot that did not finish) are reported, not failed.
     let unfinished = shipper.store_dir.join(format!(
@@ -305,6 +320,25 @@ async fn restore_to_marks_before_inside_and_after_a_snapshot() -> anyhow::Result
     let (code, out) = restore_cli(&shipper, "latest", &by_hand)?;
     assert_ne!(code, 0, "{out}");
     assert!(out.contains("--force"), "{out}");
+    // --force drops what the earlier restore created and starts over.
+    let (code, out) = shipper_cli(&[
+        "restore",
+        "--store",
+        &store_url,
+        "--stream",
+        common::STREAM,
+        "--to",
+        "latest",
+        "--target",
+        &by_hand.root_url(),
+        "--force",
+    ])?;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("dropped the target's databases app"), "{out}");
+    assert_eq!(
+        workload::checksums(&mut by_hand.conn().await?).await?,
+        latest
+    );
 
     // A gap in the chain stops the restore before it touches the target, with the reason.
     let segs = store::segments(&shipper.store_dir, common::STREAM)?;

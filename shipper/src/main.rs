@@ -99,7 +99,10 @@ enum Command {
         /// Server to restore into: mysql://USER:PASSWORD@HOST:PORT (should be empty).
         #[arg(long)]
         target: String,
-        /// Restore even though the target already holds databases.
+        /// Restore into a target that already holds databases (an earlier or interrupted
+        /// restore): every database outside the system schemas is dropped first, and the
+        /// report names them. mysql, sys, information_schema and performance_schema are
+        /// never touched.
         #[arg(long)]
         force: bool,
         /// Leave the target's innodb_flush_log_at_trx_commit alone. By default a restore

@@ -33,7 +33,7 @@ pub struct Request<'a> {
 pub struct RestoreOptions<'a> {
     /// `--target`: the server's URL; its scheme must fit the stream's kind.
     pub target: &'a str,
-    /// Restore even though the target already holds data.
+    /// Drop the target's own databases (outside the system schemas) before restoring.
     pub force: bool,
     /// Leave the target's durability settings alone while replaying.
     pub keep_durability: bool,
@@ -200,7 +200,8 @@ pub(crate) async fn off_runtime<T: Send + 'static>(
 /// Streams the snapshot's chunks (each verified) into `out`.
 ///
 /// # Errors
-/// When a chunk cannot be read, is corrupt, or `out` fails.
+/// [`ShipperError::Corrupt`] naming the first chunk that fails its checks (a restore then
+/// falls back to an older snapshot); others when a chunk cannot be read or `out` fails.
 pub(crate) async fn snapshot_chunks<W>(
     store: &Store,
     m: &SnapshotManifest,
@@ -218,13 +219,8 @@ where
         |c| async move {
             let key = chunk_key(&m.stream, &m.id, c.index);
             let stored = store.get(&key).await?;
-            let (id, stream) = (m.id.clone(), m.stream.clone());
-            off_runtime(&key, move || {
-                open_chunk(&stored, &c).map_err(|e| {
-                    ShipperError::Restore(format!(
-                        "snapshot {id} of stream {stream}: {e}; run logferry-shipper verify"
-                    ))
-                })
+            off_runtime(&key.clone(), move || {
+                open_chunk(&stored, &c).map_err(|source| ShipperError::Corrupt { key, source })
             })
             .await
         },

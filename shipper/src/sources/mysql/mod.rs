@@ -22,6 +22,7 @@ pub mod target;
 pub mod target_server;
 
 use logferry_common::format::mysql::check_chain;
+use logferry_common::keys::snapshot_prefix;
 use logferry_common::{BinlogPos, Position, StreamId};
 
 use self::plan::Plan;
@@ -46,19 +47,56 @@ impl SourceRestore for Mysql {
     ) -> Result<Report> {
         let target: Target = req.to.parse()?;
         let server: TargetServer = opts.target.parse()?;
-        let plan = plan::plan(store, req.stream, &target).await?;
+        let mut plan = plan::plan(store, req.stream, &target).await?;
         let existing = server.user_databases().await?;
         if !existing.is_empty() && !opts.force {
             return Err(ShipperError::Restore(format!(
-                "the target already holds databases ({}); restore into an empty server or pass --force",
+                "the target already holds databases ({}); restore into an empty server, or pass --force to drop them first",
                 existing.join(", ")
             )));
+        }
+        let mut notes = Vec::new();
+        if !existing.is_empty() {
+            let dropped = server.drop_user_databases().await?;
+            notes.push(format!(
+                "--force: dropped the target's databases {} before loading (system schemas untouched)",
+                dropped.join(", ")
+            ));
         }
         let relaxed = server.relax_for_replay(opts.keep_durability).await;
         for note in &relaxed.notes {
             tracing::warn!("{note}");
         }
-        let applied = apply(store, &plan, &target, &server, bars).await;
+        notes.splice(0..0, relaxed.notes.iter().cloned());
+        let mut skipped = Vec::new();
+        let applied = loop {
+            match apply(store, &plan, &target, &server, bars).await {
+                Err(ShipperError::Corrupt { key, source }) if is_chunk_of(&plan, &key) => {
+                    let bad = plan
+                        .snapshot
+                        .as_ref()
+                        .map_or_else(String::new, |m| m.id.clone());
+                    tracing::warn!(snapshot = %bad, %key, error = %source, "snapshot chunk is corrupt; falling back to an older snapshot");
+                    skipped.push(bad.clone());
+                    let next = async {
+                        server.drop_user_databases().await?;
+                        plan::plan_skipping(store, req.stream, &target, &skipped).await
+                    }
+                    .await;
+                    match next {
+                        Ok(p) => {
+                            notes.push(format!(
+                                "snapshot {bad} is corrupt ({key}: {source}); fell back to snapshot {} and a longer replay; run logferry-shipper verify",
+                                p.snapshot.as_ref().map_or("?", |m| m.id.as_str())
+                            ));
+                            plan = p;
+                        }
+                        Err(e) => break Err(e),
+                    }
+                }
+                other => break other,
+            }
+        };
         let put_back = server.put_back(&relaxed).await;
         let collected = match applied {
             Ok(c) => c,
@@ -71,7 +109,7 @@ impl SourceRestore for Mysql {
         };
         put_back?;
         let mut report = report(&plan, &collected);
-        report.notes.splice(0..0, relaxed.notes.iter().cloned());
+        report.notes.splice(0..0, notes);
         if let Some(previous) = &relaxed.flush {
             report.notes.push(format!("durability: innodb_flush_log_at_trx_commit was 2 during the restore, back to {previous}; redo log flushed"));
         }
@@ -149,6 +187,13 @@ async fn apply(
     let collected = replay::into_server(store, plan, target, server, &bar).await?;
     bar.finish_and_clear();
     Ok(collected)
+}
+
+/// Whether `key` is a chunk of the snapshot `plan` loads.
+fn is_chunk_of(plan: &Plan, key: &str) -> bool {
+    plan.snapshot
+        .as_ref()
+        .is_some_and(|m| key.starts_with(&snapshot_prefix(&m.stream, &m.id)))
 }
 
 /// Stored bytes of the plan's segments: the unit of the replay progress bar.

@@ -115,6 +115,21 @@ async fn time_at(store: &Store, chain: &[ChainSegment], pos: &BinlogPos) -> Resu
 /// [`ShipperError::Restore`] naming the restorable range when the target is outside it, or
 /// the missing range when the chain breaks between the snapshot and the target.
 pub async fn plan(store: &Store, stream: &StreamId, target: &Target) -> Result<Plan> {
+    plan_skipping(store, stream, target, &[]).await
+}
+
+/// As [`plan`], passing over the snapshots in `skip` (found corrupt while loading): the
+/// next older one then serves, with a longer replay.
+///
+/// # Errors
+/// As [`plan`], and [`ShipperError::Restore`] when no snapshot outside `skip` lies at or
+/// before the target.
+pub async fn plan_skipping(
+    store: &Store,
+    stream: &StreamId,
+    target: &Target,
+    skip: &[String],
+) -> Result<Plan> {
     let chain = chain(store, stream).await?;
     let snaps = snapshots::list(store, stream).await?;
     let Some(last) = chain.last() else {
@@ -143,6 +158,7 @@ pub async fn plan(store: &Store, stream: &StreamId, target: &Target) -> Result<P
         end
     );
     check_inside(target, last, &range)?;
+    snap_times.retain(|(s, ..)| !skip.contains(&s.id));
     let chosen = match target {
         Target::Latest => snap_times.last(),
         Target::Time(t) => snap_times
@@ -161,6 +177,12 @@ pub async fn plan(store: &Store, stream: &StreamId, target: &Target) -> Result<P
             .find(|(_, pos, _)| pos.cmp_place(p).is_le()),
     };
     let Some((snap, start, _)) = chosen else {
+        if !skip.is_empty() {
+            return Err(ShipperError::Restore(format!(
+                "no usable snapshot lies at or before the target: {} found corrupt, none older serves; {range}",
+                skip.join(", ")
+            )));
+        }
         return Err(ShipperError::Restore(format!(
             "the target is before the oldest snapshot; {range}"
         )));

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::str::FromStr;
 
-use logferry_common::format::mysql::sql::system_schemas_sql_list;
+use logferry_common::format::mysql::sql::{quote_ident, system_schemas_sql_list};
 
 use crate::error::{Result, ShipperError};
 
@@ -307,6 +307,28 @@ impl TargetServer {
         self.query(&format!("SET GLOBAL max_allowed_packet = {previous}"))
             .await?;
         Ok(())
+    }
+
+    /// Drops every database outside the system schemas (what an earlier or a failed
+    /// restore created), out of the binlog so that the target's GTID state stays the
+    /// primary's; returns their names.
+    ///
+    /// # Errors
+    /// When the server cannot be queried or refuses a drop.
+    pub async fn drop_user_databases(&self) -> Result<Vec<String>> {
+        let names = self.user_databases().await?;
+        if names.is_empty() {
+            return Ok(names);
+        }
+        let mut sql = String::from("SET SESSION sql_log_bin = 0;");
+        if !self.writes_binlog().await? {
+            sql.clear();
+        }
+        for name in &names {
+            sql.push_str(&format!(" DROP DATABASE {};", quote_ident(name)));
+        }
+        self.query(&sql).await?;
+        Ok(names)
     }
 
     /// Databases on the server other than the system ones.
