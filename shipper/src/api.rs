@@ -192,7 +192,9 @@ impl IntoResponse for ShipperError {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
             ShipperError::Conflict(_) => StatusCode::CONFLICT,
-            ShipperError::Restore(_) | ShipperError::Gap(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ShipperError::Restore(_) | ShipperError::Gap(_) | ShipperError::Interrupted(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             ShipperError::Store(_) | ShipperError::StoreConfig(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -293,6 +295,10 @@ mod tests {
             ),
             (
                 ShipperError::Gap("x".into()),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            (
+                ShipperError::Interrupted("x".into()),
                 StatusCode::UNPROCESSABLE_ENTITY,
             ),
             (

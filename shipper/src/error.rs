@@ -42,6 +42,10 @@ pub enum ShipperError {
     /// is possible (the restorable range, the gap, `--force`).
     #[error("{0}")]
     Restore(String),
+    /// The operator stopped the command (SIGINT, SIGTERM, SIGHUP) where it could not stop at
+    /// a transaction boundary; the message says what the target holds and what to do.
+    #[error("interrupted: {0}")]
+    Interrupted(String),
     /// The stored chain breaks between where a restore, export or drill starts and its
     /// target: going on would skip events. The message names the missing range and what to
     /// do instead. Commands exit 1 on it, as on any other finding about the backup.

@@ -23,6 +23,7 @@ pub mod catalog;
 pub mod drill_record;
 pub mod error;
 pub mod ingest;
+pub mod interrupt;
 pub mod listing;
 pub mod metrics;
 pub mod read_ahead;

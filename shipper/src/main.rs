@@ -12,6 +12,7 @@ use logferry_shipper::catalog::Catalog;
 use logferry_shipper::drill_record::{self, DrillRecord, Verdict};
 use logferry_shipper::error::ShipperError;
 use logferry_shipper::ingest::Ingest;
+use logferry_shipper::interrupt::Interrupt;
 use logferry_shipper::listing::{self, rfc3339};
 use logferry_shipper::restore::{
     self, Bars, DrillReport, ExportOptions, Report, Request, RestoreOptions,
@@ -105,6 +106,11 @@ enum Command {
         /// never touched.
         #[arg(long)]
         force: bool,
+        /// Continue a restore stopped by Ctrl-C, SIGTERM or SIGHUP from the position it
+        /// recorded on the target (in the logferry_restore schema, dropped when the restore
+        /// completes).
+        #[arg(long, conflicts_with = "force")]
+        resume: bool,
         /// Leave the target's innodb_flush_log_at_trx_commit alone. By default a restore
         /// sets it to 2 (redo log fsynced once a second rather than at every commit) while
         /// it runs, then puts it back and flushes the redo log before reporting success.
@@ -215,13 +221,20 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("logferry-shipper: {e:#}");
-            // A gap is a finding about the backup, like a failed verify: exit 1. Anything
-            // else that stops a command (bad flags, an unreachable store) is exit 2.
-            let gap = matches!(e.downcast_ref(), Some(ShipperError::Gap(_)));
-            ExitCode::from(if gap { 1 } else { 2 })
+            // A gap is a finding about the backup, like a failed verify: exit 1. A stop the
+            // operator asked for exits as shells report SIGINT. Anything else that stops a
+            // command (bad flags, an unreachable store) is exit 2.
+            ExitCode::from(match e.downcast_ref() {
+                Some(ShipperError::Gap(_)) => 1,
+                Some(ShipperError::Interrupted(_)) => INTERRUPTED_EXIT,
+                _ => 2,
+            })
         }
     }
 }
+
+/// The exit code of a command stopped by the operator (128 + SIGINT, as shells report it).
+const INTERRUPTED_EXIT: u8 = 130;
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
@@ -261,6 +274,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             to,
             target,
             force,
+            resume,
             keep_durability,
         } => {
             let store = store.open(&reads)?;
@@ -273,9 +287,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 target: &target,
                 force,
                 keep_durability,
+                resume,
+                interrupt: Interrupt::on_signals()
+                    .context("installing the SIGINT, SIGTERM and SIGHUP handlers")?,
             };
             let report = sources::restore(&store, &req, &opts, &Bars::visible()).await?;
             print_report("restore", &req, &report, started);
+            if report.interrupted {
+                println!(
+                    "INTERRUPTED restore: the target holds whole transactions up to the last applied one above, and its settings are put back; continue with the same command and --resume, or start over with --force"
+                );
+                return Ok(ExitCode::from(INTERRUPTED_EXIT));
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Export {

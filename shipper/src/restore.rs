@@ -15,6 +15,7 @@ use tokio::io::AsyncWriteExt;
 use crate::catalog::SegmentRef;
 use crate::drill_record::Verdict;
 use crate::error::{Result, ShipperError};
+use crate::interrupt::Interrupt;
 use crate::read_ahead::{read_ahead, Held};
 use crate::storage::Store;
 
@@ -37,6 +38,10 @@ pub struct RestoreOptions<'a> {
     pub force: bool,
     /// Leave the target's durability settings alone while replaying.
     pub keep_durability: bool,
+    /// Continue an interrupted restore from the position it saved on the target.
+    pub resume: bool,
+    /// A stop requested by the operator.
+    pub interrupt: Interrupt,
 }
 
 /// Options of an export into a directory.
@@ -70,6 +75,9 @@ pub struct Report {
     pub written: Vec<String>,
     /// Where they were written.
     pub dir: Option<PathBuf>,
+    /// The operator stopped the restore at a transaction boundary: `last` is where the
+    /// target stands, and `--resume` continues from there.
+    pub interrupted: bool,
 }
 
 /// One thing that differs between a restored copy and what a manifest recorded.

@@ -22,6 +22,7 @@ use super::plan::{ChainSegment, Plan};
 use super::replay::Piece;
 use super::target::{Gtid, Target};
 use crate::error::{Result, ShipperError};
+use crate::interrupt::Interrupt;
 use crate::restore::{segment_payload, segment_payloads};
 use crate::storage::Store;
 
@@ -45,6 +46,8 @@ pub struct Collected {
     pub reached_target: bool,
     /// The transaction of a GTID target was included.
     pub passed_gtid: bool,
+    /// The operator stopped it between two segments, before the target.
+    pub interrupted: bool,
 }
 
 /// Whether a transaction whose last event has `header` and ends at `end` belongs to a
@@ -222,6 +225,7 @@ pub async fn collect(
     bar: &ProgressBar,
     out: &mut Collected,
     pieces: &mpsc::Sender<Piece>,
+    interrupt: &Interrupt,
 ) -> Result<()> {
     let mut export = ExportFiles::default();
     let mut col = Collector {
@@ -238,6 +242,12 @@ pub async fn collect(
     ));
     for (i, c) in plan.segments.iter().enumerate() {
         if col.done {
+            break;
+        }
+        // Between segments, unless a transaction runs on into this one: everything sent
+        // then ends at a commit, so the server holds whole transactions when it stops.
+        if interrupt.is_requested() && !col.carrying {
+            out.interrupted = true;
             break;
         }
         let payload = payloads
@@ -275,7 +285,7 @@ pub async fn collect(
         }
         bar.set_message(format!("{} events", out.events));
     }
-    if let (Target::Gtid(g), false) = (target, out.passed_gtid) {
+    if let (Target::Gtid(g), false, false) = (target, out.passed_gtid, out.interrupted) {
         return Err(ShipperError::Restore(format!(
             "GTID {g} is not in the stored chain after {} (or its transaction is not stored whole yet); {}",
             plan.start, plan.range
@@ -420,9 +430,17 @@ mod tests {
             .unwrap();
         let (tx, mut rx) = mpsc::channel(64);
         let mut out = Collected::default();
-        collect(store, &plan, &target, &ProgressBar::hidden(), &mut out, &tx)
-            .await
-            .unwrap();
+        collect(
+            store,
+            &plan,
+            &target,
+            &ProgressBar::hidden(),
+            &mut out,
+            &tx,
+            &Interrupt::never(),
+        )
+        .await
+        .unwrap();
         drop(tx);
         let mut file = Vec::new();
         while let Some((name, bytes)) = rx.recv().await {

@@ -28,6 +28,7 @@ use super::snapshot;
 use super::target::Target;
 use super::target_server::TargetServer;
 use crate::error::{Result, ShipperError};
+use crate::interrupt::Interrupt;
 use crate::restore::{Difference, DrillReport};
 use crate::snapshots;
 use crate::storage::Store;
@@ -112,11 +113,12 @@ pub async fn run(
     for note in &relaxed.notes {
         tracing::warn!("{note}");
     }
+    let never = Interrupt::never();
     let drilled = async {
         let mut reached = BinlogPos::parse(&base.position)?;
         for (plan, target, check) in &legs {
-            snapshot::load_snapshot(store, plan, scratch, bar).await?;
-            let collected = replay::into_server(store, plan, target, scratch, bar).await?;
+            snapshot::load_snapshot(store, plan, scratch, bar, &never).await?;
+            let collected = replay::into_server(store, plan, target, scratch, bar, &never).await?;
             add(&mut report, &collected);
             if let Some(p) = &collected.last_position {
                 reached = p.clone();
@@ -181,7 +183,8 @@ async fn compare_with_replica(
     let compared = async {
         let target = Target::BinlogPosition(at.clone());
         let plan = chain_reaching(store, stream, reached, &target).await?;
-        let collected = replay::into_server(store, &plan, &target, scratch, bar).await?;
+        let collected =
+            replay::into_server(store, &plan, &target, scratch, bar, &Interrupt::never()).await?;
         add(report, &collected);
         report
             .checked_against

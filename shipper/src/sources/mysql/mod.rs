@@ -27,9 +27,10 @@ use logferry_common::{BinlogPos, Position, StreamId};
 
 use self::plan::Plan;
 use self::target::Target;
-use self::target_server::TargetServer;
+use self::target_server::{TargetServer, PROGRESS_SCHEMA};
 use super::SourceRestore;
 use crate::error::{Result, ShipperError};
+use crate::interrupt::Interrupt;
 use crate::restore::{Bars, DrillReport, ExportOptions, Report, Request, RestoreOptions};
 use crate::storage::Store;
 
@@ -47,16 +48,34 @@ impl SourceRestore for Mysql {
     ) -> Result<Report> {
         let target: Target = req.to.parse()?;
         let server: TargetServer = opts.target.parse()?;
-        let mut plan = plan::plan(store, req.stream, &target).await?;
+        let mut notes = Vec::new();
+        let resumed = if opts.resume {
+            Some(resume_point(&server, req.stream).await?)
+        } else {
+            None
+        };
+        let mut plan = match &resumed {
+            Some(from) => {
+                notes.push(format!(
+                    "resumed from {from}, where the interrupted restore stopped"
+                ));
+                plan::plan_from(store, req.stream, from, &target).await?
+            }
+            None => plan::plan(store, req.stream, &target).await?,
+        };
         let existing = server.user_databases().await?;
-        if !existing.is_empty() && !opts.force {
+        if !existing.is_empty() && !opts.force && resumed.is_none() {
+            let hint = if existing.iter().any(|d| d == PROGRESS_SCHEMA) {
+                "it holds an interrupted restore: pass --resume to continue it or --force to start over"
+            } else {
+                "restore into an empty server, or pass --force to drop them first"
+            };
             return Err(ShipperError::Restore(format!(
-                "the target already holds databases ({}); restore into an empty server, or pass --force to drop them first",
+                "the target already holds databases ({}); {hint}",
                 existing.join(", ")
             )));
         }
-        let mut notes = Vec::new();
-        if !existing.is_empty() {
+        if !existing.is_empty() && resumed.is_none() {
             let dropped = server.drop_user_databases().await?;
             notes.push(format!(
                 "--force: dropped the target's databases {} before loading (system schemas untouched)",
@@ -70,7 +89,7 @@ impl SourceRestore for Mysql {
         notes.splice(0..0, relaxed.notes.iter().cloned());
         let mut skipped = Vec::new();
         let applied = loop {
-            match apply(store, &plan, &target, &server, bars).await {
+            match apply(store, &plan, &target, &server, bars, &opts.interrupt).await {
                 Err(ShipperError::Corrupt { key, source }) if is_chunk_of(&plan, &key) => {
                     let bad = plan
                         .snapshot
@@ -110,6 +129,13 @@ impl SourceRestore for Mysql {
         put_back?;
         let mut report = report(&plan, &collected);
         report.notes.splice(0..0, notes);
+        report.interrupted = collected.interrupted;
+        if collected.interrupted {
+            let at = collected.last_position.as_ref().unwrap_or(&plan.start);
+            server.save_progress(req.stream.as_str(), at).await?;
+        } else {
+            server.clear_progress().await?;
+        }
         if let Some(previous) = &relaxed.flush {
             report.notes.push(format!("durability: innodb_flush_log_at_trx_commit was 2 during the restore, back to {previous}; redo log flushed"));
         }
@@ -169,22 +195,40 @@ impl SourceRestore for Mysql {
     }
 }
 
+/// Where an interrupted restore of `stream` left `server`, as it recorded there.
+///
+/// # Errors
+/// [`ShipperError::Restore`] when the target holds no such record, or one of another
+/// stream.
+async fn resume_point(server: &TargetServer, stream: &StreamId) -> Result<BinlogPos> {
+    match server.progress().await? {
+        Some((s, at)) if s == stream.as_str() => Ok(at),
+        Some((s, _)) => Err(ShipperError::Restore(format!(
+            "--resume: the target holds an interrupted restore of stream {s}, not {stream}; resume that stream, or start over with --force"
+        ))),
+        None => Err(ShipperError::Restore(format!(
+            "--resume: the target records no interrupted restore ({PROGRESS_SCHEMA}.progress is missing); a restore killed outright or stopped while loading its snapshot cannot be resumed: start over with --force"
+        ))),
+    }
+}
+
 /// Loads the plan's snapshot into `server` and replays the binlog after it, with progress
-/// bars.
+/// bars, until the target or an interrupt.
 async fn apply(
     store: &Store,
     plan: &Plan,
     target: &Target,
     server: &TargetServer,
     bars: &Bars,
+    interrupt: &Interrupt,
 ) -> Result<collect::Collected> {
     if let Some(m) = &plan.snapshot {
         let bar = bars.phase("loading the snapshot", m.plain_bytes());
-        snapshot::load_snapshot(store, plan, server, &bar).await?;
+        snapshot::load_snapshot(store, plan, server, &bar, interrupt).await?;
         bar.finish_and_clear();
     }
     let bar = bars.phase("replaying segments", segment_bytes(plan));
-    let collected = replay::into_server(store, plan, target, server, &bar).await?;
+    let collected = replay::into_server(store, plan, target, server, &bar, interrupt).await?;
     bar.finish_and_clear();
     Ok(collected)
 }
@@ -218,5 +262,6 @@ fn report(plan: &Plan, c: &collect::Collected) -> Report {
         notes: plan.gap.iter().cloned().collect(),
         written: Vec::new(),
         dir: None,
+        interrupted: false,
     }
 }

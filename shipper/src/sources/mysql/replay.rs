@@ -21,6 +21,7 @@ use super::plan::Plan;
 use super::target::Target;
 use super::target_server::{TargetServer, Tool};
 use crate::error::{Result, ShipperError};
+use crate::interrupt::Interrupt;
 use crate::storage::Store;
 
 /// A piece of a rebuilt binlog file: (original file name, bytes). The first piece of each
@@ -41,6 +42,7 @@ pub async fn into_server(
     target: &Target,
     server: &TargetServer,
     bar: &ProgressBar,
+    interrupt: &Interrupt,
 ) -> Result<Collected> {
     let server = server.clone();
     stream(
@@ -49,6 +51,7 @@ pub async fn into_server(
         target,
         bar,
         "applied to the server",
+        interrupt,
         move |rx| replay(server, rx),
     )
     .await
@@ -67,9 +70,15 @@ pub async fn into_dir(
     bar: &ProgressBar,
 ) -> Result<Collected> {
     let dir = dir.to_owned();
-    stream(store, plan, target, bar, "written", move |rx| {
-        write_files(dir, rx)
-    })
+    stream(
+        store,
+        plan,
+        target,
+        bar,
+        "written",
+        &Interrupt::never(),
+        move |rx| write_files(dir, rx),
+    )
     .await
 }
 
@@ -79,6 +88,7 @@ async fn stream<C, F>(
     target: &Target,
     bar: &ProgressBar,
     done: &str,
+    interrupt: &Interrupt,
     consume: C,
 ) -> Result<Collected>
 where
@@ -88,7 +98,7 @@ where
     let (tx, rx) = mpsc::channel(PIECES_IN_FLIGHT);
     let consumer = tokio::spawn(consume(rx));
     let mut collected = Collected::default();
-    let produced = collect::collect(store, plan, target, bar, &mut collected, &tx).await;
+    let produced = collect::collect(store, plan, target, bar, &mut collected, &tx, interrupt).await;
     drop(tx);
     let consumed = consumer
         .await
@@ -121,6 +131,7 @@ impl Pipeline {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| ShipperError::Restore(format!("cannot run mariadb-binlog: {e}")))?;

@@ -11,6 +11,7 @@ use super::collect::Collected;
 use super::plan::Plan;
 use super::target_server::{TargetServer, Tool, REPLAY_MAX_PACKET};
 use crate::error::{Result, ShipperError};
+use crate::interrupt::Interrupt;
 use crate::restore::{snapshot_chunks, write_error};
 use crate::storage::Store;
 
@@ -23,6 +24,7 @@ pub async fn load_snapshot(
     plan: &Plan,
     server: &TargetServer,
     bar: &ProgressBar,
+    interrupt: &Interrupt,
 ) -> Result<()> {
     let Some(m) = &plan.snapshot else {
         return Ok(());
@@ -45,7 +47,16 @@ pub async fn load_snapshot(
         .take()
         .ok_or_else(|| ShipperError::Restore("mariadb has no stdin".into()))?;
     let client = Tool::watch(child);
-    let fed = snapshot_chunks(store, m, bar, &mut stdin, "loading the snapshot").await;
+    let fed = tokio::select! {
+        fed = snapshot_chunks(store, m, bar, &mut stdin, "loading the snapshot") => fed,
+        () = interrupt.requested() => {
+            // A dump has no boundary to stop at; the client is killed (dropped) with it.
+            return Err(ShipperError::Interrupted(format!(
+                "while loading snapshot {}: the target holds part of it; start over with --force",
+                m.id
+            )));
+        }
+    };
     drop(stdin);
     client.finish("loading the snapshot with mariadb").await?;
     fed

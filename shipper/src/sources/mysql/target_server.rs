@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use logferry_common::format::mysql::sql::{quote_ident, system_schemas_sql_list};
+use logferry_common::BinlogPos;
 
 use crate::error::{Result, ShipperError};
 
@@ -88,6 +89,15 @@ impl TargetServer {
     }
 }
 
+/// The schema where an interrupted restore records how far it got (dropped when the
+/// restore completes, and by `--force`).
+pub const PROGRESS_SCHEMA: &str = "logferry_restore";
+
+/// `s` as an SQL string literal.
+fn quote_string(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
 /// The largest statement a replay sends: `mariadb-binlog` turns all row events of one
 /// statement into one `BINLOG` statement (base64, 4/3 of the events), so one bulk `INSERT …
 /// SELECT`, `UPDATE` or `DELETE` of hundreds of MB needs this much on the client and the
@@ -152,7 +162,7 @@ impl TargetServer {
     }
 
     /// The `mariadb` client command for this server (password through the environment,
-    /// never on the command line).
+    /// never on the command line), in a process group of its own.
     pub(crate) fn client(&self) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new("mariadb");
         cmd.arg(format!("--host={}", self.host))
@@ -160,6 +170,9 @@ impl TargetServer {
             .arg(format!("--user={}", self.user))
             .arg(format!("--max-allowed-packet={REPLAY_MAX_PACKET}"))
             .env("MYSQL_PWD", &self.password)
+            // Its own process group: Ctrl-C in the terminal reaches only logferry, which
+            // stops the replay at a transaction boundary, not the client mid-statement.
+            .process_group(0)
             .kill_on_drop(true);
         cmd
     }
@@ -309,6 +322,77 @@ impl TargetServer {
         Ok(())
     }
 
+    /// Records on the target where an interrupted restore of `stream` left it (in
+    /// [`PROGRESS_SCHEMA`], out of the binlog), for `--resume`.
+    ///
+    /// # Errors
+    /// When the server refuses.
+    pub async fn save_progress(&self, stream: &str, at: &BinlogPos) -> Result<()> {
+        let sql = format!(
+            "{}CREATE DATABASE IF NOT EXISTS {PROGRESS_SCHEMA}; \
+             CREATE TABLE IF NOT EXISTS {PROGRESS_SCHEMA}.progress (stream VARCHAR(255) PRIMARY KEY, position TEXT NOT NULL) ENGINE=InnoDB; \
+             REPLACE INTO {PROGRESS_SCHEMA}.progress VALUES ({}, {})",
+            self.unlogged().await?,
+            quote_string(stream),
+            quote_string(&at.to_string())
+        );
+        self.query(&sql).await.map(drop)
+    }
+
+    /// The stream and position an interrupted restore recorded, if the target holds one.
+    ///
+    /// # Errors
+    /// When the server cannot be queried, or the record does not parse.
+    pub async fn progress(&self) -> Result<Option<(String, BinlogPos)>> {
+        let exists = self
+            .query(&format!(
+                "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = '{PROGRESS_SCHEMA}' AND table_name = 'progress'"
+            ))
+            .await?;
+        if exists
+            .first()
+            .and_then(|r| r.first())
+            .is_none_or(|n| n == "0")
+        {
+            return Ok(None);
+        }
+        let rows = self
+            .query(&format!(
+                "SELECT stream, position FROM {PROGRESS_SCHEMA}.progress"
+            ))
+            .await?;
+        let Some([stream, position]) = rows
+            .into_iter()
+            .next()
+            .and_then(|r| <[String; 2]>::try_from(r).ok())
+        else {
+            return Ok(None);
+        };
+        Ok(Some((stream, BinlogPos::parse(&position)?)))
+    }
+
+    /// Removes the record of an interrupted restore once the restore is complete.
+    ///
+    /// # Errors
+    /// When the server refuses.
+    pub async fn clear_progress(&self) -> Result<()> {
+        let sql = format!(
+            "{}DROP DATABASE IF EXISTS {PROGRESS_SCHEMA}",
+            self.unlogged().await?
+        );
+        self.query(&sql).await.map(drop)
+    }
+
+    /// `SET SESSION sql_log_bin = 0; ` when the target writes a binlog (what the restore
+    /// does of its own stays out of the target's GTID state), else nothing.
+    async fn unlogged(&self) -> Result<&'static str> {
+        Ok(if self.writes_binlog().await? {
+            "SET SESSION sql_log_bin = 0; "
+        } else {
+            ""
+        })
+    }
+
     /// Drops every database outside the system schemas (what an earlier or a failed
     /// restore created), out of the binlog so that the target's GTID state stays the
     /// primary's; returns their names.
@@ -320,10 +404,7 @@ impl TargetServer {
         if names.is_empty() {
             return Ok(names);
         }
-        let mut sql = String::from("SET SESSION sql_log_bin = 0;");
-        if !self.writes_binlog().await? {
-            sql.clear();
-        }
+        let mut sql = self.unlogged().await?.to_owned();
         for name in &names {
             sql.push_str(&format!(" DROP DATABASE {};", quote_ident(name)));
         }
