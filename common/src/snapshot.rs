@@ -61,6 +61,13 @@ impl SnapshotContent {
             SnapshotContent::Mysql(_) => SourceKind::Mysql,
         }
     }
+
+    /// What the snapshot holds, in a few words for listings (`3 tables from replica-1:3306`).
+    pub fn summary(&self) -> String {
+        match self {
+            SnapshotContent::Mysql(m) => format!("{} tables from {}", m.tables.len(), m.replica),
+        }
+    }
 }
 
 impl SnapshotManifest {

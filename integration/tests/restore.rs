@@ -294,6 +294,27 @@ async fn restore_to_marks_before_inside_and_after_a_snapshot() -> anyhow::Result
     let (code, out) = shipper_cli(&["verify", "--store", &store_url])?;
     assert_eq!(code, 0, "an orphan is not a broken backup: {out}");
     assert!(out.contains("ORPHANED snapshot 9999999999999"), "{out}");
+    // ls shows every snapshot, complete or not, beside the chain; --snapshots alone.
+    let (code, out) = shipper_cli(&["ls", "--store", &store_url])?;
+    assert_eq!(code, 0, "{out}");
+    for id in [&s0, &s1] {
+        assert!(
+            out.contains(&format!("snapshot {id}\tcomplete\tat mysql-bin.")),
+            "{out}"
+        );
+    }
+    assert!(
+        out.contains("snapshot 9999999999999\tINCOMPLETE")
+            && out.contains("3 tables from")
+            && out.contains("segments="),
+        "{out}"
+    );
+    let (code, out) = shipper_cli(&["ls", "--store", &store_url, "--snapshots"])?;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("snapshot {s1}\tcomplete")) && !out.contains("segments="),
+        "{out}"
+    );
     std::fs::remove_file(&unfinished)?;
 
     // A manifest that disagrees with the replayed data is reported.

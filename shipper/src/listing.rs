@@ -1,11 +1,16 @@
-//! `ls`: what the store holds, per stream and per segment, read from the store alone.
+//! `ls`: what the store holds, per stream, per segment and per snapshot, read from the
+//! store alone.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, UNIX_EPOCH};
 
+use logferry_common::keys::{is_manifest_name, parse_snapshot_key, stream_of_key};
+use logferry_common::snapshot::SnapshotManifest;
 use logferry_common::StreamId;
 
 use crate::catalog::stored_segments;
 use crate::error::Result;
+use crate::snapshots;
 use crate::storage::Store;
 
 /// One stored segment's description.
@@ -52,6 +57,87 @@ pub async fn segments(
             Some((s, lines)) if *s == stream => lines.push(line),
             _ => out.push((stream, vec![line])),
         }
+    }
+    Ok(out)
+}
+
+/// One stored snapshot's description: complete (its manifest is stored, which the shipper
+/// accepts only once every chunk is), or chunks without a manifest (a snapshot that did not
+/// finish, or one still uploading).
+#[derive(Debug, Clone)]
+pub enum SnapshotLine {
+    /// A snapshot a restore can start from.
+    Complete(Box<SnapshotManifest>),
+    /// Chunks no manifest names.
+    Incomplete {
+        /// The snapshot id.
+        id: String,
+        /// How many chunks are stored.
+        chunks: usize,
+        /// Their stored bytes.
+        bytes: u64,
+    },
+}
+
+impl SnapshotLine {
+    /// The snapshot id (a 13-digit ms timestamp: lines sort by it).
+    pub fn id(&self) -> &str {
+        match self {
+            SnapshotLine::Complete(m) => &m.id,
+            SnapshotLine::Incomplete { id, .. } => id,
+        }
+    }
+}
+
+/// Every snapshot of every stream (or of `only`), oldest first per stream, complete or not.
+///
+/// # Errors
+/// When the store cannot be listed or a manifest cannot be read.
+pub async fn snapshots(
+    store: &Store,
+    only: Option<&StreamId>,
+) -> Result<BTreeMap<String, Vec<SnapshotLine>>> {
+    let prefix = logferry_common::keys::stream_prefix(only);
+    let mut objects: BTreeMap<(String, String), (bool, usize, u64)> = BTreeMap::new();
+    for obj in store.list(&prefix).await? {
+        let Some(stream) = stream_of_key(&obj.key).and_then(|s| StreamId::new(s).ok()) else {
+            continue;
+        };
+        let Some((id, name)) = parse_snapshot_key(&stream, &obj.key) else {
+            continue;
+        };
+        let entry = objects
+            .entry((stream.to_string(), id.to_owned()))
+            .or_default();
+        if is_manifest_name(name) {
+            entry.0 = true;
+        } else {
+            entry.1 += 1;
+            entry.2 += obj.size;
+        }
+    }
+    let mut out: BTreeMap<String, Vec<SnapshotLine>> = BTreeMap::new();
+    let streams: BTreeSet<String> = objects.keys().map(|(s, _)| s.clone()).collect();
+    for stream in streams {
+        let id = StreamId::new(&stream)?;
+        let mut lines: Vec<SnapshotLine> = snapshots::list(store, &id)
+            .await?
+            .into_iter()
+            .map(|m| SnapshotLine::Complete(Box::new(m)))
+            .collect();
+        lines.extend(
+            objects
+                .range((stream.clone(), String::new())..)
+                .take_while(|((s, _), _)| *s == stream)
+                .filter(|(_, (manifest, ..))| !manifest)
+                .map(|((_, id), (_, chunks, bytes))| SnapshotLine::Incomplete {
+                    id: id.clone(),
+                    chunks: *chunks,
+                    bytes: *bytes,
+                }),
+        );
+        lines.sort_by(|a, b| a.id().cmp(b.id()));
+        out.insert(stream, lines);
     }
     Ok(out)
 }

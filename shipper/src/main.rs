@@ -138,7 +138,9 @@ enum Command {
         #[arg(long)]
         dir: PathBuf,
     },
-    /// List streams with their position and time ranges (and, with --segments, each segment).
+    /// List streams with their position and time ranges and their snapshots (id, position,
+    /// time, size, tables, complete or not); --segments adds each segment, --snapshots shows
+    /// the snapshots alone.
     Ls {
         #[command(flatten)]
         store: StoreArgs,
@@ -147,9 +149,12 @@ enum Command {
         /// Only this stream.
         #[arg(long)]
         stream: Option<StreamId>,
-        /// One line per segment instead of one per stream.
+        /// One line per segment too.
         #[arg(long)]
         segments: bool,
+        /// Only the snapshots (complete or not), without reading any segment.
+        #[arg(long, conflicts_with = "segments")]
+        snapshots: bool,
     },
 }
 
@@ -328,47 +333,90 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             store,
             stream,
             segments,
+            snapshots,
         } => {
             let store = store.open(&reads)?;
-            let streams = listing::segments(&store, stream.as_ref()).await?;
-            for (name, lines) in &streams {
-                let (Some(first), Some(last)) = (lines.first(), lines.last()) else {
-                    continue;
-                };
-                let events: u64 = lines.iter().map(|l| l.events).sum();
-                let bytes: u64 = lines.iter().map(|l| l.bytes).sum();
-                println!(
-                    "{name}\tsegments={} events={events} bytes={bytes}\tpositions {} .. {}\ttimes {} .. {}",
-                    lines.len(),
-                    first.start,
-                    last.end,
-                    rfc3339(first.first_event_ms),
-                    rfc3339(last.last_event_ms)
-                );
-                if segments {
-                    for l in lines {
-                        println!(
-                            "  {}\t{} .. {}\tevents={}\tbytes={}\t{} .. {}",
-                            l.key,
-                            l.start,
-                            l.end,
-                            l.events,
-                            l.bytes,
-                            rfc3339(l.first_event_ms),
-                            rfc3339(l.last_event_ms)
-                        );
-                    }
+            let chains = if snapshots {
+                Vec::new()
+            } else {
+                listing::segments(&store, stream.as_ref()).await?
+            };
+            let mut snaps = listing::snapshots(&store, stream.as_ref()).await?;
+            let mut names: Vec<String> = chains.iter().map(|(n, _)| n.clone()).collect();
+            names.extend(snaps.keys().cloned());
+            names.sort();
+            names.dedup();
+            for name in &names {
+                let lines = chains.iter().find(|(n, _)| n == name).map(|(_, l)| l);
+                if !snapshots {
+                    print_chain(name, lines.map_or(&[][..], Vec::as_slice), segments);
+                } else {
+                    println!("{name}");
+                }
+                for line in snaps.remove(name).unwrap_or_default() {
+                    print_snapshot(&line);
                 }
             }
-            if streams.is_empty() {
+            if names.is_empty() {
                 match &stream {
-                    Some(s) => println!("stream {s} has no segments in {}; `logferry-shipper ls --store {}` lists the streams there", store.url(), store.url()),
+                    Some(s) => println!("stream {s} has nothing in {}; `logferry-shipper ls --store {}` lists the streams there", store.url(), store.url()),
                     None => println!("no streams in {}: is this the store the shipper writes to?", store.url()),
                 }
                 return Ok(ExitCode::FAILURE);
             }
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// `ls`'s line for a stream's chain and, with `segments`, one per segment.
+fn print_chain(name: &str, lines: &[listing::SegmentLine], segments: bool) {
+    let (Some(first), Some(last)) = (lines.first(), lines.last()) else {
+        println!("{name}\tno segments");
+        return;
+    };
+    let events: u64 = lines.iter().map(|l| l.events).sum();
+    let bytes: u64 = lines.iter().map(|l| l.bytes).sum();
+    println!(
+        "{name}\tsegments={} events={events} bytes={bytes}\tpositions {} .. {}\ttimes {} .. {}",
+        lines.len(),
+        first.start,
+        last.end,
+        rfc3339(first.first_event_ms),
+        rfc3339(last.last_event_ms)
+    );
+    if segments {
+        for l in lines {
+            println!(
+                "  {}\t{} .. {}\tevents={}\tbytes={}\t{} .. {}",
+                l.key,
+                l.start,
+                l.end,
+                l.events,
+                l.bytes,
+                rfc3339(l.first_event_ms),
+                rfc3339(l.last_event_ms)
+            );
+        }
+    }
+}
+
+/// `ls`'s line for one snapshot.
+fn print_snapshot(line: &listing::SnapshotLine) {
+    match line {
+        listing::SnapshotLine::Complete(m) => println!(
+            "  snapshot {}\tcomplete\tat {}\ttaken {}\tchunks={} bytes={} plain_bytes={}\t{}",
+            m.id,
+            m.position,
+            rfc3339(m.taken_at_ms),
+            m.chunks.len(),
+            m.chunks.iter().map(|c| c.stored_bytes).sum::<u64>(),
+            m.plain_bytes(),
+            m.content.summary()
+        ),
+        listing::SnapshotLine::Incomplete { id, chunks, bytes } => println!(
+            "  snapshot {id}\tINCOMPLETE\tchunks={chunks} bytes={bytes}\tno manifest: a snapshot that did not finish (or is still uploading); restore never uses it, verify --remove-orphans deletes it after an hour"
+        ),
     }
 }
 
