@@ -65,7 +65,16 @@ impl SnapshotContent {
     /// What the snapshot holds, in a few words for listings (`3 tables from replica-1:3306`).
     pub fn summary(&self) -> String {
         match self {
-            SnapshotContent::Mysql(m) => format!("{} tables from {}", m.tables.len(), m.replica),
+            SnapshotContent::Mysql(m) => format!(
+                "{} tables{} from {}",
+                m.tables.len(),
+                if m.users {
+                    " and the users"
+                } else {
+                    ", no users"
+                },
+                m.replica
+            ),
         }
     }
 }

@@ -34,8 +34,8 @@ pub struct AgentConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MysqlSnapshotSection {
-    /// `mysql://USER:PASSWORD@REPLICA:PORT`; the user needs SELECT, SHOW VIEW, TRIGGER,
-    /// EVENT, LOCK TABLES and the right to STOP/START SLAVE (SUPER or REPLICATION SLAVE ADMIN).
+    /// `mysql://USER:PASSWORD@REPLICA:PORT`; for the user's grants see
+    /// [`SNAPSHOT_GRANTS`].
     pub replica_url: SecretUrl,
     /// When `logferry-agent run` takes one: cron `minute hour day month weekday`, UTC.
     #[serde(default = "default_schedule")]
@@ -50,6 +50,20 @@ pub struct MysqlSnapshotSection {
     /// (unset: as fast as it goes). The replica stays paused longer when throttled.
     #[serde(default)]
     pub max_bytes_per_sec: Option<u64>,
+    /// Add the replica's accounts, roles and grants to the snapshot (from `SHOW CREATE
+    /// USER` and `SHOW GRANTS`), so that a grant replayed after the snapshot finds its
+    /// user.
+    #[serde(default = "default_true")]
+    pub include_users: bool,
+}
+
+/// What the snapshot user (`source.snapshot.replica_url`) needs on the replica: reading
+/// every table, view, trigger, event and routine, the users and grants (`mysql.*`), and
+/// pausing the replica's SQL thread. Named in the README and in the error of a missing one.
+pub const SNAPSHOT_GRANTS: &str = "GRANT SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES, RELOAD, PROCESS, REPLICATION SLAVE ADMIN, SLAVE MONITOR ON *.* TO 'logferry_snapshot'@'%'";
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_schedule() -> String {

@@ -42,6 +42,7 @@ async fn an_inline_snapshot_is_stored_in_chunks_with_its_manifest() -> anyhow::R
         replica: "inline".into(),
         dump_tool: "test".into(),
         tables: Vec::new(),
+        users: false,
     });
     inline
         .part(SnapshotPart::End {

@@ -305,7 +305,7 @@ async fn restore_to_marks_before_inside_and_after_a_snapshot() -> anyhow::Result
     }
     assert!(
         out.contains("snapshot 9999999999999\tINCOMPLETE")
-            && out.contains("3 tables from")
+            && out.contains("3 tables and the users from")
             && out.contains("segments="),
         "{out}"
     );
@@ -561,6 +561,99 @@ async fn a_drill_with_one_snapshot_is_proven_only_against_the_live_replica() -> 
         ["not_proven", "not_proven", "passed", "failed"],
         "every drill's result is in the bucket"
     );
+    Ok(())
+}
+
+/// Every account outside the server's own install with its grants, as `SHOW GRANTS` says
+/// them (password hashes included).
+async fn accounts(db: &MariaDb) -> anyhow::Result<Vec<(String, Vec<String>)>> {
+    let mut c = db.conn().await?;
+    let names: Vec<String> = c
+        .query(
+            "SELECT CONCAT(QUOTE(User), '@', QUOTE(Host)) FROM mysql.global_priv \
+             WHERE User NOT IN ('root', 'mariadb.sys', 'mysql', '') ORDER BY User, Host",
+        )
+        .await?;
+    let mut out = Vec::new();
+    for name in names {
+        let grants: Vec<String> = c.query(format!("SHOW GRANTS FOR {name}")).await?;
+        out.push((name, grants));
+    }
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_and_grants_are_in_the_snapshot_and_replay_after_it() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let primary = MariaDb::start(Options::default()).await?;
+    let mut c = primary.conn().await?;
+    workload::create_schema(&mut c).await?;
+    workload::run(&mut c, 0, 50).await?;
+    // The snapshot user holds exactly the grants the README and the errors name.
+    let grants = logferry_config::agent::SNAPSHOT_GRANTS;
+    c.query_drop(format!(
+        "CREATE USER 'logferry_snapshot'@'%' IDENTIFIED BY 'snap'; {grants}; \
+         CREATE USER 'weak'@'%' IDENTIFIED BY 'weak'; GRANT SELECT ON *.* TO 'weak'@'%'; \
+         CREATE USER 'app'@'%' IDENTIFIED BY 'one'"
+    ))
+    .await?;
+    let replica = MariaDb::start_replica(&primary, 2).await?;
+    replica.wait_replicated(&primary).await?;
+    let shipper = Shipper::start(tmp.path()).await?;
+
+    // A snapshot user short of a grant: the error says so, names the replica's key and
+    // every grant needed.
+    let mut s = settings(&primary, &shipper);
+    s.extra_toml = format!(
+        "[source.snapshot]\nreplica_url = \"mysql://weak:weak@127.0.0.1:{}\"\nschedule = \"0 0 1 1 *\"\nchunk_bytes = 65536\n",
+        replica.port
+    );
+    let agent = Agent::start(&tmp.path().join("agent"), &s)?;
+    let mut p = agent.snapshot_process("weak.log")?;
+    let status = p.wait_within(RUN_WITHIN)?;
+    let out = p.log();
+    assert!(!status.success(), "{out}");
+    assert!(
+        out.contains("snapshot replica")
+            && out.contains("source.snapshot.replica_url")
+            && out.contains(grants),
+        "{out}"
+    );
+    agent.edit_config("weak:weak@", "logferry_snapshot:snap@")?;
+    let snap = run_snapshot(&agent, "snapshot.log", RUN_WITHIN)?;
+
+    // After the snapshot: granted, altered, dropped, with writes between.
+    let steps = [
+        "GRANT SELECT, INSERT ON app.* TO 'app'@'%'",
+        "ALTER USER 'app'@'%' IDENTIFIED BY 'two'; GRANT UPDATE ON app.accounts TO 'app'@'%'",
+        "DROP USER 'app'@'%'",
+    ];
+    let mut marks = Vec::new();
+    for (i, step) in (0u64..).zip(steps) {
+        c.query_drop(step).await?;
+        workload::run(&mut c, 50 + i * 20, 70 + i * 20).await?;
+        let at = mark().await;
+        marks.push((
+            at,
+            accounts(&primary).await?,
+            workload::checksums(&mut c).await?,
+        ));
+    }
+    // Writes after the last mark, so that the stored chain runs past it.
+    workload::run(&mut c, 200, 210).await?;
+    wait_caught_up(&primary, &shipper, &agent).await?;
+
+    for (at, want_accounts, want_sums) in &marks {
+        let target = MariaDb::start(Options::without_binlog(40)).await?;
+        let (code, out) = restore_cli(&shipper, &rfc3339(*at), &target)?;
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains(&format!("snapshot:       {snap}")), "{out}");
+        assert_eq!(&accounts(&target).await?, want_accounts, "{out}");
+        assert_eq!(
+            &workload::checksums(&mut target.conn().await?).await?,
+            want_sums
+        );
+    }
     Ok(())
 }
 

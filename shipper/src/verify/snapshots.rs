@@ -319,6 +319,7 @@ mod tests {
                 replica: "r:3306".into(),
                 dump_tool: "mariadb-dump".into(),
                 tables: Vec::new(),
+                users: false,
             }),
         };
         let body = serde_json::to_vec(&m).unwrap();

@@ -8,6 +8,7 @@
 //! - [`events`]: rotate targets, as pure functions.
 //! - [`snapshot`]: full snapshots from a replica paused on the apply side.
 
+pub mod accounts;
 pub mod connect;
 pub mod events;
 pub mod snapshot;

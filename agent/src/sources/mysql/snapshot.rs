@@ -17,6 +17,7 @@ use std::time::Duration;
 use logferry_common::format::mysql::sql::{is_system_schema, quote_table};
 use logferry_common::snapshot::{MysqlSnapshot, SnapshotContent, SnapshotManifest, TableInfo};
 use logferry_common::{BinlogPos, Position};
+use logferry_config::agent::SNAPSHOT_GRANTS;
 use logferry_config::{AgentConfig, MysqlSnapshotSection as SnapshotSection, SourceConfig};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, Row};
@@ -28,11 +29,28 @@ use crate::error::{AgentError, Result};
 use crate::metrics::now_ms;
 use crate::pipeline::ShutdownRx;
 use crate::snapshot_upload::{interrupted, SnapshotUpload, DEFAULT_CHUNK_BYTES};
-use crate::sources::mysql::connect::connect_error;
+use crate::sources::mysql::accounts::accounts_sql;
 
 /// How much of the dump tool's stderr is kept for the error message (its end, where the
 /// reason is).
 const STDERR_TAIL_BYTES: usize = 16 * 1024;
+
+/// Server error codes of a missing privilege (database, login, table, column, statement).
+const PRIVILEGE_ERRORS: [u16; 5] = [1044, 1045, 1142, 1143, 1227];
+
+/// An error of the snapshot replica, named as such (`source.snapshot.replica_url`, not the
+/// binlog source) and, for a missing privilege, with the grants the snapshot user needs.
+fn replica_error(addr: &str, e: mysql_async::Error) -> AgentError {
+    let hint = match &e {
+        mysql_async::Error::Server(s) if PRIVILEGE_ERRORS.contains(&s.code) => {
+            format!("; the snapshot user needs: {SNAPSHOT_GRANTS}")
+        }
+        _ => String::new(),
+    };
+    AgentError::Snapshot(format!(
+        "the snapshot replica {addr} (source.snapshot.replica_url): {e}{hint}"
+    ))
+}
 
 /// Marks a replica paused by a snapshot in progress.
 pub fn pause_marker(spool_dir: &Path) -> PathBuf {
@@ -57,14 +75,13 @@ async fn connect_replica(
     let addr = format!("{}:{}", opts.ip_or_hostname(), opts.tcp_port());
     let conn = tokio::time::timeout(timeout, Conn::new(opts.clone()))
         .await
-        .map_err(|_| AgentError::Unreachable {
-            addr: addr.clone(),
-            reason: format!(
-                "no answer within {} ms (source.connect_timeout_ms)",
+        .map_err(|_| {
+            AgentError::Snapshot(format!(
+                "the snapshot replica {addr} (source.snapshot.replica_url) gave no answer within {} ms (source.connect_timeout_ms)",
                 timeout.as_millis()
-            ),
+            ))
         })?
-        .map_err(|e| connect_error(&addr, e))?;
+        .map_err(|e| replica_error(&addr, e))?;
     Ok((conn, opts, addr))
 }
 
@@ -102,7 +119,7 @@ pub async fn resume_if_left_paused(cfg: &AgentConfig) -> Result<()> {
     let (mut conn, _, addr) = connect_replica(snap, cfg.source.connect_timeout()).await?;
     conn.query_drop("START SLAVE SQL_THREAD")
         .await
-        .map_err(|e| connect_error(&addr, e))?;
+        .map_err(|e| replica_error(&addr, e))?;
     remove_marker(&marker)
 }
 
@@ -129,7 +146,7 @@ pub async fn take(
     let status: Option<Row> = conn
         .query_first("SHOW SLAVE STATUS")
         .await
-        .map_err(|e| connect_error(&addr, e))?;
+        .map_err(|e| replica_error(&addr, e))?;
     if status.is_none() {
         return Err(AgentError::Snapshot(format!(
             "{addr} is not a replica (SHOW SLAVE STATUS is empty); source.snapshot.replica_url must name a replica of the source"
@@ -141,7 +158,7 @@ pub async fn take(
         .map_err(|e| AgentError::spool(&marker, e))?;
     conn.query_drop("STOP SLAVE SQL_THREAD")
         .await
-        .map_err(|e| connect_error(&addr, e))?;
+        .map_err(|e| replica_error(&addr, e))?;
     info!(replica = %addr, "replica SQL thread stopped for the snapshot; its IO thread keeps receiving");
     let result = dump_paused(cfg, snap, client, &mut conn, &opts, &addr, shutdown).await;
     let resumed = conn.query_drop("START SLAVE SQL_THREAD").await;
@@ -177,94 +194,140 @@ async fn dump_paused(
     let mut upload =
         SnapshotUpload::new(client, stream, taken_at_ms, chunk_bytes, shutdown.clone());
     info!(id = %upload.id(), position = %position, schemas = schemas.len(), tables = tables.len(), "dumping");
+    let mut feed = Feed {
+        started: tokio::time::Instant::now(),
+        dumped: 0,
+    };
     if !schemas.is_empty() {
-        let mut cmd = tokio::process::Command::new(&snap.dump_command);
-        cmd.arg(format!("--host={}", opts.ip_or_hostname()))
-            .arg(format!("--port={}", opts.tcp_port()))
-            .arg(format!("--user={}", opts.user().unwrap_or("root")))
-            .args([
-                "--single-transaction",
-                "--routines",
-                "--events",
-                "--triggers",
-                "--hex-blob",
-                "--skip-dump-date",
-                "--databases",
-            ])
-            .args(&schemas)
-            .env("MYSQL_PWD", opts.pass().unwrap_or(""))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().map_err(|e| {
-            AgentError::Snapshot(format!(
-                "cannot run {} (source.snapshot.dump_command): {e}",
-                snap.dump_command
-            ))
-        })?;
-        let mut stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| AgentError::Snapshot("dump has no stdout".into()))?;
-        let stderr = child
-            .stderr
-            .take()
-            .ok_or_else(|| AgentError::Snapshot("dump has no stderr".into()))?;
-        let errors = tokio::spawn(stderr_tail(stderr));
-        let started = tokio::time::Instant::now();
-        let mut dumped = 0u64;
-        let mut piece = vec![0u8; logferry_common::snapshot::DUMP_READ_BYTES];
-        loop {
-            let n = tokio::select! {
-                r = stdout.read(&mut piece) => r.map_err(|e| AgentError::Snapshot(format!("reading the dump: {e}")))?,
-                _ = shutdown.changed() => {
-                    let _ = child.kill().await;
-                    return Err(interrupted());
-                }
-            };
-            if n == 0 {
-                break;
-            }
-            dumped += n as u64;
-            if let Some(rate) = snap.max_bytes_per_sec {
-                let due = started + Duration::from_secs_f64(dumped as f64 / rate as f64);
-                tokio::select! {
-                    _ = tokio::time::sleep_until(due) => {}
-                    _ = shutdown.changed() => {
-                        let _ = child.kill().await;
-                        return Err(interrupted());
-                    }
-                }
-            }
-            upload.push(&piece[..n]).await?;
-        }
-        let status = child
-            .wait()
-            .await
-            .map_err(|e| AgentError::Snapshot(format!("waiting for the dump: {e}")))?;
-        if !status.success() {
-            let text = errors.await.unwrap_or_default();
-            return Err(AgentError::Snapshot(format!(
-                "{} exited with {status}: {}",
-                snap.dump_command,
-                text.trim()
-            )));
-        }
+        let mut args: Vec<String> = [
+            "--single-transaction",
+            "--routines",
+            "--events",
+            "--triggers",
+            "--hex-blob",
+            "--skip-dump-date",
+            "--databases",
+        ]
+        .map(String::from)
+        .to_vec();
+        args.extend(schemas.iter().cloned());
+        dump(snap, opts, &args, &mut upload, &mut feed, &mut shutdown).await?;
+    }
+    // Accounts and grants after the data: a table-level grant needs its table.
+    if snap.include_users {
+        let (sql, accounts) = accounts_sql(conn, |e| replica_error(addr, e)).await?;
+        upload.push(sql.as_bytes()).await?;
+        info!(accounts, "accounts and grants added to the snapshot");
     }
     let content = SnapshotContent::Mysql(MysqlSnapshot {
         replica: addr.to_owned(),
         dump_tool,
         tables,
+        users: snap.include_users,
     });
     upload.finish(&Position::Mysql(position), content).await
+}
+
+/// How much the dumps of one snapshot have produced, for the throttle.
+struct Feed {
+    started: tokio::time::Instant,
+    dumped: u64,
+}
+
+/// Runs the dump tool with `args` against the replica and pushes its output into `upload`,
+/// throttled to `max_bytes_per_sec` over the whole snapshot; the tool is killed on
+/// shutdown.
+async fn dump(
+    snap: &SnapshotSection,
+    opts: &Opts,
+    args: &[String],
+    upload: &mut SnapshotUpload,
+    feed: &mut Feed,
+    shutdown: &mut ShutdownRx,
+) -> Result<()> {
+    let mut cmd = tokio::process::Command::new(&snap.dump_command);
+    cmd.arg(format!("--host={}", opts.ip_or_hostname()))
+        .arg(format!("--port={}", opts.tcp_port()))
+        .arg(format!("--user={}", opts.user().unwrap_or("root")))
+        .args(args)
+        .env("MYSQL_PWD", opts.pass().unwrap_or(""))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().map_err(|e| {
+        AgentError::Snapshot(format!(
+            "cannot run {} (source.snapshot.dump_command): {e}",
+            snap.dump_command
+        ))
+    })?;
+    let mut stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| AgentError::Snapshot("dump has no stdout".into()))?;
+    let stderr = child
+        .stderr
+        .take()
+        .ok_or_else(|| AgentError::Snapshot("dump has no stderr".into()))?;
+    let errors = tokio::spawn(stderr_tail(stderr));
+    let mut piece = vec![0u8; logferry_common::snapshot::DUMP_READ_BYTES];
+    loop {
+        let n = tokio::select! {
+            r = stdout.read(&mut piece) => r.map_err(|e| AgentError::Snapshot(format!("reading the dump: {e}")))?,
+            _ = shutdown.changed() => {
+                let _ = child.kill().await;
+                return Err(interrupted());
+            }
+        };
+        if n == 0 {
+            break;
+        }
+        feed.dumped += n as u64;
+        if let Some(rate) = snap.max_bytes_per_sec {
+            let due = feed.started + Duration::from_secs_f64(feed.dumped as f64 / rate as f64);
+            tokio::select! {
+                _ = tokio::time::sleep_until(due) => {}
+                _ = shutdown.changed() => {
+                    let _ = child.kill().await;
+                    return Err(interrupted());
+                }
+            }
+        }
+        upload.push(&piece[..n]).await?;
+    }
+    let status = child
+        .wait()
+        .await
+        .map_err(|e| AgentError::Snapshot(format!("waiting for the dump: {e}")))?;
+    if !status.success() {
+        let text = errors.await.unwrap_or_default();
+        let denied = [
+            "Access denied",
+            "command denied",
+            "Got error: 1044",
+            "Got error: 1142",
+        ]
+        .iter()
+        .any(|m| text.contains(m));
+        let hint = if denied {
+            format!("; the snapshot user (source.snapshot.replica_url) needs: {SNAPSHOT_GRANTS}")
+        } else {
+            String::new()
+        };
+        return Err(AgentError::Snapshot(format!(
+            "{} exited with {status}: {}{hint}",
+            snap.dump_command,
+            text.trim()
+        )));
+    }
+    Ok(())
 }
 
 async fn applied_position(conn: &mut Conn, addr: &str) -> Result<BinlogPos> {
     let row: Option<Row> = conn
         .query_first("SHOW SLAVE STATUS")
         .await
-        .map_err(|e| connect_error(addr, e))?;
+        .map_err(|e| replica_error(addr, e))?;
     let row = row.ok_or_else(|| AgentError::Snapshot("SHOW SLAVE STATUS became empty".into()))?;
     let file: Option<String> = row.get_opt("Relay_Master_Log_File").and_then(Result::ok);
     let pos: Option<u64> = row.get_opt("Exec_Master_Log_Pos").and_then(Result::ok);
@@ -276,7 +339,7 @@ async fn applied_position(conn: &mut Conn, addr: &str) -> Result<BinlogPos> {
     let gtid: Option<Option<String>> = conn
         .query_first("SELECT @@gtid_slave_pos")
         .await
-        .map_err(|e| connect_error(addr, e))?;
+        .map_err(|e| replica_error(addr, e))?;
     let at = BinlogPos::new(file, offset)
         .map_err(|e| AgentError::Snapshot(format!("the replica's Relay_Master_Log_File: {e}")))?;
     Ok(at.with_gtid(gtid.flatten().filter(|g| !g.is_empty())))
@@ -286,7 +349,7 @@ async fn user_schemas(conn: &mut Conn, addr: &str) -> Result<Vec<String>> {
     let all: Vec<String> = conn
         .query("SHOW DATABASES")
         .await
-        .map_err(|e| connect_error(addr, e))?;
+        .map_err(|e| replica_error(addr, e))?;
     Ok(all.into_iter().filter(|s| !is_system_schema(s)).collect())
 }
 
@@ -299,17 +362,17 @@ async fn table_stats(conn: &mut Conn, addr: &str, schemas: &[String]) -> Result<
                 (schema,),
             )
             .await
-            .map_err(|e| connect_error(addr, e))?;
+            .map_err(|e| replica_error(addr, e))?;
         for table in names {
             let q = quote_table(schema, &table);
             let rows: Option<u64> = conn
                 .query_first(format!("SELECT COUNT(*) FROM {q}"))
                 .await
-                .map_err(|e| connect_error(addr, e))?;
+                .map_err(|e| replica_error(addr, e))?;
             let sum: Option<(String, Option<u64>)> = conn
                 .query_first(format!("CHECKSUM TABLE {q}"))
                 .await
-                .map_err(|e| connect_error(addr, e))?;
+                .map_err(|e| replica_error(addr, e))?;
             out.push(TableInfo {
                 name: format!("{schema}.{table}"),
                 rows: rows.unwrap_or(0),

@@ -24,4 +24,9 @@ pub struct MysqlSnapshot {
     pub dump_tool: String,
     /// Tables with row counts and checksums.
     pub tables: Vec<TableInfo>,
+    /// Whether the dump ends with the replica's accounts, roles and grants, loaded after
+    /// the data and before the replay. Manifests written before accounts were dumped have
+    /// none.
+    #[serde(default)]
+    pub users: bool,
 }

@@ -1,5 +1,5 @@
 //! SQL rules shared by the snapshot (agent), the target server and the drill (shipper):
-//! which schemas are the server's own, and how an identifier is quoted.
+//! which schemas are the server's own, and how an identifier or a string is quoted.
 
 /// Schemas that belong to the server, never to a user: snapshots skip them and a restore
 /// never drops or compares them.
@@ -21,6 +21,16 @@ pub fn quote_ident(name: &str) -> String {
     format!("`{}`", name.replace('`', "``"))
 }
 
+/// A string literal in single quotes, with backslashes and quotes inside escaped.
+pub fn quote_string(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// `'user'@'host'`, as account statements (`SHOW GRANTS FOR`) name an account.
+pub fn quote_account(user: &str, host: &str) -> String {
+    format!("{}@{}", quote_string(user), quote_string(host))
+}
+
 /// `schema`.`table`, each quoted.
 pub fn quote_table(schema: &str, table: &str) -> String {
     format!("{}.{}", quote_ident(schema), quote_ident(table))
@@ -38,5 +48,7 @@ mod tests {
             is_system_schema("mysql") && !is_system_schema("MySQL") && !is_system_schema("shop")
         );
         assert!(system_schemas_sql_list().starts_with("('mysql',"));
+        assert_eq!(quote_string(r"o'k\"), r"'o\'k\\'");
+        assert_eq!(quote_account("app", "%"), "'app'@'%'");
     }
 }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::str::FromStr;
 
-use logferry_common::format::mysql::sql::{quote_ident, system_schemas_sql_list};
+use logferry_common::format::mysql::sql::{quote_ident, quote_string, system_schemas_sql_list};
 use logferry_common::BinlogPos;
 
 use crate::error::{Result, ShipperError};
@@ -92,11 +92,6 @@ impl TargetServer {
 /// The schema where an interrupted restore records how far it got (dropped when the
 /// restore completes, and by `--force`).
 pub const PROGRESS_SCHEMA: &str = "logferry_restore";
-
-/// `s` as an SQL string literal.
-fn quote_string(s: &str) -> String {
-    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
-}
 
 /// The largest statement a replay sends: `mariadb-binlog` turns all row events of one
 /// statement into one `BINLOG` statement (base64, 4/3 of the events), so one bulk `INSERT …
