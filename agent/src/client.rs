@@ -8,16 +8,42 @@ use logferry_common::wire::{
 use logferry_common::StreamId;
 use reqwest::StatusCode;
 
+use crate::backoff::Backoff;
 use crate::error::{AgentError, Result};
+use logferry_config::agent::ShipperClientSection;
 
 /// A client of one shipper.
 #[derive(Debug, Clone)]
 pub struct ShipperClient {
     http: reqwest::Client,
     base: String,
+    /// Delays between retries of a failed upload (`shipper.retry_min_ms` ..
+    /// `shipper.retry_max_ms`).
+    retry: Backoff,
 }
 
 impl ShipperClient {
+    /// A client as the agent's `[shipper]` section configures it.
+    ///
+    /// # Errors
+    /// As [`Self::new`].
+    pub fn from_config(section: &ShipperClientSection) -> Result<Self> {
+        let mut client =
+            ShipperClient::new(&section.url, Duration::from_millis(section.timeout_ms))?;
+        client.retry = Backoff::new(
+            Duration::from_millis(section.retry_min_ms),
+            Duration::from_millis(section.retry_max_ms),
+        );
+        Ok(client)
+    }
+
+    /// The delays to wait between retries of a failed upload, from the first.
+    pub fn backoff(&self) -> Backoff {
+        let mut b = self.retry.clone();
+        b.reset();
+        b
+    }
+
     /// A client for the shipper at `base` (e.g. `http://shipper:9450`).
     ///
     /// # Errors
@@ -30,6 +56,7 @@ impl ShipperClient {
         Ok(ShipperClient {
             http,
             base: base.trim_end_matches('/').to_owned(),
+            retry: Backoff::new(Duration::from_millis(500), Duration::from_secs(5)),
         })
     }
 

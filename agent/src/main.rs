@@ -4,7 +4,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use std::time::Duration;
 
 use logferry_agent::client::ShipperClient;
 use logferry_agent::{pipeline, sources};
@@ -115,10 +114,7 @@ async fn snapshot_now(
     cfg: &AgentConfig,
     shutdown: pipeline::ShutdownRx,
 ) -> logferry_agent::Result<()> {
-    let client = ShipperClient::new(
-        &cfg.shipper.url,
-        Duration::from_millis(cfg.shipper.timeout_ms),
-    )?;
+    let client = ShipperClient::from_config(&cfg.shipper)?;
     let m = sources::take_snapshot(cfg, &client, shutdown).await?;
     let logferry_common::snapshot::SnapshotContent::Mysql(content) = &m.content;
     println!(

@@ -11,7 +11,6 @@ use logferry_common::snapshot::{
 use logferry_common::{Position, StreamId};
 use tracing::{info, warn};
 
-use crate::backoff::Backoff;
 use crate::client::ShipperClient;
 use crate::error::{AgentError, Result};
 use crate::pipeline::ShutdownRx;
@@ -19,8 +18,13 @@ use crate::pipeline::ShutdownRx;
 /// Dump text per chunk when the source's config does not say.
 pub const DEFAULT_CHUNK_BYTES: usize = 8 * 1024 * 1024;
 
-/// How many times one chunk or manifest upload is tried again before the snapshot fails.
-const UPLOAD_RETRIES: u32 = 8;
+/// How long the uploads of one chunk or manifest may keep failing before the snapshot
+/// fails: a shipper restarting or briefly away must not cost a whole dump (the replica
+/// stays paused meanwhile, its IO thread still receiving).
+pub const UPLOAD_PATIENCE: Duration = Duration::from_secs(15 * 60);
+
+/// How often a snapshot upload still failing says so.
+const STILL_FAILING_EVERY: Duration = Duration::from_secs(30);
 
 /// One snapshot being uploaded.
 pub struct SnapshotUpload {
@@ -106,7 +110,7 @@ impl SnapshotUpload {
         let body = serde_json::to_vec_pretty(&manifest)
             .map_err(|e| AgentError::Snapshot(format!("encoding the manifest: {e}")))?;
         let (client, stream, id) = (&self.client, &self.stream, &self.id);
-        upload_with_retry(&mut self.shutdown, || {
+        upload_with_retry(client, &mut self.shutdown, "manifest", || {
             client.put_manifest(stream, id, body.clone())
         })
         .await?;
@@ -126,11 +130,16 @@ impl SnapshotUpload {
                     AgentError::Snapshot(format!("sealing chunk {index} failed: {e}"))
                 })??;
         let (client, stream, id) = (&self.client, &self.stream, &self.id);
-        upload_with_retry(&mut self.shutdown, || {
-            client.put_chunk(stream, id, index, stored.clone(), &info.sha256)
-        })
+        upload_with_retry(
+            client,
+            &mut self.shutdown,
+            &format!("chunk {index}"),
+            || client.put_chunk(stream, id, index, stored.clone(), &info.sha256),
+        )
         .await?;
         self.chunks.push(info);
+        let dumped: u64 = self.chunks.iter().map(|c| c.plain_bytes).sum();
+        info!(id = %self.id, chunk = index, dumped_bytes = dumped, "snapshot chunk stored");
         text.clear();
         self.buf = text;
         Ok(())
@@ -142,25 +151,41 @@ pub fn interrupted() -> AgentError {
     AgentError::Snapshot("interrupted by a shutdown request".into())
 }
 
-async fn upload_with_retry<F, Fut>(shutdown: &mut ShutdownRx, mut put: F) -> Result<()>
+/// Runs `put` until it succeeds, retrying what can be retried with the client's backoff
+/// for up to [`UPLOAD_PATIENCE`]; a shutdown ends the wait.
+async fn upload_with_retry<F, Fut>(
+    client: &ShipperClient,
+    shutdown: &mut ShutdownRx,
+    what: &str,
+    mut put: F,
+) -> Result<()>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<()>>,
 {
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
-    let mut tries = 0;
+    let mut backoff = client.backoff();
+    let first_failure = tokio::time::Instant::now();
+    let mut said = None::<tokio::time::Instant>;
     loop {
         match put().await {
-            Err(e) if e.is_retryable() && tries < UPLOAD_RETRIES => {
-                tries += 1;
+            Err(e) if e.is_retryable() && first_failure.elapsed() < UPLOAD_PATIENCE => {
                 let wait = backoff.next_delay();
-                warn!(error = %e, retry_in = ?wait, "snapshot upload failed; retrying");
+                if said.is_none_or(|at| at.elapsed() >= STILL_FAILING_EVERY) {
+                    warn!(error = %e, retry_in = ?wait, failing_for = ?first_failure.elapsed(), "uploading snapshot {what} failed; retrying until the shipper answers");
+                    said = Some(tokio::time::Instant::now());
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = shutdown.changed() => return Err(interrupted()),
                 }
             }
-            other => return other,
+            Ok(()) => {
+                if said.is_some() {
+                    info!(failed_for = ?first_failure.elapsed(), "snapshot {what} uploaded after retries");
+                }
+                return Ok(());
+            }
+            Err(e) => return Err(e),
         }
     }
 }

@@ -726,5 +726,42 @@ async fn replica_resumes_when_a_snapshot_is_stopped_or_killed() -> anyhow::Resul
         "the replica runs after a failed dump: {}",
         snap.log()
     );
+
+    // The shipper away for 30 s in the middle of a snapshot: its uploads are retried until
+    // it is back, and the snapshot completes.
+    let mut shipper = shipper;
+    shipper.kill9();
+    let mut snap = agent.snapshot_process("outage.log")?;
+    let failing_since = wait_for(
+        "the snapshot's uploads to fail",
+        Duration::from_secs(60),
+        || async {
+            Ok(snap
+                .log()
+                .contains("retrying until the shipper answers")
+                .then(std::time::Instant::now))
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e:#}\n{}", snap.log()))?;
+    wait_for(
+        "30 s of shipper outage",
+        Duration::from_secs(60),
+        || async { Ok((failing_since.elapsed() >= Duration::from_secs(30)).then_some(())) },
+    )
+    .await?;
+    assert!(
+        snap.try_exit()?.is_none(),
+        "the snapshot gave up: {}",
+        snap.log()
+    );
+    shipper.restart().await?;
+    let status = snap.wait_within(RUN_WITHIN)?;
+    let out = snap.log();
+    assert!(
+        status.success() && out.contains("uploaded after retries"),
+        "{out}"
+    );
+    assert!(replica.sql_thread_running().await?, "{out}");
     Ok(())
 }

@@ -90,14 +90,8 @@ pub async fn run(cfg: AgentConfig, shutdown: ShutdownRx) -> Result<()> {
             metrics.clone(),
         ));
     }
-    let client = ShipperClient::new(
-        &cfg.shipper.url,
-        Duration::from_millis(cfg.shipper.timeout_ms),
-    )?;
-    let retry = Backoff::new(
-        Duration::from_millis(cfg.shipper.retry_min_ms),
-        Duration::from_millis(cfg.shipper.retry_max_ms),
-    );
+    let client = ShipperClient::from_config(&cfg.shipper)?;
+    let retry = client.backoff();
     if let Err(e) = sources::recover_interrupted_snapshot(&cfg).await {
         error!(error = %e, "could not put back what an interrupted snapshot left behind (a paused replica)");
     }
