@@ -60,7 +60,7 @@ pub struct MysqlSnapshotSection {
 /// What the snapshot user (`source.snapshot.replica_url`) needs on the replica: reading
 /// every table, view, trigger, event and routine, the users and grants (`mysql.*`), and
 /// pausing the replica's SQL thread. Named in the README and in the error of a missing one.
-pub const SNAPSHOT_GRANTS: &str = "GRANT SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES, RELOAD, PROCESS, REPLICATION SLAVE ADMIN, SLAVE MONITOR ON *.* TO 'logferry_snapshot'@'%'";
+pub const SNAPSHOT_GRANTS: &str = "GRANT SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES, REPLICATION SLAVE ADMIN, SLAVE MONITOR ON *.* TO 'logferry_snapshot'@'%'";
 
 fn default_true() -> bool {
     true
@@ -522,6 +522,15 @@ impl MysqlSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_readme_names_exactly_the_snapshot_grants() {
+        let readme = include_str!("../../README.md");
+        assert!(
+            readme.contains(&format!("{SNAPSHOT_GRANTS};")),
+            "README.md must show SNAPSHOT_GRANTS verbatim: {SNAPSHOT_GRANTS}"
+        );
+    }
     use crate::{parse_str, ConfigError};
 
     #[test]

@@ -43,6 +43,7 @@ async fn an_inline_snapshot_is_stored_in_chunks_with_its_manifest() -> anyhow::R
         dump_tool: "test".into(),
         tables: Vec::new(),
         users: false,
+        accounts_left_out: Vec::new(),
     });
     inline
         .part(SnapshotPart::End {

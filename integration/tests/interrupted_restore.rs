@@ -112,18 +112,57 @@ async fn an_interrupted_restore_puts_the_target_back_then_resumes_or_starts_over
             "SIG{signal} stopped before the end: {out}"
         );
 
-        let (code, out) = shipper_cli(&[
-            "restore",
-            "--store",
-            &shipper.store_url(),
-            "--stream",
-            common::STREAM,
-            "--to",
-            "latest",
-            "--target",
-            &target.root_url(),
-            then,
-        ])?;
+        let restore = |to: &str, flag: &str| {
+            shipper_cli(&[
+                "restore",
+                "--store",
+                &shipper.store_url(),
+                "--stream",
+                common::STREAM,
+                "--to",
+                to,
+                "--target",
+                &target.root_url(),
+                flag,
+            ])
+        };
+        if then == "--resume" {
+            // A resume goes to the same target as the run it continues.
+            let (code, out) = restore("2001-01-01T00:00:00Z", "--resume")?;
+            assert_eq!(code, 2, "{out}");
+            assert!(out.contains("went --to latest"), "{out}");
+        } else {
+            // A resumed run killed outright leaves nothing to resume from a second time:
+            // the transactions it applied would otherwise be applied again.
+            let log = tmp.path().join("resumed-then-killed.log");
+            let mut p = restore_process(&shipper, slow.port, &["--resume"], &log)?;
+            wait_for(
+                "the resumed replay to move",
+                Duration::from_secs(120),
+                || async { Ok(audit_rows(&target).await?.filter(|n| *n > stopped_at)) },
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e:#}\n{}", p.log()))?;
+            p.kill9();
+            // Its clients run in their own process group and finish what they were sent.
+            let clients = format!("--port={}", slow.port);
+            wait_for(
+                "the killed restore's clients to exit",
+                Duration::from_secs(60),
+                || async {
+                    let running = std::process::Command::new("pgrep")
+                        .args(["-f", "--", &clients])
+                        .status()?
+                        .success();
+                    Ok((!running).then_some(()))
+                },
+            )
+            .await?;
+            let (code, out) = restore("latest", "--resume")?;
+            assert_eq!(code, 2, "{out}");
+            assert!(out.contains("records no interrupted restore"), "{out}");
+        }
+        let (code, out) = restore("latest", then)?;
         assert_eq!(code, 0, "{then} after SIG{signal}: {out}");
         assert_eq!(workload::checksums(&mut t).await?, want, "{then}: {out}");
         let progress: Vec<String> = t.query("SHOW DATABASES LIKE 'logferry_restore'").await?;

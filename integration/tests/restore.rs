@@ -139,6 +139,9 @@ async fn restore_to_marks_before_inside_and_after_a_snapshot() -> anyhow::Result
     // Writes after mark 1 that the replica applies before the next snapshot: its position
     // lies after mark 1, so a restore to mark 1 must start from the older snapshot.
     workload::run(&mut c, 400, 420).await?;
+    // Enough rows that the next snapshot spans several chunks (chunk_bytes = 65536).
+    c.query_drop("INSERT INTO app.audit (what) SELECT REPEAT('y', 190) FROM seq_1_to_1500")
+        .await?;
     replica.wait_replicated(&primary).await?;
 
     // A throttled snapshot; the primary keeps writing while the replica is paused.
@@ -248,7 +251,17 @@ async fn restore_to_marks_before_inside_and_after_a_snapshot() -> anyhow::Result
     let snapshot_dir = shipper
         .store_dir
         .join(format!("streams/{}/snapshots/{s1}", common::STREAM));
-    let chunk = snapshot_dir.join("chunk-000001.zst");
+    // The last chunk: the dump is then cut off mid-statement, after earlier chunks loaded.
+    let chunk = std::fs::read_dir(&snapshot_dir)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with(".zst"))
+        .max()
+        .ok_or_else(|| anyhow::anyhow!("snapshot {s1} has no chunk"))?;
+    assert!(
+        !chunk.ends_with("chunk-000001.zst"),
+        "snapshot {s1} spans several chunks"
+    );
     let good = std::fs::read(&chunk)?;
     let mut flipped = good.clone();
     let at = flipped.len() / 2;
@@ -257,10 +270,7 @@ async fn restore_to_marks_before_inside_and_after_a_snapshot() -> anyhow::Result
     let store_url = shipper.store_url();
     let (code, out) = shipper_cli(&["verify", "--store", &store_url])?;
     assert_eq!(code, 1, "a flipped chunk byte fails verify: {out}");
-    assert!(
-        out.contains("CORRUPT") && out.contains("chunk-000001.zst"),
-        "{out}"
-    );
+    assert!(out.contains("CORRUPT") && out.contains(".zst"), "{out}");
     let scratch_flip = MariaDb::start(Options::without_binlog(14)).await?;
     let (code, out) = drill_cli(&shipper, &scratch_flip)?;
     assert_eq!(code, 1, "the drill does not pass a corrupt snapshot: {out}");
@@ -355,7 +365,10 @@ async fn restore_to_marks_before_inside_and_after_a_snapshot() -> anyhow::Result
         "--force",
     ])?;
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("dropped the target's databases app"), "{out}");
+    assert!(
+        out.contains("dropped the target's databases [app]"),
+        "{out}"
+    );
     assert_eq!(
         workload::checksums(&mut by_hand.conn().await?).await?,
         latest

@@ -19,7 +19,7 @@ impl Interrupt {
     }
 
     /// Listens for SIGINT, SIGTERM and SIGHUP from now on; the first one requests the stop
-    /// (and replaces the default of dying at once).
+    /// (and replaces the default of dying at once), a second one exits at once.
     ///
     /// # Errors
     /// When the signal handlers cannot be installed.
@@ -30,13 +30,22 @@ impl Interrupt {
         let mut hup = signal(SignalKind::hangup())?;
         let (tx, requested) = watch::channel(false);
         tokio::spawn(async move {
-            let name = tokio::select! {
-                _ = int.recv() => "SIGINT",
-                _ = term.recv() => "SIGTERM",
-                _ = hup.recv() => "SIGHUP",
-            };
-            tracing::warn!("{name}: stopping at the next transaction boundary");
-            let _ = tx.send(true);
+            let mut asked = false;
+            loop {
+                let name = tokio::select! {
+                    _ = int.recv() => "SIGINT",
+                    _ = term.recv() => "SIGTERM",
+                    _ = hup.recv() => "SIGHUP",
+                };
+                if asked {
+                    // The operator insists: a stuck stop must not need SIGKILL.
+                    tracing::error!("second signal ({name}): exiting at once; the target may hold a partial transaction batch, start over with --force");
+                    std::process::exit(130);
+                }
+                asked = true;
+                tracing::warn!("{name}: stopping at the next transaction boundary (a second signal exits at once)");
+                let _ = tx.send(true);
+            }
         });
         Ok(Interrupt { requested })
     }

@@ -353,8 +353,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 } else {
                     println!("{name}");
                 }
-                for line in snaps.remove(name).unwrap_or_default() {
+                let lines = snaps.remove(name).unwrap_or_default();
+                if snapshots && lines.is_empty() {
+                    println!("  no snapshots");
+                }
+                for line in lines {
                     print_snapshot(&line);
+                }
+                if let Some(d) = drill_record::list(&store, &StreamId::new(name)?)
+                    .await?
+                    .last()
+                {
+                    let verdict = match &d.verdict {
+                        Verdict::Passed => "passed".to_owned(),
+                        Verdict::Failed(why) => format!("FAILED ({why})"),
+                        Verdict::NotProven(why) => format!("NOT PROVEN ({why})"),
+                    };
+                    println!("  last drill {}: {verdict}", rfc3339(d.started_ms));
                 }
             }
             if names.is_empty() {
@@ -521,7 +536,10 @@ async fn drill(
 ) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let started_ms = now_ms();
-    let drilled = sources::drill(store, stream, target, replica, &Bars::visible()).await;
+    let interrupt =
+        Interrupt::on_signals().context("installing the SIGINT, SIGTERM and SIGHUP handlers")?;
+    let drilled =
+        sources::drill(store, stream, target, replica, &Bars::visible(), &interrupt).await;
     let (record, outcome) = match drilled {
         Ok(report) => {
             print_drill(stream, &report, started);
@@ -623,7 +641,8 @@ fn drill_record(stream: &StreamId, started_ms: i64, report: &DrillReport) -> Dri
 /// Prints what a finished restore or export did. The plan refused any gap before the
 /// target, so one after it is only a note.
 fn print_report(what: &str, req: &Request<'_>, r: &Report, started: Instant) {
-    println!("{what} of stream {} to {} finished", req.stream, req.to);
+    let ended = if r.interrupted { "stopped" } else { "finished" };
+    println!("{what} of stream {} to {} {ended}", req.stream, req.to);
     match &r.snapshot {
         Some(m) => println!(
             "  snapshot:       {} at {} (taken {}), {} chunks, {} bytes, sha256 verified",

@@ -120,6 +120,10 @@ impl DrillReport {
     pub fn verdict(&self) -> Verdict {
         match &self.not_proven {
             Some(why) => Verdict::NotProven(why.clone()),
+            None if self.compared == 0 => Verdict::NotProven(format!(
+                "nothing was compared: the restored copy and what it was checked against hold no {}",
+                self.compared_what
+            )),
             None if self.differences.is_empty() => Verdict::Passed,
             None => Verdict::Failed(format!(
                 "{} of the {} {} differ",

@@ -10,6 +10,7 @@ use logferry_common::{Position, SourceKind, StreamId};
 
 use crate::catalog::{read_header, segment_ref};
 use crate::error::{Result, ShipperError};
+use crate::interrupt::Interrupt;
 use crate::restore::{Bars, DrillReport, ExportOptions, Report, Request, RestoreOptions};
 use crate::snapshots;
 use crate::storage::Store;
@@ -55,6 +56,7 @@ pub trait SourceRestore {
         target: &str,
         replica: Option<&str>,
         bars: &Bars,
+        interrupt: &Interrupt,
     ) -> Result<DrillReport>;
 
     /// Checks that a segment's payload runs unbroken from `start` to `end`; returns its
@@ -126,11 +128,12 @@ pub async fn drill(
     target: &str,
     replica: Option<&str>,
     bars: &Bars,
+    interrupt: &Interrupt,
 ) -> Result<DrillReport> {
     match stream_kind(store, stream).await? {
         SourceKind::Mysql => {
             mysql::Mysql
-                .drill(store, stream, target, replica, bars)
+                .drill(store, stream, target, replica, bars, interrupt)
                 .await
         }
     }

@@ -320,6 +320,7 @@ mod tests {
                 dump_tool: "mariadb-dump".into(),
                 tables: Vec::new(),
                 users: false,
+                accounts_left_out: Vec::new(),
             }),
         };
         let body = serde_json::to_vec(&m).unwrap();

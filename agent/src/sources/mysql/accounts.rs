@@ -6,9 +6,11 @@
 //! does, but that tool stops at the first account the server has not loaded, such as a
 //! host-name account under `skip-name-resolve`; such an account is left out with a
 //! warning). Accounts are created `IF NOT EXISTS` and the grants carry no password, so an
-//! account the target already has (the one the restore logs in with) keeps its password.
+//! account the target already has (the one the restore logs in with) keeps its password;
+//! the server's own accounts ([`SERVER_ACCOUNTS`](logferry_common::format::mysql::sql::SERVER_ACCOUNTS))
+//! are left out, as the target has its own.
 
-use logferry_common::format::mysql::sql::{quote_account, quote_ident};
+use logferry_common::format::mysql::sql::{quote_account, quote_ident, server_accounts_sql_list};
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 use tracing::warn;
@@ -33,28 +35,48 @@ impl Account {
     }
 }
 
-/// The SQL that recreates the replica's accounts, roles and grants, and how many accounts
-/// it holds. `error` classifies a failure of the replica itself.
+/// "Can't find any matching row in the user table": an account the server has not loaded.
+const ER_NO_SUCH_ACCOUNT: u16 = 1133;
+
+/// The replica's accounts as SQL for the snapshot.
+#[derive(Debug)]
+pub struct Accounts {
+    /// Statements that recreate the accounts, roles and grants.
+    pub sql: String,
+    /// How many accounts and roles they create.
+    pub count: usize,
+    /// Accounts the server had not loaded, left out (`'user'@'host'`).
+    pub left_out: Vec<String>,
+}
+
+/// The SQL that recreates the replica's accounts, roles and grants. `error` classifies a
+/// failure of the replica itself.
 ///
 /// # Errors
-/// When the account list cannot be read.
+/// When the account list or an account's grants cannot be read.
 pub async fn accounts_sql(
     conn: &mut Conn,
     error: impl Fn(mysql_async::Error) -> crate::error::AgentError,
-) -> Result<(String, usize)> {
+) -> Result<Accounts> {
+    let others = format!("User NOT IN {}", server_accounts_sql_list());
     let listed: Vec<(String, String, bool)> = match conn
-        .query("SELECT User, Host, is_role = 'Y' FROM mysql.user ORDER BY User, Host")
+        .query(format!(
+            "SELECT User, Host, is_role = 'Y' FROM mysql.user WHERE {others} ORDER BY User, Host"
+        ))
         .await
     {
         Ok(rows) => rows,
         // MySQL has no is_role column; its roles are locked accounts, created as such.
         Err(_) => conn
-            .query("SELECT User, Host, FALSE FROM mysql.user ORDER BY User, Host")
+            .query(format!(
+                "SELECT User, Host, FALSE FROM mysql.user WHERE {others} ORDER BY User, Host"
+            ))
             .await
             .map_err(&error)?,
     };
     let mut creates = Vec::new();
     let mut grants = Vec::new();
+    let mut left_out = Vec::new();
     for (user, host, is_role) in listed {
         let a = Account {
             user,
@@ -80,18 +102,25 @@ pub async fn accounts_sql(
                 creates.push(create);
                 grants.extend(shown.iter().map(|g| without_password(g)));
             }
-            Err(e) => {
-                warn!(account = %a.name(), error = %e, "account left out of the snapshot: the server has not loaded it (a host name under skip-name-resolve?)")
+            // Only an account the server has not loaded (a host name under
+            // skip-name-resolve) is left out; any other failure fails the snapshot.
+            Err(mysql_async::Error::Server(s)) if s.code == ER_NO_SUCH_ACCOUNT => {
+                warn!(account = %a.name(), error = %s.message, "account left out of the snapshot: the server has not loaded it (a host name under skip-name-resolve?)");
+                left_out.push(a.name());
             }
+            Err(e) => return Err(error(e)),
         }
     }
-    let count = creates.len();
     let mut sql = String::from("\n-- logferry: accounts and grants of the replica\n");
     for statement in creates.iter().chain(&grants).filter(|s| !s.is_empty()) {
         sql.push_str(statement);
         sql.push_str(";\n");
     }
-    Ok((sql, count))
+    Ok(Accounts {
+        sql,
+        count: creates.len(),
+        left_out,
+    })
 }
 
 /// `CREATE USER …` as `CREATE USER IF NOT EXISTS …`.

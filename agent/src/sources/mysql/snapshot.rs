@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use logferry_common::format::mysql::sql::{is_system_schema, quote_table};
+use logferry_common::format::mysql::sql::{is_system_schema, quote_table, PAUSE_LOCK};
 use logferry_common::snapshot::{MysqlSnapshot, SnapshotContent, SnapshotManifest, TableInfo};
 use logferry_common::{BinlogPos, Position};
 use logferry_config::agent::SNAPSHOT_GRANTS;
@@ -152,6 +152,17 @@ pub async fn take(
             "{addr} is not a replica (SHOW SLAVE STATUS is empty); source.snapshot.replica_url must name a replica of the source"
         )));
     }
+    // Held by this session until it ends: a restore drill pausing the same replica takes
+    // it too, so neither restarts the SQL thread under the other.
+    let locked: Option<i64> = conn
+        .query_first(format!("SELECT GET_LOCK('{PAUSE_LOCK}', 0)"))
+        .await
+        .map_err(|e| replica_error(&addr, e))?;
+    if locked != Some(1) {
+        return Err(AgentError::Snapshot(format!(
+            "the snapshot replica {addr} (source.snapshot.replica_url) is being paused by someone else (a restore drill holds the lock {PAUSE_LOCK}); the next scheduled snapshot tries again"
+        )));
+    }
     std::fs::create_dir_all(&cfg.agent.spool_dir)
         .map_err(|e| AgentError::spool(&cfg.agent.spool_dir, e))?;
     std::fs::write(&marker, std::process::id().to_string())
@@ -162,6 +173,10 @@ pub async fn take(
     info!(replica = %addr, "replica SQL thread stopped for the snapshot; its IO thread keeps receiving");
     let result = dump_paused(cfg, snap, client, &mut conn, &opts, &addr, shutdown).await;
     let resumed = conn.query_drop("START SLAVE SQL_THREAD").await;
+    // The session ends with this function anyway; released at once all the same.
+    let _ = conn
+        .query_drop(format!("DO RELEASE_LOCK('{PAUSE_LOCK}')"))
+        .await;
     match resumed {
         Ok(()) => {
             info!(replica = %addr, "replica SQL thread started again");
@@ -214,16 +229,23 @@ async fn dump_paused(
         dump(snap, opts, &args, &mut upload, &mut feed, &mut shutdown).await?;
     }
     // Accounts and grants after the data: a table-level grant needs its table.
+    let mut accounts_left_out = Vec::new();
     if snap.include_users {
-        let (sql, accounts) = accounts_sql(conn, |e| replica_error(addr, e)).await?;
-        upload.push(sql.as_bytes()).await?;
-        info!(accounts, "accounts and grants added to the snapshot");
+        let accounts = accounts_sql(conn, |e| replica_error(addr, e)).await?;
+        upload.push(accounts.sql.as_bytes()).await?;
+        info!(
+            accounts = accounts.count,
+            left_out = accounts.left_out.len(),
+            "accounts and grants added to the snapshot"
+        );
+        accounts_left_out = accounts.left_out;
     }
     let content = SnapshotContent::Mysql(MysqlSnapshot {
         replica: addr.to_owned(),
         dump_tool,
         tables,
         users: snap.include_users,
+        accounts_left_out,
     });
     upload.finish(&Position::Mysql(position), content).await
 }

@@ -29,4 +29,8 @@ pub struct MysqlSnapshot {
     /// none.
     #[serde(default)]
     pub users: bool,
+    /// Accounts the replica's server had not loaded (a host name under
+    /// `skip-name-resolve`), left out of the snapshot (`'user'@'host'`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accounts_left_out: Vec<String>,
 }

@@ -5,6 +5,27 @@
 /// never drops or compares them.
 pub const SYSTEM_SCHEMAS: [&str; 4] = ["mysql", "information_schema", "performance_schema", "sys"];
 
+/// The replica's named lock (`GET_LOCK`) held by whoever pauses its SQL thread: the
+/// agent's snapshot and the shipper's drill, so that neither restarts the thread under the
+/// other.
+pub const PAUSE_LOCK: &str = "logferry_replica_pause";
+
+/// Accounts every server installs for itself (`root`, the system's own users, the role
+/// everyone holds): a snapshot leaves them out and a restore never drops them, since the
+/// target has its own and re-granting them (`GRANT PROXY ... TO root`) needs privileges no
+/// restoring account should need.
+pub const SERVER_ACCOUNTS: [&str; 4] = ["root", "mariadb.sys", "mysql", "PUBLIC"];
+
+/// [`SERVER_ACCOUNTS`] and the empty (anonymous) user as an SQL list, for `NOT IN`.
+pub fn server_accounts_sql_list() -> String {
+    let quoted: Vec<String> = SERVER_ACCOUNTS
+        .iter()
+        .chain(&[""])
+        .map(|s| quote_string(s))
+        .collect();
+    format!("({})", quoted.join(","))
+}
+
 /// Whether `schema` is one of [`SYSTEM_SCHEMAS`].
 pub fn is_system_schema(schema: &str) -> bool {
     SYSTEM_SCHEMAS.contains(&schema)

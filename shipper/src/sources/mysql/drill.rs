@@ -55,6 +55,7 @@ pub async fn run(
     scratch: &TargetServer,
     replica: Option<&TargetServer>,
     bar: &ProgressBar,
+    interrupt: &Interrupt,
 ) -> Result<DrillReport> {
     let existing = scratch.user_databases().await?;
     if !existing.is_empty() {
@@ -77,7 +78,7 @@ pub async fn run(
     let older = snaps.len().checked_sub(2).map(|i| &snaps[i]);
     if older.is_none() && replica.is_none() {
         report.not_proven = Some(format!(
-            "stream {stream} has one snapshot only ({}): loading it and comparing it with its own manifest proves nothing about the replay; give --replica (a live replica of the source, paused briefly for the comparison) or drill again after the next snapshot",
+            "stream {stream} has one snapshot only ({}): loading it and comparing it with its own manifest proves nothing about the replay; give --replica (a live replica of the source, its SQL thread paused while every table is counted and checksummed) or drill again after the next snapshot",
             newest.id
         ));
         return Ok(report);
@@ -109,6 +110,11 @@ pub async fn run(
     };
     let base = older.unwrap_or(newest);
     report.base = format!("snapshot {} at {}", base.id, base.position);
+    // Accounts an earlier drill created would collide with a replayed CREATE USER.
+    let accounts = scratch.drop_user_accounts().await?;
+    if !accounts.is_empty() {
+        tracing::info!(accounts = %accounts.join(", "), "dropped the scratch server's accounts left by an earlier drill");
+    }
     let relaxed = scratch.relax_for_replay(false).await;
     for note in &relaxed.notes {
         tracing::warn!("{note}");
@@ -116,23 +122,36 @@ pub async fn run(
     let never = Interrupt::never();
     let drilled = async {
         let mut reached = BinlogPos::parse(&base.position)?;
-        for (plan, target, check) in &legs {
-            snapshot::load_snapshot(store, plan, scratch, bar, &never).await?;
-            let collected = replay::into_server(store, plan, target, scratch, bar, &never).await?;
-            add(&mut report, &collected);
-            if let Some(p) = &collected.last_position {
-                reached = p.clone();
+        let replayed = async {
+            for (plan, target, check) in &legs {
+                snapshot::load_snapshot(store, plan, scratch, bar, &never).await?;
+                let collected =
+                    replay::into_server(store, plan, target, scratch, bar, &never).await?;
+                add(&mut report, &collected);
+                if let Some(p) = &collected.last_position {
+                    reached = p.clone();
+                }
+                if let Some(manifest) = check {
+                    report
+                        .checked_against
+                        .push(format!("snapshot {} at {}", manifest.id, manifest.position));
+                    compare_with_manifest(scratch, manifest, &mut report).await?;
+                }
             }
-            if let Some(manifest) = check {
-                report
-                    .checked_against
-                    .push(format!("snapshot {} at {}", manifest.id, manifest.position));
-                compare_with_manifest(scratch, manifest, &mut report).await?;
-            }
+            Ok::<_, ShipperError>(())
+        };
+        tokio::select! {
+            r = replayed => r?,
+            () = interrupt.requested() => return Err(stopped()),
         }
         if let Some(replica) = replica {
-            compare_with_replica(store, stream, scratch, replica, &reached, &mut report, bar)
-                .await?;
+            let on = Scratch {
+                store,
+                stream,
+                server: scratch,
+                bar,
+            };
+            compare_with_replica(&on, replica, &reached, &mut report, interrupt).await?;
         }
         Ok::<_, ShipperError>(())
     }
@@ -165,20 +184,33 @@ fn add(report: &mut DrillReport, c: &Collected) {
     }
 }
 
+/// The stream a drill restores and the scratch server it restores into.
+#[derive(Clone, Copy)]
+struct Scratch<'a> {
+    store: &'a Store,
+    stream: &'a StreamId,
+    server: &'a TargetServer,
+    bar: &'a ProgressBar,
+}
+
 /// Pauses the replica at or after `reached`, replays the chain up to exactly where it
 /// stopped (waiting for the chain to get there), compares every table of both, and puts
 /// the replica back.
 async fn compare_with_replica(
-    store: &Store,
-    stream: &StreamId,
-    scratch: &TargetServer,
+    scratch: &Scratch<'_>,
     replica: &TargetServer,
     reached: &BinlogPos,
     report: &mut DrillReport,
-    bar: &ProgressBar,
+    interrupt: &Interrupt,
 ) -> Result<()> {
+    let Scratch {
+        store,
+        stream,
+        server: scratch,
+        bar,
+    } = *scratch;
     let live = LiveReplica::new(replica.clone());
-    let (at, was_applying) = live.pause_at_or_after(reached, REPLICA_CATCH_UP).await?;
+    let (at, paused) = live.pause_at_or_after(reached, REPLICA_CATCH_UP).await?;
     tracing::info!(replica = %replica, position = %at, "replica paused for the comparison");
     let compared = async {
         let target = Target::BinlogPosition(at.clone());
@@ -190,11 +222,25 @@ async fn compare_with_replica(
             .checked_against
             .push(format!("the replica {replica}, paused at {at}"));
         compare_servers(scratch, live.server(), report).await
+    };
+    // A stop request ends the comparison, never the put-back.
+    let compared = tokio::select! {
+        c = compared => c,
+        () = interrupt.requested() => Err(stopped()),
+    };
+    let put_back = live.put_back(paused).await;
+    if let (Err(_), Err(p)) = (&compared, &put_back) {
+        tracing::error!("{p}");
     }
-    .await;
-    let put_back = live.put_back(was_applying).await;
     compared?;
     put_back
+}
+
+/// The error of a drill stopped by SIGINT, SIGTERM or SIGHUP.
+fn stopped() -> ShipperError {
+    ShipperError::Interrupted(
+        "the drill was stopped; a replica it paused was started again, and the scratch server holds a partial copy".into(),
+    )
 }
 
 /// The plan from `from` to `target`, read again until the stored chain reaches the target
@@ -304,12 +350,18 @@ async fn table_info(scratch: &TargetServer, name: &str) -> Result<TableInfo> {
             "SELECT COUNT(*) FROM {quoted}; CHECKSUM TABLE {quoted}"
         ))
         .await;
-    let missing = || TableInfo {
-        name: name.to_owned(),
-        rows: 0,
-        checksum: None,
+    let rows = match rows {
+        Ok(rows) => rows,
+        // A table the other side has and this one lacks is a difference, not an error.
+        Err(e) if e.to_string().contains("ERROR 1146") => {
+            return Ok(TableInfo {
+                name: name.to_owned(),
+                rows: 0,
+                checksum: None,
+            })
+        }
+        Err(e) => return Err(e),
     };
-    let Ok(rows) = rows else { return Ok(missing()) };
     let count = rows
         .first()
         .and_then(|r| r.first())

@@ -1,10 +1,13 @@
 //! The live replica a drill compares its restored copy with: paused on the apply side only
 //! (`STOP SLAVE SQL_THREAD`, as for a snapshot), so that its data stands still at a
 //! transaction boundary of the primary's binlog while its IO thread keeps receiving, then
-//! put back as it was found.
+//! put back as it was found. The pause is taken under the replica's named lock
+//! [`PAUSE_LOCK`], which the agent's snapshots take too: a drill never restarts the SQL
+//! thread under a snapshot's dump, nor a snapshot under a drill's comparison.
 
 use std::time::Duration;
 
+use logferry_common::format::mysql::sql::PAUSE_LOCK;
 use logferry_common::BinlogPos;
 
 use super::target_server::TargetServer;
@@ -12,6 +15,28 @@ use crate::error::{Result, ShipperError};
 
 /// How often a replica catching up is asked where it stands.
 const POLL: Duration = Duration::from_millis(200);
+
+/// A session of the stock client holding [`PAUSE_LOCK`] on the replica; the lock goes with
+/// the session when this is dropped (the client is killed).
+struct PauseLock {
+    _client: tokio::process::Child,
+    _stdin: tokio::process::ChildStdin,
+}
+
+/// A replica paused by [`LiveReplica::pause_at_or_after`]; give it to
+/// [`LiveReplica::put_back`].
+pub struct Paused {
+    was_applying: bool,
+    _lock: PauseLock,
+}
+
+impl std::fmt::Debug for Paused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Paused")
+            .field("was_applying", &self.was_applying)
+            .finish_non_exhaustive()
+    }
+}
 
 /// A replica of the stream's source, reached with the stock client.
 #[derive(Debug, Clone)]
@@ -65,23 +90,70 @@ impl LiveReplica {
         })
     }
 
+    /// Takes [`PAUSE_LOCK`] in a client session of its own that keeps it until dropped.
+    async fn lock(&self) -> Result<PauseLock> {
+        use std::process::Stdio;
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let mut client = self
+            .server
+            .client()
+            .args(["-N", "-B", "--unbuffered"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| ShipperError::Restore(format!("cannot run the mariadb client: {e}")))?;
+        let (Some(mut stdin), Some(stdout)) = (client.stdin.take(), client.stdout.take()) else {
+            return Err(ShipperError::Restore(
+                "the mariadb client has no pipes".into(),
+            ));
+        };
+        stdin
+            .write_all(format!("SELECT GET_LOCK('{PAUSE_LOCK}', 0);\n").as_bytes())
+            .await
+            .map_err(|e| ShipperError::Restore(format!("--replica {}: {e}", self.server)))?;
+        let answer = tokio::time::timeout(Duration::from_secs(30), async {
+            BufReader::new(stdout).lines().next_line().await
+        })
+        .await;
+        match answer {
+            Ok(Ok(Some(line))) if line.trim() == "1" => Ok(PauseLock {
+                _client: client,
+                _stdin: stdin,
+            }),
+            Ok(Ok(Some(_))) => Err(ShipperError::Restore(format!(
+                "--replica {}: its SQL thread is being paused by someone else (an agent's snapshot holds the lock {PAUSE_LOCK}); drill again when that is done",
+                self.server
+            ))),
+            _ => Err(ShipperError::Restore(format!(
+                "--replica {}: could not take the lock {PAUSE_LOCK} (no answer from the server)",
+                self.server
+            ))),
+        }
+    }
+
     /// Pauses the replica at a transaction boundary at or after `at_least`, letting it
-    /// apply up to there first (for at most `wait`); returns where it stopped and whether
-    /// its SQL thread ran before (pass that to [`Self::put_back`]).
+    /// apply up to there first (for at most `wait`), under [`PAUSE_LOCK`]; returns where
+    /// it stopped and the pause to hand to [`Self::put_back`].
     ///
     /// # Errors
-    /// When the replica cannot be queried or paused, or does not reach `at_least` in time
-    /// (it is then put back as it was).
+    /// When the lock is held by another pause, the replica cannot be queried or paused, or
+    /// it does not reach `at_least` in time (it is then put back as it was).
     pub async fn pause_at_or_after(
         &self,
         at_least: &BinlogPos,
         wait: Duration,
-    ) -> Result<(BinlogPos, bool)> {
+    ) -> Result<(BinlogPos, Paused)> {
+        let lock = self.lock().await?;
         let was_applying = self.status().await?.applying;
+        let paused = Paused {
+            was_applying,
+            _lock: lock,
+        };
         match self.pause_inner(at_least, wait, was_applying).await {
-            Ok(at) => Ok((at, was_applying)),
+            Ok(at) => Ok((at, paused)),
             Err(e) => {
-                if let Err(p) = self.put_back(was_applying).await {
+                if let Err(p) = self.put_back(paused).await {
                     tracing::error!("{p}");
                 }
                 Err(e)
@@ -122,12 +194,12 @@ impl LiveReplica {
         }
     }
 
-    /// Starts the SQL thread again when it ran before the pause.
+    /// Starts the SQL thread again when it ran before the pause, then lets the lock go.
     ///
     /// # Errors
     /// When the replica refuses; the message says to start it by hand.
-    pub async fn put_back(&self, was_applying: bool) -> Result<()> {
-        if !was_applying {
+    pub async fn put_back(&self, paused: Paused) -> Result<()> {
+        if !paused.was_applying {
             return Ok(());
         }
         self.server

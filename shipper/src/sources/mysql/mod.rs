@@ -27,7 +27,7 @@ use logferry_common::{BinlogPos, Position, StreamId};
 
 use self::plan::Plan;
 use self::target::Target;
-use self::target_server::{TargetServer, PROGRESS_SCHEMA};
+use self::target_server::{Progress, TargetServer, PROGRESS_SCHEMA};
 use super::SourceRestore;
 use crate::error::{Result, ShipperError};
 use crate::interrupt::Interrupt;
@@ -50,7 +50,7 @@ impl SourceRestore for Mysql {
         let server: TargetServer = opts.target.parse()?;
         let mut notes = Vec::new();
         let resumed = if opts.resume {
-            Some(resume_point(&server, req.stream).await?)
+            Some(resume_point(&server, req).await?)
         } else {
             None
         };
@@ -75,12 +75,21 @@ impl SourceRestore for Mysql {
                 existing.join(", ")
             )));
         }
-        if !existing.is_empty() && resumed.is_none() {
+        if opts.force && resumed.is_none() {
             let dropped = server.drop_user_databases().await?;
-            notes.push(format!(
-                "--force: dropped the target's databases {} before loading (system schemas untouched)",
-                dropped.join(", ")
-            ));
+            let accounts = server.drop_user_accounts().await?;
+            if !dropped.is_empty() || !accounts.is_empty() {
+                notes.push(format!(
+                    "--force: dropped the target's databases [{}] and accounts [{}] before loading (system schemas, root and the restoring account untouched)",
+                    dropped.join(", "),
+                    accounts.join(", ")
+                ));
+            }
+        }
+        if resumed.is_some() {
+            // From here the target moves past the record: a resumed run that dies any way
+            // but a clean interrupt leaves none, so it is never replayed from twice.
+            server.clear_progress().await?;
         }
         let relaxed = server.relax_for_replay(opts.keep_durability).await;
         for note in &relaxed.notes {
@@ -99,6 +108,7 @@ impl SourceRestore for Mysql {
                     skipped.push(bad.clone());
                     let next = async {
                         server.drop_user_databases().await?;
+                        server.drop_user_accounts().await?;
                         plan::plan_skipping(store, req.stream, &target, &skipped).await
                     }
                     .await;
@@ -132,7 +142,13 @@ impl SourceRestore for Mysql {
         report.interrupted = collected.interrupted;
         if collected.interrupted {
             let at = collected.last_position.as_ref().unwrap_or(&plan.start);
-            server.save_progress(req.stream.as_str(), at).await?;
+            server
+                .save_progress(&Progress {
+                    stream: req.stream.to_string(),
+                    at: at.clone(),
+                    target: req.to.to_owned(),
+                })
+                .await?;
         } else {
             server.clear_progress().await?;
         }
@@ -179,13 +195,14 @@ impl SourceRestore for Mysql {
         target: &str,
         replica: Option<&str>,
         bars: &Bars,
+        interrupt: &Interrupt,
     ) -> Result<DrillReport> {
         let scratch: TargetServer = target.parse()?;
         let replica = replica
             .map(|r| TargetServer::parse_flag(r, "--replica"))
             .transpose()?;
         let bar = bars.phase("drilling", 0);
-        let report = drill::run(store, stream, &scratch, replica.as_ref(), &bar).await;
+        let report = drill::run(store, stream, &scratch, replica.as_ref(), &bar, interrupt).await;
         bar.finish_and_clear();
         report
     }
@@ -195,16 +212,23 @@ impl SourceRestore for Mysql {
     }
 }
 
-/// Where an interrupted restore of `stream` left `server`, as it recorded there.
+/// Where an interrupted restore of `req`'s stream to `req`'s target left `server`, as it
+/// recorded there.
 ///
 /// # Errors
 /// [`ShipperError::Restore`] when the target holds no such record, or one of another
-/// stream.
-async fn resume_point(server: &TargetServer, stream: &StreamId) -> Result<BinlogPos> {
+/// stream or another `--to`.
+async fn resume_point(server: &TargetServer, req: &Request<'_>) -> Result<BinlogPos> {
+    let stream = req.stream;
     match server.progress().await? {
-        Some((s, at)) if s == stream.as_str() => Ok(at),
-        Some((s, _)) => Err(ShipperError::Restore(format!(
-            "--resume: the target holds an interrupted restore of stream {s}, not {stream}; resume that stream, or start over with --force"
+        Some(p) if p.stream == stream.as_str() && p.target == req.to => Ok(p.at),
+        Some(p) if p.stream == stream.as_str() => Err(ShipperError::Restore(format!(
+            "--resume: the interrupted restore of stream {stream} went --to {}, not {}; resume with --to {}, or start over with --force",
+            p.target, req.to, p.target
+        ))),
+        Some(p) => Err(ShipperError::Restore(format!(
+            "--resume: the target holds an interrupted restore of stream {}, not {stream}; resume that stream, or start over with --force",
+            p.stream
         ))),
         None => Err(ShipperError::Restore(format!(
             "--resume: the target records no interrupted restore ({PROGRESS_SCHEMA}.progress is missing); a restore killed outright or stopped while loading its snapshot cannot be resumed: start over with --force"

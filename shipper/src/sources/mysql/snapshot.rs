@@ -58,8 +58,11 @@ pub async fn load_snapshot(
         }
     };
     drop(stdin);
-    client.finish("loading the snapshot with mariadb").await?;
-    fed
+    // A chunk that fails its checks cuts the dump mid-statement, so the client fails too:
+    // the chunk's error is the cause, and the one a restore falls back on.
+    let finished = client.finish("loading the snapshot with mariadb").await;
+    fed?;
+    finished
 }
 
 /// Writes the plan's snapshot as SQL into `dir` (fsynced); returns the file name, or
@@ -126,8 +129,14 @@ trap '"${{client[@]}}" -e "SET GLOBAL max_allowed_packet = $previous"' EXIT
     );
     if let Some(m) = &plan.snapshot {
         let file = sh_quote(&format!("snapshot-{}.sql", m.id));
+        // Out of a binlogging target's binlog, as `restore` loads it: the snapshot is the
+        // primary's data, not transactions of the target's own.
         script.push_str(&format!(
-            "echo loading {file}\n\"${{client[@]}}\" < {file}\n"
+            "load=(\"${{client[@]}}\")\n\
+             if [ \"$(\"${{client[@]}}\" -N -B -e 'SELECT @@GLOBAL.log_bin')\" = 1 ]; then\n\
+             \x20 load+=(--init-command='SET SESSION sql_log_bin = 0')\n\
+             fi\n\
+             echo loading {file}\n\"${{load[@]}}\" < {file}\n"
         ));
     }
     // One file per invocation: the first file may start mid-file without the GTID list

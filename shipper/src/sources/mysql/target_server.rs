@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 use std::str::FromStr;
 
-use logferry_common::format::mysql::sql::{quote_ident, quote_string, system_schemas_sql_list};
+use logferry_common::format::mysql::sql::{
+    quote_account, quote_ident, quote_string, server_accounts_sql_list, system_schemas_sql_list,
+};
 use logferry_common::BinlogPos;
 
 use crate::error::{Result, ShipperError};
@@ -87,6 +89,17 @@ impl TargetServer {
             password,
         })
     }
+}
+
+/// Where an interrupted restore left its target, as recorded there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    /// The stream restored.
+    pub stream: String,
+    /// The end of the last whole transaction applied.
+    pub at: BinlogPos,
+    /// The restore's `--to`, which a resume must repeat.
+    pub target: String,
 }
 
 /// The schema where an interrupted restore records how far it got (dropped when the
@@ -317,28 +330,30 @@ impl TargetServer {
         Ok(())
     }
 
-    /// Records on the target where an interrupted restore of `stream` left it (in
-    /// [`PROGRESS_SCHEMA`], out of the binlog), for `--resume`.
+    /// Records on the target where an interrupted restore left it (in [`PROGRESS_SCHEMA`],
+    /// out of the binlog), for `--resume`.
     ///
     /// # Errors
     /// When the server refuses.
-    pub async fn save_progress(&self, stream: &str, at: &BinlogPos) -> Result<()> {
+    pub async fn save_progress(&self, p: &Progress) -> Result<()> {
         let sql = format!(
             "{}CREATE DATABASE IF NOT EXISTS {PROGRESS_SCHEMA}; \
-             CREATE TABLE IF NOT EXISTS {PROGRESS_SCHEMA}.progress (stream VARCHAR(255) PRIMARY KEY, position TEXT NOT NULL) ENGINE=InnoDB; \
-             REPLACE INTO {PROGRESS_SCHEMA}.progress VALUES ({}, {})",
+             CREATE TABLE IF NOT EXISTS {PROGRESS_SCHEMA}.progress (stream VARCHAR(255) PRIMARY KEY, position TEXT NOT NULL, target TEXT NOT NULL) ENGINE=InnoDB; \
+             DELETE FROM {PROGRESS_SCHEMA}.progress; \
+             INSERT INTO {PROGRESS_SCHEMA}.progress VALUES ({}, {}, {})",
             self.unlogged().await?,
-            quote_string(stream),
-            quote_string(&at.to_string())
+            quote_string(&p.stream),
+            quote_string(&p.at.to_string()),
+            quote_string(&p.target)
         );
         self.query(&sql).await.map(drop)
     }
 
-    /// The stream and position an interrupted restore recorded, if the target holds one.
+    /// What an interrupted restore recorded, if the target holds a record.
     ///
     /// # Errors
     /// When the server cannot be queried, or the record does not parse.
-    pub async fn progress(&self) -> Result<Option<(String, BinlogPos)>> {
+    pub async fn progress(&self) -> Result<Option<Progress>> {
         let exists = self
             .query(&format!(
                 "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = '{PROGRESS_SCHEMA}' AND table_name = 'progress'"
@@ -353,17 +368,21 @@ impl TargetServer {
         }
         let rows = self
             .query(&format!(
-                "SELECT stream, position FROM {PROGRESS_SCHEMA}.progress"
+                "SELECT stream, position, target FROM {PROGRESS_SCHEMA}.progress"
             ))
             .await?;
-        let Some([stream, position]) = rows
+        let Some([stream, position, target]) = rows
             .into_iter()
             .next()
-            .and_then(|r| <[String; 2]>::try_from(r).ok())
+            .and_then(|r| <[String; 3]>::try_from(r).ok())
         else {
             return Ok(None);
         };
-        Ok(Some((stream, BinlogPos::parse(&position)?)))
+        Ok(Some(Progress {
+            stream,
+            at: BinlogPos::parse(&position)?,
+            target,
+        }))
     }
 
     /// Removes the record of an interrupted restore once the restore is complete.
@@ -405,6 +424,39 @@ impl TargetServer {
         }
         self.query(&sql).await?;
         Ok(names)
+    }
+
+    /// Drops every account but the server's own (`SERVER_ACCOUNTS`) and the one this
+    /// restore logs in as, out of the binlog: what an earlier restore's snapshot
+    /// and replay created, which a replayed `CREATE USER` would otherwise collide with;
+    /// returns them as `'user'@'host'`.
+    ///
+    /// # Errors
+    /// When the server cannot be queried or refuses a drop.
+    pub async fn drop_user_accounts(&self) -> Result<Vec<String>> {
+        let rows = self
+            .query(&format!(
+                "SELECT User, Host FROM mysql.global_priv \
+                 WHERE User NOT IN {} AND CONCAT(User, '@', Host) <> CURRENT_USER()",
+                server_accounts_sql_list()
+            ))
+            .await?;
+        let accounts: Vec<String> = rows
+            .iter()
+            .filter_map(|r| match r.as_slice() {
+                [user, host] => Some(quote_account(user, host)),
+                _ => None,
+            })
+            .collect();
+        if accounts.is_empty() {
+            return Ok(accounts);
+        }
+        let mut sql = self.unlogged().await?.to_owned();
+        for a in &accounts {
+            sql.push_str(&format!(" DROP USER IF EXISTS {a};"));
+        }
+        self.query(&sql).await?;
+        Ok(accounts)
     }
 
     /// Databases on the server other than the system ones.
