@@ -11,6 +11,7 @@ use reqwest::StatusCode;
 use crate::backoff::Backoff;
 use crate::error::{AgentError, Result};
 use logferry_config::agent::ShipperClientSection;
+use logferry_config::SecretString;
 
 /// A client of one shipper.
 #[derive(Debug, Clone)]
@@ -28,8 +29,11 @@ impl ShipperClient {
     /// # Errors
     /// As [`Self::new`].
     pub fn from_config(section: &ShipperClientSection) -> Result<Self> {
-        let mut client =
-            ShipperClient::new(&section.url, Duration::from_millis(section.timeout_ms))?;
+        let mut client = ShipperClient::with_token(
+            &section.url,
+            Duration::from_millis(section.timeout_ms),
+            section.token.as_ref().map(SecretString::expose),
+        )?;
         client.retry = Backoff::new(
             Duration::from_millis(section.retry_min_ms),
             Duration::from_millis(section.retry_max_ms),
@@ -49,8 +53,30 @@ impl ShipperClient {
     /// # Errors
     /// [`AgentError::ShipperUnavailable`] when the HTTP client cannot be built.
     pub fn new(base: &str, timeout: Duration) -> Result<Self> {
+        ShipperClient::with_token(base, timeout, None)
+    }
+
+    /// A client that sends `token` as `Authorization: Bearer` with every request (marked
+    /// sensitive, so no debug output of a request shows it).
+    ///
+    /// # Errors
+    /// As [`Self::new`], and [`AgentError::ShipperUnavailable`] for a token that is not a
+    /// valid header value.
+    pub fn with_token(base: &str, timeout: Duration, token: Option<&str>) -> Result<Self> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(t) = token {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {t}"))
+                .map_err(|_| {
+                    AgentError::ShipperUnavailable(
+                        "shipper.token holds characters a header cannot carry".into(),
+                    )
+                })?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         let http = reqwest::Client::builder()
             .timeout(timeout)
+            .default_headers(headers)
             .build()
             .map_err(|e| AgentError::ShipperUnavailable(e.to_string()))?;
         Ok(ShipperClient {
@@ -88,7 +114,7 @@ impl ShipperClient {
                 ))
             });
         }
-        let reason = format!("{status}: {}", error_text(&body));
+        let reason = format!("{status}: {}", error_text(status, &body));
         if refused(status) {
             Err(AgentError::ShipperRefused {
                 what: format!("segment {name}"),
@@ -152,7 +178,7 @@ impl ShipperClient {
             return Ok(());
         }
         let body = resp.bytes().await.unwrap_or_default();
-        let reason = format!("{status}: {}", error_text(&body));
+        let reason = format!("{status}: {}", error_text(status, &body));
         if refused(status) {
             Err(AgentError::ShipperRefused {
                 what: url.to_owned(),
@@ -203,10 +229,17 @@ impl ShipperClient {
         if status == StatusCode::NOT_FOUND {
             return Ok(None);
         }
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            // Retrying cannot help a refused token: stop with the fix.
+            return Err(AgentError::ShipperRefused {
+                what: format!("GET {url}"),
+                reason: format!("{status}: {}", error_text(status, &body)),
+            });
+        }
         if status != StatusCode::OK {
             return Err(AgentError::ShipperUnavailable(format!(
                 "GET {url}: {status}: {}",
-                error_text(&body)
+                error_text(status, &body)
             )));
         }
         serde_json::from_slice(&body).map(Some).map_err(|e| {
@@ -223,7 +256,17 @@ fn refused(status: StatusCode) -> bool {
         && status != StatusCode::TOO_MANY_REQUESTS
 }
 
-fn error_text(body: &[u8]) -> String {
+/// The shipper's error message, with the fix for a refused token.
+fn error_text(status: StatusCode, body: &[u8]) -> String {
+    let text = error_message(body);
+    if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+        format!("{text}; check shipper.token (or LOGFERRY__SHIPPER__TOKEN) against the shipper's [[auth.tokens]]: its streams and actions (ship)")
+    } else {
+        text
+    }
+}
+
+fn error_message(body: &[u8]) -> String {
     serde_json::from_slice::<ErrorBody>(body)
         .map(|b| b.error)
         .unwrap_or_else(|_| String::from_utf8_lossy(body).chars().take(300).collect())

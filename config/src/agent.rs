@@ -317,6 +317,10 @@ impl SegmentSection {
 pub struct ShipperClientSection {
     /// Base URL, e.g. `http://shipper:9450`.
     pub url: String,
+    /// The bearer token the shipper accepts for this stream (`logferry-shipper gen-token`);
+    /// best set from the environment, `LOGFERRY__SHIPPER__TOKEN`. Never shown.
+    #[serde(default)]
+    pub token: Option<crate::SecretString>,
     /// Timeout of one upload.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,

@@ -23,7 +23,7 @@ pub use agent::{
 };
 pub use error::{ConfigError, Result};
 pub use load::{load_file, parse_str, ENV_PREFIX};
-pub use secret::SecretUrl;
+pub use secret::{SecretString, SecretUrl};
 pub use shipper::{ShipperConfig, StoreConfig};
 
 #[cfg(test)]

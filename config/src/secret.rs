@@ -63,9 +63,40 @@ impl fmt::Debug for SecretUrl {
     }
 }
 
+/// A secret string (an API token): shown as `***` in every `Debug` form;
+/// [`SecretString::expose`] gives it to the code that sends it.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct SecretString(String);
+
+impl SecretString {
+    /// Wraps a secret.
+    pub fn new(secret: impl Into<String>) -> Self {
+        SecretString(secret.into())
+    }
+
+    /// The secret itself: for sending, never for printing.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_string_never_shows() {
+        let s = SecretString::new("lft_0123");
+        assert_eq!(format!("{s:?}"), "\"***\"");
+        assert_eq!(s.expose(), "lft_0123");
+    }
 
     #[test]
     fn the_password_never_shows() {

@@ -17,6 +17,149 @@ pub struct ShipperConfig {
     pub server: ServerSection,
     /// Where segments are stored.
     pub store: StoreConfig,
+    /// Who may call the API, and the audit log of who did.
+    #[serde(default)]
+    pub auth: AuthSection,
+}
+
+/// What a token may do with the streams it covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Upload segments and snapshots, and read where the stream stands (what an agent
+    /// needs to resume): no stored data is ever read back with it.
+    Ship,
+    /// List streams and read their state.
+    Read,
+    /// The shipper's own state: `/metrics`.
+    Admin,
+}
+
+/// `[auth]`: every request but `/healthz` carries `Authorization: Bearer <token>`, and the
+/// config holds only each token's sha256. Restores read the bucket directly and need the
+/// bucket's credentials, not a token.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    /// Accept every request without a token: only for tests or a closed lab network; the
+    /// shipper warns at start.
+    #[serde(default)]
+    pub insecure_no_auth: bool,
+    /// The accepted tokens (`logferry-shipper gen-token` prints one with its entry).
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+    /// Append-only JSON lines of every authenticated and every refused request; unset:
+    /// none (warned at start).
+    #[serde(default)]
+    pub audit_log: Option<std::path::PathBuf>,
+    /// Size at which the audit log is rotated (to `.1`, `.2`, ... `.5`).
+    #[serde(default = "default_audit_max_bytes")]
+    pub audit_max_bytes: u64,
+}
+
+fn default_audit_max_bytes() -> u64 {
+    64 * 1024 * 1024
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        AuthSection {
+            insecure_no_auth: false,
+            tokens: Vec::new(),
+            audit_log: None,
+            audit_max_bytes: default_audit_max_bytes(),
+        }
+    }
+}
+
+/// One accepted token (`[[auth.tokens]]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// A name for the token, written to the audit log (never the secret).
+    pub id: String,
+    /// Hex sha256 of the token.
+    pub sha256: String,
+    /// Stream-name prefixes it covers (`orders-`); `*` covers every stream.
+    pub streams: Vec<String>,
+    /// What it may do there.
+    pub actions: Vec<Action>,
+    /// RFC 3339 time after which it is refused.
+    #[serde(default)]
+    pub expires: Option<String>,
+}
+
+impl TokenConfig {
+    /// The expiry as ms since the epoch.
+    ///
+    /// # Errors
+    /// [`crate::ConfigError::Invalid`] for `auth.tokens.expires` that is not RFC 3339.
+    pub fn expires_ms(&self) -> Result<Option<i64>> {
+        self.expires
+            .as_deref()
+            .map(|e| {
+                humantime::parse_rfc3339(e)
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .and_then(|d| i64::try_from(d.as_millis()).ok())
+                    .ok_or_else(|| {
+                        invalid(
+                            "auth.tokens.expires",
+                            format!("token {:?}: {e:?} is not an RFC 3339 UTC time (2027-01-01T00:00:00Z)", self.id),
+                        )
+                    })
+            })
+            .transpose()
+    }
+}
+
+impl AuthSection {
+    /// Checks the tokens: a 64-digit hex sha256 each, unique ids, at least one stream and
+    /// one action, a readable expiry; and that some token exists unless auth is off.
+    ///
+    /// # Errors
+    /// [`crate::ConfigError::Invalid`] naming the key and the token.
+    pub fn validate(&self) -> Result<()> {
+        if self.tokens.is_empty() && !self.insecure_no_auth {
+            return Err(invalid(
+                "auth.tokens",
+                "no token is configured, so no agent could upload; add one printed by `logferry-shipper gen-token`, or set auth.insecure_no_auth = true on a closed test network",
+            ));
+        }
+        let mut ids = std::collections::HashSet::new();
+        for t in &self.tokens {
+            let name = &t.id;
+            if t.id.is_empty() || !ids.insert(t.id.as_str()) {
+                return Err(invalid(
+                    "auth.tokens.id",
+                    format!("{name:?}: every token needs an id of its own"),
+                ));
+            }
+            if t.sha256.len() != 64 || !t.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(invalid(
+                    "auth.tokens.sha256",
+                    format!("token {name:?}: give the 64 hex digits `logferry-shipper gen-token` printed"),
+                ));
+            }
+            if t.streams.is_empty() || t.streams.iter().any(|p| p.is_empty()) {
+                return Err(invalid(
+                    "auth.tokens.streams",
+                    format!("token {name:?}: list stream-name prefixes (\"orders-\"), or \"*\" for every stream"),
+                ));
+            }
+            if t.actions.is_empty() {
+                return Err(invalid(
+                    "auth.tokens.actions",
+                    format!("token {name:?}: list what it may do: \"ship\", \"read\", \"admin\""),
+                ));
+            }
+            t.expires_ms()?;
+        }
+        if self.audit_max_bytes < 4096 {
+            return Err(invalid("auth.audit_max_bytes", "use at least 4096"));
+        }
+        Ok(())
+    }
 }
 
 /// The HTTP API of the shipper.
@@ -107,6 +250,7 @@ impl ShipperConfig {
     /// [`crate::ConfigError::Invalid`] naming the key and the fix.
     pub fn validate(&self) -> Result<()> {
         self.store.validate()?;
+        self.auth.validate()?;
         if !(1_000..=3_600_000).contains(&self.server.upload_timeout_ms) {
             return Err(invalid(
                 "server.upload_timeout_ms",
@@ -222,10 +366,25 @@ mod tests {
     fn minimal_and_bad_store() {
         let cfg: ShipperConfig =
             parse_str("[store]\nurl = \"/tmp/x\"\n", "s.toml", vec![]).unwrap();
+        let no_token = cfg.validate().unwrap_err().to_string();
+        assert!(
+            no_token.contains("auth.tokens") && no_token.contains("gen-token"),
+            "{no_token}"
+        );
+        let cfg: ShipperConfig = parse_str(
+            "[store]\nurl = \"/tmp/x\"\n[auth]\ninsecure_no_auth = true\n",
+            "s.toml",
+            vec![],
+        )
+        .unwrap();
         cfg.validate().unwrap();
         assert_eq!(cfg.server.listen.port(), 9450);
-        let bad: ShipperConfig =
-            parse_str("[store]\nurl = \"gs://b\"\n", "s.toml", vec![]).unwrap();
+        let bad: ShipperConfig = parse_str(
+            "[store]\nurl = \"gs://b\"\n[auth]\ninsecure_no_auth = true\n",
+            "s.toml",
+            vec![],
+        )
+        .unwrap();
         assert!(bad
             .validate()
             .unwrap_err()

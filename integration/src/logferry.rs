@@ -25,6 +25,15 @@ pub struct Shipper {
     proc: Option<Proc>,
 }
 
+/// The token every test agent sends and every test shipper accepts (every stream, every
+/// action).
+pub const TEST_TOKEN: &str = "lft_7e57000000000000000000000000000000000000000000000000000000000000";
+
+/// The `Authorization` header value of test requests to a shipper.
+pub fn bearer() -> String {
+    format!("Bearer {TEST_TOKEN}")
+}
+
 impl Shipper {
     /// Writes a config under `dir` and starts the shipper on a free port.
     ///
@@ -95,14 +104,28 @@ impl Shipper {
     }
 
     fn write_config(&self) -> anyhow::Result<()> {
+        use sha2::Digest;
+        let hash: String = sha2::Sha256::digest(TEST_TOKEN.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         std::fs::write(
             &self.config,
             format!(
-                "[server]\nlisten = \"127.0.0.1:{}\"\n\n[store]\n{}",
-                self.port, self.store
+                "[server]\nlisten = \"127.0.0.1:{}\"\n\n[store]\n{}\n\
+                 [auth]\naudit_log = \"{}\"\n\n\
+                 [[auth.tokens]]\nid = \"test\"\nsha256 = \"{hash}\"\nstreams = [\"*\"]\nactions = [\"ship\", \"read\", \"admin\"]\n",
+                self.port,
+                self.store,
+                self.audit_log().display()
             ),
         )?;
         Ok(())
+    }
+
+    /// The shipper's audit log (JSON lines).
+    pub fn audit_log(&self) -> PathBuf {
+        self.log.with_file_name("audit.jsonl")
     }
 
     /// Starts the process again (after [`Self::kill9`]) with the same port and store, and
@@ -168,7 +191,10 @@ impl Shipper {
     /// # Errors
     /// When the request fails.
     pub async fn head(&self, stream: &str) -> anyhow::Result<StreamHead> {
-        let body = reqwest::get(format!("{}/v1/streams/{stream}", self.url()))
+        let body = reqwest::Client::new()
+            .get(format!("{}/v1/streams/{stream}", self.url()))
+            .header("authorization", bearer())
+            .send()
             .await?
             .bytes()
             .await?;
@@ -243,7 +269,7 @@ impl Agent {
             format!(
                 "[agent]\nstream = \"{}\"\nspool_dir = \"{}\"\nmetrics_listen = \"127.0.0.1:0\"\n\n\
                  [source]\ntype = \"mysql\"\nurl = \"{}\"\nserver_id = {}\nconnect_timeout_ms = 3000\n{}\n\n\
-                 [segment]\nmax_age_ms = {}\n{}\n\n[shipper]\nurl = \"{}\"\nretry_max_ms = 1000\n\n{}\n",
+                 [segment]\nmax_age_ms = {}\n{}\n\n[shipper]\nurl = \"{}\"\nretry_max_ms = 1000\ntoken = \"{TEST_TOKEN}\"\n\n{}\n",
                 s.stream,
                 spool_dir.display(),
                 s.source_url,

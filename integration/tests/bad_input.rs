@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::{segment, shipper_cli};
 use logferry_common::wire::SegmentAck;
-use logferry_integration::logferry::{Agent, AgentSettings, Shipper};
+use logferry_integration::logferry::{bearer, Agent, AgentSettings, Shipper};
 use logferry_integration::mariadb::{MariaDb, Options, REPL_USER};
 use logferry_integration::process::workspace_bin;
 use logferry_integration::{free_port, wait_for};
@@ -155,7 +155,7 @@ async fn garbage_uploads_are_refused_and_the_store_stays_clean() -> anyhow::Resu
     let http = reqwest::Client::new();
     let url = format!("{}/v1/segments", shipper.url());
     let post = |body: Vec<u8>| {
-        let req = http.post(&url).body(body);
+        let req = http.post(&url).header("authorization", bearer()).body(body);
         async move {
             let r = req.send().await?;
             let status = r.status().as_u16();
@@ -236,7 +236,10 @@ async fn payload_check_on_upload_is_optional_and_verify_catches_a_bad_payload() 
     let relaxed = Shipper::start(&tmp.path().join("relaxed")).await?;
     let http = reqwest::Client::new();
     let post = |url: String, body: Vec<u8>| {
-        let req = http.post(format!("{url}/v1/segments")).body(body);
+        let req = http
+            .post(format!("{url}/v1/segments"))
+            .header("authorization", bearer())
+            .body(body);
         async move {
             let r = req.send().await?;
             let status = r.status().as_u16();
@@ -280,7 +283,7 @@ async fn a_stalled_upload_times_out_and_frees_its_place() -> anyhow::Result<()> 
     let mut stalled = tokio::net::TcpStream::connect(("127.0.0.1", shipper.port)).await?;
     stalled
         .write_all(
-            b"POST /v1/segments HTTP/1.1\r\nhost: x\r\ncontent-type: application/octet-stream\r\ncontent-length: 100000\r\n\r\npartial",
+            format!("POST /v1/segments HTTP/1.1\r\nhost: x\r\nauthorization: {}\r\ncontent-type: application/octet-stream\r\ncontent-length: 100000\r\n\r\npartial", bearer()).as_bytes(),
         )
         .await?;
     // Were the stalled upload's place never freed, this one would wait for ever (the
@@ -290,6 +293,7 @@ async fn a_stalled_upload_times_out_and_frees_its_place() -> anyhow::Result<()> 
         .timeout(Duration::from_secs(60))
         .build()?
         .post(format!("{}/v1/segments", shipper.url()))
+        .header("authorization", bearer())
         .body(body)
         .send()
         .await?;
@@ -298,5 +302,66 @@ async fn a_stalled_upload_times_out_and_frees_its_place() -> anyhow::Result<()> 
     let n = tokio::time::timeout(Duration::from_secs(60), stalled.read(&mut reply)).await??;
     let reply = String::from_utf8_lossy(&reply[..n]);
     assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    Ok(())
+}
+
+/// Without a valid token nothing is stored, every refusal is in the audit log, and an agent
+/// sent off with the wrong token stops saying which setting to fix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_without_a_valid_token_are_refused_and_audited() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let shipper = Shipper::start(tmp.path()).await?;
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/segments", shipper.url());
+    let body = segment(4, b"unauthenticated").bytes().to_vec();
+    for auth in [None, Some("Bearer lft_wrong".to_owned())] {
+        let mut req = http.post(&url).body(body.clone());
+        if let Some(a) = &auth {
+            req = req.header("authorization", a);
+        }
+        let r = req.send().await?;
+        assert_eq!(r.status().as_u16(), 401, "{auth:?}: {}", r.text().await?);
+    }
+    let chunk = format!(
+        "{}/v1/streams/db1/snapshots/1796235494312/chunks/1",
+        shipper.url()
+    );
+    let r = http.put(&chunk).body("INSERT 666").send().await?;
+    assert_eq!(r.status().as_u16(), 401, "{}", r.text().await?);
+    assert!(
+        !shipper.store_dir.join("streams").exists(),
+        "nothing refused is stored"
+    );
+    let audited = wait_for(
+        "the refusals in the audit log",
+        Duration::from_secs(30),
+        || async {
+            let text = std::fs::read_to_string(shipper.audit_log()).unwrap_or_default();
+            Ok((text.lines().count() >= 3).then_some(text))
+        },
+    )
+    .await?;
+    assert!(
+        audited.lines().all(|l| l.contains("\"status\":401")) && !audited.contains("lft_wrong"),
+        "{audited}"
+    );
+
+    let db = MariaDb::start(Options::default()).await?;
+    let mut s = settings(db.repl_url(), &shipper);
+    s.extra_toml = String::new();
+    let mut agent = Agent::start_with_env(
+        &tmp.path().join("agent"),
+        &s,
+        &[("LOGFERRY__SHIPPER__TOKEN", "lft_not_this_one")],
+    )?;
+    let status = agent.wait_exit(Duration::from_secs(60)).await?;
+    let log = agent.log_text();
+    assert!(status.is_some_and(|s| !s.success()), "{log}");
+    assert!(
+        log.contains("401")
+            && log.contains("LOGFERRY__SHIPPER__TOKEN")
+            && !log.contains("lft_not_this_one"),
+        "{log}"
+    );
     Ok(())
 }

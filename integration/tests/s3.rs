@@ -5,7 +5,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{segment, settings, STREAM};
-use logferry_integration::logferry::{Agent, Shipper};
+use logferry_integration::logferry::{bearer, Agent, Shipper};
 use logferry_integration::mariadb::{MariaDb, Options};
 use logferry_integration::process::workspace_bin;
 use logferry_integration::s3::S3Server;
@@ -68,6 +68,7 @@ async fn binlog_ships_into_s3_and_verifies_from_the_bucket() -> anyhow::Result<(
     for (base, body, want) in cases {
         let r = http
             .post(format!("{base}/v1/segments"))
+            .header("authorization", bearer())
             .body(body)
             .send()
             .await?;

@@ -1,31 +1,42 @@
 //! The HTTP API: segment uploads from agents, stream state, health and metrics.
 //!
+//! Every request but `/healthz` carries `Authorization: Bearer <token>` ([`crate::auth`]):
+//! 401 without a valid one, 403 when it does not cover the action or the stream (the
+//! action each route needs is in the table). Every authenticated or refused request is
+//! written to the audit log ([`crate::audit`]) when one is configured.
+//!
 //! | method | path | answer |
 //! |---|---|---|
-//! | POST | `/v1/segments` | 201 stored, 200 identical re-send, 400 invalid, 409 conflict, 413 too large, 503 store down |
-//! | GET | `/v1/limits` | [`Limits`]: the largest segment accepted |
-//! | GET | `/v1/streams` | names of stored streams |
-//! | GET | `/v1/streams/<stream>` | [`StreamHead`]: segment count and first/last position |
-//! | PUT | `/v1/streams/<s>/snapshots/<id>/chunks/<n>` | 201/200; 400 when the `x-logferry-sha256` header does not match; 409 other bytes stored |
-//! | PUT | `/v1/streams/<s>/snapshots/<id>/manifest` | 201/200; 400 unless every listed chunk is stored |
-//! | GET | `/healthz` | 200 when the store answers |
-//! | GET | `/metrics` | Prometheus text |
+//! | POST | `/v1/segments` (ship) | 201 stored, 200 identical re-send, 400 invalid, 409 conflict, 413 too large, 503 store down |
+//! | GET | `/v1/limits` (any) | [`Limits`]: the largest segment accepted |
+//! | GET | `/v1/streams` (read) | names of stored streams the token covers |
+//! | GET | `/v1/streams/<stream>` (ship or read) | [`StreamHead`]: segment count and first/last position |
+//! | PUT | `/v1/streams/<s>/snapshots/<id>/chunks/<n>` (ship) | 201/200; 400 when the `x-logferry-sha256` header does not match; 409 other bytes stored |
+//! | PUT | `/v1/streams/<s>/snapshots/<id>/manifest` (ship) | 201/200; 400 unless every listed chunk is stored |
+//! | GET | `/healthz` (no token) | 200 when the store answers |
+//! | GET | `/metrics` (admin) | Prometheus text |
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Request, State};
+use axum::http::header::AUTHORIZATION;
 use axum::http::HeaderMap;
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
+use axum::Extension;
 use axum::{Json, Router};
 use bytes::Bytes;
+use logferry_common::keys::{chunk_key, manifest_key};
 use logferry_common::wire::{ErrorBody, Limits, StreamHead, LIMITS_PATH, SEGMENTS_PATH};
-use logferry_common::StreamId;
+use logferry_common::{Segment, StreamId};
 use tokio::sync::Semaphore;
 
+use crate::audit::{Audit, Entry};
+use crate::auth::{Action, Auth, Caller};
 use crate::catalog::ChainEnd;
 use crate::error::ShipperError;
 use crate::ingest::Ingest;
@@ -35,8 +46,99 @@ use crate::snapshots::{self, Accepted, SHA256_HEADER};
 /// `max_uploads` upload bodies (segments, snapshot chunks) received at once, so that the
 /// memory they take is bounded whatever the number of agents; an upload that takes longer
 /// than `upload_timeout` (a sender gone mid-body) is answered 408 and frees its place.
+/// Who may call the API and where their requests are written down.
+#[derive(Debug)]
+pub struct Gate {
+    /// The accepted tokens.
+    pub auth: Auth,
+    /// The audit log, when configured.
+    pub audit: Option<Audit>,
+}
+
+/// What a handler tells the audit log about its request, carried in the response.
+#[derive(Debug, Clone, Default)]
+struct Noted {
+    stream: Option<String>,
+    object: Option<String>,
+    error: Option<String>,
+}
+
+/// `response` with `stream` and `object` noted for the audit log.
+fn noted(mut response: Response, stream: &StreamId, object: Option<String>) -> Response {
+    let error = response
+        .extensions()
+        .get::<Noted>()
+        .and_then(|n| n.error.clone());
+    response.extensions_mut().insert(Noted {
+        stream: Some(stream.to_string()),
+        object,
+        error,
+    });
+    response
+}
+
+/// Resolves the caller of every request but `/healthz` (401 for no valid token), hands it
+/// to the handler, and audits the answer.
+async fn guard(gate: Arc<Gate>, mut req: Request, next: Next) -> Response {
+    if req.uri().path() == "/healthz" {
+        return next.run(req).await;
+    }
+    let request = format!("{} {}", req.method(), req.uri().path());
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.to_string());
+    let header = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let (response, token) = match gate.auth.caller(header, now_ms()) {
+        Err(e) => (e.into_response(), None),
+        Ok(caller) => {
+            let token = caller.id().map(str::to_owned);
+            req.extensions_mut().insert(caller);
+            (next.run(req).await, token)
+        }
+    };
+    if let Some(audit) = &gate.audit {
+        let note = response
+            .extensions()
+            .get::<Noted>()
+            .cloned()
+            .unwrap_or_default();
+        audit.record(&Entry {
+            time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            peer,
+            token,
+            stream: note.stream.or_else(|| stream_in_path(&request)),
+            request,
+            object: note.object,
+            status: response.status().as_u16(),
+            error: note.error,
+        });
+    }
+    response
+}
+
+/// The stream a `/v1/streams/<stream>...` request names.
+fn stream_in_path(request: &str) -> Option<String> {
+    let rest = request.split_once("/v1/streams/")?.1;
+    rest.split('/')
+        .next()
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Builds the router over shared ingest state, behind `gate`.
 pub fn router(
     state: Arc<Ingest>,
+    gate: Arc<Gate>,
     max_body: usize,
     max_uploads: usize,
     upload_timeout: Duration,
@@ -80,41 +182,85 @@ pub fn router(
         .route("/healthz", get(health))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            guard(gate.clone(), req, next)
+        }))
         .with_state(state)
 }
 
-async fn put_segment(State(st): State<Arc<Ingest>>, body: Bytes) -> Response {
+async fn put_segment(
+    State(st): State<Arc<Ingest>>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> Response {
+    // The stream is in the segment's header: read it (cheaply) before anything is stored.
+    let stream = match Segment::peek_header(&body) {
+        Ok(h) => h.meta.stream,
+        Err(e) => return ShipperError::Format(e).into_response(),
+    };
+    if let Err(e) = caller.allow(Action::Ship, Some(&stream)) {
+        return noted(e.into_response(), &stream, None);
+    }
     match st.segment(body).await {
-        Ok(ack) if ack.duplicate => (StatusCode::OK, Json(ack)).into_response(),
-        Ok(ack) => (StatusCode::CREATED, Json(ack)).into_response(),
-        Err(e) => e.into_response(),
+        Ok(ack) => {
+            let status = if ack.duplicate {
+                StatusCode::OK
+            } else {
+                StatusCode::CREATED
+            };
+            let key = ack.key.clone();
+            noted((status, Json(ack)).into_response(), &stream, Some(key))
+        }
+        Err(e) => noted(e.into_response(), &stream, None),
     }
 }
 
 async fn put_chunk(
     State(st): State<Arc<Ingest>>,
+    Extension(caller): Extension<Caller>,
     Path((stream, id, index)): Path<(String, String, u32)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let stream = match StreamId::new(&stream) {
+    let stream = match allowed(&caller, &[Action::Ship], &stream) {
         Ok(s) => s,
-        Err(e) => return ShipperError::BadRequest(e.to_string()).into_response(),
+        Err(refused) => return *refused,
     };
     let sha = headers.get(SHA256_HEADER).and_then(|v| v.to_str().ok());
-    accepted(snapshots::put_chunk(&st.store, &stream, &id, index, sha, body).await)
+    let key = chunk_key(&stream, &id, index);
+    let answer = accepted(snapshots::put_chunk(&st.store, &stream, &id, index, sha, body).await);
+    noted(answer, &stream, Some(key))
 }
 
 async fn put_manifest(
     State(st): State<Arc<Ingest>>,
+    Extension(caller): Extension<Caller>,
     Path((stream, id)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
-    let stream = match StreamId::new(&stream) {
+    let stream = match allowed(&caller, &[Action::Ship], &stream) {
         Ok(s) => s,
-        Err(e) => return ShipperError::BadRequest(e.to_string()).into_response(),
+        Err(refused) => return *refused,
     };
-    accepted(snapshots::put_manifest(&st.store, &stream, &id, body).await)
+    let key = manifest_key(&stream, &id);
+    let answer = accepted(snapshots::put_manifest(&st.store, &stream, &id, body).await);
+    noted(answer, &stream, Some(key))
+}
+
+/// The stream named in a path, when it is one and the caller may do one of `actions` on
+/// it; else the answer to send (400, 403).
+fn allowed(caller: &Caller, actions: &[Action], stream: &str) -> Result<StreamId, Box<Response>> {
+    let stream = StreamId::new(stream)
+        .map_err(|e| Box::new(ShipperError::BadRequest(e.to_string()).into_response()))?;
+    let mut refusal = None;
+    for action in actions {
+        match caller.allow(*action, Some(&stream)) {
+            Ok(()) => return Ok(stream),
+            Err(e) => refusal = Some(e),
+        }
+    }
+    let e = refusal.unwrap_or_else(|| ShipperError::Forbidden("no action allowed".into()));
+    Err(Box::new(noted(e.into_response(), &stream, None)))
 }
 
 fn accepted(r: Result<Accepted, ShipperError>) -> Response {
@@ -131,20 +277,31 @@ async fn limits(State(st): State<Arc<Ingest>>) -> Json<Limits> {
     })
 }
 
-async fn list_streams(State(st): State<Arc<Ingest>>) -> Json<Vec<String>> {
-    Json(
-        st.catalog
-            .stream_names()
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-    )
+async fn list_streams(
+    State(st): State<Arc<Ingest>>,
+    Extension(caller): Extension<Caller>,
+) -> Response {
+    if let Err(e) = caller.allow(Action::Read, None) {
+        return e.into_response();
+    }
+    let names: Vec<String> = st
+        .catalog
+        .stream_names()
+        .iter()
+        .filter(|s| caller.sees(s))
+        .map(|s| s.to_string())
+        .collect();
+    Json(names).into_response()
 }
 
-async fn stream_head(State(st): State<Arc<Ingest>>, Path(stream): Path<String>) -> Response {
-    let stream = match StreamId::new(&stream) {
+async fn stream_head(
+    State(st): State<Arc<Ingest>>,
+    Extension(caller): Extension<Caller>,
+    Path(stream): Path<String>,
+) -> Response {
+    let stream = match allowed(&caller, &[Action::Ship, Action::Read], &stream) {
         Ok(s) => s,
-        Err(e) => return ShipperError::BadRequest(e.to_string()).into_response(),
+        Err(refused) => return *refused,
     };
     let lock = st.catalog.stream(&stream);
     let mut chain = lock.lock().await;
@@ -178,8 +335,11 @@ async fn health(State(st): State<Arc<Ingest>>) -> Response {
     }
 }
 
-async fn metrics(State(st): State<Arc<Ingest>>) -> String {
-    st.metrics.render()
+async fn metrics(State(st): State<Arc<Ingest>>, Extension(caller): Extension<Caller>) -> Response {
+    match caller.allow(Action::Admin, None) {
+        Ok(()) => st.metrics.render().into_response(),
+        Err(e) => e.into_response(),
+    }
 }
 
 impl IntoResponse for ShipperError {
@@ -192,6 +352,8 @@ impl IntoResponse for ShipperError {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
             ShipperError::Conflict(_) => StatusCode::CONFLICT,
+            ShipperError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ShipperError::Forbidden(_) => StatusCode::FORBIDDEN,
             ShipperError::Restore(_) | ShipperError::Gap(_) | ShipperError::Interrupted(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
@@ -204,13 +366,19 @@ impl IntoResponse for ShipperError {
         } else {
             tracing::warn!(error = %self, "request refused");
         }
-        (
+        let error = self.to_string();
+        let mut response = (
             status,
             Json(ErrorBody {
-                error: self.to_string(),
+                error: error.clone(),
             }),
         )
-            .into_response()
+            .into_response();
+        response.extensions_mut().insert(Noted {
+            error: Some(error),
+            ..Noted::default()
+        });
+        response
     }
 }
 
@@ -219,14 +387,26 @@ mod tests {
     use super::*;
     use crate::test_support::{ingest, segment};
     use axum::body::Body;
+    use logferry_config::shipper::{AuthSection, TokenConfig};
+    use sha2::Digest;
     use tower::ServiceExt;
 
     async fn send(app: &Router, method: &str, uri: &str, body: Bytes) -> (StatusCode, String) {
-        let req = Request::builder()
-            .method(method)
-            .uri(uri)
-            .body(Body::from(body))
-            .unwrap();
+        send_as(app, None, method, uri, body).await
+    }
+
+    async fn send_as(
+        app: &Router,
+        token: Option<&str>,
+        method: &str,
+        uri: &str,
+        body: Bytes,
+    ) -> (StatusCode, String) {
+        let mut req = Request::builder().method(method).uri(uri);
+        if let Some(t) = token {
+            req = req.header(AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let req = req.body(Body::from(body)).unwrap();
         let answer = app.clone().oneshot(req).await.unwrap();
         let status = answer.status();
         let body = axum::body::to_bytes(answer.into_body(), 1 << 20)
@@ -235,10 +415,159 @@ mod tests {
         (status, String::from_utf8_lossy(&body).into_owned())
     }
 
+    fn open_gate() -> Arc<Gate> {
+        let auth = Auth::from_config(&AuthSection {
+            insecure_no_auth: true,
+            ..AuthSection::default()
+        })
+        .unwrap();
+        Arc::new(Gate { auth, audit: None })
+    }
+
+    fn token(id: &str, secret: &str, streams: &str, actions: &[Action]) -> TokenConfig {
+        TokenConfig {
+            id: id.into(),
+            sha256: hex::encode(sha2::Sha256::digest(secret.as_bytes())),
+            streams: vec![streams.into()],
+            actions: actions.to_vec(),
+            expires: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn tokens_are_held_to_their_streams_and_actions_and_every_request_is_audited() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("audit.jsonl");
+        let cfg = AuthSection {
+            tokens: vec![
+                token("orders-agent", "ship-secret", "orders", &[Action::Ship]),
+                token("billing-agent", "other-secret", "billing", &[Action::Ship]),
+                token("reader", "read-secret", "*", &[Action::Read]),
+            ],
+            ..AuthSection::default()
+        };
+        let gate = Arc::new(Gate {
+            auth: Auth::from_config(&cfg).unwrap(),
+            audit: Some(Audit::open(&log, 1 << 20).unwrap()),
+        });
+        let st = ingest();
+        let app = router(st.clone(), gate, 1 << 20, 4, Duration::from_secs(5));
+        let seg = segment(4, 90, b"one");
+        let post = |t| send_as(&app, t, "POST", SEGMENTS_PATH, seg.clone());
+        assert_eq!(post(None).await.0, StatusCode::UNAUTHORIZED, "no token");
+        assert_eq!(
+            post(Some("nope")).await.0,
+            StatusCode::UNAUTHORIZED,
+            "a wrong token"
+        );
+        assert_eq!(
+            post(Some("other-secret")).await.0,
+            StatusCode::FORBIDDEN,
+            "another stream's token"
+        );
+        assert_eq!(
+            post(Some("read-secret")).await.0,
+            StatusCode::FORBIDDEN,
+            "a read-only token"
+        );
+        assert_eq!(
+            st.catalog.stream_names().len(),
+            0,
+            "nothing refused is stored"
+        );
+        assert_eq!(post(Some("ship-secret")).await.0, StatusCode::CREATED);
+        let chunk = "/v1/streams/billing/snapshots/1796235494312/chunks/1";
+        let (status, _) = send_as(
+            &app,
+            Some("ship-secret"),
+            "PUT",
+            chunk,
+            Bytes::from_static(b"x"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "a chunk of another stream");
+        let (status, body) = send_as(
+            &app,
+            Some("ship-secret"),
+            "GET",
+            "/v1/streams",
+            Bytes::new(),
+        )
+        .await;
+        assert_eq!(
+            status,
+            StatusCode::FORBIDDEN,
+            "a ship token lists nothing: {body}"
+        );
+        let (status, _) = send_as(&app, Some("ship-secret"), "GET", "/metrics", Bytes::new()).await;
+        assert_eq!(
+            status,
+            StatusCode::FORBIDDEN,
+            "a ship token reads no metrics"
+        );
+        let (status, _) = send_as(
+            &app,
+            Some("ship-secret"),
+            "GET",
+            "/v1/streams/orders",
+            Bytes::new(),
+        )
+        .await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "an agent reads where its stream stands"
+        );
+        let (status, body) = send_as(
+            &app,
+            Some("read-secret"),
+            "GET",
+            "/v1/streams",
+            Bytes::new(),
+        )
+        .await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "[\"orders\"]"));
+        let (status, _) = send(&app, "GET", "/healthz", Bytes::new()).await;
+        assert_eq!(status, StatusCode::OK, "health needs no token");
+
+        // 10 requests audited (health is not), refusals with their reason, no secret.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let lines = loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.lines().count() >= 10 || std::time::Instant::now() > deadline {
+                break text;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        let entries: Vec<serde_json::Value> = lines
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(entries.len(), 10, "{lines}");
+        assert_eq!(entries[0]["status"], 401);
+        assert!(entries[0]["token"].is_null());
+        assert_eq!(entries[2]["token"], "billing-agent");
+        assert_eq!(entries[2]["stream"], "orders");
+        assert!(entries[2]["error"]
+            .as_str()
+            .unwrap()
+            .contains("does not cover stream orders"));
+        assert_eq!(entries[4]["status"], 201);
+        assert!(entries[4]["object"]
+            .as_str()
+            .unwrap()
+            .starts_with("streams/orders/segments/"));
+        assert_eq!(entries[5]["stream"], "billing");
+        assert!(
+            !lines.contains("secret"),
+            "no secret in the audit log: {lines}"
+        );
+    }
+
     #[tokio::test]
     async fn uploads_are_answered_with_the_status_the_table_promises() {
         let st = ingest();
-        let app = router(st.clone(), 1 << 20, 4, Duration::from_secs(5));
+        let app = router(st.clone(), open_gate(), 1 << 20, 4, Duration::from_secs(5));
         let first = segment(4, 90, b"one");
         let (status, _) = send(&app, "POST", SEGMENTS_PATH, first.clone()).await;
         assert_eq!(status, StatusCode::CREATED);
@@ -285,6 +614,11 @@ mod tests {
                 StatusCode::BAD_REQUEST,
             ),
             (ShipperError::Conflict("x".into()), StatusCode::CONFLICT),
+            (
+                ShipperError::Unauthorized("x".into()),
+                StatusCode::UNAUTHORIZED,
+            ),
+            (ShipperError::Forbidden("x".into()), StatusCode::FORBIDDEN),
             (
                 ShipperError::Internal("x".into()),
                 StatusCode::INTERNAL_SERVER_ERROR,

@@ -14,6 +14,12 @@ pub enum ShipperError {
     /// A request names something invalid, e.g. a stream name outside the grammar (400).
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// A request without a valid token (401): none, unknown, or expired.
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
+    /// A valid token that does not cover the action or the stream (403).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
     /// The shipper itself failed while handling a request (500), e.g. a validation task that
     /// panicked.
     #[error("internal error: {0}")]

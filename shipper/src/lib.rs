@@ -19,6 +19,8 @@
 //!   must do, one suite for all.
 
 pub mod api;
+pub mod audit;
+pub mod auth;
 pub mod catalog;
 pub mod drill_record;
 pub mod error;

@@ -8,6 +8,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use logferry_common::{DecodeLimits, StreamId};
 use logferry_config::{ShipperConfig, StoreConfig};
+use logferry_shipper::auth::{self, Action};
 use logferry_shipper::catalog::Catalog;
 use logferry_shipper::drill_record::{self, DrillRecord, Verdict};
 use logferry_shipper::error::ShipperError;
@@ -18,7 +19,7 @@ use logferry_shipper::restore::{
     self, Bars, DrillReport, ExportOptions, Report, Request, RestoreOptions,
 };
 use logferry_shipper::storage::Store;
-use logferry_shipper::{api, sources, verify};
+use logferry_shipper::{api, audit, sources, verify};
 use std::time::Instant;
 use tracing::{info, warn};
 
@@ -42,6 +43,24 @@ enum Command {
         /// Shipper config file (TOML); see examples/shipper.toml.
         #[arg(long, short, env = "LOGFERRY_SHIPPER_CONFIG")]
         config: PathBuf,
+    },
+    /// Print a new API token and the [[auth.tokens]] entry to add to the shipper's config
+    /// (which holds only its sha256). The token is shown once: put it in the agent's
+    /// shipper.token (or LOGFERRY__SHIPPER__TOKEN).
+    GenToken {
+        /// A name for the token, written to the audit log.
+        #[arg(long)]
+        id: String,
+        /// Stream-name prefix it covers (repeatable); "*" covers every stream.
+        #[arg(long = "stream-prefix", required = true)]
+        stream_prefixes: Vec<String>,
+        /// What it may do: ship (agents), read (stream state), admin (/metrics); comma
+        /// separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        actions: Vec<String>,
+        /// RFC 3339 UTC time after which it is refused.
+        #[arg(long)]
+        expires: Option<String>,
     },
     /// Check every stored chain for gaps, overlaps and checksum errors, and every snapshot's
     /// chunks (both checksums), completeness and place in the chain; exit 1 on any, and on
@@ -244,6 +263,12 @@ const INTERRUPTED_EXIT: u8 = 130;
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { config } => serve(&config).await,
+        Command::GenToken {
+            id,
+            stream_prefixes,
+            actions,
+            expires,
+        } => gen_token(id, stream_prefixes, &actions, expires),
         Command::Verify {
             reads,
             store,
@@ -699,8 +724,77 @@ async fn stop_signal() {
     info!("shutting down: finishing the requests in flight");
 }
 
+/// `gen-token`: a new token on stdout with the config entry that accepts it.
+fn gen_token(
+    id: String,
+    streams: Vec<String>,
+    actions: &[String],
+    expires: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let actions = actions
+        .iter()
+        .map(|a| match a.trim() {
+            "ship" => Ok(Action::Ship),
+            "read" => Ok(Action::Read),
+            "admin" => Ok(Action::Admin),
+            other => bail!("--actions {other:?}: use ship, read or admin"),
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let (token, sha256) = auth::new_token()?;
+    let entry = logferry_config::shipper::TokenConfig {
+        id,
+        sha256,
+        streams,
+        actions,
+        expires,
+    };
+    logferry_config::shipper::AuthSection {
+        tokens: vec![entry.clone()],
+        ..Default::default()
+    }
+    .validate()?;
+    let quoted = |v: &[String]| {
+        v.iter()
+            .map(|s| format!("{s:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let action_names: Vec<String> = entry
+        .actions
+        .iter()
+        .map(|a| format!("{a:?}").to_lowercase())
+        .collect();
+    println!("# the token (shown once; the agent's shipper.token or LOGFERRY__SHIPPER__TOKEN):");
+    println!("{token}");
+    println!("# add to the shipper's config:");
+    println!("[[auth.tokens]]");
+    println!("id = {:?}", entry.id);
+    println!("sha256 = \"{}\"", entry.sha256);
+    println!("streams = [{}]", quoted(&entry.streams));
+    println!("actions = [{}]", quoted(&action_names));
+    if let Some(e) = &entry.expires {
+        println!("expires = {e:?}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn serve(config: &std::path::Path) -> anyhow::Result<ExitCode> {
     let cfg = ShipperConfig::load(config)?;
+    let gate = Arc::new(api::Gate {
+        auth: auth::Auth::from_config(&cfg.auth)?,
+        audit: cfg
+            .auth
+            .audit_log
+            .as_deref()
+            .map(|path| audit::Audit::open(path, cfg.auth.audit_max_bytes))
+            .transpose()?,
+    });
+    if gate.auth.is_open() {
+        warn!("auth.insecure_no_auth is set: the API accepts every request without a token; anyone who reaches it can add restore points");
+    }
+    if gate.audit.is_none() {
+        warn!("no auth.audit_log: requests are not audited");
+    }
     let store = Store::open(&cfg.store)?;
     store
         .healthcheck()
@@ -724,6 +818,7 @@ async fn serve(config: &std::path::Path) -> anyhow::Result<ExitCode> {
     }
     let app = api::router(
         state,
+        gate,
         usize::try_from(max).unwrap_or(usize::MAX),
         cfg.server.max_concurrent_uploads,
         std::time::Duration::from_millis(cfg.server.upload_timeout_ms),
@@ -736,10 +831,13 @@ async fn serve(config: &std::path::Path) -> anyhow::Result<ExitCode> {
         .local_addr()
         .with_context(|| format!("cannot read the address bound for {}", cfg.server.listen))?;
     info!(listen = %bound, store = %cfg.store.url, "shipper serving");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stop_signal())
-        .await
-        .context("HTTP server failed")?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(stop_signal())
+    .await
+    .context("HTTP server failed")?;
     info!("shipper stopped: every request in flight was answered");
     Ok(ExitCode::SUCCESS)
 }

@@ -53,6 +53,7 @@ pub(super) async fn initial_position(
                 let open_trx = head.open_trx.as_ref().map(parse).transpose()?;
                 return Ok(Some(ResumePoint { end, open_trx }));
             }
+            Err(e) if !e.is_retryable() => return Err(e),
             Err(e) => {
                 let wait = backoff.next_delay();
                 warn!(error = %e, retry_in = ?wait, "no local checkpoint, and the shipper cannot tell where the stream stands; waiting for it");

@@ -111,7 +111,15 @@ pub(crate) async fn gtid_seq(c: &mut Conn) -> anyhow::Result<u64> {
 
 /// The GTID sequence number of the stream head's end position, if the shipper answers.
 pub(crate) async fn head_seq(http: &reqwest::Client, url: &str) -> Option<u64> {
-    let body = http.get(url).send().await.ok()?.bytes().await.ok()?;
+    let body = http
+        .get(url)
+        .header("authorization", logferry_integration::logferry::bearer())
+        .send()
+        .await
+        .ok()?
+        .bytes()
+        .await
+        .ok()?;
     let head: logferry_common::wire::StreamHead = serde_json::from_slice(&body).ok()?;
     head.end?.rsplit('-').next()?.parse().ok()
 }
