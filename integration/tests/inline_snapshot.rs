@@ -19,7 +19,11 @@ use logferry_integration::logferry::Shipper;
 async fn an_inline_snapshot_is_stored_in_chunks_with_its_manifest() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let shipper = Shipper::start(tmp.path()).await?;
-    let client = ShipperClient::new(&shipper.url(), Duration::from_secs(30))?;
+    let client = ShipperClient::with_token(
+        &shipper.url(),
+        Duration::from_secs(30),
+        Some(logferry_integration::logferry::TEST_TOKEN),
+    )?;
     let stream = StreamId::new("inline")?;
     let metrics = Arc::new(Metrics::default());
     let (_stop, shutdown) = tokio::sync::watch::channel(false);
