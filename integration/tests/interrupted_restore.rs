@@ -60,8 +60,9 @@ async fn an_interrupted_restore_puts_the_target_back_then_resumes_or_starts_over
     let shipper = Shipper::start(tmp.path()).await?;
     let mut s = settings(&primary, &shipper);
     s.extra_toml = snapshot_section(&replica, None);
-    // Small segments: a replay can only stop between two of them.
-    s.segment_extra = "max_bytes = 65536".into();
+    // Small segments, many more than the pieces in flight and the pipes between the
+    // collector and the server hold: a stop must reach a collector that is still busy.
+    s.segment_extra = "max_bytes = 4096".into();
     let agent = Agent::start(&tmp.path().join("agent"), &s)?;
     run_snapshot(&agent, "snapshot.log", RUN_WITHIN)?;
     let at_snapshot = audit_rows(&replica).await?.unwrap_or(0);

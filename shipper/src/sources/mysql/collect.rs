@@ -71,6 +71,8 @@ struct Collector<'a> {
     /// The transaction being applied or considered is the GTID target's.
     is_target_trx: bool,
     done: bool,
+    /// A stop the operator asked for: honoured at the next transaction boundary.
+    interrupt: &'a Interrupt,
 }
 
 /// One segment's share of the collection.
@@ -159,6 +161,13 @@ impl Collector<'_> {
                 out.last_position = Some(end.clone());
                 out.passed_gtid |= std::mem::take(&mut self.is_target_trx);
                 out.last_time_ms = Some(i64::from(header.timestamp) * 1000);
+                // Segments are cut inside transactions, so a stop waits for a commit, not
+                // for the end of a segment.
+                if self.interrupt.is_requested() {
+                    out.interrupted = true;
+                    self.done = true;
+                    return Ok(false);
+                }
             }
             Ok(true)
         })?;
@@ -235,6 +244,7 @@ pub async fn collect(
         carrying: false,
         is_target_trx: false,
         done: false,
+        interrupt,
     };
     let mut payloads = Box::pin(segment_payloads(
         store,
@@ -244,8 +254,9 @@ pub async fn collect(
         if col.done {
             break;
         }
-        // Between segments, unless a transaction runs on into this one: everything sent
-        // then ends at a commit, so the server holds whole transactions when it stops.
+        // Between segments, unless a transaction runs on into this one (the walk then
+        // stops at its commit): everything sent ends at a commit, so the server holds
+        // whole transactions when it stops.
         if interrupt.is_requested() && !col.carrying {
             out.interrupted = true;
             break;
