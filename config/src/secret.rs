@@ -2,14 +2,13 @@
 
 use std::fmt;
 
-use serde::Deserialize;
+use serde::de::{self, Deserialize, Deserializer, Visitor};
 
 /// A URL that may carry a password (`mysql://USER:PASSWORD@HOST:3306`). Its `Debug` form
 /// shows the URL with the password replaced, so `check-config`, a log line or an error that
 /// prints a config never shows it; [`SecretUrl::expose`] gives the URL to the code that
 /// connects.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct SecretUrl(String);
 
 impl SecretUrl {
@@ -65,8 +64,7 @@ impl fmt::Debug for SecretUrl {
 
 /// A secret string (an API token): shown as `***` in every `Debug` form;
 /// [`SecretString::expose`] gives it to the code that sends it.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct SecretString(String);
 
 impl SecretString {
@@ -84,6 +82,58 @@ impl SecretString {
 impl fmt::Debug for SecretString {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("\"***\"")
+    }
+}
+
+/// Reads a secret as text. Anything else (an environment override such as `12345` reads as
+/// a TOML integer) is refused with a fixed message: serde's own would quote the value.
+struct SecretText;
+
+impl Visitor<'_> for SecretText {
+    type Value = String;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a quoted string")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+        Ok(v.to_owned())
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<String, E> {
+        Ok(v)
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<String, E> {
+        Err(not_text())
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<String, E> {
+        Err(not_text())
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<String, E> {
+        Err(not_text())
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<String, E> {
+        Err(not_text())
+    }
+}
+
+fn not_text<E: de::Error>() -> E {
+    E::custom("a secret must be a quoted string (its value is not shown); in an environment variable, wrap it in double quotes")
+}
+
+impl<'de> Deserialize<'de> for SecretString {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(SecretText).map(SecretString)
+    }
+}
+
+impl<'de> Deserialize<'de> for SecretUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(SecretText).map(SecretUrl)
     }
 }
 
@@ -112,5 +162,30 @@ mod tests {
             !format!("{malformed:?}").contains("hunter2"),
             "{malformed:?}"
         );
+    }
+
+    #[test]
+    fn a_secret_that_reads_as_a_number_is_refused_without_showing_it() {
+        #[derive(Debug, serde::Deserialize)]
+        struct Cfg {
+            #[allow(dead_code)]
+            token: SecretString,
+        }
+        let said = crate::load::parse_str::<Cfg>(
+            "",
+            "a.toml",
+            vec![("LOGFERRY__TOKEN".into(), "9876543210".into())],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(!said.contains("9876543210"), "{said}");
+        assert!(said.contains("quoted string"), "{said}");
+        let ok = crate::load::parse_str::<Cfg>(
+            "",
+            "a.toml",
+            vec![("LOGFERRY__TOKEN".into(), "lft_00ff".into())],
+        )
+        .unwrap();
+        assert_eq!(ok.token.expose(), "lft_00ff");
     }
 }

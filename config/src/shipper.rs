@@ -126,13 +126,20 @@ impl AuthSection {
                 "no token is configured, so no agent could upload; add one printed by `logferry-shipper gen-token`, or set auth.insecure_no_auth = true on a closed test network",
             ));
         }
+        if self.insecure_no_auth && !self.tokens.is_empty() {
+            return Err(invalid(
+                "auth.insecure_no_auth",
+                "tokens are configured but insecure_no_auth would accept every request without one; remove insecure_no_auth",
+            ));
+        }
         let mut ids = std::collections::HashSet::new();
+        let mut hashes = std::collections::HashMap::new();
         for t in &self.tokens {
             let name = &t.id;
-            if t.id.is_empty() || !ids.insert(t.id.as_str()) {
+            if !token_id_ok(&t.id) || !ids.insert(t.id.as_str()) {
                 return Err(invalid(
                     "auth.tokens.id",
-                    format!("{name:?}: every token needs an id of its own"),
+                    format!("{name:?}: every token needs an id of its own, 1-64 characters of A-Z, a-z, 0-9, '.', '_', '-'"),
                 ));
             }
             if t.sha256.len() != 64 || !t.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -141,10 +148,16 @@ impl AuthSection {
                     format!("token {name:?}: give the 64 hex digits `logferry-shipper gen-token` printed"),
                 ));
             }
-            if t.streams.is_empty() || t.streams.iter().any(|p| p.is_empty()) {
+            if let Some(first) = hashes.insert(t.sha256.to_ascii_lowercase(), name) {
+                return Err(invalid(
+                    "auth.tokens.sha256",
+                    format!("tokens {first:?} and {name:?} have the same sha256, so one secret would act as both; give each its own token"),
+                ));
+            }
+            if t.streams.is_empty() || !t.streams.iter().all(|p| stream_prefix_ok(p)) {
                 return Err(invalid(
                     "auth.tokens.streams",
-                    format!("token {name:?}: list stream-name prefixes (\"orders-\"), or \"*\" for every stream"),
+                    format!("token {name:?}: list stream-name prefixes (\"orders-\": a-z, 0-9, '.', '_', '-', starting with a letter or digit), or \"*\" for every stream"),
                 ));
             }
             if t.actions.is_empty() {
@@ -160,6 +173,29 @@ impl AuthSection {
         }
         Ok(())
     }
+}
+
+/// Whether `id` is a token id: what the audit log and error messages quote as they are.
+pub fn token_id_ok(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Whether `prefix` can begin a stream name (or is `*`, every stream): a prefix no stream
+/// name can have (`Orders-`) would make a token that covers nothing.
+fn stream_prefix_ok(prefix: &str) -> bool {
+    if prefix == "*" {
+        return true;
+    }
+    let mut chars = prefix.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && chars
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
+        && prefix.len() <= logferry_common::StreamId::MAX_LEN
 }
 
 /// The HTTP API of the shipper.
@@ -390,5 +426,47 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("store.url"));
+    }
+
+    #[test]
+    fn tokens_that_would_act_wrongly_are_refused_naming_the_key() {
+        let hash = "ab".repeat(32);
+        let other = "cd".repeat(32);
+        let with = |tokens: &str| -> String {
+            let cfg: ShipperConfig = parse_str(
+                &format!("[store]\nurl = \"/tmp/x\"\n[auth]\n{tokens}"),
+                "s.toml",
+                vec![],
+            )
+            .unwrap();
+            cfg.validate()
+                .map_or_else(|e| e.to_string(), |()| "ok".into())
+        };
+        let entry = |id: &str, sha: &str, streams: &str| {
+            format!("[[auth.tokens]]\nid = {id:?}\nsha256 = {sha:?}\nstreams = [{streams:?}]\nactions = [\"ship\"]\n")
+        };
+        assert_eq!(with(&entry("a", &hash, "orders-")), "ok");
+        let twice = with(&format!(
+            "{}{}",
+            entry("a", &hash, "*"),
+            entry("b", &hash.to_uppercase(), "*")
+        ));
+        assert!(
+            twice.contains("auth.tokens.sha256") && twice.contains("same sha256"),
+            "{twice}"
+        );
+        let open = with(&format!(
+            "insecure_no_auth = true\n{}",
+            entry("a", &hash, "*")
+        ));
+        assert!(open.contains("auth.insecure_no_auth"), "{open}");
+        for prefix in ["Orders-", "-x", "or ders", ""] {
+            let said = with(&entry("a", &other, prefix));
+            assert!(said.contains("auth.tokens.streams"), "{prefix:?}: {said}");
+        }
+        for id in ["", "a b", "x\"y", &"i".repeat(65)] {
+            let said = with(&entry(id, &other, "*"));
+            assert!(said.contains("auth.tokens.id"), "{id:?}: {said}");
+        }
     }
 }

@@ -42,10 +42,6 @@ use crate::error::ShipperError;
 use crate::ingest::Ingest;
 use crate::snapshots::{self, Accepted, SHA256_HEADER};
 
-/// Builds the router over shared ingest state: bodies up to `max_body` bytes, and at most
-/// `max_uploads` upload bodies (segments, snapshot chunks) received at once, so that the
-/// memory they take is bounded whatever the number of agents; an upload that takes longer
-/// than `upload_timeout` (a sender gone mid-body) is answered 408 and frees its place.
 /// Who may call the API and where their requests are written down.
 #[derive(Debug)]
 pub struct Gate {
@@ -78,7 +74,7 @@ fn noted(mut response: Response, stream: &StreamId, object: Option<String>) -> R
 }
 
 /// Resolves the caller of every request but `/healthz` (401 for no valid token), hands it
-/// to the handler, and audits the answer.
+/// to the handler, and audits the answer, or the client's going away before it (499).
 async fn guard(gate: Arc<Gate>, mut req: Request, next: Next) -> Response {
     if req.uri().path() == "/healthz" {
         return next.run(req).await;
@@ -92,35 +88,83 @@ async fn guard(gate: Arc<Gate>, mut req: Request, next: Next) -> Response {
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let (response, token) = match gate.auth.caller(header, now_ms()) {
-        Err(e) => (e.into_response(), None),
+    let caller = gate.auth.caller(header, now_ms());
+    let mut pending = Pending {
+        audit: gate.audit.as_ref(),
+        entry: Some(Entry {
+            time: String::new(),
+            peer,
+            token: caller.as_ref().ok().and_then(Caller::id).map(str::to_owned),
+            stream: stream_in_path(&request),
+            request,
+            object: None,
+            status: CLIENT_GONE,
+            error: Some("the client went away before the answer".into()),
+        }),
+    };
+    let response = match caller {
+        Err(e) => e.into_response(),
         Ok(caller) => {
-            let token = caller.id().map(str::to_owned);
             req.extensions_mut().insert(caller);
-            (next.run(req).await, token)
+            next.run(req).await
         }
     };
-    if let Some(audit) = &gate.audit {
+    if let Some(entry) = pending.entry.as_mut() {
         let note = response
             .extensions()
             .get::<Noted>()
             .cloned()
             .unwrap_or_default();
-        audit.record(&Entry {
-            time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
-            peer,
-            token,
-            stream: note.stream.or_else(|| stream_in_path(&request)),
-            request,
-            object: note.object,
-            status: response.status().as_u16(),
-            error: note.error,
-        });
+        entry.stream = note.stream.or(entry.stream.take());
+        entry.object = note.object;
+        entry.status = response.status().as_u16();
+        entry.error = note.error;
     }
+    drop(pending);
     response
 }
 
-/// The stream a `/v1/streams/<stream>...` request names.
+/// The status audited for a request whose client went away before it was answered (nginx's
+/// convention).
+const CLIENT_GONE: u16 = 499;
+
+/// The audit entry of a request in flight, recorded when it is dropped: after the answer,
+/// or when the client goes away and the server drops the request's future mid-way.
+struct Pending<'a> {
+    audit: Option<&'a Audit>,
+    entry: Option<Entry>,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if let (Some(audit), Some(mut entry)) = (self.audit, self.entry.take()) {
+            entry.time = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+            audit.record(&entry);
+        }
+    }
+}
+
+/// Refuses an upload the caller's token could never make (no `ship`, or a stream in the path
+/// it does not cover) before its body is received: a valid token of another role or stream
+/// cannot make the shipper read megabytes to refuse them. The handler checks again with what
+/// only the body says (a segment's stream).
+async fn ship_scope(req: Request, next: Next) -> Response {
+    let verdict = match req.extensions().get::<Caller>() {
+        None => Err(ShipperError::Internal(
+            "no caller resolved for an upload".into(),
+        )),
+        Some(caller) => {
+            let stream = stream_in_path(req.uri().path()).and_then(|s| StreamId::new(&s).ok());
+            caller.allow(Action::Ship, stream.as_ref())
+        }
+    };
+    match verdict {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The stream a `/v1/streams/<stream>...` request (or path) names.
 fn stream_in_path(request: &str) -> Option<String> {
     let rest = request.split_once("/v1/streams/")?.1;
     rest.split('/')
@@ -135,7 +179,11 @@ fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// Builds the router over shared ingest state, behind `gate`.
+/// Builds the router over shared ingest state, behind `gate`: bodies up to `max_body`
+/// bytes, and at most `max_uploads` upload bodies (segments, snapshot chunks) received at
+/// once, so that the memory they take is bounded whatever the number of agents; an upload
+/// that takes longer than `upload_timeout` (a sender gone mid-body) is answered 408 and frees
+/// its place.
 pub fn router(
     state: Arc<Ingest>,
     gate: Arc<Gate>,
@@ -170,15 +218,18 @@ pub fn router(
                 }
             }
         }));
-    Router::new()
+    let ships = Router::new()
         .merge(uploads)
-        .route(LIMITS_PATH, get(limits))
-        .route("/v1/streams", get(list_streams))
-        .route("/v1/streams/{stream}", get(stream_head))
         .route(
             "/v1/streams/{stream}/snapshots/{id}/manifest",
             put(put_manifest),
         )
+        .layer(middleware::from_fn(ship_scope));
+    Router::new()
+        .merge(ships)
+        .route(LIMITS_PATH, get(limits))
+        .route("/v1/streams", get(list_streams))
+        .route("/v1/streams/{stream}", get(stream_head))
         .route("/healthz", get(health))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(max_body))
@@ -446,9 +497,10 @@ mod tests {
             ],
             ..AuthSection::default()
         };
+        let gate_audit = Audit::open(&log, 1 << 20, Arc::default()).unwrap();
         let gate = Arc::new(Gate {
             auth: Auth::from_config(&cfg).unwrap(),
-            audit: Some(Audit::open(&log, 1 << 20).unwrap()),
+            audit: Some(gate_audit.clone()),
         });
         let st = ingest();
         let app = router(st.clone(), gate, 1 << 20, 4, Duration::from_secs(5));
@@ -531,14 +583,8 @@ mod tests {
         assert_eq!(status, StatusCode::OK, "health needs no token");
 
         // 10 requests audited (health is not), refusals with their reason, no secret.
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        let lines = loop {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if text.lines().count() >= 10 || std::time::Instant::now() > deadline {
-                break text;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        };
+        assert!(gate_audit.flush(Duration::from_secs(30)));
+        let lines = std::fs::read_to_string(&log).unwrap();
         let entries: Vec<serde_json::Value> = lines
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
@@ -562,6 +608,113 @@ mod tests {
             !lines.contains("secret"),
             "no secret in the audit log: {lines}"
         );
+    }
+
+    /// A request whose body never arrives: answered without its body, or never.
+    fn endless(token: &str, method: &str, uri: &str) -> Request {
+        let forever = futures::stream::pending::<Result<Bytes, std::io::Error>>();
+        Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(AUTHORIZATION, format!("Bearer {token}"))
+            .body(Body::from_stream(forever))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn tokens_that_could_never_upload_are_refused_before_the_body_and_odd_paths_need_one() {
+        let mut expired = token("old", "old-secret", "*", &[Action::Ship]);
+        expired.expires = Some("2020-01-01T00:00:00Z".into());
+        let cfg = AuthSection {
+            tokens: vec![
+                token("orders-agent", "ship-secret", "orders", &[Action::Ship]),
+                token("reader", "read-secret", "*", &[Action::Read]),
+                token("ops", "admin-secret", "*", &[Action::Admin]),
+                expired,
+            ],
+            ..AuthSection::default()
+        };
+        let gate = Arc::new(Gate {
+            auth: Auth::from_config(&cfg).unwrap(),
+            audit: None,
+        });
+        let app = router(ingest(), gate, 1 << 20, 4, Duration::from_secs(600));
+        let chunk = "/v1/streams/orders/snapshots/1796235494312/chunks/1";
+        let manifest = "/v1/streams/orders/snapshots/1796235494312/manifest";
+        let other = "/v1/streams/billing/snapshots/1796235494312/chunks/1";
+        let cases = [
+            ("read-secret", "POST", SEGMENTS_PATH, StatusCode::FORBIDDEN),
+            ("admin-secret", "POST", SEGMENTS_PATH, StatusCode::FORBIDDEN),
+            ("read-secret", "PUT", chunk, StatusCode::FORBIDDEN),
+            ("admin-secret", "PUT", manifest, StatusCode::FORBIDDEN),
+            ("ship-secret", "PUT", other, StatusCode::FORBIDDEN),
+            (
+                "old-secret",
+                "POST",
+                SEGMENTS_PATH,
+                StatusCode::UNAUTHORIZED,
+            ),
+        ];
+        for (secret, method, uri, want) in cases {
+            let answer = tokio::time::timeout(
+                Duration::from_secs(60),
+                app.clone().oneshot(endless(secret, method, uri)),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("{secret} {method} {uri} waited for its body"))
+            .unwrap();
+            assert_eq!(answer.status(), want, "{secret} {method} {uri}");
+        }
+        let (status, body) =
+            send_as(&app, Some("old-secret"), "GET", "/v1/limits", Bytes::new()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(body.contains("token old has expired"), "{body}");
+        for odd in [
+            "/healthz/",
+            "/%68ealthz",
+            "/healthz/../metrics",
+            "//healthz",
+        ] {
+            let (status, _) = send(&app, "GET", odd, Bytes::new()).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{odd} is not /healthz");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_client_gone_mid_upload_is_audited() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("audit.jsonl");
+        let audit = Audit::open(&log, 1 << 20, Arc::default()).unwrap();
+        let gate = Arc::new(Gate {
+            auth: Auth::from_config(&AuthSection {
+                tokens: vec![token(
+                    "orders-agent",
+                    "ship-secret",
+                    "orders",
+                    &[Action::Ship],
+                )],
+                ..AuthSection::default()
+            })
+            .unwrap(),
+            audit: Some(audit.clone()),
+        });
+        let app = router(ingest(), gate, 1 << 20, 4, Duration::from_secs(600));
+        let chunk = "/v1/streams/orders/snapshots/1796235494312/chunks/1";
+        // The body never comes, so the request cannot be answered: giving up on it drops
+        // the request's future, as the server does when the client's connection closes.
+        let gave_up = tokio::time::timeout(
+            Duration::from_millis(200),
+            app.clone().oneshot(endless("ship-secret", "PUT", chunk)),
+        )
+        .await;
+        assert!(gave_up.is_err(), "answered without a body");
+        assert!(audit.flush(Duration::from_secs(30)));
+        let text = std::fs::read_to_string(&log).unwrap();
+        let entry: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(entry["status"], 499, "{text}");
+        assert_eq!(entry["token"], "orders-agent");
+        assert_eq!(entry["stream"], "orders");
+        assert_eq!(entry["request"], format!("PUT {chunk}"));
     }
 
     #[tokio::test]

@@ -1,11 +1,19 @@
 //! The audit log: one JSON line per request that was authenticated or refused (token id,
 //! never the secret; action; stream; object; result; peer; time), appended and fsynced by a
 //! writer thread of its own, rotated by size to `.1` … `.5`.
+//!
+//! A request never waits for the disk: its line goes into a bounded queue. A line that finds
+//! the queue full is lost, counted (`logferry_shipper_audit_lost_total`) and logged; a write
+//! or fsync that fails is counted (`logferry_shipper_audit_write_errors_total`), the file is
+//! opened again and the same lines are written again a second later, so a failing disk
+//! delays lines instead of dropping them until the queue fills.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -13,6 +21,16 @@ use crate::error::{Result, ShipperError};
 
 /// Rotated files kept beside the live one.
 const KEEP: u32 = 5;
+
+/// Lines queued for the writer before new ones are lost.
+const QUEUE: usize = 16 * 1024;
+
+/// The longest `request` text kept: a path is bounded by the HTTP server, but a line of the
+/// log need not carry megabytes of it.
+const MAX_REQUEST_CHARS: usize = 512;
+
+/// How long the writer waits before writing again after a failure.
+const RETRY: Duration = Duration::from_secs(1);
 
 /// One audited request.
 #[derive(Debug, Clone, Serialize)]
@@ -23,56 +41,124 @@ pub struct Entry {
     pub peer: Option<String>,
     /// The token's id (`null` when there was no valid one).
     pub token: Option<String>,
-    /// `METHOD /path`.
+    /// `METHOD /path`, cut at 512 characters.
     pub request: String,
     /// The stream it was about, when one.
     pub stream: Option<String>,
     /// The object stored or refused, when one.
     pub object: Option<String>,
-    /// The HTTP status answered.
+    /// The HTTP status answered (499: the client went away before the answer).
     pub status: u16,
     /// Why it was refused, when it was.
     pub error: Option<String>,
 }
 
+/// Counts of what the audit log could not do, shown in `/metrics`.
+#[derive(Debug, Default)]
+pub struct AuditCounters {
+    /// Lines lost because the queue was full.
+    pub lost: AtomicU64,
+    /// Writes or fsyncs of the log that failed (and were tried again).
+    pub write_errors: AtomicU64,
+}
+
+enum Msg {
+    Line(String),
+    /// Answered once every line queued before it is written and fsynced.
+    Flush(mpsc::Sender<()>),
+}
+
 /// A handle to the audit log's writer; cheap to clone. Writes never wait for the disk on the
 /// request's task.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Audit {
-    lines: mpsc::Sender<String>,
+    queue: mpsc::SyncSender<Msg>,
+    counters: Arc<AuditCounters>,
+}
+
+impl std::fmt::Debug for Audit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Audit").finish_non_exhaustive()
+    }
 }
 
 impl Audit {
-    /// Opens (creating) the log at `path`, rotated when it passes `max_bytes`.
+    /// Opens (creating) the log at `path`, rotated when it passes `max_bytes`; what it cannot
+    /// do is counted in `counters`.
     ///
     /// # Errors
     /// [`ShipperError::Internal`] naming the file when it cannot be opened.
-    pub fn open(path: &Path, max_bytes: u64) -> Result<Self> {
+    pub fn open(path: &Path, max_bytes: u64, counters: Arc<AuditCounters>) -> Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| failed(path, &e))?;
         }
         let file = append(path)?;
-        let (lines, rx) = mpsc::channel::<String>();
-        let path = path.to_owned();
+        let (queue, rx) = mpsc::sync_channel::<Msg>(QUEUE);
+        let writer = Writer {
+            path: path.to_owned(),
+            file,
+            max_bytes,
+            counters: counters.clone(),
+        };
         std::thread::Builder::new()
             .name("audit-log".into())
-            .spawn(move || write_loop(&path, file, max_bytes, &rx))
+            .spawn(move || writer.run(&rx))
             .map_err(|e| ShipperError::Internal(format!("starting the audit writer: {e}")))?;
-        Ok(Audit { lines })
+        Ok(Audit { queue, counters })
     }
 
     /// Records one request.
     pub fn record(&self, entry: &Entry) {
-        match serde_json::to_string(entry) {
-            Ok(line) => {
-                if self.lines.send(line).is_err() {
-                    tracing::error!(
-                        "the audit log writer has stopped; this request is not audited"
-                    );
+        let mut entry = entry.clone();
+        if entry.request.len() > MAX_REQUEST_CHARS {
+            let mut cut = MAX_REQUEST_CHARS;
+            while !entry.request.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            entry.request.truncate(cut);
+            entry.request.push('…');
+        }
+        let line = match serde_json::to_string(&entry) {
+            Ok(line) => line,
+            Err(e) => {
+                self.counters.lost.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "an audit entry could not be encoded");
+                return;
+            }
+        };
+        if let Err(e) = self.queue.try_send(Msg::Line(line)) {
+            self.counters.lost.fetch_add(1, Ordering::Relaxed);
+            let why = match e {
+                mpsc::TrySendError::Full(_) => {
+                    "the audit log's queue is full (its disk is slow or failing)"
+                }
+                mpsc::TrySendError::Disconnected(_) => "the audit log's writer has stopped",
+            };
+            tracing::error!(request = %entry.request, status = entry.status, "{why}: this request is not audited (logferry_shipper_audit_lost_total)");
+        }
+    }
+
+    /// Waits, for at most `patience`, until every line recorded so far is written and
+    /// fsynced: for shutdown. Blocks its thread; whether it all reached the disk.
+    pub fn flush(&self, patience: Duration) -> bool {
+        let (done, wait) = mpsc::channel();
+        let deadline = std::time::Instant::now() + patience;
+        let mut msg = Msg::Flush(done);
+        loop {
+            match self.queue.try_send(msg) {
+                Ok(()) => break,
+                Err(mpsc::TrySendError::Disconnected(_)) => return false,
+                Err(mpsc::TrySendError::Full(m)) => {
+                    if std::time::Instant::now() >= deadline {
+                        return false;
+                    }
+                    msg = m;
+                    std::thread::sleep(Duration::from_millis(10));
                 }
             }
-            Err(e) => tracing::error!(error = %e, "an audit entry could not be encoded"),
         }
+        wait.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+            .is_ok()
     }
 }
 
@@ -88,27 +174,86 @@ fn append(path: &Path) -> Result<File> {
         .map_err(|e| failed(path, &e))
 }
 
-/// Writes every line that arrives, then fsyncs once per batch; rotates past `max_bytes`.
-fn write_loop(path: &Path, mut file: File, max_bytes: u64, rx: &mpsc::Receiver<String>) {
-    while let Ok(first) = rx.recv() {
-        let mut batch = first;
-        batch.push('\n');
-        while let Ok(more) = rx.try_recv() {
-            batch.push_str(&more);
-            batch.push('\n');
+/// The writer thread's state.
+struct Writer {
+    path: PathBuf,
+    file: File,
+    max_bytes: u64,
+    counters: Arc<AuditCounters>,
+}
+
+impl Writer {
+    /// Writes every line that arrives, then fsyncs once per batch; rotates past `max_bytes`.
+    /// Ends when every [`Audit`] handle is gone and the queue is drained.
+    fn run(mut self, rx: &mpsc::Receiver<Msg>) {
+        while let Ok(first) = rx.recv() {
+            let mut batch = String::new();
+            let mut flushes = Vec::new();
+            let mut take = |m: Msg, batch: &mut String| match m {
+                Msg::Line(l) => {
+                    batch.push_str(&l);
+                    batch.push('\n');
+                }
+                Msg::Flush(done) => flushes.push(done),
+            };
+            take(first, &mut batch);
+            while let Ok(more) = rx.try_recv() {
+                take(more, &mut batch);
+            }
+            self.write_durably(batch.as_bytes());
+            for done in flushes {
+                let _ = done.send(());
+            }
+            self.rotate_if_due();
         }
-        let written = file
-            .write_all(batch.as_bytes())
-            .and_then(|()| file.sync_data());
-        if let Err(e) = written {
-            tracing::error!(file = %path.display(), error = %e, "writing the audit log failed");
-            continue;
+    }
+
+    /// Writes `bytes` and fsyncs, trying again (with the file opened afresh) until it works:
+    /// a line is delayed by a failing disk, never dropped here.
+    fn write_durably(&mut self, bytes: &[u8]) {
+        let mut written = 0;
+        loop {
+            let attempt = (|| {
+                while written < bytes.len() {
+                    match self.file.write(&bytes[written..]) {
+                        Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                        Ok(n) => written += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                self.file.sync_data()
+            })();
+            match attempt {
+                Ok(()) => return,
+                Err(e) => {
+                    let failures = self.counters.write_errors.fetch_add(1, Ordering::Relaxed);
+                    if failures % 60 == 0 {
+                        tracing::error!(file = %self.path.display(), error = %e, "writing the audit log failed; trying again every second (logferry_shipper_audit_write_errors_total)");
+                    }
+                    std::thread::sleep(RETRY);
+                    if let Ok(f) = append(&self.path) {
+                        self.file = f;
+                    }
+                }
+            }
         }
-        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-        if size >= max_bytes {
-            match rotate(path) {
-                Ok(f) => file = f,
-                Err(e) => tracing::error!(error = %e, "rotating the audit log failed"),
+    }
+
+    /// Rotates once the live file has passed `max_bytes`. When rotation fails the writer goes
+    /// on with the file at `path` (opened again, since a rename may have moved the open one).
+    fn rotate_if_due(&mut self) {
+        let size = self.file.metadata().map(|m| m.len()).unwrap_or(0);
+        if size < self.max_bytes {
+            return;
+        }
+        match rotate(&self.path) {
+            Ok(f) => self.file = f,
+            Err(e) => {
+                tracing::error!(error = %e, "rotating the audit log failed");
+                if let Ok(f) = append(&self.path) {
+                    self.file = f;
+                }
             }
         }
     }
@@ -156,21 +301,16 @@ mod tests {
     fn entries_are_appended_as_json_lines_and_rotated_by_size() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
-        let audit = Audit::open(&path, 4096).unwrap();
+        let audit = Audit::open(&path, 4096, Arc::default()).unwrap();
         for _ in 0..100 {
             audit.record(&entry(201));
         }
-        let all = || {
-            lines(&path)
-                + (1..=KEEP)
-                    .map(|n| lines(&path.with_extension(format!("jsonl.{n}"))))
-                    .sum::<usize>()
-        };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while all() < 100 && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        assert_eq!(all(), 100, "every entry is written once");
+        assert!(audit.flush(Duration::from_secs(30)), "flushed");
+        let all = lines(&path)
+            + (1..=KEEP)
+                .map(|n| lines(&path.with_extension(format!("jsonl.{n}"))))
+                .sum::<usize>();
+        assert_eq!(all, 100, "every entry is written once");
         let rotated = path.with_extension("jsonl.1");
         assert!(rotated.exists(), "rotated past 4096 bytes");
         let first = std::fs::read_to_string(&rotated).unwrap();
@@ -178,5 +318,40 @@ mod tests {
             serde_json::from_str(first.lines().next().unwrap()).unwrap();
         assert_eq!(parsed["token"], "orders");
         assert_eq!(parsed["status"], 201);
+    }
+
+    #[test]
+    fn a_long_request_is_cut_and_a_full_queue_is_counted_not_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let counters = Arc::new(AuditCounters::default());
+        let audit = Audit::open(&path, 1 << 30, counters.clone()).unwrap();
+        let mut long = entry(404);
+        long.request = format!("GET /{}", "é".repeat(5000));
+        audit.record(&long);
+        assert!(audit.flush(Duration::from_secs(30)));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let parsed: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        let request = parsed["request"].as_str().unwrap();
+        assert!(
+            request.len() <= MAX_REQUEST_CHARS + '…'.len_utf8(),
+            "{}",
+            request.len()
+        );
+        assert!(request.ends_with('…'));
+        // A queue nobody drains: a handle whose receiver is held, never read.
+        let (queue, _rx) = mpsc::sync_channel(1);
+        let stuck = Audit {
+            queue,
+            counters: counters.clone(),
+        };
+        stuck.record(&entry(200));
+        stuck.record(&entry(200));
+        stuck.record(&entry(200));
+        assert_eq!(
+            counters.lost.load(Ordering::Relaxed),
+            2,
+            "two lines found the queue full"
+        );
     }
 }

@@ -740,6 +740,9 @@ fn gen_token(
             other => bail!("--actions {other:?}: use ship, read or admin"),
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    if !logferry_config::shipper::token_id_ok(&id) {
+        bail!("--id {id:?}: use 1-64 characters of A-Z, a-z, 0-9, '.', '_', '-' (it is written to the audit log as it is)");
+    }
     let (token, sha256) = auth::new_token()?;
     let entry = logferry_config::shipper::TokenConfig {
         id,
@@ -778,23 +781,11 @@ fn gen_token(
     Ok(ExitCode::SUCCESS)
 }
 
+/// How long a stopping shipper waits for the audit log's last lines to reach the disk.
+const AUDIT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
 async fn serve(config: &std::path::Path) -> anyhow::Result<ExitCode> {
     let cfg = ShipperConfig::load(config)?;
-    let gate = Arc::new(api::Gate {
-        auth: auth::Auth::from_config(&cfg.auth)?,
-        audit: cfg
-            .auth
-            .audit_log
-            .as_deref()
-            .map(|path| audit::Audit::open(path, cfg.auth.audit_max_bytes))
-            .transpose()?,
-    });
-    if gate.auth.is_open() {
-        warn!("auth.insecure_no_auth is set: the API accepts every request without a token; anyone who reaches it can add restore points");
-    }
-    if gate.audit.is_none() {
-        warn!("no auth.audit_log: requests are not audited");
-    }
     let store = Store::open(&cfg.store)?;
     store
         .healthcheck()
@@ -809,6 +800,22 @@ async fn serve(config: &std::path::Path) -> anyhow::Result<ExitCode> {
         limits: DecodeLimits::for_segments(max),
         verify_payload: cfg.server.verify_payload,
     });
+    let audit = cfg
+        .auth
+        .audit_log
+        .as_deref()
+        .map(|path| audit::Audit::open(path, cfg.auth.audit_max_bytes, state.metrics.audit.clone()))
+        .transpose()?;
+    let gate = Arc::new(api::Gate {
+        auth: auth::Auth::from_config(&cfg.auth)?,
+        audit: audit.clone(),
+    });
+    if gate.auth.is_open() {
+        warn!("auth.insecure_no_auth is set: the API accepts every request without a token; anyone who reaches it can add restore points");
+    }
+    if gate.audit.is_none() {
+        warn!("no auth.audit_log: requests are not audited");
+    }
     for stream in state.catalog.stream_names() {
         let breaks = state.catalog.stream(&stream).lock().await.breaks();
         state.metrics.set_breaks(stream.as_str(), breaks);
@@ -838,6 +845,14 @@ async fn serve(config: &std::path::Path) -> anyhow::Result<ExitCode> {
     .with_graceful_shutdown(stop_signal())
     .await
     .context("HTTP server failed")?;
+    if let Some(audit) = audit {
+        let flushed = tokio::task::spawn_blocking(move || audit.flush(AUDIT_PATIENCE))
+            .await
+            .unwrap_or(false);
+        if !flushed {
+            warn!("the audit log's last lines may not have reached the disk");
+        }
+    }
     info!("shipper stopped: every request in flight was answered");
     Ok(ExitCode::SUCCESS)
 }

@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use crate::audit::AuditCounters;
 
 /// Counters of the ingest path and per-stream freshness.
 #[derive(Debug, Default)]
@@ -26,6 +28,8 @@ pub struct Metrics {
     pub last_event_ms: Mutex<BTreeMap<String, i64>>,
     /// Per stream: places where the stored chain is broken.
     pub chain_breaks: Mutex<BTreeMap<String, usize>>,
+    /// What the audit log could not do; shared with its writer.
+    pub audit: Arc<AuditCounters>,
 }
 
 impl Metrics {
@@ -47,7 +51,7 @@ impl Metrics {
     /// Renders the Prometheus text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 7] = [
+        let counters: [(&str, &str, &AtomicU64); 9] = [
             (
                 "logferry_shipper_uploads_total",
                 "Upload requests received.",
@@ -82,6 +86,16 @@ impl Metrics {
                 "logferry_shipper_store_errors_total",
                 "Object store failures.",
                 &self.store_errors,
+            ),
+            (
+                "logferry_shipper_audit_lost_total",
+                "Audit log lines lost (its queue was full or its writer gone).",
+                &self.audit.lost,
+            ),
+            (
+                "logferry_shipper_audit_write_errors_total",
+                "Failed writes or fsyncs of the audit log (each tried again).",
+                &self.audit.write_errors,
             ),
         ];
         for (name, help, v) in counters {
