@@ -1,5 +1,6 @@
 //! HTTP client of the shipper: uploads segments and asks where a stream stands.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use logferry_common::wire::{
@@ -23,16 +24,63 @@ pub struct ShipperClient {
     retry: Backoff,
 }
 
+/// How the client trusts the shipper's certificate and proves itself (mutual TLS).
+#[derive(Debug, Clone, Default)]
+pub struct ClientTls {
+    /// The only CA trusted (PEM); `None`: the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate and its key (PEM files), shown when the shipper asks.
+    pub identity: Option<(PathBuf, PathBuf)>,
+}
+
+impl ClientTls {
+    /// The TLS settings of the agent's `[shipper]` section.
+    pub fn from_config(section: &ShipperClientSection) -> Self {
+        ClientTls {
+            ca_file: section.ca_file.clone(),
+            identity: section.client_cert.clone().zip(section.client_key.clone()),
+        }
+    }
+}
+
+/// An error with its causes: reqwest's own text ("error sending request") leaves out why,
+/// e.g. a certificate from an unknown issuer.
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let said = cause.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        next = cause.source();
+    }
+    text
+}
+
+fn unusable(key: &str, path: &Path, problem: impl std::fmt::Display) -> AgentError {
+    AgentError::Config(logferry_config::ConfigError::Invalid {
+        key: key.to_owned(),
+        problem: format!("{}: {problem}", path.display()),
+    })
+}
+
+fn read_pem(key: &str, path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| unusable(key, path, e))
+}
+
 impl ShipperClient {
     /// A client as the agent's `[shipper]` section configures it.
     ///
     /// # Errors
     /// As [`Self::new`].
     pub fn from_config(section: &ShipperClientSection) -> Result<Self> {
-        let mut client = ShipperClient::with_token(
+        let mut client = ShipperClient::new(
             &section.url,
             Duration::from_millis(section.timeout_ms),
             section.token.as_ref().map(SecretString::expose),
+            &ClientTls::from_config(section),
         )?;
         client.retry = Backoff::new(
             Duration::from_millis(section.retry_min_ms),
@@ -48,35 +96,58 @@ impl ShipperClient {
         b
     }
 
-    /// A client for the shipper at `base` (e.g. `http://shipper:9450`).
+    /// A client for the shipper at `base` (e.g. `https://shipper:9450`) that sends `token`
+    /// as `Authorization: Bearer` with every request (marked sensitive, so no debug output
+    /// of a request shows it), over TLS as `tls` says for an `https://` base.
     ///
     /// # Errors
-    /// [`AgentError::ShipperUnavailable`] when the HTTP client cannot be built.
-    pub fn new(base: &str, timeout: Duration) -> Result<Self> {
-        ShipperClient::with_token(base, timeout, None)
-    }
-
-    /// A client that sends `token` as `Authorization: Bearer` with every request (marked
-    /// sensitive, so no debug output of a request shows it).
-    ///
-    /// # Errors
-    /// As [`Self::new`], and [`AgentError::ShipperUnavailable`] for a token that is not a
-    /// valid header value.
-    pub fn with_token(base: &str, timeout: Duration, token: Option<&str>) -> Result<Self> {
+    /// [`AgentError::Config`] naming `shipper.ca_file`, `shipper.client_cert` or
+    /// `shipper.token` when a file or the token is unusable; [`AgentError::ShipperUnavailable`]
+    /// when the HTTP client cannot be built.
+    pub fn new(
+        base: &str,
+        timeout: Duration,
+        token: Option<&str>,
+        tls: &ClientTls,
+    ) -> Result<Self> {
         let mut headers = reqwest::header::HeaderMap::new();
         if let Some(t) = token {
             let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {t}"))
                 .map_err(|_| {
-                    AgentError::ShipperUnavailable(
-                        "shipper.token holds characters a header cannot carry".into(),
-                    )
+                    AgentError::Config(logferry_config::ConfigError::Invalid {
+                        key: "shipper.token".into(),
+                        problem: "holds characters a header cannot carry".into(),
+                    })
                 })?;
             value.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, value);
         }
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(timeout)
             .default_headers(headers)
+            .https_only(base.starts_with("https://"));
+        if let Some(ca) = &tls.ca_file {
+            let certs = reqwest::Certificate::from_pem_bundle(&read_pem("shipper.ca_file", ca)?)
+                .map_err(|e| unusable("shipper.ca_file", ca, e))?;
+            if certs.is_empty() {
+                return Err(unusable("shipper.ca_file", ca, "no PEM certificate in it"));
+            }
+            builder = builder.tls_certs_only(certs);
+        }
+        if let Some((cert, key)) = &tls.identity {
+            let mut pem = read_pem("shipper.client_cert", cert)?;
+            pem.push(b'\n');
+            pem.extend(read_pem("shipper.client_key", key)?);
+            let identity = reqwest::Identity::from_pem(&pem).map_err(|e| {
+                unusable(
+                    "shipper.client_cert",
+                    cert,
+                    format!("with {}: {e}", key.display()),
+                )
+            })?;
+            builder = builder.identity(identity);
+        }
+        let http = builder
             .build()
             .map_err(|e| AgentError::ShipperUnavailable(e.to_string()))?;
         Ok(ShipperClient {
@@ -101,12 +172,12 @@ impl ShipperClient {
             .body(bytes)
             .send()
             .await
-            .map_err(|e| AgentError::ShipperUnavailable(format!("POST {url}: {e}")))?;
+            .map_err(|e| AgentError::ShipperUnavailable(format!("POST {url}: {}", causes(&e))))?;
         let status = resp.status();
         let body = resp
             .bytes()
             .await
-            .map_err(|e| AgentError::ShipperUnavailable(format!("POST {url}: {e}")))?;
+            .map_err(|e| AgentError::ShipperUnavailable(format!("POST {url}: {}", causes(&e))))?;
         if status == StatusCode::CREATED || status == StatusCode::OK {
             return serde_json::from_slice(&body).map_err(|e| {
                 AgentError::ShipperUnavailable(format!(
@@ -172,7 +243,7 @@ impl ShipperClient {
         let resp = req
             .send()
             .await
-            .map_err(|e| AgentError::ShipperUnavailable(format!("PUT {url}: {e}")))?;
+            .map_err(|e| AgentError::ShipperUnavailable(format!("PUT {url}: {}", causes(&e))))?;
         let status = resp.status();
         if status.is_success() {
             return Ok(());
@@ -215,17 +286,15 @@ impl ShipperClient {
     /// GETs `url` and reads its JSON answer; `None` on 404.
     async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<Option<T>> {
         let url = url.to_owned();
-        let resp = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| AgentError::ShipperUnavailable(format!("GET {url}: {e}")))?;
+        let resp =
+            self.http.get(&url).send().await.map_err(|e| {
+                AgentError::ShipperUnavailable(format!("GET {url}: {}", causes(&e)))
+            })?;
         let status = resp.status();
         let body = resp
             .bytes()
             .await
-            .map_err(|e| AgentError::ShipperUnavailable(format!("GET {url}: {e}")))?;
+            .map_err(|e| AgentError::ShipperUnavailable(format!("GET {url}: {}", causes(&e))))?;
         if status == StatusCode::NOT_FOUND {
             return Ok(None);
         }

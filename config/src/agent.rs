@@ -315,7 +315,7 @@ impl SegmentSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShipperClientSection {
-    /// Base URL, e.g. `http://shipper:9450`.
+    /// Base URL, e.g. `https://shipper:9450`.
     pub url: String,
     /// The bearer token the shipper accepts for this stream (`logferry-shipper gen-token`);
     /// best set from the environment, `LOGFERRY__SHIPPER__TOKEN`. Never shown.
@@ -336,6 +336,20 @@ pub struct ShipperClientSection {
     /// this many sealed segments.
     #[serde(default = "default_uploads_in_flight")]
     pub uploads_in_flight: usize,
+    /// PEM file of the CA that signed the shipper's certificate: the only one trusted when
+    /// set (unset: the system's roots).
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// PEM certificate (and `client_key`) shown to a shipper that asks for one (mutual TLS).
+    #[serde(default)]
+    pub client_cert: Option<std::path::PathBuf>,
+    /// The private key of `client_cert`.
+    #[serde(default)]
+    pub client_key: Option<std::path::PathBuf>,
+    /// Allow an `http://` url: only behind a TLS-terminating proxy on the same host, or on
+    /// a closed test network.
+    #[serde(default)]
+    pub insecure_plain_http: bool,
 }
 
 fn default_timeout_ms() -> u64 {
@@ -425,18 +439,33 @@ impl AgentConfig {
             invalid(
                 "shipper.url",
                 format!(
-                    "{:?} is not a URL ({e}); use e.g. http://shipper:9450",
+                    "{:?} is not a URL ({e}); use e.g. https://shipper:9450",
                     self.shipper.url
                 ),
             )
         })?;
-        if url.scheme() != "http" {
+        match (url.scheme(), self.shipper.insecure_plain_http) {
+            ("https", _) | ("http", true) => {}
+            ("http", false) => {
+                return Err(invalid(
+                    "shipper.url",
+                    format!(
+                        "{} is plain HTTP, so the token and every segment would cross the network in clear; use https:// (with shipper.ca_file for a private CA), or set shipper.insecure_plain_http = true for a TLS-terminating proxy on this host",
+                        url
+                    ),
+                ))
+            }
+            (other, _) => {
+                return Err(invalid(
+                    "shipper.url",
+                    format!("scheme {other:?} is not supported; use https://"),
+                ))
+            }
+        }
+        if self.shipper.client_cert.is_some() != self.shipper.client_key.is_some() {
             return Err(invalid(
-                "shipper.url",
-                format!(
-                    "scheme {:?} is not supported yet; use http://",
-                    url.scheme()
-                ),
+                "shipper.client_cert",
+                "give shipper.client_cert and shipper.client_key together",
             ));
         }
         if self.shipper.retry_min_ms == 0 || self.shipper.retry_min_ms > self.shipper.retry_max_ms {
@@ -601,7 +630,7 @@ url = "mysql://repl:pw@127.0.0.1:3306"
 server_id = 4242
 
 [shipper]
-url = "http://127.0.0.1:9450"
+url = "https://127.0.0.1:9450"
 "#;
 
     fn parse(text: &str, env: Vec<(&str, &str)>) -> Result<AgentConfig> {
@@ -650,6 +679,15 @@ url = "http://127.0.0.1:9450"
     }
 
     #[test]
+    fn plain_http_needs_saying_so() {
+        let text = GOOD.replace(
+            "url = \"https://127.0.0.1:9450\"",
+            "url = \"http://127.0.0.1:9450\"\ninsecure_plain_http = true",
+        );
+        parse(&text, vec![]).unwrap();
+    }
+
+    #[test]
     fn unknown_key_is_named() {
         let text = GOOD.replace("server_id = 4242", "server_id = 4242\nserverid = 1");
         let err = parse(&text, vec![]).unwrap_err().to_string();
@@ -661,9 +699,19 @@ url = "http://127.0.0.1:9450"
         let cases = [
             ("server_id = 4242", "server_id = 0", "source.server_id"),
             (
-                "url = \"http://127.0.0.1:9450\"",
+                "url = \"https://127.0.0.1:9450\"",
                 "url = \"ftp://x\"",
                 "shipper.url",
+            ),
+            (
+                "url = \"https://127.0.0.1:9450\"",
+                "url = \"http://127.0.0.1:9450\"",
+                "shipper.url",
+            ),
+            (
+                "url = \"https://127.0.0.1:9450\"",
+                "url = \"https://127.0.0.1:9450\"\nclient_cert = \"/etc/a.pem\"",
+                "shipper.client_cert",
             ),
             (
                 "mysql://repl:pw@127.0.0.1:3306",

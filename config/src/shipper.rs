@@ -224,6 +224,27 @@ pub struct ServerSection {
     /// gone mid-upload) gets 408 and frees its place, which the agent retries.
     #[serde(default = "default_upload_timeout_ms")]
     pub upload_timeout_ms: u64,
+    /// The API's TLS certificate and key (and, for mutual TLS, the CA of client
+    /// certificates); `logferry-shipper gen-certs DIR` writes a set.
+    #[serde(default)]
+    pub tls: Option<ServerTls>,
+    /// Serve plain HTTP without `tls`: only on a closed test network, or behind a proxy
+    /// that terminates TLS; warned at start and in `/v1/status`.
+    #[serde(default)]
+    pub insecure_plain_http: bool,
+}
+
+/// `[server.tls]`: PEM files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTls {
+    /// The certificate chain, leaf first.
+    pub cert: std::path::PathBuf,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: std::path::PathBuf,
+    /// When set, only clients with a certificate this CA signed may connect (mutual TLS).
+    #[serde(default)]
+    pub client_ca: Option<std::path::PathBuf>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -247,6 +268,8 @@ impl Default for ServerSection {
             verify_payload: false,
             max_concurrent_uploads: default_max_concurrent_uploads(),
             upload_timeout_ms: default_upload_timeout_ms(),
+            tls: None,
+            insecure_plain_http: false,
         }
     }
 }
@@ -287,6 +310,21 @@ impl ShipperConfig {
     pub fn validate(&self) -> Result<()> {
         self.store.validate()?;
         self.auth.validate()?;
+        match (&self.server.tls, self.server.insecure_plain_http) {
+            (None, false) => {
+                return Err(invalid(
+                    "server.tls",
+                    "no certificate is configured, so tokens and data would cross the network in clear; add [server.tls] cert and key (`logferry-shipper gen-certs DIR` writes a set), or set server.insecure_plain_http = true behind a TLS-terminating proxy or on a closed test network",
+                ))
+            }
+            (Some(_), true) => {
+                return Err(invalid(
+                    "server.insecure_plain_http",
+                    "[server.tls] is configured too; remove insecure_plain_http",
+                ))
+            }
+            _ => {}
+        }
         if !(1_000..=3_600_000).contains(&self.server.upload_timeout_ms) {
             return Err(invalid(
                 "server.upload_timeout_ms",
@@ -408,7 +446,7 @@ mod tests {
             "{no_token}"
         );
         let cfg: ShipperConfig = parse_str(
-            "[store]\nurl = \"/tmp/x\"\n[auth]\ninsecure_no_auth = true\n",
+            "[store]\nurl = \"/tmp/x\"\n[server]\ninsecure_plain_http = true\n[auth]\ninsecure_no_auth = true\n",
             "s.toml",
             vec![],
         )
@@ -416,7 +454,7 @@ mod tests {
         cfg.validate().unwrap();
         assert_eq!(cfg.server.listen.port(), 9450);
         let bad: ShipperConfig = parse_str(
-            "[store]\nurl = \"gs://b\"\n[auth]\ninsecure_no_auth = true\n",
+            "[store]\nurl = \"gs://b\"\n[server]\ninsecure_plain_http = true\n[auth]\ninsecure_no_auth = true\n",
             "s.toml",
             vec![],
         )
@@ -434,7 +472,7 @@ mod tests {
         let other = "cd".repeat(32);
         let with = |tokens: &str| -> String {
             let cfg: ShipperConfig = parse_str(
-                &format!("[store]\nurl = \"/tmp/x\"\n[auth]\n{tokens}"),
+                &format!("[store]\nurl = \"/tmp/x\"\n[server]\ninsecure_plain_http = true\n[auth]\n{tokens}"),
                 "s.toml",
                 vec![],
             )

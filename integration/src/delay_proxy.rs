@@ -49,9 +49,10 @@ impl DelayProxy {
         Ok(DelayProxy { port, task })
     }
 
-    /// `http://127.0.0.1:<port>`.
-    pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+    /// `<scheme>://127.0.0.1:<port>`: the address of what it forwards to, with the scheme
+    /// that server speaks (TLS passes through).
+    pub fn url(&self, scheme: &str) -> String {
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 }
 

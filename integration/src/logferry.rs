@@ -21,6 +21,8 @@ pub struct Shipper {
     config: PathBuf,
     /// The `[store]` section of its config.
     store: String,
+    /// TLS with the certificates `gen-certs` wrote under `certs/` (else plain HTTP).
+    tls: bool,
     log: PathBuf,
     proc: Option<Proc>,
 }
@@ -55,7 +57,21 @@ impl Shipper {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        Self::start_with_store(dir, &store, store_dir, env).await
+        Self::start_with_store(dir, &store, store_dir, env, true).await
+    }
+
+    /// Like [`Self::start_with_env`] without TLS: `server.insecure_plain_http`.
+    ///
+    /// # Errors
+    /// When it does not become healthy within 30 s.
+    pub async fn start_plain_http(dir: &Path, env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let store_dir = dir.join("store");
+        let store = format!("url = \"{}\"\n", store_dir.display());
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self::start_with_store(dir, &store, store_dir, env, false).await
     }
 
     /// Starts a shipper storing into `bucket` of the S3 server `s3`.
@@ -75,7 +91,7 @@ impl Shipper {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        Self::start_with_store(dir, &store, dir.join("unused"), env).await
+        Self::start_with_store(dir, &store, dir.join("unused"), env, true).await
     }
 
     async fn start_with_store(
@@ -83,6 +99,7 @@ impl Shipper {
         store: &str,
         store_dir: PathBuf,
         env: Vec<(String, String)>,
+        tls: bool,
     ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let mut s = Shipper {
@@ -91,9 +108,13 @@ impl Shipper {
             env,
             config: dir.join("shipper.toml"),
             store: store.to_owned(),
+            tls,
             log: dir.join("shipper.log"),
             proc: None,
         };
+        if tls {
+            gen_certs(&s.certs_dir())?;
+        }
         // Port 0 the first time: the shipper binds a free port itself and logs it, so no
         // other test can take it between a probe and the bind. Restarts keep that port,
         // because agents point at it.
@@ -109,10 +130,20 @@ impl Shipper {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
+        let certs = self.certs_dir();
+        let transport = if self.tls {
+            format!(
+                "[server.tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+                certs.join("shipper.pem").display(),
+                certs.join("shipper.key").display()
+            )
+        } else {
+            "insecure_plain_http = true\n".into()
+        };
         std::fs::write(
             &self.config,
             format!(
-                "[server]\nlisten = \"127.0.0.1:{}\"\n\n[store]\n{}\n\
+                "[server]\nlisten = \"127.0.0.1:{}\"\n{transport}\n[store]\n{}\n\
                  [auth]\naudit_log = \"{}\"\n\n\
                  [[auth.tokens]]\nid = \"test\"\nsha256 = \"{hash}\"\nstreams = [\"*\"]\nactions = [\"ship\", \"read\", \"admin\"]\n",
                 self.port,
@@ -178,7 +209,41 @@ impl Shipper {
 
     /// Base URL of the API.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// Where `gen-certs` wrote this shipper's CA and certificates.
+    pub fn certs_dir(&self) -> PathBuf {
+        self.log.with_file_name("certs")
+    }
+
+    /// The CA that signed the shipper's certificate.
+    pub fn ca_file(&self) -> PathBuf {
+        self.certs_dir().join("ca.pem")
+    }
+
+    /// The `[shipper]` lines an agent needs to reach this shipper (the CA to trust, or plain
+    /// HTTP allowed).
+    pub fn agent_tls_lines(&self) -> String {
+        if self.tls {
+            format!("ca_file = \"{}\"\n", self.ca_file().display())
+        } else {
+            "insecure_plain_http = true\n".into()
+        }
+    }
+
+    /// An HTTP client that trusts this shipper's CA.
+    ///
+    /// # Errors
+    /// When the CA file cannot be read.
+    pub fn client(&self) -> anyhow::Result<reqwest::Client> {
+        let mut b = reqwest::Client::builder();
+        if self.tls {
+            let pem = std::fs::read(self.ca_file())?;
+            b = b.tls_certs_only(reqwest::Certificate::from_pem_bundle(&pem)?);
+        }
+        Ok(b.build()?)
     }
 
     /// The store URL for `verify` / `ls`.
@@ -191,7 +256,8 @@ impl Shipper {
     /// # Errors
     /// When the request fails.
     pub async fn head(&self, stream: &str) -> anyhow::Result<StreamHead> {
-        let body = reqwest::Client::new()
+        let body = self
+            .client()?
             .get(format!("{}/v1/streams/{stream}", self.url()))
             .header("authorization", bearer())
             .send()
@@ -218,6 +284,9 @@ pub struct AgentSettings {
     pub server_id: u32,
     /// Base URL of the shipper.
     pub shipper_url: String,
+    /// Extra lines for the `[shipper]` section: how to trust it
+    /// ([`Shipper::agent_tls_lines`]).
+    pub shipper_extra: String,
     /// Seal age in ms.
     pub max_age_ms: u64,
     /// Extra lines for the `[source]` section (e.g. `resume = "gtid"`).
@@ -269,7 +338,7 @@ impl Agent {
             format!(
                 "[agent]\nstream = \"{}\"\nspool_dir = \"{}\"\nmetrics_listen = \"127.0.0.1:0\"\n\n\
                  [source]\ntype = \"mysql\"\nurl = \"{}\"\nserver_id = {}\nconnect_timeout_ms = 3000\n{}\n\n\
-                 [segment]\nmax_age_ms = {}\n{}\n\n[shipper]\nurl = \"{}\"\nretry_max_ms = 1000\ntoken = \"{TEST_TOKEN}\"\n\n{}\n",
+                 [segment]\nmax_age_ms = {}\n{}\n\n[shipper]\nurl = \"{}\"\nretry_max_ms = 1000\ntoken = \"{TEST_TOKEN}\"\n{}\n{}\n",
                 s.stream,
                 spool_dir.display(),
                 s.source_url,
@@ -278,6 +347,7 @@ impl Agent {
                 s.max_age_ms,
                 s.segment_extra,
                 s.shipper_url,
+                s.shipper_extra,
                 s.extra_toml
             ),
         )?;
@@ -454,6 +524,24 @@ impl Agent {
 
 /// Waits until `proc` (started when its log was `from` bytes long) logs the port it bound
 /// on a line with `marker`; fails with its log when it exits first or takes over 30 s.
+/// Writes a CA and certificates into `dir` with the real `logferry-shipper gen-certs`,
+/// unless an earlier start did.
+fn gen_certs(dir: &Path) -> anyhow::Result<()> {
+    if dir.join("ca.pem").exists() {
+        return Ok(());
+    }
+    let out = Command::new(workspace_bin("logferry-shipper")?)
+        .arg("gen-certs")
+        .arg(dir)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "gen-certs failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
 async fn wait_logged_port(
     proc: &Proc,
     from: u64,

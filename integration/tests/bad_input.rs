@@ -29,7 +29,7 @@ fn agent_check_config(text: &str) -> anyhow::Result<(i32, String)> {
 }
 
 const GOOD: &str = "[agent]\nstream = \"db1\"\nspool_dir = \"/tmp/x\"\n\n[source]\ntype = \"mysql\"\n\
-url = \"mysql://u:p@127.0.0.1:3306\"\nserver_id = 7\n\n[shipper]\nurl = \"http://127.0.0.1:9450\"\n";
+url = \"mysql://u:p@127.0.0.1:3306\"\nserver_id = 7\n\n[shipper]\nurl = \"https://127.0.0.1:9450\"\n";
 
 #[test]
 fn malformed_configs_name_the_key() -> anyhow::Result<()> {
@@ -54,9 +54,10 @@ fn malformed_configs_name_the_key() -> anyhow::Result<()> {
             "oracle",
         ),
         (
-            GOOD.replace("http://127.0.0.1:9450", "127.0.0.1:9450"),
+            GOOD.replace("https://127.0.0.1:9450", "127.0.0.1:9450"),
             "shipper.url",
         ),
+        (GOOD.replace("https://", "http://"), "insecure_plain_http"),
     ];
     for (text, needle) in cases {
         let (code, out) = agent_check_config(&text)?;
@@ -83,6 +84,7 @@ fn settings(url: String, shipper: &Shipper) -> AgentSettings {
         source_url: url,
         server_id: 1001,
         shipper_url: shipper.url(),
+        shipper_extra: shipper.agent_tls_lines(),
         max_age_ms: 200,
         source_extra: String::new(),
         segment_extra: String::new(),
@@ -152,7 +154,7 @@ async fn wrong_password_and_binlog_off_stop_with_the_fix() -> anyhow::Result<()>
 async fn garbage_uploads_are_refused_and_the_store_stays_clean() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let shipper = Shipper::start(tmp.path()).await?;
-    let http = reqwest::Client::new();
+    let http = shipper.client()?;
     let url = format!("{}/v1/segments", shipper.url());
     let post = |body: Vec<u8>| {
         let req = http.post(&url).header("authorization", bearer()).body(body);
@@ -234,20 +236,22 @@ async fn payload_check_on_upload_is_optional_and_verify_catches_a_bad_payload() 
     )
     .await?;
     let relaxed = Shipper::start(&tmp.path().join("relaxed")).await?;
-    let http = reqwest::Client::new();
-    let post = |url: String, body: Vec<u8>| {
-        let req = http
-            .post(format!("{url}/v1/segments"))
-            .header("authorization", bearer())
-            .body(body);
+    let post = |to: &Shipper, body: Vec<u8>| {
+        let req = to
+            .client()
+            .map(|http| http.post(format!("{}/v1/segments", to.url())));
         async move {
-            let r = req.send().await?;
+            let r = req?
+                .header("authorization", bearer())
+                .body(body)
+                .send()
+                .await?;
             let status = r.status().as_u16();
             anyhow::Ok((status, r.text().await?))
         }
     };
 
-    let (status, text) = post(strict.url(), bad.clone()).await?;
+    let (status, text) = post(&strict, bad.clone()).await?;
     assert_eq!(status, 400, "verify_payload refuses it: {text}");
     assert!(text.contains("payload") || text.contains("zstd"), "{text}");
     let (code, out) = shipper_cli(&["verify", "--store", &strict.store_url()])?;
@@ -257,7 +261,7 @@ async fn payload_check_on_upload_is_optional_and_verify_catches_a_bad_payload() 
     );
     assert!(out.contains("no streams"), "{out}");
 
-    let (status, text) = post(relaxed.url(), bad).await?;
+    let (status, text) = post(&relaxed, bad).await?;
     assert_eq!(status, 201, "the trailer matches, so it is stored: {text}");
     let (code, out) = shipper_cli(&["verify", "--store", &relaxed.store_url()])?;
     assert_eq!(code, 1, "verify opens every payload: {out}");
@@ -267,12 +271,12 @@ async fn payload_check_on_upload_is_optional_and_verify_catches_a_bad_payload() 
 
 /// A sender that stops mid-body (its host died) holds an upload place only until
 /// `server.upload_timeout_ms` and is answered 408; with one place, the next upload is then
-/// stored.
+/// stored. (Over plain HTTP, so that the test can write a partial request by hand.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_upload_times_out_and_frees_its_place() -> anyhow::Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let tmp = tempfile::tempdir()?;
-    let shipper = Shipper::start_with_env(
+    let shipper = Shipper::start_plain_http(
         tmp.path(),
         &[
             ("LOGFERRY__SERVER__MAX_CONCURRENT_UPLOADS", "1"),
@@ -311,7 +315,7 @@ async fn a_stalled_upload_times_out_and_frees_its_place() -> anyhow::Result<()> 
 async fn requests_without_a_valid_token_are_refused_and_audited() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let shipper = Shipper::start(tmp.path()).await?;
-    let http = reqwest::Client::new();
+    let http = shipper.client()?;
     let url = format!("{}/v1/segments", shipper.url());
     let body = segment(4, b"unauthenticated").bytes().to_vec();
     for auth in [None, Some("Bearer lft_wrong".to_owned())] {

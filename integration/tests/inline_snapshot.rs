@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use logferry_agent::client::ShipperClient;
+use logferry_agent::client::{ClientTls, ShipperClient};
 use logferry_agent::metrics::Metrics;
 use logferry_agent::pipeline::snapshots::InlineSnapshots;
 use logferry_agent::sources::SnapshotPart;
@@ -19,10 +19,14 @@ use logferry_integration::logferry::Shipper;
 async fn an_inline_snapshot_is_stored_in_chunks_with_its_manifest() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let shipper = Shipper::start(tmp.path()).await?;
-    let client = ShipperClient::with_token(
+    let client = ShipperClient::new(
         &shipper.url(),
         Duration::from_secs(30),
         Some(logferry_integration::logferry::TEST_TOKEN),
+        &ClientTls {
+            ca_file: Some(shipper.ca_file()),
+            identity: None,
+        },
     )?;
     let stream = StreamId::new("inline")?;
     let metrics = Arc::new(Metrics::default());

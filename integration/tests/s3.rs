@@ -58,21 +58,27 @@ async fn binlog_ships_into_s3_and_verifies_from_the_bucket() -> anyhow::Result<(
     // Create-only puts hold on S3 itself: a second shipper on the same bucket, whose catalog
     // has not seen the segment, must learn from the store's conditional put that it exists.
     let other = Shipper::start_s3(&tmp.path().join("second"), &s3, "logferry").await?;
-    let http = reqwest::Client::new();
     let first = segment(4, b"s3 first").bytes().to_vec();
     let cases = [
-        (shipper.url(), first.clone(), 201),
-        (other.url(), first, 200),
-        (other.url(), segment(4, b"s3 other").bytes().to_vec(), 409),
+        (&shipper, first.clone(), 201),
+        (&other, first, 200),
+        (&other, segment(4, b"s3 other").bytes().to_vec(), 409),
     ];
-    for (base, body, want) in cases {
-        let r = http
-            .post(format!("{base}/v1/segments"))
+    for (to, body, want) in cases {
+        let r = to
+            .client()?
+            .post(format!("{}/v1/segments", to.url()))
             .header("authorization", bearer())
             .body(body)
             .send()
             .await?;
-        assert_eq!(r.status().as_u16(), want, "{base}: {}", r.text().await?);
+        assert_eq!(
+            r.status().as_u16(),
+            want,
+            "{}: {}",
+            to.url(),
+            r.text().await?
+        );
     }
     Ok(())
 }

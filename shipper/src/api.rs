@@ -9,6 +9,7 @@
 //! |---|---|---|
 //! | POST | `/v1/segments` (ship) | 201 stored, 200 identical re-send, 400 invalid, 409 conflict, 413 too large, 503 store down |
 //! | GET | `/v1/limits` (any) | [`Limits`]: the largest segment accepted |
+//! | GET | `/v1/status` (any) | [`Status`]: transport, tokens, audit, and a warning for each one missing |
 //! | GET | `/v1/streams` (read) | names of stored streams the token covers |
 //! | GET | `/v1/streams/<stream>` (ship or read) | [`StreamHead`]: segment count and first/last position |
 //! | PUT | `/v1/streams/<s>/snapshots/<id>/chunks/<n>` (ship) | 201/200; 400 when the `x-logferry-sha256` header does not match; 409 other bytes stored |
@@ -33,6 +34,7 @@ use bytes::Bytes;
 use logferry_common::keys::{chunk_key, manifest_key};
 use logferry_common::wire::{ErrorBody, Limits, StreamHead, LIMITS_PATH, SEGMENTS_PATH};
 use logferry_common::{Segment, StreamId};
+use serde::Serialize;
 use tokio::sync::Semaphore;
 
 use crate::audit::{Audit, Entry};
@@ -42,13 +44,88 @@ use crate::error::ShipperError;
 use crate::ingest::Ingest;
 use crate::snapshots::{self, Accepted, SHA256_HEADER};
 
-/// Who may call the API and where their requests are written down.
+/// Who may call the API, how they reach it, and where their requests are written down.
 #[derive(Debug)]
 pub struct Gate {
     /// The accepted tokens.
     pub auth: Auth,
     /// The audit log, when configured.
     pub audit: Option<Audit>,
+    /// How connections are protected, for `/v1/status`.
+    pub transport: Transport,
+}
+
+/// How connections to the API are protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    /// Plain HTTP (`server.insecure_plain_http`).
+    PlainHttp,
+    /// TLS, any client.
+    Tls,
+    /// TLS with client certificates required (`server.tls.client_ca`).
+    MutualTls,
+}
+
+/// `GET /v1/status`: how the shipper is protected, with a warning for each protection it
+/// goes without, so that a monitoring check or a person can see an unsafe setting.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// The shipper's version.
+    pub version: &'static str,
+    /// How connections are protected.
+    pub transport: Transport,
+    /// Whether every request needs a token.
+    pub tokens_required: bool,
+    /// Whether requests are audited.
+    pub audited: bool,
+    /// What is unsafe about this configuration, in words; empty when nothing is.
+    pub warnings: Vec<String>,
+}
+
+impl Gate {
+    /// What `/v1/status` says of this gate.
+    pub fn status(&self) -> Status {
+        let mut warnings = Vec::new();
+        if self.transport == Transport::PlainHttp {
+            warnings.push("server.insecure_plain_http: the API is served over plain HTTP, so tokens and segments cross the network in clear unless a TLS proxy is in front".into());
+        }
+        if self.auth.is_open() {
+            warnings.push("auth.insecure_no_auth: every request is accepted without a token; anyone who reaches the API can add restore points".into());
+        }
+        if self.audit.is_none() {
+            warnings.push("no auth.audit_log: requests are not audited".into());
+        }
+        Status {
+            version: env!("CARGO_PKG_VERSION"),
+            transport: self.transport,
+            tokens_required: !self.auth.is_open(),
+            audited: self.audit.is_some(),
+            warnings,
+        }
+    }
+}
+
+/// The address a request came from, for the audit log: served plain or over TLS.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub SocketAddr);
+
+impl
+    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>>
+    for Peer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        Peer(*stream.remote_addr())
+    }
+}
+
+impl
+    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, crate::tls::TlsListener>>
+    for Peer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, crate::tls::TlsListener>) -> Self {
+        Peer(*stream.remote_addr())
+    }
 }
 
 /// What a handler tells the audit log about its request, carried in the response.
@@ -82,8 +159,8 @@ async fn guard(gate: Arc<Gate>, mut req: Request, next: Next) -> Response {
     let request = format!("{} {}", req.method(), req.uri().path());
     let peer = req
         .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.to_string());
+        .get::<ConnectInfo<Peer>>()
+        .map(|c| c.0 .0.to_string());
     let header = req
         .headers()
         .get(AUTHORIZATION)
@@ -191,6 +268,7 @@ pub fn router(
     max_uploads: usize,
     upload_timeout: Duration,
 ) -> Router {
+    let status = Json(gate.status());
     let permits = Arc::new(Semaphore::new(max_uploads.max(1)));
     let uploads = Router::new()
         .route(SEGMENTS_PATH, post(put_segment))
@@ -228,6 +306,7 @@ pub fn router(
     Router::new()
         .merge(ships)
         .route(LIMITS_PATH, get(limits))
+        .route("/v1/status", get(move || async move { status }))
         .route("/v1/streams", get(list_streams))
         .route("/v1/streams/{stream}", get(stream_head))
         .route("/healthz", get(health))
@@ -399,7 +478,7 @@ impl IntoResponse for ShipperError {
             ShipperError::Format(_)
             | ShipperError::BadSnapshot(_)
             | ShipperError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ShipperError::Internal(_) | ShipperError::Corrupt { .. } => {
+            ShipperError::Internal(_) | ShipperError::Corrupt { .. } | ShipperError::Tls(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
             ShipperError::Conflict(_) => StatusCode::CONFLICT,
@@ -472,7 +551,11 @@ mod tests {
             ..AuthSection::default()
         })
         .unwrap();
-        Arc::new(Gate { auth, audit: None })
+        Arc::new(Gate {
+            auth,
+            audit: None,
+            transport: Transport::PlainHttp,
+        })
     }
 
     fn token(id: &str, secret: &str, streams: &str, actions: &[Action]) -> TokenConfig {
@@ -501,6 +584,7 @@ mod tests {
         let gate = Arc::new(Gate {
             auth: Auth::from_config(&cfg).unwrap(),
             audit: Some(gate_audit.clone()),
+            transport: Transport::Tls,
         });
         let st = ingest();
         let app = router(st.clone(), gate, 1 << 20, 4, Duration::from_secs(5));
@@ -581,15 +665,25 @@ mod tests {
         assert_eq!((status, body.as_str()), (StatusCode::OK, "[\"orders\"]"));
         let (status, _) = send(&app, "GET", "/healthz", Bytes::new()).await;
         assert_eq!(status, StatusCode::OK, "health needs no token");
+        let (status, body) =
+            send_as(&app, Some("ship-secret"), "GET", "/v1/status", Bytes::new()).await;
+        assert_eq!(status, StatusCode::OK);
+        let said: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(said["transport"], "tls");
+        assert_eq!(
+            said["warnings"],
+            serde_json::json!([]),
+            "nothing unsafe: {body}"
+        );
 
-        // 10 requests audited (health is not), refusals with their reason, no secret.
+        // 11 requests audited (health is not), refusals with their reason, no secret.
         assert!(gate_audit.flush(Duration::from_secs(30)));
         let lines = std::fs::read_to_string(&log).unwrap();
         let entries: Vec<serde_json::Value> = lines
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
-        assert_eq!(entries.len(), 10, "{lines}");
+        assert_eq!(entries.len(), 11, "{lines}");
         assert_eq!(entries[0]["status"], 401);
         assert!(entries[0]["token"].is_null());
         assert_eq!(entries[2]["token"], "billing-agent");
@@ -637,6 +731,7 @@ mod tests {
         let gate = Arc::new(Gate {
             auth: Auth::from_config(&cfg).unwrap(),
             audit: None,
+            transport: Transport::Tls,
         });
         let app = router(ingest(), gate, 1 << 20, 4, Duration::from_secs(600));
         let chunk = "/v1/streams/orders/snapshots/1796235494312/chunks/1";
@@ -697,6 +792,7 @@ mod tests {
             })
             .unwrap(),
             audit: Some(audit.clone()),
+            transport: Transport::Tls,
         });
         let app = router(ingest(), gate, 1 << 20, 4, Duration::from_secs(600));
         let chunk = "/v1/streams/orders/snapshots/1796235494312/chunks/1";
@@ -715,6 +811,21 @@ mod tests {
         assert_eq!(entry["token"], "orders-agent");
         assert_eq!(entry["stream"], "orders");
         assert_eq!(entry["request"], format!("PUT {chunk}"));
+    }
+
+    #[test]
+    fn an_open_gate_warns_of_everything_it_goes_without() {
+        let said = open_gate().status();
+        assert_eq!(said.transport, Transport::PlainHttp);
+        assert!(!said.tokens_required && !said.audited);
+        let all = said.warnings.join("\n");
+        for key in [
+            "server.insecure_plain_http",
+            "auth.insecure_no_auth",
+            "auth.audit_log",
+        ] {
+            assert!(all.contains(key), "{key}: {all}");
+        }
     }
 
     #[tokio::test]
@@ -774,6 +885,10 @@ mod tests {
             (ShipperError::Forbidden("x".into()), StatusCode::FORBIDDEN),
             (
                 ShipperError::Internal("x".into()),
+                StatusCode::INTERNAL_SERVER_ERROR,
+            ),
+            (
+                ShipperError::Tls("x".into()),
                 StatusCode::INTERNAL_SERVER_ERROR,
             ),
             (

@@ -41,6 +41,10 @@ pub enum ShipperError {
         /// What is wrong with it.
         source: logferry_common::Error,
     },
+    /// A TLS file or setting is unusable (at start), or `gen-certs` cannot write; names the
+    /// key or file.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The store URL or options are unusable.
     #[error("store configuration: {0}")]
     StoreConfig(String),

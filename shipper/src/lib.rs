@@ -13,6 +13,8 @@
 //! - [`verify`]: full check of every stored chain (`logferry-shipper verify`).
 //! - [`listing`]: stream and segment listing (`logferry-shipper ls`).
 //! - [`metrics`]: Prometheus counters.
+//! - [`auth`], [`audit`]: who may call the API, and the record of who did.
+//! - [`tls`], [`certs`]: TLS on the API, and `gen-certs`.
 //! - [`read_ahead`]: store reads in flight, in order, memory-bounded.
 //! - [`error`]: the crate's error type.
 //! - `store_conformance` (tests and the `test-support` feature): what every store backend
@@ -22,6 +24,7 @@ pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod catalog;
+pub mod certs;
 pub mod drill_record;
 pub mod error;
 pub mod ingest;
@@ -39,6 +42,7 @@ pub mod store_error;
 #[cfg(test)]
 mod test_support;
 pub mod time_arg;
+pub mod tls;
 pub mod verify;
 
 pub use error::{Result, ShipperError};

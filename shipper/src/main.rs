@@ -62,6 +62,22 @@ enum Command {
         #[arg(long)]
         expires: Option<String>,
     },
+    /// Write a new private CA and, signed by it, the shipper's server certificate and an
+    /// agent's client certificate (PEM; keys readable by their owner only) into DIR, and
+    /// print the config lines that use them. For tests and small deployments; never
+    /// replaces a file.
+    GenCerts {
+        /// Directory to write ca.pem, ca.key, shipper.pem, shipper.key, agent.pem,
+        /// agent.key into.
+        dir: PathBuf,
+        /// A name or address agents use to reach the shipper (repeatable); localhost,
+        /// 127.0.0.1 and ::1 are always in the certificate.
+        #[arg(long = "host")]
+        hosts: Vec<String>,
+        /// Days the shipper's and agent's certificates are valid (the CA: 10 years).
+        #[arg(long, default_value_t = 825)]
+        days: i64,
+    },
     /// Check every stored chain for gaps, overlaps and checksum errors, and every snapshot's
     /// chunks (both checksums), completeness and place in the chain; exit 1 on any, and on
     /// a store or --stream with nothing in it.
@@ -269,6 +285,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             actions,
             expires,
         } => gen_token(id, stream_prefixes, &actions, expires),
+        Command::GenCerts { dir, hosts, days } => gen_certs(&dir, &hosts, days),
         Command::Verify {
             reads,
             store,
@@ -724,6 +741,32 @@ async fn stop_signal() {
     info!("shutting down: finishing the requests in flight");
 }
 
+/// `gen-certs`: the files, and the config lines that use them.
+fn gen_certs(dir: &std::path::Path, hosts: &[String], days: i64) -> anyhow::Result<ExitCode> {
+    if !(1..=3650).contains(&days) {
+        bail!("--days {days}: use 1..=3650");
+    }
+    let w = logferry_shipper::certs::generate(dir, hosts, days)?;
+    println!(
+        "wrote {} (keep ca.key offline: it signs new certificates)",
+        dir.display()
+    );
+    println!("# the shipper's config:");
+    println!("[server.tls]");
+    println!("cert = {:?}", w.shipper.0.display().to_string());
+    println!("key = {:?}", w.shipper.1.display().to_string());
+    println!(
+        "client_ca = {:?}   # mutual TLS: agents must show agent.pem",
+        w.ca.display().to_string()
+    );
+    println!("# each agent's config (copy ca.pem, agent.pem and agent.key to its host):");
+    println!("[shipper]");
+    println!("ca_file = {:?}", w.ca.display().to_string());
+    println!("client_cert = {:?}", w.agent.0.display().to_string());
+    println!("client_key = {:?}", w.agent.1.display().to_string());
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `gen-token`: a new token on stdout with the config entry that accepts it.
 fn gen_token(
     id: String,
@@ -806,15 +849,24 @@ async fn serve(config: &std::path::Path) -> anyhow::Result<ExitCode> {
         .as_deref()
         .map(|path| audit::Audit::open(path, cfg.auth.audit_max_bytes, state.metrics.audit.clone()))
         .transpose()?;
+    let tls = cfg
+        .server
+        .tls
+        .as_ref()
+        .map(logferry_shipper::tls::server_config)
+        .transpose()?;
+    let transport = match &cfg.server.tls {
+        None => api::Transport::PlainHttp,
+        Some(t) if t.client_ca.is_some() => api::Transport::MutualTls,
+        Some(_) => api::Transport::Tls,
+    };
     let gate = Arc::new(api::Gate {
         auth: auth::Auth::from_config(&cfg.auth)?,
         audit: audit.clone(),
+        transport,
     });
-    if gate.auth.is_open() {
-        warn!("auth.insecure_no_auth is set: the API accepts every request without a token; anyone who reaches it can add restore points");
-    }
-    if gate.audit.is_none() {
-        warn!("no auth.audit_log: requests are not audited");
+    for warning in gate.status().warnings {
+        warn!("{warning}");
     }
     for stream in state.catalog.stream_names() {
         let breaks = state.catalog.stream(&stream).lock().await.breaks();
@@ -837,13 +889,21 @@ async fn serve(config: &std::path::Path) -> anyhow::Result<ExitCode> {
     let bound = listener
         .local_addr()
         .with_context(|| format!("cannot read the address bound for {}", cfg.server.listen))?;
-    info!(listen = %bound, store = %cfg.store.url, "shipper serving");
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(stop_signal())
-    .await
+    info!(listen = %bound, store = %cfg.store.url, transport = ?transport, "shipper serving");
+    let app = app.into_make_service_with_connect_info::<api::Peer>();
+    match tls {
+        Some(config) => {
+            let listener = logferry_shipper::tls::TlsListener::new(listener, config)?;
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop_signal())
+                .await
+        }
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop_signal())
+                .await
+        }
+    }
     .context("HTTP server failed")?;
     if let Some(audit) = audit {
         let flushed = tokio::task::spawn_blocking(move || audit.flush(AUDIT_PATIENCE))

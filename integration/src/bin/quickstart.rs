@@ -44,6 +44,7 @@ async fn main() -> anyhow::Result<()> {
             source_url: db.repl_url(),
             server_id: 4242,
             shipper_url: shipper.url(),
+            shipper_extra: shipper.agent_tls_lines(),
             max_age_ms: 1000,
             source_extra: String::new(),
             segment_extra: String::new(),

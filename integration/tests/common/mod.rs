@@ -23,6 +23,7 @@ pub fn settings(db: &MariaDb, shipper: &Shipper) -> AgentSettings {
         source_url: db.repl_url(),
         server_id: 1001,
         shipper_url: shipper.url(),
+        shipper_extra: shipper.agent_tls_lines(),
         max_age_ms: 200,
         source_extra: String::new(),
         segment_extra: String::new(),

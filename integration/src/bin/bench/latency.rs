@@ -83,7 +83,7 @@ pub(crate) async fn latency_run(work: &Path) -> anyhow::Result<LatencyResults> {
             )
             .await?;
             let mut s = settings(&primary, &shipper, STREAM, 700, 1000);
-            s.shipper_url = proxy.url();
+            s.shipper_url = proxy.url("https");
             s.segment_extra = format!("max_bytes = {SEGMENT_BYTES}");
             // Right after `[shipper]`'s own lines, so still in that section.
             s.extra_toml = format!("uploads_in_flight = {window}\n");
@@ -126,7 +126,7 @@ pub(crate) async fn latency_run(work: &Path) -> anyhow::Result<LatencyResults> {
     let mut far_env = s3.env();
     for (k, v) in &mut far_env {
         if k == "AWS_ENDPOINT" {
-            *v = s3_proxy.url();
+            *v = s3_proxy.url("http");
         }
     }
     let stores: [StoreUnderTest; 3] = [

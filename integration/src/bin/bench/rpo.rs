@@ -42,8 +42,8 @@ pub(crate) async fn rpo_run(
     let url = format!("{}/v1/streams/{STREAM}", shipper.url());
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let poll_stop = stop.clone();
+    let http = shipper.client()?;
     let poller = tokio::spawn(async move {
-        let http = reqwest::Client::new();
         let mut seen: Vec<(Instant, u64)> = Vec::new();
         while !poll_stop.load(std::sync::atomic::Ordering::Relaxed) {
             if let Some(seq) = head_seq(&http, &url).await {

@@ -25,6 +25,7 @@ pub(crate) fn settings(
         source_url: db.repl_url(),
         server_id,
         shipper_url: shipper.url(),
+        shipper_extra: shipper.agent_tls_lines(),
         max_age_ms,
         source_extra: String::new(),
         segment_extra: String::new(),
