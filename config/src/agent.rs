@@ -225,6 +225,46 @@ pub struct MysqlSource {
     /// Full snapshots from a paused replica (omit to take none).
     #[serde(default)]
     pub snapshot: Option<MysqlSnapshotSection>,
+    /// TLS to the server (and to the snapshot replica), as MySQL's `ssl-mode`.
+    #[serde(default)]
+    pub tls: MysqlTls,
+}
+
+/// `[source.tls]`: how the connections to the server (the binlog, and the snapshot replica's
+/// connection and dump) are protected.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MysqlTls {
+    /// As MySQL's `--ssl-mode`; default `preferred`.
+    #[serde(default)]
+    pub mode: TlsMode,
+    /// PEM file of the CA that signed the server's certificate (for `verify_ca` and
+    /// `verify_identity`; unset: the bundled public roots).
+    #[serde(default)]
+    pub ca: Option<std::path::PathBuf>,
+    /// A client certificate (PEM) for servers that require one (`REQUIRE X509`), with `key`.
+    #[serde(default)]
+    pub cert: Option<std::path::PathBuf>,
+    /// The private key of `cert` (PEM).
+    #[serde(default)]
+    pub key: Option<std::path::PathBuf>,
+}
+
+/// MySQL's `ssl-mode`, with the same meaning.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TlsMode {
+    /// Never TLS.
+    Disabled,
+    /// TLS when the server offers it (its certificate unchecked), else plain, with a warning.
+    #[default]
+    Preferred,
+    /// TLS or no connection; the certificate is not checked.
+    Required,
+    /// TLS with a certificate signed by `ca`; the host name is not checked.
+    VerifyCa,
+    /// TLS with a certificate signed by `ca` for the host of the URL.
+    VerifyIdentity,
 }
 
 fn default_start() -> StartFrom {
@@ -548,6 +588,19 @@ impl MysqlSource {
                 "use 1..=60000 (default 1000)",
             ));
         }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return Err(invalid(
+                "source.tls.cert",
+                "give source.tls.cert and source.tls.key together",
+            ));
+        }
+        if self.tls.mode == TlsMode::Disabled && (self.tls.ca.is_some() || self.tls.cert.is_some())
+        {
+            return Err(invalid(
+                "source.tls.mode",
+                "is \"disabled\" but source.tls has files; use \"verify_identity\" (or remove the files)",
+            ));
+        }
         Ok(())
     }
 }
@@ -698,6 +751,21 @@ url = "https://127.0.0.1:9450"
     fn bad_values_name_their_key() {
         let cases = [
             ("server_id = 4242", "server_id = 0", "source.server_id"),
+            (
+                "server_id = 4242",
+                "server_id = 4242\ntls = { mode = \"verify_identity\", cert = \"/c.pem\" }",
+                "source.tls.cert",
+            ),
+            (
+                "server_id = 4242",
+                "server_id = 4242\ntls = { mode = \"disabled\", ca = \"/ca.pem\" }",
+                "source.tls.mode",
+            ),
+            (
+                "server_id = 4242",
+                "server_id = 4242\ntls = { mode = \"verify-full\" }",
+                "verify-full",
+            ),
             (
                 "url = \"https://127.0.0.1:9450\"",
                 "url = \"ftp://x\"",

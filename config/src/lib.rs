@@ -18,8 +18,8 @@ pub mod secret;
 pub mod shipper;
 
 pub use agent::{
-    AgentConfig, CodecChoice, MysqlSnapshotSection, MysqlSource, ResumeMode, SourceConfig,
-    StartFrom,
+    AgentConfig, CodecChoice, MysqlSnapshotSection, MysqlSource, MysqlTls, ResumeMode,
+    SourceConfig, StartFrom, TlsMode,
 };
 pub use error::{ConfigError, Result};
 pub use load::{load_file, parse_str, ENV_PREFIX};

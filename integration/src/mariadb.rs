@@ -221,11 +221,22 @@ impl MariaDb {
     /// # Errors
     /// When the server does not start or replication does not catch up within 60 s.
     pub async fn start_replica(primary: &MariaDb, server_id: u32) -> anyhow::Result<Self> {
-        let replica = MariaDb::start(Options {
-            server_id,
-            ..Options::default()
-        })
-        .await?;
+        Self::start_replica_with(
+            primary,
+            Options {
+                server_id,
+                ..Options::default()
+            },
+        )
+        .await
+    }
+
+    /// Like [`Self::start_replica`], the replica started with `opts`.
+    ///
+    /// # Errors
+    /// As [`Self::start_replica`].
+    pub async fn start_replica_with(primary: &MariaDb, opts: Options) -> anyhow::Result<Self> {
+        let replica = MariaDb::start(opts).await?;
         let mut c = replica.conn().await?;
         c.query_drop(format!(
             "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={}, MASTER_USER='root', \

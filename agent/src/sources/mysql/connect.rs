@@ -31,9 +31,9 @@ pub async fn connect(cfg: &MysqlConfig, resume: Option<&BinlogPos>) -> Result<My
     })?;
     let addr = format!("{}:{}", opts.ip_or_hostname(), opts.tcp_port());
     let timeout = Duration::from_millis(cfg.connect_timeout_ms);
-    let mut conn = tokio::time::timeout(timeout, Conn::new(opts))
+    let mut conn = super::tls::connect(&opts, &cfg.tls, timeout, "the source")
         .await
-        .map_err(|_| AgentError::Unreachable {
+        .ok_or_else(|| AgentError::Unreachable {
             addr: addr.clone(),
             reason: format!("no answer within {} ms", cfg.connect_timeout_ms),
         })?
@@ -280,7 +280,10 @@ pub(crate) fn connect_error(addr: &str, e: mysql_async::Error) -> AgentError {
     match e {
         mysql_async::Error::Server(s) if s.code == ER_ACCESS_DENIED => AgentError::AccessDenied {
             addr: addr.to_owned(),
-            reason: s.message,
+            reason: format!(
+                "{} (an account created REQUIRE SSL also refuses a login without TLS: see source.tls.mode)",
+                s.message
+            ),
         },
         mysql_async::Error::Io(io) => AgentError::Unreachable {
             addr: addr.to_owned(),

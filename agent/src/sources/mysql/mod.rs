@@ -12,6 +12,7 @@ pub mod accounts;
 pub mod connect;
 pub mod events;
 pub mod snapshot;
+pub mod tls;
 
 use std::panic::AssertUnwindSafe;
 

@@ -18,7 +18,9 @@ use logferry_common::format::mysql::sql::{is_system_schema, quote_table, PAUSE_L
 use logferry_common::snapshot::{MysqlSnapshot, SnapshotContent, SnapshotManifest, TableInfo};
 use logferry_common::{BinlogPos, Position};
 use logferry_config::agent::SNAPSHOT_GRANTS;
-use logferry_config::{AgentConfig, MysqlSnapshotSection as SnapshotSection, SourceConfig};
+use logferry_config::{
+    AgentConfig, MysqlSnapshotSection as SnapshotSection, MysqlTls, SourceConfig,
+};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, Row};
 use tokio::io::AsyncReadExt;
@@ -63,8 +65,15 @@ fn snapshot_section(cfg: &AgentConfig) -> Option<&SnapshotSection> {
     m.snapshot.as_ref()
 }
 
+/// The source's `[source.tls]`, which the snapshot replica's connections use too.
+fn source_tls(cfg: &AgentConfig) -> &MysqlTls {
+    let SourceConfig::Mysql(m) = &cfg.source;
+    &m.tls
+}
+
 async fn connect_replica(
     snap: &SnapshotSection,
+    tls: &MysqlTls,
     timeout: Duration,
 ) -> Result<(Conn, Opts, String)> {
     let opts = Opts::from_url(snap.replica_url.expose()).map_err(|e| {
@@ -73,9 +82,9 @@ async fn connect_replica(
         ))
     })?;
     let addr = format!("{}:{}", opts.ip_or_hostname(), opts.tcp_port());
-    let conn = tokio::time::timeout(timeout, Conn::new(opts.clone()))
+    let conn = super::tls::connect(&opts, tls, timeout, "the snapshot replica")
         .await
-        .map_err(|_| {
+        .ok_or_else(|| {
             AgentError::Snapshot(format!(
                 "the snapshot replica {addr} (source.snapshot.replica_url) gave no answer within {} ms (source.connect_timeout_ms)",
                 timeout.as_millis()
@@ -116,7 +125,8 @@ pub async fn resume_if_left_paused(cfg: &AgentConfig) -> Result<()> {
     warn!(
         "a previous snapshot was interrupted while the replica was paused; resuming its SQL thread"
     );
-    let (mut conn, _, addr) = connect_replica(snap, cfg.source.connect_timeout()).await?;
+    let (mut conn, _, addr) =
+        connect_replica(snap, source_tls(cfg), cfg.source.connect_timeout()).await?;
     conn.query_drop("START SLAVE SQL_THREAD")
         .await
         .map_err(|e| replica_error(&addr, e))?;
@@ -142,7 +152,8 @@ pub async fn take(
             "another snapshot (process {pid}) is in progress"
         )));
     }
-    let (mut conn, opts, addr) = connect_replica(snap, cfg.source.connect_timeout()).await?;
+    let (mut conn, opts, addr) =
+        connect_replica(snap, source_tls(cfg), cfg.source.connect_timeout()).await?;
     let status: Option<Row> = conn
         .query_first("SHOW SLAVE STATUS")
         .await
@@ -226,7 +237,16 @@ async fn dump_paused(
         .map(String::from)
         .to_vec();
         args.extend(schemas.iter().cloned());
-        dump(snap, opts, &args, &mut upload, &mut feed, &mut shutdown).await?;
+        dump(
+            snap,
+            source_tls(cfg),
+            opts,
+            &args,
+            &mut upload,
+            &mut feed,
+            &mut shutdown,
+        )
+        .await?;
     }
     // Accounts and grants after the data: a table-level grant needs its table.
     let mut accounts_left_out = Vec::new();
@@ -261,6 +281,7 @@ struct Feed {
 /// shutdown.
 async fn dump(
     snap: &SnapshotSection,
+    tls: &MysqlTls,
     opts: &Opts,
     args: &[String],
     upload: &mut SnapshotUpload,
@@ -271,6 +292,7 @@ async fn dump(
     cmd.arg(format!("--host={}", opts.ip_or_hostname()))
         .arg(format!("--port={}", opts.tcp_port()))
         .arg(format!("--user={}", opts.user().unwrap_or("root")))
+        .args(super::tls::dump_args(tls))
         .args(args)
         .env("MYSQL_PWD", opts.pass().unwrap_or(""))
         .stdin(Stdio::null())

@@ -1,0 +1,115 @@
+//! TLS to the source database against a real mariadbd whose replication account is
+//! `REQUIRE SSL`: `[source.tls]` with `ssl-mode`'s meanings on the binlog connection, the
+//! snapshot replica's connection and the dump tool alike.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{assert_stored_exactly_and_verified, run_snapshot, settings, wait_caught_up};
+use logferry_integration::logferry::{Agent, Shipper};
+use logferry_integration::mariadb::{MariaDb, Options};
+use logferry_integration::process::workspace_bin;
+use logferry_integration::{wait_for, workload};
+use mysql_async::prelude::Queryable;
+
+/// A CA and certificates for 127.0.0.1, written by the real `gen-certs`.
+fn certs(dir: &Path) -> anyhow::Result<()> {
+    let out = Command::new(workspace_bin("logferry-shipper")?)
+        .arg("gen-certs")
+        .arg(dir)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// mariadbd options serving TLS with the server certificate in `dir`.
+fn tls_options(dir: &Path, server_id: u32) -> Options {
+    Options {
+        server_id,
+        extra: vec![
+            format!("--ssl-cert={}", dir.join("shipper.pem").display()),
+            format!("--ssl-key={}", dir.join("shipper.key").display()),
+            format!("--ssl-ca={}", dir.join("ca.pem").display()),
+        ],
+        ..Options::default()
+    }
+}
+
+fn tls_line(mode: &str, ca: Option<&Path>) -> String {
+    match ca {
+        Some(ca) => format!("tls = {{ mode = \"{mode}\", ca = \"{}\" }}", ca.display()),
+        None => format!("tls = {{ mode = \"{mode}\" }}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binlog_and_the_snapshot_travel_over_tls_as_source_tls_says() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let db_certs = tmp.path().join("db-certs");
+    certs(&db_certs)?;
+    let stranger = tmp.path().join("other-ca");
+    certs(&stranger)?;
+    let db = MariaDb::start(tls_options(&db_certs, 1)).await?;
+    let mut c = db.conn().await?;
+    c.query_drop("SET sql_log_bin = 0; ALTER USER 'logferry'@'%' REQUIRE SSL")
+        .await?;
+    let shipper = Shipper::start(&tmp.path().join("shipper")).await?;
+
+    // TLS off: the account refuses the login, and the agent says where to look.
+    let mut s = settings(&db, &shipper);
+    s.source_extra = tls_line("disabled", None);
+    let mut plain = Agent::start(&tmp.path().join("plain"), &s)?;
+    plain.wait_exit(Duration::from_secs(60)).await?;
+    let said = plain.log_text();
+    assert!(said.contains("source.tls.mode"), "{said}");
+
+    // A CA that did not sign the server's certificate: refused, and said.
+    s.source_extra = tls_line("verify_identity", Some(&stranger.join("ca.pem")));
+    let mut wrong = Agent::start(&tmp.path().join("wrong"), &s)?;
+    wait_for(
+        "the refused certificate in the log",
+        Duration::from_secs(60),
+        || async {
+            let log = wrong.log_text();
+            Ok((log.contains("UnknownIssuer") || log.contains("certificate")).then_some(()))
+        },
+    )
+    .await
+    .map_err(|e| e.context(wrong.log_text()))?;
+    wrong.kill9();
+    assert!(
+        !shipper.store_dir.join("streams").exists(),
+        "nothing was read over an unchecked connection"
+    );
+
+    // The right CA and the host checked: everything arrives, and a snapshot is taken from
+    // a replica whose snapshot account is REQUIRE SSL too (its connection and the dump).
+    let replica = MariaDb::start_replica_with(&db, tls_options(&db_certs, 2)).await?;
+    let grants = logferry_config::agent::SNAPSHOT_GRANTS;
+    replica
+        .conn()
+        .await?
+        .query_drop(format!(
+            "SET sql_log_bin = 0; CREATE USER 'logferry_snapshot'@'%' IDENTIFIED BY 'snap' REQUIRE SSL; {grants}"
+        ))
+        .await?;
+    s.source_extra = tls_line("verify_identity", Some(&db_certs.join("ca.pem")));
+    s.extra_toml = format!(
+        "[source.snapshot]\nreplica_url = \"mysql://logferry_snapshot:snap@127.0.0.1:{}\"\nschedule = \"0 0 1 1 *\"\n",
+        replica.port
+    );
+    let agent = Agent::start(&tmp.path().join("agent"), &s)?;
+    workload::create_schema(&mut c).await?;
+    workload::run(&mut c, 0, 200).await?;
+    wait_caught_up(&db, &shipper, &agent).await?;
+    assert_stored_exactly_and_verified(&db, &shipper, tmp.path())?;
+    run_snapshot(&agent, "snapshot.log", Duration::from_secs(120))?;
+    Ok(())
+}
