@@ -125,7 +125,7 @@ impl ShipperClient {
         let mut builder = reqwest::Client::builder()
             .timeout(timeout)
             .default_headers(headers)
-            .https_only(base.starts_with("https://"));
+            .https_only(reqwest::Url::parse(base).is_ok_and(|u| u.scheme() == "https"));
         if let Some(ca) = &tls.ca_file {
             let certs = reqwest::Certificate::from_pem_bundle(&read_pem("shipper.ca_file", ca)?)
                 .map_err(|e| unusable("shipper.ca_file", ca, e))?;
@@ -147,9 +147,20 @@ impl ShipperClient {
             })?;
             builder = builder.identity(identity);
         }
-        let http = builder
-            .build()
-            .map_err(|e| AgentError::ShipperUnavailable(e.to_string()))?;
+        let http = builder.build().map_err(|e| match &tls.identity {
+            // rustls checks the pair when the client is built: a key of another
+            // certificate fails here, and no retry would mend it.
+            Some((cert, key)) => AgentError::Config(logferry_config::ConfigError::Invalid {
+                key: "shipper.client_cert".into(),
+                problem: format!(
+                    "{} with shipper.client_key {}: {}",
+                    cert.display(),
+                    key.display(),
+                    causes(&e)
+                ),
+            }),
+            None => AgentError::ShipperUnavailable(causes(&e)),
+        })?;
         Ok(ShipperClient {
             http,
             base: base.trim_end_matches('/').to_owned(),

@@ -485,7 +485,15 @@ impl AgentConfig {
             )
         })?;
         match (url.scheme(), self.shipper.insecure_plain_http) {
-            ("https", _) | ("http", true) => {}
+            ("https", _) => {}
+            ("http", true) => {
+                if self.shipper.ca_file.is_some() || self.shipper.client_cert.is_some() {
+                    return Err(invalid(
+                        "shipper.url",
+                        "is http://, so shipper.ca_file and shipper.client_cert would go unused; use https://",
+                    ));
+                }
+            }
             ("http", false) => {
                 return Err(invalid(
                     "shipper.url",

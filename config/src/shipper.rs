@@ -136,10 +136,11 @@ impl AuthSection {
         let mut hashes = std::collections::HashMap::new();
         for t in &self.tokens {
             let name = &t.id;
-            if !token_id_ok(&t.id) || !ids.insert(t.id.as_str()) {
+            check_token_id(&t.id).map_err(|e| invalid("auth.tokens.id", e))?;
+            if !ids.insert(t.id.as_str()) {
                 return Err(invalid(
                     "auth.tokens.id",
-                    format!("{name:?}: every token needs an id of its own, 1-64 characters of A-Z, a-z, 0-9, '.', '_', '-'"),
+                    format!("{name:?}: every token needs an id of its own"),
                 ));
             }
             if t.sha256.len() != 64 || !t.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -175,27 +176,29 @@ impl AuthSection {
     }
 }
 
-/// Whether `id` is a token id: what the audit log and error messages quote as they are.
-pub fn token_id_ok(id: &str) -> bool {
-    (1..=64).contains(&id.len())
+/// Checks a token id: what the audit log and error messages quote as they are.
+///
+/// # Errors
+/// What is wrong with it, for the caller to put beside the key or flag it came from.
+pub fn check_token_id(id: &str) -> std::result::Result<(), String> {
+    let ok = (1..=64).contains(&id.len())
         && id
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{id:?}: use 1-64 characters of A-Z, a-z, 0-9, '.', '_', '-'"
+        ))
+    }
 }
 
 /// Whether `prefix` can begin a stream name (or is `*`, every stream): a prefix no stream
-/// name can have (`Orders-`) would make a token that covers nothing.
+/// name can have (`Orders-`) would make a token that covers nothing. A prefix of a valid
+/// name is itself one.
 fn stream_prefix_ok(prefix: &str) -> bool {
-    if prefix == "*" {
-        return true;
-    }
-    let mut chars = prefix.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && chars
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
-        && prefix.len() <= logferry_common::StreamId::MAX_LEN
+    prefix == "*" || logferry_common::StreamId::new(prefix).is_ok()
 }
 
 /// The HTTP API of the shipper.
@@ -498,7 +501,7 @@ mod tests {
             entry("a", &hash, "*")
         ));
         assert!(open.contains("auth.insecure_no_auth"), "{open}");
-        for prefix in ["Orders-", "-x", "or ders", ""] {
+        for prefix in ["Orders-", "-x", "or ders", "", "orders.."] {
             let said = with(&entry("a", &other, prefix));
             assert!(said.contains("auth.tokens.streams"), "{prefix:?}: {said}");
         }

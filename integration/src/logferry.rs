@@ -522,8 +522,6 @@ impl Agent {
     }
 }
 
-/// Waits until `proc` (started when its log was `from` bytes long) logs the port it bound
-/// on a line with `marker`; fails with its log when it exits first or takes over 30 s.
 /// Writes a CA and certificates into `dir` with the real `logferry-shipper gen-certs`,
 /// unless an earlier start did.
 fn gen_certs(dir: &Path) -> anyhow::Result<()> {
@@ -542,6 +540,8 @@ fn gen_certs(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Waits until `proc` (started when its log was `from` bytes long) logs the port it bound
+/// on a line with `marker`; fails with its log when it exits first or takes over 30 s.
 async fn wait_logged_port(
     proc: &Proc,
     from: u64,

@@ -67,6 +67,17 @@ pub enum Transport {
     MutualTls,
 }
 
+impl Transport {
+    /// The protection `[server.tls]` gives (none: plain HTTP).
+    pub fn of(tls: Option<&logferry_config::shipper::ServerTls>) -> Self {
+        match tls {
+            None => Transport::PlainHttp,
+            Some(t) if t.client_ca.is_some() => Transport::MutualTls,
+            Some(_) => Transport::Tls,
+        }
+    }
+}
+
 /// `GET /v1/status`: how the shipper is protected, with a warning for each protection it
 /// goes without, so that a monitoring check or a person can see an unsafe setting.
 #[derive(Debug, Clone, Serialize)]
@@ -195,7 +206,17 @@ async fn guard(gate: Arc<Gate>, mut req: Request, next: Next) -> Response {
         entry.stream = note.stream.or(entry.stream.take());
         entry.object = note.object;
         entry.status = response.status().as_u16();
-        entry.error = note.error;
+        // Refusals the HTTP layer makes itself (a body over the limit or cut short, a path
+        // that matches no route) carry no note: their status says what they were.
+        entry.error = note.error.or_else(|| {
+            let status = response.status();
+            (status.is_client_error() || status.is_server_error()).then(|| {
+                format!(
+                    "{} (refused by the HTTP layer)",
+                    status.canonical_reason().unwrap_or("error")
+                )
+            })
+        });
     }
     drop(pending);
     response
@@ -215,6 +236,10 @@ struct Pending<'a> {
 impl Drop for Pending<'_> {
     fn drop(&mut self) {
         if let (Some(audit), Some(mut entry)) = (self.audit, self.entry.take()) {
+            if std::thread::panicking() {
+                entry.status = StatusCode::INTERNAL_SERVER_ERROR.as_u16();
+                entry.error = Some("the request's handler panicked".into());
+            }
             entry.time = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
             audit.record(&entry);
         }
@@ -230,10 +255,11 @@ async fn ship_scope(req: Request, next: Next) -> Response {
         None => Err(ShipperError::Internal(
             "no caller resolved for an upload".into(),
         )),
-        Some(caller) => {
-            let stream = stream_in_path(req.uri().path()).and_then(|s| StreamId::new(&s).ok());
-            caller.allow(Action::Ship, stream.as_ref())
-        }
+        Some(caller) => match stream_in_path(req.uri().path()).map(|s| StreamId::new(&s)) {
+            None => caller.allow(Action::Ship, None),
+            Some(Ok(stream)) => caller.allow(Action::Ship, Some(&stream)),
+            Some(Err(e)) => Err(ShipperError::BadRequest(e.to_string())),
+        },
     };
     match verdict {
         Ok(()) => next.run(req).await,
@@ -241,13 +267,15 @@ async fn ship_scope(req: Request, next: Next) -> Response {
     }
 }
 
-/// The stream a `/v1/streams/<stream>...` request (or path) names.
+/// The stream a `/v1/streams/<stream>...` request (or path) names, percent-decoded as the
+/// router's `Path` decodes it, so that `%62illing` is `billing` here too.
 fn stream_in_path(request: &str) -> Option<String> {
     let rest = request.split_once("/v1/streams/")?.1;
-    rest.split('/')
-        .next()
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
+    rest.split('/').next().filter(|s| !s.is_empty()).map(|s| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    })
 }
 
 fn now_ms() -> i64 {
@@ -281,7 +309,10 @@ pub fn router(
             async move {
                 // Taken before the body is read; held until the answer is sent.
                 let Ok(_permit) = permits.acquire_owned().await else {
-                    return StatusCode::SERVICE_UNAVAILABLE.into_response();
+                    return refusal(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the shipper is shutting down".into(),
+                    );
                 };
                 match tokio::time::timeout(upload_timeout, next.run(req)).await {
                     Ok(answer) => answer,
@@ -291,7 +322,7 @@ pub fn router(
                             upload_timeout.as_millis()
                         );
                         tracing::warn!(%error, "upload timed out");
-                        (StatusCode::REQUEST_TIMEOUT, Json(ErrorBody { error })).into_response()
+                        refusal(StatusCode::REQUEST_TIMEOUT, error)
                     }
                 }
             }
@@ -496,20 +527,24 @@ impl IntoResponse for ShipperError {
         } else {
             tracing::warn!(error = %self, "request refused");
         }
-        let error = self.to_string();
-        let mut response = (
-            status,
-            Json(ErrorBody {
-                error: error.clone(),
-            }),
-        )
-            .into_response();
-        response.extensions_mut().insert(Noted {
-            error: Some(error),
-            ..Noted::default()
-        });
-        response
+        refusal(status, self.to_string())
     }
+}
+
+/// An error answer: `{"error": ...}` with `status`, the reason noted for the audit log.
+fn refusal(status: StatusCode, error: String) -> Response {
+    let mut response = (
+        status,
+        Json(ErrorBody {
+            error: error.clone(),
+        }),
+    )
+        .into_response();
+    response.extensions_mut().insert(Noted {
+        error: Some(error),
+        ..Noted::default()
+    });
+    response
 }
 
 #[cfg(test)]
@@ -737,12 +772,16 @@ mod tests {
         let chunk = "/v1/streams/orders/snapshots/1796235494312/chunks/1";
         let manifest = "/v1/streams/orders/snapshots/1796235494312/manifest";
         let other = "/v1/streams/billing/snapshots/1796235494312/chunks/1";
+        let encoded = "/v1/streams/%62illing/snapshots/1796235494312/chunks/1";
+        let invalid = "/v1/streams/ORDERS/snapshots/1796235494312/chunks/1";
         let cases = [
             ("read-secret", "POST", SEGMENTS_PATH, StatusCode::FORBIDDEN),
             ("admin-secret", "POST", SEGMENTS_PATH, StatusCode::FORBIDDEN),
             ("read-secret", "PUT", chunk, StatusCode::FORBIDDEN),
             ("admin-secret", "PUT", manifest, StatusCode::FORBIDDEN),
             ("ship-secret", "PUT", other, StatusCode::FORBIDDEN),
+            ("ship-secret", "PUT", encoded, StatusCode::FORBIDDEN),
+            ("ship-secret", "PUT", invalid, StatusCode::BAD_REQUEST),
             (
                 "old-secret",
                 "POST",
@@ -776,7 +815,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_client_gone_mid_upload_is_audited() {
+    async fn a_client_gone_mid_upload_and_a_body_over_the_limit_are_audited() {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("audit.jsonl");
         let audit = Audit::open(&log, 1 << 20, Arc::default()).unwrap();
@@ -811,6 +850,21 @@ mod tests {
         assert_eq!(entry["token"], "orders-agent");
         assert_eq!(entry["stream"], "orders");
         assert_eq!(entry["request"], format!("PUT {chunk}"));
+
+        let big = Bytes::from(vec![0u8; (1 << 20) + 1]);
+        let (status, _) = send_as(&app, Some("ship-secret"), "PUT", chunk, big).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(audit.flush(Duration::from_secs(30)));
+        let text = std::fs::read_to_string(&log).unwrap();
+        let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+        assert_eq!(last["status"], 413, "{text}");
+        assert_eq!(last["seq"], 1, "{text}");
+        assert!(
+            last["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("Payload Too Large")),
+            "the HTTP layer's refusal has its reason: {text}"
+        );
     }
 
     #[test]

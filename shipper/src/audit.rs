@@ -74,6 +74,17 @@ enum Msg {
 pub struct Audit {
     queue: mpsc::SyncSender<Msg>,
     counters: Arc<AuditCounters>,
+    /// The next line's number: a line written twice (a write retried after a failed fsync)
+    /// or one lost shows as a repeated or missing number.
+    seq: Arc<AtomicU64>,
+}
+
+/// One line of the log: its number in this process's run, then the entry.
+#[derive(Serialize)]
+struct Line<'a> {
+    seq: u64,
+    #[serde(flatten)]
+    entry: &'a Entry,
 }
 
 impl std::fmt::Debug for Audit {
@@ -104,7 +115,11 @@ impl Audit {
             .name("audit-log".into())
             .spawn(move || writer.run(&rx))
             .map_err(|e| ShipperError::Internal(format!("starting the audit writer: {e}")))?;
-        Ok(Audit { queue, counters })
+        Ok(Audit {
+            queue,
+            counters,
+            seq: Arc::default(),
+        })
     }
 
     /// Records one request.
@@ -118,7 +133,11 @@ impl Audit {
             entry.request.truncate(cut);
             entry.request.push('…');
         }
-        let line = match serde_json::to_string(&entry) {
+        let line = Line {
+            seq: self.seq.fetch_add(1, Ordering::Relaxed),
+            entry: &entry,
+        };
+        let line = match serde_json::to_string(&line) {
             Ok(line) => line,
             Err(e) => {
                 self.counters.lost.fetch_add(1, Ordering::Relaxed);
@@ -127,14 +146,18 @@ impl Audit {
             }
         };
         if let Err(e) = self.queue.try_send(Msg::Line(line)) {
-            self.counters.lost.fetch_add(1, Ordering::Relaxed);
+            let lost = self.counters.lost.fetch_add(1, Ordering::Relaxed) + 1;
+            // Said at the 1st, 2nd, 4th, 8th ... loss: a flood of losses is not a flood of logs.
+            if !lost.is_power_of_two() {
+                return;
+            }
             let why = match e {
                 mpsc::TrySendError::Full(_) => {
                     "the audit log's queue is full (its disk is slow or failing)"
                 }
                 mpsc::TrySendError::Disconnected(_) => "the audit log's writer has stopped",
             };
-            tracing::error!(request = %entry.request, status = entry.status, "{why}: this request is not audited (logferry_shipper_audit_lost_total)");
+            tracing::error!(request = %entry.request, status = entry.status, lost, "{why}: this request is not audited (logferry_shipper_audit_lost_total)");
         }
     }
 
@@ -209,7 +232,9 @@ impl Writer {
     }
 
     /// Writes `bytes` and fsyncs, trying again (with the file opened afresh) until it works:
-    /// a line is delayed by a failing disk, never dropped here.
+    /// a line is delayed by a failing disk, never dropped here. After a failed fsync the
+    /// whole batch is written again, since the kernel may have dropped the pages it could not
+    /// write; a line may then appear twice, under the same `seq`.
     fn write_durably(&mut self, bytes: &[u8]) {
         let mut written = 0;
         loop {
@@ -222,7 +247,7 @@ impl Writer {
                         Err(e) => return Err(e),
                     }
                 }
-                self.file.sync_data()
+                self.file.sync_data().inspect_err(|_| written = 0)
             })();
             match attempt {
                 Ok(()) => return,
@@ -293,10 +318,6 @@ mod tests {
         }
     }
 
-    fn lines(path: &Path) -> usize {
-        std::fs::read_to_string(path).map_or(0, |t| t.lines().count())
-    }
-
     #[test]
     fn entries_are_appended_as_json_lines_and_rotated_by_size() {
         let dir = tempfile::tempdir().unwrap();
@@ -306,18 +327,27 @@ mod tests {
             audit.record(&entry(201));
         }
         assert!(audit.flush(Duration::from_secs(30)), "flushed");
-        let all = lines(&path)
-            + (1..=KEEP)
-                .map(|n| lines(&path.with_extension(format!("jsonl.{n}"))))
-                .sum::<usize>();
-        assert_eq!(all, 100, "every entry is written once");
-        let rotated = path.with_extension("jsonl.1");
-        assert!(rotated.exists(), "rotated past 4096 bytes");
-        let first = std::fs::read_to_string(&rotated).unwrap();
-        let parsed: serde_json::Value =
-            serde_json::from_str(first.lines().next().unwrap()).unwrap();
-        assert_eq!(parsed["token"], "orders");
-        assert_eq!(parsed["status"], 201);
+        let files = std::iter::once(path.clone())
+            .chain((1..=KEEP).map(|n| path.with_extension(format!("jsonl.{n}"))));
+        let mut seqs = Vec::new();
+        for file in files {
+            for line in std::fs::read_to_string(&file).unwrap_or_default().lines() {
+                let parsed: serde_json::Value = serde_json::from_str(line).unwrap();
+                assert_eq!(parsed["token"], "orders");
+                assert_eq!(parsed["status"], 201);
+                seqs.push(parsed["seq"].as_u64().unwrap());
+            }
+        }
+        seqs.sort_unstable();
+        assert_eq!(
+            seqs,
+            (0..100).collect::<Vec<u64>>(),
+            "every entry written once"
+        );
+        assert!(
+            path.with_extension("jsonl.1").exists(),
+            "rotated past 4096 bytes"
+        );
     }
 
     #[test]
@@ -344,6 +374,7 @@ mod tests {
         let stuck = Audit {
             queue,
             counters: counters.clone(),
+            seq: Arc::default(),
         };
         stuck.record(&entry(200));
         stuck.record(&entry(200));

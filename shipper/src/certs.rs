@@ -107,9 +107,16 @@ fn validity(params: &mut CertificateParams, days: i64) {
 fn new_ca(days: i64) -> Result<(rcgen::Certificate, Issuer<'static, KeyPair>)> {
     let mut params = CertificateParams::new(Vec::new()).map_err(|e| tls_error("CA", &e))?;
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "logferry private CA");
+    // A name of its own: clients find a certificate's issuer by name, and two CAs named
+    // alike would make a stranger's certificate fail as a bad signature instead of an
+    // unknown issuer.
+    let mut tag = [0u8; 4];
+    getrandom::fill(&mut tag)
+        .map_err(|e| ShipperError::Tls(format!("no system randomness: {e}")))?;
+    params.distinguished_name.push(
+        DnType::CommonName,
+        format!("logferry private CA {}", hex::encode(tag)),
+    );
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     validity(&mut params, days);
     let key = KeyPair::generate().map_err(|e| tls_error("CA key", &e))?;
@@ -172,8 +179,10 @@ mod tests {
         };
         crate::tls::server_config(&tls).unwrap();
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&w.agent.1).unwrap().permissions().mode();
-        assert_eq!(mode & 0o077, 0, "a key is its owner's alone");
+        for key in [&w.agent.1, &w.shipper.1, &dir.path().join("ca.key")] {
+            let mode = std::fs::metadata(key).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "{} is its owner's alone", key.display());
+        }
         let again = generate(dir.path(), &[], 30).unwrap_err().to_string();
         assert!(again.contains("ca.pem exists"), "{again}");
         let mismatched = ServerTls {

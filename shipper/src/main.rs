@@ -783,8 +783,8 @@ fn gen_token(
             other => bail!("--actions {other:?}: use ship, read or admin"),
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    if !logferry_config::shipper::token_id_ok(&id) {
-        bail!("--id {id:?}: use 1-64 characters of A-Z, a-z, 0-9, '.', '_', '-' (it is written to the audit log as it is)");
+    if let Err(e) = logferry_config::shipper::check_token_id(&id) {
+        bail!("--id {e} (it is written to the audit log as it is)");
     }
     let (token, sha256) = auth::new_token()?;
     let entry = logferry_config::shipper::TokenConfig {
@@ -855,11 +855,7 @@ async fn serve(config: &std::path::Path) -> anyhow::Result<ExitCode> {
         .as_ref()
         .map(logferry_shipper::tls::server_config)
         .transpose()?;
-    let transport = match &cfg.server.tls {
-        None => api::Transport::PlainHttp,
-        Some(t) if t.client_ca.is_some() => api::Transport::MutualTls,
-        Some(_) => api::Transport::Tls,
-    };
+    let transport = api::Transport::of(cfg.server.tls.as_ref());
     let gate = Arc::new(api::Gate {
         auth: auth::Auth::from_config(&cfg.auth)?,
         audit: audit.clone(),
@@ -891,7 +887,7 @@ async fn serve(config: &std::path::Path) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot read the address bound for {}", cfg.server.listen))?;
     info!(listen = %bound, store = %cfg.store.url, transport = ?transport, "shipper serving");
     let app = app.into_make_service_with_connect_info::<api::Peer>();
-    match tls {
+    let served = match tls {
         Some(config) => {
             let listener = logferry_shipper::tls::TlsListener::new(listener, config)?;
             axum::serve(listener, app)
@@ -903,8 +899,7 @@ async fn serve(config: &std::path::Path) -> anyhow::Result<ExitCode> {
                 .with_graceful_shutdown(stop_signal())
                 .await
         }
-    }
-    .context("HTTP server failed")?;
+    };
     if let Some(audit) = audit {
         let flushed = tokio::task::spawn_blocking(move || audit.flush(AUDIT_PATIENCE))
             .await
@@ -913,6 +908,7 @@ async fn serve(config: &std::path::Path) -> anyhow::Result<ExitCode> {
             warn!("the audit log's last lines may not have reached the disk");
         }
     }
+    served.context("HTTP server failed")?;
     info!("shipper stopped: every request in flight was answered");
     Ok(ExitCode::SUCCESS)
 }

@@ -13,7 +13,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
@@ -24,6 +24,10 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Handshaken connections waiting for the HTTP server to take them.
 const READY: usize = 64;
+
+/// Handshakes under way at once; a connection past them is closed at once, so a flood of
+/// connections cannot use up the process's descriptors and memory.
+const MAX_HANDSHAKES: usize = 1024;
 
 /// The crypto provider of every TLS config here (the one the HTTP client already brings).
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -98,8 +102,8 @@ pub struct TlsListener {
 }
 
 impl TlsListener {
-    /// Accepts on `tcp` from now on, handshaking under `config`. A failed or slow handshake
-    /// is logged with the peer and dropped.
+    /// Accepts on `tcp` from now on, handshaking under `config`, until this listener is
+    /// dropped. A failed or slow handshake is logged with the peer and dropped.
     ///
     /// # Errors
     /// [`ShipperError::Tls`] when the listener has no local address.
@@ -109,9 +113,14 @@ impl TlsListener {
             .map_err(|e| ShipperError::Tls(format!("the listener has no address: {e}")))?;
         let (tx, ready) = mpsc::channel(READY);
         let acceptor = TlsAcceptor::from(config);
+        let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
         tokio::spawn(async move {
-            while !tx.is_closed() {
-                let (stream, peer) = match tcp.accept().await {
+            loop {
+                let accepted = tokio::select! {
+                    () = tx.closed() => break,
+                    accepted = tcp.accept() => accepted,
+                };
+                let (stream, peer) = match accepted {
                     Ok(accepted) => accepted,
                     Err(e) => {
                         // Out of descriptors, mostly: wait instead of spinning.
@@ -120,11 +129,18 @@ impl TlsListener {
                         continue;
                     }
                 };
+                let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+                    tracing::warn!(%peer, "{MAX_HANDSHAKES} TLS handshakes under way; connection dropped");
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 let acceptor = acceptor.clone();
                 let tx = tx.clone();
                 tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    let handshake =
+                        tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+                    drop(permit);
+                    match handshake {
                         Ok(Ok(tls)) => {
                             let _ = tx.send((tls, peer)).await;
                         }
