@@ -234,4 +234,32 @@ mod tests {
         assert!(chunk_key(&s, &snapshot_id(1), 2).ends_with("chunk-000002.zst"));
         assert!(validate_id(&snapshot_id(5)).is_ok() && validate_id("x").is_err());
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Any bytes, and a valid manifest with bytes changed: an error or a manifest,
+        /// never a panic; and no chunk opens past what its manifest entry allows.
+        #[test]
+        fn random_and_mutated_manifests_never_panic(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..1024),
+            flips in proptest::collection::vec((0usize..10_000, proptest::prelude::any::<u8>()), 1..8),
+        ) {
+            let _ = SnapshotManifest::from_json(&bytes);
+            let good = br#"{"stream":"db","id":"0000000000001","position":"b.000001:4",
+                "taken_at_ms":1,"replica":"r:1","dump_tool":"d","chunks":[
+                {"index":1,"stored_bytes":10,"plain_bytes":20,"sha256":"00","plain_sha256":"00"}],"tables":[]}"#;
+            proptest::prop_assert!(SnapshotManifest::from_json(good).is_ok(), "the unmutated manifest reads");
+            let mut m = good.to_vec();
+            for (at, v) in flips {
+                let i = at % m.len();
+                m[i] = v;
+            }
+            if let Ok(manifest) = SnapshotManifest::from_json(&m) {
+                for info in &manifest.chunks {
+                    let _ = open_chunk(&bytes, info);
+                }
+            }
+        }
+    }
 }

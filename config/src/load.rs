@@ -119,4 +119,17 @@ mod tests {
         assert!(err.contains("line 2"), "{err}");
         assert!(!err.contains("s3cret"), "{err}");
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Any text as a config file, and any environment override: an error naming where,
+        /// or a config, never a panic.
+        #[test]
+        fn random_config_text_never_panics(text in "\\PC{0,400}", key in "[A-Z_]{1,20}", value in "\\PC{0,40}") {
+            let env = vec![(format!("LOGFERRY__{key}"), value)];
+            let _ = parse_str::<crate::AgentConfig>(&text, "a.toml", env.clone());
+            let _ = parse_str::<crate::ShipperConfig>(&text, "s.toml", env);
+        }
+    }
 }

@@ -227,6 +227,20 @@ pub struct ServerSection {
     /// gone mid-upload) gets 408 and frees its place, which the agent retries.
     #[serde(default = "default_upload_timeout_ms")]
     pub upload_timeout_ms: u64,
+    /// Connections open at once, from everyone; more are closed at once.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Connections open at once from one address, so that one host (or a flood from it)
+    /// cannot take every place from the other agents.
+    #[serde(default = "default_max_connections_per_peer")]
+    pub max_connections_per_peer: usize,
+    /// Largest request head (request line and headers); larger is answered 431.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// Time for a request's head to arrive, and for an idle connection to send its next one:
+    /// a client that trickles its headers (slow loris) is closed after this.
+    #[serde(default = "default_header_timeout_ms")]
+    pub header_timeout_ms: u64,
     /// The API's TLS certificate and key (and, for mutual TLS, the CA of client
     /// certificates); `logferry-shipper gen-certs DIR` writes a set.
     #[serde(default)]
@@ -250,6 +264,18 @@ pub struct ServerTls {
     pub client_ca: Option<std::path::PathBuf>,
 }
 
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_max_connections_per_peer() -> usize {
+    64
+}
+fn default_max_header_bytes() -> usize {
+    16 * 1024
+}
+fn default_header_timeout_ms() -> u64 {
+    10_000
+}
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9450))
 }
@@ -271,6 +297,10 @@ impl Default for ServerSection {
             verify_payload: false,
             max_concurrent_uploads: default_max_concurrent_uploads(),
             upload_timeout_ms: default_upload_timeout_ms(),
+            max_connections: default_max_connections(),
+            max_connections_per_peer: default_max_connections_per_peer(),
+            max_header_bytes: default_max_header_bytes(),
+            header_timeout_ms: default_header_timeout_ms(),
             tls: None,
             insecure_plain_http: false,
         }
@@ -332,6 +362,31 @@ impl ShipperConfig {
             return Err(invalid(
                 "server.upload_timeout_ms",
                 "use 1000..=3600000 (default 300000)",
+            ));
+        }
+        let s = &self.server;
+        if !(1..=65_536).contains(&s.max_connections) {
+            return Err(invalid(
+                "server.max_connections",
+                "use 1..=65536 (default 1024)",
+            ));
+        }
+        if !(1..=s.max_connections).contains(&s.max_connections_per_peer) {
+            return Err(invalid(
+                "server.max_connections_per_peer",
+                "use 1..=server.max_connections (default 64)",
+            ));
+        }
+        if !(1024..=1024 * 1024).contains(&s.max_header_bytes) {
+            return Err(invalid(
+                "server.max_header_bytes",
+                "use 1024..=1048576 (default 16384)",
+            ));
+        }
+        if !(100..=300_000).contains(&s.header_timeout_ms) {
+            return Err(invalid(
+                "server.header_timeout_ms",
+                "use 100..=300000 (default 10000)",
             ));
         }
         if !(1..=1024).contains(&self.server.max_concurrent_uploads) {

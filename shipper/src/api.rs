@@ -117,27 +117,10 @@ impl Gate {
     }
 }
 
-/// The address a request came from, for the audit log: served plain or over TLS.
+/// The address a request came from, for the audit log; [`crate::listen`] puts it in each
+/// request's extensions as `ConnectInfo<Peer>`.
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub SocketAddr);
-
-impl
-    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>>
-    for Peer
-{
-    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
-        Peer(*stream.remote_addr())
-    }
-}
-
-impl
-    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, crate::tls::TlsListener>>
-    for Peer
-{
-    fn connect_info(stream: axum::serve::IncomingStream<'_, crate::tls::TlsListener>) -> Self {
-        Peer(*stream.remote_addr())
-    }
-}
 
 /// What a handler tells the audit log about its request, carried in the response.
 #[derive(Debug, Clone, Default)]
@@ -331,23 +314,44 @@ pub fn router(
         .merge(uploads)
         .route(
             "/v1/streams/{stream}/snapshots/{id}/manifest",
-            put(put_manifest),
+            put(put_manifest).layer(DefaultBodyLimit::max(MAX_MANIFEST_BYTES)),
         )
         .layer(middleware::from_fn(ship_scope));
-    Router::new()
-        .merge(ships)
+    let reads = Router::new()
         .route(LIMITS_PATH, get(limits))
         .route("/v1/status", get(move || async move { status }))
         .route("/v1/streams", get(list_streams))
         .route("/v1/streams/{stream}", get(stream_head))
         .route("/healthz", get(health))
         .route("/metrics", get(metrics))
+        .layer(middleware::from_fn(|req: Request, next: Next| async move {
+            match tokio::time::timeout(READ_TIMEOUT, next.run(req)).await {
+                Ok(answer) => answer,
+                Err(_) => refusal(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "not answered within {} s (the store is slow or away)",
+                        READ_TIMEOUT.as_secs()
+                    ),
+                ),
+            }
+        }));
+    Router::new()
+        .merge(ships)
+        .merge(reads)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn(move |req: Request, next: Next| {
             guard(gate.clone(), req, next)
         }))
         .with_state(state)
 }
+
+/// Largest snapshot manifest accepted: its JSON lists chunks and tables, a few hundred bytes
+/// each, so this holds tens of thousands of either.
+const MAX_MANIFEST_BYTES: usize = 16 * 1024 * 1024;
+
+/// How long a request other than an upload (which has `server.upload_timeout_ms`) may take.
+const READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 async fn put_segment(
     State(st): State<Arc<Ingest>>,

@@ -14,6 +14,7 @@
 //! - [`listing`]: stream and segment listing (`logferry-shipper ls`).
 //! - [`metrics`]: Prometheus counters.
 //! - [`auth`], [`audit`]: who may call the API, and the record of who did.
+//! - [`listen`]: connections, their limits and their draining on shutdown.
 //! - [`tls`], [`certs`]: TLS on the API, and `gen-certs`.
 //! - [`read_ahead`]: store reads in flight, in order, memory-bounded.
 //! - [`error`]: the crate's error type.
@@ -29,6 +30,7 @@ pub mod drill_record;
 pub mod error;
 pub mod ingest;
 pub mod interrupt;
+pub mod listen;
 pub mod listing;
 pub mod metrics;
 pub mod read_ahead;

@@ -886,20 +886,14 @@ async fn serve(config: &std::path::Path) -> anyhow::Result<ExitCode> {
         .local_addr()
         .with_context(|| format!("cannot read the address bound for {}", cfg.server.listen))?;
     info!(listen = %bound, store = %cfg.store.url, transport = ?transport, "shipper serving");
-    let app = app.into_make_service_with_connect_info::<api::Peer>();
-    let served = match tls {
-        Some(config) => {
-            let listener = logferry_shipper::tls::TlsListener::new(listener, config)?;
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stop_signal())
-                .await
-        }
-        None => {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stop_signal())
-                .await
-        }
+    let limits = logferry_shipper::listen::ConnLimits {
+        max_connections: cfg.server.max_connections,
+        per_peer: cfg.server.max_connections_per_peer,
+        header_bytes: cfg.server.max_header_bytes,
+        header_timeout: std::time::Duration::from_millis(cfg.server.header_timeout_ms),
     };
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    logferry_shipper::listen::serve(listener, acceptor, app, limits, stop_signal()).await;
     if let Some(audit) = audit {
         let flushed = tokio::task::spawn_blocking(move || audit.flush(AUDIT_PATIENCE))
             .await
@@ -908,7 +902,6 @@ async fn serve(config: &std::path::Path) -> anyhow::Result<ExitCode> {
             warn!("the audit log's last lines may not have reached the disk");
         }
     }
-    served.context("HTTP server failed")?;
     info!("shipper stopped: every request in flight was answered");
     Ok(ExitCode::SUCCESS)
 }

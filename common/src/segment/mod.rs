@@ -498,4 +498,34 @@ mod tests {
             assert!(Segment::decode(g.to_vec(), &DecodeLimits::default()).is_err());
         }
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Any bytes: an error or a segment, never a panic or an allocation the bytes do
+        /// not justify.
+        #[test]
+        fn random_bytes_never_panic_the_decoder(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..4096)) {
+            if let Ok(seg) = Segment::decode(bytes.clone(), &DecodeLimits::default()) {
+                let _ = seg.payload();
+            }
+            let _ = Segment::peek_header(&bytes);
+        }
+
+        /// A valid segment with one byte changed, or cut short, or grown: refused, since the
+        /// trailer covers every byte.
+        #[test]
+        fn a_mutated_segment_is_refused(at in 0usize..100_000, xor in 1u8..=255, cut in 0usize..100_000, extra in proptest::collection::vec(proptest::prelude::any::<u8>(), 1..64)) {
+            let good = sample().bytes().to_vec();
+            let mut flipped = good.clone();
+            let i = at % flipped.len();
+            flipped[i] ^= xor;
+            proptest::prop_assert!(Segment::decode(flipped, &DecodeLimits::default()).is_err(), "flipped byte {}", i);
+            let short = good[..cut % good.len()].to_vec();
+            proptest::prop_assert!(Segment::decode(short, &DecodeLimits::default()).is_err());
+            let mut long = good.clone();
+            long.extend_from_slice(&extra);
+            proptest::prop_assert!(Segment::decode(long, &DecodeLimits::default()).is_err());
+        }
+    }
 }

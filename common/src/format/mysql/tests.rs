@@ -199,3 +199,29 @@ fn malformed_payloads_are_errors() {
     assert!(records(&bad_tag).any(|r| r.is_err()));
     assert!(file_events(b"nope").any(|r| r.is_err()));
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+    /// Any payload bytes, and a valid payload with bytes changed: the walk and the
+    /// exported files give an error or events, never a panic.
+    #[test]
+    fn random_and_mutated_payloads_never_panic_the_walk(
+        bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048),
+        flips in proptest::collection::vec((0usize..10_000, proptest::prelude::any::<u8>()), 1..8),
+    ) {
+        let start = BinlogPos::new("mysql-bin.000001", 4).unwrap();
+        let _ = walk(&start, &bytes, |_| Ok(true));
+        let _ = records(&bytes).count();
+        let mut b = PayloadBuilder::default();
+        b.push_event(&event(2, 300, b"query one"));
+        b.push_event(&event(16, 400, b"xid"));
+        let mut p = b.take();
+        for (at, v) in flips {
+            let i = at % p.len();
+            p[i] = v;
+        }
+        let _ = walk(&start, &p, |_| Ok(true));
+        let _ = records(&p).count();
+    }
+}
