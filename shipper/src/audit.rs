@@ -224,10 +224,11 @@ impl Writer {
                 take(more, &mut batch);
             }
             self.write_durably(batch.as_bytes());
+            // Rotated before a flush is answered: whoever asked may read the files at once.
+            self.rotate_if_due();
             for done in flushes {
                 let _ = done.send(());
             }
-            self.rotate_if_due();
         }
     }
 
