@@ -261,7 +261,8 @@ pub enum TlsMode {
     Preferred,
     /// TLS or no connection; the certificate is not checked.
     Required,
-    /// TLS with a certificate signed by `ca`; the host name is not checked.
+    /// MySQL's "signed by `ca`, host name unchecked": refused, since the driver cannot
+    /// check the chain without the name; named so that the error can say so.
     VerifyCa,
     /// TLS with a certificate signed by `ca` for the host of the URL.
     VerifyIdentity,
@@ -602,6 +603,33 @@ impl MysqlSource {
                 "give source.tls.cert and source.tls.key together",
             ));
         }
+        if self.tls.mode == TlsMode::VerifyCa {
+            return Err(invalid(
+                "source.tls.mode",
+                "\"verify_ca\" is not offered (the driver cannot check the certificate's chain without its name); use \"verify_identity\" with a source.url host the certificate names",
+            ));
+        }
+        if self.tls.ca.is_some() && self.tls.mode != TlsMode::VerifyIdentity {
+            return Err(invalid(
+                "source.tls.ca",
+                "is used only by mode = \"verify_identity\" (the other modes check no certificate); set that mode or remove ca",
+            ));
+        }
+        for (name, _) in url.query_pairs() {
+            if [
+                "require_ssl",
+                "verify_ca",
+                "verify_identity",
+                "built_in_roots",
+            ]
+            .contains(&name.as_ref())
+            {
+                return Err(invalid(
+                    "source.url",
+                    format!("has the TLS parameter {name:?}; TLS is set in [source.tls] (mode, ca, cert, key): move it there"),
+                ));
+            }
+        }
         if self.tls.mode == TlsMode::Disabled && (self.tls.ca.is_some() || self.tls.cert.is_some())
         {
             return Err(invalid(
@@ -766,8 +794,23 @@ url = "https://127.0.0.1:9450"
             ),
             (
                 "server_id = 4242",
-                "server_id = 4242\ntls = { mode = \"disabled\", ca = \"/ca.pem\" }",
+                "server_id = 4242\ntls = { mode = \"disabled\", cert = \"/c.pem\", key = \"/c.key\" }",
                 "source.tls.mode",
+            ),
+            (
+                "server_id = 4242",
+                "server_id = 4242\ntls = { mode = \"required\", ca = \"/ca.pem\" }",
+                "source.tls.ca",
+            ),
+            (
+                "server_id = 4242",
+                "server_id = 4242\ntls = { mode = \"verify_ca\", ca = \"/ca.pem\" }",
+                "verify_identity",
+            ),
+            (
+                "mysql://repl:pw@127.0.0.1:3306",
+                "mysql://repl:pw@127.0.0.1:3306?require_ssl=true",
+                "[source.tls]",
             ),
             (
                 "server_id = 4242",

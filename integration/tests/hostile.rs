@@ -53,7 +53,7 @@ async fn slow_heads_and_a_greedy_peer_are_held_to_their_limits_while_others_are_
         tmp.path(),
         &[
             ("LOGFERRY__SERVER__MAX_CONNECTIONS_PER_PEER", "4"),
-            ("LOGFERRY__SERVER__HEADER_TIMEOUT_MS", "1000"),
+            ("LOGFERRY__SERVER__HEADER_TIMEOUT_MS", "5000"),
         ],
     )
     .await?;
@@ -76,10 +76,10 @@ async fn slow_heads_and_a_greedy_peer_are_held_to_their_limits_while_others_are_
     // ... while another host is served.
     let other = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
     assert_eq!(upload_from(&shipper, other, 4).await?, 201);
-    // The slow heads are closed after server.header_timeout_ms (1 s here; hyper's own
+    // The slow heads are closed after server.header_timeout_ms (5 s here; hyper's own
     // default is 30 s), which frees their places.
     for s in &mut slow {
-        closed_within(s, Duration::from_secs(20)).await?;
+        closed_within(s, Duration::from_secs(25)).await?;
     }
     let local = IpAddr::V4(Ipv4Addr::LOCALHOST);
     assert_eq!(upload_from(&shipper, local, 100).await?, 201);
@@ -130,6 +130,31 @@ async fn oversized_heads_and_bodies_and_traversal_names_are_refused() -> anyhow:
         .send()
         .await?;
     assert_eq!(r.status().as_u16(), 413, "a manifest over 16 MiB");
+    // Over the segment limit but within the manifest's: read, and refused as no manifest.
+    let r = http
+        .put(format!(
+            "{base}/v1/streams/db1/snapshots/1796235494312/manifest"
+        ))
+        .header("authorization", bearer())
+        .body(vec![b' '; 2 * 1024 * 1024])
+        .send()
+        .await?;
+    assert_eq!(
+        r.status().as_u16(),
+        400,
+        "a 2 MiB manifest is the manifest limit's"
+    );
+
+    // Bodies that would be accepted under a valid name: only the name refuses them.
+    let chunk = b"SELECT 666".to_vec();
+    let chunk_sha: String = {
+        use sha2::Digest;
+        sha2::Sha256::digest(&chunk)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let manifest = br#"{"stream":"db1","id":"1796235494312","position":"mysql-bin.000001:4","taken_at_ms":1,"replica":"r:1","dump_tool":"d","chunks":[],"tables":[]}"#;
 
     for path in [
         "/v1/streams/..%2F..%2Fetc/snapshots/1796235494312/chunks/1",
@@ -137,12 +162,18 @@ async fn oversized_heads_and_bodies_and_traversal_names_are_refused() -> anyhow:
         "/v1/streams/db1/snapshots/..%2F..%2Fx/chunks/1",
         "/v1/streams/db1/snapshots/1796235494312%2F..%2F..%2Fx/manifest",
         "/v1/streams/.hidden/snapshots/1796235494312/chunks/1",
+        "/v1/streams/..%2F..%2Fetc/snapshots/1796235494312/manifest",
     ] {
+        let body = if path.ends_with("manifest") {
+            manifest.to_vec()
+        } else {
+            chunk.clone()
+        };
         let r = http
             .put(format!("{base}{path}"))
             .header("authorization", bearer())
-            .header("x-logferry-sha256", "00")
-            .body("SELECT 666")
+            .header("x-logferry-sha256", &chunk_sha)
+            .body(body)
             .send()
             .await?;
         let status = r.status().as_u16();
@@ -154,6 +185,20 @@ async fn oversized_heads_and_bodies_and_traversal_names_are_refused() -> anyhow:
     }
     let stored: Vec<_> = walk(&shipper.store_dir);
     assert!(stored.is_empty(), "nothing was stored: {stored:?}");
+    let r = http
+        .put(format!(
+            "{base}/v1/streams/db1/snapshots/1796235494312/chunks/1"
+        ))
+        .header("authorization", bearer())
+        .header("x-logferry-sha256", &chunk_sha)
+        .body(chunk.clone())
+        .send()
+        .await?;
+    assert_eq!(
+        r.status().as_u16(),
+        201,
+        "the same chunk under a valid name is stored"
+    );
     assert!(
         !tmp.path().join("etc").exists() && !tmp.path().join("x").exists(),
         "nothing outside the store"

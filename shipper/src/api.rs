@@ -268,10 +268,10 @@ fn now_ms() -> i64 {
 }
 
 /// Builds the router over shared ingest state, behind `gate`: bodies up to `max_body`
-/// bytes, and at most `max_uploads` upload bodies (segments, snapshot chunks) received at
-/// once, so that the memory they take is bounded whatever the number of agents; an upload
-/// that takes longer than `upload_timeout` (a sender gone mid-body) is answered 408 and frees
-/// its place.
+/// bytes, and at most `max_uploads` upload bodies (segments, snapshot chunks, manifests)
+/// received at once, so that the memory they take is bounded whatever the number of agents;
+/// an upload that takes longer than `upload_timeout` (a sender gone mid-body) is answered
+/// 408 and frees its place.
 pub fn router(
     state: Arc<Ingest>,
     gate: Arc<Gate>,
@@ -286,6 +286,10 @@ pub fn router(
         .route(
             "/v1/streams/{stream}/snapshots/{id}/chunks/{index}",
             put(put_chunk),
+        )
+        .route(
+            "/v1/streams/{stream}/snapshots/{id}/manifest",
+            put(put_manifest).layer(DefaultBodyLimit::max(MAX_MANIFEST_BYTES)),
         )
         .layer(middleware::from_fn(move |req: Request, next: Next| {
             let permits = permits.clone();
@@ -310,13 +314,7 @@ pub fn router(
                 }
             }
         }));
-    let ships = Router::new()
-        .merge(uploads)
-        .route(
-            "/v1/streams/{stream}/snapshots/{id}/manifest",
-            put(put_manifest).layer(DefaultBodyLimit::max(MAX_MANIFEST_BYTES)),
-        )
-        .layer(middleware::from_fn(ship_scope));
+    let ships = uploads.layer(middleware::from_fn(ship_scope));
     let reads = Router::new()
         .route(LIMITS_PATH, get(limits))
         .route("/v1/status", get(move || async move { status }))

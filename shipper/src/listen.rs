@@ -38,6 +38,35 @@ pub struct ConnLimits {
     /// (`server.header_timeout_ms`): a client that trickles its headers (slow loris) holds
     /// its place no longer.
     pub header_timeout: Duration,
+    /// How long a stopping shipper waits for the requests in flight (the longest an upload
+    /// may take, `server.upload_timeout_ms`); a client that never reads its answer holds
+    /// the exit no longer.
+    pub drain: Duration,
+}
+
+/// The address a peer is counted under: itself for IPv4, its /64 for IPv6 (one host
+/// usually holds a whole /64).
+fn peer_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            let mut seg = v6.segments();
+            seg[4..].fill(0);
+            IpAddr::V6(seg.into())
+        }
+    }
+}
+
+/// Counts refused connections and says so at the 1st, 2nd, 4th, 8th ... of a kind, so that a
+/// flood of them is not a flood of log lines written on the accept loop.
+#[derive(Default)]
+struct Refusals(u64);
+
+impl Refusals {
+    fn should_say(&mut self) -> bool {
+        self.0 += 1;
+        self.0.is_power_of_two()
+    }
 }
 
 /// The open connections of each peer address.
@@ -96,6 +125,7 @@ pub async fn serve(
     let graceful = GracefulShutdown::new();
     let peers = Arc::new(Peers::default());
     let places = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let (mut over_all, mut over_peer) = (Refusals::default(), Refusals::default());
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -105,18 +135,25 @@ pub async fn serve(
         let (tcp, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
-                // Out of descriptors, mostly: wait instead of spinning.
-                tracing::warn!(error = %e, "accepting a connection failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                use std::io::ErrorKind::{ConnectionAborted, ConnectionReset};
+                if !matches!(e.kind(), ConnectionAborted | ConnectionReset) {
+                    // Out of descriptors, mostly: wait instead of spinning.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
                 continue;
             }
         };
         let Ok(place) = places.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "{} connections open (server.max_connections); connection closed", limits.max_connections);
+            if over_all.should_say() {
+                tracing::warn!(%peer, refused = over_all.0, "{} connections open (server.max_connections); connection closed", limits.max_connections);
+            }
             continue;
         };
-        let Some(slot) = peers.take(peer.ip(), limits.per_peer) else {
-            tracing::warn!(%peer, "{} connections open from this address (server.max_connections_per_peer); connection closed", limits.per_peer);
+        let Some(slot) = peers.take(peer_key(peer.ip()), limits.per_peer) else {
+            if over_peer.should_say() {
+                tracing::warn!(%peer, refused = over_peer.0, "{} connections open from this address (server.max_connections_per_peer); connection closed", limits.per_peer);
+            }
             continue;
         };
         let _ = tcp.set_nodelay(true);
@@ -167,5 +204,35 @@ pub async fn serve(
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    if tokio::time::timeout(limits.drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "requests still unanswered after {} s; stopping without them",
+            limits.drain.as_secs()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ipv6_host_is_counted_by_its_64_and_places_come_back() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        assert_eq!(peer_key(a), peer_key(b));
+        let v4: IpAddr = "10.0.0.7".parse().unwrap();
+        assert_eq!(peer_key(v4), v4);
+        let peers = Arc::new(Peers::default());
+        let first = peers.take(peer_key(a), 1).unwrap();
+        assert!(peers.take(peer_key(b), 1).is_none(), "the /64 is full");
+        drop(first);
+        assert!(peers.take(peer_key(b), 1).is_some(), "its place came back");
+        let mut r = Refusals::default();
+        let said: Vec<bool> = (0..5).map(|_| r.should_say()).collect();
+        assert_eq!(said, [true, true, false, true, false]);
+    }
 }

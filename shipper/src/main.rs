@@ -891,6 +891,7 @@ async fn serve(config: &std::path::Path) -> anyhow::Result<ExitCode> {
         per_peer: cfg.server.max_connections_per_peer,
         header_bytes: cfg.server.max_header_bytes,
         header_timeout: std::time::Duration::from_millis(cfg.server.header_timeout_ms),
+        drain: std::time::Duration::from_millis(cfg.server.upload_timeout_ms),
     };
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     logferry_shipper::listen::serve(listener, acceptor, app, limits, stop_signal()).await;

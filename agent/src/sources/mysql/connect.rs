@@ -285,10 +285,26 @@ pub(crate) fn connect_error(addr: &str, e: mysql_async::Error) -> AgentError {
                 s.message
             ),
         },
-        mysql_async::Error::Io(io) => AgentError::Unreachable {
-            addr: addr.to_owned(),
-            reason: io.to_string(),
-        },
+        mysql_async::Error::Io(io) => {
+            let mut reason = io.to_string();
+            if ["certificate", "tls", "TLS", "handshake"]
+                .iter()
+                .any(|w| reason.contains(w))
+            {
+                reason.push_str(
+                    " (TLS: check source.tls.ca is the CA that signed the server's certificate and source.url's host is a name it holds)",
+                );
+            }
+            AgentError::Unreachable {
+                addr: addr.to_owned(),
+                reason,
+            }
+        }
+        mysql_async::Error::Driver(mysql_async::DriverError::NoClientSslFlagFromServer) => {
+            AgentError::ServerSetup(format!(
+                "the server at {addr} offers no TLS, which source.tls.mode requires: give it a certificate (ssl_cert, ssl_key), or set mode = \"preferred\""
+            ))
+        }
         other => AgentError::Stream {
             addr: addr.to_owned(),
             reason: other.to_string(),

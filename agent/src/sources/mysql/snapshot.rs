@@ -225,28 +225,23 @@ async fn dump_paused(
         dumped: 0,
     };
     if !schemas.is_empty() {
-        let mut args: Vec<String> = [
-            "--single-transaction",
-            "--routines",
-            "--events",
-            "--triggers",
-            "--hex-blob",
-            "--skip-dump-date",
-            "--databases",
-        ]
-        .map(String::from)
-        .to_vec();
+        // Oracle's mysqldump says "mysqldump  Ver 8.0 ... for Linux" with no MariaDB in it.
+        let oracle = !dump_tool.contains("MariaDB");
+        let mut args = super::tls::dump_args(source_tls(cfg), oracle);
+        args.extend(
+            [
+                "--single-transaction",
+                "--routines",
+                "--events",
+                "--triggers",
+                "--hex-blob",
+                "--skip-dump-date",
+                "--databases",
+            ]
+            .map(String::from),
+        );
         args.extend(schemas.iter().cloned());
-        dump(
-            snap,
-            source_tls(cfg),
-            opts,
-            &args,
-            &mut upload,
-            &mut feed,
-            &mut shutdown,
-        )
-        .await?;
+        dump(snap, opts, &args, &mut upload, &mut feed, &mut shutdown).await?;
     }
     // Accounts and grants after the data: a table-level grant needs its table.
     let mut accounts_left_out = Vec::new();
@@ -281,7 +276,6 @@ struct Feed {
 /// shutdown.
 async fn dump(
     snap: &SnapshotSection,
-    tls: &MysqlTls,
     opts: &Opts,
     args: &[String],
     upload: &mut SnapshotUpload,
@@ -292,7 +286,6 @@ async fn dump(
     cmd.arg(format!("--host={}", opts.ip_or_hostname()))
         .arg(format!("--port={}", opts.tcp_port()))
         .arg(format!("--user={}", opts.user().unwrap_or("root")))
-        .args(super::tls::dump_args(tls))
         .args(args)
         .env("MYSQL_PWD", opts.pass().unwrap_or(""))
         .stdin(Stdio::null())

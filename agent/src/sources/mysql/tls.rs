@@ -15,8 +15,9 @@ fn with_tls(opts: &Opts, tls: &MysqlTls, mode: TlsMode) -> Opts {
                 .with_danger_accept_invalid_certs(true)
                 .with_danger_skip_domain_validation(true),
         ),
-        TlsMode::VerifyCa => Some(SslOpts::default().with_danger_skip_domain_validation(true)),
-        TlsMode::VerifyIdentity => Some(SslOpts::default()),
+        // verify_ca is refused by the config's validation (the driver's name check cannot
+        // be skipped under rustls 0.23); checked in full should it get here.
+        TlsMode::VerifyCa | TlsMode::VerifyIdentity => Some(SslOpts::default()),
     };
     let ssl = ssl.map(|s| {
         let s = match &tls.ca {
@@ -66,17 +67,24 @@ pub async fn connect(
     }
 }
 
-/// The flags that give `mariadb-dump` (or `mysqldump`) the same protection. The stock client
-/// cannot check the CA without the host name, so `verify_ca` checks the certificate's
-/// presence only there; `preferred` leaves the client's own default.
-pub fn dump_args(tls: &MysqlTls) -> Vec<String> {
-    let mut args: Vec<String> = match tls.mode {
-        TlsMode::Disabled => vec!["--skip-ssl".into()],
-        TlsMode::Preferred => Vec::new(),
-        TlsMode::Required | TlsMode::VerifyCa => {
+/// The flags that give the dump tool the same protection: MariaDB's `mariadb-dump` takes
+/// `--ssl` and `--ssl-verify-server-cert`, Oracle's `mysqldump` (8.0 on) only `--ssl-mode`.
+/// `preferred` leaves the client's own default.
+pub fn dump_args(tls: &MysqlTls, oracle: bool) -> Vec<String> {
+    let mut args: Vec<String> = match (tls.mode, oracle) {
+        (TlsMode::Disabled, false) => vec!["--skip-ssl".into()],
+        (TlsMode::Preferred, _) => Vec::new(),
+        (TlsMode::Required, false) => {
             vec!["--ssl".into(), "--skip-ssl-verify-server-cert".into()]
         }
-        TlsMode::VerifyIdentity => vec!["--ssl".into(), "--ssl-verify-server-cert".into()],
+        (TlsMode::VerifyCa | TlsMode::VerifyIdentity, false) => {
+            vec!["--ssl".into(), "--ssl-verify-server-cert".into()]
+        }
+        (TlsMode::Disabled, true) => vec!["--ssl-mode=DISABLED".into()],
+        (TlsMode::Required, true) => vec!["--ssl-mode=REQUIRED".into()],
+        (TlsMode::VerifyCa | TlsMode::VerifyIdentity, true) => {
+            vec!["--ssl-mode=VERIFY_IDENTITY".into()]
+        }
     };
     if tls.mode != TlsMode::Disabled {
         if let Some(ca) = &tls.ca {
@@ -108,9 +116,6 @@ mod tests {
         assert!(!ssl.accept_invalid_certs() && !ssl.skip_domain_validation());
         assert!(ssl.disable_built_in_roots());
         assert!(ssl.client_identity().is_some());
-        let ca_only = with_tls(&opts, &files, TlsMode::VerifyCa);
-        let ssl = ca_only.ssl_opts().unwrap();
-        assert!(!ssl.accept_invalid_certs() && ssl.skip_domain_validation());
         let required = with_tls(&opts, &MysqlTls::default(), TlsMode::Required);
         assert!(required.ssl_opts().unwrap().accept_invalid_certs());
         assert!(with_tls(&opts, &files, TlsMode::Disabled)
@@ -118,7 +123,7 @@ mod tests {
             .is_none());
 
         assert_eq!(
-            dump_args(&files),
+            dump_args(&files, false),
             [
                 "--ssl",
                 "--ssl-verify-server-cert",
@@ -131,7 +136,9 @@ mod tests {
             mode: TlsMode::Disabled,
             ..MysqlTls::default()
         };
-        assert_eq!(dump_args(&off), ["--skip-ssl"]);
-        assert!(dump_args(&MysqlTls::default()).is_empty());
+        assert_eq!(dump_args(&off, false), ["--skip-ssl"]);
+        assert_eq!(dump_args(&off, true), ["--ssl-mode=DISABLED"]);
+        assert_eq!(dump_args(&files, true)[0], "--ssl-mode=VERIFY_IDENTITY");
+        assert!(dump_args(&MysqlTls::default(), false).is_empty());
     }
 }
