@@ -250,6 +250,92 @@ pub struct MysqlTls {
     pub key: Option<std::path::PathBuf>,
 }
 
+impl MysqlTls {
+    /// Checks that the settings mean what they say; errors name each part as `name` spells
+    /// it (`source.tls.ca`, or a URL's `ssl-ca`).
+    ///
+    /// # Errors
+    /// [`crate::ConfigError::Invalid`]: a cert without its key, `verify_ca`, a `ca` that no
+    /// mode would use, files with TLS disabled.
+    pub fn validate(&self, name: impl Fn(&str) -> String) -> Result<()> {
+        if self.cert.is_some() != self.key.is_some() {
+            return Err(invalid(
+                &name("cert"),
+                format!("give {} and {} together", name("cert"), name("key")),
+            ));
+        }
+        if self.mode == TlsMode::VerifyCa {
+            return Err(invalid(
+                &name("mode"),
+                "\"verify_ca\" is not offered (the driver cannot check the certificate's chain without its name); use \"verify_identity\" with a host the certificate names",
+            ));
+        }
+        if self.mode == TlsMode::Disabled && (self.ca.is_some() || self.cert.is_some()) {
+            return Err(invalid(
+                &name("mode"),
+                "is \"disabled\" but TLS files are given; use \"verify_identity\" (or remove the files)",
+            ));
+        }
+        if self.ca.is_some() && self.mode != TlsMode::VerifyIdentity {
+            return Err(invalid(
+                &name("ca"),
+                "is used only by mode \"verify_identity\" (the other modes check no certificate); set that mode or remove it",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The flags that give the stock clients (`mariadb`, `mariadb-dump`; Oracle's when
+    /// `oracle`) the same protection: MariaDB's take `--ssl` and `--ssl-verify-server-cert`,
+    /// Oracle's (8.0 on) only `--ssl-mode`. `preferred` leaves the client's own default.
+    pub fn client_args(&self, oracle: bool) -> Vec<String> {
+        let mut args: Vec<String> = match (self.mode, oracle) {
+            (TlsMode::Disabled, false) => vec!["--skip-ssl".into()],
+            (TlsMode::Preferred, _) => Vec::new(),
+            (TlsMode::Required, false) => {
+                vec!["--ssl".into(), "--skip-ssl-verify-server-cert".into()]
+            }
+            (TlsMode::VerifyCa | TlsMode::VerifyIdentity, false) => {
+                vec!["--ssl".into(), "--ssl-verify-server-cert".into()]
+            }
+            (TlsMode::Disabled, true) => vec!["--ssl-mode=DISABLED".into()],
+            (TlsMode::Required, true) => vec!["--ssl-mode=REQUIRED".into()],
+            (TlsMode::VerifyCa | TlsMode::VerifyIdentity, true) => {
+                vec!["--ssl-mode=VERIFY_IDENTITY".into()]
+            }
+        };
+        if self.mode != TlsMode::Disabled {
+            if let Some(ca) = &self.ca {
+                args.push(format!("--ssl-ca={}", ca.display()));
+            }
+            if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
+                args.push(format!("--ssl-cert={}", cert.display()));
+                args.push(format!("--ssl-key={}", key.display()));
+            }
+        }
+        args
+    }
+}
+
+impl std::str::FromStr for TlsMode {
+    type Err = String;
+
+    /// `ssl-mode` as MySQL spells it (`VERIFY_IDENTITY`) or as the config does
+    /// (`verify_identity`); `verify_ca` is refused, as in the config.
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.to_ascii_lowercase().replace('-', "_").as_str() {
+            "disabled" => Ok(TlsMode::Disabled),
+            "preferred" => Ok(TlsMode::Preferred),
+            "required" => Ok(TlsMode::Required),
+            "verify_identity" => Ok(TlsMode::VerifyIdentity),
+            "verify_ca" => Err("verify_ca is not offered; use verify_identity".into()),
+            _ => Err(format!(
+                "{s:?}: use disabled, preferred, required or verify_identity"
+            )),
+        }
+    }
+}
+
 /// MySQL's `ssl-mode`, with the same meaning.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -597,24 +683,7 @@ impl MysqlSource {
                 "use 1..=60000 (default 1000)",
             ));
         }
-        if self.tls.cert.is_some() != self.tls.key.is_some() {
-            return Err(invalid(
-                "source.tls.cert",
-                "give source.tls.cert and source.tls.key together",
-            ));
-        }
-        if self.tls.mode == TlsMode::VerifyCa {
-            return Err(invalid(
-                "source.tls.mode",
-                "\"verify_ca\" is not offered (the driver cannot check the certificate's chain without its name); use \"verify_identity\" with a source.url host the certificate names",
-            ));
-        }
-        if self.tls.ca.is_some() && self.tls.mode != TlsMode::VerifyIdentity {
-            return Err(invalid(
-                "source.tls.ca",
-                "is used only by mode = \"verify_identity\" (the other modes check no certificate); set that mode or remove ca",
-            ));
-        }
+        self.tls.validate(|part| format!("source.tls.{part}"))?;
         for (name, _) in url.query_pairs() {
             if [
                 "require_ssl",
@@ -629,13 +698,6 @@ impl MysqlSource {
                     format!("has the TLS parameter {name:?}; TLS is set in [source.tls] (mode, ca, cert, key): move it there"),
                 ));
             }
-        }
-        if self.tls.mode == TlsMode::Disabled && (self.tls.ca.is_some() || self.tls.cert.is_some())
-        {
-            return Err(invalid(
-                "source.tls.mode",
-                "is \"disabled\" but source.tls has files; use \"verify_identity\" (or remove the files)",
-            ));
         }
         Ok(())
     }

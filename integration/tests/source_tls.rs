@@ -1,6 +1,7 @@
-//! TLS to the source database against a real mariadbd whose replication account is
-//! `REQUIRE SSL`: `[source.tls]` with `ssl-mode`'s meanings on the binlog connection, the
-//! snapshot replica's connection and the dump tool alike.
+//! TLS to the databases against real mariadbd servers whose accounts are `REQUIRE SSL`:
+//! `[source.tls]` with `ssl-mode`'s meanings on the binlog connection, the snapshot
+//! replica's connection and the dump tool alike, and a restore's `--target` URL with
+//! `ssl-mode` and `ssl-ca`.
 
 mod common;
 
@@ -8,7 +9,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{assert_stored_exactly_and_verified, run_snapshot, settings, wait_caught_up};
+use common::{
+    assert_stored_exactly_and_verified, run_snapshot, settings, shipper_cli, wait_caught_up,
+};
 use logferry_integration::logferry::{Agent, Shipper};
 use logferry_integration::mariadb::{MariaDb, Options};
 use logferry_integration::process::workspace_bin;
@@ -57,9 +60,11 @@ async fn the_binlog_and_the_snapshot_travel_over_tls_as_source_tls_says() -> any
     let stranger = tmp.path().join("other-ca");
     certs(&stranger)?;
     let db = MariaDb::start(tls_options(&db_certs, 1)).await?;
-    let mut c = db.conn().await?;
-    c.query_drop("SET sql_log_bin = 0; ALTER USER 'logferry'@'%' REQUIRE SSL")
+    db.conn()
+        .await?
+        .query_drop("SET sql_log_bin = 0; ALTER USER 'logferry'@'%' REQUIRE SSL")
         .await?;
+    let mut c = db.conn().await?;
     let shipper = Shipper::start(&tmp.path().join("shipper")).await?;
 
     // TLS off: the account refuses the login, and the agent says where to look.
@@ -109,7 +114,56 @@ async fn the_binlog_and_the_snapshot_travel_over_tls_as_source_tls_says() -> any
     workload::create_schema(&mut c).await?;
     workload::run(&mut c, 0, 200).await?;
     wait_caught_up(&db, &shipper, &agent).await?;
-    assert_stored_exactly_and_verified(&db, &shipper, tmp.path())?;
+    let events = assert_stored_exactly_and_verified(&db, &shipper, tmp.path())?;
+    assert!(events > 500, "the workload was shipped: {events} events");
     run_snapshot(&agent, "snapshot.log", Duration::from_secs(120))?;
+    workload::run(&mut c, 200, 300).await?;
+    wait_caught_up(&db, &shipper, &agent).await?;
+
+    // A restore into a target whose restoring account is REQUIRE SSL: refused without TLS,
+    // exact with the URL's ssl-mode and ssl-ca.
+    let target = MariaDb::start(Options {
+        log_bin: false,
+        ..tls_options(&db_certs, 3)
+    })
+    .await?;
+    target
+        .conn()
+        .await?
+        .query_drop(
+            "CREATE USER 'restorer'@'%' IDENTIFIED BY 'rpw' REQUIRE SSL; \
+             GRANT ALL PRIVILEGES ON *.* TO 'restorer'@'%' WITH GRANT OPTION",
+        )
+        .await?;
+    let restore = |query: String| {
+        let url = format!("mysql://restorer:rpw@127.0.0.1:{}?{query}", target.port);
+        shipper_cli(&[
+            "restore",
+            "--store",
+            &shipper.store_url(),
+            "--stream",
+            common::STREAM,
+            "--to",
+            "latest",
+            "--target",
+            &url,
+        ])
+    };
+    let (code, out) = restore("ssl-mode=DISABLED".into())?;
+    assert_ne!(code, 0, "a restore without TLS got in: {out}");
+    assert!(
+        out.contains("Access denied"),
+        "refused for its account's REQUIRE SSL: {out}"
+    );
+    let (code, out) = restore(format!(
+        "ssl-mode=VERIFY_IDENTITY&ssl-ca={}",
+        db_certs.join("ca.pem").display()
+    ))?;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        workload::checksums(&mut target.conn().await?).await?,
+        workload::checksums(&mut c).await?,
+        "the restore over TLS is exact: {out}"
+    );
     Ok(())
 }

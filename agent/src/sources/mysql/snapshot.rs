@@ -227,7 +227,7 @@ async fn dump_paused(
     if !schemas.is_empty() {
         // Oracle's mysqldump says "mysqldump  Ver 8.0 ... for Linux" with no MariaDB in it.
         let oracle = !dump_tool.contains("MariaDB");
-        let mut args = super::tls::dump_args(source_tls(cfg), oracle);
+        let mut args = source_tls(cfg).client_args(oracle);
         args.extend(
             [
                 "--single-transaction",

@@ -1,5 +1,6 @@
-//! TLS to the MySQL server, with `ssl-mode`'s meanings (`[source.tls]`): one rule for the
-//! binlog connection, the snapshot replica's connection and the dump tool's flags.
+//! TLS to the MySQL server, with `ssl-mode`'s meanings (`[source.tls]`), for the binlog
+//! connection and the snapshot replica's; the dump tool's flags are
+//! [`MysqlTls::client_args`].
 
 use std::time::Duration;
 
@@ -67,37 +68,6 @@ pub async fn connect(
     }
 }
 
-/// The flags that give the dump tool the same protection: MariaDB's `mariadb-dump` takes
-/// `--ssl` and `--ssl-verify-server-cert`, Oracle's `mysqldump` (8.0 on) only `--ssl-mode`.
-/// `preferred` leaves the client's own default.
-pub fn dump_args(tls: &MysqlTls, oracle: bool) -> Vec<String> {
-    let mut args: Vec<String> = match (tls.mode, oracle) {
-        (TlsMode::Disabled, false) => vec!["--skip-ssl".into()],
-        (TlsMode::Preferred, _) => Vec::new(),
-        (TlsMode::Required, false) => {
-            vec!["--ssl".into(), "--skip-ssl-verify-server-cert".into()]
-        }
-        (TlsMode::VerifyCa | TlsMode::VerifyIdentity, false) => {
-            vec!["--ssl".into(), "--ssl-verify-server-cert".into()]
-        }
-        (TlsMode::Disabled, true) => vec!["--ssl-mode=DISABLED".into()],
-        (TlsMode::Required, true) => vec!["--ssl-mode=REQUIRED".into()],
-        (TlsMode::VerifyCa | TlsMode::VerifyIdentity, true) => {
-            vec!["--ssl-mode=VERIFY_IDENTITY".into()]
-        }
-    };
-    if tls.mode != TlsMode::Disabled {
-        if let Some(ca) = &tls.ca {
-            args.push(format!("--ssl-ca={}", ca.display()));
-        }
-        if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
-            args.push(format!("--ssl-cert={}", cert.display()));
-            args.push(format!("--ssl-key={}", key.display()));
-        }
-    }
-    args
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,7 +93,7 @@ mod tests {
             .is_none());
 
         assert_eq!(
-            dump_args(&files, false),
+            files.client_args(false),
             [
                 "--ssl",
                 "--ssl-verify-server-cert",
@@ -136,9 +106,9 @@ mod tests {
             mode: TlsMode::Disabled,
             ..MysqlTls::default()
         };
-        assert_eq!(dump_args(&off, false), ["--skip-ssl"]);
-        assert_eq!(dump_args(&off, true), ["--ssl-mode=DISABLED"]);
-        assert_eq!(dump_args(&files, true)[0], "--ssl-mode=VERIFY_IDENTITY");
-        assert!(dump_args(&MysqlTls::default(), false).is_empty());
+        assert_eq!(off.client_args(false), ["--skip-ssl"]);
+        assert_eq!(off.client_args(true), ["--ssl-mode=DISABLED"]);
+        assert_eq!(files.client_args(true)[0], "--ssl-mode=VERIFY_IDENTITY");
+        assert!(MysqlTls::default().client_args(false).is_empty());
     }
 }

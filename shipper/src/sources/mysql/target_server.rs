@@ -7,17 +7,21 @@ use logferry_common::format::mysql::sql::{
     quote_account, quote_ident, quote_string, server_accounts_sql_list, system_schemas_sql_list,
 };
 use logferry_common::BinlogPos;
+use logferry_config::MysqlTls;
 
 use crate::error::{Result, ShipperError};
 
 /// A MySQL/MariaDB server to restore into, from a `mysql://USER:PASSWORD@HOST:PORT` URL
-/// (user and password percent-encoded, as in any URL).
+/// (user and password percent-encoded, as in any URL), with TLS as the URL's `ssl-mode`,
+/// `ssl-ca`, `ssl-cert` and `ssl-key` say (MySQL's names and meanings; default `preferred`).
 #[derive(Clone)]
 pub struct TargetServer {
     host: String,
     port: u16,
     user: String,
     password: String,
+    /// TLS to it, from the URL's `ssl-mode`, `ssl-ca`, `ssl-cert` and `ssl-key`.
+    tls: MysqlTls,
 }
 
 impl std::fmt::Display for TargetServer {
@@ -82,11 +86,31 @@ impl TargetServer {
         };
         let password =
             decoded(u.password().unwrap_or("")).ok_or_else(|| bad("the password is not UTF-8"))?;
+        let mut tls = MysqlTls::default();
+        for (name, value) in u.query_pairs() {
+            let path = || Some(std::path::PathBuf::from(value.as_ref()));
+            match name.as_ref() {
+                "ssl-mode" => {
+                    tls.mode = value.parse().map_err(|e: String| bad(&format!("ssl-mode {e}")))?;
+                }
+                "ssl-ca" => tls.ca = path(),
+                "ssl-cert" => tls.cert = path(),
+                "ssl-key" => tls.key = path(),
+                other => {
+                    return Err(bad(&format!(
+                        "unknown parameter {other:?} (the URL takes ssl-mode, ssl-ca, ssl-cert, ssl-key)"
+                    )))
+                }
+            }
+        }
+        tls.validate(|part| format!("ssl-{part}"))
+            .map_err(|e| bad(&e.to_string()))?;
         Ok(TargetServer {
             host: host.to_owned(),
             port: u.port().unwrap_or(3306),
             user,
             password,
+            tls,
         })
     }
 }
@@ -177,6 +201,7 @@ impl TargetServer {
             .arg(format!("--port={}", self.port))
             .arg(format!("--user={}", self.user))
             .arg(format!("--max-allowed-packet={REPLAY_MAX_PACKET}"))
+            .args(self.tls.client_args(false))
             .env("MYSQL_PWD", &self.password)
             // Its own process group: Ctrl-C in the terminal reaches only logferry, which
             // stops the replay at a transaction boundary, not the client mid-statement.
@@ -544,6 +569,34 @@ mod tests {
         assert!("mysql://root:pw@db:3307".parse::<TargetServer>().is_ok());
         assert!("db:3307".parse::<TargetServer>().is_err());
         assert!("postgres://db".parse::<TargetServer>().is_err());
+    }
+
+    #[test]
+    fn tls_comes_from_the_urls_ssl_parameters_and_reaches_the_client() {
+        let t: TargetServer = "mysql://root:pw@db:3307?ssl-mode=VERIFY_IDENTITY&ssl-ca=/etc/ca.pem"
+            .parse()
+            .unwrap();
+        let args: Vec<String> = t
+            .client()
+            .as_std()
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        for want in ["--ssl", "--ssl-verify-server-cert", "--ssl-ca=/etc/ca.pem"] {
+            assert!(args.iter().any(|a| a == want), "{want} in {args:?}");
+        }
+        for (url, says) in [
+            ("mysql://root@db?ssl-mode=verify_ca", "verify_identity"),
+            ("mysql://root@db?ssl-mode=required&ssl-ca=/ca.pem", "ssl-ca"),
+            ("mysql://root@db?sslmode=required", "unknown parameter"),
+            ("mysql://root@db?ssl-mode=verify-full", "ssl-mode"),
+        ] {
+            let err = url.parse::<TargetServer>().unwrap_err().to_string();
+            assert!(
+                err.contains(says) && err.contains("--target"),
+                "{url}: {err}"
+            );
+        }
     }
 
     #[test]
