@@ -100,6 +100,7 @@ impl MysqlSnapshotSection {
                 "use mysql://USER:PASSWORD@REPLICA:3306",
             ));
         }
+        refuse_tls_parameters(&url, "source.snapshot.replica_url")?;
         self.schedule()?;
         if !(64 * 1024..=logferry_common::snapshot::MAX_CHUNK_BYTES_SETTING)
             .contains(&self.chunk_bytes)
@@ -255,19 +256,13 @@ impl MysqlTls {
     /// it (`source.tls.ca`, or a URL's `ssl-ca`).
     ///
     /// # Errors
-    /// [`crate::ConfigError::Invalid`]: a cert without its key, `verify_ca`, a `ca` that no
-    /// mode would use, files with TLS disabled.
+    /// [`crate::ConfigError::Invalid`]: a cert without its key, a `ca` that no mode would
+    /// use, files with TLS disabled.
     pub fn validate(&self, name: impl Fn(&str) -> String) -> Result<()> {
         if self.cert.is_some() != self.key.is_some() {
             return Err(invalid(
                 &name("cert"),
                 format!("give {} and {} together", name("cert"), name("key")),
-            ));
-        }
-        if self.mode == TlsMode::VerifyCa {
-            return Err(invalid(
-                &name("mode"),
-                "\"verify_ca\" is not offered (the driver cannot check the certificate's chain without its name); use \"verify_identity\" with a host the certificate names",
             ));
         }
         if self.mode == TlsMode::Disabled && (self.ca.is_some() || self.cert.is_some()) {
@@ -295,14 +290,12 @@ impl MysqlTls {
             (TlsMode::Required, false) => {
                 vec!["--ssl".into(), "--skip-ssl-verify-server-cert".into()]
             }
-            (TlsMode::VerifyCa | TlsMode::VerifyIdentity, false) => {
+            (TlsMode::VerifyIdentity, false) => {
                 vec!["--ssl".into(), "--ssl-verify-server-cert".into()]
             }
             (TlsMode::Disabled, true) => vec!["--ssl-mode=DISABLED".into()],
             (TlsMode::Required, true) => vec!["--ssl-mode=REQUIRED".into()],
-            (TlsMode::VerifyCa | TlsMode::VerifyIdentity, true) => {
-                vec!["--ssl-mode=VERIFY_IDENTITY".into()]
-            }
+            (TlsMode::VerifyIdentity, true) => vec!["--ssl-mode=VERIFY_IDENTITY".into()],
         };
         if self.mode != TlsMode::Disabled {
             if let Some(ca) = &self.ca {
@@ -321,24 +314,52 @@ impl std::str::FromStr for TlsMode {
     type Err = String;
 
     /// `ssl-mode` as MySQL spells it (`VERIFY_IDENTITY`) or as the config does
-    /// (`verify_identity`); `verify_ca` is refused, as in the config.
+    /// (`verify_identity`): the one reading of a mode, for the config and for URLs. The
+    /// error does not repeat the text (a URL's query may hold a misplaced password).
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         match s.to_ascii_lowercase().replace('-', "_").as_str() {
             "disabled" => Ok(TlsMode::Disabled),
             "preferred" => Ok(TlsMode::Preferred),
             "required" => Ok(TlsMode::Required),
             "verify_identity" => Ok(TlsMode::VerifyIdentity),
-            "verify_ca" => Err("verify_ca is not offered; use verify_identity".into()),
-            _ => Err(format!(
-                "{s:?}: use disabled, preferred, required or verify_identity"
-            )),
+            "verify_ca" => Err("\"verify_ca\" is not offered (the driver cannot check a certificate's chain without its name); use \"verify_identity\" with a host the certificate names".into()),
+            _ => Err("is not a TLS mode; use disabled, preferred, required or verify_identity".into()),
         }
     }
 }
 
-/// MySQL's `ssl-mode`, with the same meaning.
+impl TryFrom<String> for TlsMode {
+    type Error = String;
+
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        s.parse()
+    }
+}
+
+/// Refuses the driver's own TLS parameters in a server URL (`require_ssl`, `verify_ca`, ...):
+/// `[source.tls]` would override them unseen.
+fn refuse_tls_parameters(url: &url::Url, key: &str) -> Result<()> {
+    const DRIVER_TLS: [&str; 4] = [
+        "require_ssl",
+        "verify_ca",
+        "verify_identity",
+        "built_in_roots",
+    ];
+    for (name, _) in url.query_pairs() {
+        if DRIVER_TLS.contains(&name.as_ref()) {
+            return Err(invalid(
+                key,
+                format!("has the TLS parameter {name:?}; TLS is set in [source.tls] (mode, ca, cert, key): move it there"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// MySQL's `ssl-mode`, with the same meaning (its `VERIFY_CA` is not offered: see
+/// [`TlsMode::from_str`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(try_from = "String")]
 pub enum TlsMode {
     /// Never TLS.
     Disabled,
@@ -347,9 +368,6 @@ pub enum TlsMode {
     Preferred,
     /// TLS or no connection; the certificate is not checked.
     Required,
-    /// MySQL's "signed by `ca`, host name unchecked": refused, since the driver cannot
-    /// check the chain without the name; named so that the error can say so.
-    VerifyCa,
     /// TLS with a certificate signed by `ca` for the host of the URL.
     VerifyIdentity,
 }
@@ -684,21 +702,7 @@ impl MysqlSource {
             ));
         }
         self.tls.validate(|part| format!("source.tls.{part}"))?;
-        for (name, _) in url.query_pairs() {
-            if [
-                "require_ssl",
-                "verify_ca",
-                "verify_identity",
-                "built_in_roots",
-            ]
-            .contains(&name.as_ref())
-            {
-                return Err(invalid(
-                    "source.url",
-                    format!("has the TLS parameter {name:?}; TLS is set in [source.tls] (mode, ca, cert, key): move it there"),
-                ));
-            }
-        }
+        refuse_tls_parameters(&url, "source.url")?;
         Ok(())
     }
 }
@@ -830,6 +834,39 @@ url = "https://127.0.0.1:9450"
     }
 
     #[test]
+    fn each_mode_gives_the_stock_clients_their_flags() {
+        let files = MysqlTls {
+            mode: TlsMode::VerifyIdentity,
+            ca: Some("/etc/ca.pem".into()),
+            cert: Some("/etc/c.pem".into()),
+            key: Some("/etc/c.key".into()),
+        };
+        assert_eq!(
+            files.client_args(false),
+            [
+                "--ssl",
+                "--ssl-verify-server-cert",
+                "--ssl-ca=/etc/ca.pem",
+                "--ssl-cert=/etc/c.pem",
+                "--ssl-key=/etc/c.key"
+            ]
+        );
+        let off = MysqlTls {
+            mode: TlsMode::Disabled,
+            ..MysqlTls::default()
+        };
+        assert_eq!(off.client_args(false), ["--skip-ssl"]);
+        assert_eq!(off.client_args(true), ["--ssl-mode=DISABLED"]);
+        assert_eq!(files.client_args(true)[0], "--ssl-mode=VERIFY_IDENTITY");
+        assert!(MysqlTls::default().client_args(false).is_empty());
+        assert_eq!("VERIFY_IDENTITY".parse(), Ok(TlsMode::VerifyIdentity));
+        assert!("verify-ca"
+            .parse::<TlsMode>()
+            .unwrap_err()
+            .contains("verify_identity"));
+    }
+
+    #[test]
     fn plain_http_needs_saying_so() {
         let text = GOOD.replace(
             "url = \"https://127.0.0.1:9450\"",
@@ -877,7 +914,7 @@ url = "https://127.0.0.1:9450"
             (
                 "server_id = 4242",
                 "server_id = 4242\ntls = { mode = \"verify-full\" }",
-                "verify-full",
+                "not a TLS mode",
             ),
             (
                 "url = \"https://127.0.0.1:9450\"",

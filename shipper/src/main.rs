@@ -102,7 +102,8 @@ enum Command {
         /// Also run a restore drill into --target.
         #[arg(long, requires = "target")]
         restore_drill: bool,
-        /// Empty scratch server for the drill: mysql://USER:PASSWORD@HOST:PORT.
+        /// Empty scratch server for the drill: mysql://USER:PASSWORD@HOST:PORT (TLS:
+        /// ?ssl-mode=VERIFY_IDENTITY&ssl-ca=FILE, also ssl-cert and ssl-key).
         #[arg(long)]
         target: Option<String>,
         /// A live replica of the stream's source to compare the drilled copy with:
@@ -132,7 +133,8 @@ enum Command {
         /// binlog position (mysql-bin.000003:1234), MariaDB GTID (0-1-500: up to and including that transaction), or "latest".
         #[arg(long)]
         to: String,
-        /// Server to restore into: mysql://USER:PASSWORD@HOST:PORT (should be empty).
+        /// Server to restore into: mysql://USER:PASSWORD@HOST:PORT (should be empty; TLS:
+        /// ?ssl-mode=VERIFY_IDENTITY&ssl-ca=FILE, also ssl-cert and ssl-key).
         #[arg(long)]
         target: String,
         /// Restore into a target that already holds databases (an earlier or interrupted

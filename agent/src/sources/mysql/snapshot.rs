@@ -49,8 +49,17 @@ fn replica_error(addr: &str, e: mysql_async::Error) -> AgentError {
         }
         _ => String::new(),
     };
+    let said = e.to_string();
+    let tls = if ["certificate", "TLS", "tls", "handshake"]
+        .iter()
+        .any(|w| said.contains(w))
+    {
+        " (TLS: the replica is reached with [source.tls]; check source.tls.ca is the CA that signed its certificate)"
+    } else {
+        ""
+    };
     AgentError::Snapshot(format!(
-        "the snapshot replica {addr} (source.snapshot.replica_url): {e}{hint}"
+        "the snapshot replica {addr} (source.snapshot.replica_url): {said}{hint}{tls}"
     ))
 }
 
@@ -225,8 +234,9 @@ async fn dump_paused(
         dumped: 0,
     };
     if !schemas.is_empty() {
-        // Oracle's mysqldump says "mysqldump  Ver 8.0 ... for Linux" with no MariaDB in it.
-        let oracle = !dump_tool.contains("MariaDB");
+        // Oracle's mysqldump says "mysqldump  Ver 8.0.36 for Linux", MariaDB's names itself;
+        // a tool that said nothing (its name stands in) gets MariaDB's flags.
+        let oracle = dump_tool.contains(" Ver ") && !dump_tool.contains("MariaDB");
         let mut args = source_tls(cfg).client_args(oracle);
         args.extend(
             [

@@ -109,7 +109,9 @@ fn howto(plan: &Plan, collected: &Collected) -> String {
         r#"#!/usr/bin/env bash
 # Restore by hand with the stock clients, from this directory:
 #   MYSQL_HOST=db.example MYSQL_TCP_PORT=3306 MYSQL_USER=root MYSQL_PWD=... bash RESTORE.txt
-# Without MYSQL_PWD the password is asked once. The target should be empty.
+# Without MYSQL_PWD the password is asked once. The target should be empty. For TLS, give
+# the client's flags in MYSQL_SSL_ARGS, e.g.
+#   MYSQL_SSL_ARGS="--ssl --ssl-verify-server-cert --ssl-ca=/etc/mysql/ca.pem"
 # mariadb-binlog replays each statement's rows as one BINLOG statement, so a bulk
 # statement needs a large packet limit on the server and the client: it is raised for
 # the replay and put back at the end, whatever happens.
@@ -121,7 +123,8 @@ if [ -z "${{MYSQL_PWD+set}}" ]; then
   echo
 fi
 export MYSQL_PWD
-client=(mariadb --host="$MYSQL_HOST" --port="${{MYSQL_TCP_PORT:-3306}}" --user="${{MYSQL_USER:-root}}" --max-allowed-packet={packet})
+read -ra ssl <<< "${{MYSQL_SSL_ARGS:-}}"
+client=(mariadb --host="$MYSQL_HOST" --port="${{MYSQL_TCP_PORT:-3306}}" --user="${{MYSQL_USER:-root}}" --max-allowed-packet={packet} "${{ssl[@]}}")
 previous=$("${{client[@]}}" -N -B -e 'SELECT @@GLOBAL.max_allowed_packet')
 "${{client[@]}}" -e 'SET GLOBAL max_allowed_packet = {packet}'
 trap '"${{client[@]}}" -e "SET GLOBAL max_allowed_packet = $previous"' EXIT
