@@ -357,7 +357,7 @@ fn refuse_tls_parameters(url: &url::Url, key: &str) -> Result<()> {
 }
 
 /// MySQL's `ssl-mode`, with the same meaning (its `VERIFY_CA` is not offered: see
-/// [`TlsMode::from_str`]).
+/// its `FromStr`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
 pub enum TlsMode {
