@@ -24,6 +24,9 @@ pub struct ShipperClient {
     retry: Backoff,
 }
 
+/// How long an idle connection to the shipper is kept for the next request.
+const POOL_IDLE: Duration = Duration::from_secs(5);
+
 /// How the client trusts the shipper's certificate and proves itself (mutual TLS).
 #[derive(Debug, Clone, Default)]
 pub struct ClientTls {
@@ -124,6 +127,9 @@ impl ShipperClient {
         }
         let mut builder = reqwest::Client::builder()
             .timeout(timeout)
+            // Below the shipper's default server.header_timeout_ms (10 s), after which it
+            // closes idle connections: reusing one just as it closes would fail an upload.
+            .pool_idle_timeout(POOL_IDLE)
             .default_headers(headers)
             .https_only(reqwest::Url::parse(base).is_ok_and(|u| u.scheme() == "https"));
         if let Some(ca) = &tls.ca_file {
