@@ -51,13 +51,7 @@ impl Shipper {
     /// # Errors
     /// When it does not become healthy within 30 s.
     pub async fn start_with_env(dir: &Path, env: &[(&str, &str)]) -> anyhow::Result<Self> {
-        let store_dir = dir.join("store");
-        let store = format!("url = \"{}\"\n", store_dir.display());
-        let env = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Self::start_with_store(dir, &store, store_dir, env, true).await
+        Self::start_local(dir, env, true).await
     }
 
     /// Like [`Self::start_with_env`] without TLS: `server.insecure_plain_http`.
@@ -65,13 +59,18 @@ impl Shipper {
     /// # Errors
     /// When it does not become healthy within 30 s.
     pub async fn start_plain_http(dir: &Path, env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        Self::start_local(dir, env, false).await
+    }
+
+    /// A shipper on a local-directory store under `dir`, over TLS when `tls`.
+    async fn start_local(dir: &Path, env: &[(&str, &str)], tls: bool) -> anyhow::Result<Self> {
         let store_dir = dir.join("store");
         let store = format!("url = \"{}\"\n", store_dir.display());
         let env = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        Self::start_with_store(dir, &store, store_dir, env, false).await
+        Self::start_with_store(dir, &store, store_dir, env, tls).await
     }
 
     /// Starts a shipper storing into `bucket` of the S3 server `s3`.
@@ -112,7 +111,7 @@ impl Shipper {
             log: dir.join("shipper.log"),
             proc: None,
         };
-        if tls {
+        if tls && !s.ca_file().exists() {
             gen_certs(&s.certs_dir())?;
         }
         // Port 0 the first time: the shipper binds a free port itself and logs it, so no
@@ -522,12 +521,12 @@ impl Agent {
     }
 }
 
-/// Writes a CA and certificates into `dir` with the real `logferry-shipper gen-certs`,
-/// unless an earlier start did.
-fn gen_certs(dir: &Path) -> anyhow::Result<()> {
-    if dir.join("ca.pem").exists() {
-        return Ok(());
-    }
+/// Writes a CA and certificates (for localhost and 127.0.0.1) into `dir` with the real
+/// `logferry-shipper gen-certs`.
+///
+/// # Errors
+/// When it fails (its stderr in the error).
+pub fn gen_certs(dir: &Path) -> anyhow::Result<()> {
     let out = Command::new(workspace_bin("logferry-shipper")?)
         .arg("gen-certs")
         .arg(dir)

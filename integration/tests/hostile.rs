@@ -121,24 +121,18 @@ async fn oversized_heads_and_bodies_and_traversal_names_are_refused() -> anyhow:
         refused_as_too_large(big),
         "a body over server.max_segment_bytes"
     );
-    let manifest = http
-        .put(format!(
+    let put_manifest = |body: Vec<u8>| {
+        http.put(format!(
             "{base}/v1/streams/db1/snapshots/1796235494312/manifest"
         ))
         .header("authorization", bearer())
-        .body(vec![b' '; 17 * 1024 * 1024])
+        .body(body)
         .send()
-        .await;
+    };
+    let manifest = put_manifest(vec![b' '; 17 * 1024 * 1024]).await;
     assert!(refused_as_too_large(manifest), "a manifest over 16 MiB");
     // Over the segment limit but within the manifest's: read, and refused as no manifest.
-    let r = http
-        .put(format!(
-            "{base}/v1/streams/db1/snapshots/1796235494312/manifest"
-        ))
-        .header("authorization", bearer())
-        .body(vec![b' '; 2 * 1024 * 1024])
-        .send()
-        .await?;
+    let r = put_manifest(vec![b' '; 2 * 1024 * 1024]).await?;
     assert_eq!(
         r.status().as_u16(),
         400,
@@ -199,14 +193,7 @@ async fn oversized_heads_and_bodies_and_traversal_names_are_refused() -> anyhow:
         201,
         "the same chunk under a valid name is stored"
     );
-    let r = http
-        .put(format!(
-            "{base}/v1/streams/db1/snapshots/1796235494312/manifest"
-        ))
-        .header("authorization", bearer())
-        .body(manifest.to_vec())
-        .send()
-        .await?;
+    let r = put_manifest(manifest.to_vec()).await?;
     let status = r.status().as_u16();
     assert_eq!(
         status,

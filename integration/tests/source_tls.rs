@@ -6,31 +6,15 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use common::{
     assert_stored_exactly_and_verified, run_snapshot, settings, shipper_cli, wait_caught_up,
 };
-use logferry_integration::logferry::{Agent, Shipper};
+use logferry_integration::logferry::{gen_certs, Agent, Shipper};
 use logferry_integration::mariadb::{MariaDb, Options};
-use logferry_integration::process::workspace_bin;
 use logferry_integration::{wait_for, workload};
 use mysql_async::prelude::Queryable;
-
-/// A CA and certificates for 127.0.0.1, written by the real `gen-certs`.
-fn certs(dir: &Path) -> anyhow::Result<()> {
-    let out = Command::new(workspace_bin("logferry-shipper")?)
-        .arg("gen-certs")
-        .arg(dir)
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
-}
 
 /// mariadbd options serving TLS with the server certificate in `dir`.
 fn tls_options(dir: &Path, server_id: u32) -> Options {
@@ -56,9 +40,9 @@ fn tls_line(mode: &str, ca: Option<&Path>) -> String {
 async fn the_binlog_and_the_snapshot_travel_over_tls_as_source_tls_says() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let db_certs = tmp.path().join("db-certs");
-    certs(&db_certs)?;
+    gen_certs(&db_certs)?;
     let stranger = tmp.path().join("other-ca");
-    certs(&stranger)?;
+    gen_certs(&stranger)?;
     let db = MariaDb::start(tls_options(&db_certs, 1)).await?;
     db.conn()
         .await?

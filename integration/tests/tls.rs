@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use logferry_agent::client::{ClientTls, ShipperClient};
 use logferry_common::StreamId;
-use logferry_integration::logferry::{bearer, Shipper, TEST_TOKEN};
+use logferry_integration::logferry::{bearer, gen_certs, Shipper, TEST_TOKEN};
 use logferry_integration::process::{workspace_bin, Proc};
 use logferry_integration::wait_for;
 
@@ -113,11 +113,7 @@ async fn plain_http_is_refused_unless_said_and_mutual_tls_needs_the_agent_certif
 
     // A client that trusts another CA refuses the shipper's certificate.
     let other = tmp.path().join("other-ca");
-    let out = Command::new(workspace_bin("logferry-shipper")?)
-        .arg("gen-certs")
-        .arg(&other)
-        .output()?;
-    assert!(out.status.success());
+    gen_certs(&other)?;
     // (No client certificate: the refusal must be the client's, of the shipper's chain.)
     let stranger = ClientTls {
         ca_file: Some(other.join("ca.pem")),

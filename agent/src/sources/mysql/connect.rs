@@ -287,10 +287,7 @@ pub(crate) fn connect_error(addr: &str, e: mysql_async::Error) -> AgentError {
         },
         mysql_async::Error::Io(io) => {
             let mut reason = io.to_string();
-            if ["certificate", "tls", "TLS", "handshake"]
-                .iter()
-                .any(|w| reason.contains(w))
-            {
+            if super::tls::is_tls_failure(&reason) {
                 reason.push_str(
                     " (TLS: check source.tls.ca is the CA that signed the server's certificate and source.url's host is a name it holds)",
                 );

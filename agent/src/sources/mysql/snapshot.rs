@@ -50,10 +50,7 @@ fn replica_error(addr: &str, e: mysql_async::Error) -> AgentError {
         _ => String::new(),
     };
     let said = e.to_string();
-    let tls = if ["certificate", "TLS", "tls", "handshake"]
-        .iter()
-        .any(|w| said.contains(w))
-    {
+    let tls = if super::tls::is_tls_failure(&said) {
         " (TLS: the replica is reached with [source.tls]; check source.tls.ca is the CA that signed its certificate)"
     } else {
         ""

@@ -66,6 +66,14 @@ pub async fn connect(
     }
 }
 
+/// Whether a driver's error text is a TLS failure (a certificate refused, a handshake cut),
+/// for errors to add where the fix lies.
+pub fn is_tls_failure(said: &str) -> bool {
+    ["certificate", "tls", "TLS", "handshake"]
+        .iter()
+        .any(|w| said.contains(w))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
