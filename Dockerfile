@@ -10,6 +10,6 @@ RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates
 COPY --from=build /src/target/release/logferry-agent /src/target/release/logferry-shipper /usr/local/bin/
 # Directories the compose stack mounts volumes on: a fresh named volume takes the owner of
 # its mount point, so the unprivileged user can write the certificates, audit log and spool.
-RUN mkdir -p /ca /shipper-certs /agent-certs /etc/logferry/certs /var/lib/logferry/spool \
-    && chown -R 65534:65534 /ca /shipper-certs /agent-certs /var/lib/logferry
+RUN mkdir -p /ca /shipper-certs /agent-certs /keys /etc/logferry/certs /etc/logferry/keys /var/lib/logferry/spool \
+    && chown -R 65534:65534 /ca /shipper-certs /agent-certs /keys /var/lib/logferry
 USER 65534:65534

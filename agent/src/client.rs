@@ -1,6 +1,7 @@
 //! HTTP client of the shipper: uploads segments and asks where a stream stands.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use logferry_common::wire::{
@@ -10,6 +11,7 @@ use logferry_common::StreamId;
 use reqwest::StatusCode;
 
 use crate::backoff::Backoff;
+use crate::encryption::Encryption;
 use crate::error::{AgentError, Result};
 use logferry_config::agent::ShipperClientSection;
 use logferry_config::SecretString;
@@ -22,6 +24,10 @@ pub struct ShipperClient {
     /// Delays between retries of a failed upload (`shipper.retry_min_ms` ..
     /// `shipper.retry_max_ms`).
     retry: Backoff,
+    /// The epoch key everything uploaded is sealed under (`None`: in clear). The client
+    /// carries it because every uploader (segments, snapshots) needs it with the client,
+    /// and ships its capsule before the first object sealed under it.
+    encryption: Option<Arc<Encryption>>,
 }
 
 /// How long an idle connection to the shipper is kept for the next request.
@@ -171,7 +177,43 @@ impl ShipperClient {
             http,
             base: base.trim_end_matches('/').to_owned(),
             retry: Backoff::new(Duration::from_millis(500), Duration::from_secs(5)),
+            encryption: None,
         })
+    }
+
+    /// The same client, sealing what it uploads under `encryption`'s key.
+    pub fn with_encryption(mut self, encryption: Option<Arc<Encryption>>) -> Self {
+        self.encryption = encryption;
+        self
+    }
+
+    /// The encryption of uploads; `None` when they go in clear.
+    pub fn encryption(&self) -> Option<&Arc<Encryption>> {
+        self.encryption.as_ref()
+    }
+
+    /// Makes sure the shipper stores the capsule of `epoch` of `stream` (once per process
+    /// and epoch): before the first segment or snapshot sealed under it.
+    ///
+    /// # Errors
+    /// As [`Self::upload`].
+    pub async fn ensure_capsule(&self, stream: &StreamId, epoch: &str) -> Result<()> {
+        let Some(enc) = &self.encryption else {
+            return Ok(());
+        };
+        if enc.is_shipped(epoch) {
+            return Ok(());
+        }
+        let body = enc.capsule(epoch).await?;
+        let url = format!("{}{STREAMS_PATH}/{stream}/keys/{epoch}", self.base);
+        let req = self
+            .http
+            .put(&url)
+            .header("content-type", "application/json")
+            .body(body);
+        self.send_put(&url, req).await?;
+        enc.mark_shipped(epoch);
+        Ok(())
     }
 
     /// Uploads one encoded segment; `Ok` means it is durably stored (201, or 200 for an

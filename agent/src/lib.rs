@@ -30,6 +30,7 @@ macro_rules! crash_point {
 
 pub mod backoff;
 pub mod client;
+pub mod encryption;
 pub mod error;
 pub mod exposure;
 pub mod metrics;

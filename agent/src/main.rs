@@ -114,7 +114,10 @@ async fn snapshot_now(
     cfg: &AgentConfig,
     shutdown: pipeline::ShutdownRx,
 ) -> logferry_agent::Result<()> {
-    let client = ShipperClient::from_config(&cfg.shipper)?;
+    // A one-off snapshot makes its own epoch, without the spool (a running agent may hold
+    // it): its capsule is shipped before its first chunk.
+    let encryption = logferry_agent::encryption::Encryption::start(cfg, None).await?;
+    let client = ShipperClient::from_config(&cfg.shipper)?.with_encryption(encryption);
     let m = sources::take_snapshot(cfg, &client, shutdown).await?;
     let logferry_common::snapshot::SnapshotContent::Mysql(content) = &m.content;
     println!(

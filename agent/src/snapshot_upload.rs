@@ -1,12 +1,12 @@
 //! Uploads one snapshot as its data arrives: cut into chunks of `chunk_bytes`, each sealed
-//! (zstd, sha256) off the runtime's threads and uploaded with retries, then the manifest
+//! (zstd, AES-256-GCM under the client's epoch key, sha256) off the runtime's threads and uploaded with retries, then the manifest
 //! last, so a snapshot exists only once all of it is stored. Every source kind's snapshots
 //! go through here: a MySQL dump's output, a Redis full resync's RDB.
 
 use std::time::Duration;
 
 use logferry_common::snapshot::{
-    seal_chunk, snapshot_id, ChunkInfo, SnapshotContent, SnapshotManifest,
+    seal_chunk, snapshot_id, ChunkInfo, ChunkSealing, SnapshotContent, SnapshotManifest,
 };
 use logferry_common::{Position, StreamId};
 use tracing::{info, warn};
@@ -84,7 +84,8 @@ impl SnapshotUpload {
         Ok(())
     }
 
-    /// Uploads what is left as the last chunk, then the manifest naming every chunk.
+    /// Uploads what is left as the last chunk, then the manifest naming every chunk
+    /// (with its MAC under the epoch key, when encrypting).
     ///
     /// # Errors
     /// As [`Self::push`].
@@ -96,14 +97,19 @@ impl SnapshotUpload {
         if !self.buf.is_empty() {
             self.flush().await?;
         }
-        let manifest = SnapshotManifest {
+        let mut manifest = SnapshotManifest {
             stream: self.stream.clone(),
             id: self.id.clone(),
             position: position.to_string(),
             taken_at_ms: self.taken_at_ms,
             chunks: std::mem::take(&mut self.chunks),
             content,
+            key: None,
+            mac: None,
         };
+        if let Some(enc) = self.client.encryption() {
+            manifest.sign(enc.key())?;
+        }
         if *self.shutdown.borrow() {
             return Err(interrupted());
         }
@@ -123,13 +129,24 @@ impl SnapshotUpload {
         // Compressing and hashing a chunk is CPU work: off the runtime's threads. The
         // buffer comes back for the next chunk.
         let text = std::mem::take(&mut self.buf);
-        let ((stored, info), mut text) =
-            tokio::task::spawn_blocking(move || seal_chunk(index, &text).map(|s| (s, text)))
-                .await
-                .map_err(|e| {
-                    AgentError::Snapshot(format!("sealing chunk {index} failed: {e}"))
-                })??;
+        let key = self.client.encryption().map(|e| e.key().clone());
+        let id = self.id.clone();
+        let ((stored, info), mut text) = tokio::task::spawn_blocking(move || {
+            let sealing = key
+                .as_deref()
+                .map(|key| ChunkSealing { key, snapshot: &id });
+            seal_chunk(index, &text, sealing.as_ref()).map(|s| (s, text))
+        })
+        .await
+        .map_err(|e| AgentError::Snapshot(format!("sealing chunk {index} failed: {e}")))??;
         let (client, stream, id) = (&self.client, &self.stream, &self.id);
+        if let Some(enc) = client.encryption() {
+            let epoch = enc.key().epoch().to_owned();
+            upload_with_retry(client, &mut self.shutdown, "key capsule", || {
+                client.ensure_capsule(stream, &epoch)
+            })
+            .await?;
+        }
         upload_with_retry(
             client,
             &mut self.shutdown,

@@ -72,6 +72,8 @@ pub struct Spool {
     checkpoint: PathBuf,
     /// The shipper's limits as last agreed.
     limits: PathBuf,
+    /// Key capsules (`<epoch>.json`) of the epochs spooled segments are sealed under.
+    capsules: PathBuf,
     bytes: AtomicU64,
     /// The open lock file: held (flock) for the spool's life, so that a second agent on
     /// the same directory is refused.
@@ -90,7 +92,8 @@ impl Spool {
     pub fn open(dir: &Path) -> Result<Self> {
         let segments = dir.join("segments");
         let quarantine = dir.join("quarantine");
-        for d in [dir, &segments, &quarantine] {
+        let capsules = dir.join("keys");
+        for d in [dir, &segments, &quarantine, &capsules] {
             fs::create_dir_all(d).map_err(|e| AgentError::spool(d, e))?;
         }
         let lock = lock_dir(dir)?;
@@ -98,6 +101,7 @@ impl Spool {
             _lock: lock,
             checkpoint: dir.join("checkpoint.json"),
             limits: dir.join("limits.json"),
+            capsules,
             segments,
             quarantine,
             bytes: AtomicU64::new(0),
@@ -354,6 +358,55 @@ impl Spool {
         let body = serde_json::to_vec(limits)
             .map_err(|e| AgentError::spool(&self.limits, std::io::Error::other(e)))?;
         write_atomically(&self.limits, &body, "spool-limits-before-fsync")
+    }
+
+    /// Saves the capsule of `epoch` durably, before anything is sealed under its key.
+    ///
+    /// # Errors
+    /// [`AgentError::Spool`] on I/O failure.
+    pub fn save_capsule(&self, epoch: &str, body: &[u8]) -> Result<()> {
+        let path = self.capsules.join(format!("{epoch}.json"));
+        write_atomically(&path, body, "spool-capsule-before-fsync")
+    }
+
+    /// The capsule of `epoch`, as [`Self::save_capsule`] saved it.
+    ///
+    /// # Errors
+    /// [`AgentError::Spool`] when it is missing or unreadable.
+    pub async fn capsule(&self, epoch: &str) -> Result<Vec<u8>> {
+        let path = self.capsules.join(format!("{epoch}.json"));
+        tokio::fs::read(&path)
+            .await
+            .map_err(|e| AgentError::spool(&path, e))
+    }
+
+    /// The newest capsule saved (epochs sort by when they began), if any.
+    pub fn newest_capsule(&self) -> Option<Vec<u8>> {
+        let newest = fs::read_dir(&self.capsules)
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .max()?;
+        fs::read(newest).ok()
+    }
+
+    /// Removes the capsules of earlier epochs once no segment is spooled (each was shipped
+    /// before its first segment was acknowledged); `keep` stays.
+    ///
+    /// # Errors
+    /// [`AgentError::Spool`] on I/O failure.
+    pub fn prune_capsules(&self, keep: &str) -> Result<()> {
+        if !self.list()?.is_empty() {
+            return Ok(());
+        }
+        let dir = &self.capsules;
+        for entry in fs::read_dir(dir).map_err(|e| AgentError::spool(dir, e))? {
+            let path = entry.map_err(|e| AgentError::spool(dir, e))?.path();
+            if path.file_stem().is_some_and(|s| s != keep) {
+                fs::remove_file(&path).map_err(|e| AgentError::spool(&path, e))?;
+            }
+        }
+        Ok(())
     }
 
     /// The shipper's segment limit as last agreed, if ever.

@@ -33,6 +33,16 @@ pub enum Error {
         /// Kind of the right-hand position.
         right: crate::SourceKind,
     },
+    /// A key is missing, unreadable or not the right one, or an object is encrypted where
+    /// it may not be or plain where it must not be; the message names the key id and the
+    /// fix.
+    #[error("{detail}")]
+    Key {
+        /// Id of the key concerned (a master key id, or `MASTER/EPOCH`).
+        key_id: String,
+        /// What is wrong and what to do.
+        detail: String,
+    },
     /// zstd failed to compress (it cannot fail on valid input, but the API is fallible).
     #[error("compression failed: {0}")]
     Compress(#[source] std::io::Error),

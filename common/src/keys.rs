@@ -5,6 +5,7 @@
 //! streams/<stream>/snapshots/<id>/chunk-<000001>.zst
 //! streams/<stream>/snapshots/<id>/manifest.json
 //! streams/<stream>/drills/<unix ms, 13 digits>.json
+//! streams/<stream>/keys/<epoch>.json
 //! ```
 //! A sort key is the fixed-width rendering of [`Position::sort_key`](crate::Position::sort_key),
 //! so a plain listing of a stream's prefix returns its segments in log order and the chain
@@ -111,6 +112,25 @@ pub fn drill_key(stream: &StreamId, at_ms: i64) -> String {
     format!("{}/{at_ms:013}.json", drills_prefix(stream))
 }
 
+/// Prefix of a stream's key capsules ([`crate::crypto::KeyCapsule`]).
+pub fn capsules_prefix(stream: &StreamId) -> String {
+    format!("{STREAMS_PREFIX}/{stream}/keys")
+}
+
+/// Key of the capsule of `epoch` (a valid epoch id: its grammar keeps the key in place).
+pub fn capsule_key(stream: &StreamId, epoch: &str) -> String {
+    format!("{}/{epoch}.json", capsules_prefix(stream))
+}
+
+/// The epoch of a capsule's key (`streams/<stream>/keys/<epoch>.json`); `None` for other
+/// keys.
+pub fn capsule_epoch(key: &str) -> Option<&str> {
+    let rest = key.strip_prefix(STREAMS_PREFIX)?.strip_prefix('/')?;
+    let (_, tail) = rest.split_once("/keys/")?;
+    let epoch = tail.strip_suffix(".json")?;
+    crate::crypto::validate_epoch(epoch).ok().map(|()| epoch)
+}
+
 /// The snapshot id and the object's name (`chunk-000001.zst`, `manifest.json`) of a key
 /// under `stream`'s snapshots; `None` for other keys.
 pub fn parse_snapshot_key<'a>(stream: &StreamId, key: &'a str) -> Option<(&'a str, &'a str)> {
@@ -151,6 +171,15 @@ mod tests {
         assert!(parse_segment_file_name("x.txt").is_err());
         assert!(parse_segment_key("streams/db1/other/x.json").is_none());
         assert!(key.starts_with(&stream_prefix(Some(&s))));
+    }
+
+    #[test]
+    fn capsule_keys_are_recognised() {
+        let s = StreamId::new("db").unwrap();
+        let epoch = "1700000000000-0011223344556677";
+        assert_eq!(capsule_epoch(&capsule_key(&s, epoch)), Some(epoch));
+        assert_eq!(capsule_epoch("streams/db/keys/x.json"), None);
+        assert_eq!(capsule_epoch("streams/db/segments/a-b.lfs"), None);
     }
 
     #[test]

@@ -6,12 +6,14 @@
 //! - [`position`]: positions in a source's change log, one variant per kind.
 //! - [`segment`]: the sealed, checksummed segment file (header, compressed payload, trailer).
 //! - [`lz4_frame`]: LZ4 payloads in the standard frame format.
+//! - [`crypto`]: end-to-end encryption: master and epoch keys, capsules, sealing, MACs.
 //! - [`snapshot`]: full snapshots in chunks and their manifest.
 //! - [`keys`]: the object-store key grammar (keys sort in position order).
 //! - [`format`](mod@format): one module per source kind: its positions, payload, transaction
 //!   boundaries and snapshot content. Nothing outside it knows a source's format.
 //! - [`wire`]: JSON bodies exchanged between agent and shipper.
 
+pub mod crypto;
 pub mod error;
 pub mod format;
 pub mod keys;

@@ -9,6 +9,9 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::crypto::seal::Envelope;
+use crate::crypto::{EpochKey, KeyRef, ENVELOPE_LEN};
+
 pub use crate::format::mysql::snapshot::{MysqlSnapshot, TableInfo};
 use crate::{Error, Position, Result, SourceKind, StreamId};
 
@@ -17,13 +20,13 @@ use crate::{Error, Position, Result, SourceKind, StreamId};
 pub struct ChunkInfo {
     /// 1-based chunk number.
     pub index: u32,
-    /// Bytes stored (zstd-compressed).
+    /// Bytes stored (zstd-compressed, then encrypted when the manifest names a key).
     pub stored_bytes: u64,
     /// Bytes of dump text in the chunk.
     pub plain_bytes: u64,
     /// sha256 of the stored bytes, hex.
     pub sha256: String,
-    /// sha256 of the dump text, hex.
+    /// sha256 of the dump text, hex; empty for a sealed chunk (its AES-GCM tag checks it).
     pub plain_sha256: String,
 }
 
@@ -44,7 +47,40 @@ pub struct SnapshotManifest {
     /// What the source kind adds (for MySQL: replica, dump tool, per-table checksums).
     #[serde(flatten)]
     pub content: SnapshotContent,
+    /// The key the chunks are sealed under (`MASTER/EPOCH`); unset for chunks in clear.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// HMAC of the rest of the manifest under the key's epoch: the manifest stays in
+    /// clear (the shipper checks chunks against it without a key) but only a key holder
+    /// can write one that passes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
 }
+
+/// What binds a snapshot's chunks to their place: the epoch key they are sealed under
+/// and the snapshot they belong to (a chunk copied into another snapshot, or moved to
+/// another index, does not open).
+#[derive(Debug, Clone, Copy)]
+pub struct ChunkSealing<'a> {
+    /// The epoch key.
+    pub key: &'a EpochKey,
+    /// The snapshot's id.
+    pub snapshot: &'a str,
+}
+
+impl ChunkSealing<'_> {
+    fn aad(&self, index: u32) -> Vec<u8> {
+        format!(
+            "logferry chunk v1\0{}\0{}\0{index}",
+            self.key.stream(),
+            self.snapshot
+        )
+        .into_bytes()
+    }
+}
+
+/// Purpose of a manifest's MAC.
+const MANIFEST_MAC: &str = "snapshot manifest";
 
 /// The per-source part of a manifest, tagged with the source kind (`"kind": "mysql"`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,6 +139,61 @@ impl SnapshotManifest {
         Position::parse(self.content.kind(), &self.position)
     }
 
+    /// The key the chunks are sealed under; `None` for a snapshot in clear.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] when the manifest names no valid key reference.
+    pub fn key_ref(&self) -> Result<Option<KeyRef>> {
+        self.key
+            .as_deref()
+            .map(KeyRef::parse)
+            .transpose()
+            .map_err(|e| Error::corrupt_in("snapshot manifest", e.to_string()))
+    }
+
+    /// Names `key` as the chunks' key and sets the MAC over everything else.
+    ///
+    /// # Errors
+    /// [`Error::Key`] if the MAC key cannot be derived.
+    pub fn sign(&mut self, key: &EpochKey) -> Result<()> {
+        self.key = Some(key.key_ref().to_string());
+        self.mac = None;
+        self.mac = Some(key.mac(MANIFEST_MAC, &self.signed_bytes())?);
+        Ok(())
+    }
+
+    /// Checks the MAC with the epoch key the manifest names.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] when the MAC is missing or does not match: the manifest was not
+    /// written by a key holder, or was altered.
+    pub fn check_mac(&self, key: &EpochKey) -> Result<()> {
+        let unauthentic = |why: &str| {
+            Error::corrupt_in(
+                "snapshot manifest",
+                format!(
+                    "{why} under key {}: altered, or not written by a holder of the key",
+                    key.key_ref()
+                ),
+            )
+        };
+        let Some(mac) = &self.mac else {
+            return Err(unauthentic("carries no MAC"));
+        };
+        let mut body = self.clone();
+        body.mac = None;
+        if key.mac_matches(MANIFEST_MAC, &body.signed_bytes(), mac)? {
+            Ok(())
+        } else {
+            Err(unauthentic("fails its MAC"))
+        }
+    }
+
+    /// The bytes the MAC covers: the manifest as this build writes it, without the MAC.
+    fn signed_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
     /// Total bytes of dump text.
     pub fn plain_bytes(&self) -> u64 {
         self.chunks.iter().map(|c| c.plain_bytes).sum()
@@ -129,18 +220,43 @@ pub fn validate_id(id: &str) -> Result<()> {
     }
 }
 
-/// Compresses one chunk of dump text; returns the stored bytes and its [`ChunkInfo`].
+/// Compresses (and, with `sealing`, encrypts) one chunk of dump text; returns the stored
+/// bytes and its [`ChunkInfo`]. An encrypted chunk is `envelope || ciphertext || tag`.
 ///
 /// # Errors
-/// [`Error::Compress`] if zstd fails.
-pub fn seal_chunk(index: u32, plain: &[u8]) -> Result<(Vec<u8>, ChunkInfo)> {
-    let stored = zstd::bulk::compress(plain, 3).map_err(Error::Compress)?;
+/// [`Error::Compress`] if zstd fails; [`Error::Key`] if encryption does.
+pub fn seal_chunk(
+    index: u32,
+    plain: &[u8],
+    sealing: Option<&ChunkSealing<'_>>,
+) -> Result<(Vec<u8>, ChunkInfo)> {
+    let compressed = zstd::bulk::compress(plain, 3).map_err(Error::Compress)?;
+    let stored = match sealing {
+        None => compressed,
+        Some(s) => {
+            let envelope = Envelope::fresh()?;
+            let mut out = Vec::with_capacity(ENVELOPE_LEN + compressed.len() + 16);
+            out.extend_from_slice(envelope.as_bytes());
+            out.extend_from_slice(&compressed);
+            let tag = s
+                .key
+                .seal_in_place(&envelope, &s.aad(index), &mut out[ENVELOPE_LEN..])?;
+            out.extend_from_slice(&tag);
+            out
+        }
+    };
     let info = ChunkInfo {
         index,
         stored_bytes: stored.len() as u64,
         plain_bytes: plain.len() as u64,
         sha256: hex::encode(Sha256::digest(&stored)),
-        plain_sha256: hex::encode(Sha256::digest(plain)),
+        // A hash of the dump text in a manifest anyone may read would confirm a guess of
+        // it: a sealed chunk has none, its tag checks it instead.
+        plain_sha256: if sealing.is_some() {
+            String::new()
+        } else {
+            hex::encode(Sha256::digest(plain))
+        },
     };
     Ok((stored, info))
 }
@@ -154,37 +270,53 @@ pub const DUMP_READ_BYTES: usize = 256 * 1024;
 /// whatever its manifest says.
 pub const MAX_CHUNK_PLAIN_BYTES: u64 = MAX_CHUNK_BYTES_SETTING + DUMP_READ_BYTES as u64;
 
-/// Verifies and decompresses a stored chunk against its [`ChunkInfo`].
+/// Verifies, decrypts (with `sealing`) and decompresses a stored chunk against its
+/// [`ChunkInfo`].
 ///
 /// # Errors
-/// [`Error::Corrupt`] on a checksum or length mismatch, or a manifest that claims more
-/// than [`MAX_CHUNK_PLAIN_BYTES`].
-pub fn open_chunk(stored: &[u8], info: &ChunkInfo) -> Result<Vec<u8>> {
+/// [`Error::Corrupt`] on a checksum, tag or length mismatch, or a manifest that claims
+/// more than [`MAX_CHUNK_PLAIN_BYTES`].
+pub fn open_chunk(
+    stored: &[u8],
+    info: &ChunkInfo,
+    sealing: Option<&ChunkSealing<'_>>,
+) -> Result<Vec<u8>> {
+    let bad = |detail: String| Error::corrupt_in("snapshot chunk", detail);
     if info.plain_bytes > MAX_CHUNK_PLAIN_BYTES {
-        return Err(Error::corrupt_in("snapshot chunk", format!(
+        return Err(bad(format!(
             "chunk {} claims {} bytes of dump text, more than any chunk holds ({MAX_CHUNK_PLAIN_BYTES})",
             info.index, info.plain_bytes
         )));
     }
     if hex::encode(Sha256::digest(stored)) != info.sha256 {
-        return Err(Error::corrupt_in(
-            "snapshot chunk",
-            format!("chunk {} fails its sha256", info.index),
-        ));
+        return Err(bad(format!("chunk {} fails its sha256", info.index)));
     }
-    let plain = zstd::bulk::decompress(stored, info.plain_bytes as usize).map_err(|e| {
-        Error::corrupt_in(
-            "snapshot chunk",
-            format!("chunk {} does not decompress: {e}", info.index),
-        )
-    })?;
+    let mut opened;
+    let compressed = match sealing {
+        None => stored,
+        Some(s) => {
+            if stored.len() < ENVELOPE_LEN {
+                return Err(bad(format!(
+                    "chunk {} is too short to be sealed",
+                    info.index
+                )));
+            }
+            let (envelope, sealed) = stored.split_at(ENVELOPE_LEN);
+            let envelope = Envelope::from_bytes(envelope, "snapshot chunk")?;
+            opened = sealed.to_vec();
+            &*s.key
+                .open_in_place(&envelope, &s.aad(info.index), &mut opened, "snapshot chunk")?
+        }
+    };
+    let plain = zstd::bulk::decompress(compressed, info.plain_bytes as usize)
+        .map_err(|e| bad(format!("chunk {} does not decompress: {e}", info.index)))?;
     if plain.len() as u64 != info.plain_bytes
-        || hex::encode(Sha256::digest(&plain)) != info.plain_sha256
+        || (sealing.is_none() && hex::encode(Sha256::digest(&plain)) != info.plain_sha256)
     {
-        return Err(Error::corrupt_in(
-            "snapshot chunk",
-            format!("chunk {} decompresses to other bytes", info.index),
-        ));
+        return Err(bad(format!(
+            "chunk {} decompresses to other bytes",
+            info.index
+        )));
     }
     Ok(plain)
 }
@@ -212,19 +344,64 @@ mod tests {
     #[test]
     fn a_manifest_claiming_a_huge_chunk_is_refused_before_allocating() {
         let text = b"INSERT INTO t VALUES (1);\n".repeat(10);
-        let (stored, mut info) = seal_chunk(1, &text).unwrap();
+        let (stored, mut info) = seal_chunk(1, &text, None).unwrap();
         info.plain_bytes = u64::MAX / 2;
-        let err = open_chunk(&stored, &info).unwrap_err().to_string();
+        let err = open_chunk(&stored, &info, None).unwrap_err().to_string();
         assert!(err.contains("claims"), "{err}");
+    }
+
+    #[test]
+    fn a_sealed_chunk_opens_only_in_its_place_and_a_signed_manifest_only_unaltered() {
+        use crate::crypto::EpochKey;
+        let stream = StreamId::new("db").unwrap();
+        let key = EpochKey::generate(&stream, "main", 1).unwrap();
+        let text = b"INSERT INTO t VALUES ('marker-42');\n".repeat(50);
+        let here = ChunkSealing {
+            key: &key,
+            snapshot: "0000000000001",
+        };
+        let (stored, info) = seal_chunk(2, &text, Some(&here)).unwrap();
+        assert!(!stored.windows(9).any(|w| w == b"marker-42"));
+        assert_eq!(open_chunk(&stored, &info, Some(&here)).unwrap(), text);
+        let elsewhere = ChunkSealing {
+            key: &key,
+            snapshot: "0000000000002",
+        };
+        assert!(open_chunk(&stored, &info, Some(&elsewhere)).is_err());
+        let mut moved = info.clone();
+        moved.index = 3;
+        assert!(open_chunk(&stored, &moved, Some(&here)).is_err());
+        assert!(
+            open_chunk(&stored, &info, None).is_err(),
+            "a sealed chunk read as plain"
+        );
+
+        let mut m = SnapshotManifest::from_json(
+            br#"{"stream":"db","id":"0000000000001","position":"b.000001:4","taken_at_ms":1,
+            "kind":"mysql","replica":"r:1","dump_tool":"d","chunks":[],"tables":[]}"#,
+        )
+        .unwrap();
+        m.chunks.push(info);
+        assert!(m.check_mac(&key).is_err(), "an unsigned manifest passes");
+        m.sign(&key).unwrap();
+        let back = SnapshotManifest::from_json(&serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+        back.check_mac(&key).unwrap();
+        assert_eq!(back.key_ref().unwrap(), Some(key.key_ref()));
+        let mut newer = back.clone();
+        newer.id = "0000000000009".into();
+        let err = newer.check_mac(&key).unwrap_err().to_string();
+        assert!(err.contains("fails its MAC"), "{err}");
+        let other = EpochKey::generate(&stream, "main", 1).unwrap();
+        assert!(back.check_mac(&other).is_err());
     }
 
     #[test]
     fn chunks_round_trip_and_detect_damage() {
         let text = b"INSERT INTO t VALUES (1),(2);\n".repeat(100);
-        let (mut stored, info) = seal_chunk(1, &text).unwrap();
-        assert_eq!(open_chunk(&stored, &info).unwrap(), text);
+        let (mut stored, info) = seal_chunk(1, &text, None).unwrap();
+        assert_eq!(open_chunk(&stored, &info, None).unwrap(), text);
         stored[5] ^= 1;
-        assert!(open_chunk(&stored, &info).is_err());
+        assert!(open_chunk(&stored, &info, None).is_err());
     }
 
     #[test]
@@ -257,7 +434,7 @@ mod tests {
             }
             if let Ok(manifest) = SnapshotManifest::from_json(&m) {
                 for info in &manifest.chunks {
-                    let _ = open_chunk(&bytes, info);
+                    let _ = open_chunk(&bytes, info, None);
                 }
             }
         }

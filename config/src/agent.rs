@@ -7,6 +7,7 @@ use std::time::Duration;
 use logferry_common::{Compression, StreamId};
 use serde::Deserialize;
 
+use crate::encryption::EncryptionSection;
 use crate::error::invalid;
 use crate::secret::SecretUrl;
 use crate::Result;
@@ -24,6 +25,9 @@ pub struct AgentConfig {
     pub segment: SegmentSection,
     /// Where segments are shipped.
     pub shipper: ShipperClientSection,
+    /// The master key every payload and snapshot chunk is encrypted under.
+    #[serde(default)]
+    pub encryption: EncryptionSection,
     /// The top-level `[snapshot]` of earlier versions, read only to say where it went.
     #[serde(default, rename = "snapshot")]
     moved_snapshot: Option<toml::Value>,
@@ -547,6 +551,7 @@ impl AgentConfig {
         match &self.source {
             SourceConfig::Mysql(m) => m.validate()?,
         }
+        self.encryption.validate(true, &[&self.agent.spool_dir])?;
         // A segment holds up to max_bytes plus one event: half of what the default
         // shipper accepts (the agent checks the shipper's own limit when it connects).
         let most = logferry_common::segment::max_payload_for(
@@ -786,6 +791,11 @@ server_id = 4242
 
 [shipper]
 url = "https://127.0.0.1:9450"
+
+[encryption]
+key_id = "k1"
+[encryption.keys.k1]
+env = "LOGFERRY_TEST_KEY"
 "#;
 
     fn parse(text: &str, env: Vec<(&str, &str)>) -> Result<AgentConfig> {

@@ -5,6 +5,7 @@
 //!   deserializes into a typed struct (unknown keys are rejected by name).
 //! - [`agent`]: [`AgentConfig`] and its validation.
 //! - [`cron`]: five-field cron schedules for snapshots.
+//! - [`encryption`]: the master keys of agent and shipper.
 //! - [`shipper`]: [`ShipperConfig`] and its validation.
 //! - [`secret`]: URLs with credentials, redacted in every `Debug` output.
 //!
@@ -12,6 +13,7 @@
 
 pub mod agent;
 pub mod cron;
+pub mod encryption;
 pub mod error;
 pub mod load;
 pub mod secret;
@@ -21,6 +23,7 @@ pub use agent::{
     AgentConfig, CodecChoice, MysqlSnapshotSection, MysqlSource, MysqlTls, ResumeMode,
     SourceConfig, StartFrom, TlsMode,
 };
+pub use encryption::EncryptionSection;
 pub use error::{ConfigError, Result};
 pub use load::{load_file, parse_str, ENV_PREFIX};
 pub use secret::{SecretString, SecretUrl};

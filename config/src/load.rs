@@ -135,7 +135,7 @@ mod tests {
         /// A valid agent config with bytes changed: parsed and validated without a panic.
         #[test]
         fn mutated_configs_never_panic_validation(flips in proptest::collection::vec((0usize..10_000, 32u8..127), 1..6)) {
-            let good = "[agent]\nstream = \"db1\"\nspool_dir = \"/tmp/s\"\n[source]\ntype = \"mysql\"\nurl = \"mysql://u:p@127.0.0.1:3306\"\nserver_id = 7\ntls = { mode = \"verify_identity\", ca = \"/ca.pem\" }\n[segment]\nmax_bytes = 4194304\n[shipper]\nurl = \"https://127.0.0.1:9450\"\n";
+            let good = "[agent]\nstream = \"db1\"\nspool_dir = \"/tmp/s\"\n[source]\ntype = \"mysql\"\nurl = \"mysql://u:p@127.0.0.1:3306\"\nserver_id = 7\ntls = { mode = \"verify_identity\", ca = \"/ca.pem\" }\n[segment]\nmax_bytes = 4194304\n[shipper]\nurl = \"https://127.0.0.1:9450\"\n[encryption]\nkey_id = \"k\"\nkeys.k.file = \"/etc/k.key\"\n";
             proptest::prop_assert!(parse_str::<crate::AgentConfig>(good, "a.toml", Vec::new()).is_ok_and(|c| c.validate().is_ok()));
             let mut text = good.as_bytes().to_vec();
             for (at, v) in flips {

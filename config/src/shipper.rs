@@ -20,6 +20,10 @@ pub struct ShipperConfig {
     /// Who may call the API, and the audit log of who did.
     #[serde(default)]
     pub auth: AuthSection,
+    /// The master keys that restores, verify, the drill and `rotate-key` open data with
+    /// (`serve` needs none: it checks uploads without keys).
+    #[serde(default)]
+    pub encryption: crate::encryption::EncryptionSection,
 }
 
 /// What a token may do with the streams it covers.
@@ -343,6 +347,11 @@ impl ShipperConfig {
     pub fn validate(&self) -> Result<()> {
         self.store.validate()?;
         self.auth.validate()?;
+        let store_dir = self.store.local_dir();
+        self.encryption.validate(
+            false,
+            &store_dir.iter().map(|d| d.as_path()).collect::<Vec<_>>(),
+        )?;
         match (&self.server.tls, self.server.insecure_plain_http) {
             (None, false) => {
                 return Err(invalid(

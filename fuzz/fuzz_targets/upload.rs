@@ -57,6 +57,7 @@ fuzz_target!(|data: &[u8]| {
             metrics: Default::default(),
             limits: DecodeLimits::for_segments(1 << 20),
             verify_payload: true,
+            keys: logferry_shipper::capsules::UploadKeys::new(true),
         });
         let auth = Auth::from_config(&AuthSection {
             insecure_no_auth: true,

@@ -31,6 +31,70 @@ pub struct Shipper {
 /// action).
 pub const TEST_TOKEN: &str = "lft_7e57000000000000000000000000000000000000000000000000000000000000";
 
+/// Id of the master key of every test agent ([`test_key`]).
+pub const TEST_KEY_ID: &str = "test";
+
+/// The master key every test agent encrypts under and every [`shipper_command`] reads
+/// with: written once per test process (mode 0600) into its own temporary directory.
+///
+/// # Errors
+/// When it cannot be written.
+pub fn test_key() -> anyhow::Result<&'static Path> {
+    static KEY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    if let Some(k) = KEY.get() {
+        return Ok(k);
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("logferry-test-key-")
+        .tempdir()?
+        .keep();
+    let path = dir.join("test.key");
+    write_key(&path, TEST_KEY_ID)?;
+    Ok(KEY.get_or_init(|| path))
+}
+
+/// Writes a new master key `id` into `path` as `logferry-shipper gen-key` does.
+///
+/// # Errors
+/// When the file exists or cannot be written.
+pub fn write_key(path: &Path, id: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let (_, text) = logferry_common::crypto::MasterKey::generate(id)?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// The `[encryption]` section of a test agent: the test key.
+///
+/// # Errors
+/// As [`test_key`].
+pub fn encryption_toml() -> anyhow::Result<String> {
+    Ok(format!(
+        "\n[encryption]\nkey_id = \"{TEST_KEY_ID}\"\n[encryption.keys.{TEST_KEY_ID}]\nfile = \"{}\"\n",
+        test_key()?.display()
+    ))
+}
+
+/// `logferry-shipper`, reading with the test key (`LOGFERRY_SHIPPER_KEYS`), as every test
+/// runs its reading commands.
+///
+/// # Errors
+/// When the binary is missing or the key cannot be written.
+pub fn shipper_command() -> anyhow::Result<Command> {
+    let mut cmd = Command::new(workspace_bin("logferry-shipper")?);
+    cmd.env(
+        "LOGFERRY_SHIPPER_KEYS",
+        format!("{TEST_KEY_ID}={}", test_key()?.display()),
+    );
+    Ok(cmd)
+}
+
 /// The `Authorization` header value of test requests to a shipper.
 pub fn bearer() -> String {
     format!("Bearer {TEST_TOKEN}")
@@ -73,7 +137,8 @@ impl Shipper {
         Self::start_with_store(dir, &store, store_dir, env, tls).await
     }
 
-    /// Starts a shipper storing into `bucket` of the S3 server `s3`.
+    /// Starts a shipper storing into `bucket` of the S3 server `s3`, with extra
+    /// environment `env`.
     ///
     /// # Errors
     /// When it does not become healthy within 30 s.
@@ -81,6 +146,7 @@ impl Shipper {
         dir: &Path,
         s3: &crate::s3::S3Server,
         bucket: &str,
+        env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
         let store = format!(
             "url = \"s3://{bucket}\"\nendpoint = \"{}\"\nregion = \"us-east-1\"\nallow_http = true\n",
@@ -88,6 +154,7 @@ impl Shipper {
         );
         let env = crate::s3::S3_ENV
             .iter()
+            .chain(env)
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         Self::start_with_store(dir, &store, dir.join("unused"), env, true).await
@@ -332,12 +399,17 @@ impl Agent {
         std::fs::create_dir_all(dir)?;
         let spool_dir = dir.join("spool");
         let config = dir.join("agent.toml");
+        let encryption = if s.extra_toml.contains("[encryption") {
+            String::new()
+        } else {
+            encryption_toml()?
+        };
         std::fs::write(
             &config,
             format!(
                 "[agent]\nstream = \"{}\"\nspool_dir = \"{}\"\nmetrics_listen = \"127.0.0.1:0\"\n\n\
                  [source]\ntype = \"mysql\"\nurl = \"{}\"\nserver_id = {}\nconnect_timeout_ms = 3000\n{}\n\n\
-                 [segment]\nmax_age_ms = {}\n{}\n\n[shipper]\nurl = \"{}\"\nretry_max_ms = 1000\ntoken = \"{TEST_TOKEN}\"\n{}\n{}\n",
+                 [segment]\nmax_age_ms = {}\n{}\n\n[shipper]\nurl = \"{}\"\nretry_max_ms = 1000\ntoken = \"{TEST_TOKEN}\"\n{}\n{}\n{encryption}",
                 s.stream,
                 spool_dir.display(),
                 s.source_url,

@@ -1,14 +1,15 @@
 //! Reading back what the store holds, and what the server's binlog holds, for comparison.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context};
+use logferry_common::crypto::{EpochKey, KeyCapsule, MasterKey};
 use logferry_common::format::mysql::{
     code, file_events, EventHeader, ExportFiles, LOG_EVENT_ARTIFICIAL_F,
 };
-use logferry_common::{DecodeLimits, Position, Segment};
+use logferry_common::{DecodeLimits, Position, Segment, StreamId};
 
 /// One binlog event identified by file and end offset.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,12 +24,68 @@ pub struct BinlogEvent {
     pub bytes: Vec<u8>,
 }
 
+/// A stored segment and where its key is (the test key's capsule in the store, when
+/// encrypted): it reads as a [`Segment`], and [`StoredSegment::payload`] opens it.
+#[derive(Debug, Clone)]
+pub struct StoredSegment {
+    segment: Segment,
+    store_dir: PathBuf,
+}
+
+impl std::ops::Deref for StoredSegment {
+    type Target = Segment;
+
+    fn deref(&self) -> &Segment {
+        &self.segment
+    }
+}
+
+impl StoredSegment {
+    /// The payload: decrypted with its epoch key (opened with the test key), or read in
+    /// clear.
+    ///
+    /// # Errors
+    /// When its key cannot be opened, or it does not open or decompress.
+    pub fn payload(&self) -> anyhow::Result<Vec<u8>> {
+        Ok(match self.segment.header.key_ref() {
+            Some(r) => {
+                let key = epoch_key(&self.store_dir, &self.segment.header.meta.stream, &r.epoch)?;
+                self.segment.open(&key)?
+            }
+            None => self.segment.payload()?,
+        })
+    }
+}
+
+/// The epoch key `epoch` of `stream`, from its capsule under the local store directory,
+/// opened with the test master key.
+///
+/// # Errors
+/// When the capsule is missing or does not open.
+pub fn epoch_key(store_dir: &Path, stream: &StreamId, epoch: &str) -> anyhow::Result<EpochKey> {
+    let path = store_dir.join(logferry_common::keys::capsule_key(stream, epoch));
+    let capsule = KeyCapsule::from_json(
+        &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+    )?;
+    let text = std::fs::read_to_string(crate::logferry::test_key()?)?;
+    let master = MasterKey::from_text(crate::logferry::TEST_KEY_ID, &text, "the test key")?;
+    Ok(capsule.open(&master)?)
+}
+
+/// A decoded segment with where its key is: `store_dir`.
+pub fn with_key(store_dir: &Path, segment: Segment) -> StoredSegment {
+    StoredSegment {
+        segment,
+        store_dir: store_dir.to_owned(),
+    }
+}
+
 /// Every stored segment of `stream` under the local store directory, decoded and validated,
 /// in key (= chain) order.
 ///
 /// # Errors
 /// When a segment does not decode.
-pub fn segments(store_dir: &Path, stream: &str) -> anyhow::Result<Vec<(String, Segment)>> {
+pub fn segments(store_dir: &Path, stream: &str) -> anyhow::Result<Vec<(String, StoredSegment)>> {
     let stream = logferry_common::StreamId::new(stream)?;
     let dir = store_dir.join(logferry_common::keys::segments_prefix(&stream));
     let mut names: Vec<_> = match std::fs::read_dir(&dir) {
@@ -44,14 +101,15 @@ pub fn segments(store_dir: &Path, stream: &str) -> anyhow::Result<Vec<(String, S
         .into_iter()
         .map(|n| {
             let bytes = std::fs::read(dir.join(&n))?;
-            let seg = Segment::decode(bytes, &DecodeLimits::stored()).with_context(|| n.clone())?;
-            Ok((n, seg))
+            let segment =
+                Segment::decode(bytes, &DecodeLimits::stored()).with_context(|| n.clone())?;
+            Ok((n, with_key(store_dir, segment)))
         })
         .collect()
 }
 
 /// End position of the stored chain.
-pub fn chain_end(segs: &[(String, Segment)]) -> Option<Position> {
+pub fn chain_end(segs: &[(String, StoredSegment)]) -> Option<Position> {
     segs.last().map(|(_, s)| s.header.meta.end.clone())
 }
 
@@ -59,7 +117,7 @@ pub fn chain_end(segs: &[(String, Segment)]) -> Option<Position> {
 ///
 /// # Errors
 /// When a payload is malformed.
-pub fn export_files(segs: &[(String, Segment)]) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+pub fn export_files(segs: &[(String, StoredSegment)]) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
     let mut out = ExportFiles::default();
     for (_, s) in segs {
         let Position::Mysql(start) = &s.header.meta.start;

@@ -12,6 +12,9 @@ use logferry_integration::mariadb::{MariaDb, Options, REPL_USER};
 use logferry_integration::process::workspace_bin;
 use logferry_integration::{free_port, wait_for};
 
+/// A shipper that accepts the hand-made segments in clear these tests upload.
+const PLAINTEXT: &[(&str, &str)] = &[("LOGFERRY__ENCRYPTION__INSECURE_PLAINTEXT", "true")];
+
 fn agent_check_config(text: &str) -> anyhow::Result<(i32, String)> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("agent.toml");
@@ -29,7 +32,8 @@ fn agent_check_config(text: &str) -> anyhow::Result<(i32, String)> {
 }
 
 const GOOD: &str = "[agent]\nstream = \"db1\"\nspool_dir = \"/tmp/x\"\n\n[source]\ntype = \"mysql\"\n\
-url = \"mysql://u:p@127.0.0.1:3306\"\nserver_id = 7\n\n[shipper]\nurl = \"https://127.0.0.1:9450\"\n";
+url = \"mysql://u:p@127.0.0.1:3306\"\nserver_id = 7\n\n[shipper]\nurl = \"https://127.0.0.1:9450\"\n\n\
+[encryption]\nkey_id = \"k\"\n[encryption.keys.k]\nfile = \"/etc/logferry/k.key\"\n";
 
 #[test]
 fn malformed_configs_name_the_key() -> anyhow::Result<()> {
@@ -58,6 +62,15 @@ fn malformed_configs_name_the_key() -> anyhow::Result<()> {
             "shipper.url",
         ),
         (GOOD.replace("https://", "http://"), "insecure_plain_http"),
+        (GOOD.replace("key_id = \"k\"\n", ""), "encryption.key_id"),
+        (
+            GOOD.replace("/etc/logferry/k.key", "/tmp/x/k.key"),
+            "encryption.keys.k.file",
+        ),
+        (
+            GOOD.replace("key_id = \"k\"", "key_id = \"other\""),
+            "\"other\" is not among [encryption.keys]",
+        ),
     ];
     for (text, needle) in cases {
         let (code, out) = agent_check_config(&text)?;
@@ -153,7 +166,25 @@ async fn wrong_password_and_binlog_off_stop_with_the_fix() -> anyhow::Result<()>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_uploads_are_refused_and_the_store_stays_clean() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
-    let shipper = Shipper::start(tmp.path()).await?;
+    // Hand-made segments are in clear: this shipper accepts them (and is told it is
+    // refusing them below first).
+    let strict = Shipper::start(&tmp.path().join("strict")).await?;
+    let (status, text) = {
+        let r = strict
+            .client()?
+            .post(format!("{}/v1/segments", strict.url()))
+            .header("authorization", bearer())
+            .body(segment(4, b"first").bytes().to_vec())
+            .send()
+            .await?;
+        (r.status().as_u16(), r.text().await?)
+    };
+    assert_eq!(
+        status, 400,
+        "a segment in clear is refused by default: {text}"
+    );
+    assert!(text.contains("not encrypted"), "{text}");
+    let shipper = Shipper::start_with_env(tmp.path(), PLAINTEXT).await?;
     let http = shipper.client()?;
     let url = format!("{}/v1/segments", shipper.url());
     let post = |body: Vec<u8>| {
@@ -203,6 +234,14 @@ async fn garbage_uploads_are_refused_and_the_store_stays_clean() -> anyhow::Resu
         "the first segment is kept, never overwritten"
     );
     let (code, out) = shipper_cli(&["verify", "--store", &shipper.store_url()])?;
+    assert_eq!(code, 1, "a segment in clear is no green light: {out}");
+    assert!(out.contains("UNAUTHENTIC"), "{out}");
+    let (code, out) = shipper_cli(&[
+        "verify",
+        "--insecure-plaintext",
+        "--store",
+        &shipper.store_url(),
+    ])?;
     assert_eq!(code, 0, "only the valid segment is in the store: {out}");
     assert!(out.contains("1 segments"), "{out}");
     for cmd in ["verify", "ls"] {
@@ -232,10 +271,10 @@ async fn payload_check_on_upload_is_optional_and_verify_catches_a_bad_payload() 
     let tmp = tempfile::tempdir()?;
     let strict = Shipper::start_with_env(
         &tmp.path().join("strict"),
-        &[("LOGFERRY__SERVER__VERIFY_PAYLOAD", "true")],
+        &[("LOGFERRY__SERVER__VERIFY_PAYLOAD", "true"), PLAINTEXT[0]],
     )
     .await?;
-    let relaxed = Shipper::start(&tmp.path().join("relaxed")).await?;
+    let relaxed = Shipper::start_with_env(&tmp.path().join("relaxed"), PLAINTEXT).await?;
     let post = |to: &Shipper, body: Vec<u8>| {
         let req = to
             .client()
@@ -263,7 +302,12 @@ async fn payload_check_on_upload_is_optional_and_verify_catches_a_bad_payload() 
 
     let (status, text) = post(&relaxed, bad).await?;
     assert_eq!(status, 201, "the trailer matches, so it is stored: {text}");
-    let (code, out) = shipper_cli(&["verify", "--store", &relaxed.store_url()])?;
+    let (code, out) = shipper_cli(&[
+        "verify",
+        "--insecure-plaintext",
+        "--store",
+        &relaxed.store_url(),
+    ])?;
     assert_eq!(code, 1, "verify opens every payload: {out}");
     assert!(out.contains("CORRUPT") || out.contains("corrupt"), "{out}");
     Ok(())
@@ -281,6 +325,7 @@ async fn a_stalled_upload_times_out_and_frees_its_place() -> anyhow::Result<()> 
         &[
             ("LOGFERRY__SERVER__MAX_CONCURRENT_UPLOADS", "1"),
             ("LOGFERRY__SERVER__UPLOAD_TIMEOUT_MS", "1500"),
+            PLAINTEXT[0],
         ],
     )
     .await?;

@@ -1155,6 +1155,7 @@ impl FileEvents {
 /// The events of the stored chain as `export` rebuilds them, one segment in memory at a
 /// time.
 struct StoreEvents {
+    store_dir: PathBuf,
     dir: PathBuf,
     names: VecDeque<String>,
     export: ExportFiles,
@@ -1166,6 +1167,7 @@ impl StoreEvents {
     fn open(store_dir: &Path) -> anyhow::Result<Self> {
         let dir = segments_dir(store_dir);
         Ok(StoreEvents {
+            store_dir: store_dir.to_owned(),
             names: lfs_names(&dir)?.into(),
             dir,
             export: ExportFiles::default(),
@@ -1185,6 +1187,7 @@ impl StoreEvents {
             let bytes = std::fs::read(self.dir.join(&name))?;
             let seg =
                 Segment::decode(bytes, &DecodeLimits::default()).with_context(|| name.clone())?;
+            let seg = logferry_integration::store::with_key(&self.store_dir, seg);
             let payload = seg.payload().with_context(|| name.clone())?;
             let start_file = bp(&seg.header.meta.start).file().to_owned();
             self.export

@@ -54,6 +54,8 @@ async fn slow_heads_and_a_greedy_peer_are_held_to_their_limits_while_others_are_
         &[
             ("LOGFERRY__SERVER__MAX_CONNECTIONS_PER_PEER", "4"),
             ("LOGFERRY__SERVER__HEADER_TIMEOUT_MS", "5000"),
+            // The hand-made segments and manifests here are in clear.
+            ("LOGFERRY__ENCRYPTION__INSECURE_PLAINTEXT", "true"),
         ],
     )
     .await?;
@@ -93,7 +95,11 @@ async fn oversized_heads_and_bodies_and_traversal_names_are_refused() -> anyhow:
     let tmp = tempfile::tempdir()?;
     let shipper = Shipper::start_with_env(
         tmp.path(),
-        &[("LOGFERRY__SERVER__MAX_SEGMENT_BYTES", "1048576")],
+        &[
+            ("LOGFERRY__SERVER__MAX_SEGMENT_BYTES", "1048576"),
+            // The hand-made segments and manifests here are in clear.
+            ("LOGFERRY__ENCRYPTION__INSECURE_PLAINTEXT", "true"),
+        ],
     )
     .await?;
     let http = shipper.client()?;

@@ -7,13 +7,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use logferry_agent::client::{ClientTls, ShipperClient};
+use logferry_agent::encryption::Encryption;
 use logferry_agent::metrics::Metrics;
 use logferry_agent::pipeline::snapshots::InlineSnapshots;
 use logferry_agent::sources::SnapshotPart;
+use logferry_common::crypto::MasterKey;
 use logferry_common::keys::{chunk_key, manifest_key};
-use logferry_common::snapshot::{open_chunk, MysqlSnapshot, SnapshotContent, SnapshotManifest};
+use logferry_common::snapshot::{
+    open_chunk, ChunkSealing, MysqlSnapshot, SnapshotContent, SnapshotManifest,
+};
 use logferry_common::{BinlogPos, Position, StreamId};
-use logferry_integration::logferry::Shipper;
+use logferry_integration::logferry::{test_key, Shipper, TEST_KEY_ID};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_inline_snapshot_is_stored_in_chunks_with_its_manifest() -> anyhow::Result<()> {
@@ -29,6 +33,12 @@ async fn an_inline_snapshot_is_stored_in_chunks_with_its_manifest() -> anyhow::R
         },
     )?;
     let stream = StreamId::new("inline")?;
+    let master = MasterKey::from_text(
+        TEST_KEY_ID,
+        &std::fs::read_to_string(test_key()?)?,
+        "the test key",
+    )?;
+    let client = client.with_encryption(Some(Arc::new(Encryption::new(&stream, &master, None)?)));
     let metrics = Arc::new(Metrics::default());
     let (_stop, shutdown) = tokio::sync::watch::channel(false);
     let mut inline = InlineSnapshots::new(client, stream.clone(), metrics.clone(), shutdown);
@@ -80,10 +90,21 @@ async fn an_inline_snapshot_is_stored_in_chunks_with_its_manifest() -> anyhow::R
         "{} chunks",
         manifest.chunks.len()
     );
+    // Sealed under the agent's epoch key: the manifest's MAC holds, and every chunk opens.
+    let epoch = manifest
+        .key_ref()?
+        .expect("the snapshot is encrypted")
+        .epoch;
+    let key = logferry_integration::store::epoch_key(&store, &stream, &epoch)?;
+    manifest.check_mac(&key)?;
+    let sealing = ChunkSealing {
+        key: &key,
+        snapshot: &manifest.id,
+    };
     let mut back = Vec::new();
     for c in &manifest.chunks {
         let stored = std::fs::read(store.join(chunk_key(&stream, &manifest.id, c.index)))?;
-        back.extend(open_chunk(&stored, c)?);
+        back.extend(open_chunk(&stored, c, Some(&sealing))?);
     }
     assert!(back == data, "the stored chunks read back to other bytes");
 

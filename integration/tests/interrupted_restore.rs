@@ -12,7 +12,7 @@ use common::{run_snapshot, settings, shipper_cli, snapshot_section, wait_caught_
 use logferry_integration::delay_proxy::DelayProxy;
 use logferry_integration::logferry::{Agent, Shipper};
 use logferry_integration::mariadb::{MariaDb, Options};
-use logferry_integration::process::{workspace_bin, Proc, RUN_WITHIN};
+use logferry_integration::process::{Proc, RUN_WITHIN};
 use logferry_integration::{wait_for, workload};
 use mysql_async::prelude::Queryable;
 
@@ -23,7 +23,7 @@ fn restore_process(
     extra: &[&str],
     log: &Path,
 ) -> anyhow::Result<Proc> {
-    let mut cmd = std::process::Command::new(workspace_bin("logferry-shipper")?);
+    let mut cmd = logferry_integration::logferry::shipper_command()?;
     cmd.args([
         "restore",
         "--store",

@@ -332,10 +332,25 @@ async fn restore_to_marks_before_inside_and_after_a_snapshot() -> anyhow::Result
         "streams/{}/snapshots/{s1}/manifest.json",
         common::STREAM
     ));
-    let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest)?)?;
+    let genuine = std::fs::read(&manifest)?;
+    let mut m: serde_json::Value = serde_json::from_slice(&genuine)?;
     let rows = m["tables"][1]["rows"].as_u64().unwrap_or(0);
     m["tables"][1]["rows"] = serde_json::json!(rows + 1);
     std::fs::write(&manifest, serde_json::to_vec(&m)?)?;
+    // Edited without the key, it fails its MAC: verify names it, the drill does not run.
+    let (code, out) = shipper_cli(&["verify", "--store", &store_url])?;
+    assert_eq!(code, 1, "an edited manifest passes verify: {out}");
+    assert!(
+        out.contains("UNAUTHENTIC") && out.contains("fails its MAC"),
+        "{out}"
+    );
+    // Signed by a key holder (a faulty agent), it fails the drill's comparison.
+    let mut signed =
+        logferry_common::snapshot::SnapshotManifest::from_json(&serde_json::to_vec(&m)?)?;
+    let epoch = signed.key_ref()?.expect("an encrypted snapshot").epoch;
+    let stream = logferry_common::StreamId::new(common::STREAM)?;
+    signed.sign(&store::epoch_key(&shipper.store_dir, &stream, &epoch)?)?;
+    std::fs::write(&manifest, serde_json::to_vec(&signed)?)?;
     let scratch2 = MariaDb::start(Options::without_binlog(12)).await?;
     let (code, out) = drill_cli(&shipper, &scratch2)?;
     assert_eq!(code, 1, "{out}");

@@ -7,10 +7,12 @@ use std::time::{Duration, Instant};
 use common::{segment, settings, STREAM};
 use logferry_integration::logferry::{bearer, Agent, Shipper};
 use logferry_integration::mariadb::{MariaDb, Options};
-use logferry_integration::process::workspace_bin;
 use logferry_integration::s3::S3Server;
 use logferry_integration::workload;
 use mysql_async::prelude::Queryable;
+
+/// A shipper that also accepts segments in clear.
+const PLAINTEXT: &[(&str, &str)] = &[("LOGFERRY__ENCRYPTION__INSECURE_PLAINTEXT", "true")];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binlog_ships_into_s3_and_verifies_from_the_bucket() -> anyhow::Result<()> {
@@ -18,7 +20,8 @@ async fn binlog_ships_into_s3_and_verifies_from_the_bucket() -> anyhow::Result<(
     let s3 = S3Server::start().await?;
     s3.create_bucket("logferry").await?;
     let db = MariaDb::start(Options::default()).await?;
-    let shipper = Shipper::start_s3(tmp.path(), &s3, "logferry").await?;
+    // Its agent encrypts; the hand-made segments below are in clear.
+    let shipper = Shipper::start_s3(tmp.path(), &s3, "logferry", PLAINTEXT).await?;
     let agent = Agent::start(&tmp.path().join("agent"), &settings(&db, &shipper))?;
 
     let mut c = db.conn().await?;
@@ -42,8 +45,7 @@ async fn binlog_ships_into_s3_and_verifies_from_the_bucket() -> anyhow::Result<(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    let bin = workspace_bin("logferry-shipper")?;
-    let out = std::process::Command::new(&bin)
+    let out = logferry_integration::logferry::shipper_command()?
         .args(["verify", "--store", "s3://logferry"])
         .envs(s3.env())
         .output()?;
@@ -57,7 +59,7 @@ async fn binlog_ships_into_s3_and_verifies_from_the_bucket() -> anyhow::Result<(
 
     // Create-only puts hold on S3 itself: a second shipper on the same bucket, whose catalog
     // has not seen the segment, must learn from the store's conditional put that it exists.
-    let other = Shipper::start_s3(&tmp.path().join("second"), &s3, "logferry").await?;
+    let other = Shipper::start_s3(&tmp.path().join("second"), &s3, "logferry", PLAINTEXT).await?;
     let first = segment(4, b"s3 first").bytes().to_vec();
     let cases = [
         (&shipper, first.clone(), 201),
@@ -87,7 +89,7 @@ async fn binlog_ships_into_s3_and_verifies_from_the_bucket() -> anyhow::Result<(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_bucket_is_named_once_with_the_fix() -> anyhow::Result<()> {
     let s3 = S3Server::start().await?;
-    let out = std::process::Command::new(workspace_bin("logferry-shipper")?)
+    let out = logferry_integration::logferry::shipper_command()?
         .args(["verify", "--store", "s3://no-such-bucket"])
         .envs(s3.env())
         .output()?;

@@ -7,13 +7,14 @@
 //!
 //! | method | path | answer |
 //! |---|---|---|
-//! | POST | `/v1/segments` (ship) | 201 stored, 200 identical re-send, 400 invalid, 409 conflict, 413 too large, 503 store down |
+//! | POST | `/v1/segments` (ship) | 201 stored, 200 identical re-send, 400 invalid (in clear where that is refused, or its key's capsule not stored), 409 conflict, 413 too large, 503 store down |
 //! | GET | `/v1/limits` (any) | [`Limits`]: the largest segment accepted |
 //! | GET | `/v1/status` (any) | [`Status`]: transport, tokens, audit, and a warning for each one missing |
 //! | GET | `/v1/streams` (read) | names of stored streams the token covers |
 //! | GET | `/v1/streams/<stream>` (ship or read) | [`StreamHead`]: segment count and first/last position |
 //! | PUT | `/v1/streams/<s>/snapshots/<id>/chunks/<n>` (ship) | 201/200; 400 when the `x-logferry-sha256` header does not match; 409 other bytes stored |
-//! | PUT | `/v1/streams/<s>/snapshots/<id>/manifest` (ship) | 201/200; 400 unless every listed chunk is stored |
+//! | PUT | `/v1/streams/<s>/snapshots/<id>/manifest` (ship) | 201/200; 400 unless every listed chunk is stored and its key's capsule too (or, in clear, unless clear is accepted) |
+//! | PUT | `/v1/streams/<s>/keys/<epoch>` (ship) | 201, or 200 when a capsule is stored there already (it is kept, never replaced); 400 a capsule of another stream or epoch |
 //! | GET | `/healthz` (no token) | 200 when the store answers |
 //! | GET | `/metrics` (admin) | Prometheus text |
 
@@ -31,7 +32,7 @@ use axum::routing::{get, post, put};
 use axum::Extension;
 use axum::{Json, Router};
 use bytes::Bytes;
-use logferry_common::keys::{chunk_key, manifest_key};
+use logferry_common::keys::{capsule_key, chunk_key, manifest_key};
 use logferry_common::wire::{ErrorBody, Limits, StreamHead, LIMITS_PATH, SEGMENTS_PATH};
 use logferry_common::{Segment, StreamId};
 use serde::Serialize;
@@ -291,6 +292,10 @@ pub fn router(
             "/v1/streams/{stream}/snapshots/{id}/manifest",
             put(put_manifest).layer(DefaultBodyLimit::max(MAX_MANIFEST_BYTES)),
         )
+        .route(
+            "/v1/streams/{stream}/keys/{epoch}",
+            put(put_capsule).layer(DefaultBodyLimit::max(MAX_CAPSULE_BYTES)),
+        )
         .layer(middleware::from_fn(move |req: Request, next: Next| {
             let permits = permits.clone();
             async move {
@@ -347,6 +352,9 @@ pub fn router(
 /// Largest snapshot manifest accepted: its JSON lists chunks and tables, a few hundred bytes
 /// each, so this holds tens of thousands of either.
 const MAX_MANIFEST_BYTES: usize = 16 * 1024 * 1024;
+
+/// Largest key capsule accepted (one is about 400 bytes).
+const MAX_CAPSULE_BYTES: usize = 16 * 1024;
 
 /// How long a request other than an upload (which has `server.upload_timeout_ms`) may take.
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
@@ -406,8 +414,26 @@ async fn put_manifest(
         Err(refused) => return *refused,
     };
     let key = manifest_key(&stream, &id);
-    let answer = accepted(snapshots::put_manifest(&st.store, &stream, &id, body).await);
+    let answer = accepted(snapshots::put_manifest(&st.store, &st.keys, &stream, &id, body).await);
     noted(answer, &stream, Some(key))
+}
+
+async fn put_capsule(
+    State(st): State<Arc<Ingest>>,
+    Extension(caller): Extension<Caller>,
+    Path((stream, epoch)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let stream = match allowed(&caller, &[Action::Ship], &stream) {
+        Ok(s) => s,
+        Err(refused) => return *refused,
+    };
+    // The object is noted only for an epoch of the grammar (put_capsule refuses others).
+    let key = logferry_common::crypto::validate_epoch(&epoch)
+        .is_ok()
+        .then(|| capsule_key(&stream, &epoch));
+    let answer = accepted(st.keys.put_capsule(&st.store, &stream, &epoch, body).await);
+    noted(answer, &stream, key)
 }
 
 /// The stream named in a path, when it is one and the caller may do one of `actions` on
@@ -510,7 +536,8 @@ impl IntoResponse for ShipperError {
         let status = match &self {
             ShipperError::Format(_)
             | ShipperError::BadSnapshot(_)
-            | ShipperError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            | ShipperError::BadRequest(_)
+            | ShipperError::Key { .. } => StatusCode::BAD_REQUEST,
             ShipperError::Internal(_) | ShipperError::Corrupt { .. } | ShipperError::Tls(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }

@@ -271,6 +271,26 @@ impl Catalog {
     }
 }
 
+/// Whether a segment's header belongs under `key`: its stream and positions spell that
+/// key. The one placement rule of `verify` and restore, so that an authentic segment
+/// copied into another stream's chain or to another place is never replayed there.
+///
+/// # Errors
+/// What the header says instead.
+pub fn check_placed(key: &str, header: &logferry_common::SegmentHeader) -> Result<(), String> {
+    let m = &header.meta;
+    let expected =
+        logferry_common::keys::segment_key(&m.stream, &m.start.sort_key(), &m.end.sort_key());
+    if expected == key {
+        Ok(())
+    } else {
+        Err(format!(
+            "header says stream {} {} .. {}, the key says otherwise",
+            m.stream, m.start, m.end
+        ))
+    }
+}
+
 /// Parses a segment object key into a [`SegmentRef`]; `None` for other objects.
 pub fn segment_ref(key: &str, size: u64) -> Option<SegmentRef> {
     let (start_key, end_key) = parse_segment_key(key)?;

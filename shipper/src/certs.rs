@@ -66,7 +66,8 @@ pub fn generate(dir: &Path, hosts: &[String], days: i64) -> Result<Written> {
     let agent = leaf(&issuer, "logferry-agent", Vec::new(), Role::Client, days)?;
     let out = |name: &str, text: &str, private: bool| -> Result<PathBuf> {
         let path = dir.join(name);
-        write_new(&path, text.as_bytes(), private)?;
+        write_new(&path, text.as_bytes(), private)
+            .map_err(|e| ShipperError::Tls(format!("writing {}: {e}", path.display())))?;
         Ok(path)
     };
     let written = Written {
@@ -151,8 +152,12 @@ fn leaf(
     Ok((cert.pem(), key.serialize_pem()))
 }
 
-/// Writes a file that must not exist yet; `private` ones are mode 0600 from the start.
-fn write_new(path: &Path, bytes: &[u8], private: bool) -> Result<()> {
+/// Writes a file that must not exist yet; `private` ones are mode 0600 from the start
+/// (certificate keys, and `gen-key`'s master keys).
+///
+/// # Errors
+/// The file exists, or cannot be written.
+pub fn write_new(path: &Path, bytes: &[u8], private: bool) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
         .write(true)
@@ -160,7 +165,6 @@ fn write_new(path: &Path, bytes: &[u8], private: bool) -> Result<()> {
         .mode(if private { 0o600 } else { 0o644 })
         .open(path)
         .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
-        .map_err(|e| ShipperError::Tls(format!("writing {}: {e}", path.display())))
 }
 
 #[cfg(test)]

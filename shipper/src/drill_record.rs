@@ -1,8 +1,10 @@
 //! The stored result of every restore drill (`streams/<stream>/drills/<ms>.json`), passed,
 //! failed or not proven, so that monitoring can alert on "no successful drill in N days"
-//! from the bucket alone.
+//! from the bucket alone. Each carries a MAC under the stream's key: a record someone
+//! wrote into the bucket does not count.
 
 use bytes::Bytes;
+use logferry_common::crypto::KeyRef;
 use logferry_common::keys::{drill_key, drills_prefix};
 use logferry_common::StreamId;
 use serde::{Deserialize, Serialize};
@@ -53,32 +55,135 @@ pub struct DrillRecord {
     pub differences: usize,
 }
 
-/// Stores `record` under its stream's drills.
+/// A record as stored: the record, the key its MAC is under and the MAC, so that only a
+/// holder of the stream's key can write a record that monitoring counts as a drill.
+#[derive(Serialize, Deserialize)]
+struct Signed {
+    #[serde(flatten)]
+    record: DrillRecord,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mac: Option<String>,
+}
+
+/// Purpose of a drill record's MAC.
+const DRILL_MAC: &str = "drill record";
+
+fn signed_bytes(record: &DrillRecord) -> Vec<u8> {
+    serde_json::to_vec(record).unwrap_or_default()
+}
+
+/// Stores `record` under its stream's drills, with a MAC under the stream's newest epoch
+/// key (in a store written in clear without keys, unsigned).
 ///
 /// # Errors
-/// [`ShipperError::Store`] when the store refuses the write.
+/// [`ShipperError::Store`] when the store refuses the write; [`ShipperError::Key`] when
+/// no key of the stream can be opened to sign it.
 pub async fn save(store: &Store, stream: &StreamId, record: &DrillRecord) -> Result<String> {
     let key = drill_key(stream, record.started_ms);
-    let body = serde_json::to_vec_pretty(record)
+    let epoch = match store.keyring().newest_key(store, stream).await {
+        Ok(k) => Some(k),
+        Err(_) if store.keyring().accepts_plaintext() => None,
+        Err(e) => return Err(e),
+    };
+    let signed = Signed {
+        record: record.clone(),
+        key: epoch.as_ref().map(|k| k.key_ref().to_string()),
+        mac: epoch
+            .as_ref()
+            .map(|k| k.mac(DRILL_MAC, &signed_bytes(record)))
+            .transpose()?,
+    };
+    let body = serde_json::to_vec_pretty(&signed)
         .map_err(|e| ShipperError::Internal(format!("encoding the drill result: {e}")))?;
     store.put_new(&key, Bytes::from(body)).await?;
     Ok(key)
 }
 
-/// Every stored drill result of `stream`, oldest first; a result that does not parse is
-/// skipped with a warning.
+/// One stored record of `stream` checked: the record, or why it is not trusted (it does
+/// not parse, is not where its stream and start time put it, fails or lacks its MAC, or
+/// cannot be checked with the keys at hand).
+async fn read_one(
+    store: &Store,
+    stream: &StreamId,
+    key: &str,
+) -> Result<std::result::Result<DrillRecord, String>> {
+    let bytes = store.get(key).await?;
+    let signed: Signed = match serde_json::from_slice(&bytes) {
+        Ok(s) => s,
+        Err(e) => return Ok(Err(format!("does not parse: {e}"))),
+    };
+    // A record copied from another stream, or to a later name (to hide a newer failed
+    // drill), keeps its MAC: only one in its own place counts.
+    if signed.record.stream != stream.as_str() || drill_key(stream, signed.record.started_ms) != key
+    {
+        return Ok(Err(format!(
+            "it is the record of a drill of stream {} started at {}, stored elsewhere",
+            signed.record.stream, signed.record.started_ms
+        )));
+    }
+    let Some(r) = signed.key.as_deref() else {
+        return Ok(if store.keyring().accepts_plaintext() {
+            Ok(signed.record)
+        } else {
+            Err("carries no MAC: not written by a holder of the stream's key".into())
+        });
+    };
+    let r = match KeyRef::parse(r) {
+        Ok(r) => r,
+        Err(e) => return Ok(Err(e.to_string())),
+    };
+    let epoch = match store.keyring().epoch_key(store, stream, &r).await {
+        Ok(k) => k,
+        Err(ShipperError::Corrupt {
+            key: object,
+            source,
+        }) => return Ok(Err(format!("{object}: {source}"))),
+        Err(ShipperError::Key { source, .. }) => {
+            return Ok(Err(format!("cannot be checked: {source}")))
+        }
+        Err(e) => return Err(e),
+    };
+    let mac = signed.mac.as_deref().unwrap_or_default();
+    if epoch.mac_matches(DRILL_MAC, &signed_bytes(&signed.record), mac)? {
+        Ok(Ok(signed.record))
+    } else {
+        Ok(Err(format!(
+            "fails its MAC under key {r}: altered, or not written by a holder of the key"
+        )))
+    }
+}
+
+/// Every stored drill result of `stream` that a key holder wrote, oldest first; one that
+/// cannot be trusted (or checked, without the key) is skipped with a warning ([`check`]
+/// reports it).
 ///
 /// # Errors
 /// [`ShipperError::Store`] when the store cannot be listed or read.
 pub async fn list(store: &Store, stream: &StreamId) -> Result<Vec<DrillRecord>> {
     let mut out = Vec::new();
     for obj in store.list(&drills_prefix(stream)).await? {
-        let bytes = store.get(&obj.key).await?;
-        match serde_json::from_slice(&bytes) {
+        match read_one(store, stream, &obj.key).await? {
             Ok(r) => out.push(r),
-            Err(e) => {
-                tracing::warn!(key = %obj.key, error = %e, "skipping a drill result that does not parse");
+            Err(why) => {
+                tracing::warn!(key = %obj.key, problem = %why, "skipping a drill result that cannot be trusted");
             }
+        }
+    }
+    out.sort_by_key(|r| r.started_ms);
+    Ok(out)
+}
+
+/// The stored drill results of `stream` that cannot be trusted, by key, and why.
+///
+/// # Errors
+/// As [`list`].
+pub async fn check(store: &Store, stream: &StreamId) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for obj in store.list(&drills_prefix(stream)).await? {
+        if let Err(why) = read_one(store, stream, &obj.key).await? {
+            out.push((obj.key, why));
         }
     }
     Ok(out)

@@ -41,6 +41,15 @@ pub enum ShipperError {
         /// What is wrong with it.
         source: logferry_common::Error,
     },
+    /// A key needed to open stored data is missing, unreadable or not the right one; names
+    /// the object and the key id.
+    #[error("{object}: {source}")]
+    Key {
+        /// The object (or config section) the key was needed for.
+        object: String,
+        /// What is wrong with the key.
+        source: logferry_common::Error,
+    },
     /// A TLS file or setting is unusable (at start), or `gen-certs` cannot write; names the
     /// key or file.
     #[error("TLS: {0}")]

@@ -15,6 +15,7 @@ use logferry_common::wire::SegmentAck;
 use logferry_common::{DecodeLimits, Segment};
 use tracing::{debug, info};
 
+use crate::capsules::UploadKeys;
 use crate::catalog::{Admission, Catalog, SegmentRef};
 use crate::error::{Result, ShipperError};
 use crate::metrics::Metrics;
@@ -31,8 +32,11 @@ pub struct Ingest {
     pub metrics: Metrics,
     /// Size limits for decoding uploads.
     pub limits: DecodeLimits,
-    /// Whether to decompress each upload and check its plaintext sha256 too.
+    /// Whether to decompress each upload in clear and check its plaintext sha256 too (an
+    /// encrypted one cannot be: the shipper holds no key).
     pub verify_payload: bool,
+    /// Whether uploads in clear are accepted, and which capsules are stored.
+    pub keys: UploadKeys,
 }
 
 impl Ingest {
@@ -47,7 +51,7 @@ impl Ingest {
         let raw = body.clone();
         let seg = tokio::task::spawn_blocking(move || -> Result<Segment> {
             let seg = Segment::decode(raw, &limits)?;
-            if verify_payload {
+            if verify_payload && seg.header.key_ref().is_none() {
                 seg.payload()?;
             }
             Ok(seg)
@@ -60,6 +64,12 @@ impl Ingest {
         let m = &seg.header.meta;
         let (start_key, end_key) = (m.start.sort_key(), m.end.sort_key());
         let key = segment_key(&m.stream, &start_key, &end_key);
+        self.keys
+            .admit(&self.store, &m.stream, seg.header.key_ref().as_ref(), &key)
+            .await
+            .inspect_err(|_| {
+                self.metrics.rejected.fetch_add(1, Ordering::Relaxed);
+            })?;
         let lock = self.catalog.stream(&m.stream);
         let mut chain = lock.lock().await;
         match chain.admit(&start_key, &end_key) {

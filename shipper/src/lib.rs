@@ -9,13 +9,16 @@
 //! - [`sources`]: restore, export, the drill and the payload check, one module per source
 //!   kind behind [`sources::SourceRestore`].
 //! - [`restore`]: what every kind's restore shares: verified reads, progress, reports.
-//! - [`snapshots`]: snapshot chunks and manifests (accept, list).
+//! - [`snapshots`]: snapshot chunks and manifests (accept, list); [`capsules`]: key
+//!   capsules as uploads bring them, and the key rule of every upload.
 //! - [`verify`]: full check of every stored chain (`logferry-shipper verify`).
 //! - [`listing`]: stream and segment listing (`logferry-shipper ls`).
 //! - [`metrics`]: Prometheus counters.
 //! - [`auth`], [`audit`]: who may call the API, and the record of who did.
 //! - [`listen`]: connections, their limits and their draining on shutdown.
 //! - [`tls`], [`certs`]: TLS on the API, and `gen-certs`.
+//! - [`keyring`]: the keys reading commands open stored objects with (`serve` has none);
+//!   [`rotate`]: `rotate-key`.
 //! - [`read_ahead`]: store reads in flight, in order, memory-bounded.
 //! - [`error`]: the crate's error type.
 //! - `store_conformance` (tests and the `test-support` feature): what every store backend
@@ -24,17 +27,20 @@
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod capsules;
 pub mod catalog;
 pub mod certs;
 pub mod drill_record;
 pub mod error;
 pub mod ingest;
 pub mod interrupt;
+pub mod keyring;
 pub mod listen;
 pub mod listing;
 pub mod metrics;
 pub mod read_ahead;
 pub mod restore;
+pub mod rotate;
 pub mod snapshots;
 pub mod sources;
 pub mod storage;

@@ -7,13 +7,15 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use logferry_common::{DecodeLimits, StreamId};
-use logferry_config::{ShipperConfig, StoreConfig};
+use logferry_config::{EncryptionSection, ShipperConfig, StoreConfig};
 use logferry_shipper::auth::{self, Action};
+use logferry_shipper::capsules::UploadKeys;
 use logferry_shipper::catalog::Catalog;
 use logferry_shipper::drill_record::{self, DrillRecord, Verdict};
 use logferry_shipper::error::ShipperError;
 use logferry_shipper::ingest::Ingest;
 use logferry_shipper::interrupt::Interrupt;
+use logferry_shipper::keyring::Keyring;
 use logferry_shipper::listing::{self, rfc3339};
 use logferry_shipper::restore::{
     self, Bars, DrillReport, ExportOptions, Report, Request, RestoreOptions,
@@ -77,6 +79,38 @@ enum Command {
         /// Days the shipper's and agent's certificates are valid (the CA: 10 years).
         #[arg(long, default_value_t = 825)]
         days: i64,
+    },
+    /// Write a new random master key (AES-256, as 64 hex digits, mode 0600) into FILE, and
+    /// print the [encryption] lines that use it. Keep it off the data volumes and keep a
+    /// copy apart from the bucket: without it, nothing stored under it can be read. Never
+    /// replaces a file.
+    GenKey {
+        /// File to write (must not exist).
+        file: PathBuf,
+        /// The key's id, as configs and object headers name it (default: the file's
+        /// name without its extension).
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// Re-wrap every stream's key capsules under the master key encryption.key_id (or
+    /// --to) names. Payloads are not rewritten; objects from before and after stay
+    /// readable, and the old key may be removed from every config once this succeeds (keep
+    /// it until then: a capsule not yet re-wrapped needs it).
+    RotateKey {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        reads: ReadArgs,
+        /// Only this stream's capsules.
+        #[arg(long)]
+        stream: Option<StreamId>,
+        /// The new master key's id (default: encryption.key_id of --config).
+        #[arg(long)]
+        to: Option<String>,
+        /// Open every capsule with its current key and say what would be re-wrapped;
+        /// change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Check every stored chain for gaps, overlaps and checksum errors, and every snapshot's
     /// chunks (both checksums), completeness and place in the chain; exit 1 on any, and on
@@ -207,26 +241,70 @@ struct StoreArgs {
     store: Option<String>,
 }
 
-/// How hard a command that reads many objects may press the store.
+/// How a reading command opens the store's objects, and how hard it may press the store.
 #[derive(Args)]
 struct ReadArgs {
     /// Store requests in flight at once (1 reads one object at a time; lower it for a
     /// store that throttles, raise it for one far away).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
     reads_in_flight: u16,
+    /// A master key to open stored data with, as ID=FILE (repeatable, or comma separated
+    /// in the environment), beside those of the config's [encryption]: what a restore on a
+    /// host without the config needs.
+    #[arg(
+        long = "key",
+        value_name = "ID=FILE",
+        env = "LOGFERRY_SHIPPER_KEYS",
+        value_delimiter = ','
+    )]
+    keys: Vec<String>,
+    /// Also read objects stored in clear (a store written by agents with
+    /// encryption.insecure_plaintext, or before encryption): only for such stores, since a
+    /// key holder never writes an object in clear.
+    #[arg(long)]
+    insecure_plaintext: bool,
+}
+
+impl ReadArgs {
+    /// The `[encryption]` to read with: the config's, with the `--key` entries added.
+    fn encryption(&self, config: Option<EncryptionSection>) -> anyhow::Result<EncryptionSection> {
+        let mut section = config.unwrap_or_default();
+        section.insecure_plaintext |= self.insecure_plaintext;
+        // An empty LOGFERRY_SHIPPER_KEYS names no key.
+        for entry in self.keys.iter().filter(|k| !k.is_empty()) {
+            let Some((id, file)) = entry.split_once('=') else {
+                bail!("--key {entry:?}: use --key ID=FILE (the key's id, as its config names it, and its file)");
+            };
+            section.keys.insert(
+                id.to_owned(),
+                logferry_config::encryption::KeySource {
+                    file: Some(PathBuf::from(file)),
+                    env: None,
+                },
+            );
+        }
+        section
+            .validate(false, &[])
+            .map_err(|e| anyhow::anyhow!("{e} (from --key)"))?;
+        Ok(section)
+    }
 }
 
 impl StoreArgs {
     fn open(&self, reads: &ReadArgs) -> anyhow::Result<Store> {
-        let cfg = match (&self.config, &self.store) {
-            (Some(path), _) => ShipperConfig::load(path)?.store,
+        let (cfg, encryption) = match (&self.config, &self.store) {
+            (Some(path), _) => {
+                let c = ShipperConfig::load(path)?;
+                (c.store, Some(c.encryption))
+            }
             (None, Some(url)) => {
                 let cfg = StoreConfig::from_url(url);
                 cfg.validate()?;
-                cfg
+                (cfg, None)
             }
             (None, None) => bail!("give --config FILE or --store URL"),
         };
+        let keyring = Keyring::from_config(&reads.encryption(encryption)?);
         // A read never creates a store: a mistyped path says so instead of looking empty.
         if let Some(dir) = cfg.local_dir() {
             if !dir.is_dir() {
@@ -236,7 +314,9 @@ impl StoreArgs {
                 );
             }
         }
-        Ok(Store::open(&cfg)?.with_reads_in_flight(usize::from(reads.reads_in_flight)))
+        Ok(Store::open(&cfg)?
+            .with_reads_in_flight(usize::from(reads.reads_in_flight))
+            .with_keyring(keyring))
     }
 }
 
@@ -288,6 +368,39 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             expires,
         } => gen_token(id, stream_prefixes, &actions, expires),
         Command::GenCerts { dir, hosts, days } => gen_certs(&dir, &hosts, days),
+        Command::GenKey { file, id } => gen_key(&file, id),
+        Command::RotateKey {
+            store,
+            reads,
+            stream,
+            to,
+            dry_run,
+        } => {
+            let to = match (to, &store.config) {
+                (Some(to), _) => to,
+                (None, Some(path)) => ShipperConfig::load(path)?.encryption.key_id.context(
+                    "give --to ID, or set encryption.key_id in the config to the new key",
+                )?,
+                (None, None) => bail!("give --to ID: the new master key's id"),
+            };
+            let store = store.open(&reads)?;
+            let done =
+                logferry_shipper::rotate::rotate(&store, stream.as_ref(), &to, dry_run).await?;
+            let verb = if dry_run {
+                "would re-wrap"
+            } else {
+                "re-wrapped"
+            };
+            for key in &done.rewrapped {
+                println!("{verb} {key}");
+            }
+            println!(
+                "{verb} {} capsule(s) under master key {to:?}; {} already under it",
+                done.rewrapped.len(),
+                done.already
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Verify {
             reads,
             store,
@@ -769,6 +882,29 @@ fn gen_certs(dir: &std::path::Path, hosts: &[String], days: i64) -> anyhow::Resu
     Ok(ExitCode::SUCCESS)
 }
 
+/// `gen-key`: a new master key in a new file, and the config lines that use it.
+fn gen_key(file: &std::path::Path, id: Option<String>) -> anyhow::Result<ExitCode> {
+    let id = match id {
+        Some(id) => id,
+        None => file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .map(str::to_owned)
+            .context("give --id: the file has no name to take it from")?,
+    };
+    let (_, text) = logferry_common::crypto::MasterKey::generate(&id)
+        .map_err(|e| anyhow::anyhow!("{e}; give another --id"))?;
+    logferry_shipper::certs::write_new(file, text.as_bytes(), true)
+        .with_context(|| format!("writing {} (gen-key never replaces a file)", file.display()))?;
+    println!("wrote master key {id:?} to {}", file.display());
+    println!("# the agent's config (and the config of every host that restores):");
+    println!("[encryption]");
+    println!("key_id = {id:?}");
+    println!("[encryption.keys.{id:?}]");
+    println!("file = {:?}", file.display().to_string());
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `gen-token`: a new token on stdout with the config entry that accepts it.
 fn gen_token(
     id: String,
@@ -844,7 +980,11 @@ async fn serve(config: &std::path::Path) -> anyhow::Result<ExitCode> {
         metrics: Default::default(),
         limits: DecodeLimits::for_segments(max),
         verify_payload: cfg.server.verify_payload,
+        keys: UploadKeys::new(cfg.encryption.insecure_plaintext),
     });
+    if cfg.encryption.insecure_plaintext {
+        warn!("encryption.insecure_plaintext is set: segments and snapshots in clear are accepted and stored");
+    }
     let audit = cfg
         .auth
         .audit_log

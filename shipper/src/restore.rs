@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
-use logferry_common::keys::chunk_key;
-use logferry_common::snapshot::{open_chunk, SnapshotManifest};
+use logferry_common::keys::{chunk_key, manifest_key};
+use logferry_common::snapshot::{open_chunk, ChunkSealing, SnapshotManifest};
 use logferry_common::{DecodeLimits, Segment, StreamId};
 use tokio::io::AsyncWriteExt;
 
@@ -167,19 +167,40 @@ impl Bars {
     }
 }
 
-/// A stored segment's payload, decoded and checked against both its checksums (hashing
-/// and decompression run off the runtime's threads).
+/// A stored segment's payload, decoded and checked against its trailer, then opened with
+/// its key (the tag checks payload and header) or, in clear, against its sha256. Hashing,
+/// decryption and decompression run off the runtime's threads.
 pub(crate) async fn segment_payload(store: &Store, seg: &SegmentRef) -> Result<Vec<u8>> {
     let bytes = store.get(&seg.key).await?;
-    let key = seg.key.clone();
-    off_runtime(&seg.key, move || {
-        let corrupt = |e| {
+    let corrupt = |key: String| {
+        move |e| {
             ShipperError::Restore(format!(
                 "{key} is corrupt: {e}; run logferry-shipper verify"
             ))
-        };
-        let segment = Segment::decode(bytes, &DecodeLimits::stored()).map_err(corrupt)?;
-        segment.payload().map_err(corrupt)
+        }
+    };
+    let decoding = corrupt(seg.key.clone());
+    let segment = off_runtime(&seg.key, move || {
+        Segment::decode(bytes, &DecodeLimits::stored()).map_err(decoding)
+    })
+    .await?;
+    crate::catalog::check_placed(&seg.key, &segment.header).map_err(|detail| {
+        ShipperError::Restore(format!(
+            "{} is misplaced: {detail}; run logferry-shipper verify",
+            seg.key
+        ))
+    })?;
+    let key = store
+        .keyring()
+        .segment_key(store, &seg.key, &segment.header)
+        .await?;
+    let opening = corrupt(seg.key.clone());
+    off_runtime(&seg.key, move || {
+        match &key {
+            Some(k) => segment.open(k),
+            None => segment.payload(),
+        }
+        .map_err(opening)
     })
     .await
 }
@@ -224,17 +245,31 @@ pub(crate) async fn snapshot_chunks<W>(
 where
     W: tokio::io::AsyncWrite + Unpin,
 {
+    // The manifest's MAC is checked before any chunk is read: a snapshot no key holder
+    // wrote is never loaded (a restore falls back to an older one, as for a corrupt chunk).
+    let epoch = store
+        .keyring()
+        .manifest_key(store, &manifest_key(&m.stream, &m.id), m)
+        .await?;
     let mut chunks = Box::pin(read_ahead(
         m.chunks.iter().cloned(),
         store.read_ahead(),
         |c| c.stored_bytes + c.plain_bytes,
-        |c| async move {
-            let key = chunk_key(&m.stream, &m.id, c.index);
-            let stored = store.get(&key).await?;
-            off_runtime(&key.clone(), move || {
-                open_chunk(&stored, &c).map_err(|source| ShipperError::Corrupt { key, source })
-            })
-            .await
+        |c| {
+            let epoch = epoch.clone();
+            async move {
+                let key = chunk_key(&m.stream, &m.id, c.index);
+                let stored = store.get(&key).await?;
+                let id = m.id.clone();
+                off_runtime(&key.clone(), move || {
+                    let sealing = epoch
+                        .as_deref()
+                        .map(|key| ChunkSealing { key, snapshot: &id });
+                    open_chunk(&stored, &c, sealing.as_ref())
+                        .map_err(|source| ShipperError::Corrupt { key, source })
+                })
+                .await
+            }
         },
     ));
     while let Some(plain) = chunks.next().await {

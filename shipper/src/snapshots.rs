@@ -13,6 +13,7 @@ use logferry_common::snapshot::{validate_id, SnapshotManifest};
 use logferry_common::StreamId;
 use sha2::{Digest, Sha256};
 
+use crate::capsules::UploadKeys;
 use crate::error::{Result, ShipperError};
 use crate::read_ahead::read_ahead;
 use crate::storage::{Store, Stored};
@@ -52,13 +53,15 @@ pub async fn put_chunk(
     put_once(store, &chunk_key(stream, id, index), body).await
 }
 
-/// Stores a manifest once every chunk it lists is stored with its size.
+/// Stores a manifest once every chunk it lists is stored with its size, and the key it
+/// names is admitted by `keys`.
 ///
 /// # Errors
 /// [`ShipperError::BadSnapshot`] for a malformed or incomplete manifest, as [`put_chunk`]
 /// otherwise.
 pub async fn put_manifest(
     store: &Store,
+    keys: &UploadKeys,
     stream: &StreamId,
     id: &str,
     body: Bytes,
@@ -72,6 +75,11 @@ pub async fn put_manifest(
             m.stream, m.id
         )));
     }
+    let key = m
+        .key_ref()
+        .map_err(|e| bad(format!("manifest of snapshot {id}: {e}")))?;
+    keys.admit(store, stream, key.as_ref(), &format!("snapshot {id}"))
+        .await?;
     m.position()
         .map_err(|e| bad(format!("manifest of snapshot {id}: {e}")))?;
     let stored = store.list(&snapshot_prefix(stream, id)).await?;
@@ -122,12 +130,21 @@ pub async fn list(store: &Store, stream: &StreamId) -> Result<Vec<SnapshotManife
         |obj| obj.size,
         |obj| async move {
             let bytes = store.get(&obj.key).await?;
-            SnapshotManifest::from_json(&bytes).map_err(|e| bad(format!("{}: {e}", obj.key)))
+            SnapshotManifest::from_json(&bytes)
+                .map(|m| (obj.key.clone(), m))
+                .map_err(|e| bad(format!("{}: {e}", obj.key)))
         },
     ));
     let mut out = Vec::new();
     while let Some(m) = read.next().await {
-        out.push(m.into_inner()?);
+        let (key, m) = m.into_inner()?;
+        // A manifest copied from another stream or snapshot (its MAC still holds) would
+        // send a restore to that snapshot's chunks: only one in its own place is listed.
+        if manifest_key(&m.stream, &m.id) == key {
+            out.push(m);
+        } else {
+            tracing::warn!(%key, stream = %m.stream, id = %m.id, "skipping a manifest stored under another snapshot's key");
+        }
     }
     out.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(out)

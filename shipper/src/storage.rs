@@ -14,6 +14,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutPayload};
 
 use crate::error::{Result, ShipperError};
+use crate::keyring::Keyring;
 use crate::read_ahead::ReadAhead;
 
 /// Outcome of a create-only put.
@@ -43,6 +44,9 @@ pub struct Store {
     url: String,
     endpoint: Option<String>,
     read_ahead: ReadAhead,
+    /// The keys reads open objects with. The store carries them because every reading
+    /// command reaches its objects through it; nothing is written with them.
+    keyring: Keyring,
 }
 
 impl Store {
@@ -107,6 +111,7 @@ impl Store {
             url: url.to_owned(),
             endpoint: cfg.endpoint.clone(),
             read_ahead: ReadAhead::DEFAULT,
+            keyring: Keyring::none(),
         })
     }
 
@@ -119,7 +124,19 @@ impl Store {
             url: "memory://".to_owned(),
             endpoint: None,
             read_ahead: ReadAhead::DEFAULT,
+            keyring: Keyring::new(None, true),
         }
+    }
+
+    /// This store, opening what it reads with `keyring`.
+    pub fn with_keyring(mut self, keyring: Keyring) -> Self {
+        self.keyring = keyring;
+        self
+    }
+
+    /// The keys reads open objects with.
+    pub fn keyring(&self) -> &Keyring {
+        &self.keyring
     }
 
     /// A failure of this store, said once with the store's name and the fix.
@@ -176,6 +193,35 @@ impl Store {
             .await
             .map_err(|e| self.failed(&e))?;
         got.bytes().await.map_err(|e| self.failed(&e))
+    }
+
+    /// Reads a whole object, `None` when there is none.
+    ///
+    /// # Errors
+    /// [`ShipperError::Store`] for anything but not found.
+    pub async fn get_if_any(&self, key: &str) -> Result<Option<Bytes>> {
+        match self.inner.get(&Path::from(key)).await {
+            Ok(got) => got.bytes().await.map(Some).map_err(|e| self.failed(&e)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.failed(&e)),
+        }
+    }
+
+    /// Replaces the object under `key` whole (a local directory writes a temporary file
+    /// and renames it): only `rotate-key` does, for key capsules.
+    ///
+    /// # Errors
+    /// [`ShipperError::Store`] when the store fails.
+    pub async fn replace(&self, key: &str, bytes: Bytes) -> Result<()> {
+        self.inner
+            .put_opts(
+                &Path::from(key),
+                PutPayload::from_bytes(bytes),
+                PutMode::Overwrite.into(),
+            )
+            .await
+            .map(drop)
+            .map_err(|e| self.failed(&e))
     }
 
     /// Reads the first `len` bytes of an object (or fewer if it is shorter).

@@ -21,6 +21,7 @@ pub(crate) fn ingest() -> Arc<Ingest> {
         metrics: Default::default(),
         limits: DecodeLimits::for_segments(1 << 20),
         verify_payload: true,
+        keys: crate::capsules::UploadKeys::new(true),
     })
 }
 

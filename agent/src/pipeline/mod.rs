@@ -39,6 +39,7 @@ use tracing::{error, info};
 
 use crate::backoff::Backoff;
 use crate::client::ShipperClient;
+use crate::encryption::Encryption;
 use crate::error::{AgentError, Result};
 use crate::exposure::Exposure;
 use crate::metrics::{self, Metrics};
@@ -90,7 +91,8 @@ pub async fn run(cfg: AgentConfig, shutdown: ShutdownRx) -> Result<()> {
             metrics.clone(),
         ));
     }
-    let client = ShipperClient::from_config(&cfg.shipper)?;
+    let encryption = Encryption::start(&cfg, Some(spool.clone())).await?;
+    let client = ShipperClient::from_config(&cfg.shipper)?.with_encryption(encryption);
     let retry = client.backoff();
     if let Err(e) = sources::recover_interrupted_snapshot(&cfg).await {
         error!(error = %e, "could not put back what an interrupted snapshot left behind (a paused replica)");
@@ -229,7 +231,13 @@ impl Shared<'_> {
             stop.clone(),
         );
         let (writes_tx, writes_rx) = mpsc::channel(WRITES_OUTSTANDING);
-        let seal_loop = seal_loop(jobs_rx, free_tx, writes_tx, cfg.segment.compression());
+        let seal_loop = seal_loop(
+            jobs_rx,
+            free_tx,
+            writes_tx,
+            cfg.segment.compression(),
+            self.client.encryption().map(|e| e.key().clone()),
+        );
         let spool_loop = spool_loop(
             writes_rx,
             &self.spool,

@@ -1,5 +1,9 @@
-//! The seal stage: compresses and hashes cut segments, in order, on one blocking thread.
+//! The seal stage: compresses, encrypts and hashes cut segments, in order, on one
+//! blocking thread.
 
+use std::sync::Arc;
+
+use logferry_common::crypto::EpochKey;
 use logferry_common::segment::Sealer;
 use logferry_common::{Compression, Segment};
 use tokio::sync::mpsc;
@@ -7,7 +11,7 @@ use tokio::sync::mpsc;
 use crate::error::{AgentError, Result};
 use crate::segmenter::SealJob;
 
-/// Seals cut segments in order (compression, sha256), hands the payload buffers back for
+/// Seals cut segments in order (compression, encryption under `key`, sha256), hands the payload buffers back for
 /// reuse and the sealed segments on to the spool loop. It runs on one blocking thread for
 /// the agent's lifetime rather than one per segment: every sealed segment is then allocated
 /// from (and freed back to) one malloc arena, so a freed segment's memory serves the next.
@@ -18,8 +22,9 @@ pub(super) async fn seal_loop(
     free: mpsc::Sender<Vec<u8>>,
     writes: mpsc::Sender<Segment>,
     compression: Compression,
+    key: Option<Arc<EpochKey>>,
 ) -> Result<()> {
-    let mut sealer = Sealer::new(compression)?;
+    let mut sealer = Sealer::new(compression)?.encrypting(key);
     tokio::task::spawn_blocking(move || {
         while let Some(job) = jobs.blocking_recv() {
             let segment = job.seal(&mut sealer)?;

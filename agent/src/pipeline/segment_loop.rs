@@ -205,7 +205,7 @@ mod tests {
         let text = format!(
             "[agent]\nstream = \"s\"\nspool_dir = \"{}\"\n\n[source]\ntype = \"mysql\"\n\
              url = \"mysql://u@127.0.0.1:1\"\nserver_id = 9\n\n[segment]\nmax_age_ms = {}\n\n\
-             [shipper]\nurl = \"https://127.0.0.1:1\"\n",
+             [shipper]\nurl = \"https://127.0.0.1:1\"\n\n[encryption]\ninsecure_plaintext = true\n",
             dir.join("spool").display(),
             AGE.as_millis()
         );

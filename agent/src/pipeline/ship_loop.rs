@@ -112,10 +112,21 @@ impl Uploader<'_> {
             return Ok(Upload::Damaged);
         };
         let meta = seg.header.meta.clone();
+        let epoch = seg.header.key_ref().map(|r| r.epoch);
         let body = seg.into_bytes();
         let mut failures = 0u32;
         loop {
-            match self.client.upload(&entry.name, body.clone()).await {
+            // The capsule of the segment's key goes first: the shipper refuses a segment
+            // whose key it does not hold.
+            let sent = match &epoch {
+                Some(epoch) => self.client.ensure_capsule(&meta.stream, epoch).await,
+                None => Ok(()),
+            };
+            let sent = match sent {
+                Ok(()) => self.client.upload(&entry.name, body.clone()).await,
+                Err(e) => Err(e),
+            };
+            match sent {
                 Ok(ack) => {
                     if failures > 0 {
                         info!(segment = %entry.name, "shipper reachable again");

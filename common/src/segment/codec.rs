@@ -1,8 +1,11 @@
 //! How a segment's payload is stored, and the sealer that compresses and hashes it.
 
+use std::sync::Arc;
+
 use sha2::{Digest, Sha256};
 
 use super::{Segment, SegmentMeta};
+use crate::crypto::EpochKey;
 use crate::{Error, Result};
 
 /// The zstd level the agent uses unless `segment.zstd_level` says otherwise. Compression is
@@ -83,6 +86,8 @@ pub const SPLIT_AT: usize = 1 << 20;
 /// have the kernel fault in) fresh ones each time.
 pub struct Sealer {
     codec: Codec,
+    /// The epoch key payloads are encrypted under; `None` stores them in clear.
+    key: Option<Arc<EpochKey>>,
     /// The two compressors; `None` when payloads are stored as they are.
     halves: Option<[Half; 2]>,
 }
@@ -135,6 +140,7 @@ impl std::fmt::Debug for Sealer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sealer")
             .field("codec", &self.codec)
+            .field("key", &self.key.as_ref().map(|k| k.key_ref().to_string()))
             .field(
                 "buffer_capacity",
                 &self.halves.as_ref().map(|[h, _]| h.out.capacity()),
@@ -151,32 +157,42 @@ impl Sealer {
     pub fn new(compression: Compression) -> Result<Self> {
         Ok(Sealer {
             codec: compression.codec(),
+            key: None,
             halves: Half::new(compression)?
                 .zip(Half::new(compression)?)
                 .map(|(a, b)| [a, b]),
         })
     }
 
-    /// Seals `payload` into an encoded segment (compressed, hashed).
+    /// The same sealer, encrypting every payload under `key` after compressing it.
+    pub fn encrypting(mut self, key: Option<Arc<EpochKey>>) -> Self {
+        self.key = key;
+        self
+    }
+
+    /// Seals `payload` into an encoded segment (compressed, encrypted when a key is set,
+    /// hashed).
     ///
     /// # Errors
     /// [`Error::Compress`] if compression fails; [`Error::Invalid`] if a position does not
     /// fit.
     pub fn seal(&mut self, meta: SegmentMeta, payload: &[u8]) -> Result<Segment> {
         let codec = self.codec;
+        let key = self.key.as_ref();
+        // Hashing the plaintext is needed only for a payload stored in clear.
+        let digest = || -> [u8; 32] { Sha256::digest(payload).into() };
         let Some([first, second]) = &mut self.halves else {
             // Stored as it is: assembled straight from the payload, with no copy in between.
-            let digest: [u8; 32] = Sha256::digest(payload).into();
-            return Segment::assemble(meta, codec, payload.len(), digest, &[payload]);
+            return Segment::assemble(meta, codec, payload.len(), digest, &[payload], key);
         };
         if payload.len() < SPLIT_AT {
             first.compress(payload)?;
-            let digest: [u8; 32] = Sha256::digest(payload).into();
-            return Segment::assemble(meta, codec, payload.len(), digest, &[&first.out]);
+            return Segment::assemble(meta, codec, payload.len(), digest, &[&first.out], key);
         }
         let (head, tail) = payload.split_at(payload.len() / 2);
-        let (head_done, tail_done, digest) = std::thread::scope(|s| {
-            let hashing = s.spawn(|| -> [u8; 32] { Sha256::digest(payload).into() });
+        let hash = key.is_none();
+        let (head_done, tail_done, sum) = std::thread::scope(|s| {
+            let hashing = s.spawn(move || hash.then(digest));
             let tail_done = s.spawn(|| second.compress(tail));
             let head_done = first.compress(head);
             (head_done, joined(tail_done), joined(hashing))
@@ -187,8 +203,9 @@ impl Sealer {
             meta,
             codec,
             payload.len(),
-            digest,
+            || sum.unwrap_or([0u8; 32]),
             &[&first.out, &second.out],
+            key,
         )
     }
 }

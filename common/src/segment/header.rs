@@ -1,6 +1,7 @@
 //! A segment's header: what it holds, and the bytes that say so.
 
 use super::Codec;
+use crate::crypto::{KeyRef, ENVELOPE_LEN};
 use crate::{Error, Position, Result, SourceKind, StreamId};
 
 /// What the agent knows about a segment's content before it is sealed.
@@ -41,16 +42,27 @@ pub struct SegmentHeader {
     pub meta: SegmentMeta,
     /// How the payload is stored.
     pub codec: Codec,
-    /// Id of the key that encrypts the payload; empty while encryption is not configured.
+    /// The key the payload is sealed under ([`KeyRef`], `MASTER/EPOCH`); empty for a
+    /// payload stored in clear.
     pub key_id: String,
-    /// Nonce of the payload encryption; empty while not encrypted.
+    /// The payload's envelope (data key salt and nonce); empty for a payload in clear.
     pub nonce: Vec<u8>,
     /// Length of the plaintext payload.
     pub payload_len: u64,
-    /// sha256 of the plaintext payload.
+    /// sha256 of the plaintext payload; all zeros when the payload is encrypted (a hash
+    /// of the plaintext in clear would confirm a guess of it; the AES-GCM tag checks the
+    /// payload instead).
     pub payload_sha256: [u8; 32],
     /// Length of the stored (compressed) payload.
     pub stored_len: u64,
+}
+
+impl SegmentHeader {
+    /// The key the payload is sealed under; `None` for a payload in clear.
+    pub fn key_ref(&self) -> Option<KeyRef> {
+        // The decoder accepted the header only with a valid reference.
+        KeyRef::parse(&self.key_id).ok()
+    }
 }
 
 pub(super) fn encode_header(h: &SegmentHeader, out: &mut Vec<u8>) -> Result<()> {
@@ -127,10 +139,17 @@ pub(super) fn decode_header(block: &[u8], version: u16) -> Result<SegmentHeader>
             "the open transaction starts after the end position {end}"
         )));
     }
-    if !key_id.is_empty() {
-        return Err(Error::corrupt(format!(
-            "payload is encrypted with key {key_id:?}, which this build cannot decrypt"
-        )));
+    match (key_id.is_empty(), nonce.len()) {
+        (true, 0) => {}
+        (true, _) => return Err(Error::corrupt("a nonce without a key id")),
+        (false, ENVELOPE_LEN) => {
+            KeyRef::parse(&key_id).map_err(|e| Error::corrupt(format!("header: {e}")))?;
+        }
+        (false, n) => {
+            return Err(Error::corrupt(format!(
+                "an envelope of {n} bytes, not {ENVELOPE_LEN}"
+            )))
+        }
     }
     Ok(SegmentHeader {
         meta: SegmentMeta {

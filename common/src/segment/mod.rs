@@ -17,14 +17,17 @@
 //!     last event time    i64
 //!     event count        u64
 //!     codec              u8      (0 = none, 1 = zstd, 2 = lz4 frames)
-//!     key id             str16   (empty = not encrypted; slot for envelope encryption)
-//!     nonce              bytes8  (u8 length + bytes)
+//!     key id             str16   (empty = in clear; else MASTER/EPOCH, see crypto)
+//!     nonce              bytes8  (u8 length + bytes: the envelope, 28 bytes, or none)
 //!     payload length     u64     (plaintext, uncompressed)
-//!     payload sha256     32
+//!     payload sha256     32      (of the plaintext; zeros when encrypted)
 //!     stored length      u64     (bytes of the stored payload that follows the header)
-//! payload      stored length bytes (compressed with the codec)
+//! payload      stored length bytes (compressed with the codec, then, when a key id is set,
+//!              AES-256-GCM encrypted with its 16-byte tag appended; the associated data
+//!              is every byte before the payload, so the header is authenticated too)
 //! trailer      32  sha256 of every byte above
 //! ```
+//! The trailer covers ciphertext: the shipper checks a segment whole without any key.
 //! `str16` is a u16 length followed by UTF-8. Decoding checks the total length exactly, the
 //! trailer before anything else is trusted, every length against [`DecodeLimits`], and the
 //! payload's sha256 after decompression. Bad bytes give [`Error::Corrupt`], never a panic.
@@ -42,6 +45,8 @@ mod codec;
 mod header;
 mod limits;
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
@@ -52,6 +57,8 @@ pub use self::limits::{
     max_payload_for, segment_bytes_for, DecodeLimits, DEFAULT_MAX_SEGMENT_BYTES,
     MAX_STORED_SEGMENT_BYTES,
 };
+use crate::crypto::seal::Envelope;
+use crate::crypto::{EpochKey, TAG_LEN};
 use crate::{Error, Result};
 
 const MAGIC: &[u8; 8] = b"LFSEG\0\0\x01";
@@ -88,15 +95,25 @@ impl Segment {
         meta: SegmentMeta,
         codec: Codec,
         payload_len: usize,
-        payload_sha256: [u8; 32],
+        payload_sha256: impl FnOnce() -> [u8; 32],
         stored_parts: &[&[u8]],
+        key: Option<&Arc<EpochKey>>,
     ) -> Result<Self> {
-        let stored_len: usize = stored_parts.iter().map(|p| p.len()).sum();
+        let compressed_len: usize = stored_parts.iter().map(|p| p.len()).sum();
+        let (key_id, envelope, payload_sha256, stored_len) = match key {
+            None => (String::new(), None, payload_sha256(), compressed_len),
+            Some(k) => (
+                k.key_ref().to_string(),
+                Some(Envelope::fresh()?),
+                [0u8; 32],
+                compressed_len + TAG_LEN,
+            ),
+        };
         let header = SegmentHeader {
             meta,
             codec,
-            key_id: String::new(),
-            nonce: Vec::new(),
+            key_id,
+            nonce: envelope.map(|e| e.as_bytes().to_vec()).unwrap_or_default(),
             payload_len: payload_len as u64,
             payload_sha256,
             stored_len: stored_len as u64,
@@ -111,6 +128,11 @@ impl Segment {
         let payload_offset = bytes.len();
         for part in stored_parts {
             bytes.extend_from_slice(part);
+        }
+        if let (Some(k), Some(envelope)) = (key, envelope) {
+            let (aad, payload) = bytes.split_at_mut(payload_offset);
+            let tag = k.seal_in_place(&envelope, aad, payload)?;
+            bytes.extend_from_slice(&tag);
         }
         let trailer: [u8; 32] = Sha256::digest(&bytes).into();
         bytes.extend_from_slice(&trailer);
@@ -158,6 +180,9 @@ impl Segment {
                 hex::encode(actual)
             )));
         }
+        if header.key_ref().is_some() && header.stored_len < TAG_LEN as u64 {
+            return Err(Error::corrupt("an encrypted payload shorter than its tag"));
+        }
         if header.payload_len > limits.max_payload_bytes {
             return Err(Error::corrupt(format!(
                 "payload of {} bytes exceeds the limit of {}",
@@ -179,12 +204,68 @@ impl Segment {
         decode_prefix_and_header(prefix).map(|(h, _)| h)
     }
 
-    /// Decompresses and checks the payload against the header's length and sha256.
+    /// Decompresses and checks a payload stored in clear against the header's length and
+    /// sha256.
     ///
     /// # Errors
+    /// [`Error::Key`] if the payload is encrypted (open it with [`Segment::open`]);
     /// [`Error::Corrupt`] if decompression fails or length/checksum differ.
     pub fn payload(&self) -> Result<Vec<u8>> {
-        let stored = &self.bytes[self.payload_offset..self.bytes.len() - TRAILER_LEN];
+        if let Some(r) = self.header.key_ref() {
+            return Err(Error::Key {
+                key_id: r.to_string(),
+                detail: format!("the payload is encrypted under key {r}; it needs that key"),
+            });
+        }
+        let plain = self.decompress(self.stored())?;
+        let sum: [u8; 32] = Sha256::digest(&plain).into();
+        if sum != self.header.payload_sha256 {
+            return Err(Error::corrupt("payload sha256 does not match the header"));
+        }
+        Ok(plain)
+    }
+
+    /// Decrypts (checking the tag over payload and header) and decompresses an encrypted
+    /// payload with its epoch key.
+    ///
+    /// # Errors
+    /// [`Error::Key`] if the payload is in clear or `key` is another stream's or epoch's;
+    /// [`Error::Corrupt`] if the tag does not match (altered, or not sealed by a key
+    /// holder) or decompression fails.
+    pub fn open(&self, key: &EpochKey) -> Result<Vec<u8>> {
+        let Some(r) = self.header.key_ref() else {
+            return Err(Error::Key {
+                key_id: key.key_ref().to_string(),
+                detail: "the payload is stored in clear, not encrypted".into(),
+            });
+        };
+        if r.epoch != key.epoch() || key.stream() != &self.header.meta.stream {
+            return Err(Error::Key {
+                key_id: r.to_string(),
+                detail: format!(
+                    "the payload is sealed under key {r} of stream {}, not {} of stream {}",
+                    self.header.meta.stream,
+                    key.key_ref(),
+                    key.stream()
+                ),
+            });
+        }
+        let envelope = Envelope::from_bytes(&self.header.nonce, "segment")?;
+        let mut sealed = self.stored().to_vec();
+        let compressed = key.open_in_place(
+            &envelope,
+            &self.bytes[..self.payload_offset],
+            &mut sealed,
+            "segment",
+        )?;
+        self.decompress(compressed)
+    }
+
+    fn stored(&self) -> &[u8] {
+        &self.bytes[self.payload_offset..self.bytes.len() - TRAILER_LEN]
+    }
+
+    fn decompress(&self, stored: &[u8]) -> Result<Vec<u8>> {
         let plain = match self.header.codec {
             Codec::None => stored.to_vec(),
             Codec::Zstd => zstd::bulk::decompress(stored, self.header.payload_len as usize)
@@ -197,10 +278,6 @@ impl Segment {
                 plain.len(),
                 self.header.payload_len
             )));
-        }
-        let sum: [u8; 32] = Sha256::digest(&plain).into();
-        if sum != self.header.payload_sha256 {
-            return Err(Error::corrupt("payload sha256 does not match the header"));
         }
         Ok(plain)
     }
@@ -271,6 +348,56 @@ mod tests {
         };
         let payload: Vec<u8> = (0..5000u32).flat_map(|i| i.to_le_bytes()).collect();
         Segment::seal(meta, &payload, Compression::default()).unwrap()
+    }
+
+    #[test]
+    fn an_encrypted_segment_opens_with_its_key_only_and_hides_its_payload() {
+        let stream = StreamId::new("db1").unwrap();
+        let key = Arc::new(EpochKey::generate(&stream, "main", 1).unwrap());
+        let payload = b"INSERT marker-7f3a INTO t".repeat(100_000);
+        for compression in [Compression::None, Compression::Zstd(1), Compression::Lz4] {
+            let mut sealer = Sealer::new(compression)
+                .unwrap()
+                .encrypting(Some(key.clone()));
+            for payload in [&payload[..25], &payload[..]] {
+                let seg = sealer.seal(sample().header.meta, payload).unwrap();
+                assert!(!seg.bytes().windows(11).any(|w| w == b"marker-7f3a"));
+                let back = Segment::decode(seg.bytes().to_vec(), &DecodeLimits::default()).unwrap();
+                assert_eq!(back.header.key_ref(), Some(key.key_ref()));
+                assert_eq!(back.header.payload_sha256, [0u8; 32]);
+                assert_eq!(back.open(&key).unwrap(), payload, "{compression:?}");
+                let err = back.payload().unwrap_err().to_string();
+                assert!(err.contains("encrypted under key main/"), "{err}");
+            }
+        }
+        let seg = Sealer::new(Compression::default())
+            .unwrap()
+            .encrypting(Some(key.clone()))
+            .seal(sample().header.meta, &payload)
+            .unwrap();
+        let other = EpochKey::generate(&stream, "main", 1).unwrap();
+        let err = seg.open(&other).unwrap_err().to_string();
+        assert!(err.contains("not main/"), "another epoch's key: {err}");
+        // The same epoch with other key bytes (a forged capsule): the tag refuses it.
+        let impostor = EpochKey::from_parts(
+            stream.clone(),
+            key.epoch().to_owned(),
+            "main".into(),
+            [7u8; 32],
+        );
+        let err = seg.open(&impostor).unwrap_err().to_string();
+        assert!(err.contains("fails its authentication"), "{err}");
+        // A flipped ciphertext byte, with the trailer made to match again (as someone
+        // writing into the bucket would): the tag still catches it.
+        let mut bytes = seg.bytes().to_vec();
+        let at = seg.payload_offset + 10;
+        bytes[at] ^= 0x40;
+        let body = bytes.len() - TRAILER_LEN;
+        let trailer: [u8; 32] = Sha256::digest(&bytes[..body]).into();
+        bytes[body..].copy_from_slice(&trailer);
+        let forged = Segment::decode(bytes, &DecodeLimits::default()).unwrap();
+        let err = forged.open(&key).unwrap_err().to_string();
+        assert!(err.contains("fails its authentication"), "{err}");
     }
 
     #[test]
@@ -510,6 +637,26 @@ mod tests {
                 let _ = seg.payload();
             }
             let _ = Segment::peek_header(&bytes);
+        }
+
+        /// An encrypted segment with one byte changed and its trailer made to match again
+        /// (what write access to the bucket allows): it never opens to a payload, whether
+        /// the byte is in the header (associated data), the envelope or the ciphertext.
+        #[test]
+        fn a_resealed_encrypted_segment_never_opens(at in 0usize..100_000, xor in 1u8..=255) {
+            let stream = StreamId::new("db1").unwrap();
+            let key = Arc::new(EpochKey::generate(&stream, "main", 1).unwrap());
+            let seg = Sealer::new(Compression::default()).unwrap().encrypting(Some(key.clone()))
+                .seal(sample().header.meta, b"INSERT INTO t VALUES (1)").unwrap();
+            let mut bytes = seg.bytes().to_vec();
+            let body = bytes.len() - TRAILER_LEN;
+            let i = 8 + at % (body - 8);
+            bytes[i] ^= xor;
+            let trailer: [u8; 32] = Sha256::digest(&bytes[..body]).into();
+            bytes[body..].copy_from_slice(&trailer);
+            if let Ok(forged) = Segment::decode(bytes, &DecodeLimits::default()) {
+                proptest::prop_assert!(forged.open(&key).is_err(), "byte {} changed, and it opened", i);
+            }
         }
 
         /// A valid segment with one byte changed, or cut short, or grown: refused, since the

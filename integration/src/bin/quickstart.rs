@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use logferry_integration::logferry::{Agent, AgentSettings, Shipper};
 use logferry_integration::mariadb::{MariaDb, Options};
-use logferry_integration::process::workspace_bin;
 use logferry_integration::workload;
 use mysql_async::prelude::Queryable;
 
@@ -106,14 +105,14 @@ async fn main() -> anyhow::Result<()> {
     let exposure = agent.metric("logferry_agent_rpo_exposure_seconds").await?;
     println!("  RPO exposure now {exposure:.2} s (nothing read is unshipped)");
 
-    let shipper_bin = workspace_bin("logferry-shipper")?;
+    let shipper_command = logferry_integration::logferry::shipper_command;
     for args in [vec!["ls", "--store"], vec!["verify", "--store"]] {
         println!(
             "\n$ logferry-shipper {} {}",
             args.join(" "),
             shipper.store_url()
         );
-        let out = std::process::Command::new(&shipper_bin)
+        let out = shipper_command()?
             .args(&args)
             .arg(shipper.store_url())
             .output()

@@ -9,7 +9,7 @@ use anyhow::Context;
 use logferry_common::{BinlogPos, Position, Segment, SegmentMeta, SourceKind, StreamId};
 use logferry_integration::logferry::{Agent, AgentSettings, Shipper};
 use logferry_integration::mariadb::MariaDb;
-use logferry_integration::process::{workspace_bin, Proc};
+use logferry_integration::process::Proc;
 use logferry_integration::store;
 use logferry_integration::wait_for;
 
@@ -117,7 +117,7 @@ pub fn shipper_cli(args: &[&str]) -> anyhow::Result<(i32, String)> {
 /// output); returns (exit code, its output).
 pub fn shipper_cli_within(args: &[&str], limit: Duration) -> anyhow::Result<(i32, String)> {
     let log = tempfile::NamedTempFile::new()?;
-    let mut cmd = std::process::Command::new(workspace_bin("logferry-shipper")?);
+    let mut cmd = logferry_integration::logferry::shipper_command()?;
     cmd.args(args);
     let mut p = Proc::spawn("logferry-shipper", cmd, log.path())?;
     let status = p.wait_within(limit)?;
@@ -175,6 +175,12 @@ pub fn snapshot_id(out: &str) -> anyhow::Result<String> {
 
 /// A small valid segment of stream `garbage-test` with one QUERY event starting at `start`.
 pub fn segment(start: u64, body: &[u8]) -> Segment {
+    segment_at("garbage-test", "mysql-bin.000001", start, body)
+}
+
+/// A small valid segment in clear of `stream` with one QUERY event starting at `start` of
+/// binlog `file`: what anyone can write without a key.
+pub fn segment_at(stream: &str, file: &str, start: u64, body: &[u8]) -> Segment {
     let size = 19 + body.len() as u32;
     let mut ev = Vec::new();
     ev.extend_from_slice(&1_700_000_000u32.to_le_bytes());
@@ -187,10 +193,10 @@ pub fn segment(start: u64, body: &[u8]) -> Segment {
     let mut p = logferry_common::format::mysql::PayloadBuilder::default();
     p.push_event(&ev);
     let meta = SegmentMeta {
-        stream: StreamId::new("garbage-test").unwrap_or_else(|e| panic!("{e}")),
+        stream: StreamId::new(stream).unwrap_or_else(|e| panic!("{e}")),
         source: SourceKind::Mysql,
-        start: Position::Mysql(BinlogPos::new("mysql-bin.000001", start).unwrap()),
-        end: Position::Mysql(BinlogPos::new("mysql-bin.000001", start + u64::from(size)).unwrap()),
+        start: Position::Mysql(BinlogPos::new(file, start).unwrap()),
+        end: Position::Mysql(BinlogPos::new(file, start + u64::from(size)).unwrap()),
         open_trx: None,
         first_event_ms: 1,
         last_event_ms: 2,

@@ -1,5 +1,6 @@
 //! `verify`: checks every stream's chain and snapshots from the object store alone (no
-//! shipper needed): each segment decodes, its trailer and payload checksums match, its key
+//! shipper needed): each segment decodes, its trailer matches, its payload opens with its
+//! key (the AES-GCM tag over payload and header) or, in clear, matches its sha256, its key
 //! matches its header, its events run unbroken from its start to its end, and each segment
 //! starts where the previous one ended; [`snapshots`] checks every snapshot's manifest and
 //! chunks and where it stands in the chain.
@@ -18,7 +19,7 @@ use logferry_common::{DecodeLimits, Position, Segment, SegmentHeader, StreamId};
 use crate::sources;
 
 use crate::catalog::segment_ref;
-use crate::error::Result;
+use crate::error::{Result, ShipperError};
 use crate::read_ahead::read_ahead;
 use crate::restore::off_runtime;
 use crate::storage::{Listed, Store};
@@ -38,6 +39,10 @@ pub enum ProblemKind {
     Unreadable,
     /// A snapshot's manifest names a chunk that is not stored.
     Incomplete,
+    /// The object was not written by a holder of the stream's key: a manifest or drill
+    /// record whose MAC fails, an object in clear in an encrypted store, a key reference
+    /// with no capsule.
+    Unauthentic,
 }
 
 impl fmt::Display for ProblemKind {
@@ -49,6 +54,7 @@ impl fmt::Display for ProblemKind {
             ProblemKind::Misnamed => "MISNAMED",
             ProblemKind::Unreadable => "UNREADABLE",
             ProblemKind::Incomplete => "INCOMPLETE",
+            ProblemKind::Unauthentic => "UNAUTHENTIC",
         })
     }
 }
@@ -125,17 +131,17 @@ pub async fn verify(
             |seg| seg.size,
             |seg| async move {
                 let checked = match store.get(&seg.key).await {
-                    Ok(bytes) => off_runtime(&seg.key, move || Ok(check_segment(bytes)))
-                        .await
-                        .unwrap_or_else(|e| Err(e.to_string()))
-                        .map_err(|detail| (ProblemKind::Corrupt, detail)),
-                    Err(e) => Err((ProblemKind::Unreadable, e.to_string())),
+                    Ok(bytes) => check_stored(store, &seg.key, bytes).await,
+                    Err(e) => Ok(Err((ProblemKind::Unreadable, e.to_string()))),
                 };
                 (seg, checked)
             },
         ));
         while let Some(item) = checked.next().await {
             let (seg_ref, checked) = item.into_inner();
+            // A key that is not configured or not the right one stops the check: nothing
+            // encrypted could be checked, and the message names the key.
+            let checked = checked?;
             let key = seg_ref.key.clone();
             bar.inc(seg_ref.size);
             r.segments += 1;
@@ -148,18 +154,9 @@ pub async fn verify(
                 }
             };
             let m = &header.meta;
-            if m.stream.as_str() != stream
-                || m.start.sort_key() != seg_ref.start_key
-                || m.end.sort_key() != seg_ref.end_key
-            {
-                r.problems.push(problem(
-                    &key,
-                    ProblemKind::Misnamed,
-                    format!(
-                        "header says stream {} {} .. {}, the key says otherwise",
-                        m.stream, m.start, m.end
-                    ),
-                ));
+            if let Err(detail) = crate::catalog::check_placed(&key, &header) {
+                r.problems
+                    .push(problem(&key, ProblemKind::Misnamed, detail));
                 continue;
             }
             if let Some((prev_key, prev)) = &prev_end {
@@ -196,6 +193,13 @@ pub async fn verify(
         }
         if let Ok(id) = StreamId::new(&stream) {
             let checked = snapshots::check(store, &id, others, first_start.as_ref(), bar).await;
+            if let Some(e) = checked.fatal {
+                return Err(e);
+            }
+            for (key, why) in crate::drill_record::check(store, &id).await? {
+                r.problems
+                    .push(problem(&key, ProblemKind::Unauthentic, why));
+            }
             r.snapshots = checked.snapshots;
             r.problems.extend(checked.problems);
             r.orphans = checked.orphans;
@@ -213,18 +217,68 @@ pub(crate) fn problem(key: &str, kind: ProblemKind, detail: String) -> Problem {
     }
 }
 
-/// Fully validates one encoded segment, including its payload's inner structure.
-fn check_segment(bytes: Bytes) -> std::result::Result<SegmentHeader, String> {
-    let seg = Segment::decode(bytes, &DecodeLimits::stored()).map_err(|e| e.to_string())?;
-    let payload = seg.payload().map_err(|e| e.to_string())?;
-    let m = &seg.header.meta;
-    let n =
-        sources::check_payload(m.source, &payload, &m.start, &m.end).map_err(|e| e.to_string())?;
-    if n != m.event_count {
-        return Err(format!(
-            "payload holds {n} events, header says {}",
-            m.event_count
-        ));
+/// What checking one object found: its header, or the problem.
+type Checked<T> = std::result::Result<T, (ProblemKind, String)>;
+
+/// Fully validates one encoded segment: trailer, key, payload (decrypted with its epoch
+/// key, or in clear where that is accepted) and the payload's inner structure.
+///
+/// # Errors
+/// [`ShipperError::Key`] when a master key is missing or wrong (the check cannot go on).
+async fn check_stored(store: &Store, key: &str, bytes: Bytes) -> Result<Checked<SegmentHeader>> {
+    let corrupt = |e: logferry_common::Error| (ProblemKind::Corrupt, e.to_string());
+    let seg = match off_runtime(key, move || {
+        Ok(Segment::decode(bytes, &DecodeLimits::stored()))
+    })
+    .await?
+    {
+        Ok(seg) => seg,
+        Err(e) => return Ok(Err(corrupt(e))),
+    };
+    let epoch = match store.keyring().segment_key(store, key, &seg.header).await {
+        Ok(k) => k,
+        Err(ShipperError::Corrupt {
+            key: object,
+            source,
+        }) => {
+            return Ok(Err((
+                ProblemKind::Unauthentic,
+                unauthentic(key, &object, &source),
+            )))
+        }
+        Err(e) => return Err(e),
+    };
+    off_runtime(key, move || {
+        let payload = match &epoch {
+            Some(k) => seg.open(k),
+            None => seg.payload(),
+        };
+        let checked = payload.map_err(|e| e.to_string()).and_then(|payload| {
+            let m = &seg.header.meta;
+            let n = sources::check_payload(m.source, &payload, &m.start, &m.end)
+                .map_err(|e| e.to_string())?;
+            if n == m.event_count {
+                Ok(())
+            } else {
+                Err(format!(
+                    "payload holds {n} events, header says {}",
+                    m.event_count
+                ))
+            }
+        });
+        Ok(checked
+            .map(|()| seg.header)
+            .map_err(|detail| (ProblemKind::Corrupt, detail)))
+    })
+    .await
+}
+
+/// The detail of an object found unauthentic because of `object` (itself, or the capsule
+/// it names).
+pub(crate) fn unauthentic(key: &str, object: &str, source: &logferry_common::Error) -> String {
+    if key == object {
+        source.to_string()
+    } else {
+        format!("{object}: {source}")
     }
-    Ok(seg.header)
 }

@@ -1,19 +1,24 @@
-//! The snapshot half of `verify`: every manifest parses and names chunks 1..=n, each
-//! stored at its size and passing both checksums (stored and plain bytes); each snapshot
+//! The snapshot half of `verify`: every manifest parses, passes its MAC and names chunks
+//! 1..=n, each stored at its size and passing its checksums (stored bytes, the AES-GCM
+//! tag, plain bytes); each snapshot
 //! has a stored chain that does not start after it, so a restore from it can replay;
 //! chunks that no manifest names (a snapshot that did not finish, or one still uploading)
 //! are orphans, reported apart and removable ([`remove_orphans`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use futures::StreamExt;
 use indicatif::ProgressBar;
-use logferry_common::keys::{chunk_key, is_manifest_name, parse_snapshot_key, snapshot_prefix};
-use logferry_common::snapshot::{open_chunk, ChunkInfo, SnapshotManifest};
+use logferry_common::crypto::EpochKey;
+use logferry_common::keys::{
+    chunk_key, is_manifest_name, manifest_key, parse_snapshot_key, snapshot_prefix,
+};
+use logferry_common::snapshot::{open_chunk, ChunkInfo, ChunkSealing, SnapshotManifest};
 use logferry_common::{Position, StreamId};
 
-use super::{problem, Problem, ProblemKind};
-use crate::error::Result;
+use super::{problem, unauthentic, Problem, ProblemKind};
+use crate::error::{Result, ShipperError};
 use crate::read_ahead::read_ahead;
 use crate::restore::off_runtime;
 use crate::storage::{Listed, Store};
@@ -38,6 +43,8 @@ pub struct Checked {
     pub snapshots: u64,
     /// Problems found (in the snapshots that have a manifest).
     pub problems: Vec<Problem>,
+    /// A key that is not configured or not the right one: the check stopped there.
+    pub fatal: Option<ShipperError>,
     /// Objects no manifest names, per snapshot id.
     pub orphans: Vec<Orphans>,
 }
@@ -76,6 +83,24 @@ pub async fn check(
                 continue;
             }
         };
+        let epoch = match store.keyring().manifest_key(store, &manifest.key, &m).await {
+            Ok(k) => k,
+            Err(ShipperError::Corrupt {
+                key: object,
+                source,
+            }) => {
+                out.problems.push(problem(
+                    &manifest.key,
+                    ProblemKind::Unauthentic,
+                    unauthentic(&manifest.key, &object, &source),
+                ));
+                continue;
+            }
+            Err(e) => {
+                out.fatal = Some(e);
+                return out;
+            }
+        };
         let named: HashSet<String> = m
             .chunks
             .iter()
@@ -91,7 +116,7 @@ pub async fn check(
         }
         check_numbering(&m, &manifest.key, &mut out.problems);
         check_position(&m, &manifest.key, chain_start, &mut out.problems);
-        check_chunks(store, &m, &objects, bar, &mut out.problems).await;
+        check_chunks(store, &m, epoch, &objects, bar, &mut out.problems).await;
     }
     out
 }
@@ -116,8 +141,19 @@ async fn read_manifest(store: &Store, key: &str) -> Result<SnapshotManifest, Pro
         .get(key)
         .await
         .map_err(|e| problem(key, ProblemKind::Unreadable, e.to_string()))?;
-    SnapshotManifest::from_json(&bytes)
-        .map_err(|e| problem(key, ProblemKind::Corrupt, e.to_string()))
+    let m = SnapshotManifest::from_json(&bytes)
+        .map_err(|e| problem(key, ProblemKind::Corrupt, e.to_string()))?;
+    if manifest_key(&m.stream, &m.id) != key {
+        return Err(problem(
+            key,
+            ProblemKind::Misnamed,
+            format!(
+                "the manifest is snapshot {} of stream {}, stored elsewhere",
+                m.id, m.stream
+            ),
+        ));
+    }
+    Ok(m)
 }
 
 /// A manifest names chunks 1..=n, at least one: anything else lost or invented a chunk.
@@ -185,6 +221,7 @@ fn check_position(
 async fn check_chunks(
     store: &Store,
     m: &SnapshotManifest,
+    epoch: Option<Arc<EpochKey>>,
     objects: &[Listed],
     bar: &ProgressBar,
     problems: &mut Vec<Problem>,
@@ -217,18 +254,27 @@ async fn check_chunks(
         present,
         store.read_ahead(),
         |(_, c): &(String, ChunkInfo)| c.stored_bytes.saturating_add(c.plain_bytes),
-        |(key, c)| async move {
-            let size = c.stored_bytes;
-            let checked = match store.get(&key).await {
-                Ok(stored) => off_runtime(&key, move || {
-                    Ok(open_chunk(&stored, &c).map(drop).map_err(|e| e.to_string()))
-                })
-                .await
-                .unwrap_or_else(|e| Err(e.to_string()))
-                .map_err(|detail| (ProblemKind::Corrupt, detail)),
-                Err(e) => Err((ProblemKind::Unreadable, e.to_string())),
-            };
-            (key, size, checked)
+        |(key, c)| {
+            let epoch = epoch.clone();
+            let id = m.id.clone();
+            async move {
+                let size = c.stored_bytes;
+                let checked = match store.get(&key).await {
+                    Ok(stored) => off_runtime(&key, move || {
+                        let sealing = epoch
+                            .as_deref()
+                            .map(|key| ChunkSealing { key, snapshot: &id });
+                        Ok(open_chunk(&stored, &c, sealing.as_ref())
+                            .map(drop)
+                            .map_err(|e| e.to_string()))
+                    })
+                    .await
+                    .unwrap_or_else(|e| Err(e.to_string()))
+                    .map_err(|detail| (ProblemKind::Corrupt, detail)),
+                    Err(e) => Err((ProblemKind::Unreadable, e.to_string())),
+                };
+                (key, size, checked)
+            }
         },
     ));
     while let Some(item) = opened.next().await {
@@ -304,7 +350,7 @@ mod tests {
         .into_iter()
         .enumerate()
         {
-            let (stored, info) = seal_chunk(i as u32 + 1, text).unwrap();
+            let (stored, info) = seal_chunk(i as u32 + 1, text, None).unwrap();
             let key = chunk_key(&stream(), id, info.index);
             store.put_new(&key, Bytes::from(stored)).await.unwrap();
             chunks.push(info);
@@ -322,6 +368,8 @@ mod tests {
                 users: false,
                 accounts_left_out: Vec::new(),
             }),
+            key: None,
+            mac: None,
         };
         let body = serde_json::to_vec(&m).unwrap();
         store
@@ -399,7 +447,7 @@ mod tests {
     async fn chunks_no_manifest_names_are_orphans_not_problems() {
         let store = Store::in_memory();
         snapshot(&store, "0000000000001", 400).await;
-        let (stored, _) = seal_chunk(1, b"half").unwrap();
+        let (stored, _) = seal_chunk(1, b"half", None).unwrap();
         let unfinished = chunk_key(&stream(), "0000000000002", 1);
         store
             .put_new(&unfinished, Bytes::from(stored))
@@ -440,7 +488,7 @@ mod tests {
         let put_half = |id: &'static str| {
             let store = store.clone();
             async move {
-                let (stored, _) = seal_chunk(1, b"half").unwrap();
+                let (stored, _) = seal_chunk(1, b"half", None).unwrap();
                 let key = chunk_key(&stream(), id, 1);
                 store.put_new(&key, Bytes::from(stored)).await.unwrap();
                 key

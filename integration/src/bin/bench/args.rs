@@ -28,6 +28,8 @@ pub(crate) enum Scope {
     BigTrx,
     /// Only the latency runs; their section of the results file is rewritten.
     Latency,
+    /// Only the cost of encryption, on the first size; printed only.
+    Encryption,
 }
 
 pub(crate) fn args() -> anyhow::Result<Args> {
@@ -59,9 +61,10 @@ pub(crate) fn args() -> anyhow::Result<Args> {
             "--big-trx-mb" => a.big_trx_mb = value()?.parse()?,
             "--big-trx-only" => a.scope = Scope::BigTrx,
             "--latency-only" => a.scope = Scope::Latency,
+            "--encryption-only" => a.scope = Scope::Encryption,
             "--help" | "-h" => {
                 println!(
-                    "logferry-bench [--sizes 200,1000] [--repeat 3] [--rpo-seconds 180] [--rpo-rate 2000] [--out BENCHMARKS.md] [--big-trx-mb 2048] [--ship-only | --sizes-only | --big-trx-only | --latency-only]\n\
+                    "logferry-bench [--sizes 200,1000] [--repeat 3] [--rpo-seconds 180] [--rpo-rate 2000] [--out BENCHMARKS.md] [--big-trx-mb 2048] [--ship-only | --sizes-only | --big-trx-only | --latency-only | --encryption-only]\n\
                      Runs every comparison with the stock tools and rewrites the results file.\n\
                      Each size is run on two data sets: text rows (the worst case for compressors)\n\
                      and order rows (numbers, codes, dates, updates with full row images).\n\
@@ -73,7 +76,9 @@ pub(crate) fn args() -> anyhow::Result<Args> {
                      the memory table measures (agent, shipper, and the stock raw copy of it).\n\
                      --big-trx-only: only that run, printed, the file left alone.\n\
                      --latency-only: only the catch-up and read runs through an added round trip;\n\
-                     their section of the results file is rewritten, the rest left alone."
+                     their section of the results file is rewritten, the rest left alone.\n\
+                     --encryption-only: agent CPU and sealer speed with and without encryption on\n\
+                     the first size's text rows, printed as a section for the results file."
                 );
                 std::process::exit(0);
             }

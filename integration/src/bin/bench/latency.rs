@@ -6,14 +6,12 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use logferry_integration::delay_proxy::DelayProxy;
 use logferry_integration::logferry::{Agent, Shipper};
 use logferry_integration::mariadb::{MariaDb, Options};
-use logferry_integration::process::workspace_bin;
 use logferry_integration::s3::S3Server;
 use logferry_integration::store;
 use mysql_async::prelude::Queryable;
@@ -151,7 +149,7 @@ pub(crate) async fn latency_run(work: &Path) -> anyhow::Result<LatencyResults> {
         for n in READS {
             let per_1000 = |secs: f64| secs * 1000.0 / segments.max(1) as f64;
             let run = |args: &[&str]| -> anyhow::Result<f64> {
-                let mut cmd = Command::new(workspace_bin("logferry-shipper")?);
+                let mut cmd = logferry_integration::logferry::shipper_command()?;
                 cmd.args(args)
                     .args(["--store", url, "--stream", STREAM])
                     .args(["--reads-in-flight", &n.to_string()])

@@ -15,6 +15,7 @@
 
 mod args;
 mod data;
+mod encryption;
 mod latency;
 mod memory;
 mod report;
@@ -64,6 +65,11 @@ async fn main() -> anyhow::Result<()> {
         let previous = std::fs::read_to_string(&a.out).unwrap_or_default();
         std::fs::write(&a.out, replace_latency_section(&previous, &section))?;
         println!("wrote the latency section of {}", a.out.display());
+        return Ok(());
+    }
+    if a.scope == Scope::Encryption {
+        let size = a.sizes_mb.first().copied().unwrap_or(200);
+        encryption::encryption_run(work.path(), size, a.repeat).await?;
         return Ok(());
     }
     if a.scope == Scope::BigTrx {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use logferry_integration::logferry::{Agent, AgentSettings, Shipper};
 use logferry_integration::mariadb::{MariaDb, Options};
-use logferry_integration::process::{self, workspace_bin};
+use logferry_integration::process;
 use logferry_integration::store;
 use mysql_async::prelude::Queryable;
 
@@ -372,7 +372,7 @@ pub(crate) async fn size_run(
         return Ok(result);
     }
 
-    let shipper_bin = workspace_bin("logferry-shipper")?;
+    let shipper_command = logferry_integration::logferry::shipper_command;
     let store = final_dir.join("store");
     let mut restore = Vec::new();
     let mut restore_keep = Vec::new();
@@ -382,7 +382,7 @@ pub(crate) async fn size_run(
     for r in 0..repeat {
         let target = MariaDb::start(Options::without_binlog(30 + r as u32)).await?;
         let started = Instant::now();
-        let mut cmd = Command::new(&shipper_bin);
+        let mut cmd = shipper_command()?;
         cmd.args(["restore", "--stream", STREAM, "--to", "latest", "--store"])
             .arg(&store)
             .arg("--target")
@@ -400,7 +400,7 @@ pub(crate) async fn size_run(
         let target = MariaDb::start(Options::without_binlog(50 + r as u32)).await?;
         let t = run_timed(
             "logferry-shipper restore --keep-durability",
-            Command::new(&shipper_bin)
+            shipper_command()?
                 .args([
                     "restore",
                     "--keep-durability",

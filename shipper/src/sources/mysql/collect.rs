@@ -419,7 +419,9 @@ mod tests {
     /// T2 (GTID at 200 s, commit at 300 s) runs through all of segment B into C, which ends
     /// with T3 (commit at 400 s). With `whole` false, C is not stored.
     async fn three_segments(dir: &std::path::Path, whole: bool) -> (Store, Log, u64) {
-        let store = Store::open(&StoreConfig::from_url(dir.to_str().unwrap())).unwrap();
+        let store = Store::open(&StoreConfig::from_url(dir.to_str().unwrap()))
+            .unwrap()
+            .with_keyring(crate::keyring::Keyring::new(None, true));
         let mut log = Log::default();
         log.trx(1, 100, 1, 100);
         let t2 = log.trx(2, 200, 6, 300);
