@@ -73,10 +73,8 @@ impl EncryptionSection {
             validate_master_id(id).map_err(|e| invalid(&name, e.to_string()))?;
             match (&source.file, &source.env) {
                 (Some(file), None) => {
-                    let abs = std::path::absolute(file).unwrap_or_else(|_| file.clone());
-                    if let Some(dir) = data_dirs.iter().find(|d| {
-                        abs.starts_with(std::path::absolute(d).unwrap_or_else(|_| d.to_path_buf()))
-                    }) {
+                    let at = resolved(file);
+                    if let Some(dir) = data_dirs.iter().find(|d| at.starts_with(resolved(d))) {
                         return Err(invalid(
                             &format!("{name}.file"),
                             format!(
@@ -110,6 +108,26 @@ impl EncryptionSection {
     }
 }
 
+/// `path` made absolute, with its longest existing ancestor's links and `..` resolved, so
+/// that `/tmp/../data/spool/k` is seen inside `/data/spool`.
+fn resolved(path: &Path) -> PathBuf {
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut existing = abs.as_path();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name);
+                existing = parent;
+            }
+            _ => break,
+        }
+    }
+    let mut out = std::fs::canonicalize(existing).unwrap_or_else(|_| existing.to_path_buf());
+    out.extend(rest.iter().rev());
+    out
+}
+
 impl KeySource {
     fn location(&self) -> Option<KeyLocation> {
         match (&self.file, &self.env) {
@@ -138,6 +156,10 @@ mod tests {
             ("[keys.\"a/b\"]\nenv = \"K\"", "encryption.keys.a/b"),
             (
                 "key_id = \"a\"\n[keys.a]\nfile = \"/data/spool/k\"",
+                "encryption.keys.a.file",
+            ),
+            (
+                "key_id = \"a\"\n[keys.a]\nfile = \"/tmp/../data/spool/k\"",
                 "encryption.keys.a.file",
             ),
             (

@@ -91,6 +91,9 @@ pub struct Status {
     pub tokens_required: bool,
     /// Whether requests are audited.
     pub audited: bool,
+    /// Whether segments and snapshots in clear are accepted
+    /// (`encryption.insecure_plaintext`).
+    pub plaintext_accepted: bool,
     /// What is unsafe about this configuration, in words; empty when nothing is.
     pub warnings: Vec<String>,
 }
@@ -113,6 +116,7 @@ impl Gate {
             transport: self.transport,
             tokens_required: !self.auth.is_open(),
             audited: self.audit.is_some(),
+            plaintext_accepted: false,
             warnings,
         }
     }
@@ -280,7 +284,12 @@ pub fn router(
     max_uploads: usize,
     upload_timeout: Duration,
 ) -> Router {
-    let status = Json(gate.status());
+    let mut status = gate.status();
+    if state.keys.accepts_plaintext() {
+        status.plaintext_accepted = true;
+        status.warnings.push("encryption.insecure_plaintext: segments and snapshots in clear are accepted and stored, readable by anyone with the bucket".into());
+    }
+    let status = Json(status);
     let permits = Arc::new(Semaphore::new(max_uploads.max(1)));
     let uploads = Router::new()
         .route(SEGMENTS_PATH, post(put_segment))
@@ -734,11 +743,14 @@ mod tests {
         assert_eq!(status, StatusCode::OK);
         let said: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(said["transport"], "tls");
+        // Only that this test's ingest takes its hand-made segments in clear.
+        assert_eq!(said["plaintext_accepted"], true);
         assert_eq!(
-            said["warnings"],
-            serde_json::json!([]),
-            "nothing unsafe: {body}"
+            said["warnings"].as_array().map(Vec::len),
+            Some(1),
+            "nothing else unsafe: {body}"
         );
+        assert!(body.contains("encryption.insecure_plaintext"), "{body}");
 
         // 11 requests audited (health is not), refusals with their reason, no secret.
         assert!(gate_audit.flush(Duration::from_secs(30)));

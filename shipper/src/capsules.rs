@@ -32,6 +32,11 @@ impl UploadKeys {
         }
     }
 
+    /// Whether uploads in clear are accepted.
+    pub fn accepts_plaintext(&self) -> bool {
+        self.accept_plaintext
+    }
+
     /// Stores the capsule of `epoch` of `stream` once. A capsule already stored there is
     /// kept and the upload answered as a duplicate: a capsule is never replaced through
     /// the API (a stolen ship token must not be able to destroy a key), and after a

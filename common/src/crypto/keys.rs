@@ -3,6 +3,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use zeroize::{Zeroize, Zeroizing};
+
 use crate::{Error, Result, StreamId};
 
 /// Bytes of every key (AES-256).
@@ -77,6 +79,18 @@ impl MasterKey {
 
     pub(super) fn bytes(&self) -> &[u8; KEY_LEN] {
         &self.bytes
+    }
+}
+
+impl Drop for MasterKey {
+    fn drop(&mut self) {
+        self.bytes.zeroize();
+    }
+}
+
+impl Drop for EpochKey {
+    fn drop(&mut self) {
+        self.bytes.zeroize();
     }
 }
 
@@ -297,16 +311,18 @@ impl KeyProvider for FileKeyProvider {
         match location {
             KeyLocation::File(path) => {
                 check_mode(id, path)?;
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    unusable(format!(
-                        "master key {id:?}: cannot read {}: {e}",
-                        path.display()
-                    ))
-                })?;
+                let text = std::fs::read_to_string(path)
+                    .map(Zeroizing::new)
+                    .map_err(|e| {
+                        unusable(format!(
+                            "master key {id:?}: cannot read {}: {e}",
+                            path.display()
+                        ))
+                    })?;
                 MasterKey::from_text(id, &text, &path.display().to_string())
             }
             KeyLocation::Env(var) => {
-                let text = std::env::var(var).map_err(|_| {
+                let text = std::env::var(var).map(Zeroizing::new).map_err(|_| {
                     unusable(format!(
                         "master key {id:?}: the environment variable {var} is not set"
                     ))
@@ -390,6 +406,12 @@ mod tests {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         }
         provider.master_key("k").unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let err = provider.master_key("k").unwrap_err().to_string();
+        assert!(
+            err.contains("\"k\": cannot read") && err.contains("k.key"),
+            "{err}"
+        );
         let err = provider.master_key("other").unwrap_err().to_string();
         assert!(
             err.contains("\"other\" is not configured (configured: k)"),

@@ -118,7 +118,7 @@ pub(crate) async fn encryption_run(work: &Path, size_mb: u64, repeat: usize) -> 
     let (cpu_sealed, cpu_clear) = (cpu(&sealed), cpu(&clear));
     println!(
         "\n### Encryption\n\n`scripts/bench --encryption-only --sizes {size_mb} --repeat {repeat}`: {:.0} MiB of binlog (text rows) shipped by an agent that encrypts every payload (AES-256-GCM, the default) and by one that stores them in clear (`encryption.insecure_plaintext`), taking turns; medians of {repeat} runs. The sealer alone: zstd 1 in 8 MiB segments on this machine's cores, best of 3 passes.\n\n\
-| | encrypted | in clear | cost |\n|---|---:|---:|---:|\n\
+| | encrypted | in clear | more with encryption (negative: less) |\n|---|---:|---:|---:|\n\
 | agent CPU s | {cpu_sealed:.2} | {cpu_clear:.2} | {:+.1}% |\n\
 | ship time s | {:.2} | {:.2} | {:+.1}% |\n\
 | sealer MiB/s | {sealed_rate:.0} | {plain_rate:.0} | {:+.1}% |\n",
