@@ -106,6 +106,7 @@ impl SnapshotUpload {
             content,
             key: None,
             mac: None,
+            stored_form: Default::default(),
         };
         if let Some(enc) = self.client.encryption() {
             manifest.sign(enc.key())?;

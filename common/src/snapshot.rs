@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::crypto::seal::Envelope;
-use crate::crypto::{EpochKey, KeyRef, ENVELOPE_LEN};
+use crate::crypto::{canonical_json, EpochKey, KeyRef, ENVELOPE_LEN};
 
 pub use crate::format::mysql::snapshot::{MysqlSnapshot, TableInfo};
 use crate::{Error, Position, Result, SourceKind, StreamId};
@@ -55,7 +55,24 @@ pub struct SnapshotManifest {
     /// can write one that passes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
+    /// What the MAC covers, as read from the store ([`canonical_json`]); empty for a
+    /// manifest made here, whose form is taken from the struct.
+    #[serde(skip)]
+    pub stored_form: StoredForm,
 }
+
+/// The canonical form of a record as stored. It never makes two records differ: equal
+/// content is equal, however it was stored.
+#[derive(Debug, Clone, Default)]
+pub struct StoredForm(Vec<u8>);
+
+impl PartialEq for StoredForm {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for StoredForm {}
 
 /// What binds a snapshot's chunks to their place: the epoch key they are sealed under
 /// and the snapshot they belong to (a chunk copied into another snapshot, or moved to
@@ -128,7 +145,10 @@ impl SnapshotManifest {
             obj.entry("kind")
                 .or_insert_with(|| serde_json::Value::from("mysql"));
         }
-        serde_json::from_value(value).map_err(bad)
+        let form = canonical_json(value.clone());
+        let mut m: SnapshotManifest = serde_json::from_value(value).map_err(bad)?;
+        m.stored_form = StoredForm(form);
+        Ok(m)
     }
 
     /// The stream position the snapshot stands at.
@@ -158,7 +178,12 @@ impl SnapshotManifest {
     pub fn sign(&mut self, key: &EpochKey) -> Result<()> {
         self.key = Some(key.key_ref().to_string());
         self.mac = None;
-        self.mac = Some(key.mac(MANIFEST_MAC, &self.signed_bytes())?);
+        let form = canonical_json(
+            serde_json::to_value(&*self)
+                .map_err(|e| Error::corrupt_in("snapshot manifest", e.to_string()))?,
+        );
+        self.mac = Some(key.mac(MANIFEST_MAC, &form)?);
+        self.stored_form = StoredForm(form);
         Ok(())
     }
 
@@ -180,18 +205,27 @@ impl SnapshotManifest {
         let Some(mac) = &self.mac else {
             return Err(unauthentic("carries no MAC"));
         };
-        let mut body = self.clone();
-        body.mac = None;
-        if key.mac_matches(MANIFEST_MAC, &body.signed_bytes(), mac)? {
+        let built;
+        let form = if self.stored_form.0.is_empty() {
+            built = canonical_json(serde_json::to_value(self).unwrap_or_default());
+            &built
+        } else {
+            // What the MAC covers must be what this manifest says: one changed since it
+            // was read is checked as it is now.
+            let mut as_stored = SnapshotManifest::from_json(&self.stored_form.0)?;
+            as_stored.mac.clone_from(&self.mac);
+            if &as_stored != self {
+                return Err(unauthentic(
+                    "differs from what was stored, and fails its MAC",
+                ));
+            }
+            &self.stored_form.0
+        };
+        if key.mac_matches(MANIFEST_MAC, form, mac)? {
             Ok(())
         } else {
             Err(unauthentic("fails its MAC"))
         }
-    }
-
-    /// The bytes the MAC covers: the manifest as this build writes it, without the MAC.
-    fn signed_bytes(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
     }
 
     /// Total bytes of dump text.
@@ -393,6 +427,23 @@ mod tests {
         assert!(err.contains("fails its MAC"), "{err}");
         let other = EpochKey::generate(&stream, "main", 1).unwrap();
         assert!(back.check_mac(&other).is_err());
+        // A member this build does not know, signed by a newer one: still checked, and
+        // covered (changing it fails the MAC).
+        let mut newer_build: serde_json::Value = serde_json::to_value(&m).unwrap();
+        newer_build["compression"] = "zstd-3".into();
+        newer_build.as_object_mut().unwrap().remove("mac");
+        let mac = key
+            .mac(MANIFEST_MAC, &canonical_json(newer_build.clone()))
+            .unwrap();
+        newer_build["mac"] = mac.into();
+        let read = SnapshotManifest::from_json(&serde_json::to_vec(&newer_build).unwrap()).unwrap();
+        read.check_mac(&key).unwrap();
+        newer_build["compression"] = "none".into();
+        let read = SnapshotManifest::from_json(&serde_json::to_vec(&newer_build).unwrap()).unwrap();
+        assert!(
+            read.check_mac(&key).is_err(),
+            "a changed unknown member passes"
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! wrote into the bucket does not count.
 
 use bytes::Bytes;
-use logferry_common::crypto::KeyRef;
+use logferry_common::crypto::{canonical_json, KeyRef};
 use logferry_common::keys::{drill_key, drills_prefix};
 use logferry_common::StreamId;
 use serde::{Deserialize, Serialize};
@@ -55,8 +55,9 @@ pub struct DrillRecord {
     pub differences: usize,
 }
 
-/// A record as stored: the record, the key its MAC is under and the MAC, so that only a
-/// holder of the stream's key can write a record that monitoring counts as a drill.
+/// A record as stored: the record, the key its MAC is under and the MAC (over the stored
+/// record's canonical form), so that only a holder of the stream's key can write a record
+/// that monitoring counts as a drill.
 #[derive(Serialize, Deserialize)]
 struct Signed {
     #[serde(flatten)]
@@ -69,10 +70,6 @@ struct Signed {
 
 /// Purpose of a drill record's MAC.
 const DRILL_MAC: &str = "drill record";
-
-fn signed_bytes(record: &DrillRecord) -> Vec<u8> {
-    serde_json::to_vec(record).unwrap_or_default()
-}
 
 /// Stores `record` under its stream's drills, with a MAC under the stream's newest epoch
 /// key (in a store written in clear without keys, unsigned).
@@ -87,14 +84,18 @@ pub async fn save(store: &Store, stream: &StreamId, record: &DrillRecord) -> Res
         Err(_) if store.keyring().accepts_plaintext() => None,
         Err(e) => return Err(e),
     };
-    let signed = Signed {
+    let mut signed = Signed {
         record: record.clone(),
         key: epoch.as_ref().map(|k| k.key_ref().to_string()),
-        mac: epoch
-            .as_ref()
-            .map(|k| k.mac(DRILL_MAC, &signed_bytes(record)))
-            .transpose()?,
+        mac: None,
     };
+    if let Some(k) = &epoch {
+        let form = canonical_json(
+            serde_json::to_value(&signed)
+                .map_err(|e| ShipperError::Internal(format!("encoding the drill result: {e}")))?,
+        );
+        signed.mac = Some(k.mac(DRILL_MAC, &form)?);
+    }
     let body = serde_json::to_vec_pretty(&signed)
         .map_err(|e| ShipperError::Internal(format!("encoding the drill result: {e}")))?;
     store.put_new(&key, Bytes::from(body)).await?;
@@ -110,7 +111,11 @@ async fn read_one(
     key: &str,
 ) -> Result<std::result::Result<DrillRecord, String>> {
     let bytes = store.get(key).await?;
-    let signed: Signed = match serde_json::from_slice(&bytes) {
+    let parsed = serde_json::from_slice::<serde_json::Value>(&bytes).and_then(|v| {
+        let form = canonical_json(v.clone());
+        serde_json::from_value::<Signed>(v).map(|s| (s, form))
+    });
+    let (signed, form) = match parsed {
         Ok(s) => s,
         Err(e) => return Ok(Err(format!("does not parse: {e}"))),
     };
@@ -146,7 +151,7 @@ async fn read_one(
         Err(e) => return Err(e),
     };
     let mac = signed.mac.as_deref().unwrap_or_default();
-    if epoch.mac_matches(DRILL_MAC, &signed_bytes(&signed.record), mac)? {
+    if epoch.mac_matches(DRILL_MAC, &form, mac)? {
         Ok(Ok(signed.record))
     } else {
         Ok(Err(format!(

@@ -87,7 +87,9 @@ impl Keyring {
     /// The epoch key `r` names, unwrapped from its capsule in the store.
     ///
     /// # Errors
-    /// As [`Self::epoch_key_of`].
+    /// [`ShipperError::Key`] naming the capsule and the master key when the key that wraps
+    /// it is not configured or is the wrong one; [`ShipperError::Corrupt`] when the capsule
+    /// is missing, does not parse, belongs elsewhere, or was not written by a key holder.
     pub async fn epoch_key(
         &self,
         store: &Store,

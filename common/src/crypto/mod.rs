@@ -28,7 +28,7 @@ pub use keys::{
     validate_epoch, validate_master_id, EpochKey, FileKeyProvider, KeyLocation, KeyProvider,
     KeyRef, MasterKey,
 };
-pub use seal::{ENVELOPE_LEN, TAG_LEN};
+pub use seal::{canonical_json, ENVELOPE_LEN, TAG_LEN};
 
 /// Fills `out` with random bytes from the operating system.
 ///

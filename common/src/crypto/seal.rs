@@ -153,6 +153,17 @@ impl EpochKey {
     }
 }
 
+/// The bytes a MAC of a JSON record covers: the stored record without its `mac` member,
+/// with every object's members in key order (serde_json's map is ordered by key). Taken
+/// from what is stored rather than from this build's struct, so that members a newer build
+/// adds are covered too, and an older build still checks them.
+pub fn canonical_json(mut stored: serde_json::Value) -> Vec<u8> {
+    if let Some(o) = stored.as_object_mut() {
+        o.remove("mac");
+    }
+    serde_json::to_vec(&stored).unwrap_or_default()
+}
+
 /// AES-256-GCM under a raw key with a random nonce: `nonce || ciphertext || tag`. Used to
 /// wrap epoch keys under master keys.
 pub(super) fn wrap(key: &[u8; KEY_LEN], aad: &[u8], plain: &[u8]) -> Result<Vec<u8>> {
@@ -232,6 +243,19 @@ mod tests {
         assert!(other
             .open_in_place(&env, b"header", &mut buf, "segment")
             .is_err());
+    }
+
+    #[test]
+    fn the_canonical_form_orders_members_and_leaves_out_the_mac() {
+        let a: serde_json::Value =
+            serde_json::from_str(r#"{"b":1,"a":{"y":2,"x":3},"mac":"00","new":true}"#).unwrap();
+        let b: serde_json::Value =
+            serde_json::from_str(r#"{"new":true,"a":{"x":3,"y":2},"b":1}"#).unwrap();
+        assert_eq!(canonical_json(a.clone()), canonical_json(b));
+        assert_eq!(
+            String::from_utf8(canonical_json(a)).unwrap(),
+            r#"{"a":{"x":3,"y":2},"b":1,"new":true}"#
+        );
     }
 
     #[test]

@@ -370,6 +370,7 @@ mod tests {
             }),
             key: None,
             mac: None,
+            stored_form: Default::default(),
         };
         let body = serde_json::to_vec(&m).unwrap();
         store
