@@ -108,10 +108,23 @@ impl EncryptionSection {
     }
 }
 
-/// `path` made absolute, with its longest existing ancestor's links and `..` resolved, so
-/// that `/tmp/../data/spool/k` is seen inside `/data/spool`.
+/// `path` made absolute, its `..` taken lexically and its longest existing ancestor's
+/// links resolved, so that `/tmp/../data/spool/k` and `/data/x/../spool/k` are seen
+/// inside `/data/spool`.
 fn resolved(path: &Path) -> PathBuf {
-    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut abs = PathBuf::new();
+    for part in std::path::absolute(path)
+        .unwrap_or_else(|_| path.to_path_buf())
+        .components()
+    {
+        match part {
+            std::path::Component::ParentDir => {
+                abs.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => abs.push(other),
+        }
+    }
     let mut existing = abs.as_path();
     let mut rest = Vec::new();
     while !existing.exists() {
@@ -160,6 +173,10 @@ mod tests {
             ),
             (
                 "key_id = \"a\"\n[keys.a]\nfile = \"/tmp/../data/spool/k\"",
+                "encryption.keys.a.file",
+            ),
+            (
+                "key_id = \"a\"\n[keys.a]\nfile = \"/data/nope/../spool/k\"",
                 "encryption.keys.a.file",
             ),
             (

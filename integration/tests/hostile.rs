@@ -105,14 +105,19 @@ async fn oversized_heads_and_bodies_and_traversal_names_are_refused() -> anyhow:
     let http = shipper.client()?;
     let base = shipper.url();
 
+    // A 64 KiB head is answered 431 once 16 KiB of it are read; the client may then find
+    // the connection closed while it still writes the rest, the same refusal from its side.
     let huge_header = "x".repeat(64 * 1024);
     let r = http
         .get(format!("{base}/v1/limits"))
         .header("authorization", bearer())
         .header("x-padding", &huge_header)
         .send()
-        .await?;
-    assert_eq!(r.status().as_u16(), 431, "a 64 KiB head");
+        .await;
+    match r {
+        Ok(r) => assert_eq!(r.status().as_u16(), 431, "a 64 KiB head"),
+        Err(e) => assert!(e.is_request(), "a 64 KiB head: {e}"),
+    }
 
     // An oversized body is answered 413 from its Content-Length, before it is read; the
     // client may then find the connection closed while it still sends, which is the same

@@ -150,7 +150,9 @@ impl Keyring {
             })?;
         let key = match capsule.open(&master) {
             Ok(k) => Arc::new(k),
-            Err(source) if self.opened_any(stream) => return Err(corrupt(source)),
+            Err(source) if self.another_opens(store, stream, epoch).await? => {
+                return Err(corrupt(source))
+            }
             Err(source) => {
                 return Err(ShipperError::Key {
                     object: object.clone(),
@@ -164,8 +166,45 @@ impl Keyring {
         Ok(key)
     }
 
-    /// Whether a capsule of `stream` has opened with the configured keys.
-    fn opened_any(&self, stream: &StreamId) -> bool {
+    /// Whether a capsule of `stream` other than `epoch`'s opens with the configured keys:
+    /// then the configured keys are right, and a capsule they do not open was not written
+    /// by a key holder. Asked only when a capsule does not open, whatever the order in
+    /// which a command meets the capsules.
+    async fn another_opens(&self, store: &Store, stream: &StreamId, epoch: &str) -> Result<bool> {
+        if self.cached_any(stream) {
+            return Ok(true);
+        }
+        for obj in store
+            .list(&logferry_common::keys::capsules_prefix(stream))
+            .await?
+        {
+            let Some(other) = logferry_common::keys::capsule_epoch(&obj.key) else {
+                continue;
+            };
+            if other == epoch {
+                continue;
+            }
+            let Some(bytes) = store.get_if_any(&obj.key).await? else {
+                continue;
+            };
+            let Ok(c) = KeyCapsule::from_json_at(&bytes, stream, other) else {
+                continue;
+            };
+            let Ok(master) = self.master_key(&c.master_key_id).await else {
+                continue;
+            };
+            if let Ok(k) = c.open(&master) {
+                if let Ok(mut epochs) = self.inner.epochs.lock() {
+                    epochs.insert((stream.clone(), other.to_owned()), Arc::new(k));
+                }
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Whether a capsule of `stream` has opened already.
+    fn cached_any(&self, stream: &StreamId) -> bool {
         self.inner
             .epochs
             .lock()

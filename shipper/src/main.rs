@@ -394,12 +394,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for key in &done.rewrapped {
                 println!("{verb} {key}");
             }
+            for (key, why) in &done.failed {
+                println!("NOT re-wrapped {key}: {why}");
+            }
             println!(
-                "{verb} {} capsule(s) under master key {to:?}; {} already under it",
+                "{verb} {} capsule(s) under master key {to:?}; {} already under it; {} left as they were",
                 done.rewrapped.len(),
-                done.already
+                done.already,
+                done.failed.len()
             );
-            Ok(ExitCode::SUCCESS)
+            Ok(if done.failed.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Verify {
             reads,

@@ -114,10 +114,11 @@ async fn put_once(store: &Store, key: &str, body: Bytes) -> Result<Accepted> {
     }
 }
 
-/// The complete snapshots of `stream` (those with a manifest), oldest first.
+/// The complete snapshots of `stream` (those with a manifest in its own place), oldest
+/// first, as `ls` shows them: without checking who wrote them (see [`list_trusted`]).
 ///
 /// # Errors
-/// When the store fails or a manifest does not parse.
+/// When the store fails.
 pub async fn list(store: &Store, stream: &StreamId) -> Result<Vec<SnapshotManifest>> {
     let manifests = store
         .list(&snapshots_prefix(stream))
@@ -130,14 +131,20 @@ pub async fn list(store: &Store, stream: &StreamId) -> Result<Vec<SnapshotManife
         |obj| obj.size,
         |obj| async move {
             let bytes = store.get(&obj.key).await?;
-            SnapshotManifest::from_json(&bytes)
-                .map(|m| (obj.key.clone(), m))
-                .map_err(|e| bad(format!("{}: {e}", obj.key)))
+            Ok::<_, ShipperError>((obj.key.clone(), SnapshotManifest::from_json(&bytes)))
         },
     ));
     let mut out = Vec::new();
     while let Some(m) = read.next().await {
-        let (key, m) = m.into_inner()?;
+        // One manifest that does not parse (written into the bucket by anyone) must not
+        // stop every restore: it is skipped, and `verify` reports it.
+        let (key, m) = match m.into_inner()? {
+            (key, Ok(m)) => (key, m),
+            (key, Err(e)) => {
+                tracing::warn!(%key, error = %e, "skipping a manifest that does not parse");
+                continue;
+            }
+        };
         // A manifest copied from another stream or snapshot (its MAC still holds) would
         // send a restore to that snapshot's chunks: only one in its own place is listed.
         if manifest_key(&m.stream, &m.id) == key {
@@ -147,6 +154,28 @@ pub async fn list(store: &Store, stream: &StreamId) -> Result<Vec<SnapshotManife
         }
     }
     out.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(out)
+}
+
+/// The snapshots of `stream` that a key holder wrote (each manifest's MAC checked with the
+/// store's keyring), oldest first: what a restore or a drill may use. The others, and
+/// those whose key is not at hand, are skipped with a warning that says why (`verify`
+/// reports them); a segment under a missing key still stops the restore, naming it.
+///
+/// # Errors
+/// When the store fails.
+pub async fn list_trusted(store: &Store, stream: &StreamId) -> Result<Vec<SnapshotManifest>> {
+    let mut out = Vec::new();
+    for m in list(store, stream).await? {
+        let key = manifest_key(&m.stream, &m.id);
+        match store.keyring().manifest_key(store, &key, &m).await {
+            Ok(_) => out.push(m),
+            Err(e @ (ShipperError::Corrupt { .. } | ShipperError::Key { .. })) => {
+                tracing::warn!(%key, error = %e, "skipping a snapshot not known to be written by a key holder");
+            }
+            Err(e) => return Err(e),
+        }
+    }
     Ok(out)
 }
 

@@ -154,14 +154,48 @@ impl EpochKey {
 }
 
 /// The bytes a MAC of a JSON record covers: the stored record without its `mac` member,
-/// with every object's members in key order (serde_json's map is ordered by key). Taken
+/// compact, with every object's members in key order. Taken
 /// from what is stored rather than from this build's struct, so that members a newer build
 /// adds are covered too, and an older build still checks them.
 pub fn canonical_json(mut stored: serde_json::Value) -> Vec<u8> {
     if let Some(o) = stored.as_object_mut() {
         o.remove("mac");
     }
-    serde_json::to_vec(&stored).unwrap_or_default()
+    let mut out = Vec::new();
+    write_canonical(&stored, &mut out);
+    out
+}
+
+/// Writes `v` as compact JSON with every object's members sorted by key, whatever order
+/// the JSON map keeps them in (serde_json's `preserve_order` feature keeps insertion order).
+fn write_canonical(v: &serde_json::Value, out: &mut Vec<u8>) {
+    match v {
+        serde_json::Value::Object(map) => {
+            let mut members: Vec<_> = map.iter().collect();
+            members.sort_by(|a, b| a.0.cmp(b.0));
+            out.push(b'{');
+            for (i, (k, v)) in members.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend(serde_json::to_vec(k).unwrap_or_default());
+                out.push(b':');
+                write_canonical(v, out);
+            }
+            out.push(b'}');
+        }
+        serde_json::Value::Array(items) => {
+            out.push(b'[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(v, out);
+            }
+            out.push(b']');
+        }
+        scalar => out.extend(serde_json::to_vec(scalar).unwrap_or_default()),
+    }
 }
 
 /// AES-256-GCM under a raw key with a random nonce: `nonce || ciphertext || tag`. Used to

@@ -131,7 +131,7 @@ pub async fn plan_skipping(
     skip: &[String],
 ) -> Result<Plan> {
     let chain = chain(store, stream).await?;
-    let snaps = snapshots::list(store, stream).await?;
+    let snaps = snapshots::list_trusted(store, stream).await?;
     let Some(last) = chain.last() else {
         return Err(ShipperError::Restore(format!(
             "stream {stream} has no stored segments"
