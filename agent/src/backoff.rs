@@ -1,35 +1,53 @@
-//! Exponential backoff for retries of the source connection and of uploads.
+//! Exponential backoff for retries of the source connection and of uploads, on the
+//! maintained `backon` crate's builder (its retry loops are not used: each caller waits
+//! its delay beside a shutdown signal).
 
 use std::time::Duration;
 
-/// Doubles a delay from `min` up to `max`; `reset` after a success.
-#[derive(Debug, Clone)]
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+
+/// Doubles a delay from `min` up to `max`, without end; `reset` after a success.
+#[derive(Debug)]
 pub struct Backoff {
-    min: Duration,
+    builder: ExponentialBuilder,
+    delays: ExponentialBackoff,
     max: Duration,
-    next: Duration,
 }
 
 impl Backoff {
     /// A backoff between `min` and `max`.
     pub fn new(min: Duration, max: Duration) -> Self {
+        let builder = ExponentialBuilder::new()
+            .with_min_delay(min)
+            .with_max_delay(max)
+            .with_factor(2.0)
+            .without_max_times();
         Backoff {
-            min,
+            builder,
+            delays: builder.build(),
             max,
-            next: min,
         }
     }
 
     /// The delay to wait now; the following one is twice as long (up to `max`).
     pub fn next_delay(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(self.max);
-        d
+        self.delays.next().unwrap_or(self.max)
     }
 
     /// Starts again from `min`.
     pub fn reset(&mut self) {
-        self.next = self.min;
+        self.delays = self.builder.build();
+    }
+}
+
+/// A copy starts from `min`: every caller that takes one begins its own retries.
+impl Clone for Backoff {
+    fn clone(&self) -> Self {
+        Backoff {
+            builder: self.builder,
+            delays: self.builder.build(),
+            max: self.max,
+        }
     }
 }
 

@@ -100,9 +100,7 @@ impl ShipperClient {
 
     /// The delays to wait between retries of a failed upload, from the first.
     pub fn backoff(&self) -> Backoff {
-        let mut b = self.retry.clone();
-        b.reset();
-        b
+        self.retry.clone()
     }
 
     /// A client for the shipper at `base` (e.g. `https://shipper:9450`) that sends `token`
