@@ -99,8 +99,9 @@ pub struct Status {
 }
 
 impl Gate {
-    /// What `/v1/status` says of this gate.
-    pub fn status(&self) -> Status {
+    /// What `/v1/status` says of this gate, and of the ingest beside it that accepts data
+    /// in clear when `accept_plaintext`.
+    pub fn status(&self, accept_plaintext: bool) -> Status {
         let mut warnings = Vec::new();
         if self.transport == Transport::PlainHttp {
             warnings.push("server.insecure_plain_http: the API is served over plain HTTP, so tokens and segments cross the network in clear unless a TLS proxy is in front".into());
@@ -111,12 +112,15 @@ impl Gate {
         if self.audit.is_none() {
             warnings.push("no auth.audit_log: requests are not audited".into());
         }
+        if accept_plaintext {
+            warnings.push("encryption.insecure_plaintext: segments and snapshots in clear are accepted and stored, readable by anyone with the bucket".into());
+        }
         Status {
             version: env!("CARGO_PKG_VERSION"),
             transport: self.transport,
             tokens_required: !self.auth.is_open(),
             audited: self.audit.is_some(),
-            plaintext_accepted: false,
+            plaintext_accepted: accept_plaintext,
             warnings,
         }
     }
@@ -284,12 +288,7 @@ pub fn router(
     max_uploads: usize,
     upload_timeout: Duration,
 ) -> Router {
-    let mut status = gate.status();
-    if state.keys.accepts_plaintext() {
-        status.plaintext_accepted = true;
-        status.warnings.push("encryption.insecure_plaintext: segments and snapshots in clear are accepted and stored, readable by anyone with the bucket".into());
-    }
-    let status = Json(status);
+    let status = Json(gate.status(state.keys.accepts_plaintext()));
     let permits = Arc::new(Semaphore::new(max_uploads.max(1)));
     let uploads = Router::new()
         .route(SEGMENTS_PATH, post(put_segment))
@@ -910,7 +909,7 @@ mod tests {
 
     #[test]
     fn an_open_gate_warns_of_everything_it_goes_without() {
-        let said = open_gate().status();
+        let said = open_gate().status(false);
         assert_eq!(said.transport, Transport::PlainHttp);
         assert!(!said.tokens_required && !said.audited);
         let all = said.warnings.join("\n");

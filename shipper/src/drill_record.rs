@@ -144,7 +144,7 @@ async fn read_one(
         Err(ShipperError::Corrupt {
             key: object,
             source,
-        }) => return Ok(Err(format!("{object}: {source}"))),
+        }) => return Ok(Err(crate::verify::unauthentic(key, &object, &source))),
         Err(ShipperError::Key { source, .. }) => {
             return Ok(Err(format!("cannot be checked: {source}")))
         }

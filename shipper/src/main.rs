@@ -990,9 +990,6 @@ async fn serve(config: &std::path::Path) -> anyhow::Result<ExitCode> {
         verify_payload: cfg.server.verify_payload,
         keys: UploadKeys::new(cfg.encryption.insecure_plaintext),
     });
-    if cfg.encryption.insecure_plaintext {
-        warn!("encryption.insecure_plaintext is set: segments and snapshots in clear are accepted and stored");
-    }
     let audit = cfg
         .auth
         .audit_log
@@ -1011,7 +1008,7 @@ async fn serve(config: &std::path::Path) -> anyhow::Result<ExitCode> {
         audit: audit.clone(),
         transport,
     });
-    for warning in gate.status().warnings {
+    for warning in gate.status(state.keys.accepts_plaintext()).warnings {
         warn!("{warning}");
     }
     for stream in state.catalog.stream_names() {

@@ -5,47 +5,13 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use logferry_common::crypto::EpochKey;
 use logferry_common::segment::Sealer;
 use logferry_common::{Compression, StreamId};
-use logferry_integration::logferry::{Agent, Shipper};
-use logferry_integration::mariadb::{MariaDb, Options};
-use mysql_async::prelude::Queryable;
 
 use crate::*;
-
-/// Agent CPU seconds of one ship run, encrypting or not.
-async fn ship(
-    primary: &MariaDb,
-    dir: &Path,
-    server_id: u32,
-    encrypt: bool,
-) -> anyhow::Result<ShipRun> {
-    let env: &[(&str, &str)] = if encrypt {
-        &[]
-    } else {
-        &[("LOGFERRY__ENCRYPTION__INSECURE_PLAINTEXT", "true")]
-    };
-    let shipper = Shipper::start_with_env(dir, env).await?;
-    let server_before = primary.cpu_seconds().unwrap_or(0.0);
-    let started = Instant::now();
-    let mut s = settings(primary, &shipper, STREAM, server_id, 1000);
-    if !encrypt {
-        s.extra_toml = "[encryption]\ninsecure_plaintext = true\n".into();
-    }
-    let agent = Agent::start(&dir.join(format!("agent{server_id}")), &s)?;
-    wait_shipped(primary, &shipper, STREAM, Duration::from_secs(1800)).await?;
-    Ok(ShipRun {
-        secs: started.elapsed().as_secs_f64(),
-        agent_rss_mib: agent.peak_rss_kib().unwrap_or(0) as f64 / 1024.0,
-        agent_cpu_s: agent.cpu_seconds().unwrap_or(0.0),
-        shipper_cpu_s: shipper.cpu_seconds().unwrap_or(0.0),
-        server_cpu_s: primary.cpu_seconds().unwrap_or(0.0) - server_before,
-        store_bytes: dir_bytes(&dir.join("store/streams").join(STREAM).join("segments")),
-    })
-}
 
 /// MiB/s of the agent's sealer (zstd 1) over `data` in 8 MiB segments, with `key` or in
 /// clear; the best of three passes.
@@ -67,29 +33,15 @@ fn seal_rate(data: &[u8], key: Option<Arc<EpochKey>>) -> anyhow::Result<f64> {
 /// section for BENCHMARKS.md.
 pub(crate) async fn encryption_run(work: &Path, size_mb: u64, repeat: usize) -> anyhow::Result<()> {
     println!("== encryption: {size_mb} MB of binlog, text rows");
-    let primary = MariaDb::start(Options {
-        extra: vec![
-            "--max-binlog-size=268435456".into(),
-            "--innodb-flush-log-at-trx-commit=2".into(),
-            "--binlog-annotate-row-events=OFF".into(),
-        ],
-        ..Options::default()
-    })
-    .await?;
+    let primary = bench_primary().await?;
     let mut c = primary.conn().await?;
-    c.query_drop("CREATE DATABASE bench").await?;
     let bytes = Dataset::Text.generate(&mut c, size_mb).await?;
     let (mut sealed, mut clear) = (Vec::new(), Vec::new());
     for r in 0..repeat {
         for encrypt in [true, false] {
             let dir = work.join(format!("enc-{encrypt}-{r}"));
-            let run = ship(
-                &primary,
-                &dir,
-                700 + r as u32 * 2 + u32::from(encrypt),
-                encrypt,
-            )
-            .await?;
+            let server_id = 700 + r as u32 * 2 + u32::from(encrypt);
+            let run = ship_once(&primary, &dir, server_id, "", !encrypt).await?;
             println!(
                 "   run {r}, {}: {run}",
                 if encrypt { "encrypted" } else { "in clear" }

@@ -150,18 +150,28 @@ impl std::fmt::Display for ShipRun {
 }
 
 /// Ships everything `primary` has with an agent whose `[segment]` section gets
-/// `segment_extra`, timed until the shipper holds the server's position.
+/// `segment_extra` (storing payloads in clear when `in_clear`, else encrypting them),
+/// timed until the shipper holds the server's position.
 pub(crate) async fn ship_once(
     primary: &MariaDb,
     dir: &Path,
     server_id: u32,
     segment_extra: &str,
+    in_clear: bool,
 ) -> anyhow::Result<ShipRun> {
-    let shipper = Shipper::start(dir).await?;
+    let env: &[(&str, &str)] = if in_clear {
+        &[("LOGFERRY__ENCRYPTION__INSECURE_PLAINTEXT", "true")]
+    } else {
+        &[]
+    };
+    let shipper = Shipper::start_with_env(dir, env).await?;
     let server_before = primary.cpu_seconds().unwrap_or(0.0);
     let started = Instant::now();
     let mut s = settings(primary, &shipper, STREAM, server_id, 1000);
     s.segment_extra = segment_extra.to_owned();
+    if in_clear {
+        s.extra_toml = "[encryption]\ninsecure_plaintext = true\n".into();
+    }
     let agent = Agent::start(&dir.join(format!("agent{server_id}")), &s)?;
     wait_shipped(primary, &shipper, STREAM, Duration::from_secs(1800)).await?;
     Ok(ShipRun {
@@ -172,6 +182,27 @@ pub(crate) async fn ship_once(
         server_cpu_s: primary.cpu_seconds().unwrap_or(0.0) - server_before,
         store_bytes: dir_bytes(&dir.join("store/streams").join(STREAM).join("segments")),
     })
+}
+
+/// The primary every size run ships from, with an empty `bench` database.
+pub(crate) async fn bench_primary() -> anyhow::Result<MariaDb> {
+    let primary = MariaDb::start(Options {
+        extra: vec![
+            "--max-binlog-size=268435456".into(),
+            "--innodb-flush-log-at-trx-commit=2".into(),
+            // The agent does not receive ANNOTATE_ROWS events (README): without them the
+            // stock tools copy, compress and replay exactly the events logferry ships.
+            "--binlog-annotate-row-events=OFF".into(),
+        ],
+        ..Options::default()
+    })
+    .await?;
+    primary
+        .conn()
+        .await?
+        .query_drop("CREATE DATABASE bench")
+        .await?;
+    Ok(primary)
 }
 
 pub(crate) async fn size_run(
@@ -188,19 +219,8 @@ pub(crate) async fn size_run(
     println!("== {size_mb} MB of binlog, {}", dataset.name());
     let work = &work.join(format!("{size_mb}-{}", dataset.name().replace(' ', "-")));
     std::fs::create_dir_all(work)?;
-    let primary = MariaDb::start(Options {
-        extra: vec![
-            "--max-binlog-size=268435456".into(),
-            "--innodb-flush-log-at-trx-commit=2".into(),
-            // The agent does not receive ANNOTATE_ROWS events (README): without them the
-            // stock tools copy, compress and replay exactly the events logferry ships.
-            "--binlog-annotate-row-events=OFF".into(),
-        ],
-        ..Options::default()
-    })
-    .await?;
+    let primary = bench_primary().await?;
     let mut c = primary.conn().await?;
-    c.query_drop("CREATE DATABASE bench").await?;
     let final_dir = work.join(format!("size{size_mb}-final"));
     if with_restore {
         let replica = MariaDb::start_replica(&primary, 2).await?;
@@ -237,14 +257,14 @@ pub(crate) async fn size_run(
         } else {
             work.join(format!("size{size_mb}-run{r}"))
         };
-        let run = ship_once(&primary, &dir, 900 + r as u32, "").await?;
+        let run = ship_once(&primary, &dir, 900 + r as u32, "", false).await?;
         println!("   ship run {r}: {run}");
         ship.push(run);
         if r + 1 < repeat {
             let _ = std::fs::remove_dir_all(&dir);
         }
         let dir = work.join(format!("size{size_mb}-lz4-run{r}"));
-        let run = ship_once(&primary, &dir, 950 + r as u32, "codec = \"lz4\"").await?;
+        let run = ship_once(&primary, &dir, 950 + r as u32, "codec = \"lz4\"", false).await?;
         println!("   ship run {r}, codec lz4: {run}");
         ship_lz4.push(run);
         let _ = std::fs::remove_dir_all(&dir);
