@@ -119,15 +119,14 @@ async fn snapshot_now(
     let encryption = logferry_agent::encryption::Encryption::start(cfg, None).await?;
     let client = ShipperClient::from_config(&cfg.shipper)?.with_encryption(encryption);
     let m = sources::take_snapshot(cfg, &client, shutdown).await?;
-    let logferry_common::snapshot::SnapshotContent::Mysql(content) = &m.content;
     println!(
-        "snapshot {} of stream {} stored: primary position {}, {} chunks, {} bytes of dump, {} tables",
+        "snapshot {} of stream {} stored: position {}, {} chunks, {} bytes, {}",
         m.id,
         m.stream,
         m.position,
         m.chunks.len(),
         m.plain_bytes(),
-        content.tables.len()
+        m.content.summary()
     );
     Ok(())
 }

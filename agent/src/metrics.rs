@@ -22,6 +22,9 @@ pub struct Metrics {
     pub source_at_head: AtomicU64,
     /// Snapshots the source received inline and the agent stored.
     pub inline_snapshots: AtomicU64,
+    /// Breaks in the chain the source could not avoid (a Redis full resync after the
+    /// server lost the offset the stream stood at); each starts from a new snapshot.
+    pub source_breaks: AtomicU64,
     /// Reconnects of the source after a retryable error.
     pub source_reconnects: AtomicU64,
     /// Segments sealed and spooled.
@@ -57,12 +60,18 @@ impl Metrics {
         } else {
             (now_ms - oldest).max(0) as f64 / 1000.0
         };
-        let rows: [(&str, &str, &str, String); 16] = [
+        let rows: [(&str, &str, &str, String); 17] = [
             (
                 "logferry_agent_source_at_head",
                 "gauge",
                 "1 while the source has read up to the newest position the server is known to have; 0 while catching up.",
                 g(&self.source_at_head).to_string(),
+            ),
+            (
+                "logferry_agent_source_breaks_total",
+                "counter",
+                "Breaks in the chain the source could not avoid (a full resync after the server lost the stream's offset); each continues from a new snapshot.",
+                g(&self.source_breaks).to_string(),
             ),
             (
                 "logferry_agent_inline_snapshots_total",

@@ -275,6 +275,19 @@ impl Segmenter {
         })
     }
 
+    /// The log broke and continues at `at` (a snapshot stands there); the open segment
+    /// was sealed. Nothing carries over: no open transaction, nothing to skip.
+    pub fn broke_at(&mut self, at: &Position) {
+        self.open_trx = None;
+        self.skip_to = None;
+        self.boundary = None;
+        self.last_boundary = Some(at.clone());
+        self.sealed = Some(ResumePoint {
+            end: at.clone(),
+            open_trx: None,
+        });
+    }
+
     /// The source reconnected at `at`, after the last transaction boundary it sent.
     /// Events of the open segment after its last boundary are dropped (the source sends
     /// them again); when the open segment has no boundary, all of it is dropped, and events

@@ -9,6 +9,7 @@ use std::cmp::Ordering;
 use std::fmt;
 
 use crate::format::mysql::BinlogPos;
+use crate::format::redis::ReplPos;
 use crate::{Result, SourceKind};
 
 /// A position in the change log of any source kind.
@@ -20,6 +21,8 @@ use crate::{Result, SourceKind};
 pub enum Position {
     /// A MySQL/MariaDB binlog position.
     Mysql(BinlogPos),
+    /// A place in a Redis replication stream.
+    Redis(ReplPos),
 }
 
 impl Position {
@@ -27,6 +30,7 @@ impl Position {
     pub fn kind(&self) -> SourceKind {
         match self {
             Position::Mysql(_) => SourceKind::Mysql,
+            Position::Redis(_) => SourceKind::Redis,
         }
     }
 
@@ -37,6 +41,7 @@ impl Position {
     pub fn parse(kind: SourceKind, text: &str) -> Result<Self> {
         match kind {
             SourceKind::Mysql => BinlogPos::parse(text).map(Position::Mysql),
+            SourceKind::Redis => ReplPos::parse(text).map(Position::Redis),
         }
     }
 
@@ -44,6 +49,7 @@ impl Position {
     pub fn sort_key(&self) -> String {
         match self {
             Position::Mysql(p) => p.sort_key(),
+            Position::Redis(p) => p.sort_key(),
         }
     }
 
@@ -54,6 +60,11 @@ impl Position {
     pub fn cmp_place(&self, other: &Position) -> Result<Ordering> {
         match (self, other) {
             (Position::Mysql(a), Position::Mysql(b)) => Ok(a.cmp_place(b)),
+            (Position::Redis(a), Position::Redis(b)) => Ok(a.cmp_place(b)),
+            (a, b) => Err(crate::Error::KindMismatch {
+                left: a.kind(),
+                right: b.kind(),
+            }),
         }
     }
 
@@ -64,6 +75,24 @@ impl Position {
     pub fn as_mysql(&self) -> Result<&BinlogPos> {
         match self {
             Position::Mysql(p) => Ok(p),
+            other => Err(crate::Error::KindMismatch {
+                left: SourceKind::Mysql,
+                right: other.kind(),
+            }),
+        }
+    }
+
+    /// The replication position inside, for Redis code handed a stream's position.
+    ///
+    /// # Errors
+    /// [`Error::KindMismatch`](crate::Error::KindMismatch) for a position of another kind.
+    pub fn as_redis(&self) -> Result<&ReplPos> {
+        match self {
+            Position::Redis(p) => Ok(p),
+            other => Err(crate::Error::KindMismatch {
+                left: SourceKind::Redis,
+                right: other.kind(),
+            }),
         }
     }
 }
@@ -72,6 +101,7 @@ impl fmt::Display for Position {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Position::Mysql(p) => p.fmt(f),
+            Position::Redis(p) => p.fmt(f),
         }
     }
 }

@@ -13,6 +13,7 @@ use crate::crypto::seal::Envelope;
 use crate::crypto::{canonical_json, EpochKey, KeyRef, ENVELOPE_LEN};
 
 pub use crate::format::mysql::snapshot::{MysqlSnapshot, TableInfo};
+pub use crate::format::redis::RedisSnapshot;
 use crate::{Error, Position, Result, SourceKind, StreamId};
 
 /// One stored chunk of a dump.
@@ -105,6 +106,8 @@ const MANIFEST_MAC: &str = "snapshot manifest";
 pub enum SnapshotContent {
     /// A `mariadb-dump` of a paused replica.
     Mysql(MysqlSnapshot),
+    /// An RDB from a Redis full sync.
+    Redis(RedisSnapshot),
 }
 
 impl SnapshotContent {
@@ -112,6 +115,7 @@ impl SnapshotContent {
     pub fn kind(&self) -> SourceKind {
         match self {
             SnapshotContent::Mysql(_) => SourceKind::Mysql,
+            SnapshotContent::Redis(_) => SourceKind::Redis,
         }
     }
 
@@ -127,6 +131,13 @@ impl SnapshotContent {
                     ", no users"
                 },
                 m.replica
+            ),
+            SnapshotContent::Redis(r) => format!(
+                "{} keys in {} dbs from {} (RDB v{})",
+                r.keys.iter().map(|d| d.keys).sum::<u64>(),
+                r.keys.len(),
+                r.server,
+                r.rdb_version
             ),
         }
     }

@@ -81,6 +81,8 @@ impl FromStr for StreamId {
 pub enum SourceKind {
     /// MySQL / MariaDB binlog (ROW format), positions are binlog file + offset (+ GTID state).
     Mysql,
+    /// Redis replication stream, positions are history + offset (+ replication id).
+    Redis,
 }
 
 impl SourceKind {
@@ -88,6 +90,7 @@ impl SourceKind {
     pub fn code(self) -> u8 {
         match self {
             SourceKind::Mysql => 1,
+            SourceKind::Redis => 2,
         }
     }
 
@@ -98,6 +101,7 @@ impl SourceKind {
     pub fn from_code(code: u8) -> Result<Self> {
         match code {
             1 => Ok(SourceKind::Mysql),
+            2 => Ok(SourceKind::Redis),
             other => Err(Error::corrupt(format!("unknown source kind code {other}"))),
         }
     }
@@ -107,6 +111,7 @@ impl fmt::Display for SourceKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             SourceKind::Mysql => "mysql",
+            SourceKind::Redis => "redis",
         })
     }
 }

@@ -155,6 +155,8 @@ fn default_spool_max_bytes() -> u64 {
 pub enum SourceConfig {
     /// A MySQL or MariaDB server, tailed as a replica over the replication protocol.
     Mysql(MysqlSource),
+    /// A Redis server, tailed as a replica over its replication link.
+    Redis(crate::redis::RedisSource),
 }
 
 /// Reads `type` first, then the rest of the table as that kind's settings, so that an error
@@ -170,15 +172,22 @@ impl<'de> Deserialize<'de> for SourceConfig {
                     "`type` must be a string, not {other}"
                 )))
             }
-            None => return Err(D::Error::custom("missing `type`; use type = \"mysql\"")),
+            None => {
+                return Err(D::Error::custom(
+                    "missing `type`; use type = \"mysql\" or type = \"redis\"",
+                ))
+            }
         };
         let rest = toml::Value::Table(table);
         match kind.as_str() {
             "mysql" => MysqlSource::deserialize(rest)
                 .map(SourceConfig::Mysql)
                 .map_err(|e| D::Error::custom(e.to_string().trim())),
+            "redis" => crate::redis::RedisSource::deserialize(rest)
+                .map(SourceConfig::Redis)
+                .map_err(|e| D::Error::custom(e.to_string().trim())),
             other => Err(D::Error::custom(format!(
-                "unknown source type {other:?}; supported: \"mysql\""
+                "unknown source type {other:?}; supported: \"mysql\", \"redis\""
             ))),
         }
     }
@@ -550,6 +559,7 @@ impl AgentConfig {
         }
         match &self.source {
             SourceConfig::Mysql(m) => m.validate()?,
+            SourceConfig::Redis(r) => r.validate()?,
         }
         self.encryption.validate(true, &[&self.agent.spool_dir])?;
         // A segment holds up to max_bytes plus one event: half of what the default
@@ -657,6 +667,11 @@ impl SourceConfig {
                 .as_ref()
                 .map(MysqlSnapshotSection::schedule)
                 .transpose(),
+            SourceConfig::Redis(r) => r
+                .snapshot
+                .as_ref()
+                .map(crate::redis::RedisSnapshotSection::schedule)
+                .transpose(),
         }
     }
 
@@ -664,6 +679,7 @@ impl SourceConfig {
     pub fn connect_timeout(&self) -> Duration {
         match self {
             SourceConfig::Mysql(m) => Duration::from_millis(m.connect_timeout_ms),
+            SourceConfig::Redis(r) => r.connect_timeout(),
         }
     }
 }
@@ -823,7 +839,9 @@ env = "LOGFERRY_TEST_KEY"
     fn defaults_apply() {
         let cfg = parse(GOOD, vec![]).unwrap();
         assert_eq!(cfg.segment.max_age_ms, 1000);
-        let SourceConfig::Mysql(m) = &cfg.source;
+        let SourceConfig::Mysql(m) = &cfg.source else {
+            panic!("a MySQL source");
+        };
         assert_eq!(m.start, StartFrom::Earliest);
         assert_eq!(m.resume, ResumeMode::Auto);
     }
@@ -839,7 +857,9 @@ env = "LOGFERRY_TEST_KEY"
         )
         .unwrap();
         assert_eq!(cfg.segment.max_age_ms, 200);
-        let SourceConfig::Mysql(m) = &cfg.source;
+        let SourceConfig::Mysql(m) = &cfg.source else {
+            panic!("a MySQL source");
+        };
         assert_eq!(m.url.expose(), "mysql://u:p@db:3307");
     }
 

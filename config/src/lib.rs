@@ -6,6 +6,7 @@
 //! - [`agent`]: [`AgentConfig`] and its validation.
 //! - [`cron`]: five-field cron schedules for snapshots.
 //! - [`encryption`]: the master keys of agent and shipper.
+//! - [`redis`]: the Redis source's settings.
 //! - [`shipper`]: [`ShipperConfig`] and its validation.
 //! - [`secret`]: URLs with credentials, redacted in every `Debug` output.
 //!
@@ -16,6 +17,7 @@ pub mod cron;
 pub mod encryption;
 pub mod error;
 pub mod load;
+pub mod redis;
 pub mod secret;
 pub mod shipper;
 
@@ -26,6 +28,7 @@ pub use agent::{
 pub use encryption::EncryptionSection;
 pub use error::{ConfigError, Result};
 pub use load::{load_file, parse_str, ENV_PREFIX};
+pub use redis::{RedisSnapshotSection, RedisSource};
 pub use secret::{SecretString, SecretUrl};
 pub use shipper::{ShipperConfig, StoreConfig};
 

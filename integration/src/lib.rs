@@ -14,6 +14,7 @@ pub mod delay_proxy;
 pub mod logferry;
 pub mod mariadb;
 pub mod process;
+pub mod redis;
 pub mod s3;
 pub mod store;
 pub mod workload;

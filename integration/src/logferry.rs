@@ -396,20 +396,11 @@ impl Agent {
         s: &AgentSettings,
         env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(dir)?;
         let spool_dir = dir.join("spool");
-        let config = dir.join("agent.toml");
-        let encryption = if s.extra_toml.contains("[encryption") {
-            String::new()
-        } else {
-            encryption_toml()?
-        };
-        std::fs::write(
-            &config,
-            format!(
+        let text = format!(
                 "[agent]\nstream = \"{}\"\nspool_dir = \"{}\"\nmetrics_listen = \"127.0.0.1:0\"\n\n\
                  [source]\ntype = \"mysql\"\nurl = \"{}\"\nserver_id = {}\nconnect_timeout_ms = 3000\n{}\n\n\
-                 [segment]\nmax_age_ms = {}\n{}\n\n[shipper]\nurl = \"{}\"\nretry_max_ms = 1000\ntoken = \"{TEST_TOKEN}\"\n{}\n{}\n{encryption}",
+                 [segment]\nmax_age_ms = {}\n{}\n\n[shipper]\nurl = \"{}\"\nretry_max_ms = 1000\ntoken = \"{TEST_TOKEN}\"\n{}\n{}",
                 s.stream,
                 spool_dir.display(),
                 s.source_url,
@@ -420,8 +411,26 @@ impl Agent {
                 s.shipper_url,
                 s.shipper_extra,
                 s.extra_toml
-            ),
-        )?;
+            );
+        Self::start_config(dir, &text, env)
+    }
+
+    /// Writes `config` (an agent config whose spool is `DIR/spool`; the test key's
+    /// `[encryption]` is appended unless it has one) under `dir` and starts the agent.
+    ///
+    /// # Errors
+    /// When the binary cannot be started.
+    pub fn start_config(dir: &Path, config: &str, env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let spool_dir = dir.join("spool");
+        let path = dir.join("agent.toml");
+        let encryption = if config.contains("[encryption") {
+            String::new()
+        } else {
+            encryption_toml()?
+        };
+        std::fs::write(&path, format!("{config}\n{encryption}"))?;
+        let config = path;
         let mut a = Agent {
             spool_dir,
             config,

@@ -914,8 +914,7 @@ fn headers(store_dir: &Path) -> anyhow::Result<Headers> {
 }
 
 fn bp(p: &Position) -> &BinlogPos {
-    let Position::Mysql(b) = p;
-    b
+    p.as_mysql().expect("a MySQL position")
 }
 
 /// `file:offset` of a position (no GTID), as a restore target and in messages.

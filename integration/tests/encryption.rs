@@ -356,8 +356,10 @@ async fn objects_written_into_the_bucket_without_the_key_are_rejected() -> anyho
 
     // A segment in clear that continues the chain.
     let segs = logferry_integration::store::segments(&shipper.store_dir, STREAM)?;
-    let logferry_common::Position::Mysql(end) =
-        logferry_integration::store::chain_end(&segs).expect("a chain");
+    let end = logferry_integration::store::chain_end(&segs)
+        .expect("a chain")
+        .as_mysql()?
+        .clone();
     let plain = common::segment_at(
         STREAM,
         end.file(),

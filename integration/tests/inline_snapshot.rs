@@ -48,11 +48,7 @@ async fn an_inline_snapshot_is_stored_in_chunks_with_its_manifest() -> anyhow::R
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
     let position = Position::Mysql(BinlogPos::new("mysql-bin.000001", 4)?);
-    inline
-        .part(SnapshotPart::Begin {
-            position: position.clone(),
-        })
-        .await?;
+    assert_eq!(inline.part(SnapshotPart::Begin).await?, None);
     for piece in data.chunks(64 * 1024) {
         inline.part(SnapshotPart::Data(piece.to_vec())).await?;
     }
@@ -63,11 +59,17 @@ async fn an_inline_snapshot_is_stored_in_chunks_with_its_manifest() -> anyhow::R
         users: false,
         accounts_left_out: Vec::new(),
     });
-    inline
+    let stored_at = inline
         .part(SnapshotPart::End {
+            position: position.clone(),
             content: content.clone(),
         })
         .await?;
+    assert_eq!(
+        stored_at,
+        Some(position.clone()),
+        "the chain continues at the snapshot"
+    );
     assert_eq!(
         metrics
             .inline_snapshots

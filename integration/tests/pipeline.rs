@@ -180,7 +180,7 @@ async fn a_new_stream_can_start_at_the_current_position() -> anyhow::Result<()> 
     workload::run(&mut c, 100, 200).await?;
     wait_caught_up(&db, &shipper, &agent).await?;
     let segs = store::segments(&shipper.store_dir, STREAM)?;
-    let logferry_common::Position::Mysql(first) = &segs[0].1.header.meta.start;
+    let first = segs[0].1.header.meta.start.as_mysql()?;
     assert_eq!(
         (first.file(), first.offset),
         (file.as_str(), pos),

@@ -52,7 +52,7 @@ async fn flipped_byte_and_missing_segment_are_reported() -> anyhow::Result<()> {
     // An export streams segment by segment: it stops at the flipped one, names it, says
     // how far it got, and what it wrote before it is whole.
     let from = segs[0].1.header.meta.start.to_string();
-    let logferry_common::Position::Mysql(end) = &segs[0].1.header.meta.end;
+    let end = segs[0].1.header.meta.end.as_mysql()?;
     let first_end = format!("{}:{}", end.file(), end.offset);
     let export_dir = tmp.path().join("export");
     let (code, out) = shipper_cli(&[

@@ -69,6 +69,9 @@ enum Msg {
     Heartbeat,
     /// The source reconnected: drop events after the last transaction boundary.
     Restart(Option<Position>),
+    /// The log broke and continues at this position, where a snapshot now stands: seal
+    /// what is open, carry nothing over.
+    Break(Position),
     Fatal(AgentError),
 }
 

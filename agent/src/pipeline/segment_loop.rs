@@ -145,6 +145,10 @@ pub(super) async fn segment_loop(
                     metrics.heartbeats.fetch_add(1, Ordering::Relaxed);
                 }
                 Some(Msg::Restart(at)) => seg.restart(at.as_ref())?,
+                Some(Msg::Break(at)) => {
+                    cut(&mut seg, &mut queue, metrics, exposure).await?;
+                    seg.broke_at(&at);
+                }
                 Some(Msg::Fatal(e)) => {
                     stopped(&mut seg, &mut queue, &st).await?;
                     return Err(e);

@@ -54,7 +54,7 @@ pub struct InlineSnapshots {
     stream: StreamId,
     metrics: Arc<Metrics>,
     shutdown: ShutdownRx,
-    open: Option<(Position, SnapshotUpload)>,
+    open: Option<SnapshotUpload>,
 }
 
 impl InlineSnapshots {
@@ -77,19 +77,23 @@ impl InlineSnapshots {
     /// Drops a snapshot left half-sent by a broken connection: a source that reconnects
     /// sends it again from its start. Its chunks stay unnamed by any manifest.
     pub fn abort(&mut self) {
-        if let Some((position, upload)) = self.open.take() {
-            warn!(%position, id = upload.id(), "an inline snapshot was cut off by a reconnect; the source sends it again");
+        if let Some(upload) = self.open.take() {
+            warn!(
+                id = upload.id(),
+                "an inline snapshot was cut off by a reconnect; the source sends it again"
+            );
         }
     }
 
-    /// Takes the next part of the snapshot in progress.
+    /// Takes the next part of the snapshot in progress; returns the snapshot's position
+    /// once it is stored.
     ///
     /// # Errors
     /// [`AgentError::Protocol`] for parts out of order; the upload's errors.
-    pub async fn part(&mut self, part: SnapshotPart) -> Result<()> {
+    pub async fn part(&mut self, part: SnapshotPart) -> Result<Option<Position>> {
         match (part, &mut self.open) {
-            (SnapshotPart::Begin { position }, None) => {
-                info!(%position, "the source sends a snapshot inline; storing it");
+            (SnapshotPart::Begin, None) => {
+                info!("the source sends a snapshot inline; storing it");
                 let upload = SnapshotUpload::new(
                     &self.client,
                     &self.stream,
@@ -97,25 +101,25 @@ impl InlineSnapshots {
                     DEFAULT_CHUNK_BYTES,
                     self.shutdown.clone(),
                 );
-                self.open = Some((position, upload));
-                Ok(())
+                self.open = Some(upload);
+                Ok(None)
             }
-            (SnapshotPart::Data(bytes), Some((_, upload))) => upload.push(&bytes).await,
-            (SnapshotPart::End { content }, Some(_)) => {
-                let Some((position, upload)) = self.open.take() else {
-                    return Ok(());
+            (SnapshotPart::Data(bytes), Some(upload)) => upload.push(&bytes).await.map(|()| None),
+            (SnapshotPart::End { position, content }, Some(_)) => {
+                let Some(upload) = self.open.take() else {
+                    return Ok(None);
                 };
                 let m = upload.finish(&position, content).await?;
                 self.metrics
                     .inline_snapshots
                     .fetch_add(1, Ordering::Relaxed);
                 info!(id = %m.id, position = %m.position, "inline snapshot stored");
-                Ok(())
+                Ok(Some(position))
             }
             (part, open) => Err(AgentError::Protocol(format!(
                 "the source sent a snapshot part out of order ({}, with {} snapshot open)",
                 match part {
-                    SnapshotPart::Begin { .. } => "a start",
+                    SnapshotPart::Begin => "a start",
                     SnapshotPart::Data(_) => "data",
                     SnapshotPart::End { .. } => "an end",
                 },

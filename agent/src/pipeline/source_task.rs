@@ -161,8 +161,14 @@ impl SourceTask {
                     Msg::Heartbeat
                 }
                 SourceItem::Snapshot(part) => {
-                    self.snapshots.part(part).await?;
-                    continue;
+                    let Some(at) = self.snapshots.part(part).await? else {
+                        continue;
+                    };
+                    if let Some(before) = self.resume.replace(at.clone()) {
+                        self.metrics.source_breaks.fetch_add(1, Ordering::Relaxed);
+                        error!(chain_end = %before, continues_at = %at, "the chain breaks: the source could not continue after its end and sent a new snapshot; restores reach up to the break and from the snapshot on, not across");
+                    }
+                    Msg::Break(at)
                 }
             };
             if self.tx.send(msg).await.is_err() {

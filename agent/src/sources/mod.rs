@@ -7,6 +7,7 @@
 //! the `match`es in this file; the pipeline does not change.
 
 pub mod mysql;
+pub mod redis;
 
 use logferry_common::snapshot::{SnapshotContent, SnapshotManifest};
 use logferry_common::{Position, SourceKind};
@@ -37,18 +38,18 @@ pub struct SourceEvent {
 
 /// A part of a snapshot that arrives inside the change stream (a Redis full resync sends
 /// an RDB before the commands that follow it). Parts come in order: one `Begin`, any
-/// number of `Data`, one `End`; events after `End` continue from the snapshot's position.
+/// number of `Data`, one `End`; events after `End` continue from the snapshot's position,
+/// and the chain breaks there when it held anything before.
 #[derive(Debug)]
 pub enum SnapshotPart {
-    /// A snapshot starts; the chain continues from `position` once it is stored.
-    Begin {
-        /// Where in the log the snapshot stands.
-        position: Position,
-    },
+    /// A snapshot starts.
+    Begin,
     /// The next bytes of the snapshot's data.
     Data(Vec<u8>),
-    /// The data is complete; `content` is what the kind adds to the manifest.
+    /// The data is complete and checked.
     End {
+        /// Where in the log the snapshot stands: the chain continues from here.
+        position: Position,
         /// The per-source part of the manifest.
         content: SnapshotContent,
     },
@@ -100,30 +101,36 @@ pub trait Source {
 pub enum AnySource {
     /// A MySQL/MariaDB binlog.
     Mysql(mysql::MysqlSource),
+    /// A Redis replication link.
+    Redis(redis::RedisSource),
 }
 
 impl Source for AnySource {
     async fn next(&mut self) -> Result<SourceItem> {
         match self {
             AnySource::Mysql(s) => s.next().await,
+            AnySource::Redis(s) => s.next().await,
         }
     }
 
     fn preamble(&self) -> &[u8] {
         match self {
             AnySource::Mysql(s) => s.preamble(),
+            AnySource::Redis(s) => s.preamble(),
         }
     }
 
     fn head(&self) -> Option<Position> {
         match self {
             AnySource::Mysql(s) => s.head(),
+            AnySource::Redis(s) => s.head(),
         }
     }
 
     async fn durable(&mut self, end: &Position) -> Result<()> {
         match self {
             AnySource::Mysql(s) => s.durable(end).await,
+            AnySource::Redis(s) => s.durable(end).await,
         }
     }
 }
@@ -132,6 +139,7 @@ impl Source for AnySource {
 pub fn kind(cfg: &SourceConfig) -> SourceKind {
     match cfg {
         SourceConfig::Mysql(_) => SourceKind::Mysql,
+        SourceConfig::Redis(_) => SourceKind::Redis,
     }
 }
 
@@ -147,11 +155,15 @@ pub async fn connect(cfg: &SourceConfig, resume: Option<&Position>) -> Result<An
             let at = resume.map(Position::as_mysql).transpose()?;
             mysql::connect(m, at).await.map(AnySource::Mysql)
         }
+        SourceConfig::Redis(r) => {
+            let at = resume.map(Position::as_redis).transpose()?;
+            redis::connect(r, at).await.map(AnySource::Redis)
+        }
     }
 }
 
 /// Takes a snapshot now, the way the source's kind takes one (MySQL: a dump of a paused
-/// replica).
+/// replica; Redis: a full sync over a second link).
 ///
 /// # Errors
 /// [`crate::AgentError::Snapshot`] when the source has no snapshot configured, and the
@@ -163,6 +175,7 @@ pub async fn take_snapshot(
 ) -> Result<SnapshotManifest> {
     match &cfg.source {
         SourceConfig::Mysql(_) => mysql::snapshot::take(cfg, client, shutdown).await,
+        SourceConfig::Redis(_) => redis::snapshot::take(cfg, client, shutdown).await,
     }
 }
 
@@ -173,5 +186,6 @@ pub async fn take_snapshot(
 pub async fn recover_interrupted_snapshot(cfg: &AgentConfig) -> Result<()> {
     match &cfg.source {
         SourceConfig::Mysql(_) => mysql::snapshot::resume_if_left_paused(cfg).await,
+        SourceConfig::Redis(_) => Ok(()),
     }
 }

@@ -3,3 +3,4 @@
 //! ([`crate::segment`], [`crate::snapshot`], [`crate::keys`]) know none of it.
 
 pub mod mysql;
+pub mod redis;

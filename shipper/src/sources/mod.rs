@@ -4,6 +4,7 @@
 //! each `match` below.
 
 pub mod mysql;
+pub mod redis;
 
 use logferry_common::keys::{segments_prefix, snapshots_prefix};
 use logferry_common::{Position, SourceKind, StreamId};
@@ -100,6 +101,7 @@ pub async fn restore(
 ) -> Result<Report> {
     match stream_kind(store, req.stream).await? {
         SourceKind::Mysql => mysql::Mysql.restore(store, req, opts, bars).await,
+        SourceKind::Redis => redis::Redis.restore(store, req, opts, bars).await,
     }
 }
 
@@ -115,6 +117,7 @@ pub async fn export(
 ) -> Result<Report> {
     match stream_kind(store, req.stream).await? {
         SourceKind::Mysql => mysql::Mysql.export(store, req, opts, bars).await,
+        SourceKind::Redis => redis::Redis.export(store, req, opts, bars).await,
     }
 }
 
@@ -136,6 +139,11 @@ pub async fn drill(
                 .drill(store, stream, target, replica, bars, interrupt)
                 .await
         }
+        SourceKind::Redis => {
+            redis::Redis
+                .drill(store, stream, target, replica, bars, interrupt)
+                .await
+        }
     }
 }
 
@@ -151,5 +159,6 @@ pub fn check_payload(
 ) -> Result<u64> {
     match kind {
         SourceKind::Mysql => mysql::Mysql.check_payload(payload, start, end),
+        SourceKind::Redis => redis::Redis.check_payload(payload, start, end),
     }
 }

@@ -67,14 +67,18 @@ pub fn pause_marker(spool_dir: &Path) -> PathBuf {
 
 /// The `[source.snapshot]` section of a MySQL source, if it has one.
 fn snapshot_section(cfg: &AgentConfig) -> Option<&SnapshotSection> {
-    let SourceConfig::Mysql(m) = &cfg.source;
-    m.snapshot.as_ref()
+    match &cfg.source {
+        SourceConfig::Mysql(m) => m.snapshot.as_ref(),
+        _ => None,
+    }
 }
 
 /// The source's `[source.tls]`, which the snapshot replica's connections use too.
-fn source_tls(cfg: &AgentConfig) -> &MysqlTls {
-    let SourceConfig::Mysql(m) = &cfg.source;
-    &m.tls
+fn source_tls(cfg: &AgentConfig) -> Result<&MysqlTls> {
+    match &cfg.source {
+        SourceConfig::Mysql(m) => Ok(&m.tls),
+        _ => Err(AgentError::Snapshot("the source is not MySQL".into())),
+    }
 }
 
 async fn connect_replica(
@@ -132,7 +136,7 @@ pub async fn resume_if_left_paused(cfg: &AgentConfig) -> Result<()> {
         "a previous snapshot was interrupted while the replica was paused; resuming its SQL thread"
     );
     let (mut conn, _, addr) =
-        connect_replica(snap, source_tls(cfg), cfg.source.connect_timeout()).await?;
+        connect_replica(snap, source_tls(cfg)?, cfg.source.connect_timeout()).await?;
     conn.query_drop("START SLAVE SQL_THREAD")
         .await
         .map_err(|e| replica_error(&addr, e))?;
@@ -159,7 +163,7 @@ pub async fn take(
         )));
     }
     let (mut conn, opts, addr) =
-        connect_replica(snap, source_tls(cfg), cfg.source.connect_timeout()).await?;
+        connect_replica(snap, source_tls(cfg)?, cfg.source.connect_timeout()).await?;
     let status: Option<Row> = conn
         .query_first("SHOW SLAVE STATUS")
         .await
@@ -234,7 +238,7 @@ async fn dump_paused(
         // Oracle's mysqldump says "mysqldump  Ver 8.0.36 for Linux", MariaDB's names itself;
         // a tool that said nothing (its name stands in) gets MariaDB's flags.
         let oracle = dump_tool.contains(" Ver ") && !dump_tool.contains("MariaDB");
-        let mut args = source_tls(cfg).client_args(oracle);
+        let mut args = source_tls(cfg)?.client_args(oracle);
         args.extend(
             [
                 "--single-transaction",

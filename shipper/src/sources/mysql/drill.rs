@@ -274,7 +274,12 @@ async fn compare_with_manifest(
     manifest: &SnapshotManifest,
     report: &mut DrillReport,
 ) -> Result<()> {
-    let SnapshotContent::Mysql(content) = &manifest.content;
+    let SnapshotContent::Mysql(content) = &manifest.content else {
+        return Err(ShipperError::Restore(format!(
+            "snapshot {} is not a MySQL snapshot",
+            manifest.id
+        )));
+    };
     let from = format!("snapshot {}'s manifest", manifest.id);
     for t in &content.tables {
         let found = table_info(scratch, &t.name).await?;

@@ -1,0 +1,271 @@
+//! Redis source: tails a primary or replica over its replication link, as a replica does.
+//!
+//! The agent logs in, does the replica handshake and asks `PSYNC` for the byte after the
+//! stored chain's end. `+CONTINUE` continues the stream; `+FULLRESYNC` sends an RDB first,
+//! which becomes a snapshot of the stream ([`super::SnapshotPart`]) and starts a new
+//! history of positions (see [`ReplPos`]): the chain breaks there, and the pipeline counts
+//! and logs it. Commands become events in AOF form ([`logferry_common::format::redis`]),
+//! stamped with the agent's receive time (the stream carries none). The server's `PING`s
+//! and `REPLCONF GETACK`s are heartbeats: they advance the offset but are not stored, and
+//! their bytes count into the range of the next event so the chain has no holes.
+//!
+//! - [`link`]: the connection, login, handshake and `PSYNC`.
+//! - [`rdb`]: the RDB of a full sync, streamed out and checked as it passes.
+//! - [`snapshot`]: scheduled snapshots, each a full sync over a second link.
+
+pub mod link;
+pub mod rdb;
+pub mod snapshot;
+
+use std::time::Duration;
+
+use logferry_common::format::redis::{resp, ts_line, ReplPos, TrxTracker};
+use logferry_common::snapshot::SnapshotContent;
+use logferry_common::Position;
+use logferry_config::RedisSource as RedisConfig;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use self::link::{Link, Psync};
+use self::rdb::RdbReceiver;
+use super::{SnapshotPart, Source, SourceEvent, SourceItem};
+use crate::error::{AgentError, Result};
+use crate::metrics::now_ms;
+
+/// Where the link is in the server's stream.
+enum Phase {
+    /// A full sync's RDB is arriving; the stream continues after it.
+    Rdb(Box<RdbReceiver>),
+    /// Commands are arriving.
+    Stream,
+}
+
+/// A live replication link and the bookkeeping that turns its commands into positioned
+/// events.
+pub struct RedisSource {
+    link: Link,
+    phase: Phase,
+    /// After the last byte read from the stream (pings included).
+    cursor: ReplPos,
+    /// After the last event handed out: where the next one starts.
+    emitted: ReplPos,
+    trx: TrxTracker,
+    /// The second of the last `#TS:` annotation written.
+    last_ts: Option<i64>,
+    /// `SELECT` of the db in force before the last event handed out.
+    preamble: Vec<u8>,
+    ack_every: Duration,
+    last_ack: Instant,
+    /// Whether anything arrived since the last ACK (an idle link yields heartbeats).
+    active: bool,
+    /// Set until the first boundary that empties what the server had sent.
+    catching_up: bool,
+}
+
+/// Connects to the server in `cfg` and continues right after `resume`, or starts with a
+/// full sync (a new stream, or a server that no longer holds the offset).
+///
+/// # Errors
+/// [`AgentError::Unreachable`] (retried), [`AgentError::AccessDenied`],
+/// [`AgentError::ServerSetup`] naming the fix.
+pub async fn connect(cfg: &RedisConfig, resume: Option<&ReplPos>) -> Result<RedisSource> {
+    let ep = cfg.endpoint()?;
+    let mut link = Link::open(&ep, cfg.connect_timeout()).await?;
+    link.handshake(cfg.announce_port).await?;
+    let ask = resume
+        .filter(|r| !r.replid.is_empty())
+        .map(|r| (r.replid.as_str(), r.offset));
+    let answer = link.psync(ask).await?;
+    let (cursor, phase) = match (answer, resume) {
+        (Psync::Continue { replid }, Some(r)) => {
+            let mut at = r.clone();
+            if let Some(id) = replid {
+                if id != at.replid {
+                    info!(old = %at.replid, new = %id, "the server continues the stream under a new replication id (a failover)");
+                    at.replid = id;
+                }
+            }
+            info!(addr = link.addr(), at = %at, "+CONTINUE: the server continues the stream where the chain ends");
+            (at, Phase::Stream)
+        }
+        (Psync::Continue { .. }, None) => {
+            return Err(AgentError::Protocol(
+                "the server answered a request for a full sync with +CONTINUE".into(),
+            ))
+        }
+        (Psync::Full { replid, offset }, resume) => {
+            let history = resume.map_or(1, |r| r.history + 1);
+            match resume {
+                Some(r) => warn!(
+                    addr = link.addr(),
+                    chain_end = %r,
+                    %replid,
+                    offset,
+                    "+FULLRESYNC: the server no longer holds the stream after the chain's end (its backlog moved on, or its replication id changed); \
+                     the chain breaks here and continues from the snapshot this full sync brings"
+                ),
+                None => {
+                    info!(addr = link.addr(), %replid, offset, "+FULLRESYNC: a new stream starts with the server's snapshot")
+                }
+            }
+            let at = ReplPos::new(history, offset, &replid, 0);
+            let server = link.addr().to_owned();
+            let rx = RdbReceiver::start(&mut link, server, at.clone()).await?;
+            (at, Phase::Rdb(Box::new(rx)))
+        }
+    };
+    Ok(RedisSource {
+        preamble: resp::select(cursor.db),
+        emitted: cursor.clone(),
+        cursor,
+        link,
+        phase,
+        trx: TrxTracker::default(),
+        last_ts: None,
+        ack_every: cfg.ack_every(),
+        last_ack: Instant::now(),
+        active: false,
+        catching_up: true,
+    })
+}
+
+impl RedisSource {
+    /// One command from the buffer, if a whole one is there: an event, or `None` for a
+    /// heartbeat command (consumed) and for an incomplete one.
+    async fn command(&mut self) -> Result<Option<Option<SourceEvent>>> {
+        let buffered = self.link.buffered();
+        let Some(end) = resp::value_end(buffered, 0).map_err(|e| {
+            AgentError::Protocol(format!(
+                "the replication stream from {} at offset {} is not RESP: {e}",
+                self.link.addr(),
+                self.cursor.offset
+            ))
+        })?
+        else {
+            return Ok(None);
+        };
+        let bytes = buffered[..end].to_vec();
+        self.link.consume(end);
+        let args = resp::command_args(&bytes).map_err(|e| {
+            AgentError::Protocol(format!(
+                "the replication stream from {} at offset {}: {e}",
+                self.link.addr(),
+                self.cursor.offset
+            ))
+        })?;
+        let name = args.first().copied().unwrap_or_default();
+        let db_before = self.cursor.db;
+        let mut db = db_before;
+        let getack = name.eq_ignore_ascii_case(b"REPLCONF")
+            && args
+                .get(1)
+                .is_some_and(|a| a.eq_ignore_ascii_case(b"GETACK"));
+        if name.eq_ignore_ascii_case(b"SELECT") {
+            db = args
+                .get(1)
+                .and_then(|d| std::str::from_utf8(d).ok())
+                .and_then(|d| d.parse().ok())
+                .ok_or_else(|| AgentError::Protocol("a SELECT without a db number".into()))?;
+        }
+        self.cursor = self.cursor.advanced(end as u64, db);
+        if getack {
+            self.link.ack(self.cursor.offset).await?;
+            self.last_ack = Instant::now();
+        }
+        if getack || name.eq_ignore_ascii_case(b"PING") {
+            return Ok(Some(None));
+        }
+        let time_ms = now_ms();
+        let secs = time_ms.div_euclid(1000);
+        let mut record = Vec::with_capacity(bytes.len() + 16);
+        if !self.trx.in_multi() && self.last_ts != Some(secs) {
+            record.extend_from_slice(&ts_line(secs));
+            self.last_ts = Some(secs);
+        }
+        record.extend_from_slice(&bytes);
+        let boundary = self.trx.after(name);
+        self.preamble = resp::select(db_before);
+        let start = std::mem::replace(&mut self.emitted, self.cursor.clone());
+        let caught_up = boundary && self.catching_up && self.link.buffered().is_empty();
+        if caught_up {
+            self.catching_up = false;
+        }
+        Ok(Some(Some(SourceEvent {
+            record,
+            start: Position::Redis(start),
+            end: Position::Redis(self.cursor.clone()),
+            time_ms,
+            boundary,
+            caught_up,
+        })))
+    }
+
+    /// Waits for more bytes, acknowledging the offset read every `ack_every`; `true` when
+    /// an ACK fell due with nothing new since the last one (the link is idle).
+    async fn wait(&mut self) -> Result<bool> {
+        let due = self.last_ack + self.ack_every;
+        tokio::select! {
+            read = self.link.fill(link::SILENCE_LIMIT) => {
+                read?;
+                self.active = true;
+                Ok(false)
+            }
+            _ = tokio::time::sleep_until(due) => {
+                self.link.ack(self.cursor.offset).await?;
+                self.last_ack = Instant::now();
+                let idle = !self.active;
+                self.active = false;
+                Ok(idle)
+            }
+        }
+    }
+}
+
+impl Source for RedisSource {
+    async fn next(&mut self) -> Result<SourceItem> {
+        loop {
+            if let Phase::Rdb(rx) = &mut self.phase {
+                match rx.next(&mut self.link).await? {
+                    Some(part) => return Ok(SourceItem::Snapshot(part)),
+                    None => {
+                        let Phase::Rdb(rx) = std::mem::replace(&mut self.phase, Phase::Stream)
+                        else {
+                            continue;
+                        };
+                        let (at, content) = rx.finish().await?;
+                        self.link.ack(at.offset).await?;
+                        self.last_ack = Instant::now();
+                        self.cursor = at.clone();
+                        self.emitted = at.clone();
+                        self.preamble = resp::select(at.db);
+                        return Ok(SourceItem::Snapshot(SnapshotPart::End {
+                            position: Position::Redis(at),
+                            content: SnapshotContent::Redis(content),
+                        }));
+                    }
+                }
+            }
+            match self.command().await? {
+                Some(Some(ev)) => return Ok(SourceItem::Event(ev)),
+                Some(None) => continue,
+                None => {}
+            }
+            if self.wait().await? {
+                return Ok(SourceItem::Heartbeat);
+            }
+        }
+    }
+
+    fn preamble(&self) -> &[u8] {
+        &self.preamble
+    }
+
+    fn head(&self) -> Option<Position> {
+        // Pings advance the offset but are not data: the head is the last event read.
+        Some(Position::Redis(self.emitted.clone()))
+    }
+
+    async fn durable(&mut self, _end: &Position) -> Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,216 @@
+//! The segment payload of a Redis stream: AOF form. Commands are RESP arrays exactly as the
+//! server propagated them, and a `#TS:<unix seconds>` line stands before the first command
+//! of each new second, as Redis 7 writes its AOF with `aof-timestamp-enabled yes`. Every
+//! payload starts with the `SELECT` in force (after an optional `#TS:` line), so that it is
+//! readable alone; that first `SELECT` is the preamble, not an event of the stream.
+//!
+//! Restores stop only between transactions: a command inside `MULTI` … `EXEC` (Redis 7
+//! also wraps the effects of a script in one) is not a place to stop.
+
+use super::{resp, ReplPos};
+use crate::{Error, Result};
+
+/// The prefix of a timestamp annotation.
+pub const TS_PREFIX: &[u8] = b"#TS:";
+
+/// `#TS:<secs>\r\n`.
+pub fn ts_line(secs: i64) -> Vec<u8> {
+    format!("#TS:{secs}\r\n").into_bytes()
+}
+
+/// One command of a payload.
+#[derive(Debug)]
+pub struct Command<'a> {
+    /// The command as stored (a RESP array).
+    pub bytes: &'a [u8],
+    /// Its arguments; the first is the command's name.
+    pub args: Vec<&'a [u8]>,
+    /// The last `#TS:` annotation at or before it in this payload, unix seconds.
+    pub ts: Option<i64>,
+    /// `true` for the payload's leading `SELECT`.
+    pub preamble: bool,
+}
+
+impl Command<'_> {
+    /// Whether the command's name is `name` (ASCII case-insensitive).
+    pub fn is(&self, name: &str) -> bool {
+        self.args
+            .first()
+            .is_some_and(|n| n.eq_ignore_ascii_case(name.as_bytes()))
+    }
+
+    /// The db a `SELECT` selects.
+    pub fn selected_db(&self) -> Option<u32> {
+        if !self.is("SELECT") {
+            return None;
+        }
+        std::str::from_utf8(self.args.get(1)?).ok()?.parse().ok()
+    }
+}
+
+/// Walks the commands of `payload` in order; `f` returns `false` to stop early.
+///
+/// # Errors
+/// [`Error::Corrupt`] naming the byte offset where the payload stops being AOF form, or
+/// when it does not start with its `SELECT`; `f`'s errors.
+pub fn walk<'a>(payload: &'a [u8], mut f: impl FnMut(Command<'a>) -> Result<bool>) -> Result<()> {
+    let mut at = 0;
+    let mut ts = None;
+    let mut first = true;
+    let bad =
+        |at: usize, why: String| Error::corrupt_in("Redis payload", format!("at byte {at}: {why}"));
+    while at < payload.len() {
+        if payload[at] == b'#' {
+            let rest = &payload[at..];
+            let end = rest
+                .windows(2)
+                .position(|w| w == b"\r\n")
+                .ok_or_else(|| bad(at, "an annotation does not end".into()))?;
+            let line = &rest[..end];
+            if let Some(secs) = line.strip_prefix(TS_PREFIX) {
+                ts = Some(
+                    std::str::from_utf8(secs)
+                        .ok()
+                        .and_then(|s| s.parse().ok())
+                        .ok_or_else(|| bad(at, "a #TS: annotation without a number".into()))?,
+                );
+            }
+            at += end + 2;
+            continue;
+        }
+        let end = resp::value_end(payload, at)
+            .map_err(|e| bad(at, e.to_string()))?
+            .ok_or_else(|| bad(at, "the last command is cut off".into()))?;
+        let bytes = &payload[at..end];
+        let args = resp::command_args(bytes).map_err(|e| bad(at, e.to_string()))?;
+        let cmd = Command {
+            bytes,
+            args,
+            ts,
+            preamble: first,
+        };
+        if first && cmd.selected_db().is_none() {
+            return Err(bad(at, "the payload does not start with its SELECT".into()));
+        }
+        first = false;
+        if !f(cmd)? {
+            return Ok(());
+        }
+        at = end;
+    }
+    if first {
+        return Err(bad(0, "the payload holds no SELECT".into()));
+    }
+    Ok(())
+}
+
+/// Where transactions end: tracks `MULTI` … `EXEC` / `DISCARD` across commands (and across
+/// segments, which may end inside one).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TrxTracker {
+    in_multi: bool,
+}
+
+impl TrxTracker {
+    /// A tracker that starts inside a transaction when `in_multi`.
+    pub fn new(in_multi: bool) -> Self {
+        TrxTracker { in_multi }
+    }
+
+    /// Takes the next command (by name); `true` when a restore may stop right after it.
+    pub fn after(&mut self, name: &[u8]) -> bool {
+        if name.eq_ignore_ascii_case(b"MULTI") {
+            self.in_multi = true;
+        } else if name.eq_ignore_ascii_case(b"EXEC") || name.eq_ignore_ascii_case(b"DISCARD") {
+            self.in_multi = false;
+            return true;
+        }
+        !self.in_multi
+    }
+
+    /// Whether a transaction is open.
+    pub fn in_multi(&self) -> bool {
+        self.in_multi
+    }
+}
+
+/// Checks that a segment from `start` to `end` is one run of one history and that its
+/// `payload` is AOF form from its `SELECT` to its end; returns its event count (commands
+/// after the preamble).
+///
+/// # Errors
+/// [`Error::Corrupt`] for a segment across histories or running backwards; as [`walk`].
+pub fn check_payload(payload: &[u8], start: &ReplPos, end: &ReplPos) -> Result<u64> {
+    if start.history != end.history || start.offset > end.offset {
+        return Err(Error::corrupt_in(
+            "Redis segment",
+            format!("it runs from {start} to {end}: not one run of one history"),
+        ));
+    }
+    let mut events = 0u64;
+    walk(payload, |c| {
+        events += u64::from(!c.preamble);
+        Ok(true)
+    })?;
+    Ok(events)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use resp::{encode, select};
+
+    fn payload() -> Vec<u8> {
+        [
+            ts_line(100),
+            select(2),
+            encode(&["SET", "a", "1"]),
+            ts_line(101),
+            encode(&["MULTI"]),
+            encode(&["INCR", "a"]),
+            encode(&["EXEC"]),
+        ]
+        .concat()
+    }
+
+    #[test]
+    fn commands_carry_their_second_and_transactions_their_boundaries() {
+        let mut seen = Vec::new();
+        let mut trx = TrxTracker::default();
+        walk(&payload(), |c| {
+            let name = String::from_utf8_lossy(c.args[0]).into_owned();
+            let boundary = trx.after(c.args[0]);
+            seen.push((name, c.ts, c.preamble, boundary));
+            Ok(true)
+        })
+        .unwrap();
+        assert_eq!(seen[0], ("SELECT".into(), Some(100), true, true));
+        assert_eq!(seen[1], ("SET".into(), Some(100), false, true));
+        assert_eq!(seen[2], ("MULTI".into(), Some(101), false, false));
+        assert!(!seen[3].3, "inside MULTI is no place to stop");
+        assert_eq!(seen[4], ("EXEC".into(), Some(101), false, true));
+        let (a, b) = (ReplPos::new(1, 10, "", 0), ReplPos::new(1, 90, "", 0));
+        assert_eq!(check_payload(&payload(), &a, &b).unwrap(), 4);
+        assert!(check_payload(&payload(), &b, &a).is_err());
+        assert!(check_payload(&payload(), &a, &ReplPos::new(2, 90, "", 0)).is_err());
+    }
+
+    #[test]
+    fn damage_is_named_with_its_offset() {
+        let (a, b) = (ReplPos::new(1, 10, "", 0), ReplPos::new(1, 90, "", 0));
+        let check_payload = |p: &[u8]| check_payload(p, &a, &b);
+        let p = payload();
+        let e = check_payload(&p[..p.len() - 3]).unwrap_err().to_string();
+        assert!(e.contains("cut off"), "{e}");
+        let e = check_payload(&encode(&["SET", "a", "1"]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("SELECT"), "{e}");
+        let mut p = payload();
+        p[12] = b'!';
+        assert!(check_payload(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("at byte"));
+    }
+}
