@@ -176,6 +176,23 @@ async fn full_sync_snapshot_then_commands_and_a_kill_resumes_with_continue() -> 
     Ok(())
 }
 
+/// Starts an agent on `redis_url`, which must stop it with an error; its log.
+async fn refused_start(
+    dir: &std::path::Path,
+    redis_url: &str,
+    shipper: &Shipper,
+) -> anyhow::Result<String> {
+    let mut agent = Agent::start_config(dir, &config(dir, redis_url, shipper), &[])?;
+    let status = wait_for("the agent to stop", Duration::from_secs(30), || {
+        let s = agent.try_exit();
+        async move { s }
+    })
+    .await
+    .map_err(|e| e.context(agent.log_text()))?;
+    anyhow::ensure!(!status.success(), "the agent exited 0 on {redis_url}");
+    Ok(agent.log_text())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_password_and_a_server_that_is_not_redis_are_named() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
@@ -183,15 +200,7 @@ async fn a_wrong_password_and_a_server_that_is_not_redis_are_named() -> anyhow::
     let shipper = Shipper::start(tmp.path()).await?;
     let wrong = format!("redis://:wrong@127.0.0.1:{}", redis.port);
     let dir = tmp.path().join("agent");
-    let mut agent = Agent::start_config(&dir, &config(&dir, &wrong, &shipper), &[])?;
-    let status = wait_for("the agent to stop", Duration::from_secs(30), || {
-        let s = agent.try_exit();
-        async move { s }
-    })
-    .await
-    .map_err(|e| e.context(agent.log_text()))?;
-    assert!(!status.success());
-    let log = agent.log_text();
+    let log = refused_start(&dir, &wrong, &shipper).await?;
     assert!(log.contains("refused the login"), "{log}");
     assert!(
         !log.contains("s3cret") && !log.contains(":wrong@"),
@@ -202,15 +211,7 @@ async fn a_wrong_password_and_a_server_that_is_not_redis_are_named() -> anyhow::
     let http = Shipper::start_plain_http(&tmp.path().join("http"), &[]).await?;
     let not_redis = http.url().replace("http://", "redis://");
     let dir = tmp.path().join("agent2");
-    let mut agent = Agent::start_config(&dir, &config(&dir, &not_redis, &shipper), &[])?;
-    let status = wait_for("the agent to stop", Duration::from_secs(30), || {
-        let s = agent.try_exit();
-        async move { s }
-    })
-    .await
-    .map_err(|e| e.context(agent.log_text()))?;
-    assert!(!status.success());
-    let log = agent.log_text();
+    let log = refused_start(&dir, &not_redis, &shipper).await?;
     assert!(
         log.contains("not speak the Redis protocol") || log.contains("it is not Redis"),
         "{log}"

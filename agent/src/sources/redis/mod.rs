@@ -19,6 +19,7 @@ pub mod snapshot;
 
 use std::time::Duration;
 
+use logferry_common::format::redis::payload::selected_db;
 use logferry_common::format::redis::{resp, ts_line, ReplPos, TrxTracker};
 use logferry_common::snapshot::SnapshotContent;
 use logferry_common::Position;
@@ -161,10 +162,7 @@ impl RedisSource {
                 .get(1)
                 .is_some_and(|a| a.eq_ignore_ascii_case(b"GETACK"));
         if name.eq_ignore_ascii_case(b"SELECT") {
-            db = args
-                .get(1)
-                .and_then(|d| std::str::from_utf8(d).ok())
-                .and_then(|d| d.parse().ok())
+            db = selected_db(&args)
                 .ok_or_else(|| AgentError::Protocol("a SELECT without a db number".into()))?;
         }
         self.cursor = self.cursor.advanced(end as u64, db);

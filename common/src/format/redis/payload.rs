@@ -41,11 +41,16 @@ impl Command<'_> {
 
     /// The db a `SELECT` selects.
     pub fn selected_db(&self) -> Option<u32> {
-        if !self.is("SELECT") {
-            return None;
-        }
-        std::str::from_utf8(self.args.get(1)?).ok()?.parse().ok()
+        selected_db(&self.args)
     }
+}
+
+/// The db the command with `args` selects, when it is a `SELECT` with a db number.
+pub fn selected_db(args: &[&[u8]]) -> Option<u32> {
+    if !args.first()?.eq_ignore_ascii_case(b"SELECT") {
+        return None;
+    }
+    std::str::from_utf8(args.get(1)?).ok()?.parse().ok()
 }
 
 /// Walks the commands of `payload` in order; `f` returns `false` to stop early.
