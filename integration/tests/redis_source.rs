@@ -1,12 +1,15 @@
 //! The Redis source against a real redis-server: the first full sync becomes the
 //! stream's snapshot, commands arrive as AOF-form segments, a `kill -9` of the agent
-//! resumes with `+CONTINUE` (nothing lost, nothing twice), and bad logins are named.
+//! resumes with `+CONTINUE` (nothing lost, nothing twice), and bad logins are named. A
+//! mixed workload over several dbs restores to marks (by time and by offset), exports as an
+//! AOF directory redis-server loads, and drills; each compared with the source's own
+//! `DEBUG DIGEST` at the mark, and a hole in the chain makes restore and drill say no.
 
 mod common;
 
 use std::time::Duration;
 
-use common::shipper_cli;
+use common::{mark, rfc3339, shipper_cli, shipper_cli_within};
 use logferry_common::format::redis::walk;
 use logferry_common::snapshot::{SnapshotContent, SnapshotManifest};
 use logferry_integration::logferry::{Agent, Shipper, TEST_TOKEN};
@@ -159,20 +162,6 @@ async fn full_sync_snapshot_then_commands_and_a_kill_resumes_with_continue() -> 
 
     let (code, out) = shipper_cli(&["verify", "--store", &shipper.store_url()])?;
     assert_eq!(code, 0, "{out}");
-    // Restore is not built for Redis yet: it must refuse, never report a restore.
-    let (code, out) = shipper_cli(&[
-        "restore",
-        "--store",
-        &shipper.store_url(),
-        "--stream",
-        STREAM,
-        "--to",
-        "latest",
-        "--target",
-        &redis.url(),
-    ])?;
-    assert_ne!(code, 0, "{out}");
-    assert!(out.contains("not in this build"), "{out}");
     Ok(())
 }
 
@@ -216,5 +205,175 @@ async fn a_wrong_password_and_a_server_that_is_not_redis_are_named() -> anyhow::
         log.contains("not speak the Redis protocol") || log.contains("it is not Redis"),
         "{log}"
     );
+    Ok(())
+}
+
+/// Redis's own digest of the whole keyspace (every db, type, value and expire time).
+fn digest(redis: &RedisServer) -> anyhow::Result<String> {
+    Ok(redis.cli(&["DEBUG", "DIGEST"])?.trim().to_owned())
+}
+
+/// The source's replication offset (`master_repl_offset`).
+fn repl_offset(redis: &RedisServer) -> anyhow::Result<u64> {
+    let info = redis.cli(&["INFO", "replication"])?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("master_repl_offset:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no master_repl_offset in {info}"))
+}
+
+/// A Redis server whose `DEBUG DIGEST` the test may ask.
+async fn debug_server(dir: &std::path::Path, extra: &[&str]) -> anyhow::Result<RedisServer> {
+    let mut args = vec!["--enable-debug-command", "local"];
+    args.extend_from_slice(extra);
+    RedisServer::start(dir, &args).await
+}
+
+/// Runs `logferry-shipper restore` of the stream into `target`; (exit code, output).
+fn restore(
+    shipper: &Shipper,
+    to: &str,
+    target: &RedisServer,
+    force: bool,
+) -> anyhow::Result<(i32, String)> {
+    let (url, store) = (target.url(), shipper.store_url());
+    let mut args = vec![
+        "restore", "--store", &store, "--stream", STREAM, "--to", to, "--target", &url,
+    ];
+    if force {
+        args.push("--force");
+    }
+    shipper_cli_within(&args, Duration::from_secs(120))
+}
+
+const PHASE_A: &str = "SELECT 0\nSETRANGE big 1048575 x\nHSET h f1 v1 f2 v2\nRPUSH l a b c\nSADD st x y z\n\
+ZADD z 1 a 2 b\nXADD s * f v\nSET exp v EX 100000\nSELECT 1\nSET a 1\nMULTI\nINCR a\nSET b 2\nEXEC\n\
+EVAL \"redis.call('SET', KEYS[1], ARGV[1]); return redis.call('INCR', KEYS[2])\" 2 lua cnt v\nSET mark:a 1\n";
+const PHASE_B: &str =
+    "SELECT 2\nSET c 3\nRENAME c c2\nSELECT 0\nMOVE l 3\nSETRANGE big 0 y\nHDEL h f1\n\
+SWAPDB 1 2\nSELECT 1\nFLUSHDB\nSELECT 4\nSET d 4\nSET mark:b 1\n";
+const PHASE_C: &str = "SELECT 5\nSET e 5\nZINCRBY z 5 a\nSELECT 0\nSET mark:c 1\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restores_to_marks_exports_and_drills_a_mixed_workload() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let source = debug_server(&tmp.path().join("source"), &[]).await?;
+    let shipper = Shipper::start(tmp.path()).await?;
+    let dir = tmp.path().join("agent");
+    let agent = Agent::start_config(&dir, &config(&dir, &source.url(), &shipper), &[])?;
+    wait_for("the full sync's snapshot", Duration::from_secs(60), || {
+        let s = snapshots(&shipper);
+        async move { Ok(s?.into_iter().next()) }
+    })
+    .await
+    .map_err(|e| e.context(agent.log_text()))?;
+
+    // Each phase's writes are stored before the mark, whose second then ends before the
+    // next phase starts: a restore to the mark holds exactly the phase's state.
+    source.script(PHASE_A)?;
+    wait_stored(&shipper, "mark:a").await?;
+    let (digest_a, offset_a, t_a) = (digest(&source)?, repl_offset(&source)?, mark().await);
+    source.script(PHASE_B)?;
+    wait_stored(&shipper, "mark:b").await?;
+    let (digest_b, t_b) = (digest(&source)?, mark().await);
+    // A second snapshot (a full sync over a second link) for the drill to compare with.
+    let mut snap = agent.snapshot_process("snapshot.log")?;
+    let status = snap.wait_within(Duration::from_secs(60))?;
+    anyhow::ensure!(status.success(), "snapshot failed: {}", snap.log());
+    source.script(PHASE_C)?;
+    wait_stored(&shipper, "mark:c").await?;
+    let digest_c = digest(&source)?;
+    assert_ne!(digest_a, digest_b);
+
+    let target = debug_server(&tmp.path().join("target"), &[]).await?;
+    let (code, out) = restore(&shipper, &rfc3339(t_a), &target, false)?;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        digest(&target)?,
+        digest_a,
+        "restore to the first mark: {out}"
+    );
+    assert_eq!(
+        target.cli(&["ROLE"])?.lines().next(),
+        Some("master"),
+        "the target stands alone"
+    );
+    // A target that holds data is refused without --force, and left as it was.
+    let (code, out) = restore(&shipper, &rfc3339(t_b), &target, false)?;
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("--force"), "{out}");
+    assert_eq!(digest(&target)?, digest_a);
+    let (code, out) = restore(&shipper, &rfc3339(t_b), &target, true)?;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        digest(&target)?,
+        digest_b,
+        "restore to the second mark: {out}"
+    );
+    let (code, out) = restore(&shipper, &format!("1:{offset_a}"), &target, true)?;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        digest(&target)?,
+        digest_a,
+        "restore to the first mark's offset: {out}"
+    );
+    let (code, out) = restore(&shipper, "latest", &target, true)?;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(digest(&target)?, digest_c, "restore to latest: {out}");
+
+    // The export loads into a stock redis-server as its AOF.
+    let export = tmp.path().join("export");
+    let (code, out) = shipper_cli(&[
+        "export",
+        "--store",
+        &shipper.store_url(),
+        "--stream",
+        STREAM,
+        "--dir",
+        export.to_str().unwrap_or_default(),
+    ])?;
+    assert_eq!(code, 0, "{out}");
+    let loaded = debug_server(
+        &export,
+        &["--appendonly", "yes", "--appenddirname", "appendonlydir"],
+    )
+    .await?;
+    assert_eq!(digest(&loaded)?, digest_c, "the exported AOF directory");
+
+    let scratch = debug_server(&tmp.path().join("scratch"), &[]).await?;
+    let drill = |scratch: &RedisServer| {
+        shipper_cli_within(
+            &[
+                "verify",
+                "--store",
+                &shipper.store_url(),
+                "--stream",
+                STREAM,
+                "--restore-drill",
+                "--target",
+                &scratch.url(),
+            ],
+            Duration::from_secs(120),
+        )
+    };
+    let (code, out) = drill(&scratch)?;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("OK restore drill"), "{out}");
+
+    // A segment between the two snapshots goes missing: the restore across it and the
+    // drill must say no.
+    let segs = store::segments(&shipper.store_dir, STREAM)?;
+    let hole = segs
+        .iter()
+        .find(|(_, s)| s.header.meta.last_event_ms <= t_a)
+        .map(|(k, _)| k.clone())
+        .ok_or_else(|| anyhow::anyhow!("no segment before the first mark"))?;
+    let prefix = logferry_common::keys::segments_prefix(&STREAM.parse()?);
+    std::fs::remove_file(shipper.store_dir.join(prefix).join(&hole))?;
+    let (code, out) = restore(&shipper, &rfc3339(t_a), &target, true)?;
+    assert_ne!(code, 0, "a restore across a hole: {out}");
+    assert!(out.contains("nothing is stored from"), "{out}");
+    let (code, out) = drill(&scratch)?;
+    assert_ne!(code, 0, "a drill over a hole: {out}");
     Ok(())
 }

@@ -125,6 +125,10 @@ enum Command {
     /// any difference, and when there was nothing to compare with ("not proven"). Every
     /// drill's result is stored in the bucket under streams/<stream>/drills/. This is the
     /// monthly restore test, automated.
+    ///
+    /// For a Redis stream the drill loads the newest snapshot alone into --target and takes
+    /// a digest of every key (type, value, TTL class), then loads the next-to-newest and
+    /// replays the stored commands up to the newest's position, and compares the digests.
     Verify {
         #[command(flatten)]
         store: StoreArgs,
@@ -136,8 +140,9 @@ enum Command {
         /// Also run a restore drill into --target.
         #[arg(long, requires = "target")]
         restore_drill: bool,
-        /// Empty scratch server for the drill: mysql://USER:PASSWORD@HOST:PORT (TLS:
-        /// ?ssl-mode=VERIFY_IDENTITY&ssl-ca=FILE, also ssl-cert and ssl-key).
+        /// Scratch server for the drill: mysql://USER:PASSWORD@HOST:PORT (empty; TLS:
+        /// ?ssl-mode=VERIFY_IDENTITY&ssl-ca=FILE, also ssl-cert and ssl-key), or
+        /// redis://USER:PASSWORD@HOST:PORT for a Redis stream (its data is replaced).
         #[arg(long)]
         target: Option<String>,
         /// A live replica of the stream's source to compare the drilled copy with:
@@ -151,10 +156,15 @@ enum Command {
         #[arg(long)]
         remove_orphans: bool,
     },
-    /// Restore a stream to a point in time (or position) into a MySQL/MariaDB server: loads
-    /// the newest snapshot at or before the target, then replays the stored binlog after the
+    /// Restore a stream to a point in time (or position) into a server of its kind: loads
+    /// the newest snapshot at or before the target, then replays the stored log after the
     /// snapshot's position up to the last whole transaction committed at or before the
-    /// target. Reads the object store directly; needs the mariadb and mariadb-binlog clients.
+    /// target. Reads the object store directly.
+    ///
+    /// MySQL/MariaDB: needs the mariadb and mariadb-binlog clients. Redis: the target is told
+    /// REPLICAOF an endpoint this command opens on the address it has towards the target
+    /// (guarded by a one-time masterauth), is sent the snapshot's RDB and the commands, and
+    /// is told REPLICAOF NO ONE once it acknowledged them all.
     Restore {
         #[command(flatten)]
         store: StoreArgs,
@@ -164,17 +174,19 @@ enum Command {
         #[arg(long)]
         stream: StreamId,
         /// RFC 3339 time with a zone (2026-11-23T12:00:00Z or 2026-11-23T13:00:00+01:00),
-        /// binlog position (mysql-bin.000003:1234), MariaDB GTID (0-1-500: up to and including that transaction), or "latest".
+        /// binlog position (mysql-bin.000003:1234), MariaDB GTID (0-1-500: up to and including that transaction),
+        /// Redis position (HISTORY:OFFSET, 1:18446), or "latest".
         #[arg(long)]
         to: String,
         /// Server to restore into: mysql://USER:PASSWORD@HOST:PORT (should be empty; TLS:
-        /// ?ssl-mode=VERIFY_IDENTITY&ssl-ca=FILE, also ssl-cert and ssl-key).
+        /// ?ssl-mode=VERIFY_IDENTITY&ssl-ca=FILE, also ssl-cert and ssl-key), or
+        /// redis://USER:PASSWORD@HOST:PORT for a Redis stream (empty, standalone).
         #[arg(long)]
         target: String,
         /// Restore into a target that already holds databases (an earlier or interrupted
         /// restore): every database outside the system schemas is dropped first, and the
         /// report names them. mysql, sys, information_schema and performance_schema are
-        /// never touched.
+        /// never touched. For Redis: the target's keys are replaced.
         #[arg(long)]
         force: bool,
         /// Continue a restore stopped by Ctrl-C, SIGTERM or SIGHUP from the position it
@@ -188,8 +200,10 @@ enum Command {
         #[arg(long)]
         keep_durability: bool,
     },
-    /// Write what a restore would apply into a directory: the snapshot as SQL and the binlog
-    /// as files that `mariadb-binlog FILE... | mariadb` replays by hand.
+    /// Write what a restore would apply into a directory: for MySQL the snapshot as SQL and
+    /// the binlog as files that `mariadb-binlog FILE... | mariadb` replays by hand; for Redis
+    /// a multi-part AOF directory (the snapshot's RDB as base, the commands as the
+    /// incremental file, the manifest) that `redis-server --appendonly yes` loads.
     Export {
         #[command(flatten)]
         store: StoreArgs,
@@ -198,11 +212,11 @@ enum Command {
         /// Stream to export.
         #[arg(long)]
         stream: StreamId,
-        /// Binlog position to start at instead of a snapshot (no SQL snapshot is written).
+        /// Position to start at instead of a snapshot (no snapshot is written).
         #[arg(long)]
         from: Option<String>,
-        /// RFC 3339 time with a zone, binlog position, MariaDB GTID, or "latest" (the
-        /// default).
+        /// RFC 3339 time with a zone, binlog position, MariaDB GTID, Redis position, or
+        /// "latest" (the default).
         #[arg(long, default_value = "latest")]
         to: String,
         /// Directory to write into (created if missing).

@@ -7,7 +7,8 @@
 //! and logs it. Commands become events in AOF form ([`logferry_common::format::redis`]),
 //! stamped with the agent's receive time (the stream carries none). The server's `PING`s
 //! and `REPLCONF GETACK`s are heartbeats: they advance the offset but are not stored, and
-//! their bytes count into the range of the next event so the chain has no holes.
+//! their bytes count into the range of the next event (its `#SKIP:` line says how many) so
+//! the chain has no holes and every command's offset is known.
 //!
 //! - [`link`]: the connection, login, handshake and `PSYNC`.
 //! - [`rdb`]: the RDB of a full sync, streamed out and checked as it passes.
@@ -20,7 +21,7 @@ pub mod snapshot;
 use std::time::Duration;
 
 use logferry_common::format::redis::payload::selected_db;
-use logferry_common::format::redis::{resp, ts_line, ReplPos, TrxTracker};
+use logferry_common::format::redis::{resp, skip_line, ts_line, ReplPos, TrxTracker};
 use logferry_common::snapshot::SnapshotContent;
 use logferry_common::Position;
 use logferry_config::RedisSource as RedisConfig;
@@ -156,6 +157,7 @@ impl RedisSource {
         })?;
         let name = args.first().copied().unwrap_or_default();
         let db_before = self.cursor.db;
+        let skipped = self.cursor.offset - self.emitted.offset;
         let mut db = db_before;
         let getack = name.eq_ignore_ascii_case(b"REPLCONF")
             && args
@@ -179,6 +181,9 @@ impl RedisSource {
         if !self.trx.in_multi() && self.last_ts != Some(secs) {
             record.extend_from_slice(&ts_line(secs));
             self.last_ts = Some(secs);
+        }
+        if skipped > 0 {
+            record.extend_from_slice(&skip_line(skipped));
         }
         record.extend_from_slice(&bytes);
         let boundary = self.trx.after(name);

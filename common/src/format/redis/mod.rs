@@ -14,6 +14,6 @@ pub mod rdb;
 pub mod resp;
 pub mod snapshot;
 
-pub use payload::{check_payload, ts_line, walk, Command, TrxTracker};
+pub use payload::{check_payload, skip_line, ts_line, walk, Command, TrxTracker};
 pub use position::ReplPos;
 pub use snapshot::{DbKeys, RedisSnapshot};

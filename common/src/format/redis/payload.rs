@@ -4,6 +4,12 @@
 //! payload starts with the `SELECT` in force (after an optional `#TS:` line), so that it is
 //! readable alone; that first `SELECT` is the preamble, not an event of the stream.
 //!
+//! The server's heartbeats (`PING`, `REPLCONF GETACK`) advance the replication offset but
+//! are not stored; a `#SKIP:<bytes>` line before the next command says how many bytes of
+//! the stream they took, so every command's offset is known ([`Command::skipped`]) and a
+//! restore can stop at an exact offset. Redis's AOF loader and `redis-check-aof` pass over
+//! any line that starts with `#`.
+//!
 //! Restores stop only between transactions: a command inside `MULTI` … `EXEC` (Redis 7
 //! also wraps the effects of a script in one) is not a place to stop.
 
@@ -13,9 +19,17 @@ use crate::{Error, Result};
 /// The prefix of a timestamp annotation.
 pub const TS_PREFIX: &[u8] = b"#TS:";
 
+/// The prefix of the annotation of heartbeat bytes that were not stored.
+pub const SKIP_PREFIX: &[u8] = b"#SKIP:";
+
 /// `#TS:<secs>\r\n`.
 pub fn ts_line(secs: i64) -> Vec<u8> {
     format!("#TS:{secs}\r\n").into_bytes()
+}
+
+/// `#SKIP:<bytes>\r\n`.
+pub fn skip_line(bytes: u64) -> Vec<u8> {
+    format!("#SKIP:{bytes}\r\n").into_bytes()
 }
 
 /// One command of a payload.
@@ -29,6 +43,22 @@ pub struct Command<'a> {
     pub ts: Option<i64>,
     /// `true` for the payload's leading `SELECT`.
     pub preamble: bool,
+    /// Bytes of the replication stream between the previous command and this one that
+    /// were not stored (heartbeats), from `#SKIP:` lines.
+    pub skipped: u64,
+}
+
+impl Command<'_> {
+    /// Bytes of the replication stream this command and the heartbeats before it take: the
+    /// preamble takes none (it is not part of the stream).
+    pub fn stream_bytes(&self) -> u64 {
+        self.skipped
+            + if self.preamble {
+                0
+            } else {
+                self.bytes.len() as u64
+            }
+    }
 }
 
 impl Command<'_> {
@@ -61,6 +91,7 @@ pub fn selected_db(args: &[&[u8]]) -> Option<u32> {
 pub fn walk<'a>(payload: &'a [u8], mut f: impl FnMut(Command<'a>) -> Result<bool>) -> Result<()> {
     let mut at = 0;
     let mut ts = None;
+    let mut skipped = 0u64;
     let mut first = true;
     let bad =
         |at: usize, why: String| Error::corrupt_in("Redis payload", format!("at byte {at}: {why}"));
@@ -79,6 +110,11 @@ pub fn walk<'a>(payload: &'a [u8], mut f: impl FnMut(Command<'a>) -> Result<bool
                         .and_then(|s| s.parse().ok())
                         .ok_or_else(|| bad(at, "a #TS: annotation without a number".into()))?,
                 );
+            } else if let Some(n) = line.strip_prefix(SKIP_PREFIX) {
+                skipped += std::str::from_utf8(n)
+                    .ok()
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .ok_or_else(|| bad(at, "a #SKIP: annotation without a number".into()))?;
             }
             at += end + 2;
             continue;
@@ -93,6 +129,7 @@ pub fn walk<'a>(payload: &'a [u8], mut f: impl FnMut(Command<'a>) -> Result<bool
             args,
             ts,
             preamble: first,
+            skipped: std::mem::take(&mut skipped),
         };
         if first && cmd.selected_db().is_none() {
             return Err(bad(at, "the payload does not start with its SELECT".into()));
@@ -140,11 +177,13 @@ impl TrxTracker {
 }
 
 /// Checks that a segment from `start` to `end` is one run of one history and that its
-/// `payload` is AOF form from its `SELECT` to its end; returns its event count (commands
-/// after the preamble).
+/// `payload` is AOF form from its `SELECT` to its end, its commands and skipped heartbeat
+/// bytes adding up to exactly the range it claims; returns its event count (commands after
+/// the preamble).
 ///
 /// # Errors
-/// [`Error::Corrupt`] for a segment across histories or running backwards; as [`walk`].
+/// [`Error::Corrupt`] for a segment across histories, running backwards, or whose
+/// commands do not fill its range; as [`walk`].
 pub fn check_payload(payload: &[u8], start: &ReplPos, end: &ReplPos) -> Result<u64> {
     if start.history != end.history || start.offset > end.offset {
         return Err(Error::corrupt_in(
@@ -153,10 +192,21 @@ pub fn check_payload(payload: &[u8], start: &ReplPos, end: &ReplPos) -> Result<u
         ));
     }
     let mut events = 0u64;
+    let mut offset = start.offset;
     walk(payload, |c| {
         events += u64::from(!c.preamble);
+        offset += c.stream_bytes();
         Ok(true)
     })?;
+    if offset != end.offset {
+        return Err(Error::corrupt_in(
+            "Redis segment",
+            format!(
+                "it claims {start} to {end}, but its commands run from offset {} to {offset}",
+                start.offset
+            ),
+        ));
+    }
     Ok(events)
 }
 
@@ -171,11 +221,25 @@ mod tests {
             select(2),
             encode(&["SET", "a", "1"]),
             ts_line(101),
+            skip_line(14),
             encode(&["MULTI"]),
             encode(&["INCR", "a"]),
             encode(&["EXEC"]),
         ]
         .concat()
+    }
+
+    /// The stream bytes [`payload`] covers: its commands after the preamble and 14 skipped.
+    fn covered() -> u64 {
+        [
+            encode(&["SET", "a", "1"]),
+            encode(&["MULTI"]),
+            encode(&["INCR", "a"]),
+            encode(&["EXEC"]),
+        ]
+        .concat()
+        .len() as u64
+            + 14
     }
 
     #[test]
@@ -194,15 +258,26 @@ mod tests {
         assert_eq!(seen[2], ("MULTI".into(), Some(101), false, false));
         assert!(!seen[3].3, "inside MULTI is no place to stop");
         assert_eq!(seen[4], ("EXEC".into(), Some(101), false, true));
-        let (a, b) = (ReplPos::new(1, 10, "", 0), ReplPos::new(1, 90, "", 0));
+        let (a, b) = (
+            ReplPos::new(1, 10, "", 0),
+            ReplPos::new(1, 10 + covered(), "", 0),
+        );
         assert_eq!(check_payload(&payload(), &a, &b).unwrap(), 4);
         assert!(check_payload(&payload(), &b, &a).is_err());
         assert!(check_payload(&payload(), &a, &ReplPos::new(2, 90, "", 0)).is_err());
+        let short = ReplPos::new(1, 9 + covered(), "", 0);
+        let e = check_payload(&payload(), &a, &short)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("commands run from offset 10"), "{e}");
     }
 
     #[test]
     fn damage_is_named_with_its_offset() {
-        let (a, b) = (ReplPos::new(1, 10, "", 0), ReplPos::new(1, 90, "", 0));
+        let (a, b) = (
+            ReplPos::new(1, 10, "", 0),
+            ReplPos::new(1, 10 + covered(), "", 0),
+        );
         let check_payload = |p: &[u8]| check_payload(p, &a, &b);
         let p = payload();
         let e = check_payload(&p[..p.len() - 3]).unwrap_err().to_string();

@@ -1,0 +1,349 @@
+//! Redis streams on the read side: point-in-time restore into a server, export as a
+//! multi-part AOF directory, the restore drill, and the payload check `verify` runs, from
+//! the object store alone.
+//!
+//! 1. [`plan`]: the newest snapshot at or before the target and the stored segments after
+//!    its position, one unbroken run of one history up to the target.
+//! 2. [`endpoint`]: the target is told `REPLICAOF` a short-lived endpoint of this process,
+//!    which answers `+FULLRESYNC` with the snapshot's RDB (Redis's own loader reads it),
+//! 3. [`replay`]: then streams the commands up to the target, whole transactions only,
+//!    waits until the target acknowledges every byte, and the target is told `REPLICAOF NO
+//!    ONE`.
+//! - [`export`]: the same snapshot and commands as an AOF directory.
+//! - [`digest`]: the drill's logical digest of every key.
+//! - [`client`]: the connection to the target; [`target`]: `--to`.
+
+pub mod client;
+pub mod digest;
+pub mod endpoint;
+pub mod export;
+pub mod plan;
+pub mod replay;
+pub mod target;
+
+use logferry_common::format::redis::check_payload;
+use logferry_common::keys::snapshot_prefix;
+use logferry_common::snapshot::SnapshotManifest;
+use logferry_common::{Position, StreamId};
+use logferry_config::redis::RedisEndpoint;
+
+use self::client::Client;
+use self::endpoint::Endpoint;
+use self::export::AofExport;
+use self::plan::Plan;
+use self::replay::{replay, Replayed};
+use self::target::Target;
+use super::SourceRestore;
+use crate::error::{Result, ShipperError};
+use crate::interrupt::Interrupt;
+use crate::restore::{Bars, DrillReport, ExportOptions, Report, Request, RestoreOptions};
+use crate::snapshots;
+use crate::storage::Store;
+
+/// The Redis implementation of [`SourceRestore`].
+#[derive(Debug, Clone, Copy)]
+pub struct Redis;
+
+/// The target server of a restore or drill, logged in, checked to be a standalone server.
+async fn target_server(url: &str, flag: &str) -> Result<Client> {
+    if !url.starts_with("redis://") {
+        return Err(ShipperError::Restore(format!(
+            "{flag} must be a redis:// URL (redis://USER:PASSWORD@HOST:PORT): the stream is a Redis stream"
+        )));
+    }
+    let ep = RedisEndpoint::parse(url, flag).map_err(|e| ShipperError::Restore(e.to_string()))?;
+    let mut client = Client::connect(&ep).await?;
+    let role = client.role().await?;
+    if role != "master" {
+        return Err(ShipperError::Restore(format!(
+            "the target {} is a {role}, not a standalone server: a restore makes it replicate from this host and then \
+             stand alone; point {flag} at a server of its own (or run REPLICAOF NO ONE on it first)",
+            client.addr()
+        )));
+    }
+    Ok(client)
+}
+
+/// Loads `plan` into the target: its snapshot through a full sync from an endpoint of
+/// this process, then the commands up to `target`; the target stands alone again after,
+/// whatever happened (a stop requested by the operator included), with its `masterauth`
+/// put back. A full sync is all or nothing, so a stopped restore is not resumed: it is run
+/// again.
+async fn serve(
+    client: &mut Client,
+    store: &Store,
+    plan: &Plan,
+    target: &Target,
+    bars: &Bars,
+    interrupt: &Interrupt,
+) -> Result<Replayed> {
+    let Some(snapshot) = &plan.snapshot else {
+        return Err(ShipperError::Internal(
+            "a Redis restore needs a snapshot".into(),
+        ));
+    };
+    let endpoint = Endpoint::bind(client.local_ip()?).await?;
+    let auth = client.ok(&["CONFIG", "GET", "masterauth"]).await?;
+    let old_auth = match auth {
+        logferry_common::format::redis::resp::Value::Array(Some(v)) => {
+            v.get(1).map(|v| v.text()).unwrap_or_default()
+        }
+        _ => String::new(),
+    };
+    client
+        .ok(&["CONFIG", "SET", "masterauth", endpoint.password()])
+        .await?;
+    let addr = endpoint.addr();
+    tracing::info!(target = client.addr(), endpoint = %addr, snapshot = %snapshot.id, "the target replicates from the restore endpoint");
+    let target_addr = client.addr().to_owned();
+    let fed = async {
+        client
+            .ok(&[
+                "REPLICAOF".to_owned(),
+                addr.ip().to_string(),
+                addr.port().to_string(),
+            ])
+            .await?;
+        let mut feed = endpoint.accept(&target_addr).await?;
+        let bar = bars.phase("snapshot", snapshot.plain_bytes());
+        feed.rdb(store, snapshot, &bar).await?;
+        bar.finish_and_clear();
+        let bar = bars.phase(
+            "commands",
+            plan.segments.iter().map(|c| c.header.payload_len).sum(),
+        );
+        let replayed = replay(store, plan, target, &mut feed, &bar).await?;
+        bar.finish_and_clear();
+        feed.applied().await?;
+        Ok::<_, ShipperError>(replayed)
+    };
+    let fed = tokio::select! {
+        fed = fed => fed,
+        () = interrupt.requested() => Err(ShipperError::Interrupted(format!(
+            "the target {target_addr} was told to stand alone again and holds an incomplete copy: run the restore again with --force"
+        ))),
+    };
+    let alone = client.ok(&["REPLICAOF", "NO", "ONE"]).await;
+    let put_back = client.ok(&["CONFIG", "SET", "masterauth", &old_auth]).await;
+    let replayed = fed?;
+    alone?;
+    put_back?;
+    Ok(replayed)
+}
+
+/// Whether `key` is a chunk of the plan's snapshot (a corrupt one falls back to an older
+/// snapshot).
+fn is_chunk_of(plan: &Plan, key: &str) -> bool {
+    plan.snapshot
+        .as_ref()
+        .is_some_and(|m| key.starts_with(&snapshot_prefix(&m.stream, &m.id)))
+}
+
+/// The report of a replay from `plan`.
+fn report(plan: &Plan, replayed: &Replayed, mut notes: Vec<String>) -> Report {
+    if replayed.open_at_end {
+        notes.push(
+            "the stored chain ends inside a transaction (MULTI without its EXEC yet): it was left out".into(),
+        );
+    }
+    if let Some(gap) = &plan.gap {
+        notes.push(gap.clone());
+    }
+    Report {
+        snapshot: plan.snapshot.clone(),
+        start: plan.start.to_string(),
+        events: replayed.commands,
+        transactions: replayed.transactions,
+        segments_verified: replayed.segments,
+        last: replayed.last.as_ref().map(|(p, ms)| (p.to_string(), *ms)),
+        notes,
+        written: Vec::new(),
+        dir: None,
+        interrupted: false,
+    }
+}
+
+impl SourceRestore for Redis {
+    async fn restore(
+        &self,
+        store: &Store,
+        req: &Request<'_>,
+        opts: &RestoreOptions<'_>,
+        bars: &Bars,
+    ) -> Result<Report> {
+        if opts.resume {
+            return Err(ShipperError::Restore(
+                "--resume continues MySQL restores; a Redis restore is one full sync: run it again with --force".into(),
+            ));
+        }
+        let target: Target = req.to.parse()?;
+        let mut plan = plan::plan(store, req.stream, &target, &[]).await?;
+        let mut client = target_server(opts.target, "--target").await?;
+        let keys = client.keyspace().await?;
+        if !keys.is_empty() && !opts.force {
+            let held: Vec<String> = keys
+                .iter()
+                .map(|(db, n)| format!("db{db}: {n} keys"))
+                .collect();
+            return Err(ShipperError::Restore(format!(
+                "the target {} already holds data ({}); restore into an empty server, or pass --force to replace it",
+                client.addr(),
+                held.join(", ")
+            )));
+        }
+        let mut notes = Vec::new();
+        if !keys.is_empty() {
+            notes.push(format!(
+                "--force: the target's {} keys were replaced",
+                keys.iter().map(|k| k.1).sum::<u64>()
+            ));
+        }
+        let mut skipped = Vec::new();
+        loop {
+            match serve(&mut client, store, &plan, &target, bars, &opts.interrupt).await {
+                Err(ShipperError::Corrupt { key, source }) if is_chunk_of(&plan, &key) => {
+                    let bad = plan
+                        .snapshot
+                        .as_ref()
+                        .map_or_else(String::new, |m| m.id.clone());
+                    tracing::warn!(snapshot = %bad, %key, error = %source, "snapshot chunk is corrupt; falling back to an older snapshot");
+                    skipped.push(bad.clone());
+                    plan = plan::plan(store, req.stream, &target, &skipped).await?;
+                    notes.push(format!(
+                        "snapshot {bad} is corrupt ({key}: {source}); fell back to snapshot {} and a longer replay; run logferry-shipper verify",
+                        plan.snapshot.as_ref().map_or("?", |m| m.id.as_str())
+                    ));
+                }
+                Err(e) => return Err(e),
+                Ok(replayed) => return Ok(report(&plan, &replayed, notes)),
+            }
+        }
+    }
+
+    async fn export(
+        &self,
+        store: &Store,
+        req: &Request<'_>,
+        opts: &ExportOptions<'_>,
+        bars: &Bars,
+    ) -> Result<Report> {
+        let target: Target = req.to.parse()?;
+        let plan = match opts.from {
+            Some(from) => {
+                let from = logferry_common::format::redis::ReplPos::parse(from)?;
+                plan::plan_from(store, req.stream, &from, None, &target).await?
+            }
+            None => plan::plan(store, req.stream, &target, &[]).await?,
+        };
+        let mut files = AofExport::create(opts.dir).await?;
+        if let Some(m) = &plan.snapshot {
+            let bar = bars.phase("snapshot", m.plain_bytes());
+            files.base(store, m, &bar).await?;
+            bar.finish_and_clear();
+        }
+        let bar = bars.phase(
+            "commands",
+            plan.segments.iter().map(|c| c.header.payload_len).sum(),
+        );
+        let replayed = replay(store, &plan, &target, &mut files, &bar).await?;
+        bar.finish_and_clear();
+        let mut report = report(&plan, &replayed, Vec::new());
+        report.written = files.finish().await?;
+        report.dir = Some(opts.dir.to_owned());
+        Ok(report)
+    }
+
+    async fn drill(
+        &self,
+        store: &Store,
+        stream: &StreamId,
+        target: &str,
+        replica: Option<&str>,
+        bars: &Bars,
+        interrupt: &Interrupt,
+    ) -> Result<DrillReport> {
+        if replica.is_some() {
+            return Err(ShipperError::Restore(
+                "--replica compares with a live MySQL replica; a Redis drill compares with the newest snapshot".into(),
+            ));
+        }
+        let snaps = snapshots::list_trusted(store, stream).await?;
+        let mut report = DrillReport {
+            compared_what: "keys",
+            ..DrillReport::default()
+        };
+        let Some((newest, older)) = snaps.split_last() else {
+            report.not_proven = Some(format!("stream {stream} has no snapshot"));
+            return Ok(report);
+        };
+        let Some((base, plan)) = drill_plan(store, stream, newest, older).await? else {
+            report.not_proven = Some(format!(
+                "no older snapshot of stream {stream} is joined to the newest ({}) by an unbroken chain: nothing to \
+                 replay and compare (a full resync between them breaks the chain; the next scheduled snapshot mends it)",
+                newest.id
+            ));
+            return Ok(report);
+        };
+        let mut client = target_server(target, "--target").await?;
+        // The newest snapshot alone, as Redis loads it: what the replay must arrive at.
+        let alone = Plan {
+            snapshot: Some(newest.clone()),
+            start: plan.start.clone(),
+            segments: Vec::new(),
+            gap: None,
+        };
+        let to = Target::Position(newest.position()?.as_redis()?.clone());
+        serve(&mut client, store, &alone, &to, bars, interrupt).await?;
+        let expected = digest::digest(&mut client).await?;
+        let replayed = serve(&mut client, store, &plan, &to, bars, interrupt).await?;
+        let restored = digest::digest(&mut client).await?;
+        let against = format!(
+            "snapshot {} (loaded alone into the scratch server)",
+            newest.id
+        );
+        report.base = base.id.clone();
+        report.differences = digest::compare(&expected, &restored, &against);
+        report.checked_against.push(against);
+        report.compared = expected.len().max(restored.len());
+        report.events = replayed.commands;
+        report.last_position = replayed.last.map(|(p, _)| p.to_string());
+        Ok(report)
+    }
+
+    fn check_payload(&self, payload: &[u8], start: &Position, end: &Position) -> Result<u64> {
+        Ok(check_payload(payload, start.as_redis()?, end.as_redis()?)?)
+    }
+}
+
+/// The newest snapshot older than `newest` from which the stored chain runs unbroken to
+/// `newest`'s position, and the plan of that replay.
+async fn drill_plan<'a>(
+    store: &Store,
+    stream: &StreamId,
+    newest: &SnapshotManifest,
+    older: &'a [SnapshotManifest],
+) -> Result<Option<(&'a SnapshotManifest, Plan)>> {
+    let to = newest.position()?.as_redis()?.clone();
+    for base in older.iter().rev() {
+        let from = base.position()?.as_redis()?.clone();
+        if from.history != to.history || from.offset > to.offset {
+            continue;
+        }
+        match plan::plan_from(
+            store,
+            stream,
+            &from,
+            Some(base.clone()),
+            &Target::Position(to.clone()),
+        )
+        .await
+        {
+            Ok(plan) => return Ok(Some((base, plan))),
+            Err(ShipperError::Gap(why)) => {
+                tracing::warn!(snapshot = %base.id, %why, "the drill cannot replay from this snapshot")
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
+}
