@@ -31,7 +31,7 @@ fn config(dir: &std::path::Path, redis_url: &str, shipper: &Shipper) -> String {
 }
 
 /// Every stored command after the preamble, with its db, in chain order; checks that each
-/// segment starts where the one before it ended.
+/// segment starts where the one before it ended, or starts a new history (a full resync).
 fn stored_commands(shipper: &Shipper) -> anyhow::Result<Vec<(u32, Vec<String>)>> {
     let segs = store::segments(&shipper.store_dir, STREAM)?;
     let mut out = Vec::new();
@@ -39,8 +39,9 @@ fn stored_commands(shipper: &Shipper) -> anyhow::Result<Vec<(u32, Vec<String>)>>
     for (i, (key, s)) in segs.iter().enumerate() {
         if i > 0 {
             let before = &segs[i - 1].1.header.meta.end;
+            let new_history = s.header.meta.start.as_redis()?.history > before.as_redis()?.history;
             anyhow::ensure!(
-                &s.header.meta.start == before,
+                &s.header.meta.start == before || new_history,
                 "{key} starts at {} but the chain ended at {before}",
                 s.header.meta.start
             );
@@ -205,6 +206,23 @@ async fn a_wrong_password_and_a_server_that_is_not_redis_are_named() -> anyhow::
         log.contains("not speak the Redis protocol") || log.contains("it is not Redis"),
         "{log}"
     );
+
+    // An ACL user that may read but not replicate: refused, and the error names the rule.
+    redis.cli(&[
+        "ACL",
+        "SETUSER",
+        "reader",
+        "on",
+        ">readerpw",
+        "~*",
+        "+@read",
+        "+ping",
+    ])?;
+    let reader = format!("redis://reader:readerpw@127.0.0.1:{}", redis.port);
+    let dir = tmp.path().join("agent3");
+    let log = refused_start(&dir, &reader, &shipper).await?;
+    assert!(log.contains("+psync +replconf"), "{log}");
+    assert!(!log.contains("readerpw"), "a password in the log: {log}");
     Ok(())
 }
 
@@ -375,5 +393,104 @@ async fn restores_to_marks_exports_and_drills_a_mixed_workload() -> anyhow::Resu
     assert!(out.contains("nothing is stored from"), "{out}");
     let (code, out) = drill(&scratch)?;
     assert_ne!(code, 0, "a drill over a hole: {out}");
+    Ok(())
+}
+
+/// `n` writes of 16 KiB values into `db`, as a `redis-cli` script.
+fn bulk_writes(prefix: &str, n: usize) -> String {
+    let value = "v".repeat(16 * 1024);
+    (0..n)
+        .map(|i| format!("SET {prefix}:{i} {value}\n"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_shipper_drains_the_spool_and_a_lost_backlog_is_a_recorded_break(
+) -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    // The smallest backlog Redis keeps (16 KiB): a few writes while the agent is down
+    // push its offset out of it.
+    let source = debug_server(&tmp.path().join("source"), &["--repl-backlog-size", "16kb"]).await?;
+    let mut shipper = Shipper::start(tmp.path()).await?;
+    let dir = tmp.path().join("agent");
+    let mut agent = Agent::start_config(&dir, &config(&dir, &source.url(), &shipper), &[])?;
+    wait_for("the full sync's snapshot", Duration::from_secs(60), || {
+        let s = snapshots(&shipper);
+        async move { Ok(s?.into_iter().next()) }
+    })
+    .await
+    .map_err(|e| e.context(agent.log_text()))?;
+    source.script(PHASE_A)?;
+    wait_stored(&shipper, "mark:a").await?;
+    let (digest_a, t_a) = (digest(&source)?, mark().await);
+
+    // The shipper dies: the agent spools, and drains its spool once the shipper is back.
+    shipper.kill9();
+    source.script(PHASE_B)?;
+    wait_for("the agent to spool", Duration::from_secs(60), || {
+        let n = agent.spooled();
+        async move { Ok((n > 0).then_some(())) }
+    })
+    .await
+    .map_err(|e| e.context(agent.log_text()))?;
+    shipper.restart().await?;
+    wait_stored(&shipper, "mark:b").await?;
+    let (digest_b, t_b) = (digest(&source)?, mark().await);
+
+    // The agent is down while more than the backlog is written: its PSYNC finds the
+    // offset gone, the server answers +FULLRESYNC, and the chain breaks there.
+    agent.kill9();
+    source.script(&bulk_writes("while-down", 4))?;
+    let t_gap = mark().await;
+    agent.restart()?;
+    wait_for(
+        "the full resync's snapshot",
+        Duration::from_secs(60),
+        || {
+            let s = snapshots(&shipper);
+            async move { Ok((s?.len() == 2).then_some(())) }
+        },
+    )
+    .await
+    .map_err(|e| e.context(agent.log_text()))?;
+    let log = agent.log_text();
+    assert!(log.contains("the chain breaks here"), "{log}");
+    source.script(PHASE_C)?;
+    wait_stored(&shipper, "mark:c").await?;
+    let digest_c = digest(&source)?;
+
+    let target = debug_server(&tmp.path().join("target"), &[]).await?;
+    let (code, out) = restore(&shipper, "latest", &target, false)?;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        digest(&target)?,
+        digest_c,
+        "latest, from the resync's snapshot: {out}"
+    );
+    let (code, out) = restore(&shipper, &rfc3339(t_a), &target, true)?;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(digest(&target)?, digest_a, "before the shipper died: {out}");
+    // The last second before the break is refused (nothing proves what the lost backlog
+    // held in it), and the refusal names the position where the stored commands end,
+    // which restores the state there: phase B, shipped through the drained spool.
+    let (code, out) = restore(&shipper, &rfc3339(t_b), &target, true)?;
+    assert_ne!(code, 0, "{out}");
+    let before_break = out
+        .split("(--to ")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .ok_or_else(|| anyhow::anyhow!("no --to suggested: {out}"))?
+        .to_owned();
+    let (code, out) = restore(&shipper, &before_break, &target, true)?;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(digest(&target)?, digest_b, "at the break: {out}");
+    // The writes while the agent was down are in no stored command: a restore to then
+    // is refused, naming the break.
+    let (code, out) = restore(&shipper, &rfc3339(t_gap), &target, true)?;
+    assert_ne!(code, 0, "a restore into the break: {out}");
+    assert!(out.contains("full resync"), "{out}");
+    let (code, out) = shipper_cli(&["verify", "--store", &shipper.store_url()])?;
+    assert_ne!(code, 0, "verify over a break: {out}");
+    assert!(out.contains("gap") || out.contains("GAP"), "{out}");
     Ok(())
 }
