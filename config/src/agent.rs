@@ -981,6 +981,29 @@ env = "LOGFERRY_TEST_KEY"
     }
 
     #[test]
+    fn redis_modes_name_the_key_they_need() {
+        let redis = |source: &str| {
+            let text = GOOD.replace(
+                &GOOD[GOOD.find("[source]").unwrap_or(0)..GOOD.find("[shipper]").unwrap_or(0)],
+                &format!("[source]\ntype = \"redis\"\n{source}\n"),
+            );
+            parse(&text, vec![])
+        };
+        let err = |source: &str| redis(source).unwrap_err().to_string();
+        assert!(err("").contains("source.url"), "{}", err(""));
+        assert!(err("mode = \"aof\"").contains("source.aof_dir"));
+        let with_schedule = "mode = \"aof\"\naof_dir = \"/data/appendonlydir\"\n[source.snapshot]\nschedule = \"0 2 * * 0\"";
+        assert!(err(with_schedule).contains("source.snapshot"));
+        assert!(err("mode = \"tail\"").contains("mode"));
+        let cfg = redis("mode = \"aof\"\naof_dir = \"/data/appendonlydir\"").unwrap();
+        let SourceConfig::Redis(r) = &cfg.source else {
+            panic!("a Redis source");
+        };
+        assert_eq!(r.mode, crate::RedisMode::Aof);
+        assert!(redis("url = \"redis://cache:6379\"").is_ok());
+    }
+
+    #[test]
     fn malformed_toml_is_a_parse_error() {
         let err = parse("[agent\nstream=", vec![]).unwrap_err();
         assert!(matches!(err, ConfigError::Parse { .. }), "{err}");

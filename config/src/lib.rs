@@ -28,7 +28,7 @@ pub use agent::{
 pub use encryption::EncryptionSection;
 pub use error::{ConfigError, Result};
 pub use load::{load_file, parse_str, ENV_PREFIX};
-pub use redis::{RedisSnapshotSection, RedisSource};
+pub use redis::{RedisMode, RedisSnapshotSection, RedisSource};
 pub use secret::{SecretString, SecretUrl};
 pub use shipper::{ShipperConfig, StoreConfig};
 

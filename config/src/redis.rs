@@ -1,5 +1,6 @@
 //! `[source]` with `type = "redis"`: a Redis server tailed as a replica.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -83,9 +84,19 @@ impl RedisEndpoint {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSource {
+    /// How the agent reads the server's changes: over a replication link (the default) or
+    /// from its append-only files.
+    #[serde(default)]
+    pub mode: RedisMode,
     /// `redis://USER:PASSWORD@HOST:6379` (an ACL user with `+psync +replconf +ping`; see
-    /// [`REPLICATION_ACL`]); `redis://:PASSWORD@HOST` for `requirepass`.
-    pub url: SecretUrl,
+    /// [`REPLICATION_ACL`]); `redis://:PASSWORD@HOST` for `requirepass`. Required in
+    /// replication mode.
+    #[serde(default)]
+    pub url: Option<SecretUrl>,
+    /// AOF mode: the server's append-only directory (`dir`/`appenddirname`, by default
+    /// `appendonlydir`), shared with the agent read-only.
+    #[serde(default)]
+    pub aof_dir: Option<PathBuf>,
     /// The port this agent announces (`REPLCONF listening-port`), shown in the server's
     /// `INFO replication` beside `ip=`. Nothing listens on it.
     #[serde(default)]
@@ -94,13 +105,26 @@ pub struct RedisSource {
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
     /// How often the agent tells the server the offset it has read (`REPLCONF ACK`),
-    /// which keeps the link alive.
+    /// which keeps the link alive; in AOF mode, how often an idle agent says so.
     #[serde(default = "default_ack_ms")]
     pub ack_ms: u64,
     /// Scheduled snapshots, each a fresh full sync over a second link (omit to take only
-    /// the one a new stream starts with and those a forced full resync brings).
+    /// the one a new stream starts with and those a forced full resync brings). Not in
+    /// AOF mode, whose snapshots are the base files of the server's rewrites.
     #[serde(default)]
     pub snapshot: Option<RedisSnapshotSection>,
+}
+
+/// Where a Redis source reads from (`source.mode`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisMode {
+    /// A replication link (`PSYNC`): the full sync's RDB, then the command stream.
+    #[default]
+    Replication,
+    /// The multi-part AOF directory of Redis 7 (manifest, base and incremental files), for
+    /// a sidecar that shares the data volume and may not open a replication link.
+    Aof,
 }
 
 /// `[source.snapshot]` of a Redis source.
@@ -154,11 +178,45 @@ impl RedisSource {
     /// # Errors
     /// As [`RedisEndpoint::parse`].
     pub fn endpoint(&self) -> Result<RedisEndpoint> {
-        RedisEndpoint::parse(self.url.expose(), "source.url")
+        let url = self.url.as_ref().ok_or_else(|| {
+            invalid(
+                "source.url",
+                "is required in replication mode (the default): redis://USER:PASSWORD@HOST:6379; \
+                 or set source.mode = \"aof\" and source.aof_dir",
+            )
+        })?;
+        RedisEndpoint::parse(url.expose(), "source.url")
+    }
+
+    /// The append-only directory of AOF mode.
+    ///
+    /// # Errors
+    /// [`crate::ConfigError::Invalid`] naming `source.aof_dir` when it is not set.
+    pub fn aof_dir(&self) -> Result<&Path> {
+        self.aof_dir.as_deref().ok_or_else(|| {
+            invalid(
+                "source.aof_dir",
+                "is required with source.mode = \"aof\": the server's append-only directory (DIR/appendonlydir)",
+            )
+        })
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
-        self.endpoint()?;
+        match self.mode {
+            RedisMode::Replication => {
+                self.endpoint()?;
+            }
+            RedisMode::Aof => {
+                self.aof_dir()?;
+                if self.snapshot.is_some() {
+                    return Err(invalid(
+                        "source.snapshot",
+                        "has no use in AOF mode: the base file of each rewrite the server makes is stored as a snapshot; \
+                         remove the section (schedule BGREWRITEAOF for regular snapshots)",
+                    ));
+                }
+            }
+        }
         if self.connect_timeout_ms == 0 {
             return Err(invalid("source.connect_timeout_ms", "use at least 1"));
         }

@@ -19,9 +19,18 @@ use logferry_integration::{store, wait_for};
 const STREAM: &str = "cache";
 
 fn config(dir: &std::path::Path, redis_url: &str, shipper: &Shipper) -> String {
+    config_with(
+        dir,
+        &format!("url = \"{redis_url}\"\nconnect_timeout_ms = 3000\n"),
+        shipper,
+    )
+}
+
+/// An agent config whose `[source]` (of type redis) holds `source_lines`.
+fn config_with(dir: &std::path::Path, source_lines: &str, shipper: &Shipper) -> String {
     format!(
         "[agent]\nstream = \"{STREAM}\"\nspool_dir = \"{}\"\n\n\
-         [source]\ntype = \"redis\"\nurl = \"{redis_url}\"\nconnect_timeout_ms = 3000\n\n\
+         [source]\ntype = \"redis\"\n{source_lines}\n\
          [segment]\nmax_age_ms = 200\n\n\
          [shipper]\nurl = \"{}\"\nretry_max_ms = 1000\ntoken = \"{TEST_TOKEN}\"\n{}\n",
         dir.join("spool").display(),
@@ -492,5 +501,132 @@ async fn a_killed_shipper_drains_the_spool_and_a_lost_backlog_is_a_recorded_brea
     let (code, out) = shipper_cli(&["verify", "--store", &shipper.store_url()])?;
     assert_ne!(code, 0, "verify over a break: {out}");
     assert!(out.contains("gap") || out.contains("GAP"), "{out}");
+    Ok(())
+}
+
+/// Waits until `n` snapshots of the stream are stored.
+async fn wait_snapshots(shipper: &Shipper, agent: &Agent, n: usize) -> anyhow::Result<()> {
+    wait_for(&format!("{n} snapshots"), Duration::from_secs(60), || {
+        let s = snapshots(shipper);
+        async move { Ok((s?.len() >= n).then_some(())) }
+    })
+    .await
+    .map_err(|e| e.context(agent.log_text()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aof_mode_follows_a_rewrite_and_restores_to_marks() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let source_dir = tmp.path().join("source");
+    let source = debug_server(
+        &source_dir,
+        &[
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--aof-timestamp-enabled",
+            "yes",
+        ],
+    )
+    .await?;
+    let shipper = Shipper::start(tmp.path()).await?;
+    let dir = tmp.path().join("agent");
+    let lines = format!(
+        "mode = \"aof\"\naof_dir = \"{}\"\n",
+        source_dir.join("appendonlydir").display()
+    );
+    let agent = Agent::start_config(&dir, &config_with(&dir, &lines, &shipper), &[])?;
+    wait_snapshots(&shipper, &agent, 1).await?;
+    source.script(PHASE_A)?;
+    wait_stored(&shipper, "mark:a").await?;
+    let (digest_a, t_a) = (digest(&source)?, mark().await);
+    // A rewrite: a new incremental file, then a new base, stored as a second snapshot.
+    source.cli(&["BGREWRITEAOF"])?;
+    wait_snapshots(&shipper, &agent, 2).await?;
+    source.script(PHASE_B)?;
+    wait_stored(&shipper, "mark:b").await?;
+    let (digest_b, t_b) = (digest(&source)?, mark().await);
+    source.script(PHASE_C)?;
+    wait_stored(&shipper, "mark:c").await?;
+    let digest_c = digest(&source)?;
+    let log = agent.log_text();
+    assert!(log.contains("continuing there"), "{log}");
+
+    let target = debug_server(&tmp.path().join("target"), &[]).await?;
+    for (to, expected, what) in [
+        (rfc3339(t_a), &digest_a, "first mark"),
+        (rfc3339(t_b), &digest_b, "second mark, after the rewrite"),
+        ("latest".to_owned(), &digest_c, "latest"),
+    ] {
+        let (code, out) = restore(&shipper, &to, &target, true)?;
+        assert_eq!(code, 0, "{what}: {out}");
+        assert_eq!(&digest(&target)?, expected, "{what}: {out}");
+    }
+    let (code, out) = shipper_cli(&["verify", "--store", &shipper.store_url()])?;
+    assert_eq!(code, 0, "{out}");
+    let scratch = debug_server(&tmp.path().join("scratch"), &[]).await?;
+    let (code, out) = shipper_cli_within(
+        &[
+            "verify",
+            "--store",
+            &shipper.store_url(),
+            "--stream",
+            STREAM,
+            "--restore-drill",
+            "--target",
+            &scratch.url(),
+        ],
+        Duration::from_secs(120),
+    )?;
+    assert_eq!(code, 0, "{out}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_aof_file_stops_the_agent_with_the_fix_after_shipping_what_precedes(
+) -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let source_dir = tmp.path().join("source");
+    let aof = source_dir.join("appendonlydir");
+    {
+        let source = RedisServer::start(
+            &source_dir,
+            &["--appendonly", "yes", "--appendfsync", "always"],
+        )
+        .await?;
+        source.script("SET whole:1 a\nSET whole:2 b\nSET cut:3 cccccccccccccccc\n")?;
+    }
+    let incr = std::fs::read_dir(&aof)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with(".incr.aof"))
+        .ok_or_else(|| anyhow::anyhow!("no incremental file in {}", aof.display()))?;
+    let len = std::fs::metadata(&incr)?.len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&incr)?
+        .set_len(len - 7)?;
+
+    let shipper = Shipper::start(tmp.path()).await?;
+    let dir = tmp.path().join("agent");
+    let lines = format!("mode = \"aof\"\naof_dir = \"{}\"\n", aof.display());
+    let mut agent = Agent::start_config(&dir, &config_with(&dir, &lines, &shipper), &[])?;
+    let cmds = wait_stored(&shipper, "whole:2").await?;
+    assert!(
+        !cmds
+            .iter()
+            .any(|(_, a)| a.get(1).is_some_and(|k| k == "cut:3")),
+        "{cmds:?}"
+    );
+    let status = wait_for("the agent to stop", Duration::from_secs(60), || {
+        let s = agent.try_exit();
+        async move { s }
+    })
+    .await
+    .map_err(|e| e.context(agent.log_text()))?;
+    assert!(!status.success());
+    let log = agent.log_text();
+    assert!(log.contains("redis-check-aof --fix"), "{log}");
     Ok(())
 }

@@ -164,6 +164,15 @@ impl SourceTask {
                     let Some(at) = self.snapshots.part(part).await? else {
                         continue;
                     };
+                    // A snapshot of a place the chain has reached (an AOF rewrite's
+                    // base) joins it; only one beyond it restarts the chain there.
+                    let joins = self
+                        .resume
+                        .as_ref()
+                        .is_some_and(|r| at.cmp_place(r).is_ok_and(|o| o.is_le()));
+                    if joins {
+                        continue;
+                    }
                     if let Some(before) = self.resume.replace(at.clone()) {
                         self.metrics.source_breaks.fetch_add(1, Ordering::Relaxed);
                         error!(chain_end = %before, continues_at = %at, "the chain breaks: the source could not continue after its end and sent a new snapshot; restores reach up to the break and from the snapshot on, not across");

@@ -11,7 +11,7 @@ pub mod redis;
 
 use logferry_common::snapshot::{SnapshotContent, SnapshotManifest};
 use logferry_common::{Position, SourceKind};
-use logferry_config::{AgentConfig, SourceConfig};
+use logferry_config::{AgentConfig, RedisMode, SourceConfig};
 
 use crate::client::ShipperClient;
 use crate::error::Result;
@@ -103,6 +103,8 @@ pub enum AnySource {
     Mysql(mysql::MysqlSource),
     /// A Redis replication link.
     Redis(redis::RedisSource),
+    /// A Redis append-only directory.
+    RedisAof(redis::aof::AofSource),
 }
 
 impl Source for AnySource {
@@ -110,6 +112,7 @@ impl Source for AnySource {
         match self {
             AnySource::Mysql(s) => s.next().await,
             AnySource::Redis(s) => s.next().await,
+            AnySource::RedisAof(s) => s.next().await,
         }
     }
 
@@ -117,6 +120,7 @@ impl Source for AnySource {
         match self {
             AnySource::Mysql(s) => s.preamble(),
             AnySource::Redis(s) => s.preamble(),
+            AnySource::RedisAof(s) => s.preamble(),
         }
     }
 
@@ -124,6 +128,7 @@ impl Source for AnySource {
         match self {
             AnySource::Mysql(s) => s.head(),
             AnySource::Redis(s) => s.head(),
+            AnySource::RedisAof(s) => s.head(),
         }
     }
 
@@ -131,6 +136,7 @@ impl Source for AnySource {
         match self {
             AnySource::Mysql(s) => s.durable(end).await,
             AnySource::Redis(s) => s.durable(end).await,
+            AnySource::RedisAof(s) => s.durable(end).await,
         }
     }
 }
@@ -157,7 +163,10 @@ pub async fn connect(cfg: &SourceConfig, resume: Option<&Position>) -> Result<An
         }
         SourceConfig::Redis(r) => {
             let at = resume.map(Position::as_redis).transpose()?;
-            redis::connect(r, at).await.map(AnySource::Redis)
+            match r.mode {
+                RedisMode::Replication => redis::connect(r, at).await.map(AnySource::Redis),
+                RedisMode::Aof => redis::aof::connect(r, at).await.map(AnySource::RedisAof),
+            }
         }
     }
 }

@@ -14,20 +14,22 @@
 //! - [`rdb`]: the RDB of a full sync, streamed out and checked as it passes.
 //! - [`snapshot`]: scheduled snapshots, each a full sync over a second link.
 
+pub mod aof;
+pub mod framer;
 pub mod link;
 pub mod rdb;
 pub mod snapshot;
 
 use std::time::Duration;
 
-use logferry_common::format::redis::payload::selected_db;
-use logferry_common::format::redis::{resp, skip_line, ts_line, ReplPos, TrxTracker};
+use logferry_common::format::redis::{resp, ReplPos};
 use logferry_common::snapshot::SnapshotContent;
 use logferry_common::Position;
 use logferry_config::RedisSource as RedisConfig;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use self::framer::Framer;
 use self::link::{Link, Psync};
 use self::rdb::RdbReceiver;
 use super::{SnapshotPart, Source, SourceEvent, SourceItem};
@@ -47,15 +49,8 @@ enum Phase {
 pub struct RedisSource {
     link: Link,
     phase: Phase,
-    /// After the last byte read from the stream (pings included).
-    cursor: ReplPos,
-    /// After the last event handed out: where the next one starts.
-    emitted: ReplPos,
-    trx: TrxTracker,
-    /// The second of the last `#TS:` annotation written.
-    last_ts: Option<i64>,
-    /// `SELECT` of the db in force before the last event handed out.
-    preamble: Vec<u8>,
+    /// Positions, and the framing of commands into events.
+    framer: Framer,
     ack_every: Duration,
     last_ack: Instant,
     /// Whether anything arrived since the last ACK (an idle link yields heartbeats).
@@ -117,13 +112,9 @@ pub async fn connect(cfg: &RedisConfig, resume: Option<&ReplPos>) -> Result<Redi
         }
     };
     Ok(RedisSource {
-        preamble: resp::select(cursor.db),
-        emitted: cursor.clone(),
-        cursor,
+        framer: Framer::new(cursor),
         link,
         phase,
-        trx: TrxTracker::default(),
-        last_ts: None,
         ack_every: cfg.ack_every(),
         last_ack: Instant::now(),
         active: false,
@@ -140,7 +131,7 @@ impl RedisSource {
             AgentError::Protocol(format!(
                 "the replication stream from {} at offset {} is not RESP: {e}",
                 self.link.addr(),
-                self.cursor.offset
+                self.framer.cursor().offset
             ))
         })?
         else {
@@ -152,55 +143,29 @@ impl RedisSource {
             AgentError::Protocol(format!(
                 "the replication stream from {} at offset {}: {e}",
                 self.link.addr(),
-                self.cursor.offset
+                self.framer.cursor().offset
             ))
         })?;
         let name = args.first().copied().unwrap_or_default();
-        let db_before = self.cursor.db;
-        let skipped = self.cursor.offset - self.emitted.offset;
-        let mut db = db_before;
         let getack = name.eq_ignore_ascii_case(b"REPLCONF")
             && args
                 .get(1)
                 .is_some_and(|a| a.eq_ignore_ascii_case(b"GETACK"));
-        if name.eq_ignore_ascii_case(b"SELECT") {
-            db = selected_db(&args)
-                .ok_or_else(|| AgentError::Protocol("a SELECT without a db number".into()))?;
-        }
-        self.cursor = self.cursor.advanced(end as u64, db);
-        if getack {
-            self.link.ack(self.cursor.offset).await?;
-            self.last_ack = Instant::now();
-        }
         if getack || name.eq_ignore_ascii_case(b"PING") {
+            self.framer.skip(end as u64);
+            if getack {
+                self.link.ack(self.framer.cursor().offset).await?;
+                self.last_ack = Instant::now();
+            }
             return Ok(Some(None));
         }
-        let time_ms = now_ms();
-        let secs = time_ms.div_euclid(1000);
-        let mut record = Vec::with_capacity(bytes.len() + 16);
-        if !self.trx.in_multi() && self.last_ts != Some(secs) {
-            record.extend_from_slice(&ts_line(secs));
-            self.last_ts = Some(secs);
-        }
-        if skipped > 0 {
-            record.extend_from_slice(&skip_line(skipped));
-        }
-        record.extend_from_slice(&bytes);
-        let boundary = self.trx.after(name);
-        self.preamble = resp::select(db_before);
-        let start = std::mem::replace(&mut self.emitted, self.cursor.clone());
-        let caught_up = boundary && self.catching_up && self.link.buffered().is_empty();
+        let mut ev = self.framer.command(&bytes, &args, now_ms())?;
+        let caught_up = ev.boundary && self.catching_up && self.link.buffered().is_empty();
         if caught_up {
             self.catching_up = false;
         }
-        Ok(Some(Some(SourceEvent {
-            record,
-            start: Position::Redis(start),
-            end: Position::Redis(self.cursor.clone()),
-            time_ms,
-            boundary,
-            caught_up,
-        })))
+        ev.caught_up = caught_up;
+        Ok(Some(Some(ev)))
     }
 
     /// Waits for more bytes, acknowledging the offset read every `ack_every`; `true` when
@@ -214,7 +179,7 @@ impl RedisSource {
                 Ok(false)
             }
             _ = tokio::time::sleep_until(due) => {
-                self.link.ack(self.cursor.offset).await?;
+                self.link.ack(self.framer.cursor().offset).await?;
                 self.last_ack = Instant::now();
                 let idle = !self.active;
                 self.active = false;
@@ -238,9 +203,7 @@ impl Source for RedisSource {
                         let (at, content) = rx.finish().await?;
                         self.link.ack(at.offset).await?;
                         self.last_ack = Instant::now();
-                        self.cursor = at.clone();
-                        self.emitted = at.clone();
-                        self.preamble = resp::select(at.db);
+                        self.framer = Framer::new(at.clone());
                         return Ok(SourceItem::Snapshot(SnapshotPart::End {
                             position: Position::Redis(at),
                             content: SnapshotContent::Redis(content),
@@ -260,12 +223,12 @@ impl Source for RedisSource {
     }
 
     fn preamble(&self) -> &[u8] {
-        &self.preamble
+        self.framer.preamble()
     }
 
     fn head(&self) -> Option<Position> {
         // Pings advance the offset but are not data: the head is the last event read.
-        Some(Position::Redis(self.emitted.clone()))
+        Some(Position::Redis(self.framer.emitted().clone()))
     }
 
     async fn durable(&mut self, _end: &Position) -> Result<()> {

@@ -6,7 +6,7 @@
 use logferry_common::format::redis::ReplPos;
 use logferry_common::snapshot::{SnapshotContent, SnapshotManifest};
 use logferry_common::Position;
-use logferry_config::{AgentConfig, SourceConfig};
+use logferry_config::{AgentConfig, RedisMode, SourceConfig};
 use tracing::info;
 
 use super::link::{Link, Psync};
@@ -31,6 +31,13 @@ pub async fn take(
     let SourceConfig::Redis(r) = &cfg.source else {
         return Err(AgentError::Snapshot("the source is not Redis".into()));
     };
+    if r.mode == RedisMode::Aof {
+        return Err(AgentError::Snapshot(
+            "in AOF mode (source.mode = \"aof\") the snapshots are the base files of the server's rewrites: \
+             run BGREWRITEAOF on the server and the running agent stores the new base"
+                .into(),
+        ));
+    }
     let stream = &cfg.agent.stream;
     let head = client.head(stream).await?;
     let Some(end) = head.end.as_deref() else {
