@@ -1001,6 +1001,8 @@ env = "LOGFERRY_TEST_KEY"
         };
         assert_eq!(r.mode, crate::RedisMode::Aof);
         assert!(redis("url = \"redis://cache:6379\"").is_ok());
+        assert!(err("url = \"redis://cache:6379\"\naof_dir = \"/d\"").contains("source.aof_dir"));
+        assert!(err("mode = \"aof\"\naof_dir = \"/d\"\nurl = \"redis://c\"").contains("source.url"));
     }
 
     #[test]

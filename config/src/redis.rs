@@ -1,4 +1,5 @@
-//! `[source]` with `type = "redis"`: a Redis server tailed as a replica.
+//! `[source]` with `type = "redis"`: a Redis server tailed as a replica, or its
+//! append-only directory.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -205,9 +206,21 @@ impl RedisSource {
         match self.mode {
             RedisMode::Replication => {
                 self.endpoint()?;
+                if self.aof_dir.is_some() {
+                    return Err(invalid(
+                        "source.aof_dir",
+                        "is read only with source.mode = \"aof\"; remove it, or set the mode",
+                    ));
+                }
             }
             RedisMode::Aof => {
                 self.aof_dir()?;
+                if self.url.is_some() {
+                    return Err(invalid(
+                        "source.url",
+                        "is not used with source.mode = \"aof\" (the agent reads source.aof_dir); remove it",
+                    ));
+                }
                 if self.snapshot.is_some() {
                     return Err(invalid(
                         "source.snapshot",

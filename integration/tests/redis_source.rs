@@ -284,7 +284,13 @@ const PHASE_C: &str = "SELECT 5\nSET e 5\nZINCRBY z 5 a\nSELECT 0\nSET mark:c 1\
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restores_to_marks_exports_and_drills_a_mixed_workload() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
-    let source = debug_server(&tmp.path().join("source"), &[]).await?;
+    // A PING to replicas every second: heartbeats between the commands, which the stored
+    // #SKIP: lines must count for offsets to be exact.
+    let source = debug_server(
+        &tmp.path().join("source"),
+        &["--repl-ping-replica-period", "1"],
+    )
+    .await?;
     let shipper = Shipper::start(tmp.path()).await?;
     let dir = tmp.path().join("agent");
     let agent = Agent::start_config(&dir, &config(&dir, &source.url(), &shipper), &[])?;
@@ -344,6 +350,22 @@ async fn restores_to_marks_exports_and_drills_a_mixed_workload() -> anyhow::Resu
         digest_a,
         "restore to the first mark's offset: {out}"
     );
+    // Exactly at the end of the first mark's command, and one byte before it.
+    let end = command_end(&shipper, "mark:a")?;
+    let (code, out) = restore(&shipper, &format!("1:{end}"), &target, true)?;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(digest(&target)?, digest_a, "restore to 1:{end}: {out}");
+    let (code, out) = restore(&shipper, &format!("1:{}", end - 1), &target, true)?;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        target
+            .script("SELECT 1\nEXISTS mark:a\nEXISTS lua\n")?
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["OK", "0", "1"],
+        "restore to 1:{}: everything before the mark's command, not it: {out}",
+        end - 1
+    );
     let (code, out) = restore(&shipper, "latest", &target, true)?;
     assert_eq!(code, 0, "{out}");
     assert_eq!(digest(&target)?, digest_c, "restore to latest: {out}");
@@ -386,6 +408,13 @@ async fn restores_to_marks_exports_and_drills_a_mixed_workload() -> anyhow::Resu
     let (code, out) = drill(&scratch)?;
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("OK restore drill"), "{out}");
+    // A scratch server that holds data is not overwritten.
+    scratch.cli(&["SET", "precious", "1"])?;
+    let (code, out) = drill(&scratch)?;
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("already holds data"), "{out}");
+    assert_eq!(scratch.cli(&["GET", "precious"])?.trim(), "1");
+    scratch.cli(&["FLUSHALL"])?;
 
     // A segment between the two snapshots goes missing: the restore across it and the
     // drill must say no.
@@ -402,7 +431,32 @@ async fn restores_to_marks_exports_and_drills_a_mixed_workload() -> anyhow::Resu
     assert!(out.contains("nothing is stored from"), "{out}");
     let (code, out) = drill(&scratch)?;
     assert_ne!(code, 0, "a drill over a hole: {out}");
+    assert!(
+        out.contains("NOT PROVEN") || out.contains("FAILED"),
+        "{out}"
+    );
     Ok(())
+}
+
+/// The stream offset right after the stored command that writes `key`, counted from the
+/// segment's start through every command and `#SKIP:` line.
+fn command_end(shipper: &Shipper, key: &str) -> anyhow::Result<u64> {
+    use logferry_common::format::redis::payload::advance;
+    for (_, s) in store::segments(&shipper.store_dir, STREAM)? {
+        let mut offset = s.header.meta.start.as_redis()?.offset;
+        let mut found = None;
+        walk(&s.payload()?, |c| {
+            offset = advance(offset, &c)?;
+            if !c.preamble && c.args.get(1).is_some_and(|k| *k == key.as_bytes()) {
+                found = Some(offset);
+            }
+            Ok(found.is_none())
+        })?;
+        if let Some(end) = found {
+            return Ok(end);
+        }
+    }
+    anyhow::bail!("no stored command writes {key}")
 }
 
 /// `n` writes of 16 KiB values into `db`, as a `redis-cli` script.
@@ -536,13 +590,18 @@ async fn aof_mode_follows_a_rewrite_and_restores_to_marks() -> anyhow::Result<()
         "mode = \"aof\"\naof_dir = \"{}\"\n",
         source_dir.join("appendonlydir").display()
     );
-    let agent = Agent::start_config(&dir, &config_with(&dir, &lines, &shipper), &[])?;
+    let mut agent = Agent::start_config(&dir, &config_with(&dir, &lines, &shipper), &[])?;
     wait_snapshots(&shipper, &agent, 1).await?;
     source.script(PHASE_A)?;
     wait_stored(&shipper, "mark:a").await?;
     let (digest_a, t_a) = (digest(&source)?, mark().await);
-    // A rewrite: a new incremental file, then a new base, stored as a second snapshot.
-    source.cli(&["BGREWRITEAOF"])?;
+    // A rewrite with writes around it: a new incremental file, then a new base, stored as
+    // a second snapshot.
+    source.script(&format!(
+        "{}BGREWRITEAOF\n{}",
+        bulk_writes("before-rewrite", 8),
+        bulk_writes("during-rewrite", 8)
+    ))?;
     wait_snapshots(&shipper, &agent, 2).await?;
     source.script(PHASE_B)?;
     wait_stored(&shipper, "mark:b").await?;
@@ -580,6 +639,46 @@ async fn aof_mode_follows_a_rewrite_and_restores_to_marks() -> anyhow::Result<()
         Duration::from_secs(120),
     )?;
     assert_eq!(code, 0, "{out}");
+
+    // Two rewrites while the agent is down: the file its chain ends in is gone, so the
+    // chain breaks to a new history from the current base, and latest restores exactly.
+    agent.kill9();
+    for i in 0..2 {
+        source.script(&format!("SET down:{i} x\nBGREWRITEAOF\n"))?;
+        wait_for("the rewrite to finish", Duration::from_secs(60), || {
+            let info = source.cli(&["INFO", "persistence"]);
+            async move { Ok(info?.contains("aof_rewrite_in_progress:0").then_some(())) }
+        })
+        .await?;
+    }
+    agent.restart()?;
+    wait_snapshots(&shipper, &agent, 3).await?;
+    source.script("SET after-break 1\n")?;
+    wait_stored(&shipper, "after-break").await?;
+    let log = agent.log_text();
+    assert!(log.contains("the chain breaks here"), "{log}");
+    let digest_d = digest(&source)?;
+    let (code, out) = restore(&shipper, "latest", &target, true)?;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(digest(&target)?, digest_d, "latest after the break: {out}");
+
+    // Without the rewrite's base, the first base replays across the switch of files.
+    let snaps = snapshots(&shipper)?;
+    let mut ids: Vec<&str> = snaps.iter().map(|m| m.id.as_str()).collect();
+    ids.sort_unstable();
+    let base_dir = shipper
+        .store_dir
+        .join(logferry_common::keys::snapshots_prefix(&STREAM.parse()?))
+        .join(ids[1]);
+    std::fs::remove_dir_all(base_dir)?;
+    let (code, out) = restore(&shipper, &rfc3339(t_b), &target, true)?;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(ids[0]), "from the first base: {out}");
+    assert_eq!(
+        digest(&target)?,
+        digest_b,
+        "across the switch of files: {out}"
+    );
     Ok(())
 }
 

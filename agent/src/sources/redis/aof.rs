@@ -138,17 +138,34 @@ async fn read_manifest(dir: &Path) -> Result<Manifest> {
     let mut entries = tokio::fs::read_dir(dir)
         .await
         .map_err(|e| setup(format!("cannot read {}: {e}", dir.display())))?;
-    let mut found = None;
+    // Redis writes `temp-<name>.manifest` and renames it over `<name>.manifest`: only the
+    // latter is the manifest, and there must be one.
+    let mut found = Vec::new();
     while let Some(e) = entries
         .next_entry()
         .await
         .map_err(|e| setup(format!("cannot read {}: {e}", dir.display())))?
     {
-        if e.file_name().to_string_lossy().ends_with(".manifest") {
-            found = Some(e.path());
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".manifest") && !name.starts_with("temp-") {
+            found.push(e.path());
         }
     }
-    let path = found.ok_or_else(|| setup(format!("{} holds no AOF manifest", dir.display())))?;
+    let path = match found.as_slice() {
+        [one] => one.clone(),
+        [] => return Err(setup(format!("{} holds no AOF manifest", dir.display()))),
+        many => {
+            return Err(setup(format!(
+                "{} holds {} AOF manifests ({}): one server's directory holds one",
+                dir.display(),
+                many.len(),
+                many.iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )))
+        }
+    };
     let text = tokio::fs::read_to_string(&path)
         .await
         .map_err(|e| setup(format!("cannot read {}: {e}", path.display())))?;
@@ -188,7 +205,13 @@ impl BaseSnapshot {
             reason: format!("cannot open the AOF base: {e}"),
         };
         let file = tokio::fs::File::open(&path).await.map_err(open_err)?;
-        let check = std::fs::File::open(&path).map_err(open_err)?;
+        // The check reads a handle of its own (its own offset), opened now: the next
+        // rewrite may delete the base while it is read.
+        let check = tokio::fs::File::open(&path)
+            .await
+            .map_err(open_err)?
+            .into_std()
+            .await;
         let scan = tokio::task::spawn_blocking(move || scan(std::io::BufReader::new(check)));
         Ok(BaseSnapshot {
             name: base.name.clone(),
@@ -268,7 +291,9 @@ pub struct AofSource {
     file: tokio::fs::File,
     seq: u64,
     read: u64,
+    /// Bytes read and not yet taken: `buf[taken..]`.
     buf: Vec<u8>,
+    taken: usize,
     framer: Framer,
     /// The second of the last `#TS:` annotation the server wrote.
     server_ts: Option<i64>,
@@ -276,12 +301,49 @@ pub struct AofSource {
     snapshot: Option<BaseSnapshot>,
     /// The sequence number of the newest base stored or being stored.
     base_seq: Option<u64>,
+    /// Whether the missing `#TS:` lines were warned about.
+    warned_no_ts: bool,
     /// Since when the buffer has ended inside a command at the end of the file.
     cut_since: Option<Instant>,
     beat_every: Duration,
     last_beat: Instant,
     /// Whether an event went out since the last heartbeat.
     active: bool,
+}
+
+/// A history `history` that starts from the directory's current base: the first
+/// incremental file opened at its start, the place, and the base going out as a snapshot.
+async fn from_base(
+    dir: &Path,
+    m: &Manifest,
+    history: u32,
+) -> Result<(tokio::fs::File, u64, ReplPos, BaseSnapshot)> {
+    let first = m.incrs.first().map(|f| f.seq).ok_or_else(|| {
+        AgentError::ServerSetup(format!(
+            "the AOF manifest in {} names no incremental file",
+            dir.display()
+        ))
+    })?;
+    let at = ReplPos::new(history, file_offset(first, 0), AOF_REPLID, 0);
+    let file = open_incr(dir, m, first, 0)
+        .await?
+        .ok_or_else(|| AgentError::Stream {
+            addr: dir.display().to_string(),
+            reason: "the first incremental file vanished (a rewrite): trying again".into(),
+        })?;
+    let snapshot = BaseSnapshot::open(dir, m, at.clone()).await?;
+    info!(dir = %dir.display(), base = %snapshot.name, history, "the stream continues from the AOF base, stored as a snapshot");
+    Ok((file, first, at, snapshot))
+}
+
+/// The error of an AOF file the agent cannot read on from: names the file, the byte and
+/// the fix.
+fn damaged_file(dir: &Path, seq: u64, at: u64, why: &str) -> AgentError {
+    AgentError::ServerSetup(format!(
+        "the AOF incremental file {seq} in {} is damaged at byte {at}: {why}; everything before it is shipped. \
+         Repair the file with redis-check-aof --fix (with the server stopped) and start the agent again",
+        dir.display()
+    ))
 }
 
 /// Opens `dir`'s incremental file `seq` at byte `at`.
@@ -325,12 +387,6 @@ async fn open_incr(dir: &Path, m: &Manifest, seq: u64, at: u64) -> Result<Option
 pub async fn connect(cfg: &RedisConfig, resume: Option<&ReplPos>) -> Result<AofSource> {
     let dir = cfg.aof_dir()?.to_owned();
     let m = read_manifest(&dir).await?;
-    let first = m.incrs.first().map(|f| f.seq).ok_or_else(|| {
-        AgentError::ServerSetup(format!(
-            "the AOF manifest in {} names no incremental file",
-            dir.display()
-        ))
-    })?;
     let mut continued = None;
     if let Some(r) = resume {
         let (seq, at) = (r.offset >> FILE_BITS, r.offset & ((1 << FILE_BITS) - 1));
@@ -346,16 +402,8 @@ pub async fn connect(cfg: &RedisConfig, resume: Option<&ReplPos>) -> Result<AofS
         Some((file, seq, read, at)) => (file, seq, read, at, None),
         None => {
             let history = resume.map_or(1, |r| r.history + 1);
-            let at = ReplPos::new(history, file_offset(first, 0), AOF_REPLID, 0);
-            let file = open_incr(&dir, &m, first, 0)
-                .await?
-                .ok_or_else(|| AgentError::Stream {
-                    addr: dir.display().to_string(),
-                    reason: "the first incremental file vanished (a rewrite): trying again".into(),
-                })?;
-            let snapshot = BaseSnapshot::open(&dir, &m, at.clone()).await?;
-            info!(dir = %dir.display(), base = %snapshot.name, "the stream starts with the AOF base as its snapshot");
-            (file, first, 0, at, Some(snapshot))
+            let (file, seq, at, snapshot) = from_base(&dir, &m, history).await?;
+            (file, seq, 0, at, Some(snapshot))
         }
     };
     Ok(AofSource {
@@ -365,9 +413,11 @@ pub async fn connect(cfg: &RedisConfig, resume: Option<&ReplPos>) -> Result<AofS
         seq,
         read,
         buf: Vec::with_capacity(READ_BYTES),
+        taken: 0,
         server_ts: None,
         base_seq: m.base.as_ref().map(|b| b.seq),
         snapshot,
+        warned_no_ts: false,
         cut_since: None,
         beat_every: cfg.ack_every(),
         last_beat: Instant::now(),
@@ -379,37 +429,67 @@ impl AofSource {
     /// The next command or annotation in the buffer: an event, `Some(None)` for an
     /// annotation (consumed), `None` when the buffer holds no whole one.
     fn parse(&mut self) -> Result<Option<Option<SourceEvent>>> {
-        let (seq, at) = (self.seq, self.read - self.buf.len() as u64);
-        let dir = self.dir.display().to_string();
-        let damaged = move |why: String| {
-            AgentError::ServerSetup(format!(
-                "the AOF incremental file {seq} in {dir} is damaged at byte {at}: {why}; everything before it is shipped. \
-                 Repair the file with redis-check-aof --fix (with the server stopped) and start the agent again"
-            ))
-        };
-        if self.buf.first() == Some(&b'#') {
-            let Some(end) = self.buf.windows(2).position(|w| w == b"\r\n") else {
+        let (seq, at) = (self.seq, self.read - self.pending() as u64);
+        let dir = self.dir.clone();
+        let damaged = move |why: String| damaged_file(&dir, seq, at, &why);
+        let buf = &self.buf[self.taken..];
+        if buf.first() == Some(&b'#') {
+            let Some(end) = buf.windows(2).position(|w| w == b"\r\n") else {
                 return Ok(None);
             };
-            if let Some(secs) = self.buf[..end].strip_prefix(b"#TS:") {
+            if let Some(secs) = buf[..end].strip_prefix(b"#TS:") {
                 self.server_ts = std::str::from_utf8(secs).ok().and_then(|s| s.parse().ok());
             }
-            self.buf.drain(..end + 2);
+            self.taken += end + 2;
             self.framer.skip(end as u64 + 2);
             return Ok(Some(None));
         }
-        let Some(end) = resp::value_end(&self.buf, 0).map_err(|e| damaged(e.to_string()))? else {
+        let Some(end) = resp::value_end(buf, 0).map_err(|e| damaged(e.to_string()))? else {
             return Ok(None);
         };
-        let bytes: Vec<u8> = self.buf.drain(..end).collect();
-        let args = resp::command_args(&bytes).map_err(|e| damaged(e.to_string()))?;
-        let time_ms = self.server_ts.map_or_else(now_ms, |s| s * 1000);
-        let ev = self.framer.command(&bytes, &args, time_ms)?;
+        let bytes = &buf[..end];
+        let args = resp::command_args(bytes).map_err(|e| damaged(e.to_string()))?;
+        let time_ms = match self.server_ts {
+            Some(s) => s * 1000,
+            None => {
+                if !self.warned_no_ts {
+                    self.warned_no_ts = true;
+                    warn!("the AOF has no #TS: lines (aof-timestamp-enabled is off on the server): commands are stamped with the time the agent reads them, so a catch-up's commands all read as now; set aof-timestamp-enabled yes for restores by time");
+                }
+                now_ms()
+            }
+        };
+        let ev = self.framer.command(bytes, &args, time_ms)?;
+        self.taken += end;
         Ok(Some(Some(ev)))
+    }
+
+    /// Starts a new history from the current base: what lay between the chain's end and
+    /// the base is gone from the directory, so the chain breaks (the pipeline records it).
+    async fn restart_from_base(&mut self, m: &Manifest) -> Result<()> {
+        let history = self.framer.cursor().history + 1;
+        let (file, seq, at, snapshot) = from_base(&self.dir, m, history).await?;
+        self.snapshot = Some(snapshot);
+        self.base_seq = m.base.as_ref().map(|b| b.seq);
+        self.framer = Framer::new(at);
+        self.file = file;
+        self.seq = seq;
+        self.read = 0;
+        self.buf.clear();
+        self.taken = 0;
+        self.server_ts = None;
+        Ok(())
+    }
+
+    /// Bytes read from the current file and not yet taken.
+    fn pending(&self) -> usize {
+        self.buf.len() - self.taken
     }
 
     /// Reads more of the current file; `false` at its end.
     async fn fill(&mut self) -> Result<bool> {
+        self.buf.drain(..self.taken);
+        self.taken = 0;
         let start = self.buf.len();
         self.buf.resize(start + READ_BYTES, 0);
         let n = self.file.read(&mut self.buf[start..]).await;
@@ -433,28 +513,38 @@ impl AofSource {
     /// its place. `true` when something changed.
     async fn follow_manifest(&mut self) -> Result<bool> {
         let m = read_manifest(&self.dir).await?;
-        if let Some(next) = m.incrs.iter().find(|f| f.seq > self.seq) {
-            if !self.buf.is_empty() {
-                return Err(AgentError::ServerSetup(format!(
-                    "the AOF incremental file {} ends inside a command ({} bytes) and the server has moved on to {}: \
-                     the file is damaged; everything before it is shipped. Repair it with redis-check-aof --fix and start the agent again",
-                    self.seq,
-                    self.buf.len(),
-                    next.name
-                )));
+        if m.incrs.iter().any(|f| f.seq > self.seq) {
+            // The server flushes the old file before it names the next: what it wrote
+            // between our end of file and this look at the manifest is read first.
+            if self.fill().await? {
+                return Ok(true);
             }
-            let Some(file) = open_incr(&self.dir, &m, next.seq, 0).await? else {
-                return Ok(false);
+            if self.pending() > 0 {
+                let (seq, at) = (self.seq, self.read - self.pending() as u64);
+                return Err(damaged_file(
+                    &self.dir,
+                    seq,
+                    at,
+                    "it ends inside a command and the server has moved on to the next file",
+                ));
+            }
+            // Incremental files are numbered without holes: the next one, or the chain
+            // would skip a file's commands.
+            let next = self.seq + 1;
+            let Some(file) = open_incr(&self.dir, &m, next, 0).await? else {
+                warn!(after = self.seq, "the next AOF file is gone before it was read (rewrites while the agent lagged behind): the chain breaks here and continues from the current base");
+                self.restart_from_base(&m).await?;
+                return Ok(true);
             };
             info!(
                 from = self.seq,
-                to = next.seq,
+                to = next,
                 "the server writes the next AOF file (a rewrite); continuing there"
             );
-            let jump = file_offset(next.seq, 0) - self.framer.cursor().offset;
+            let jump = file_offset(next, 0) - self.framer.cursor().offset;
             self.framer.skip(jump);
             self.file = file;
-            self.seq = next.seq;
+            self.seq = next;
             self.read = 0;
             self.server_ts = None;
             return Ok(true);
@@ -521,16 +611,19 @@ impl Source for AofSource {
             if self.follow_manifest().await? {
                 continue;
             }
-            if self.buf.is_empty() {
+            if self.pending() == 0 {
                 self.cut_since = None;
             } else if self.cut_since.get_or_insert_with(Instant::now).elapsed() > TRUNCATED_AFTER {
-                return Err(AgentError::ServerSetup(format!(
-                    "the AOF incremental file {} has ended inside a command ({} bytes) for {} s: it was cut (a crash or a full disk); \
-                     everything before it is shipped. Repair it with redis-check-aof --fix (with the server stopped) and start the agent again",
-                    self.seq,
-                    self.buf.len(),
-                    TRUNCATED_AFTER.as_secs()
-                )));
+                let (seq, at) = (self.seq, self.read - self.pending() as u64);
+                return Err(damaged_file(
+                    &self.dir,
+                    seq,
+                    at,
+                    &format!(
+                        "it has ended inside a command for {} s: it was cut (a crash or a full disk)",
+                        TRUNCATED_AFTER.as_secs()
+                    ),
+                ));
             }
             if self.last_beat.elapsed() >= self.beat_every {
                 self.last_beat = Instant::now();

@@ -51,7 +51,8 @@ impl Framer {
         &self.emitted
     }
 
-    /// The `SELECT` a segment starting with the next event begins with.
+    /// The `SELECT` of the db in force before the event last handed out: what a segment
+    /// that starts with that event begins with.
     pub fn preamble(&self) -> &[u8] {
         &self.preamble
     }

@@ -52,12 +52,11 @@ impl Command<'_> {
     /// Bytes of the replication stream this command and the heartbeats before it take: the
     /// preamble takes none (it is not part of the stream).
     pub fn stream_bytes(&self) -> u64 {
-        self.skipped
-            + if self.preamble {
-                0
-            } else {
-                self.bytes.len() as u64
-            }
+        self.skipped.saturating_add(if self.preamble {
+            0
+        } else {
+            self.bytes.len() as u64
+        })
     }
 }
 
@@ -111,9 +110,10 @@ pub fn walk<'a>(payload: &'a [u8], mut f: impl FnMut(Command<'a>) -> Result<bool
                         .ok_or_else(|| bad(at, "a #TS: annotation without a number".into()))?,
                 );
             } else if let Some(n) = line.strip_prefix(SKIP_PREFIX) {
-                skipped += std::str::from_utf8(n)
+                skipped = std::str::from_utf8(n)
                     .ok()
                     .and_then(|s| s.parse::<u64>().ok())
+                    .and_then(|n| skipped.checked_add(n))
                     .ok_or_else(|| bad(at, "a #SKIP: annotation without a number".into()))?;
             }
             at += end + 2;
@@ -176,6 +176,19 @@ impl TrxTracker {
     }
 }
 
+/// The stream offset after `cmd`, which starts at `offset`.
+///
+/// # Errors
+/// [`Error::Corrupt`] when the sum passes the largest offset (crafted `#SKIP:` lines).
+pub fn advance(offset: u64, cmd: &Command<'_>) -> Result<u64> {
+    offset.checked_add(cmd.stream_bytes()).ok_or_else(|| {
+        Error::corrupt_in(
+            "Redis payload",
+            format!("the stream offset passes 2^64 after {offset}"),
+        )
+    })
+}
+
 /// Checks that a segment from `start` to `end` is one run of one history and that its
 /// `payload` is AOF form from its `SELECT` to its end, its commands and skipped heartbeat
 /// bytes adding up to exactly the range it claims; returns its event count (commands after
@@ -195,7 +208,7 @@ pub fn check_payload(payload: &[u8], start: &ReplPos, end: &ReplPos) -> Result<u
     let mut offset = start.offset;
     walk(payload, |c| {
         events += u64::from(!c.preamble);
-        offset += c.stream_bytes();
+        offset = advance(offset, &c)?;
         Ok(true)
     })?;
     if offset != end.offset {
@@ -270,6 +283,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("commands run from offset 10"), "{e}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_walk_without_panicking(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512), end in proptest::prelude::any::<u64>()) {
+            let mut with_skip = skip_line(u64::MAX).to_vec();
+            with_skip.extend_from_slice(&bytes);
+            for p in [&bytes, &with_skip] {
+                let _ = check_payload(p, &ReplPos::new(1, 5, "", 0), &ReplPos::new(1, end.max(5), "", 0));
+            }
+        }
+
+        #[test]
+        fn mutated_payloads_walk_without_panicking(at in 0usize..64, byte in proptest::prelude::any::<u8>()) {
+            let mut p = payload();
+            let i = at % p.len();
+            p[i] = byte;
+            let _ = check_payload(&p, &ReplPos::new(1, u64::MAX - 3, "", 0), &ReplPos::new(1, u64::MAX, "", 0));
+        }
     }
 
     #[test]

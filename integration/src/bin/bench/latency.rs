@@ -263,9 +263,15 @@ pub(crate) const LATENCY_END: &str = "<!-- /latency -->";
 
 /// `text` with its latency section replaced by `section` (appended when it has none).
 pub(crate) fn replace_latency_section(text: &str, section: &str) -> String {
-    match (text.find(LATENCY_BEGIN), text.find(LATENCY_END)) {
+    replace_section(text, LATENCY_BEGIN, LATENCY_END, section)
+}
+
+/// `text` with the part from `begin` to `end` replaced by `section` (appended when it has
+/// none).
+pub(crate) fn replace_section(text: &str, begin: &str, end: &str, section: &str) -> String {
+    match (text.find(begin), text.find(end)) {
         (Some(a), Some(b)) if b > a => {
-            let end = b + LATENCY_END.len();
+            let end = b + end.len();
             let rest = text[end..].strip_prefix('\n').unwrap_or(&text[end..]);
             format!("{}{section}{rest}", &text[..a])
         }

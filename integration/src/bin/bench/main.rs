@@ -6,7 +6,8 @@
 //! `mariadb-binlog --read-from-remote-server --raw` copying the same binlog; stored bytes
 //! against `gzip -6`; restore against `mariadb-binlog FILES | mariadb`; agent peak memory.
 //! Then latency ([`latency`]: catch-up and reads through an added round trip), RPO under a fixed write rate with a 1 s and a 200 ms seal, agent memory while the
-//! shipper is down, and shipper memory while several agents ship. Each timing is repeated
+//! shipper is down, and shipper memory while several agents ship; then [`redis`]: a
+//! snapshot against `redis-cli --rdb`, and following writes beside a stock replica. Each timing is repeated
 //! and the median reported; ratios are given because absolute times on shared machines drift.
 //!
 //! One module per job: [`args`](mod@args), [`data`] (generation), [`ship`] (ship, storage and
@@ -18,6 +19,7 @@ mod data;
 mod encryption;
 mod latency;
 mod memory;
+mod redis;
 mod report;
 mod rpo;
 mod seal;
@@ -28,6 +30,7 @@ pub(crate) use args::*;
 pub(crate) use data::*;
 pub(crate) use latency::*;
 pub(crate) use memory::*;
+pub(crate) use redis::*;
 pub(crate) use rpo::*;
 pub(crate) use seal::*;
 pub(crate) use ship::*;
@@ -67,6 +70,16 @@ async fn main() -> anyhow::Result<()> {
         println!("wrote the latency section of {}", a.out.display());
         return Ok(());
     }
+    if a.scope == Scope::Redis {
+        let section = redis_run(work.path(), a.redis_mb, a.rpo_seconds, a.rpo_rate).await?;
+        let previous = std::fs::read_to_string(&a.out).unwrap_or_default();
+        std::fs::write(
+            &a.out,
+            replace_section(&previous, REDIS_BEGIN, REDIS_END, &section),
+        )?;
+        println!("wrote the Redis section of {}", a.out.display());
+        return Ok(());
+    }
     if a.scope == Scope::Encryption {
         let size = a.sizes_mb.first().copied().unwrap_or(200);
         encryption::encryption_run(work.path(), size, a.repeat).await?;
@@ -96,6 +109,7 @@ async fn main() -> anyhow::Result<()> {
     let (big_agent, big_shipper, big_stock, big_mib) =
         big_trx_run(work.path(), a.big_trx_mb).await?;
     let latency = latency_markdown(&command, &latency_run(work.path()).await?);
+    let redis = redis_run(work.path(), a.redis_mb, a.rpo_seconds, a.rpo_rate).await?;
 
     let results = report::Results {
         sizes,
@@ -114,7 +128,8 @@ async fn main() -> anyhow::Result<()> {
     let previous = std::fs::read_to_string(&a.out).unwrap_or_default();
     if let Some(at) = previous.find(KEEP_MARKER) {
         md.push('\n');
-        md.push_str(&replace_latency_section(&previous[at..], &latency));
+        let kept = replace_latency_section(&previous[at..], &latency);
+        md.push_str(&replace_section(&kept, REDIS_BEGIN, REDIS_END, &redis));
     }
     std::fs::write(&a.out, md)?;
     println!("wrote {}", a.out.display());

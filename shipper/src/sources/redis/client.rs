@@ -180,6 +180,27 @@ impl Client {
             .collect())
     }
 
+    /// The value of `field` in `INFO section`.
+    ///
+    /// # Errors
+    /// As [`Client::ok`].
+    pub async fn info(&mut self, section: &str, field: &str) -> Result<Option<String>> {
+        let info = self.ok(&["INFO", section]).await?.text();
+        Ok(info.lines().find_map(|l| {
+            l.strip_prefix(field)
+                .and_then(|v| v.strip_prefix(':'))
+                .map(|v| v.trim().to_owned())
+        }))
+    }
+
+    /// Whether the server is loading a dataset (an RDB a restore sent it).
+    ///
+    /// # Errors
+    /// As [`Client::ok`].
+    pub async fn loading(&mut self) -> Result<bool> {
+        Ok(self.info("persistence", "loading").await?.as_deref() == Some("1"))
+    }
+
     /// The server's role: `master`, `slave` or `sentinel`.
     ///
     /// # Errors

@@ -16,6 +16,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use super::client::Client;
 use super::replay::Sink;
 use crate::error::{Result, ShipperError};
 use crate::restore::snapshot_chunks;
@@ -24,9 +25,22 @@ use crate::storage::Store;
 /// How long the target may take to connect after `REPLICAOF` (it retries every second).
 const CONNECT_LIMIT: Duration = Duration::from_secs(30);
 
-/// How long the target may go without acknowledging more of the stream while it loads the
-/// RDB and applies the commands.
+/// How long a connection may take to log in and ask `PSYNC`.
+const HANDSHAKE_LIMIT: Duration = Duration::from_secs(5);
+
+/// The largest handshake command taken.
+const HANDSHAKE_BYTES: usize = 64 * 1024;
+
+/// How long the target may go without acknowledging more of the stream while it applies
+/// the commands (time it spends loading the RDB does not count).
 const APPLY_SILENCE_LIMIT: Duration = Duration::from_secs(600);
+
+/// How long one write to the target may take.
+const WRITE_LIMIT: Duration = Duration::from_secs(60);
+
+/// A `PING` goes out when nothing was written for this long, as a primary does, so the
+/// target's `repl-timeout` (60 s) does not drop the link while the store is slow.
+const KEEPALIVE: Duration = Duration::from_secs(10);
 
 /// A listening endpoint, not yet connected.
 pub struct Endpoint {
@@ -72,37 +86,51 @@ impl Endpoint {
         &self.password
     }
 
-    /// Waits for the target to connect and ask `PSYNC`, answering its handshake; a
-    /// connection that does not log in with the password is answered with an error and
-    /// closed.
+    /// Waits for the target to connect and ask `PSYNC`, answering each connection's
+    /// handshake in a task of its own; a connection that does not log in with the password
+    /// within [`HANDSHAKE_LIMIT`] is closed.
     ///
     /// # Errors
     /// [`ShipperError::Restore`] when no replica logs in within [`CONNECT_LIMIT`].
     pub async fn accept(&self, target: &str) -> Result<Feed> {
         let deadline = tokio::time::Instant::now() + CONNECT_LIMIT;
+        let mut handshakes = tokio::task::JoinSet::new();
         loop {
-            let accepted = tokio::time::timeout_at(deadline, self.listener.accept()).await;
-            let Ok(Ok((stream, peer))) = accepted else {
-                return Err(ShipperError::Restore(format!(
-                    "the target {target} did not connect to the restore endpoint {} within {} s: it must reach this host at \
-                     that address (a firewall, or a target in another network: run the restore on a host the target can reach); \
-                     the target's log says why",
-                    self.addr,
-                    CONNECT_LIMIT.as_secs()
-                )));
-            };
-            match tokio::time::timeout_at(deadline, handshake(stream, &self.password)).await {
-                Ok(Ok(Some(feed))) => return Ok(feed),
-                Ok(Ok(None)) => {
-                    tracing::warn!(%peer, "a connection to the restore endpoint did not log in with its password; closed")
+            tokio::select! {
+                accepted = self.listener.accept() => {
+                    let Ok((stream, peer)) = accepted else { continue };
+                    let password = self.password.clone();
+                    // Each connection answers on its own, so one that sends nothing holds
+                    // up no other.
+                    handshakes.spawn(async move {
+                        let shake = tokio::time::timeout(HANDSHAKE_LIMIT, handshake(stream, &password)).await;
+                        (peer, shake)
+                    });
                 }
-                Ok(Err(e)) => {
-                    tracing::warn!(%peer, error = %e, "a connection to the restore endpoint broke during its handshake")
+                Some(done) = handshakes.join_next() => match done {
+                    Ok((_, Ok(Ok(Some(feed))))) => return Ok(feed),
+                    Ok((peer, Ok(Ok(None)))) => tracing::warn!(%peer, "a connection to the restore endpoint did not log in with its password; closed"),
+                    Ok((peer, Ok(Err(e)))) => tracing::warn!(%peer, error = %e, "a connection to the restore endpoint broke during its handshake"),
+                    Ok((peer, Err(_))) => tracing::warn!(%peer, "a connection to the restore endpoint sent no handshake in time; closed"),
+                    Err(e) => tracing::warn!(error = %e, "a handshake of the restore endpoint died"),
+                },
+                () = tokio::time::sleep_until(deadline) => {
+                    return Err(ShipperError::Restore(format!(
+                        "the target {target} did not connect to the restore endpoint {} within {} s: it must reach this host at \
+                         that address (a firewall, or a target in another network: run the restore on a host the target can reach; \
+                         a target with tls-replication yes cannot replicate from it); the target's log says why",
+                        self.addr,
+                        CONNECT_LIMIT.as_secs()
+                    )));
                 }
-                Err(_) => {}
             }
         }
     }
+}
+
+/// Whether `a` equals `b`, in a time that does not depend on where they differ.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Answers a replica's handshake up to `PSYNC`; `None` when it does not log in.
@@ -120,6 +148,9 @@ async fn handshake(mut stream: TcpStream, password: &str) -> std::io::Result<Opt
                         .map(<[u8]>::to_vec)
                         .collect();
                     break (args, end);
+                }
+                Ok(None) if buf.len() > HANDSHAKE_BYTES => {
+                    return Err(std::io::Error::other("a handshake command over 64 KiB"))
                 }
                 Ok(None) => {}
                 Err(e) => return Err(std::io::Error::other(e.to_string())),
@@ -141,7 +172,7 @@ async fn handshake(mut stream: TcpStream, password: &str) -> std::io::Result<Opt
             b"AUTH"
                 if args
                     .last()
-                    .is_some_and(|p| p.as_slice() == password.as_bytes()) =>
+                    .is_some_and(|p| same_secret(p, password.as_bytes())) =>
             {
                 authed = true;
                 b"+OK\r\n"
@@ -169,6 +200,7 @@ async fn handshake(mut stream: TcpStream, password: &str) -> std::io::Result<Opt
         write,
         acked,
         sent: 0,
+        last_write: tokio::time::Instant::now(),
     }))
 }
 
@@ -222,6 +254,8 @@ pub struct Feed {
     acked: watch::Receiver<Option<u64>>,
     /// Bytes of the stream sent after the RDB.
     sent: u64,
+    /// When the last bytes went out.
+    last_write: tokio::time::Instant,
 }
 
 impl Feed {
@@ -259,13 +293,31 @@ impl Feed {
         .await
     }
 
+    /// Writes `bytes` to the replica within [`WRITE_LIMIT`]; they count into what it must
+    /// acknowledge.
+    async fn send(&mut self, bytes: &[u8]) -> Result<()> {
+        tokio::time::timeout(WRITE_LIMIT, self.write.write_all(bytes))
+            .await
+            .map_err(|_| {
+                ShipperError::Restore(format!(
+                    "the target took no data for {} s: see its log",
+                    WRITE_LIMIT.as_secs()
+                ))
+            })?
+            .map_err(broken)?;
+        self.sent += bytes.len() as u64;
+        self.last_write = tokio::time::Instant::now();
+        Ok(())
+    }
+
     /// Waits until the replica has loaded the RDB and acknowledges every byte sent after
-    /// it, asking with `REPLCONF GETACK` every second.
+    /// it, asking with `REPLCONF GETACK` every second; `target` tells whether it is still
+    /// loading the RDB (which counts as progress).
     ///
     /// # Errors
     /// [`ShipperError::Restore`] when the replica closes the link or acknowledges nothing
-    /// new for [`APPLY_SILENCE_LIMIT`].
-    pub async fn applied(&mut self) -> Result<()> {
+    /// new for [`APPLY_SILENCE_LIMIT`] while not loading.
+    pub async fn applied(&mut self, target: &mut Client) -> Result<()> {
         let getack = resp::encode(&["REPLCONF", "GETACK", "*"]);
         let mut last = (*self.acked.borrow(), tokio::time::Instant::now());
         loop {
@@ -273,7 +325,7 @@ impl Feed {
             if acked.is_some_and(|a| a >= self.sent) {
                 return Ok(());
             }
-            if acked != last.0 {
+            if acked != last.0 || target.loading().await? {
                 last = (acked, tokio::time::Instant::now());
             } else if last.1.elapsed() > APPLY_SILENCE_LIMIT {
                 return Err(ShipperError::Restore(format!(
@@ -282,7 +334,14 @@ impl Feed {
                     progress(acked, self.sent)
                 )));
             }
-            self.write.write_all(&getack).await.map_err(broken)?;
+            tokio::time::timeout(WRITE_LIMIT, self.write.write_all(&getack))
+                .await
+                .map_err(|_| {
+                    ShipperError::Restore(
+                        "the target took no data for a minute: see its log".into(),
+                    )
+                })?
+                .map_err(broken)?;
             if let Ok(Err(_)) =
                 tokio::time::timeout(Duration::from_secs(1), self.acked.changed()).await
             {
@@ -311,8 +370,13 @@ fn broken(e: std::io::Error) -> ShipperError {
 
 impl Sink for Feed {
     async fn transaction(&mut self, commands: &[u8], _ts: i64) -> Result<()> {
-        self.write.write_all(commands).await.map_err(broken)?;
-        self.sent += commands.len() as u64;
+        self.send(commands).await
+    }
+
+    async fn idle(&mut self) -> Result<()> {
+        if self.last_write.elapsed() >= KEEPALIVE {
+            self.send(&resp::encode(&["PING"])).await?;
+        }
         Ok(())
     }
 }

@@ -137,4 +137,8 @@ impl Sink for AofExport {
         }
         self.incr.write_all(commands).await.map_err(&err)
     }
+
+    async fn idle(&mut self) -> Result<()> {
+        Ok(())
+    }
 }

@@ -46,12 +46,8 @@ pub struct Redis;
 
 /// The target server of a restore or drill, logged in, checked to be a standalone server.
 async fn target_server(url: &str, flag: &str) -> Result<Client> {
-    if !url.starts_with("redis://") {
-        return Err(ShipperError::Restore(format!(
-            "{flag} must be a redis:// URL (redis://USER:PASSWORD@HOST:PORT): the stream is a Redis stream"
-        )));
-    }
-    let ep = RedisEndpoint::parse(url, flag).map_err(|e| ShipperError::Restore(e.to_string()))?;
+    let ep = RedisEndpoint::parse(url, flag)
+        .map_err(|e| ShipperError::Restore(format!("{e} (the stream is a Redis stream)")))?;
     let mut client = Client::connect(&ep).await?;
     let role = client.role().await?;
     if role != "master" {
@@ -62,6 +58,68 @@ async fn target_server(url: &str, flag: &str) -> Result<Client> {
         )));
     }
     Ok(client)
+}
+
+/// Refuses a target that holds keys unless `force`; the keys it holds, for the report.
+async fn check_empty(client: &mut Client, force: bool, flag: &str) -> Result<u64> {
+    let keys = client.keyspace().await?;
+    if !keys.is_empty() && !force {
+        let held: Vec<String> = keys
+            .iter()
+            .map(|(db, n)| format!("db{db}: {n} keys"))
+            .collect();
+        return Err(ShipperError::Restore(format!(
+            "the target {} already holds data ({}); {flag}",
+            client.addr(),
+            held.join(", ")
+        )));
+    }
+    Ok(keys.iter().map(|k| k.1).sum())
+}
+
+/// The newest RDB format a Redis version loads (6.x: 9, 7.0: 10, 7.2 and 7.4: 11, 8.x: 12).
+fn rdb_version_loaded_by(redis_version: &str) -> Option<u32> {
+    let mut parts = redis_version.split('.').map(|p| p.parse::<u32>().ok());
+    let (major, minor) = (parts.next()??, parts.next()??);
+    Some(match (major, minor) {
+        (0..=5, _) => 9.min(major + 4),
+        (6, _) => 9,
+        (7, 0) => 10,
+        (7, _) => 11,
+        _ => 12,
+    })
+}
+
+/// Refuses a target too old to load the snapshot's RDB (it would retry the sync forever).
+async fn check_loads(client: &mut Client, snapshot: &SnapshotManifest) -> Result<()> {
+    let logferry_common::snapshot::SnapshotContent::Redis(content) = &snapshot.content else {
+        return Ok(());
+    };
+    let version = client
+        .info("server", "redis_version")
+        .await?
+        .unwrap_or_default();
+    match rdb_version_loaded_by(&version) {
+        Some(loads) if loads < content.rdb_version => Err(ShipperError::Restore(format!(
+            "the target {} runs Redis {version}, which reads RDB format {loads} and older; snapshot {} is RDB format {} \
+             (Redis {}): restore into a server of that version or newer",
+            client.addr(),
+            snapshot.id,
+            content.rdb_version,
+            content.redis_version
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The target's count of error replies (`total_error_replies`), which grows when it
+/// refuses a replayed command.
+async fn error_replies(client: &mut Client) -> Result<u64> {
+    Ok(client
+        .info("stats", "total_error_replies")
+        .await?
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0))
 }
 
 /// Loads `plan` into the target: its snapshot through a full sync from an endpoint of
@@ -82,6 +140,8 @@ async fn serve(
             "a Redis restore needs a snapshot".into(),
         ));
     };
+    check_loads(client, snapshot).await?;
+    let errors_before = error_replies(client).await?;
     let endpoint = Endpoint::bind(client.local_ip()?).await?;
     let auth = client.ok(&["CONFIG", "GET", "masterauth"]).await?;
     let old_auth = match auth {
@@ -94,7 +154,8 @@ async fn serve(
         .ok(&["CONFIG", "SET", "masterauth", endpoint.password()])
         .await?;
     let addr = endpoint.addr();
-    tracing::info!(target = client.addr(), endpoint = %addr, snapshot = %snapshot.id, "the target replicates from the restore endpoint");
+    tracing::info!(target = client.addr(), endpoint = %addr, snapshot = %snapshot.id,
+        "the target replicates from the restore endpoint (should this process die, run REPLICAOF NO ONE on the target and put back its masterauth)");
     let target_addr = client.addr().to_owned();
     let fed = async {
         client
@@ -114,7 +175,7 @@ async fn serve(
         );
         let replayed = replay(store, plan, target, &mut feed, &bar).await?;
         bar.finish_and_clear();
-        feed.applied().await?;
+        feed.applied(client).await?;
         Ok::<_, ShipperError>(replayed)
     };
     let fed = tokio::select! {
@@ -125,9 +186,22 @@ async fn serve(
     };
     let alone = client.ok(&["REPLICAOF", "NO", "ONE"]).await;
     let put_back = client.ok(&["CONFIG", "SET", "masterauth", &old_auth]).await;
-    let replayed = fed?;
+    let replayed = fed.map_err(|e| match e {
+        // A corrupt chunk falls back to an older snapshot; an interrupt says it already.
+        e @ (ShipperError::Corrupt { .. } | ShipperError::Interrupted(_)) => e,
+        e => ShipperError::Restore(format!(
+            "{e}; the target {target_addr} stands alone again but may hold an incomplete copy: run the restore again with --force"
+        )),
+    })?;
     alone?;
     put_back?;
+    let refused = error_replies(client).await?.saturating_sub(errors_before);
+    if refused > 0 {
+        return Err(ShipperError::Restore(format!(
+            "the target {target_addr} refused {refused} of the replayed commands (its log says \"sending an error to its master\"): \
+             the restored copy is not the stream's state; restore into a server of the source's version"
+        )));
+    }
     Ok(replayed)
 }
 
@@ -145,6 +219,12 @@ fn report(plan: &Plan, replayed: &Replayed, mut notes: Vec<String>) -> Report {
         notes.push(
             "the stored chain ends inside a transaction (MULTI without its EXEC yet): it was left out".into(),
         );
+    }
+    if replayed.skipped_open_at_start {
+        notes.push(format!(
+            "{} lies inside a transaction: its rest was left out, the replay starts at the next whole one",
+            plan.start
+        ));
     }
     if let Some(gap) = &plan.gap {
         notes.push(gap.clone());
@@ -179,23 +259,16 @@ impl SourceRestore for Redis {
         let target: Target = req.to.parse()?;
         let mut plan = plan::plan(store, req.stream, &target, &[]).await?;
         let mut client = target_server(opts.target, "--target").await?;
-        let keys = client.keyspace().await?;
-        if !keys.is_empty() && !opts.force {
-            let held: Vec<String> = keys
-                .iter()
-                .map(|(db, n)| format!("db{db}: {n} keys"))
-                .collect();
-            return Err(ShipperError::Restore(format!(
-                "the target {} already holds data ({}); restore into an empty server, or pass --force to replace it",
-                client.addr(),
-                held.join(", ")
-            )));
-        }
+        let replaced = check_empty(
+            &mut client,
+            opts.force,
+            "restore into an empty server, or pass --force to replace it",
+        )
+        .await?;
         let mut notes = Vec::new();
-        if !keys.is_empty() {
+        if replaced > 0 {
             notes.push(format!(
-                "--force: the target's {} keys were replaced",
-                keys.iter().map(|k| k.1).sum::<u64>()
+                "--force: the target's {replaced} keys were replaced"
             ));
         }
         let mut skipped = Vec::new();
@@ -285,6 +358,12 @@ impl SourceRestore for Redis {
             return Ok(report);
         };
         let mut client = target_server(target, "--target").await?;
+        check_empty(
+            &mut client,
+            false,
+            "the drill replaces a scratch server's data: point --target at an empty scratch server (FLUSHALL it first)",
+        )
+        .await?;
         // The newest snapshot alone, as Redis loads it: what the replay must arrive at.
         let alone = Plan {
             snapshot: Some(newest.clone()),
@@ -297,6 +376,8 @@ impl SourceRestore for Redis {
         let expected = digest::digest(&mut client).await?;
         let replayed = serve(&mut client, store, &plan, &to, bars, interrupt).await?;
         let restored = digest::digest(&mut client).await?;
+        // The scratch server is left empty, ready for the next drill.
+        client.ok(&["FLUSHALL"]).await?;
         let against = format!(
             "snapshot {} (loaded alone into the scratch server)",
             newest.id

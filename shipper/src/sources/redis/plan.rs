@@ -5,6 +5,7 @@
 //! new history (the full sync's RDB) restores past it. A break between the snapshot's
 //! position and the target stops the plan before the target server is touched.
 
+use logferry_common::format::redis::payload::advance;
 use logferry_common::format::redis::{walk, ReplPos};
 use logferry_common::snapshot::SnapshotManifest;
 use logferry_common::{SegmentHeader, StreamId};
@@ -102,7 +103,7 @@ async fn snapshot_place(
     let mut offset = c.start.offset;
     let mut last = c.header.meta.first_event_ms.div_euclid(1000) * 1000;
     walk(&payload, |cmd| {
-        offset += cmd.stream_bytes();
+        offset = advance(offset, &cmd)?;
         if offset > pos.offset {
             return Ok(false);
         }

@@ -11,6 +11,7 @@
 
 use futures::StreamExt;
 use indicatif::ProgressBar;
+use logferry_common::format::redis::payload::advance;
 use logferry_common::format::redis::{resp, walk, ReplPos, TrxTracker};
 
 use super::plan::Plan;
@@ -27,7 +28,17 @@ pub trait Sink {
     /// # Errors
     /// When the bytes cannot be delivered.
     async fn transaction(&mut self, commands: &[u8], ts: i64) -> Result<()>;
+
+    /// Called while the next segment is awaited, every [`IDLE_EVERY`]: a link to a server
+    /// says it is alive here.
+    ///
+    /// # Errors
+    /// When the link is broken.
+    async fn idle(&mut self) -> Result<()>;
 }
+
+/// How often [`Sink::idle`] is called while a segment is awaited.
+pub const IDLE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What [`replay`] handed on.
 #[derive(Debug, Default, Clone)]
@@ -42,6 +53,8 @@ pub struct Replayed {
     pub last: Option<(ReplPos, i64)>,
     /// The chain ended inside a transaction that was therefore left out.
     pub open_at_end: bool,
+    /// The start lay inside a transaction, whose rest was therefore left out.
+    pub skipped_open_at_start: bool,
 }
 
 /// The state of a walk through the chain, carried across segments.
@@ -63,6 +76,8 @@ struct Walker<'t> {
     ready: Vec<(Vec<u8>, i64, ReplPos, u64)>,
     /// The target was passed: nothing more is taken.
     done: bool,
+    /// The start lay inside a transaction whose rest was passed over.
+    skipped_open: bool,
 }
 
 impl Walker<'_> {
@@ -76,7 +91,7 @@ impl Walker<'_> {
             if let Some(ts) = cmd.ts {
                 second = ts;
             }
-            offset += cmd.stream_bytes();
+            offset = advance(offset, &cmd)?;
             if cmd.preamble {
                 self.stream_db = cmd.selected_db().unwrap_or(self.stream_db);
                 return Ok(true);
@@ -86,9 +101,13 @@ impl Walker<'_> {
             if let Some(db) = cmd.selected_db() {
                 self.stream_db = db;
             }
-            if offset <= skip_until {
-                // Before the snapshot's position (or already walked): in the snapshot.
+            let open_at_start =
+                self.sink_db.is_none() && self.pending.is_empty() && self.trx.in_multi();
+            if offset <= skip_until || open_at_start {
+                // Before the start (in the snapshot), or the rest of a transaction that
+                // began before it (`export --from` inside one): not a whole transaction.
                 self.trx.after(name);
+                self.skipped_open |= open_at_start;
                 return Ok(true);
             }
             if self.pending.is_empty() {
@@ -150,6 +169,7 @@ pub async fn replay(
         pending_commands: 0,
         ready: Vec::new(),
         done: false,
+        skipped_open: false,
     };
     let mut out = Replayed::default();
     let mut payloads = Box::pin(segment_payloads(
@@ -157,7 +177,16 @@ pub async fn replay(
         plan.segments.iter().map(|c| (&c.seg, c.header.payload_len)),
     ));
     let mut segs = plan.segments.iter();
-    while let Some(payload) = payloads.next().await {
+    loop {
+        let next = loop {
+            match tokio::time::timeout(IDLE_EVERY, payloads.next()).await {
+                Ok(next) => break next,
+                Err(_) => sink.idle().await?,
+            }
+        };
+        let Some(payload) = next else {
+            break;
+        };
         let payload = payload.ok()?;
         let c = segs
             .next()
@@ -180,5 +209,6 @@ pub async fn replay(
         }
     }
     out.open_at_end = !w.done && !w.pending.is_empty();
+    out.skipped_open_at_start = w.skipped_open;
     Ok(out)
 }
