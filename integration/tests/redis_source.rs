@@ -319,6 +319,20 @@ async fn restores_to_marks_exports_and_drills_a_mixed_workload() -> anyhow::Resu
     assert_ne!(digest_a, digest_b);
 
     let target = debug_server(&tmp.path().join("target"), &[]).await?;
+    // A target of another kind is named, before anything is touched.
+    let (code, out) = shipper_cli(&[
+        "restore",
+        "--store",
+        &shipper.store_url(),
+        "--stream",
+        STREAM,
+        "--to",
+        "latest",
+        "--target",
+        "mysql://root@127.0.0.1:3306",
+    ])?;
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("redis://"), "{out}");
     let (code, out) = restore(&shipper, &rfc3339(t_a), &target, false)?;
     assert_eq!(code, 0, "{out}");
     assert_eq!(
@@ -388,6 +402,47 @@ async fn restores_to_marks_exports_and_drills_a_mixed_workload() -> anyhow::Resu
     )
     .await?;
     assert_eq!(digest(&loaded)?, digest_c, "the exported AOF directory");
+    // From the chain's start (no base: the first snapshot is of an empty server) the
+    // export holds every command, and its #TS: lines let the stock tool cut it at a
+    // second: at the first mark, it loads as the state there.
+    let segs = store::segments(&shipper.store_dir, STREAM)?;
+    let start = segs
+        .first()
+        .map(|(_, s)| s.header.meta.start.to_string())
+        .ok_or_else(|| anyhow::anyhow!("no segments"))?;
+    let from_start = tmp.path().join("export-from");
+    let (code, out) = shipper_cli(&[
+        "export",
+        "--store",
+        &shipper.store_url(),
+        "--stream",
+        STREAM,
+        "--from",
+        &start,
+        "--dir",
+        from_start.to_str().unwrap_or_default(),
+    ])?;
+    assert_eq!(code, 0, "{out}");
+    let cut = std::process::Command::new("redis-check-aof")
+        .args(["--truncate-to-timestamp", &(t_a / 1000).to_string()])
+        .arg(from_start.join("appendonlydir/appendonly.aof.manifest"))
+        .output()?;
+    anyhow::ensure!(
+        cut.status.success(),
+        "redis-check-aof: {}{}",
+        String::from_utf8_lossy(&cut.stdout),
+        String::from_utf8_lossy(&cut.stderr)
+    );
+    let loaded = debug_server(
+        &from_start,
+        &["--appendonly", "yes", "--appenddirname", "appendonlydir"],
+    )
+    .await?;
+    assert_eq!(
+        digest(&loaded)?,
+        digest_a,
+        "the export from the start cut at the first mark"
+    );
 
     let scratch = debug_server(&tmp.path().join("scratch"), &[]).await?;
     let drill = |scratch: &RedisServer| {

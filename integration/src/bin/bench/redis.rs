@@ -73,8 +73,11 @@ fn delays(source: &[(Instant, u64)], reached: &[(Instant, u64)]) -> Vec<f64> {
 async fn snapshot_run(work: &Path, dataset_mb: u64) -> anyhow::Result<(f64, f64, f64, f64)> {
     println!("== Redis snapshot of ~{dataset_mb} MiB");
     let dir = work.join("redis-snapshot");
-    let redis =
-        RedisServer::start(&dir.join("redis"), &["--enable-debug-command", "local"]).await?;
+    let redis = RedisServer::start(
+        &dir.join("redis"),
+        &["--enable-debug-command", "local", "--rdbcompression", "no"],
+    )
+    .await?;
     let keys = (dataset_mb * 1024).to_string();
     redis.cli(&["DEBUG", "POPULATE", &keys, "key", "1000"])?;
     let rdb = dir.join("stock.rdb");
@@ -156,13 +159,18 @@ async fn follow_run(
         &agent_config(&dir.join("agent"), &redis, &shipper, seal_ms),
         &[],
     )?;
-    redis.cli(&["SET", "warm", "1"])?;
+    // A write before the agent's full sync is in its snapshot, not a segment: write until
+    // one is stored.
     wait_for(
-        "the agent to store the first write",
+        "the agent to store a write",
         Duration::from_secs(60),
         || {
+            let written = redis.cli(&["SET", "warm", "1"]);
             let s = stored(&shipper);
-            async move { Ok((s.await > 0).then_some(())) }
+            async move {
+                written?;
+                Ok((s.await > 0).then_some(()))
+            }
         },
     )
     .await?;
@@ -271,7 +279,7 @@ pub(crate) async fn redis_run(
     let mut md = String::new();
     let _ = writeln!(md, "{REDIS_BEGIN}\n## Redis\n");
     let _ = writeln!(md, "Produced by `scripts/bench --redis-only --redis-mb {dataset_mb} --rpo-seconds {seconds} --rpo-rate {rate}` (redis-server {}).\n", redis_version());
-    let _ = writeln!(md, "**Snapshot** of a dataset made with `DEBUG POPULATE` (1000-byte values): `redis-cli --rdb` writing the RDB to a local file, against the agent's first full sync streamed to the shipper as a snapshot (chunked, sealed, uploaded, manifest stored).\n");
+    let _ = writeln!(md, "**Snapshot** of a dataset made with `DEBUG POPULATE` (1000-byte values; `rdbcompression no`, since these values compress twentyfold and the RDB is what both sides move): `redis-cli --rdb` writing the RDB to a local file, against the agent's first full sync streamed to the shipper as a snapshot (chunked, sealed, uploaded, manifest stored).\n");
     let _ = writeln!(md, "| RDB | redis-cli --rdb | logferry snapshot | ratio | agent peak RSS |\n|---|---|---|---|---|");
     let _ = writeln!(
         md,

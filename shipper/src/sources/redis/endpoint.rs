@@ -23,24 +23,24 @@ use crate::restore::snapshot_chunks;
 use crate::storage::Store;
 
 /// How long the target may take to connect after `REPLICAOF` (it retries every second).
-const CONNECT_LIMIT: Duration = Duration::from_secs(30);
+pub const CONNECT_LIMIT: Duration = Duration::from_secs(30);
 
 /// How long a connection may take to log in and ask `PSYNC`.
-const HANDSHAKE_LIMIT: Duration = Duration::from_secs(5);
+pub const HANDSHAKE_LIMIT: Duration = Duration::from_secs(5);
 
 /// The largest handshake command taken.
-const HANDSHAKE_BYTES: usize = 64 * 1024;
+pub const HANDSHAKE_BYTES: usize = 64 * 1024;
 
 /// How long the target may go without acknowledging more of the stream while it applies
 /// the commands (time it spends loading the RDB does not count).
-const APPLY_SILENCE_LIMIT: Duration = Duration::from_secs(600);
+pub const APPLY_SILENCE_LIMIT: Duration = Duration::from_secs(600);
 
 /// How long one write to the target may take.
-const WRITE_LIMIT: Duration = Duration::from_secs(60);
+pub const WRITE_LIMIT: Duration = Duration::from_secs(60);
 
 /// A `PING` goes out when nothing was written for this long, as a primary does, so the
 /// target's `repl-timeout` (60 s) does not drop the link while the store is slow.
-const KEEPALIVE: Duration = Duration::from_secs(10);
+pub const KEEPALIVE: Duration = Duration::from_secs(10);
 
 /// A listening endpoint, not yet connected.
 pub struct Endpoint {
@@ -378,5 +378,57 @@ impl Sink for Feed {
             self.send(&resp::encode(&["PING"])).await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    async fn send(stream: &mut TcpStream, args: &[&str]) -> String {
+        stream.write_all(&resp::encode(args)).await.unwrap();
+        let mut reply = vec![0u8; 256];
+        let n = stream.read(&mut reply).await.unwrap();
+        String::from_utf8_lossy(&reply[..n]).into_owned()
+    }
+
+    #[tokio::test]
+    async fn only_the_password_gets_a_feed_and_a_silent_peer_holds_up_no_one() {
+        let endpoint = Endpoint::bind("127.0.0.1".parse().unwrap()).await.unwrap();
+        let addr = endpoint.addr();
+        let password = endpoint.password().to_owned();
+        let accepting = tokio::spawn(async move { endpoint.accept("test").await.map(|_| ()) });
+        // Connects and sends nothing.
+        let _silent = TcpStream::connect(addr).await.unwrap();
+        let mut wrong = TcpStream::connect(addr).await.unwrap();
+        assert_eq!(send(&mut wrong, &["PING"]).await, "+PONG\r\n");
+        assert!(send(&mut wrong, &["AUTH", "guess"])
+            .await
+            .starts_with("-WRONGPASS"));
+        let mut unauthed = TcpStream::connect(addr).await.unwrap();
+        assert!(send(&mut unauthed, &["PSYNC", "?", "-1"])
+            .await
+            .starts_with("-NOAUTH"));
+        assert!(!accepting.is_finished());
+        let mut replica = TcpStream::connect(addr).await.unwrap();
+        assert_eq!(send(&mut replica, &["AUTH", &password]).await, "+OK\r\n");
+        assert_eq!(
+            send(&mut replica, &["REPLCONF", "capa", "eof"]).await,
+            "+OK\r\n"
+        );
+        replica
+            .write_all(&resp::encode(&["PSYNC", "?", "-1"]))
+            .await
+            .unwrap();
+        let fed = tokio::time::timeout(Duration::from_secs(4), accepting).await;
+        assert!(matches!(fed, Ok(Ok(Ok(())))), "{fed:?}");
+    }
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(same_secret(b"abc", b"abc"));
+        assert!(!same_secret(b"abc", b"abd"));
+        assert!(!same_secret(b"abc", b"ab"));
     }
 }

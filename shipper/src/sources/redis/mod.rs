@@ -6,7 +6,7 @@
 //!    its position, one unbroken run of one history up to the target.
 //! 2. [`endpoint`]: the target is told `REPLICAOF` a short-lived endpoint of this process,
 //!    which answers `+FULLRESYNC` with the snapshot's RDB (Redis's own loader reads it),
-//! 3. [`replay`]: then streams the commands up to the target, whole transactions only,
+//! 3. [`replay`](mod@replay): then streams the commands up to the target, whole transactions only,
 //!    waits until the target acknowledges every byte, and the target is told `REPLICAOF NO
 //!    ONE`.
 //! - [`export`]: the same snapshot and commands as an AOF directory.
