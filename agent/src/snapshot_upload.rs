@@ -1,6 +1,8 @@
 //! Uploads one snapshot as its data arrives: cut into chunks of `chunk_bytes`, each sealed
-//! (zstd, AES-256-GCM under the client's epoch key, sha256) off the runtime's threads and uploaded with retries, then the manifest
-//! last, so a snapshot exists only once all of it is stored. Every source kind's snapshots
+//! (zstd, AES-256-GCM under the client's epoch key, sha256) off the runtime's threads and
+//! uploaded with retries, then the manifest last, so a snapshot exists only once all of it
+//! is stored. One chunk is sealed and uploaded while the next fills, so the source (a dump,
+//! a full sync's socket) is not held up by the round trip; at most two chunks are in memory. Every source kind's snapshots
 //! go through here: a MySQL dump's output, a Redis full resync's RDB.
 
 use std::time::Duration;
@@ -26,6 +28,9 @@ pub const UPLOAD_PATIENCE: Duration = Duration::from_secs(15 * 60);
 /// How often a snapshot upload still failing says so.
 const STILL_FAILING_EVERY: Duration = Duration::from_secs(30);
 
+/// A chunk being sealed and uploaded: its manifest entry and its buffer, once stored.
+type ChunkTask = tokio::task::JoinHandle<Result<(ChunkInfo, Vec<u8>)>>;
+
 /// One snapshot being uploaded.
 pub struct SnapshotUpload {
     client: ShipperClient,
@@ -35,6 +40,8 @@ pub struct SnapshotUpload {
     chunk_bytes: usize,
     buf: Vec<u8>,
     chunks: Vec<ChunkInfo>,
+    /// The chunk being sealed and uploaded; it hands back its buffer.
+    in_flight: Option<ChunkTask>,
     shutdown: ShutdownRx,
 }
 
@@ -55,6 +62,7 @@ impl SnapshotUpload {
             chunk_bytes: chunk_bytes.max(1),
             buf: Vec::with_capacity(chunk_bytes),
             chunks: Vec::new(),
+            in_flight: None,
             shutdown,
         }
     }
@@ -97,6 +105,7 @@ impl SnapshotUpload {
         if !self.buf.is_empty() {
             self.flush().await?;
         }
+        self.landed().await?;
         let mut manifest = SnapshotManifest {
             stream: self.stream.clone(),
             id: self.id.clone(),
@@ -125,42 +134,66 @@ impl SnapshotUpload {
         Ok(manifest)
     }
 
-    async fn flush(&mut self) -> Result<()> {
-        let index = self.chunks.len() as u32 + 1;
-        // Compressing and hashing a chunk is CPU work: off the runtime's threads. The
-        // buffer comes back for the next chunk.
-        let text = std::mem::take(&mut self.buf);
-        let key = self.client.encryption().map(|e| e.key().clone());
-        let id = self.id.clone();
-        let ((stored, info), mut text) = tokio::task::spawn_blocking(move || {
-            let sealing = key
-                .as_deref()
-                .map(|key| ChunkSealing { key, snapshot: &id });
-            seal_chunk(index, &text, sealing.as_ref()).map(|s| (s, text))
-        })
-        .await
-        .map_err(|e| AgentError::Snapshot(format!("sealing chunk {index} failed: {e}")))??;
-        let (client, stream, id) = (&self.client, &self.stream, &self.id);
-        if let Some(enc) = client.encryption() {
-            let epoch = enc.key().epoch().to_owned();
-            upload_with_retry(client, &mut self.shutdown, "key capsule", || {
-                client.ensure_capsule(stream, &epoch)
-            })
-            .await?;
-        }
-        upload_with_retry(
-            client,
-            &mut self.shutdown,
-            &format!("chunk {index}"),
-            || client.put_chunk(stream, id, index, stored.clone(), &info.sha256),
-        )
-        .await?;
+    /// Waits for the chunk in flight, if any, and records it; its buffer serves the next.
+    async fn landed(&mut self) -> Result<Option<Vec<u8>>> {
+        let Some(task) = self.in_flight.take() else {
+            return Ok(None);
+        };
+        let (info, mut text) = task
+            .await
+            .map_err(|e| AgentError::Snapshot(format!("a chunk's upload task died: {e}")))??;
         self.chunks.push(info);
         let dumped: u64 = self.chunks.iter().map(|c| c.plain_bytes).sum();
-        info!(id = %self.id, chunk = index, dumped_bytes = dumped, "snapshot chunk stored");
+        info!(id = %self.id, chunk = self.chunks.len(), dumped_bytes = dumped, "snapshot chunk stored");
         text.clear();
-        self.buf = text;
+        Ok(Some(text))
+    }
+
+    /// Starts sealing and uploading the full buffer as the next chunk, once the one before
+    /// it is stored.
+    async fn flush(&mut self) -> Result<()> {
+        let spare = self.landed().await?;
+        let index = self.chunks.len() as u32 + 1;
+        let next = spare.unwrap_or_else(|| Vec::with_capacity(self.chunk_bytes));
+        let text = std::mem::replace(&mut self.buf, next);
+        let (client, stream, id) = (self.client.clone(), self.stream.clone(), self.id.clone());
+        let mut shutdown = self.shutdown.clone();
+        self.in_flight = Some(tokio::spawn(async move {
+            // Compressing and hashing a chunk is CPU work: off the runtime's threads.
+            let key = client.encryption().map(|e| e.key().clone());
+            let sealing_id = id.clone();
+            let ((stored, info), text) = tokio::task::spawn_blocking(move || {
+                let sealing = key.as_deref().map(|key| ChunkSealing {
+                    key,
+                    snapshot: &sealing_id,
+                });
+                seal_chunk(index, &text, sealing.as_ref()).map(|s| (s, text))
+            })
+            .await
+            .map_err(|e| AgentError::Snapshot(format!("sealing chunk {index} failed: {e}")))??;
+            if let Some(enc) = client.encryption() {
+                let epoch = enc.key().epoch().to_owned();
+                upload_with_retry(&client, &mut shutdown, "key capsule", || {
+                    client.ensure_capsule(&stream, &epoch)
+                })
+                .await?;
+            }
+            upload_with_retry(&client, &mut shutdown, &format!("chunk {index}"), || {
+                client.put_chunk(&stream, &id, index, stored.clone(), &info.sha256)
+            })
+            .await?;
+            Ok((info, text))
+        }));
         Ok(())
+    }
+}
+
+impl Drop for SnapshotUpload {
+    fn drop(&mut self) {
+        // A snapshot given up on (an error, a shutdown) stops its chunk upload too.
+        if let Some(task) = self.in_flight.take() {
+            task.abort();
+        }
     }
 }
 

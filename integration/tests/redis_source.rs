@@ -366,6 +366,10 @@ async fn restores_to_marks_exports_and_drills_a_mixed_workload() -> anyhow::Resu
     );
     // Exactly at the end of the first mark's command, and one byte before it.
     let end = command_end(&shipper, "mark:a")?;
+    assert!(
+        end <= offset_a,
+        "the mark's command ends at {end}, after the server's offset {offset_a}"
+    );
     let (code, out) = restore(&shipper, &format!("1:{end}"), &target, true)?;
     assert_eq!(code, 0, "{out}");
     assert_eq!(digest(&target)?, digest_a, "restore to 1:{end}: {out}");

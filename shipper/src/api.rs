@@ -18,6 +18,7 @@
 //! | GET | `/healthz` (no token) | 200 when the store answers |
 //! | GET | `/metrics` (admin) | Prometheus text |
 
+use crate::time_arg::now_ms;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -268,12 +269,6 @@ fn stream_in_path(request: &str) -> Option<String> {
             .decode_utf8_lossy()
             .into_owned()
     })
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Builds the router over shared ingest state, behind `gate`: bodies up to `max_body`

@@ -1,5 +1,6 @@
 //! `logferry-shipper`: the off-site receiver and the tools that read the store.
 
+use logferry_shipper::time_arg::now_ms;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -698,13 +699,6 @@ async fn verify_store(
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Now, ms since the Unix epoch.
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 async fn drill(

@@ -6,6 +6,13 @@ use chrono::{DateTime, NaiveDateTime};
 
 use crate::error::{Result, ShipperError};
 
+/// Now, ms since the Unix epoch: the one clock reading of the shipper's commands.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 /// `s` as ms since the epoch when it is an RFC 3339 time (`2026-11-23T12:00:00Z`,
 /// `2026-11-23T13:00:00.250+01:00`); an error naming `flag` when it is a date and time
 /// without a zone; `None` when it is not a time at all (a position, say).

@@ -48,6 +48,9 @@ pub const AOF_REPLID: &str = "0000000000000000000000000000000000000000";
 /// counts as damaged (the server writes each command whole).
 pub const TRUNCATED_AFTER: Duration = Duration::from_secs(10);
 
+/// Commands without a `#TS:` line before the agent says the server writes none.
+const WARN_WITHOUT_TS: u64 = 1000;
+
 /// How often the end of the file and the manifest are looked at when nothing is new.
 const POLL: Duration = Duration::from_millis(50);
 
@@ -301,14 +304,53 @@ pub struct AofSource {
     snapshot: Option<BaseSnapshot>,
     /// The sequence number of the newest base stored or being stored.
     base_seq: Option<u64>,
-    /// Whether the missing `#TS:` lines were warned about.
-    warned_no_ts: bool,
+    /// Commands read without any `#TS:` line before them (warned about once, at
+    /// [`WARN_WITHOUT_TS`]).
+    without_ts: u64,
     /// Since when the buffer has ended inside a command at the end of the file.
     cut_since: Option<Instant>,
     beat_every: Duration,
     last_beat: Instant,
     /// Whether an event went out since the last heartbeat.
     active: bool,
+}
+
+/// The second of the last `#TS:` line before byte `at` of incremental file `seq`: the time
+/// the commands after a resume carry until the next one (the server writes one only when
+/// the second changes).
+async fn last_ts_before(dir: &Path, m: &Manifest, seq: u64, at: u64) -> Result<Option<i64>> {
+    let Some(mut file) = open_incr(dir, m, seq, 0).await? else {
+        return Ok(None);
+    };
+    let mut head = vec![0u8; usize::try_from(at).unwrap_or(usize::MAX)];
+    file.read_exact(&mut head)
+        .await
+        .map_err(|e| AgentError::Stream {
+            addr: dir.display().to_string(),
+            reason: format!("reading incremental file {seq}: {e}"),
+        })?;
+    let mut pos = 0;
+    let mut last = None;
+    while pos < head.len() {
+        if head[pos] == b'#' {
+            let Some(end) = head[pos..].windows(2).position(|w| w == b"\r\n") else {
+                break;
+            };
+            if let Some(secs) = head[pos..pos + end].strip_prefix(b"#TS:") {
+                last = std::str::from_utf8(secs)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .or(last);
+            }
+            pos += end + 2;
+            continue;
+        }
+        match resp::value_end(&head, pos) {
+            Ok(Some(end)) => pos = end,
+            _ => break,
+        }
+    }
+    Ok(last)
 }
 
 /// A history `history` that starts from the directory's current base: the first
@@ -388,10 +430,12 @@ pub async fn connect(cfg: &RedisConfig, resume: Option<&ReplPos>) -> Result<AofS
     let dir = cfg.aof_dir()?.to_owned();
     let m = read_manifest(&dir).await?;
     let mut continued = None;
+    let mut server_ts = None;
     if let Some(r) = resume {
         let (seq, at) = (r.offset >> FILE_BITS, r.offset & ((1 << FILE_BITS) - 1));
         if let Some(file) = open_incr(&dir, &m, seq, at).await? {
             info!(dir = %dir.display(), at = %r, "continuing the AOF where the chain ends");
+            server_ts = last_ts_before(&dir, &m, seq, at).await?;
             continued = Some((file, seq, at, r.clone()));
         } else {
             warn!(dir = %dir.display(), chain_end = %r,
@@ -414,10 +458,10 @@ pub async fn connect(cfg: &RedisConfig, resume: Option<&ReplPos>) -> Result<AofS
         read,
         buf: Vec::with_capacity(READ_BYTES),
         taken: 0,
-        server_ts: None,
+        server_ts,
         base_seq: m.base.as_ref().map(|b| b.seq),
         snapshot,
-        warned_no_ts: false,
+        without_ts: 0,
         cut_since: None,
         beat_every: cfg.ack_every(),
         last_beat: Instant::now(),
@@ -452,8 +496,8 @@ impl AofSource {
         let time_ms = match self.server_ts {
             Some(s) => s * 1000,
             None => {
-                if !self.warned_no_ts {
-                    self.warned_no_ts = true;
+                self.without_ts += 1;
+                if self.without_ts == WARN_WITHOUT_TS {
                     warn!("the AOF has no #TS: lines (aof-timestamp-enabled is off on the server): commands are stamped with the time the agent reads them, so a catch-up's commands all read as now; set aof-timestamp-enabled yes for restores by time");
                 }
                 now_ms()
@@ -543,10 +587,11 @@ impl AofSource {
             );
             let jump = file_offset(next, 0) - self.framer.cursor().offset;
             self.framer.skip(jump);
+            // The server's last #TS: holds on in the next file (it writes one only when the
+            // second changes).
             self.file = file;
             self.seq = next;
             self.read = 0;
-            self.server_ts = None;
             return Ok(true);
         }
         let new_base = m.base.as_ref().filter(|b| Some(b.seq) != self.base_seq);

@@ -19,6 +19,7 @@ pub struct Client {
     stream: TcpStream,
     buf: Vec<u8>,
     addr: String,
+    ep: RedisEndpoint,
 }
 
 impl Client {
@@ -49,6 +50,7 @@ impl Client {
             stream,
             buf: Vec::new(),
             addr,
+            ep: ep.clone(),
         };
         if let Some(password) = &ep.password {
             let reply = match &ep.user {
@@ -74,6 +76,14 @@ impl Client {
                 other.text()
             ))),
         }
+    }
+
+    /// A second connection to the same server, logged in the same way.
+    ///
+    /// # Errors
+    /// As [`Client::connect`].
+    pub async fn reconnect(&self) -> Result<Client> {
+        Client::connect(&self.ep).await
     }
 
     /// `host:port` of the server, for messages.
@@ -193,12 +203,16 @@ impl Client {
         }))
     }
 
-    /// Whether the server is loading a dataset (an RDB a restore sent it).
+    /// Whether the server is loading a dataset (an RDB a restore sent it), in the
+    /// foreground or (`repl-diskless-load swapdb`) beside its old one.
     ///
     /// # Errors
     /// As [`Client::ok`].
     pub async fn loading(&mut self) -> Result<bool> {
-        Ok(self.info("persistence", "loading").await?.as_deref() == Some("1"))
+        let info = self.ok(&["INFO", "persistence"]).await?.text();
+        Ok(info
+            .lines()
+            .any(|l| l.trim() == "loading:1" || l.trim() == "async_loading:1"))
     }
 
     /// The server's role: `master`, `slave` or `sentinel`.

@@ -2,7 +2,8 @@
 //! where Redis does not order them) and its TTL class (expiring or not), so that two
 //! servers loaded by different paths compare equal exactly when they hold the same data,
 //! whatever their encodings. A stream's consumer groups count into its value; keys that
-//! expire within [`EXPIRING_SOON_MS`] are left out (they may be gone from one of the two).
+//! expire within [`EXPIRING_SOON_MS`] of the comparison are left out of it (they may be
+//! gone from one of the two).
 
 use std::collections::BTreeMap;
 
@@ -12,12 +13,23 @@ use sha2::{Digest, Sha256};
 use super::client::Client;
 use crate::error::{Result, ShipperError};
 use crate::restore::Difference;
+use crate::time_arg::now_ms;
 
-/// Keys expiring sooner than this are left out of a digest.
+/// Keys that expire within this long of the comparison are left out of it.
 pub const EXPIRING_SOON_MS: i64 = 60_000;
 
-/// Every key of a server: `(db, key)` to the hex sha256 of its type, value and TTL class.
-pub type KeyDigests = BTreeMap<(u32, Vec<u8>), String>;
+/// One key's digest: the hex sha256 of its type, value and TTL class, and when it expires
+/// (ms since the epoch, as the server's clock read it), if it does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyDigest {
+    /// The hex sha256.
+    pub sha256: String,
+    /// When the key expires.
+    pub expires_at_ms: Option<i64>,
+}
+
+/// Every key of a server: `(db, key)` to its digest.
+pub type KeyDigests = BTreeMap<(u32, Vec<u8>), KeyDigest>;
 
 /// Feeds a reply into `h` with lengths, so that different replies never hash alike.
 fn feed(h: &mut Sha256, v: &Value) {
@@ -94,7 +106,7 @@ pub async fn digest(client: &mut Client) -> Result<KeyDigests> {
 }
 
 /// One key's digest; `None` when it vanished (expired) while the keys were read.
-async fn key_digest(client: &mut Client, key: &[u8]) -> Result<Option<String>> {
+async fn key_digest(client: &mut Client, key: &[u8]) -> Result<Option<KeyDigest>> {
     let kind = client.ok::<&[u8]>(&[b"TYPE", key]).await?.text();
     let value = match kind.as_str() {
         "none" => return Ok(None),
@@ -114,28 +126,37 @@ async fn key_digest(client: &mut Client, key: &[u8]) -> Result<Option<String>> {
         }
         _ => client.ok::<&[u8]>(&[b"DUMP", key]).await?,
     };
-    let ttl = match client.ok::<&[u8]>(&[b"PTTL", key]).await? {
+    let (ttl, expires_at_ms) = match client.ok::<&[u8]>(&[b"PTTL", key]).await? {
         Value::Int(-2) => return Ok(None),
-        Value::Int(-1) => "persistent",
-        // A key that may expire between the two digests would differ by the clock alone.
-        Value::Int(ms) if ms < EXPIRING_SOON_MS => return Ok(None),
-        _ => "expiring",
+        Value::Int(ms) if ms >= 0 => ("expiring", Some(now_ms() + ms)),
+        _ => ("persistent", None),
     };
     let mut h = Sha256::new();
     h.update(format!("{kind}:{ttl}:"));
     feed(&mut h, &value);
-    Ok(Some(hex::encode(h.finalize())))
+    Ok(Some(KeyDigest {
+        sha256: hex::encode(h.finalize()),
+        expires_at_ms,
+    }))
 }
 
-/// Where `restored` differs from `expected` (from `expected_from`), key by key.
+/// Where `restored` differs from `expected` (from `expected_from`), key by key; keys of
+/// either side that expire before `now_ms` plus [`EXPIRING_SOON_MS`] are left out of both
+/// (one cut for both digests, which were taken at different times).
 pub fn compare(
     expected: &KeyDigests,
     restored: &KeyDigests,
     expected_from: &str,
+    now_ms: i64,
 ) -> Vec<Difference> {
+    let cut = now_ms + EXPIRING_SOON_MS;
+    let soon = |d: Option<&KeyDigest>| d.and_then(|d| d.expires_at_ms).is_some_and(|at| at < cut);
     let name = |(db, key): &(u32, Vec<u8>)| format!("db{db} {}", String::from_utf8_lossy(key));
-    let short = |d: Option<&String>| {
-        d.map_or_else(|| "missing".to_owned(), |d| format!("digest {}", &d[..12]))
+    let short = |d: Option<&KeyDigest>| {
+        d.map_or_else(
+            || "missing".to_owned(),
+            |d| format!("digest {}", d.sha256.get(..12).unwrap_or_default()),
+        )
     };
     let mut out = Vec::new();
     for k in expected
@@ -143,7 +164,10 @@ pub fn compare(
         .chain(restored.keys().filter(|k| !expected.contains_key(*k)))
     {
         let (e, r) = (expected.get(k), restored.get(k));
-        if e != r {
+        if soon(e) || soon(r) {
+            continue;
+        }
+        if e.map(|d| &d.sha256) != r.map(|d| &d.sha256) {
             out.push(Difference {
                 table: name(k),
                 expected_from: expected_from.to_owned(),
@@ -181,17 +205,30 @@ mod tests {
     #[test]
     fn a_missing_an_extra_and_a_changed_key_are_each_a_difference() {
         let k = |s: &str| (0u32, s.as_bytes().to_vec());
-        let expected: KeyDigests = [(k("a"), "1".repeat(64)), (k("b"), "2".repeat(64))].into();
-        let restored: KeyDigests = [
-            (k("a"), "1".repeat(64)),
-            (k("b"), "3".repeat(64)),
-            (k("c"), "4".repeat(64)),
+        let d = |c: &str, exp: Option<i64>| KeyDigest {
+            sha256: c.repeat(64),
+            expires_at_ms: exp,
+        };
+        let expected: KeyDigests = [
+            (k("a"), d("1", None)),
+            (k("b"), d("2", None)),
+            (k("soon"), d("5", Some(1_030_000))),
         ]
         .into();
-        let d = compare(&expected, &restored, "snapshot x");
-        let names: Vec<&str> = d.iter().map(|d| d.table.as_str()).collect();
-        assert_eq!(names, ["db0 b", "db0 c"]);
-        assert_eq!(d[1].expected, "missing");
-        assert!(compare(&expected, &expected, "x").is_empty());
+        let restored: KeyDigests = [
+            (k("a"), d("1", None)),
+            (k("b"), d("3", None)),
+            (k("c"), d("4", Some(9_000_000))),
+        ]
+        .into();
+        let diff = compare(&expected, &restored, "snapshot x", 1_000_000);
+        let names: Vec<&str> = diff.iter().map(|d| d.table.as_str()).collect();
+        assert_eq!(
+            names,
+            ["db0 b", "db0 c"],
+            "a key expiring within a minute is left out"
+        );
+        assert_eq!(diff[1].expected, "missing");
+        assert!(compare(&expected, &expected, "x", 1_000_000).is_empty());
     }
 }

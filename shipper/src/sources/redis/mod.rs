@@ -77,17 +77,18 @@ async fn check_empty(client: &mut Client, force: bool, flag: &str) -> Result<u64
     Ok(keys.iter().map(|k| k.1).sum())
 }
 
-/// The newest RDB format a Redis version loads (6.x: 9, 7.0: 10, 7.2 and 7.4: 11, 8.x: 12).
+/// The newest RDB format a Redis version loads (5.x and 6.x: 9, 7.0: 10, 7.2: 11, 7.4
+/// and 8.x: 12); `None` when unknown (a newer or a forked server is not refused).
 fn rdb_version_loaded_by(redis_version: &str) -> Option<u32> {
     let mut parts = redis_version.split('.').map(|p| p.parse::<u32>().ok());
     let (major, minor) = (parts.next()??, parts.next()??);
-    Some(match (major, minor) {
-        (0..=5, _) => 9.min(major + 4),
-        (6, _) => 9,
-        (7, 0) => 10,
-        (7, _) => 11,
-        _ => 12,
-    })
+    match (major, minor) {
+        (5 | 6, _) => Some(9),
+        (7, 0) => Some(10),
+        (7, 1..=3) => Some(11),
+        (7, _) | (8, _) => Some(12),
+        _ => None,
+    }
 }
 
 /// Refuses a target too old to load the snapshot's RDB (it would retry the sync forever).
@@ -157,6 +158,9 @@ async fn serve(
     tracing::info!(target = client.addr(), endpoint = %addr, snapshot = %snapshot.id,
         "the target replicates from the restore endpoint (should this process die, run REPLICAOF NO ONE on the target and put back its masterauth)");
     let target_addr = client.addr().to_owned();
+    // A connection of its own asks whether the target is loading, so a stop in the middle
+    // of that question leaves `client` in step for the clean-up below.
+    let mut watcher = client.reconnect().await?;
     let fed = async {
         client
             .ok(&[
@@ -169,13 +173,16 @@ async fn serve(
         let bar = bars.phase("snapshot", snapshot.plain_bytes());
         feed.rdb(store, snapshot, &bar).await?;
         bar.finish_and_clear();
+        // The target reads nothing from the link while it loads the RDB: the commands
+        // wait until it has (it acknowledges then).
+        feed.applied(&mut watcher).await?;
         let bar = bars.phase(
             "commands",
             plan.segments.iter().map(|c| c.header.payload_len).sum(),
         );
         let replayed = replay(store, plan, target, &mut feed, &bar).await?;
         bar.finish_and_clear();
-        feed.applied(client).await?;
+        feed.applied(&mut watcher).await?;
         Ok::<_, ShipperError>(replayed)
     };
     let fed = tokio::select! {
@@ -370,6 +377,7 @@ impl SourceRestore for Redis {
             start: plan.start.clone(),
             segments: Vec::new(),
             gap: None,
+            starts_in_trx: false,
         };
         let to = Target::Position(newest.position()?.as_redis()?.clone());
         serve(&mut client, store, &alone, &to, bars, interrupt).await?;
@@ -383,7 +391,8 @@ impl SourceRestore for Redis {
             newest.id
         );
         report.base = base.id.clone();
-        report.differences = digest::compare(&expected, &restored, &against);
+        report.differences =
+            digest::compare(&expected, &restored, &against, crate::time_arg::now_ms());
         report.checked_against.push(against);
         report.compared = expected.len().max(restored.len());
         report.events = replayed.commands;
@@ -427,4 +436,24 @@ async fn drill_plan<'a>(
         }
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rdb_version_loaded_by as loads;
+
+    #[test]
+    fn rdb_versions_by_redis_version() {
+        for (v, rdb) in [
+            ("6.2.14", Some(9)),
+            ("7.0.15", Some(10)),
+            ("7.2.4", Some(11)),
+            ("7.4.1", Some(12)),
+            ("8.0.0", Some(12)),
+            ("9.1.0", None),
+            ("garbage", None),
+        ] {
+            assert_eq!(loads(v), rdb, "{v}");
+        }
+    }
 }

@@ -42,6 +42,18 @@ pub struct Plan {
     pub segments: Vec<ChainSegment>,
     /// A break in the chain after the target (harmless for this restore), for the report.
     pub gap: Option<String>,
+    /// The first segment starts inside a transaction (the one before it ends inside one).
+    pub starts_in_trx: bool,
+}
+
+/// Whether `first` starts inside a transaction: the stored segment that ends where it
+/// starts ends inside one.
+fn starts_in_trx(chain: &[ChainSegment], first: Option<&ChainSegment>) -> bool {
+    first.is_some_and(|f| {
+        chain
+            .iter()
+            .any(|c| c.end == f.start && c.header.meta.open_trx.is_some())
+    })
 }
 
 /// Reads every segment header of `stream`, in chain order.
@@ -182,6 +194,7 @@ pub async fn plan(
     Ok(Plan {
         snapshot: Some((*snap).clone()),
         start: start.clone(),
+        starts_in_trx: starts_in_trx(&chain, segments.first()),
         segments,
         gap,
     })
@@ -215,6 +228,7 @@ pub async fn plan_from(
     Ok(Plan {
         snapshot,
         start: from.clone(),
+        starts_in_trx: starts_in_trx(&chain, segments.first()),
         segments,
         gap,
     })

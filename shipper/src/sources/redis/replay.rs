@@ -107,7 +107,7 @@ impl Walker<'_> {
                 // Before the start (in the snapshot), or the rest of a transaction that
                 // began before it (`export --from` inside one): not a whole transaction.
                 self.trx.after(name);
-                self.skipped_open |= open_at_start;
+                self.skipped_open |= open_at_start && offset > skip_until;
                 return Ok(true);
             }
             if self.pending.is_empty() {
@@ -163,7 +163,7 @@ pub async fn replay(
         at: plan.start.clone(),
         stream_db: plan.start.db,
         sink_db: None,
-        trx: TrxTracker::default(),
+        trx: TrxTracker::new(plan.starts_in_trx),
         pending: Vec::new(),
         pending_ts: 0,
         pending_commands: 0,
