@@ -82,15 +82,17 @@ async fn plain_http_is_refused_unless_said_and_mutual_tls_needs_the_agent_certif
         .await
         .expect_err("a client without a certificate was served")
         .to_string();
-    // Under TLS 1.3 the client learns of the refusal when it reads: as the server's
-    // alert, or as the connection closing under its first request. The log below says
-    // which handshake the shipper refused.
+    // Under TLS 1.3 the client learns of the refusal only when it reads: as the server's
+    // alert, as the connection closing under its first request, or (seen in full CI runs)
+    // as its request never answered. The log below says which handshake the shipper
+    // refused.
     assert!(
         err.contains("certificate")
             || err.contains("handshake")
             || err.contains("alert")
             || err.contains("connection was not ready")
-            || err.contains("connection closed"),
+            || err.contains("connection closed")
+            || err.contains("timed out"),
         "{err}"
     );
     wait_for(
