@@ -294,12 +294,7 @@ async fn restores_to_marks_exports_and_drills_a_mixed_workload() -> anyhow::Resu
     let shipper = Shipper::start(tmp.path()).await?;
     let dir = tmp.path().join("agent");
     let agent = Agent::start_config(&dir, &config(&dir, &source.url(), &shipper), &[])?;
-    wait_for("the full sync's snapshot", Duration::from_secs(60), || {
-        let s = snapshots(&shipper);
-        async move { Ok(s?.into_iter().next()) }
-    })
-    .await
-    .map_err(|e| e.context(agent.log_text()))?;
+    wait_snapshots(&shipper, &agent, 1).await?;
 
     // Each phase's writes are stored before the mark, whose second then ends before the
     // next phase starts: a restore to the mark holds exactly the phase's state.
@@ -536,12 +531,7 @@ async fn a_killed_shipper_drains_the_spool_and_a_lost_backlog_is_a_recorded_brea
     let mut shipper = Shipper::start(tmp.path()).await?;
     let dir = tmp.path().join("agent");
     let mut agent = Agent::start_config(&dir, &config(&dir, &source.url(), &shipper), &[])?;
-    wait_for("the full sync's snapshot", Duration::from_secs(60), || {
-        let s = snapshots(&shipper);
-        async move { Ok(s?.into_iter().next()) }
-    })
-    .await
-    .map_err(|e| e.context(agent.log_text()))?;
+    wait_snapshots(&shipper, &agent, 1).await?;
     source.script(PHASE_A)?;
     wait_stored(&shipper, "mark:a").await?;
     let (digest_a, t_a) = (digest(&source)?, mark().await);

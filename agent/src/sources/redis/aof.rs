@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use logferry_common::format::redis::rdb::{scan, RdbFacts};
-use logferry_common::format::redis::{resp, DbKeys, RedisSnapshot, ReplPos};
+use logferry_common::format::redis::{resp, RedisSnapshot, ReplPos};
 use logferry_common::snapshot::SnapshotContent;
 use logferry_common::Position;
 use logferry_config::RedisSource as RedisConfig;
@@ -34,6 +34,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::framer::Framer;
+use super::rdb::{checked_facts, snapshot_content};
 use crate::error::{AgentError, Result};
 use crate::metrics::now_ms;
 use crate::sources::{SnapshotPart, Source, SourceEvent, SourceItem};
@@ -251,39 +252,13 @@ impl BaseSnapshot {
 
     /// The manifest's part, once every part is out.
     async fn finish(self, dir: &Path) -> Result<(ReplPos, RedisSnapshot)> {
-        let facts = self
-            .scan
-            .await
-            .map_err(|e| AgentError::Stage(format!("the RDB reader died: {e}")))?
-            .map_err(|e| {
-                AgentError::Snapshot(format!(
-                    "the AOF base {} does not read as an RDB ({e}); it was not stored",
-                    self.name
-                ))
-            })?;
-        if facts.bytes != self.sent {
-            return Err(AgentError::Snapshot(format!(
-                "the AOF base {} ends after {} bytes but {} were read; it was not stored",
-                self.name, facts.bytes, self.sent
-            )));
-        }
+        let what = format!("the AOF base {}", self.name);
+        let facts = checked_facts(self.scan, &what, self.sent).await?;
+        let server = format!("aof:{}", dir.join(&self.name).display());
         let mut at = self.at;
         at.db = 0;
-        Ok((
-            at.clone(),
-            RedisSnapshot {
-                server: format!("aof:{}", dir.join(&self.name).display()),
-                replid: String::new(),
-                offset: at.offset,
-                rdb_version: facts.version,
-                redis_version: facts.redis_version,
-                keys: facts
-                    .keys
-                    .into_iter()
-                    .map(|(db, keys)| DbKeys { db, keys })
-                    .collect(),
-            },
-        ))
+        let content = snapshot_content(server, "", at.offset, facts);
+        Ok((at, content))
     }
 }
 

@@ -164,38 +164,58 @@ impl RdbReceiver {
     /// newer Redis than this agent reads): it is not stored.
     pub async fn finish(mut self) -> Result<(ReplPos, RedisSnapshot)> {
         self.tx = None;
-        let facts = self
-            .scan
-            .await
-            .map_err(|e| AgentError::Stage(format!("the RDB reader died: {e}")))?
-            .map_err(|e| {
-                AgentError::Snapshot(format!(
-                    "the RDB the server {} sent does not read ({e}); it was not stored",
-                    self.server
-                ))
-            })?;
-        if facts.bytes != self.received {
-            return Err(AgentError::Snapshot(format!(
-                "the RDB from {} ends after {} bytes but {} arrived; it was not stored",
-                self.server, facts.bytes, self.received
-            )));
-        }
+        let what = format!("the RDB the server {} sent", self.server);
+        let facts = checked_facts(self.scan, &what, self.received).await?;
         let mut at = self.at;
         at.db = facts.repl_stream_db.unwrap_or(0);
-        Ok((
-            at.clone(),
-            RedisSnapshot {
-                server: self.server,
-                replid: at.replid.clone(),
-                offset: at.offset,
-                rdb_version: facts.version,
-                redis_version: facts.redis_version,
-                keys: facts
-                    .keys
-                    .into_iter()
-                    .map(|(db, keys)| DbKeys { db, keys })
-                    .collect(),
-            },
-        ))
+        let content = snapshot_content(self.server, &at.replid, at.offset, facts);
+        Ok((at, content))
+    }
+}
+
+/// The facts the reading thread found in an RDB (`what`, for messages) of which `read`
+/// bytes were handed on.
+///
+/// # Errors
+/// [`AgentError::Snapshot`] when the RDB does not read (damaged, cut, or from a newer Redis
+/// than this agent reads) or its length is not what was handed on: it is not stored.
+pub async fn checked_facts(
+    scan: JoinHandle<logferry_common::Result<RdbFacts>>,
+    what: &str,
+    read: u64,
+) -> Result<RdbFacts> {
+    let facts = scan
+        .await
+        .map_err(|e| AgentError::Stage(format!("the RDB reader died: {e}")))?
+        .map_err(|e| {
+            AgentError::Snapshot(format!("{what} does not read ({e}); it was not stored"))
+        })?;
+    if facts.bytes != read {
+        return Err(AgentError::Snapshot(format!(
+            "{what} ends after {} bytes but {read} were read; it was not stored",
+            facts.bytes
+        )));
+    }
+    Ok(facts)
+}
+
+/// The manifest's Redis part for an RDB from `server` that stands at `offset` of `replid`.
+pub fn snapshot_content(
+    server: String,
+    replid: &str,
+    offset: u64,
+    facts: RdbFacts,
+) -> RedisSnapshot {
+    RedisSnapshot {
+        server,
+        replid: replid.to_owned(),
+        offset,
+        rdb_version: facts.version,
+        redis_version: facts.redis_version,
+        keys: facts
+            .keys
+            .into_iter()
+            .map(|(db, keys)| DbKeys { db, keys })
+            .collect(),
     }
 }

@@ -176,10 +176,7 @@ async fn serve(
         // The target reads nothing from the link while it loads the RDB: the commands
         // wait until it has (it acknowledges then).
         feed.applied(&mut watcher).await?;
-        let bar = bars.phase(
-            "commands",
-            plan.segments.iter().map(|c| c.header.payload_len).sum(),
-        );
+        let bar = bars.phase("commands", plan.payload_bytes());
         let replayed = replay(store, plan, target, &mut feed, &bar).await?;
         bar.finish_and_clear();
         feed.applied(&mut watcher).await?;
@@ -321,10 +318,7 @@ impl SourceRestore for Redis {
             files.base(store, m, &bar).await?;
             bar.finish_and_clear();
         }
-        let bar = bars.phase(
-            "commands",
-            plan.segments.iter().map(|c| c.header.payload_len).sum(),
-        );
+        let bar = bars.phase("commands", plan.payload_bytes());
         let replayed = replay(store, &plan, &target, &mut files, &bar).await?;
         bar.finish_and_clear();
         let mut report = report(&plan, &replayed, Vec::new());

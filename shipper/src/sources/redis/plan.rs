@@ -46,6 +46,13 @@ pub struct Plan {
     pub starts_in_trx: bool,
 }
 
+impl Plan {
+    /// Payload bytes of the plan's segments: the unit of the replay's progress bar.
+    pub fn payload_bytes(&self) -> u64 {
+        self.segments.iter().map(|c| c.header.payload_len).sum()
+    }
+}
+
 /// Whether `first` starts inside a transaction: the stored segment that ends where it
 /// starts ends inside one.
 fn starts_in_trx(chain: &[ChainSegment], first: Option<&ChainSegment>) -> bool {
