@@ -44,8 +44,9 @@ pub struct SourceEvent {
 pub enum SnapshotPart {
     /// A snapshot starts.
     Begin,
-    /// The next bytes of the snapshot's data.
-    Data(Vec<u8>),
+    /// The next bytes of the snapshot's data (shared, so a checking reader beside the
+    /// upload needs no copy).
+    Data(bytes::Bytes),
     /// The data is complete and checked.
     End {
         /// Where in the log the snapshot stands: the chain continues from here.

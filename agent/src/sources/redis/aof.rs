@@ -247,7 +247,7 @@ impl BaseSnapshot {
         }
         part.truncate(n);
         self.sent += n as u64;
-        Ok(Some(SnapshotPart::Data(part)))
+        Ok(Some(SnapshotPart::Data(part.into())))
     }
 
     /// The manifest's part, once every part is out.

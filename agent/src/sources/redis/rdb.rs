@@ -4,6 +4,8 @@
 
 use std::io::Read;
 
+use bytes::Bytes;
+
 use logferry_common::format::redis::rdb::{scan, RdbFacts};
 use logferry_common::format::redis::{DbKeys, RedisSnapshot, ReplPos};
 use tokio::sync::mpsc;
@@ -21,8 +23,8 @@ const QUEUED_PARTS: usize = 4;
 
 /// Feeds the parts from the link to [`scan`] on a blocking thread.
 struct ChannelReader {
-    rx: mpsc::Receiver<Vec<u8>>,
-    current: Vec<u8>,
+    rx: mpsc::Receiver<Bytes>,
+    current: Bytes,
     at: usize,
 }
 
@@ -52,7 +54,7 @@ pub struct RdbReceiver {
     begun: bool,
     done: bool,
     received: u64,
-    tx: Option<mpsc::Sender<Vec<u8>>>,
+    tx: Option<mpsc::Sender<Bytes>>,
     scan: JoinHandle<logferry_common::Result<RdbFacts>>,
     at: ReplPos,
     server: String,
@@ -74,7 +76,7 @@ impl RdbReceiver {
         let scan = tokio::task::spawn_blocking(move || {
             scan(ChannelReader {
                 rx,
-                current: Vec::new(),
+                current: Bytes::new(),
                 at: 0,
             })
         });
@@ -106,7 +108,7 @@ impl RdbReceiver {
             if self.done {
                 return Ok(None);
             }
-            let part = match &self.framing {
+            let part: Bytes = match &self.framing {
                 RdbFraming::Length(_) => {
                     if self.remaining == 0 {
                         self.done = true;
@@ -115,7 +117,7 @@ impl RdbReceiver {
                     let n =
                         (self.remaining.min(PART_BYTES as u64) as usize).min(link.buffered().len());
                     self.remaining -= n as u64;
-                    link.take(n)
+                    link.take(n).into()
                 }
                 RdbFraming::Mark(mark) => {
                     let buffered = link.buffered();
@@ -124,7 +126,7 @@ impl RdbReceiver {
                         .position(|w| w == mark.as_slice());
                     match found {
                         Some(i) if i <= PART_BYTES => {
-                            let data = link.take(i);
+                            let data = link.take(i).into();
                             link.consume(mark.len());
                             self.done = true;
                             data
@@ -135,7 +137,7 @@ impl RdbReceiver {
                                 .len()
                                 .saturating_sub(mark.len() - 1)
                                 .min(PART_BYTES);
-                            link.take(n)
+                            link.take(n).into()
                         }
                     }
                 }

@@ -68,10 +68,15 @@ fn delays(source: &[(Instant, u64)], reached: &[(Instant, u64)]) -> Vec<f64> {
     out
 }
 
-/// The snapshot of a `dataset_mb` dataset: `redis-cli --rdb`, then the agent's first full
-/// sync until its manifest is stored; (stock s, logferry s, agent peak RSS MiB, RDB MiB).
+/// How many times each side of the snapshot comparison runs; the medians are reported, so
+/// one slow moment of a shared machine does not decide the ratio.
+const SNAPSHOT_TRIALS: usize = 3;
+
+/// The snapshot of a `dataset_mb` dataset, [`SNAPSHOT_TRIALS`] times, alternating
+/// `redis-cli --rdb` with the agent's first full sync until its manifest is stored;
+/// (median stock s, median logferry s, agent peak RSS MiB, RDB MiB).
 async fn snapshot_run(work: &Path, dataset_mb: u64) -> anyhow::Result<(f64, f64, f64, f64)> {
-    println!("== Redis snapshot of ~{dataset_mb} MiB");
+    println!("== Redis snapshot of ~{dataset_mb} MiB, {SNAPSHOT_TRIALS} trials each");
     let dir = work.join("redis-snapshot");
     let redis = RedisServer::start(
         &dir.join("redis"),
@@ -80,24 +85,37 @@ async fn snapshot_run(work: &Path, dataset_mb: u64) -> anyhow::Result<(f64, f64,
     .await?;
     let keys = (dataset_mb * 1024).to_string();
     redis.cli(&["DEBUG", "POPULATE", &keys, "key", "1000"])?;
-    let rdb = dir.join("stock.rdb");
-    let started = Instant::now();
-    let out = Command::new("redis-cli")
-        .args(["-p", &redis.port.to_string(), "--rdb"])
-        .arg(&rdb)
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "redis-cli --rdb: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stock = started.elapsed().as_secs_f64();
-    let rdb_mib = mib(std::fs::metadata(&rdb)?.len());
-    let shipper = Shipper::start(&dir).await?;
+    let (mut stock, mut ours, mut rss, mut rdb_mib) = (Vec::new(), Vec::new(), 0f64, 0f64);
+    for trial in 0..SNAPSHOT_TRIALS {
+        let rdb = dir.join(format!("stock-{trial}.rdb"));
+        let started = Instant::now();
+        let out = Command::new("redis-cli")
+            .args(["-p", &redis.port.to_string(), "--rdb"])
+            .arg(&rdb)
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "redis-cli --rdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stock.push(started.elapsed().as_secs_f64());
+        rdb_mib = mib(std::fs::metadata(&rdb)?.len());
+        std::fs::remove_file(&rdb)?;
+        let (seconds, peak) = agent_snapshot(&dir.join(format!("trial-{trial}")), &redis).await?;
+        ours.push(seconds);
+        rss = rss.max(peak);
+    }
+    Ok((median(stock), median(ours), rss, rdb_mib))
+}
+
+/// One agent's first full sync of `redis` into a fresh shipper under `dir`, until the
+/// snapshot's manifest is stored; (seconds, agent peak RSS MiB). The store is removed after.
+async fn agent_snapshot(dir: &Path, redis: &RedisServer) -> anyhow::Result<(f64, f64)> {
+    let shipper = Shipper::start(dir).await?;
     let started = Instant::now();
     let agent = Agent::start_config(
         &dir.join("agent"),
-        &agent_config(&dir.join("agent"), &redis, &shipper, 1000),
+        &agent_config(&dir.join("agent"), redis, &shipper, 1000),
         &[],
     )?;
     let snapshots = shipper
@@ -117,9 +135,12 @@ async fn snapshot_run(work: &Path, dataset_mb: u64) -> anyhow::Result<(f64, f64,
         },
     )
     .await?;
-    let ours = started.elapsed().as_secs_f64();
+    let seconds = started.elapsed().as_secs_f64();
     let rss = agent.peak_rss_kib().unwrap_or(0) as f64 / 1024.0;
-    Ok((stock, ours, rss, rdb_mib))
+    drop(agent);
+    drop(shipper);
+    std::fs::remove_dir_all(dir)?;
+    Ok((seconds, rss))
 }
 
 /// What a follow run measured.
@@ -279,7 +300,7 @@ pub(crate) async fn redis_run(
     let mut md = String::new();
     let _ = writeln!(md, "{REDIS_BEGIN}\n## Redis\n");
     let _ = writeln!(md, "Produced by `scripts/bench --redis-only --redis-mb {dataset_mb} --rpo-seconds {seconds} --rpo-rate {rate}` (redis-server {}).\n", redis_version());
-    let _ = writeln!(md, "**Snapshot** of a dataset made with `DEBUG POPULATE` (1000-byte values; `rdbcompression no`, since these values compress twentyfold and the RDB is what both sides move): `redis-cli --rdb` writing the RDB to a local file, against the agent's first full sync streamed to the shipper as a snapshot (chunked, sealed, uploaded, manifest stored).\n");
+    let _ = writeln!(md, "**Snapshot** of a dataset made with `DEBUG POPULATE` (1000-byte values; `rdbcompression no`, since these values compress twentyfold and the RDB is what both sides move): `redis-cli --rdb` writing the RDB to a local file, against the agent's first full sync streamed to the shipper as a snapshot (chunked, sealed, uploaded, manifest stored); each the median of {SNAPSHOT_TRIALS} alternating runs.\n");
     let _ = writeln!(md, "| RDB | redis-cli --rdb | logferry snapshot | ratio | agent peak RSS |\n|---|---|---|---|---|");
     let _ = writeln!(
         md,
