@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use logferry_common::wire::{
-    ErrorBody, Limits, SegmentAck, StreamHead, LIMITS_PATH, SEGMENTS_PATH, STREAMS_PATH,
+    AgentReport, ErrorBody, Limits, SegmentAck, StreamHead, LIMITS_PATH, REPORT_PATH,
+    SEGMENTS_PATH, STREAMS_PATH,
 };
 use logferry_common::StreamId;
 use reqwest::StatusCode;
@@ -293,6 +294,22 @@ impl ShipperClient {
             .put(&url)
             .header("content-type", "application/json")
             .body(manifest);
+        self.send_put(&url, req).await
+    }
+
+    /// Tells the shipper where the agent of `stream` stands.
+    ///
+    /// # Errors
+    /// As [`Self::upload`].
+    pub async fn put_report(&self, stream: &StreamId, report: &AgentReport) -> Result<()> {
+        let url = format!("{}{STREAMS_PATH}/{stream}/{REPORT_PATH}", self.base);
+        let body = serde_json::to_vec(report)
+            .map_err(|e| AgentError::Stage(format!("encoding the report: {e}")))?;
+        let req = self
+            .http
+            .put(&url)
+            .header("content-type", "application/json")
+            .body(body);
         self.send_put(&url, req).await
     }
 

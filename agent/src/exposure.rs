@@ -107,7 +107,7 @@ mod tests {
         e.spooled(at(100).sort_key(), 5);
         e.cut(&at(200), 20);
         assert_eq!(e.oldest(), Some(5));
-        let m = Metrics::default();
+        let m = Metrics::new("test");
         e.publish(&m);
         assert_eq!(m.oldest_unacked_read_ms.load(Ordering::Relaxed), 5);
         e.acknowledged(&at(100));

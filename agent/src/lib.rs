@@ -35,6 +35,7 @@ pub mod error;
 pub mod exposure;
 pub mod metrics;
 pub mod pipeline;
+pub mod report;
 pub mod resume;
 pub mod segmenter;
 pub mod snapshot_upload;

@@ -1,175 +1,199 @@
-//! The agent's Prometheus metrics: one counter or gauge per stage of the pipeline.
+//! The agent's Prometheus metrics: one counter or gauge per stage of the pipeline, every
+//! one labelled with the agent's stream, encoded by `prometheus-client` in the OpenMetrics
+//! text format (counters end in `_total`).
 
-use std::fmt::Write;
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
+use axum::http::header::{ACCEPT, CONTENT_TYPE};
+use axum::http::HeaderMap;
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
+use logferry_common::exposition;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use tracing::{info, warn};
 
+/// A gauge of whole numbers that never go below zero.
+pub type UGauge = Gauge<u64, AtomicU64>;
+
+/// A gauge of seconds and other fractions.
+pub type FGauge = Gauge<f64, AtomicU64>;
+
 /// Counters and gauges updated by the pipeline stages, rendered at `/metrics`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
+    registry: Registry,
     /// Events read from the source.
-    pub events_read: AtomicU64,
+    pub events_read: Counter,
     /// Bytes of events read from the source.
-    pub bytes_read: AtomicU64,
+    pub bytes_read: Counter,
     /// Heartbeats received from an idle source.
-    pub heartbeats: AtomicU64,
+    pub heartbeats: Counter,
     /// 1 while the source has read everything up to the head the server is known to have.
-    pub source_at_head: AtomicU64,
+    pub source_at_head: UGauge,
     /// Snapshots the source received inline and the agent stored.
-    pub inline_snapshots: AtomicU64,
+    pub inline_snapshots: Counter,
     /// Breaks in the chain the source could not avoid (a Redis full resync after the
     /// server lost the offset the stream stood at); each starts from a new snapshot.
-    pub source_breaks: AtomicU64,
+    pub source_breaks: Counter,
     /// Reconnects of the source after a retryable error.
-    pub source_reconnects: AtomicU64,
+    pub source_reconnects: Counter,
     /// Segments sealed and spooled.
-    pub segments_sealed: AtomicU64,
+    pub segments_sealed: Counter,
     /// Segments acknowledged by the shipper.
-    pub segments_shipped: AtomicU64,
+    pub segments_shipped: Counter,
     /// Bytes of segments acknowledged by the shipper.
-    pub bytes_shipped: AtomicU64,
+    pub bytes_shipped: Counter,
     /// Failed upload attempts (retried).
-    pub ship_retries: AtomicU64,
+    pub ship_retries: Counter,
     /// Bytes waiting in the spool.
-    pub spool_bytes: AtomicU64,
+    pub spool_bytes: UGauge,
     /// Segments waiting in the spool.
-    pub spool_segments: AtomicU64,
+    pub spool_segments: UGauge,
     /// Spooled segments found damaged on disk (each range was read again from the source).
-    pub spool_damaged: AtomicU64,
+    pub spool_damaged: Counter,
     /// 1 while the spool's disk is full and reading from the source is paused.
-    pub spool_disk_full: AtomicU64,
+    pub spool_disk_full: UGauge,
     /// Commit time (ms since epoch) of the last event the shipper acknowledged.
     pub last_acked_event_ms: AtomicI64,
     /// Wall time (ms since epoch) at which the oldest event not yet acknowledged was read;
     /// 0 when everything read is acknowledged.
     pub oldest_unacked_read_ms: AtomicI64,
+    /// Where the source stands, for the reports to the shipper.
+    pub marks: std::sync::Mutex<crate::report::SourceMarks>,
+    /// [`Self::last_acked_event_ms`] in seconds, set when rendered.
+    last_acked_event_seconds: FGauge,
+    /// Age of [`Self::oldest_unacked_read_ms`], set when rendered.
+    rpo_exposure_seconds: FGauge,
 }
 
 impl Metrics {
-    /// Renders the Prometheus text exposition format.
-    pub fn render(&self, stream: &str, now_ms: i64) -> String {
-        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let oldest = self.oldest_unacked_read_ms.load(Ordering::Relaxed);
-        let exposure = if oldest == 0 {
-            0.0
-        } else {
-            (now_ms - oldest).max(0) as f64 / 1000.0
+    /// The metrics of the agent of `stream`, each labelled with it.
+    pub fn new(stream: &str) -> Self {
+        let mut registry = Registry::with_labels(
+            [(Cow::Borrowed("stream"), Cow::Owned(stream.to_owned()))].into_iter(),
+        );
+        let mut counter = |name: &str, help: &str| {
+            let c = Counter::default();
+            registry.register(name, help, c.clone());
+            c
         };
-        let rows: [(&str, &str, &str, String); 17] = [
-            (
-                "logferry_agent_source_at_head",
-                "gauge",
-                "1 while the source has read up to the newest position the server is known to have; 0 while catching up.",
-                g(&self.source_at_head).to_string(),
-            ),
-            (
-                "logferry_agent_source_breaks_total",
-                "counter",
-                "Breaks in the chain the source could not avoid (a full resync after the server lost the stream's offset); each continues from a new snapshot.",
-                g(&self.source_breaks).to_string(),
-            ),
-            (
-                "logferry_agent_inline_snapshots_total",
-                "counter",
-                "Snapshots received inside the change stream (e.g. a Redis full resync) and stored.",
-                g(&self.inline_snapshots).to_string(),
-            ),
-            (
-                "logferry_agent_spool_disk_full",
-                "gauge",
-                "1 while the spool's disk is full: reading from the source waits for shipping to free space.",
-                g(&self.spool_disk_full).to_string(),
-            ),
-            (
-                "logferry_agent_spool_damaged_total",
-                "counter",
-                "Spooled segments found damaged on disk; each range was read again from the source.",
-                g(&self.spool_damaged).to_string(),
-            ),
-            (
-                "logferry_agent_events_read_total",
-                "counter",
-                "Events read from the source.",
-                g(&self.events_read).to_string(),
-            ),
-            (
-                "logferry_agent_bytes_read_total",
-                "counter",
-                "Bytes of events read from the source.",
-                g(&self.bytes_read).to_string(),
-            ),
-            (
-                "logferry_agent_heartbeats_total",
-                "counter",
-                "Heartbeats from an idle source.",
-                g(&self.heartbeats).to_string(),
-            ),
-            (
-                "logferry_agent_source_reconnects_total",
-                "counter",
-                "Source reconnects after errors.",
-                g(&self.source_reconnects).to_string(),
-            ),
-            (
-                "logferry_agent_segments_sealed_total",
-                "counter",
-                "Segments sealed and spooled.",
-                g(&self.segments_sealed).to_string(),
-            ),
-            (
-                "logferry_agent_segments_shipped_total",
-                "counter",
-                "Segments acknowledged by the shipper.",
-                g(&self.segments_shipped).to_string(),
-            ),
-            (
-                "logferry_agent_bytes_shipped_total",
-                "counter",
-                "Segment bytes acknowledged by the shipper.",
-                g(&self.bytes_shipped).to_string(),
-            ),
-            (
-                "logferry_agent_ship_retries_total",
-                "counter",
-                "Failed upload attempts.",
-                g(&self.ship_retries).to_string(),
-            ),
-            (
-                "logferry_agent_spool_bytes",
-                "gauge",
-                "Bytes waiting in the spool.",
-                g(&self.spool_bytes).to_string(),
-            ),
-            (
-                "logferry_agent_spool_segments",
-                "gauge",
-                "Segments waiting in the spool.",
-                g(&self.spool_segments).to_string(),
-            ),
-            (
-                "logferry_agent_last_acked_event_timestamp_seconds",
-                "gauge",
-                "Commit time of the last acknowledged event.",
-                (self.last_acked_event_ms.load(Ordering::Relaxed) as f64 / 1000.0).to_string(),
-            ),
-            (
-                "logferry_agent_rpo_exposure_seconds",
-                "gauge",
-                "Age of the oldest event read but not yet durably stored (0 when none).",
-                exposure.to_string(),
-            ),
-        ];
+        let events_read = counter("logferry_agent_events_read", "Events read from the source");
+        let bytes_read = counter(
+            "logferry_agent_bytes_read",
+            "Bytes of events read from the source",
+        );
+        let heartbeats = counter(
+            "logferry_agent_heartbeats",
+            "Heartbeats from an idle source",
+        );
+        let inline_snapshots = counter(
+            "logferry_agent_inline_snapshots",
+            "Snapshots received inside the change stream (e.g. a Redis full resync) and stored",
+        );
+        let source_breaks = counter(
+            "logferry_agent_source_breaks",
+            "Breaks in the chain the source could not avoid (a full resync after the server lost the stream's offset); each continues from a new snapshot",
+        );
+        let source_reconnects = counter(
+            "logferry_agent_source_reconnects",
+            "Source reconnects after errors",
+        );
+        let segments_sealed = counter(
+            "logferry_agent_segments_sealed",
+            "Segments sealed and spooled",
+        );
+        let segments_shipped = counter(
+            "logferry_agent_segments_shipped",
+            "Segments acknowledged by the shipper",
+        );
+        let bytes_shipped = counter(
+            "logferry_agent_bytes_shipped",
+            "Segment bytes acknowledged by the shipper",
+        );
+        let ship_retries = counter("logferry_agent_ship_retries", "Failed upload attempts");
+        let spool_damaged = counter(
+            "logferry_agent_spool_damaged",
+            "Spooled segments found damaged on disk; each range was read again from the source",
+        );
+        let mut gauge = |name: &str, help: &str| {
+            let g = UGauge::default();
+            registry.register(name, help, g.clone());
+            g
+        };
+        let source_at_head = gauge(
+            "logferry_agent_source_at_head",
+            "1 while the source has read up to the newest position the server is known to have; 0 while catching up",
+        );
+        let spool_bytes = gauge("logferry_agent_spool_bytes", "Bytes waiting in the spool");
+        let spool_segments = gauge(
+            "logferry_agent_spool_segments",
+            "Segments waiting in the spool",
+        );
+        let spool_disk_full = gauge(
+            "logferry_agent_spool_disk_full",
+            "1 while the spool's disk is full: reading from the source waits for shipping to free space",
+        );
+        let last_acked_event_seconds = FGauge::default();
+        registry.register(
+            "logferry_agent_last_acked_event_timestamp_seconds",
+            "Commit time of the last acknowledged event",
+            last_acked_event_seconds.clone(),
+        );
+        let rpo_exposure_seconds = FGauge::default();
+        registry.register(
+            "logferry_agent_rpo_exposure_seconds",
+            "Age of the oldest event read but not yet durably stored (0 when none)",
+            rpo_exposure_seconds.clone(),
+        );
+        Metrics {
+            registry,
+            events_read,
+            bytes_read,
+            heartbeats,
+            source_at_head,
+            inline_snapshots,
+            source_breaks,
+            source_reconnects,
+            segments_sealed,
+            segments_shipped,
+            bytes_shipped,
+            ship_retries,
+            spool_bytes,
+            spool_segments,
+            spool_damaged,
+            spool_disk_full,
+            last_acked_event_ms: AtomicI64::new(0),
+            oldest_unacked_read_ms: AtomicI64::new(0),
+            marks: Default::default(),
+            last_acked_event_seconds,
+            rpo_exposure_seconds,
+        }
+    }
+
+    /// How long ago, at `now_ms`, the oldest event not yet durably stored was read; 0 when
+    /// everything read is stored.
+    pub fn exposure_seconds(&self, now_ms: i64) -> f64 {
+        match self.oldest_unacked_read_ms.load(Ordering::Relaxed) {
+            0 => 0.0,
+            oldest => (now_ms - oldest).max(0) as f64 / 1000.0,
+        }
+    }
+
+    /// Renders the OpenMetrics text format, the time-derived gauges taken at `now_ms`.
+    pub fn render(&self, now_ms: i64) -> String {
+        self.rpo_exposure_seconds.set(self.exposure_seconds(now_ms));
+        self.last_acked_event_seconds
+            .set(self.last_acked_event_ms.load(Ordering::Relaxed) as f64 / 1000.0);
         let mut out = String::new();
-        for (name, kind, help, value) in rows {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{stream=\"{stream}\"}} {value}"
-            );
+        if let Err(e) = encode(&mut out, &self.registry) {
+            warn!(error = %e, "encoding the metrics failed");
         }
         out
     }
@@ -184,13 +208,16 @@ pub fn now_ms() -> i64 {
 }
 
 /// Serves `/metrics` on `addr` until the process ends.
-pub async fn serve(addr: SocketAddr, stream: String, metrics: Arc<Metrics>) {
+pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) {
     let app = Router::new().route(
         "/metrics",
-        get(move || {
+        get(move |headers: HeaderMap| {
             let metrics = metrics.clone();
-            let stream = stream.clone();
-            async move { metrics.render(&stream, now_ms()) }
+            async move {
+                let accept = headers.get(ACCEPT).and_then(|v| v.to_str().ok());
+                let (kind, body) = exposition::negotiate(accept, metrics.render(now_ms()));
+                ([(CONTENT_TYPE, kind)], body).into_response()
+            }
         }),
     );
     match tokio::net::TcpListener::bind(addr).await {

@@ -15,6 +15,7 @@
 
 pub mod crypto;
 pub mod error;
+pub mod exposition;
 pub mod format;
 pub mod keys;
 pub mod lz4_frame;

@@ -68,6 +68,20 @@ impl Position {
         }
     }
 
+    /// Bytes of the log from here to `later`, when both are in one log (one binlog file,
+    /// one Redis replication id): how far a reader is behind a head, for lag.
+    pub fn bytes_until(&self, later: &Position) -> Option<u64> {
+        match (self, later) {
+            (Position::Mysql(a), Position::Mysql(b)) if a.file() == b.file() => {
+                Some(b.offset.saturating_sub(a.offset))
+            }
+            (Position::Redis(a), Position::Redis(b)) if a.replid == b.replid => {
+                Some(b.offset.saturating_sub(a.offset))
+            }
+            _ => None,
+        }
+    }
+
     /// The binlog position inside, for MySQL code handed a stream's position.
     ///
     /// # Errors
@@ -119,5 +133,16 @@ mod tests {
         assert_eq!(a.to_string(), "b.000001:90@0-1-5");
         assert_eq!(a.kind(), SourceKind::Mysql);
         assert!(Position::parse(SourceKind::Mysql, "nope").is_err());
+    }
+
+    #[test]
+    fn bytes_between_places_only_within_one_log() {
+        let at = |t: &str| Position::parse(SourceKind::Mysql, t).unwrap();
+        assert_eq!(
+            at("b.000001:90").bytes_until(&at("b.000001:400")),
+            Some(310)
+        );
+        assert_eq!(at("b.000001:90").bytes_until(&at("b.000002:400")), None);
+        assert_eq!(at("b.000001:400").bytes_until(&at("b.000001:90")), Some(0));
     }
 }

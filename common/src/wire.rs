@@ -53,3 +53,47 @@ pub struct ErrorBody {
     /// Human-readable reason, naming the bad input.
     pub error: String,
 }
+
+/// The last part of the path an agent reports its state on
+/// (`PUT /v1/streams/<stream>/report`, body [`AgentReport`]).
+pub const REPORT_PATH: &str = "report";
+
+/// What an agent tells the shipper of its stream every few seconds, idle or not: only
+/// the agent sees the source, and the shipper must know the stream's exposure when the
+/// agent's host is gone (it then counts on from the last report).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AgentReport {
+    /// Which agent: its host name and process id, so two agents reporting on one stream
+    /// show as such.
+    pub agent: String,
+    /// The agent's version.
+    pub version: String,
+    /// How often the agent reports: a report older than a few of these is stale.
+    pub interval_ms: u64,
+    /// The agent's clock when it sent this.
+    pub sent_ms: i64,
+    /// `true` while the agent has read everything up to the source's known head.
+    pub at_head: bool,
+    /// The newest position the source is known to have, as text.
+    pub head: Option<String>,
+    /// Right after the last transaction read, as text.
+    pub read: Option<String>,
+    /// Commit time of the last event read, ms since the Unix epoch.
+    pub read_commit_ms: Option<i64>,
+    /// How far what was read is behind the source's head, in seconds (0 at the head).
+    pub lag_seconds: f64,
+    /// How far, in bytes of the source's log, when both positions are in one log.
+    pub lag_bytes: Option<u64>,
+    /// Bytes of sealed segments waiting in the spool.
+    pub spool_bytes: u64,
+    /// Sealed segments waiting in the spool.
+    pub spool_segments: u64,
+    /// When the oldest change read but not yet stored off-site was read (ms since the
+    /// epoch); `None` when everything read is stored.
+    pub oldest_unstored_read_ms: Option<i64>,
+    /// `true` while the spool's disk is full and reading waits.
+    pub spool_disk_full: bool,
+    /// How far the paused snapshot replica is behind its primary, in seconds, when the
+    /// source has one and it answered.
+    pub snapshot_replica_lag_seconds: Option<f64>,
+}

@@ -144,10 +144,18 @@ pub struct AgentSection {
     /// Address of the Prometheus `/metrics` endpoint; unset disables it.
     #[serde(default)]
     pub metrics_listen: Option<SocketAddr>,
+    /// How often the agent reports its state to the shipper, idle or not (ms): the
+    /// shipper judges the stream's exposure and the agent's silence by these reports.
+    #[serde(default = "default_report_interval_ms")]
+    pub report_interval_ms: u64,
 }
 
 fn default_spool_max_bytes() -> u64 {
     10 * 1024 * 1024 * 1024
+}
+
+fn default_report_interval_ms() -> u64 {
+    5000
 }
 
 /// The database this agent tails; one variant per source kind, chosen by `type`.
@@ -549,6 +557,12 @@ impl AgentConfig {
             return Err(invalid(
                 "agent.spool_max_bytes",
                 "must be at least 1048576 (1 MiB)",
+            ));
+        }
+        if !(100..=600_000).contains(&self.agent.report_interval_ms) {
+            return Err(invalid(
+                "agent.report_interval_ms",
+                "must be between 100 and 600000 (the default, 5000, reports every 5 s)",
             ));
         }
         if self.moved_snapshot.is_some() {

@@ -24,6 +24,58 @@ pub struct ShipperConfig {
     /// (`serve` needs none: it checks uploads without keys).
     #[serde(default)]
     pub encryption: crate::encryption::EncryptionSection,
+    /// How `serve` judges each stream's exposure and health.
+    #[serde(default)]
+    pub watch: WatchSection,
+}
+
+/// `[watch]`: what the shipper calls healthy for the streams it receives.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchSection {
+    /// The RPO the streams are meant to keep (s): a stream exposed longer is red, one
+    /// exposed more than half of it amber.
+    #[serde(default = "default_rpo_target_seconds")]
+    pub rpo_target_seconds: f64,
+    /// How often what is stored of each stream (snapshots, drills, the chain's end) is
+    /// read again from the store (ms).
+    #[serde(default = "default_refresh_ms")]
+    pub refresh_ms: u64,
+}
+
+impl Default for WatchSection {
+    fn default() -> Self {
+        WatchSection {
+            rpo_target_seconds: default_rpo_target_seconds(),
+            refresh_ms: default_refresh_ms(),
+        }
+    }
+}
+
+fn default_rpo_target_seconds() -> f64 {
+    60.0
+}
+
+fn default_refresh_ms() -> u64 {
+    15_000
+}
+
+impl WatchSection {
+    fn validate(&self) -> Result<()> {
+        if !(self.rpo_target_seconds.is_finite() && self.rpo_target_seconds > 0.0) {
+            return Err(invalid(
+                "watch.rpo_target_seconds",
+                "must be a number of seconds above 0 (the default is 60)",
+            ));
+        }
+        if !(100..=3_600_000).contains(&self.refresh_ms) {
+            return Err(invalid(
+                "watch.refresh_ms",
+                "must be between 100 and 3600000 (the default, 15000, reads every 15 s)",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// What a token may do with the streams it covers.
@@ -347,6 +399,7 @@ impl ShipperConfig {
     pub fn validate(&self) -> Result<()> {
         self.store.validate()?;
         self.auth.validate()?;
+        self.watch.validate()?;
         let store_dir = self.store.local_dir();
         self.encryption.validate(
             false,

@@ -39,7 +39,7 @@ async fn an_inline_snapshot_is_stored_in_chunks_with_its_manifest() -> anyhow::R
         "the test key",
     )?;
     let client = client.with_encryption(Some(Arc::new(Encryption::new(&stream, &master, None)?)));
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::new("test"));
     let (_stop, shutdown) = tokio::sync::watch::channel(false);
     let mut inline = InlineSnapshots::new(client, stream.clone(), metrics.clone(), shutdown);
 
@@ -50,7 +50,9 @@ async fn an_inline_snapshot_is_stored_in_chunks_with_its_manifest() -> anyhow::R
     let position = Position::Mysql(BinlogPos::new("mysql-bin.000001", 4)?);
     assert_eq!(inline.part(SnapshotPart::Begin).await?, None);
     for piece in data.chunks(64 * 1024) {
-        inline.part(SnapshotPart::Data(piece.to_vec())).await?;
+        inline
+            .part(SnapshotPart::Data(bytes::Bytes::copy_from_slice(piece)))
+            .await?;
     }
     let content = SnapshotContent::Mysql(MysqlSnapshot {
         replica: "inline".into(),
@@ -70,12 +72,7 @@ async fn an_inline_snapshot_is_stored_in_chunks_with_its_manifest() -> anyhow::R
         Some(position.clone()),
         "the chain continues at the snapshot"
     );
-    assert_eq!(
-        metrics
-            .inline_snapshots
-            .load(std::sync::atomic::Ordering::Relaxed),
-        1
-    );
+    assert_eq!(metrics.inline_snapshots.get(), 1);
 
     let store = std::path::Path::new(&shipper.store_url()).to_owned();
     let ids: Vec<String> =
@@ -112,7 +109,7 @@ async fn an_inline_snapshot_is_stored_in_chunks_with_its_manifest() -> anyhow::R
 
     // A part without a snapshot open is the source's protocol error, not stored.
     let err = inline
-        .part(SnapshotPart::Data(b"stray".to_vec()))
+        .part(SnapshotPart::Data(bytes::Bytes::from_static(b"stray")))
         .await
         .expect_err("data outside a snapshot must be refused");
     assert!(err.to_string().contains("out of order"), "{err}");

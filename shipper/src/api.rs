@@ -9,14 +9,15 @@
 //! |---|---|---|
 //! | POST | `/v1/segments` (ship) | 201 stored, 200 identical re-send, 400 invalid (in clear where that is refused, or its key's capsule not stored), 409 conflict, 413 too large, 503 store down |
 //! | GET | `/v1/limits` (any) | [`Limits`]: the largest segment accepted |
-//! | GET | `/v1/status` (any) | [`Status`]: transport, tokens, audit, and a warning for each one missing |
+//! | GET | `/v1/status` (any) | [`Status`]: transport, tokens, audit, and a warning for each one missing; each stream's status for the streams the token may read |
+//! | PUT | `/v1/streams/<s>/report` (ship) | 204; the agent's [`AgentReport`], every few seconds |
 //! | GET | `/v1/streams` (read) | names of stored streams the token covers |
 //! | GET | `/v1/streams/<stream>` (ship or read) | [`StreamHead`]: segment count and first/last position |
 //! | PUT | `/v1/streams/<s>/snapshots/<id>/chunks/<n>` (ship) | 201/200; 400 when the `x-logferry-sha256` header does not match; 409 other bytes stored |
 //! | PUT | `/v1/streams/<s>/snapshots/<id>/manifest` (ship) | 201/200; 400 unless every listed chunk is stored and its key's capsule too (or, in clear, unless clear is accepted) |
 //! | PUT | `/v1/streams/<s>/keys/<epoch>` (ship) | 201, or 200 when a capsule is stored there already (it is kept, never replaced); 400 a capsule of another stream or epoch |
 //! | GET | `/healthz` (no token) | 200 when the store answers |
-//! | GET | `/metrics` (admin) | Prometheus text |
+//! | GET | `/metrics` (admin) | OpenMetrics text |
 
 use crate::time_arg::now_ms;
 use std::net::SocketAddr;
@@ -24,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Request, State};
-use axum::http::header::AUTHORIZATION;
+use axum::http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use axum::http::HeaderMap;
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
@@ -33,8 +34,11 @@ use axum::routing::{get, post, put};
 use axum::Extension;
 use axum::{Json, Router};
 use bytes::Bytes;
+use logferry_common::exposition;
 use logferry_common::keys::{capsule_key, chunk_key, manifest_key};
-use logferry_common::wire::{ErrorBody, Limits, StreamHead, LIMITS_PATH, SEGMENTS_PATH};
+use logferry_common::wire::{
+    AgentReport, ErrorBody, Limits, StreamHead, LIMITS_PATH, SEGMENTS_PATH,
+};
 use logferry_common::{Segment, StreamId};
 use serde::Serialize;
 use tokio::sync::Semaphore;
@@ -45,6 +49,7 @@ use crate::catalog::ChainEnd;
 use crate::error::ShipperError;
 use crate::ingest::Ingest;
 use crate::snapshots::{self, Accepted, SHA256_HEADER};
+use crate::watch::status::StreamStatus;
 
 /// Who may call the API, how they reach it, and where their requests are written down.
 #[derive(Debug)]
@@ -97,6 +102,8 @@ pub struct Status {
     pub plaintext_accepted: bool,
     /// What is unsafe about this configuration, in words; empty when nothing is.
     pub warnings: Vec<String>,
+    /// Every stream the caller's token covers, as [`crate::watch`] sees it now.
+    pub streams: Vec<StreamStatus>,
 }
 
 impl Gate {
@@ -123,6 +130,7 @@ impl Gate {
             audited: self.audit.is_some(),
             plaintext_accepted: accept_plaintext,
             warnings,
+            streams: Vec::new(),
         }
     }
 }
@@ -283,7 +291,7 @@ pub fn router(
     max_uploads: usize,
     upload_timeout: Duration,
 ) -> Router {
-    let status = Json(gate.status(state.keys.accepts_plaintext()));
+    let status = gate.status(state.keys.accepts_plaintext());
     let permits = Arc::new(Semaphore::new(max_uploads.max(1)));
     let uploads = Router::new()
         .route(SEGMENTS_PATH, post(put_segment))
@@ -298,6 +306,10 @@ pub fn router(
         .route(
             "/v1/streams/{stream}/keys/{epoch}",
             put(put_capsule).layer(DefaultBodyLimit::max(MAX_CAPSULE_BYTES)),
+        )
+        .route(
+            "/v1/streams/{stream}/report",
+            put(put_report).layer(DefaultBodyLimit::max(MAX_REPORT_BYTES)),
         )
         .layer(middleware::from_fn(move |req: Request, next: Next| {
             let permits = permits.clone();
@@ -325,7 +337,18 @@ pub fn router(
     let ships = uploads.layer(middleware::from_fn(ship_scope));
     let reads = Router::new()
         .route(LIMITS_PATH, get(limits))
-        .route("/v1/status", get(move || async move { status }))
+        .route(
+            "/v1/status",
+            get(
+                move |State(st): State<Arc<Ingest>>, Extension(caller): Extension<Caller>| {
+                    let mut status = status.clone();
+                    async move {
+                        status.streams = visible(&caller, st.watch.statuses(now_ms()));
+                        Json(status)
+                    }
+                },
+            ),
+        )
         .route("/v1/streams", get(list_streams))
         .route("/v1/streams/{stream}", get(stream_head))
         .route("/healthz", get(health))
@@ -355,6 +378,9 @@ pub fn router(
 /// Largest snapshot manifest accepted: its JSON lists chunks and tables, a few hundred bytes
 /// each, so this holds tens of thousands of either.
 const MAX_MANIFEST_BYTES: usize = 16 * 1024 * 1024;
+
+/// Largest agent report accepted (one is about 600 bytes).
+const MAX_REPORT_BYTES: usize = 16 * 1024;
 
 /// Largest key capsule accepted (one is about 400 bytes).
 const MAX_CAPSULE_BYTES: usize = 16 * 1024;
@@ -527,10 +553,49 @@ async fn health(State(st): State<Arc<Ingest>>) -> Response {
     }
 }
 
-async fn metrics(State(st): State<Arc<Ingest>>, Extension(caller): Extension<Caller>) -> Response {
+async fn metrics(
+    State(st): State<Arc<Ingest>>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+) -> Response {
     match caller.allow(Action::Admin, None) {
-        Ok(()) => st.metrics.render().into_response(),
+        Ok(()) => {
+            let openmetrics = st.metrics.render(&st.watch.statuses(now_ms()));
+            let accept = headers.get(ACCEPT).and_then(|v| v.to_str().ok());
+            let (kind, body) = exposition::negotiate(accept, openmetrics);
+            ([(CONTENT_TYPE, kind)], body).into_response()
+        }
         Err(e) => e.into_response(),
+    }
+}
+
+/// The statuses of the streams `caller` may read.
+fn visible(caller: &Caller, statuses: Vec<StreamStatus>) -> Vec<StreamStatus> {
+    statuses
+        .into_iter()
+        .filter(|s| {
+            StreamId::new(&s.stream).is_ok_and(|id| caller.allow(Action::Read, Some(&id)).is_ok())
+        })
+        .collect()
+}
+
+async fn put_report(
+    State(st): State<Arc<Ingest>>,
+    Extension(caller): Extension<Caller>,
+    Path(stream): Path<String>,
+    body: Bytes,
+) -> Response {
+    let stream = match allowed(&caller, &[Action::Ship], &stream) {
+        Ok(s) => s,
+        Err(refused) => return *refused,
+    };
+    match serde_json::from_slice::<AgentReport>(&body) {
+        Ok(report) => {
+            st.watch.hear(&stream, report, now_ms());
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => ShipperError::BadRequest(format!("the report is not an agent report ({e})"))
+            .into_response(),
     }
 }
 

@@ -57,9 +57,9 @@ pub struct Entry {
 #[derive(Debug, Default)]
 pub struct AuditCounters {
     /// Lines lost because the queue was full.
-    pub lost: AtomicU64,
+    pub lost: prometheus_client::metrics::counter::Counter,
     /// Writes or fsyncs of the log that failed (and were tried again).
-    pub write_errors: AtomicU64,
+    pub write_errors: prometheus_client::metrics::counter::Counter,
 }
 
 enum Msg {
@@ -140,13 +140,13 @@ impl Audit {
         let line = match serde_json::to_string(&line) {
             Ok(line) => line,
             Err(e) => {
-                self.counters.lost.fetch_add(1, Ordering::Relaxed);
+                self.counters.lost.inc();
                 tracing::error!(error = %e, "an audit entry could not be encoded");
                 return;
             }
         };
         if let Err(e) = self.queue.try_send(Msg::Line(line)) {
-            let lost = self.counters.lost.fetch_add(1, Ordering::Relaxed) + 1;
+            let lost = self.counters.lost.inc() + 1;
             // Said at the 1st, 2nd, 4th, 8th ... loss: a flood of losses is not a flood of logs.
             if !lost.is_power_of_two() {
                 return;
@@ -253,7 +253,7 @@ impl Writer {
             match attempt {
                 Ok(()) => return,
                 Err(e) => {
-                    let failures = self.counters.write_errors.fetch_add(1, Ordering::Relaxed);
+                    let failures = self.counters.write_errors.inc();
                     if failures % 60 == 0 {
                         tracing::error!(file = %self.path.display(), error = %e, "writing the audit log failed; trying again every second (logferry_shipper_audit_write_errors_total)");
                     }
@@ -380,10 +380,6 @@ mod tests {
         stuck.record(&entry(200));
         stuck.record(&entry(200));
         stuck.record(&entry(200));
-        assert_eq!(
-            counters.lost.load(Ordering::Relaxed),
-            2,
-            "two lines found the queue full"
-        );
+        assert_eq!(counters.lost.get(), 2, "two lines found the queue full");
     }
 }

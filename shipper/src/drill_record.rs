@@ -180,6 +180,28 @@ pub async fn list(store: &Store, stream: &StreamId) -> Result<Vec<DrillRecord>> 
     Ok(out)
 }
 
+/// The newest drill result of `stream` that can be trusted, if any: what the status and
+/// the drill alert go by.
+///
+/// # Errors
+/// As [`list`].
+pub async fn latest(store: &Store, stream: &StreamId) -> Result<Option<DrillRecord>> {
+    let mut keys: Vec<String> = store
+        .list(&drills_prefix(stream))
+        .await?
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    // Keys carry the drill's start time, zero-padded: the last sorts newest.
+    keys.sort();
+    for key in keys.iter().rev() {
+        if let Ok(record) = read_one(store, stream, key).await? {
+            return Ok(Some(record));
+        }
+    }
+    Ok(None)
+}
+
 /// The stored drill results of `stream` that cannot be trusted, by key, and why.
 ///
 /// # Errors

@@ -6,7 +6,6 @@
 //! An identical re-send succeeds without a write; a different segment at the same start, or
 //! one overlapping the chain, is a conflict and never overwrites.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -20,6 +19,8 @@ use crate::catalog::{Admission, Catalog, SegmentRef};
 use crate::error::{Result, ShipperError};
 use crate::metrics::Metrics;
 use crate::storage::{Store, Stored};
+use crate::time_arg::now_ms;
+use crate::watch::Watch;
 
 /// What the ingest path needs; shared by all requests.
 #[derive(Debug)]
@@ -30,6 +31,8 @@ pub struct Ingest {
     pub catalog: Catalog,
     /// Counters.
     pub metrics: Metrics,
+    /// Every stream's reports and stored facts, for its status.
+    pub watch: Watch,
     /// Size limits for decoding uploads.
     pub limits: DecodeLimits,
     /// Whether to decompress each upload in clear and check its plaintext sha256 too (an
@@ -45,7 +48,7 @@ impl Ingest {
     /// # Errors
     /// [`ShipperError::Format`], [`ShipperError::Conflict`], [`ShipperError::Store`].
     pub async fn segment(self: &Arc<Self>, body: Bytes) -> Result<SegmentAck> {
-        self.metrics.uploads.fetch_add(1, Ordering::Relaxed);
+        self.metrics.uploads.inc();
         let limits = self.limits;
         let verify_payload = self.verify_payload;
         let raw = body.clone();
@@ -59,7 +62,7 @@ impl Ingest {
         .await
         .map_err(|e| ShipperError::Internal(format!("the validation of an upload failed: {e}")))?
         .inspect_err(|_| {
-            self.metrics.rejected.fetch_add(1, Ordering::Relaxed);
+            self.metrics.rejected.inc();
         })?;
         let m = &seg.header.meta;
         let (start_key, end_key) = (m.start.sort_key(), m.end.sort_key());
@@ -68,14 +71,14 @@ impl Ingest {
             .admit(&self.store, &m.stream, seg.header.key_ref().as_ref(), &key)
             .await
             .inspect_err(|_| {
-                self.metrics.rejected.fetch_add(1, Ordering::Relaxed);
+                self.metrics.rejected.inc();
             })?;
         let lock = self.catalog.stream(&m.stream);
         let mut chain = lock.lock().await;
         match chain.admit(&start_key, &end_key) {
             Admission::SameStart(existing) => self.compare(&existing, &key, &body).await,
             Admission::Overlap(other) => {
-                self.metrics.conflicts.fetch_add(1, Ordering::Relaxed);
+                self.metrics.conflicts.inc();
                 Err(ShipperError::Conflict(format!(
                     "segment {} .. {} overlaps stored segment {}",
                     m.start, m.end, other.key
@@ -95,13 +98,15 @@ impl Ingest {
                         return self.compare(&existing, &key, &body).await;
                     }
                     Err(e) => {
-                        self.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
+                        self.metrics.store_errors.inc();
                         return Err(e);
                     }
                 }
-                self.metrics.stored.fetch_add(1, Ordering::Relaxed);
-                self.metrics.stored_bytes.fetch_add(size, Ordering::Relaxed);
-                self.metrics.saw_event(m.stream.as_str(), m.last_event_ms);
+                self.metrics.stored.inc();
+                self.metrics.stored_bytes.inc_by(size);
+                self.watch.stored_commit(&m.stream, m.last_event_ms);
+                self.metrics
+                    .stored_segment(m.stream.as_str(), m.first_event_ms, now_ms());
                 info!(%key, events = m.event_count, bytes = size, "stored segment");
                 let seg_ref = SegmentRef {
                     key: key.clone(),
@@ -110,7 +115,7 @@ impl Ingest {
                     size,
                 };
                 chain.insert(seg_ref, Some(seg.header.clone()));
-                self.metrics.set_breaks(m.stream.as_str(), chain.breaks());
+                self.watch.set_breaks(&m.stream, chain.breaks());
                 if gap {
                     // Uploads in flight may land out of order: the older one closes this.
                     debug!(stream = %m.stream, start = %m.start, breaks = chain.breaks(), "stored a segment ahead of its predecessor");
@@ -127,16 +132,16 @@ impl Ingest {
     /// anything else is a conflict.
     async fn compare(&self, existing: &SegmentRef, key: &str, body: &Bytes) -> Result<SegmentAck> {
         let stored = self.store.get(&existing.key).await.inspect_err(|_| {
-            self.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
+            self.metrics.store_errors.inc();
         })?;
         if existing.key == key && stored == *body {
-            self.metrics.duplicates.fetch_add(1, Ordering::Relaxed);
+            self.metrics.duplicates.inc();
             return Ok(SegmentAck {
                 key: key.to_owned(),
                 duplicate: true,
             });
         }
-        self.metrics.conflicts.fetch_add(1, Ordering::Relaxed);
+        self.metrics.conflicts.inc();
         Err(ShipperError::Conflict(format!(
             "a different segment is already stored at this start position: {}",
             existing.key
@@ -154,7 +159,7 @@ mod tests {
     }
 
     fn breaks(ing: &Ingest) -> usize {
-        ing.metrics.chain_breaks.lock().unwrap()["orders"]
+        ing.watch.statuses(0)[0].chain_breaks
     }
 
     #[tokio::test]
@@ -165,10 +170,11 @@ mod tests {
         assert_eq!(breaks(&ing), 1, "10..20 is still in flight");
         ing.segment(segment(10, 20)).await.unwrap();
         assert_eq!(breaks(&ing), 0);
-        assert!(ing
-            .metrics
-            .render()
-            .contains("logferry_shipper_chain_breaks{stream=\"orders\"} 0"));
+        let metrics = ing.metrics.render(&ing.watch.statuses(0));
+        assert!(
+            metrics.contains("logferry_shipper_chain_breaks{stream=\"orders\"} 0.0"),
+            "{metrics}"
+        );
         let stored = ing.store.list("streams/orders/segments").await.unwrap();
         assert_eq!(stored.len(), 3);
     }
@@ -190,8 +196,8 @@ mod tests {
             assert!(ing.segment(segment(a, b)).await.unwrap().duplicate);
         }
         assert_eq!(breaks(&ing), 0);
-        assert_eq!(ing.metrics.stored.load(Ordering::Relaxed), 16);
-        assert_eq!(ing.metrics.duplicates.load(Ordering::Relaxed), 16);
+        assert_eq!(ing.metrics.stored.get(), 16);
+        assert_eq!(ing.metrics.duplicates.get(), 16);
     }
 
     #[tokio::test]
@@ -202,7 +208,7 @@ mod tests {
         body[at] ^= 0xff;
         let e = ing.segment(Bytes::from(body)).await.unwrap_err();
         assert!(matches!(e, ShipperError::Format(_)), "{e}");
-        assert_eq!(ing.metrics.rejected.load(Ordering::Relaxed), 1);
+        assert_eq!(ing.metrics.rejected.get(), 1);
         assert!(ing.store.list("streams").await.unwrap().is_empty());
     }
 }

@@ -52,5 +52,6 @@ mod test_support;
 pub mod time_arg;
 pub mod tls;
 pub mod verify;
+pub mod watch;
 
 pub use error::{Result, ShipperError};

@@ -22,6 +22,8 @@ use logferry_shipper::restore::{
     self, Bars, DrillReport, ExportOptions, Report, Request, RestoreOptions,
 };
 use logferry_shipper::storage::Store;
+use logferry_shipper::watch::status::{Health, StreamStatus};
+use logferry_shipper::watch::Watch;
 use logferry_shipper::{api, audit, sources, verify};
 use std::time::Instant;
 use tracing::{info, warn};
@@ -241,6 +243,25 @@ enum Command {
         /// Only the snapshots (complete or not), without reading any segment.
         #[arg(long, conflicts_with = "segments")]
         snapshots: bool,
+    },
+    /// Show every stream as the running shipper sees it: kind, health (green, amber,
+    /// red) and why, RPO exposure, source lag, when its agent was last heard, the
+    /// restorable range, the last snapshot and the last restore drill. Exit 0 when every
+    /// stream is green or amber, 1 when one is red (use it as a cron check), 2 when the
+    /// shipper cannot be asked. The same JSON as `GET /v1/status` with --json.
+    Status {
+        /// The shipper's URL, as agents reach it (e.g. https://backup.example:8443).
+        #[arg(long, env = "LOGFERRY_SHIPPER_URL")]
+        url: String,
+        /// A token with the read action for the streams to show.
+        #[arg(long, env = "LOGFERRY_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// The CA certificate (PEM) that signed the shipper's certificate, for a private CA.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+        /// Print the JSON instead of the table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -508,6 +529,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print_report("export", &req, &report, started);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Status {
+            url,
+            token,
+            ca_file,
+            json,
+        } => status(&url, token.as_deref(), ca_file.as_deref(), json).await,
         Command::Ls {
             reads,
             store,
@@ -981,6 +1008,67 @@ fn gen_token(
 /// How long a stopping shipper waits for the audit log's last lines to reach the disk.
 const AUDIT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// The streams part of `GET /v1/status`.
+#[derive(serde::Deserialize)]
+struct StatusStreams {
+    streams: Vec<StreamStatus>,
+}
+
+/// `status`: asks the shipper at `url` and prints its streams; see [`Command::Status`].
+async fn status(
+    url: &str,
+    token: Option<&str>,
+    ca_file: Option<&std::path::Path>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let mut client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30));
+    if let Some(ca) = ca_file {
+        let pem =
+            std::fs::read(ca).with_context(|| format!("cannot read --ca-file {}", ca.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).with_context(|| {
+            format!("--ca-file {} holds no usable PEM certificate", ca.display())
+        })?;
+        client = client.tls_certs_only(certs);
+    }
+    let endpoint = format!("{}/v1/status", url.trim_end_matches('/'));
+    let mut request = client.build()?.get(&endpoint);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let answer = match request.send().await {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: cannot ask the shipper at {endpoint}: {e} (is it running, and is --url right?)");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let code = answer.status();
+    let body = answer.bytes().await.unwrap_or_default();
+    if !code.is_success() {
+        eprintln!(
+            "error: the shipper at {endpoint} answered {code}: {} (a token with the read action goes in --token or LOGFERRY_TOKEN)",
+            String::from_utf8_lossy(&body)
+        );
+        return Ok(ExitCode::from(2));
+    }
+    let streams: StatusStreams = serde_json::from_slice(&body)
+        .with_context(|| format!("{endpoint} did not answer a status"))?;
+    if json {
+        println!("{}", String::from_utf8_lossy(&body));
+    } else {
+        print!(
+            "{}",
+            logferry_shipper::watch::table::render(&streams.streams)
+        );
+    }
+    let red = streams.streams.iter().any(|s| s.health == Health::Red);
+    Ok(if red {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
 async fn serve(config: &std::path::Path) -> anyhow::Result<ExitCode> {
     let cfg = ShipperConfig::load(config)?;
     let store = Store::open(&cfg.store)?;
@@ -994,6 +1082,7 @@ async fn serve(config: &std::path::Path) -> anyhow::Result<ExitCode> {
         store,
         catalog,
         metrics: Default::default(),
+        watch: Watch::new(cfg.watch.rpo_target_seconds),
         limits: DecodeLimits::for_segments(max),
         verify_payload: cfg.server.verify_payload,
         keys: UploadKeys::new(cfg.encryption.insecure_plaintext),
@@ -1019,9 +1108,19 @@ async fn serve(config: &std::path::Path) -> anyhow::Result<ExitCode> {
     for warning in gate.status(state.keys.accepts_plaintext()).warnings {
         warn!("{warning}");
     }
+    state.watch.refresh(&state.store, &state.catalog).await;
+    tokio::spawn({
+        let state = state.clone();
+        let every = std::time::Duration::from_millis(cfg.watch.refresh_ms);
+        async move {
+            loop {
+                tokio::time::sleep(every).await;
+                state.watch.refresh(&state.store, &state.catalog).await;
+            }
+        }
+    });
     for stream in state.catalog.stream_names() {
         let breaks = state.catalog.stream(&stream).lock().await.breaks();
-        state.metrics.set_breaks(stream.as_str(), breaks);
         if breaks > 0 {
             warn!(%stream, breaks, "the stored chain is broken (segments are missing between stored ones); run logferry-shipper verify to see where");
         }

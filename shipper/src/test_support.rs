@@ -19,6 +19,7 @@ pub(crate) fn ingest() -> Arc<Ingest> {
         store: Store::in_memory(),
         catalog: Catalog::default(),
         metrics: Default::default(),
+        watch: crate::watch::Watch::new(60.0),
         limits: DecodeLimits::for_segments(1 << 20),
         verify_payload: true,
         keys: crate::capsules::UploadKeys::new(true),

@@ -86,16 +86,19 @@ enum Msg {
 /// The first non-retryable [`AgentError`] of any stage.
 pub async fn run(cfg: AgentConfig, shutdown: ShutdownRx) -> Result<()> {
     let spool = Arc::new(Spool::open(&cfg.agent.spool_dir)?);
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::new(cfg.agent.stream.as_str()));
     if let Some(addr) = cfg.agent.metrics_listen {
-        tokio::spawn(metrics::serve(
-            addr,
-            cfg.agent.stream.to_string(),
-            metrics.clone(),
-        ));
+        tokio::spawn(metrics::serve(addr, metrics.clone()));
     }
     let encryption = Encryption::start(&cfg, Some(spool.clone())).await?;
     let client = ShipperClient::from_config(&cfg.shipper)?.with_encryption(encryption);
+    tokio::spawn(crate::report::run(
+        client.clone(),
+        cfg.agent.stream.clone(),
+        metrics.clone(),
+        Duration::from_millis(cfg.agent.report_interval_ms),
+        shutdown.clone(),
+    ));
     let retry = client.backoff();
     if let Err(e) = sources::recover_interrupted_snapshot(&cfg).await {
         error!(error = %e, "could not put back what an interrupted snapshot left behind (a paused replica)");

@@ -142,7 +142,7 @@ pub(super) async fn segment_loop(
                     }
                 }
                 Some(Msg::Heartbeat) => {
-                    metrics.heartbeats.fetch_add(1, Ordering::Relaxed);
+                    metrics.heartbeats.inc();
                 }
                 Some(Msg::Restart(at)) => seg.restart(at.as_ref())?,
                 Some(Msg::Break(at)) => {
@@ -248,7 +248,7 @@ mod tests {
         let (stop_tx, stop) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             let spool = Spool::open(&cfg.agent.spool_dir).unwrap();
-            let metrics = Metrics::default();
+            let metrics = Metrics::new("test");
             let exposure = Exposure::default();
             let acked = Notify::new();
             let limit = AtomicU64::new(logferry_common::segment::DEFAULT_MAX_SEGMENT_BYTES);

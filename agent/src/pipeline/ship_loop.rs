@@ -136,7 +136,7 @@ impl Uploader<'_> {
                 }
                 Err(e) if e.is_retryable() => {
                     failures += 1;
-                    self.metrics.ship_retries.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.ship_retries.inc();
                     let wait = backoff.next_delay();
                     if failures == 1 || failures % 20 == 0 {
                         warn!(segment = %entry.name, error = %e, retry_in = ?wait, spool_bytes = self.spool.bytes(), "upload failed; segments stay in the spool");
@@ -157,7 +157,7 @@ impl Uploader<'_> {
         match on_spool(self.spool, move |s| s.read(&reading)).await {
             Ok(seg) => Ok(Some(seg)),
             Err(e @ AgentError::SpoolCorrupt { .. }) => {
-                self.metrics.spool_damaged.fetch_add(1, Ordering::Relaxed);
+                self.metrics.spool_damaged.inc();
                 error!(error = %e, "a spooled segment is damaged: it was moved to quarantine, and its range is read again from the source");
                 Ok(None)
             }
@@ -213,10 +213,8 @@ pub(super) async fn ship_loop(
         if listed.is_empty() && list_again && !damaged {
             list_again = false;
             let entries = on_spool(spool, |s| s.list()).await?;
-            metrics
-                .spool_segments
-                .store(entries.len() as u64, Ordering::Relaxed);
-            metrics.spool_bytes.store(spool.bytes(), Ordering::Relaxed);
+            metrics.spool_segments.set(entries.len() as u64);
+            metrics.spool_bytes.set(spool.bytes());
             listed.extend(
                 entries
                     .into_iter()
@@ -257,17 +255,15 @@ pub(super) async fn ship_loop(
         durable.send_replace(Some(meta.end.clone()));
         exposure.acknowledged(&meta.end);
         exposure.publish(metrics);
-        metrics.segments_shipped.fetch_add(1, Ordering::Relaxed);
-        metrics
-            .bytes_shipped
-            .fetch_add(entry.len, Ordering::Relaxed);
+        metrics.segments_shipped.inc();
+        metrics.bytes_shipped.inc_by(entry.len);
         metrics
             .last_acked_event_ms
             .store(meta.last_event_ms, Ordering::Relaxed);
         metrics
             .spool_segments
-            .store((listed.len() + uploads.len()) as u64, Ordering::Relaxed);
-        metrics.spool_bytes.store(spool.bytes(), Ordering::Relaxed);
+            .set((listed.len() + uploads.len()) as u64);
+        metrics.spool_bytes.set(spool.bytes());
         for waiter in acked {
             waiter.notify_one();
         }
@@ -293,7 +289,7 @@ async fn acknowledge(
             // Even the checkpoint may not fit on a full disk: the upload is stored, so wait
             // for room rather than stop (a restart would send it again).
             Err(e) if e.is_spool_full() => {
-                metrics.spool_disk_full.store(1, Ordering::Relaxed);
+                metrics.spool_disk_full.set(1);
                 warn!(error = %e, "the spool's disk is full: cannot record the acknowledgement yet");
                 if wait_or_shutdown(Duration::from_secs(1), shutdown).await {
                     return Ok(false);

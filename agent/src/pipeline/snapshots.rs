@@ -1,7 +1,6 @@
 //! Snapshots while the agent runs: on the source's schedule, and those a source receives
 //! inline in its change stream.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -110,9 +109,7 @@ impl InlineSnapshots {
                     return Ok(None);
                 };
                 let m = upload.finish(&position, content).await?;
-                self.metrics
-                    .inline_snapshots
-                    .fetch_add(1, Ordering::Relaxed);
+                self.metrics.inline_snapshots.inc();
                 info!(id = %m.id, position = %m.position, "inline snapshot stored");
                 Ok(Some(position))
             }

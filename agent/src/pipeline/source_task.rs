@@ -2,7 +2,6 @@
 //! retryable errors, and hands items to the segment loop (snapshot parts to the
 //! snapshot uploader).
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use logferry_common::Position;
@@ -36,7 +35,7 @@ pub(super) async fn initial_position(
             Ok(Some(p)) => return Ok(Some(p)),
             Ok(None) => break,
             Err(e @ AgentError::SpoolCorrupt { .. }) => {
-                metrics.spool_damaged.fetch_add(1, Ordering::Relaxed);
+                metrics.spool_damaged.inc();
                 error!(error = %e, "a spooled segment is damaged: it was moved to quarantine and its range is read again from the source");
             }
             Err(e) => return Err(e),
@@ -110,9 +109,7 @@ impl SourceTask {
             match result {
                 Ok(()) => return,
                 Err(e) if e.is_retryable() => {
-                    self.metrics
-                        .source_reconnects
-                        .fetch_add(1, Ordering::Relaxed);
+                    self.metrics.source_reconnects.inc();
                     let wait = self.backoff.next_delay();
                     warn!(error = %e, retry_in = ?wait, "source unavailable; will reconnect after the last complete transaction");
                     if wait_or_shutdown(wait, &mut self.shutdown).await {
@@ -146,18 +143,16 @@ impl SourceTask {
                             return Ok(());
                         }
                     }
-                    self.metrics.events_read.fetch_add(1, Ordering::Relaxed);
-                    self.metrics
-                        .bytes_read
-                        .fetch_add(ev.record.len() as u64, Ordering::Relaxed);
+                    self.metrics.events_read.inc();
+                    self.metrics.bytes_read.inc_by(ev.record.len() as u64);
                     if ev.boundary {
                         self.resume = Some(ev.end.clone());
                     }
-                    self.at_head(src.head(), Some(&ev.end));
+                    self.at_head(src.head(), Some(&ev.end), Some(ev.time_ms));
                     Msg::Event(ev)
                 }
                 SourceItem::Heartbeat => {
-                    self.at_head(src.head(), self.resume.as_ref());
+                    self.at_head(src.head(), self.resume.as_ref(), None);
                     Msg::Heartbeat
                 }
                 SourceItem::Snapshot(part) => {
@@ -174,7 +169,7 @@ impl SourceTask {
                         continue;
                     }
                     if let Some(before) = self.resume.replace(at.clone()) {
-                        self.metrics.source_breaks.fetch_add(1, Ordering::Relaxed);
+                        self.metrics.source_breaks.inc();
                         error!(chain_end = %before, continues_at = %at, "the chain breaks: the source could not continue after its end and sent a new snapshot; restores reach up to the break and from the snapshot on, not across");
                     }
                     Msg::Break(at)
@@ -186,14 +181,20 @@ impl SourceTask {
         }
     }
 
-    /// Publishes whether what was read (`read`) has reached the source's known head.
-    fn at_head(&self, head: Option<Position>, read: Option<&Position>) {
-        let reached = match (head, read) {
-            (Some(h), Some(r)) => r.cmp_place(&h).is_ok_and(|o| o.is_ge()),
+    /// Publishes whether what was read (`read`, its commit time `commit_ms` when it is an
+    /// event) has reached the source's known head, and both places for the reports.
+    fn at_head(&self, head: Option<Position>, read: Option<&Position>, commit_ms: Option<i64>) {
+        let reached = match (&head, read) {
+            (Some(h), Some(r)) => r.cmp_place(h).is_ok_and(|o| o.is_ge()),
             _ => false,
         };
-        self.metrics
-            .source_at_head
-            .store(u64::from(reached), Ordering::Relaxed);
+        self.metrics.source_at_head.set(u64::from(reached));
+        if let Ok(mut marks) = self.metrics.marks.lock() {
+            marks.head = head;
+            marks.read = read.cloned();
+            if commit_ms.is_some() {
+                marks.read_commit_ms = commit_ms;
+            }
+        }
     }
 }

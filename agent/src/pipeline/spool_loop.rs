@@ -1,6 +1,5 @@
 //! The spool stage: writes sealed segments durably, in order, pausing on a full disk.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,7 +44,7 @@ pub(super) async fn spool_loop(
                         } else {
                             warn!(error = %e, spool_bytes = spool.bytes(), ?paused, "the spool's disk is full: reading from the database pauses until shipping frees space");
                         }
-                        metrics.spool_disk_full.store(1, Ordering::Relaxed);
+                        metrics.spool_disk_full.set(1);
                         full_since.get_or_insert_with(Instant::now);
                         warned_at = Instant::now();
                     }
@@ -57,7 +56,7 @@ pub(super) async fn spool_loop(
                     if stopping {
                         // This segment and any after it are not spooled (the next start reads
                         // them again); the stages before drain into the dropped channel.
-                        metrics.spool_disk_full.store(0, Ordering::Relaxed);
+                        metrics.spool_disk_full.set(0);
                         while writes.recv().await.is_some() {}
                         return Ok(());
                     }
@@ -67,10 +66,10 @@ pub(super) async fn spool_loop(
         }
         if let Some(since) = full_since {
             info!(paused_for = ?since.elapsed(), "the spool's disk has room again; reading from the database resumes");
-            metrics.spool_disk_full.store(0, Ordering::Relaxed);
+            metrics.spool_disk_full.set(0);
         }
-        metrics.segments_sealed.fetch_add(1, Ordering::Relaxed);
-        metrics.spool_bytes.store(spool.bytes(), Ordering::Relaxed);
+        metrics.segments_sealed.inc();
+        metrics.spool_bytes.set(spool.bytes());
         sealed.notify_one();
     }
     Ok(())

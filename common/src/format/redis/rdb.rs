@@ -36,7 +36,8 @@ const OP_EOF: u8 = 255;
 
 /// The CRC Redis appends to an RDB (CRC-64/Jones, reflected, as `crc64.c`), sixteen bytes
 /// per step: byte at a time it costs a snapshot a second of CPU per GiB.
-static CRC: crc::Crc<u64, crc::Table<16>> = crc::Crc::<u64, crc::Table<16>>::new(&crc::CRC_64_REDIS);
+static CRC: crc::Crc<u64, crc::Table<16>> =
+    crc::Crc::<u64, crc::Table<16>>::new(&crc::CRC_64_REDIS);
 
 struct Reader<'c, R> {
     inner: R,
