@@ -67,6 +67,8 @@ pub struct Metrics {
     pub oldest_unacked_read_ms: AtomicI64,
     /// Where the source stands, for the reports to the shipper.
     pub marks: std::sync::Mutex<crate::report::SourceMarks>,
+    /// How far the paused snapshot replica is behind its primary.
+    pub snapshot_replica_lag_seconds: FGauge,
     /// [`Self::last_acked_event_ms`] in seconds, set when rendered.
     last_acked_event_seconds: FGauge,
     /// Age of [`Self::oldest_unacked_read_ms`], set when rendered.
@@ -146,6 +148,12 @@ impl Metrics {
             "Commit time of the last acknowledged event",
             last_acked_event_seconds.clone(),
         );
+        let snapshot_replica_lag_seconds = FGauge::default();
+        registry.register(
+            "logferry_agent_snapshot_replica_lag_seconds",
+            "How far the snapshot replica is behind its primary (Seconds_Behind_Master; while its SQL thread is stopped outside a snapshot, the time since)",
+            snapshot_replica_lag_seconds.clone(),
+        );
         let rpo_exposure_seconds = FGauge::default();
         registry.register(
             "logferry_agent_rpo_exposure_seconds",
@@ -172,6 +180,7 @@ impl Metrics {
             last_acked_event_ms: AtomicI64::new(0),
             oldest_unacked_read_ms: AtomicI64::new(0),
             marks: Default::default(),
+            snapshot_replica_lag_seconds,
             last_acked_event_seconds,
             rpo_exposure_seconds,
         }

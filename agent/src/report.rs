@@ -14,6 +14,7 @@ use tracing::{debug, info, warn};
 use crate::client::ShipperClient;
 use crate::metrics::{now_ms, Metrics};
 use crate::pipeline::ShutdownRx;
+use crate::sources::mysql::snapshot::ReplicaLag;
 
 /// Where the source stands, as the source task last saw it.
 #[derive(Debug, Default, Clone)]
@@ -30,12 +31,14 @@ pub struct SourceMarks {
 /// warns while the shipper is away).
 const QUIET_FAILURES: u32 = 3;
 
-/// The report of the agent's state at `now_ms`.
+/// The report of the agent's state at `now_ms`, with the snapshot replica's lag when
+/// known.
 pub fn report(
     metrics: &Metrics,
     marks: &SourceMarks,
     interval: Duration,
     now_ms: i64,
+    replica_lag: Option<f64>,
 ) -> AgentReport {
     let at_head = metrics.source_at_head.get() == 1;
     let lag_seconds = match (at_head, marks.read_commit_ms) {
@@ -62,7 +65,7 @@ pub fn report(
         spool_segments: metrics.spool_segments.get(),
         oldest_unstored_read_ms: (oldest != 0).then_some(oldest),
         spool_disk_full: metrics.spool_disk_full.get() == 1,
-        snapshot_replica_lag_seconds: None,
+        snapshot_replica_lag_seconds: replica_lag,
     }
 }
 
@@ -81,6 +84,7 @@ pub async fn run(
     stream: StreamId,
     metrics: Arc<Metrics>,
     interval: Duration,
+    mut replica: Option<ReplicaLag>,
     mut shutdown: ShutdownRx,
 ) {
     let mut failures = 0u32;
@@ -92,7 +96,18 @@ pub async fn run(
             _ = shutdown.changed() => return,
         }
         let current = metrics.marks.lock().map(|m| m.clone()).unwrap_or_default();
-        let body = report(&metrics, &current, interval, now_ms());
+        let lag = match replica.as_mut() {
+            // Bounded: a replica that hangs must not stop the reports.
+            Some(r) => tokio::time::timeout(interval.max(Duration::from_secs(2)), r.seconds())
+                .await
+                .ok()
+                .flatten(),
+            None => None,
+        };
+        if let Some(l) = lag {
+            metrics.snapshot_replica_lag_seconds.set(l);
+        }
+        let body = report(&metrics, &current, interval, now_ms(), lag);
         match client.put_report(&stream, &body).await {
             Ok(()) => {
                 if failures >= QUIET_FAILURES {

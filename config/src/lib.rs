@@ -4,6 +4,7 @@
 //! - [`load`]: reads a TOML file, applies `LOGFERRY__SECTION__KEY` environment overrides and
 //!   deserializes into a typed struct (unknown keys are rejected by name).
 //! - [`agent`]: [`AgentConfig`] and its validation.
+//! - [`alerts`]: the shipper's alert rules and receivers.
 //! - [`cron`]: five-field cron schedules for snapshots.
 //! - [`encryption`]: the master keys of agent and shipper.
 //! - [`redis`]: the Redis source's settings.
@@ -13,6 +14,7 @@
 //! Every validation error names the offending key and says how to fix it.
 
 pub mod agent;
+pub mod alerts;
 pub mod cron;
 pub mod encryption;
 pub mod error;

@@ -27,6 +27,9 @@ pub struct ShipperConfig {
     /// How `serve` judges each stream's exposure and health.
     #[serde(default)]
     pub watch: WatchSection,
+    /// The alert rules `serve` evaluates, and where it sends alerts.
+    #[serde(default)]
+    pub alerts: crate::alerts::AlertsSection,
 }
 
 /// `[watch]`: what the shipper calls healthy for the streams it receives.
@@ -400,6 +403,7 @@ impl ShipperConfig {
         self.store.validate()?;
         self.auth.validate()?;
         self.watch.validate()?;
+        self.alerts.validate()?;
         let store_dir = self.store.local_dir();
         self.encryption.validate(
             false,

@@ -10,6 +10,7 @@
 //! - [`store`]: reads what the object store holds (segments, events, binlog files).
 //! - [`workload`]: inserts, updates and deletes across several tables.
 
+pub mod alert_receivers;
 pub mod delay_proxy;
 pub mod logferry;
 pub mod mariadb;

@@ -23,6 +23,8 @@ pub struct Shipper {
     store: String,
     /// TLS with the certificates `gen-certs` wrote under `certs/` (else plain HTTP).
     tls: bool,
+    /// Sections appended to its config.
+    extra: String,
     log: PathBuf,
     proc: Option<Proc>,
 }
@@ -128,13 +130,35 @@ impl Shipper {
 
     /// A shipper on a local-directory store under `dir`, over TLS when `tls`.
     async fn start_local(dir: &Path, env: &[(&str, &str)], tls: bool) -> anyhow::Result<Self> {
+        Self::start_local_with(dir, env, tls, "").await
+    }
+
+    /// Like [`Self::start_with_env`], with `extra` sections appended to the config (e.g.
+    /// `[alerts]` with its receivers, which the environment cannot set).
+    ///
+    /// # Errors
+    /// When it does not become healthy within 30 s.
+    pub async fn start_with_config(
+        dir: &Path,
+        env: &[(&str, &str)],
+        extra: &str,
+    ) -> anyhow::Result<Self> {
+        Self::start_local_with(dir, env, true, extra).await
+    }
+
+    async fn start_local_with(
+        dir: &Path,
+        env: &[(&str, &str)],
+        tls: bool,
+        extra: &str,
+    ) -> anyhow::Result<Self> {
         let store_dir = dir.join("store");
         let store = format!("url = \"{}\"\n", store_dir.display());
         let env = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        Self::start_with_store(dir, &store, store_dir, env, tls).await
+        Self::start_with_store(dir, &store, store_dir, env, tls, extra).await
     }
 
     /// Starts a shipper storing into `bucket` of the S3 server `s3`, with extra
@@ -157,7 +181,7 @@ impl Shipper {
             .chain(env)
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        Self::start_with_store(dir, &store, dir.join("unused"), env, true).await
+        Self::start_with_store(dir, &store, dir.join("unused"), env, true, "").await
     }
 
     async fn start_with_store(
@@ -166,9 +190,11 @@ impl Shipper {
         store_dir: PathBuf,
         env: Vec<(String, String)>,
         tls: bool,
+        extra: &str,
     ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let mut s = Shipper {
+            extra: extra.to_owned(),
             port: 0,
             store_dir,
             env,
@@ -211,10 +237,11 @@ impl Shipper {
             format!(
                 "[server]\nlisten = \"127.0.0.1:{}\"\n{transport}\n[store]\n{}\n\
                  [auth]\naudit_log = \"{}\"\n\n\
-                 [[auth.tokens]]\nid = \"test\"\nsha256 = \"{hash}\"\nstreams = [\"*\"]\nactions = [\"ship\", \"read\", \"admin\"]\n",
+                 [[auth.tokens]]\nid = \"test\"\nsha256 = \"{hash}\"\nstreams = [\"*\"]\nactions = [\"ship\", \"read\", \"admin\"]\n\n{}",
                 self.port,
                 self.store,
-                self.audit_log().display()
+                self.audit_log().display(),
+                self.extra
             ),
         )?;
         Ok(())

@@ -245,6 +245,7 @@ fn the_shipped_prometheus_rules_pass_promtool_and_name_served_metrics() -> anyho
             finished_ms: 1,
             passed: true,
         }),
+        firing: vec!["rpo_exposure".into()],
     };
     let shipper = logferry_shipper::metrics::Metrics::new();
     shipper.stored_segment("s", 0, 1);

@@ -343,7 +343,7 @@ pub fn router(
                 move |State(st): State<Arc<Ingest>>, Extension(caller): Extension<Caller>| {
                     let mut status = status.clone();
                     async move {
-                        status.streams = visible(&caller, st.watch.statuses(now_ms()));
+                        status.streams = visible(&caller, st.statuses(now_ms()).await);
                         Json(status)
                     }
                 },
@@ -560,7 +560,7 @@ async fn metrics(
 ) -> Response {
     match caller.allow(Action::Admin, None) {
         Ok(()) => {
-            let openmetrics = st.metrics.render(&st.watch.statuses(now_ms()));
+            let openmetrics = st.metrics.render(&st.statuses(now_ms()).await);
             let accept = headers.get(ACCEPT).and_then(|v| v.to_str().ok());
             let (kind, body) = exposition::negotiate(accept, openmetrics);
             ([(CONTENT_TYPE, kind)], body).into_response()

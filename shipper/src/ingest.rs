@@ -14,12 +14,14 @@ use logferry_common::wire::SegmentAck;
 use logferry_common::{DecodeLimits, Segment};
 use tracing::{debug, info};
 
+use crate::alerts::Alerts;
 use crate::capsules::UploadKeys;
 use crate::catalog::{Admission, Catalog, SegmentRef};
 use crate::error::{Result, ShipperError};
 use crate::metrics::Metrics;
 use crate::storage::{Store, Stored};
 use crate::time_arg::now_ms;
+use crate::watch::status::StreamStatus;
 use crate::watch::Watch;
 
 /// What the ingest path needs; shared by all requests.
@@ -33,6 +35,8 @@ pub struct Ingest {
     pub metrics: Metrics,
     /// Every stream's reports and stored facts, for its status.
     pub watch: Watch,
+    /// The alert rules, their book and receivers.
+    pub alerts: Alerts,
     /// Size limits for decoding uploads.
     pub limits: DecodeLimits,
     /// Whether to decompress each upload in clear and check its plaintext sha256 too (an
@@ -43,6 +47,14 @@ pub struct Ingest {
 }
 
 impl Ingest {
+    /// Every stream's status at `now_ms`, with the alerts that fire on it: what
+    /// `/v1/status`, `status` and `/metrics` show.
+    pub async fn statuses(&self, now_ms: i64) -> Vec<StreamStatus> {
+        let mut statuses = self.watch.statuses(now_ms);
+        self.alerts.annotate(&mut statuses).await;
+        statuses
+    }
+
     /// Validates and stores one encoded segment.
     ///
     /// # Errors

@@ -24,6 +24,7 @@
 //! - `store_conformance` (tests and the `test-support` feature): what every store backend
 //!   must do, one suite for all.
 
+pub mod alerts;
 pub mod api;
 pub mod audit;
 pub mod auth;

@@ -9,6 +9,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use logferry_common::{DecodeLimits, StreamId};
 use logferry_config::{EncryptionSection, ShipperConfig, StoreConfig};
+use logferry_shipper::alerts::Alerts;
 use logferry_shipper::auth::{self, Action};
 use logferry_shipper::capsules::UploadKeys;
 use logferry_shipper::catalog::Catalog;
@@ -1079,10 +1080,11 @@ async fn serve(config: &std::path::Path) -> anyhow::Result<ExitCode> {
     let catalog = Catalog::load(&store).await?;
     let max = cfg.server.max_segment_bytes;
     let state = Arc::new(Ingest {
-        store,
+        store: store.clone(),
         catalog,
         metrics: Default::default(),
         watch: Watch::new(cfg.watch.rpo_target_seconds),
+        alerts: Alerts::new(cfg.alerts.clone(), store.clone())?,
         limits: DecodeLimits::for_segments(max),
         verify_payload: cfg.server.verify_payload,
         keys: UploadKeys::new(cfg.encryption.insecure_plaintext),
@@ -1108,7 +1110,24 @@ async fn serve(config: &std::path::Path) -> anyhow::Result<ExitCode> {
     for warning in gate.status(state.keys.accepts_plaintext()).warnings {
         warn!("{warning}");
     }
+    state.alerts.restore().await?;
     state.watch.refresh(&state.store, &state.catalog).await;
+    tokio::spawn({
+        let state = state.clone();
+        let every = std::time::Duration::from_millis(cfg.alerts.evaluate_ms);
+        async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let now = now_ms();
+                let statuses = state.watch.statuses(now);
+                state.alerts.evaluate(&statuses, now).await;
+            }
+        }
+    });
+    tokio::spawn({
+        let state = state.clone();
+        async move { state.alerts.deliver_forever().await }
+    });
     tokio::spawn({
         let state = state.clone();
         let every = std::time::Duration::from_millis(cfg.watch.refresh_ms);

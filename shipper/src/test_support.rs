@@ -15,8 +15,12 @@ use crate::storage::Store;
 /// An ingest over an empty in-memory store, accepting segments up to 1 MiB and checking
 /// their payloads.
 pub(crate) fn ingest() -> Arc<Ingest> {
+    let store = Store::in_memory();
+    let alerts =
+        crate::alerts::Alerts::new(Default::default(), store.clone()).expect("an HTTP client");
     Arc::new(Ingest {
-        store: Store::in_memory(),
+        store,
+        alerts,
         catalog: Catalog::default(),
         metrics: Default::default(),
         watch: crate::watch::Watch::new(60.0),

@@ -97,6 +97,7 @@ pub async fn run(cfg: AgentConfig, shutdown: ShutdownRx) -> Result<()> {
         cfg.agent.stream.clone(),
         metrics.clone(),
         Duration::from_millis(cfg.agent.report_interval_ms),
+        crate::sources::mysql::snapshot::ReplicaLag::for_config(&cfg),
         shutdown.clone(),
     ));
     let retry = client.backoff();

@@ -96,6 +96,9 @@ pub struct StreamStatus {
     pub restorable_to_ms: Option<i64>,
     /// The last restore drill.
     pub last_drill: Option<DrillSummary>,
+    /// The rules whose alerts fire on this stream.
+    #[serde(default)]
+    pub firing: Vec<String>,
 }
 
 impl StreamStatus {
@@ -227,6 +230,7 @@ pub fn status(
             .last_commit_ms
             .filter(|_| whole && !stored.snapshot_times.is_empty()),
         last_drill: stored.last_drill.clone(),
+        firing: Vec::new(),
     }
 }
 

@@ -460,3 +460,85 @@ async fn tool_version(cmd: &str) -> String {
         Err(_) => cmd.to_owned(),
     }
 }
+
+/// How far the snapshot replica is behind its primary, for the reports: its
+/// `Seconds_Behind_Master`, and while its SQL thread is stopped by someone other than a
+/// snapshot (when the server says NULL) the time since it was first seen stopped, added to
+/// the last lag it reported. Nothing while a snapshot holds it paused: that lag is planned.
+pub struct ReplicaLag {
+    cfg: AgentConfig,
+    conn: Option<Conn>,
+    stopped_since: Option<std::time::Instant>,
+    last_lag: f64,
+}
+
+impl ReplicaLag {
+    /// The probe of the agent's snapshot replica; `None` when the source has none.
+    pub fn for_config(cfg: &AgentConfig) -> Option<Self> {
+        snapshot_section(cfg)?;
+        Some(ReplicaLag {
+            cfg: cfg.clone(),
+            conn: None,
+            stopped_since: None,
+            last_lag: 0.0,
+        })
+    }
+
+    /// The replica's lag now, in seconds; `None` while a snapshot pauses it or when it
+    /// cannot be asked (the error is logged at debug: the reports go on).
+    pub async fn seconds(&mut self) -> Option<f64> {
+        let marker = pause_marker(&self.cfg.agent.spool_dir);
+        let ours = std::fs::read_to_string(&marker)
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok())
+            .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+        if ours {
+            self.stopped_since = None;
+            return None;
+        }
+        match self.ask().await {
+            Ok(Some(lag)) => {
+                self.stopped_since = None;
+                self.last_lag = lag;
+                Some(lag)
+            }
+            Ok(None) => {
+                let since = *self
+                    .stopped_since
+                    .get_or_insert_with(std::time::Instant::now);
+                Some(self.last_lag + since.elapsed().as_secs_f64())
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the snapshot replica's lag");
+                self.conn = None;
+                None
+            }
+        }
+    }
+
+    /// `Seconds_Behind_Master`: `Some` while the replica applies, `None` when stopped.
+    async fn ask(&mut self) -> Result<Option<f64>> {
+        let snap = snapshot_section(&self.cfg)
+            .ok_or_else(|| AgentError::Snapshot("no [source.snapshot] section".into()))?;
+        if self.conn.is_none() {
+            let (conn, _, _) = connect_replica(
+                snap,
+                source_tls(&self.cfg)?,
+                self.cfg.source.connect_timeout(),
+            )
+            .await?;
+            self.conn = Some(conn);
+        }
+        let conn = self
+            .conn
+            .as_mut()
+            .ok_or_else(|| AgentError::Snapshot("no replica connection".into()))?;
+        let row: Option<Row> = conn
+            .query_first("SHOW SLAVE STATUS")
+            .await
+            .map_err(|e| AgentError::Snapshot(e.to_string()))?;
+        let row = row.ok_or_else(|| AgentError::Snapshot("SHOW SLAVE STATUS is empty".into()))?;
+        let lag: Option<Option<u64>> = row.get_opt("Seconds_Behind_Master").and_then(Result::ok);
+        Ok(lag.flatten().map(|s| s as f64))
+    }
+}

@@ -1,0 +1,246 @@
+//! `[alerts]` of the shipper: the rules each stream is judged by (defaults for all, and
+//! per stream), how long a condition must hold and how often a firing alert repeats, and
+//! the receivers alerts are sent to.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::error::{invalid, Result};
+use crate::secret::SecretUrl;
+
+/// The rules the shipper knows, by the name the config, the alerts and the status use.
+pub const RULE_NAMES: [&str; 6] = [
+    "rpo_exposure",
+    "agent_silent",
+    "snapshot_age",
+    "chain_gap",
+    "snapshot_replica_lag",
+    "drill",
+];
+
+/// One rule's setting: alert when the stream's value is above `threshold` for `for_seconds`.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// The value above which the condition holds, in the rule's unit (seconds; days for
+    /// `snapshot_age` and `drill`; places for `chain_gap`).
+    pub threshold: f64,
+    /// How long the condition must hold before the alert fires (s).
+    #[serde(default)]
+    pub for_seconds: u64,
+    /// Turns the rule off.
+    #[serde(default)]
+    pub disabled: bool,
+}
+
+/// A set of rules; a rule left out takes the default's (per stream: the `[alerts.rules]`
+/// setting, and there the built-in one).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSet {
+    /// RPO exposure above `threshold` seconds.
+    pub rpo_exposure: Option<Rule>,
+    /// The agent silent for more than `threshold` seconds.
+    pub agent_silent: Option<Rule>,
+    /// The newest snapshot older than `threshold` days (a stream with none is not judged).
+    pub snapshot_age: Option<Rule>,
+    /// More than `threshold` breaks in the stored chain.
+    pub chain_gap: Option<Rule>,
+    /// The paused snapshot replica more than `threshold` seconds behind.
+    pub snapshot_replica_lag: Option<Rule>,
+    /// The last restore drill failed, or none passed for `threshold` days.
+    pub drill: Option<Rule>,
+}
+
+impl RuleSet {
+    /// The rule called `name` (one of [`RULE_NAMES`]).
+    pub fn get(&self, name: &str) -> Option<Rule> {
+        match name {
+            "rpo_exposure" => self.rpo_exposure,
+            "agent_silent" => self.agent_silent,
+            "snapshot_age" => self.snapshot_age,
+            "chain_gap" => self.chain_gap,
+            "snapshot_replica_lag" => self.snapshot_replica_lag,
+            "drill" => self.drill,
+            _ => None,
+        }
+    }
+}
+
+/// The built-in rule called `name`.
+fn builtin(name: &str) -> Rule {
+    let (threshold, for_seconds) = match name {
+        "rpo_exposure" => (60.0, 60),
+        "agent_silent" => (60.0, 0),
+        "snapshot_age" => (8.0, 0),
+        // Uploads in flight close their gaps within moments; one that stays is a gap.
+        "chain_gap" => (0.0, 300),
+        "snapshot_replica_lag" => (600.0, 300),
+        _ => (8.0, 0),
+    };
+    Rule {
+        threshold,
+        for_seconds,
+        disabled: false,
+    }
+}
+
+/// Where alerts go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Receiver {
+    /// A generic webhook: one POST per notification, in the body of Alertmanager's webhook
+    /// receiver (so receivers written for it accept it) with the alert's fields on top.
+    Webhook {
+        /// The URL to POST to (kept out of logs: it may carry a token).
+        url: SecretUrl,
+    },
+    /// An Alertmanager: alerts are pushed to `<url>/api/v2/alerts`, which groups,
+    /// silences and routes them as it does Prometheus's.
+    Alertmanager {
+        /// The Alertmanager's base URL.
+        url: SecretUrl,
+    },
+}
+
+impl Receiver {
+    /// The receiver's URL.
+    pub fn url(&self) -> &SecretUrl {
+        match self {
+            Receiver::Webhook { url } | Receiver::Alertmanager { url } => url,
+        }
+    }
+}
+
+/// `[alerts]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsSection {
+    /// How often a firing alert is sent again while it holds (s).
+    #[serde(default = "default_repeat_seconds")]
+    pub repeat_seconds: u64,
+    /// How often the rules are evaluated (ms).
+    #[serde(default = "default_evaluate_ms")]
+    pub evaluate_ms: u64,
+    /// The rules for every stream.
+    #[serde(default)]
+    pub rules: RuleSet,
+    /// Rules for one stream, by its name, over `rules`.
+    #[serde(default)]
+    pub streams: BTreeMap<String, RuleSet>,
+    /// Where alerts are sent; none keeps them in the status only.
+    #[serde(default)]
+    pub receivers: Vec<Receiver>,
+}
+
+impl Default for AlertsSection {
+    fn default() -> Self {
+        AlertsSection {
+            repeat_seconds: default_repeat_seconds(),
+            evaluate_ms: default_evaluate_ms(),
+            rules: RuleSet::default(),
+            streams: BTreeMap::new(),
+            receivers: Vec::new(),
+        }
+    }
+}
+
+fn default_repeat_seconds() -> u64 {
+    4 * 3600
+}
+
+fn default_evaluate_ms() -> u64 {
+    1000
+}
+
+impl AlertsSection {
+    /// The rule `name` for `stream`: its own, else `[alerts.rules]`, else built in;
+    /// `None` when disabled.
+    pub fn rule(&self, stream: &str, name: &str) -> Option<Rule> {
+        let rule = self
+            .streams
+            .get(stream)
+            .and_then(|s| s.get(name))
+            .or_else(|| self.rules.get(name))
+            .unwrap_or_else(|| builtin(name));
+        (!rule.disabled).then_some(rule)
+    }
+
+    /// Checks values that parse but cannot work.
+    ///
+    /// # Errors
+    /// [`crate::ConfigError::Invalid`] naming the key.
+    pub fn validate(&self) -> Result<()> {
+        if self.repeat_seconds < 60 {
+            return Err(invalid(
+                "alerts.repeat_seconds",
+                "must be at least 60 (the default repeats every 4 hours)",
+            ));
+        }
+        if !(100..=60_000).contains(&self.evaluate_ms) {
+            return Err(invalid(
+                "alerts.evaluate_ms",
+                "must be between 100 and 60000 (the default evaluates every second)",
+            ));
+        }
+        let sets = std::iter::once(("alerts.rules".to_owned(), &self.rules)).chain(
+            self.streams
+                .iter()
+                .map(|(s, r)| (format!("alerts.streams.{s}"), r)),
+        );
+        for (key, set) in sets {
+            for name in RULE_NAMES {
+                if let Some(rule) = set.get(name) {
+                    if !(rule.threshold.is_finite() && rule.threshold >= 0.0) {
+                        return Err(invalid(
+                            &format!("{key}.{name}.threshold"),
+                            "must be a number of 0 or more",
+                        ));
+                    }
+                }
+            }
+        }
+        for (i, r) in self.receivers.iter().enumerate() {
+            let url = r.url().expose();
+            let ok = url::Url::parse(url)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+            if !ok {
+                return Err(invalid(
+                    &format!("alerts.receivers[{i}].url"),
+                    format!("{} is not an http(s) URL", r.url().redacted()),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_streams_rule_overrides_the_default_which_overrides_the_builtin() {
+        let a: AlertsSection = toml::from_str(
+            "[rules.rpo_exposure]\nthreshold = 30\nfor_seconds = 5\n\
+             [streams.db1.rpo_exposure]\nthreshold = 10\n\
+             [streams.db2.agent_silent]\nthreshold = 1\ndisabled = true\n\
+             [[receivers]]\ntype = \"webhook\"\nurl = \"http://hooks.example/x\"\n",
+        )
+        .unwrap();
+        a.validate().unwrap();
+        assert_eq!(a.rule("db1", "rpo_exposure").unwrap().threshold, 10.0);
+        assert_eq!(a.rule("db3", "rpo_exposure").unwrap().threshold, 30.0);
+        assert_eq!(a.rule("db3", "agent_silent").unwrap().threshold, 60.0);
+        assert!(a.rule("db2", "agent_silent").is_none());
+    }
+
+    #[test]
+    fn a_bad_receiver_url_is_named() {
+        let a: AlertsSection =
+            toml::from_str("[[receivers]]\ntype = \"alertmanager\"\nurl = \"ftp://x\"\n").unwrap();
+        let e = a.validate().unwrap_err().to_string();
+        assert!(e.contains("alerts.receivers[0].url"), "{e}");
+    }
+}

@@ -1,0 +1,338 @@
+//! Alerts that wake someone, against real servers: a MariaDB primary under a workload, the
+//! agent and shipper, a webhook receiver (an HTTP server in the test) and a real
+//! Alertmanager. Each alert is sent once when it fires, once when it resolves, never
+//! twice across a shipper restart, and a receiver that fails gets it later.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::Context;
+use common::settings;
+use logferry_integration::alert_receivers::{Alertmanager, Webhook};
+use logferry_integration::logferry::{Agent, Shipper};
+use logferry_integration::mariadb::{MariaDb, Options};
+use logferry_integration::{wait_for, workload};
+use tokio::task::JoinHandle;
+
+const AGENT_ENV: &[(&str, &str)] = &[("LOGFERRY__AGENT__REPORT_INTERVAL_MS", "200")];
+const SHIPPER_ENV: &[(&str, &str)] = &[("LOGFERRY__WATCH__REFRESH_MS", "300")];
+
+/// The payload of Alertmanager's webhook receiver (its `template.Data`), as receivers
+/// written for it read it; unknown fields are ignored as they would be.
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)] // read by serde: the parse is the check
+struct AlertmanagerWebhook {
+    version: String,
+    group_key: String,
+    truncated_alerts: u64,
+    status: String,
+    receiver: String,
+    group_labels: BTreeMap<String, String>,
+    common_labels: BTreeMap<String, String>,
+    common_annotations: BTreeMap<String, String>,
+    #[serde(rename = "externalURL")]
+    external_url: String,
+    alerts: Vec<WebhookAlert>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)]
+struct WebhookAlert {
+    status: String,
+    labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
+    starts_at: String,
+    ends_at: String,
+    #[serde(rename = "generatorURL")]
+    generator_url: String,
+    fingerprint: String,
+}
+
+/// `[alerts]` sending to `hook` and `am`, with `rules` (TOML of `[alerts.rules.*]`).
+fn alerts_toml(hook: &Webhook, am: &Alertmanager, rules: &str) -> String {
+    format!(
+        "[alerts]\nevaluate_ms = 200\nrepeat_seconds = 3600\n\n{rules}\n\
+         [[alerts.receivers]]\ntype = \"webhook\"\nurl = \"{}\"\n\n\
+         [[alerts.receivers]]\ntype = \"alertmanager\"\nurl = \"{}\"\n",
+        hook.url, am.url
+    )
+}
+
+/// Writes a transaction every 20 ms until aborted.
+async fn steady_writes(db: &MariaDb) -> anyhow::Result<JoinHandle<()>> {
+    let mut c = db.conn().await?;
+    workload::create_schema(&mut c).await?;
+    Ok(tokio::spawn(async move {
+        let mut i = 0u64;
+        while workload::run(&mut c, i, i + 1).await.is_ok() {
+            i += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }))
+}
+
+/// Waits until `hook` got `n` bodies about `rule` in `state`; the logs on failure.
+async fn wait_sent(
+    hook: &Webhook,
+    rule: &str,
+    state: &str,
+    n: usize,
+    shipper: &Shipper,
+) -> anyhow::Result<()> {
+    wait_for(
+        &format!("{n} {state} webhook(s) for {rule}"),
+        Duration::from_secs(60),
+        || {
+            let got = hook.about(rule, state).len();
+            async move { Ok((got >= n).then_some(())) }
+        },
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "bodies: {:?}\nshipper log:\n{}",
+            hook.bodies(),
+            shipper.log_text()
+        )
+    })
+}
+
+/// Checks every body parses as Alertmanager's webhook payload and names its alert.
+fn check_bodies(hook: &Webhook) -> anyhow::Result<()> {
+    for body in hook.bodies() {
+        let parsed: AlertmanagerWebhook =
+            serde_json::from_value(body.clone()).with_context(|| format!("{body}"))?;
+        assert_eq!(parsed.version, "4");
+        assert_eq!(parsed.status, body["state"]);
+        let alert = &parsed.alerts[0];
+        assert_eq!(alert.labels["stream"], common::STREAM);
+        assert_eq!(alert.labels["rule"], body["rule"]);
+        humantime::parse_rfc3339(&alert.starts_at).with_context(|| alert.starts_at.clone())?;
+        assert!(
+            body["value"].is_number() && body["threshold"].is_number(),
+            "{body}"
+        );
+        assert!(body["since"].is_string(), "{body}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shipper_outage_fires_once_and_resolves_once_even_through_a_failing_receiver(
+) -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let db = MariaDb::start(Options::default()).await?;
+    let hook = Webhook::start().await?;
+    let am = Alertmanager::start(&tmp.path().join("am")).await?;
+    let rules = "[alerts.rules.rpo_exposure]\nthreshold = 3\nfor_seconds = 2\n\
+                 [alerts.rules.agent_silent]\nthreshold = 600\n";
+    let mut shipper = Shipper::start_with_config(
+        &tmp.path().join("shipper"),
+        SHIPPER_ENV,
+        &alerts_toml(&hook, &am, rules),
+    )
+    .await?;
+    let agent = Agent::start_with_env(
+        &tmp.path().join("agent"),
+        &settings(&db, &shipper),
+        AGENT_ENV,
+    )?;
+
+    // An idle primary, then a steady workload: no alert, report after report.
+    agent.metric("logferry_agent_source_at_head").await?;
+    wait_for("the agent at the head", Duration::from_secs(60), || async {
+        Ok((agent.metric("logferry_agent_source_at_head").await? == 1.0).then_some(()))
+    })
+    .await?;
+    let writer = steady_writes(&db).await?;
+    for _ in 0..25 {
+        assert!(hook.bodies().is_empty(), "{:?}", hook.bodies());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The shipper is away longer than threshold and `for` together, and the webhook
+    // fails when it is back: the firing reaches it once it answers, exactly once.
+    shipper.kill9();
+    wait_for(
+        "the agent's exposure past 6 s",
+        Duration::from_secs(60),
+        || async {
+            Ok((agent.metric("logferry_agent_rpo_exposure_seconds").await? > 6.0).then_some(()))
+        },
+    )
+    .await?;
+    hook.set_failing(true);
+    shipper.restart().await?;
+    wait_for(
+        "the firing in the shipper's log",
+        Duration::from_secs(60),
+        || {
+            let log = shipper.log_text();
+            async move { Ok(log.contains("delivering an alert failed").then_some(())) }
+        },
+    )
+    .await?;
+    hook.set_failing(false);
+    wait_sent(&hook, "rpo_exposure", "firing", 1, &shipper).await?;
+    wait_sent(&hook, "rpo_exposure", "resolved", 1, &shipper).await?;
+
+    writer.abort();
+    // Anything more would have been sent within a few evaluations.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        hook.about("rpo_exposure", "firing").len(),
+        1,
+        "{:?}",
+        hook.bodies()
+    );
+    assert_eq!(
+        hook.about("rpo_exposure", "resolved").len(),
+        1,
+        "{:?}",
+        hook.bodies()
+    );
+    check_bodies(&hook)?;
+    assert!(
+        !shipper.log_text().contains("answered 4"),
+        "the Alertmanager refused a push:\n{}",
+        shipper.log_text()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_agent_fires_agent_silent_once_across_a_shipper_restart_and_resolves_when_back(
+) -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let db = MariaDb::start(Options::default()).await?;
+    let hook = Webhook::start().await?;
+    let am = Alertmanager::start(&tmp.path().join("am")).await?;
+    let rules = "[alerts.rules.agent_silent]\nthreshold = 2\n\
+                 [alerts.rules.rpo_exposure]\nthreshold = 600\n";
+    let mut shipper = Shipper::start_with_config(
+        &tmp.path().join("shipper"),
+        SHIPPER_ENV,
+        &alerts_toml(&hook, &am, rules),
+    )
+    .await?;
+    let mut agent = Agent::start_with_env(
+        &tmp.path().join("agent"),
+        &settings(&db, &shipper),
+        AGENT_ENV,
+    )?;
+    let writer = steady_writes(&db).await?;
+    wait_for("the agent heard", Duration::from_secs(60), || {
+        let log = shipper.log_text();
+        async move { Ok(log.contains("agent reporting").then_some(())) }
+    })
+    .await?;
+
+    agent.kill9();
+    wait_sent(&hook, "agent_silent", "firing", 1, &shipper).await?;
+    let active = |alerts: Vec<serde_json::Value>| {
+        alerts.into_iter().any(|a| {
+            a["labels"]["alertname"] == "LogferryAgentSilent"
+                && a["labels"]["stream"] == common::STREAM
+                && a["status"]["state"] == "active"
+        })
+    };
+    wait_for(
+        "the alert active in the Alertmanager",
+        Duration::from_secs(30),
+        || async { Ok(active(am.alerts().await?).then_some(())) },
+    )
+    .await
+    .with_context(|| shipper.log_text())?;
+    // A restart of the shipper while it fires: no second firing.
+    shipper.kill9();
+    shipper.restart().await?;
+    wait_for("the book restored", Duration::from_secs(30), || {
+        let log = shipper.log_text();
+        async move { Ok(log.contains("alerts restored from the store").then_some(())) }
+    })
+    .await?;
+    agent.restart()?;
+    wait_sent(&hook, "agent_silent", "resolved", 1, &shipper).await?;
+    wait_for(
+        "the alert ended in the Alertmanager",
+        Duration::from_secs(30),
+        || async { Ok((!active(am.alerts().await?)).then_some(())) },
+    )
+    .await?;
+    writer.abort();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        hook.about("agent_silent", "firing").len(),
+        1,
+        "{:?}",
+        hook.bodies()
+    );
+    assert_eq!(
+        hook.about("agent_silent", "resolved").len(),
+        1,
+        "{:?}",
+        hook.bodies()
+    );
+    check_bodies(&hook)?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_snapshot_replica_fires_replica_lag_and_resolves_when_it_applies_again(
+) -> anyhow::Result<()> {
+    use mysql_async::prelude::Queryable;
+    let tmp = tempfile::tempdir()?;
+    let db = MariaDb::start(Options::default()).await?;
+    let replica = MariaDb::start_replica(&db, 2).await?;
+    let hook = Webhook::start().await?;
+    let am = Alertmanager::start(&tmp.path().join("am")).await?;
+    let rules = "[alerts.rules.snapshot_replica_lag]\nthreshold = 2\n\
+                 [alerts.rules.rpo_exposure]\nthreshold = 600\n";
+    let shipper = Shipper::start_with_config(
+        &tmp.path().join("shipper"),
+        SHIPPER_ENV,
+        &alerts_toml(&hook, &am, rules),
+    )
+    .await?;
+    let mut s = settings(&db, &shipper);
+    s.extra_toml = common::snapshot_section(&replica, None);
+    let agent = Agent::start_with_env(&tmp.path().join("agent"), &s, AGENT_ENV)?;
+    let writer = steady_writes(&db).await?;
+    wait_for(
+        "the replica's lag reported",
+        Duration::from_secs(60),
+        || async {
+            Ok((agent.metrics().await?)
+                .contains("logferry_agent_snapshot_replica_lag_seconds{")
+                .then_some(()))
+        },
+    )
+    .await?;
+    assert!(hook.bodies().is_empty(), "{:?}", hook.bodies());
+
+    replica
+        .conn()
+        .await?
+        .query_drop("STOP SLAVE SQL_THREAD")
+        .await?;
+    wait_sent(&hook, "snapshot_replica_lag", "firing", 1, &shipper).await?;
+    replica
+        .conn()
+        .await?
+        .query_drop("START SLAVE SQL_THREAD")
+        .await?;
+    wait_sent(&hook, "snapshot_replica_lag", "resolved", 1, &shipper).await?;
+    writer.abort();
+    assert_eq!(
+        hook.about("snapshot_replica_lag", "firing").len(),
+        1,
+        "{:?}",
+        hook.bodies()
+    );
+    check_bodies(&hook)?;
+    Ok(())
+}
