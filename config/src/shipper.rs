@@ -6,6 +6,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::error::invalid;
+use crate::secret::SecretUrl;
 use crate::Result;
 
 /// The whole shipper configuration file.
@@ -30,6 +31,71 @@ pub struct ShipperConfig {
     /// The alert rules `serve` evaluates, and where it sends alerts.
     #[serde(default)]
     pub alerts: crate::alerts::AlertsSection,
+    /// Restore drills `serve` runs on a schedule; none without this section.
+    #[serde(default)]
+    pub drill: Option<DrillSection>,
+}
+
+/// `[drill]`: `serve` restores every stream (or `streams`) into a scratch server of its
+/// kind on `schedule` and checks it as `verify --restore-drill` does, storing each result
+/// in the bucket, where the status, `/metrics` and the `drill` alert rule read it. The
+/// scratch servers are emptied and loaded by every drill: never point them at a database
+/// anyone uses. The master keys of `[encryption]` must be here to read encrypted streams.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrillSection {
+    /// When to drill, five-field cron in UTC (e.g. `30 3 * * *`).
+    pub schedule: String,
+    /// Scratch server for MySQL/MariaDB streams (`mysql://root@scratch:3306`).
+    pub mysql_target: Option<SecretUrl>,
+    /// A live replica to compare the MySQL restore with (proves a stream with a single
+    /// snapshot; paused briefly by each drill).
+    pub mysql_replica: Option<SecretUrl>,
+    /// Scratch server for Redis streams (`redis://scratch:6379`).
+    pub redis_target: Option<SecretUrl>,
+    /// Only these streams (default: every stream stored).
+    #[serde(default)]
+    pub streams: Vec<String>,
+}
+
+impl DrillSection {
+    /// The parsed schedule.
+    ///
+    /// # Errors
+    /// [`crate::ConfigError::Invalid`] naming `drill.schedule`.
+    pub fn schedule(&self) -> Result<crate::cron::Schedule> {
+        self.schedule
+            .parse()
+            .map_err(|e: String| invalid("drill.schedule", e))
+    }
+
+    fn validate(&self) -> Result<()> {
+        self.schedule()?;
+        if self.mysql_target.is_none() && self.redis_target.is_none() {
+            return Err(invalid(
+                "drill",
+                "names no scratch server: set drill.mysql_target or drill.redis_target (or remove [drill])",
+            ));
+        }
+        for (key, url, scheme) in [
+            ("drill.mysql_target", &self.mysql_target, "mysql"),
+            ("drill.mysql_replica", &self.mysql_replica, "mysql"),
+            ("drill.redis_target", &self.redis_target, "redis"),
+        ] {
+            if let Some(u) = url {
+                let ok = url::Url::parse(u.expose()).is_ok_and(|p| {
+                    p.scheme() == scheme || (scheme == "redis" && p.scheme() == "rediss")
+                });
+                if !ok {
+                    return Err(invalid(
+                        key,
+                        format!("{} is not a {scheme}:// URL", u.redacted()),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `[watch]`: what the shipper calls healthy for the streams it receives.
@@ -404,6 +470,9 @@ impl ShipperConfig {
         self.auth.validate()?;
         self.watch.validate()?;
         self.alerts.validate()?;
+        if let Some(d) = &self.drill {
+            d.validate()?;
+        }
         let store_dir = self.store.local_dir();
         self.encryption.validate(
             false,

@@ -11,6 +11,7 @@
 //! - [`workload`]: inserts, updates and deletes across several tables.
 
 pub mod alert_receivers;
+pub mod browser;
 pub mod delay_proxy;
 pub mod logferry;
 pub mod mariadb;

@@ -83,9 +83,10 @@ async fn wait_sent(
     n: usize,
     shipper: &Shipper,
 ) -> anyhow::Result<()> {
+    // Two minutes: a scheduled drill waits for the next minute's start.
     wait_for(
         &format!("{n} {state} webhook(s) for {rule}"),
-        Duration::from_secs(60),
+        Duration::from_secs(120),
         || {
             let got = hook.about(rule, state).len();
             async move { Ok((got >= n).then_some(())) }
@@ -329,6 +330,71 @@ async fn a_stopped_snapshot_replica_fires_replica_lag_and_resolves_when_it_appli
     writer.abort();
     assert_eq!(
         hook.about("snapshot_replica_lag", "firing").len(),
+        1,
+        "{:?}",
+        hook.bodies()
+    );
+    check_bodies(&hook)?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_drills_on_schedule_and_the_drill_rule_fires_until_one_passes() -> anyhow::Result<()>
+{
+    use logferry_integration::process::RUN_WITHIN;
+    let tmp = tempfile::tempdir()?;
+    let db = MariaDb::start(Options::default()).await?;
+    let mut c = db.conn().await?;
+    workload::create_schema(&mut c).await?;
+    workload::run(&mut c, 0, 100).await?;
+    let replica = MariaDb::start_replica(&db, 2).await?;
+    let scratch = MariaDb::start(Options::without_binlog(20)).await?;
+    let hook = Webhook::start().await?;
+    let am = Alertmanager::start(&tmp.path().join("am")).await?;
+    // Every minute; the drill rule fires on a drill that did not pass.
+    let extra = format!(
+        "{}\n[drill]\nschedule = \"* * * * *\"\nmysql_target = \"{}\"\nmysql_replica = \"{}\"\n{}",
+        alerts_toml(&hook, &am, "[alerts.rules.rpo_exposure]\nthreshold = 600\n"),
+        scratch.root_url(),
+        replica.root_url(),
+        logferry_integration::logferry::encryption_toml()?
+    );
+    let shipper =
+        Shipper::start_with_config(&tmp.path().join("shipper"), SHIPPER_ENV, &extra).await?;
+    let mut s = settings(&db, &shipper);
+    s.extra_toml = common::snapshot_section(&replica, None);
+    let agent = Agent::start_with_env(&tmp.path().join("agent"), &s, AGENT_ENV)?;
+    common::wait_caught_up(&db, &shipper, &agent).await?;
+
+    // No snapshot yet: the first scheduled drill proves nothing, and says so by alert.
+    wait_sent(&hook, "drill", "firing", 1, &shipper).await?;
+    assert!(
+        shipper
+            .log_text()
+            .contains("scheduled restore drill did not pass"),
+        "{}",
+        shipper.log_text()
+    );
+    // With a snapshot, the next drill passes against the live replica: resolved, and
+    // the time of the last successful drill is a metric.
+    common::run_snapshot(&agent, "snapshot.log", RUN_WITHIN)?;
+    wait_sent(&hook, "drill", "resolved", 1, &shipper).await?;
+    let metrics = shipper
+        .client()?
+        .get(format!("{}/metrics", shipper.url()))
+        .header("authorization", logferry_integration::logferry::bearer())
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(
+        metrics.contains("logferry_shipper_last_drill_success_timestamp_seconds{stream=\"db1\"}"),
+        "{metrics}"
+    );
+    let verdicts = std::fs::read_dir(shipper.store_dir.join("streams/db1/drills"))?.count();
+    assert!(verdicts >= 2, "{verdicts} drill results stored");
+    assert_eq!(
+        hook.about("drill", "firing").len(),
         1,
         "{:?}",
         hook.bodies()

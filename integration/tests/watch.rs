@@ -11,7 +11,7 @@ use anyhow::Context;
 use common::{settings, shipper_cli};
 use logferry_integration::logferry::{bearer, Agent, Shipper};
 use logferry_integration::mariadb::{MariaDb, Options};
-use logferry_integration::{wait_for, workload};
+use logferry_integration::{browser, wait_for, workload};
 use logferry_shipper::watch::status::{DrillSummary, Health, StreamStatus};
 
 /// Reports every 200 ms; the shipper re-reads the store every 300 ms and calls a stream
@@ -203,6 +203,39 @@ async fn exposure_is_zero_idle_near_the_seal_age_busy_and_grows_while_the_agent_
         assert!(metrics.contains(series), "{series} missing in:\n{metrics}");
     }
     promtool_metrics(&agent.metrics().await?)?;
+
+    // The status page, in a real browser at desktop and phone width: the stream's card
+    // with its colour and chart, no console errors; a wrong token shows the form.
+    let page = format!("{}/#token={token}", shipper.url());
+    let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    for (name, width, height) in [("desktop", 1280, 900), ("phone", 390, 844)] {
+        let r = browser::render(&page, width, height)?;
+        assert!(
+            r.console.is_empty(),
+            "console at {name} width: {:?}",
+            r.console
+        );
+        assert!(
+            r.dom.contains("data-stream=\"db1\""),
+            "no card for db1:\n{}",
+            r.dom
+        );
+        assert!(r.dom.contains("card green"), "{}", r.dom);
+        assert!(
+            r.dom.contains("data-series=\"exposure\""),
+            "no chart:\n{}",
+            r.dom
+        );
+        let file = shots.join(format!("status-page-{name}.png"));
+        browser::screenshot(&page, width, height, &file)?;
+        eprintln!("status page screenshot: {}", file.display());
+    }
+    let refused = browser::render(&format!("{}/#token=lft_wrong", shipper.url()), 1280, 900)?;
+    assert!(
+        refused.dom.contains("the token was refused"),
+        "{}",
+        refused.dom
+    );
     Ok(())
 }
 
@@ -244,6 +277,7 @@ fn the_shipped_prometheus_rules_pass_promtool_and_name_served_metrics() -> anyho
         last_drill: Some(DrillSummary {
             finished_ms: 1,
             passed: true,
+            last_passed_ms: Some(1),
         }),
         firing: vec!["rpo_exposure".into()],
     };

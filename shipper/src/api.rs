@@ -1,6 +1,6 @@
 //! The HTTP API: segment uploads from agents, stream state, health and metrics.
 //!
-//! Every request but `/healthz` carries `Authorization: Bearer <token>` ([`crate::auth`]):
+//! Every request but `/healthz` and the page at `/` carries `Authorization: Bearer <token>` ([`crate::auth`]):
 //! 401 without a valid one, 403 when it does not cover the action or the stream (the
 //! action each route needs is in the table). Every authenticated or refused request is
 //! written to the audit log ([`crate::audit`]) when one is configured.
@@ -17,6 +17,8 @@
 //! | PUT | `/v1/streams/<s>/snapshots/<id>/manifest` (ship) | 201/200; 400 unless every listed chunk is stored and its key's capsule too (or, in clear, unless clear is accepted) |
 //! | PUT | `/v1/streams/<s>/keys/<epoch>` (ship) | 201, or 200 when a capsule is stored there already (it is kept, never replaced); 400 a capsule of another stream or epoch |
 //! | GET | `/healthz` (no token) | 200 when the store answers |
+//! | GET | `/` (no token) | the status page; its script reads `/v1/status` and `/v1/history` with the token from `/#token=...` |
+//! | GET | `/v1/history` (read) | per stream, the last hours of RPO exposure and lag samples, for the page's chart |
 //! | GET | `/metrics` (admin) | OpenMetrics text |
 
 use crate::time_arg::now_ms;
@@ -165,7 +167,10 @@ fn noted(mut response: Response, stream: &StreamId, object: Option<String>) -> R
 /// Resolves the caller of every request but `/healthz` (401 for no valid token), hands it
 /// to the handler, and audits the answer, or the client's going away before it (499).
 async fn guard(gate: Arc<Gate>, mut req: Request, next: Next) -> Response {
-    if req.uri().path() == "/healthz" {
+    // The page is the same for everyone and holds no data; its script sends the token.
+    if req.uri().path() == "/healthz"
+        || (req.uri().path() == "/" && req.method() == axum::http::Method::GET)
+    {
         return next.run(req).await;
     }
     let request = format!("{} {}", req.method(), req.uri().path());
@@ -351,6 +356,8 @@ pub fn router(
         )
         .route("/v1/streams", get(list_streams))
         .route("/v1/streams/{stream}", get(stream_head))
+        .route("/v1/history", get(history))
+        .route("/", get(page))
         .route("/healthz", get(health))
         .route("/metrics", get(metrics))
         .layer(middleware::from_fn(|req: Request, next: Next| async move {
@@ -577,6 +584,34 @@ fn visible(caller: &Caller, statuses: Vec<StreamStatus>) -> Vec<StreamStatus> {
             StreamId::new(&s.stream).is_ok_and(|id| caller.allow(Action::Read, Some(&id)).is_ok())
         })
         .collect()
+}
+
+/// `GET /v1/history`: the charted samples of the streams the caller may read.
+async fn history(State(st): State<Arc<Ingest>>, Extension(caller): Extension<Caller>) -> Response {
+    if let Err(e) = caller.allow(Action::Read, None) {
+        return e.into_response();
+    }
+    let series = st.watch.history(|s| {
+        StreamId::new(s).is_ok_and(|id| caller.allow(Action::Read, Some(&id)).is_ok())
+    });
+    Json(serde_json::json!({ "streams": series })).into_response()
+}
+
+/// `GET /`: the status page. It holds no data: its script asks `/v1/status` and
+/// `/v1/history` with the token given in the address (`/#token=...`, never sent to the
+/// server) or typed into it.
+async fn page() -> Response {
+    (
+        [
+            (CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                axum::http::header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' data:",
+            ),
+        ],
+        crate::page::INDEX_HTML,
+    )
+        .into_response()
 }
 
 async fn put_report(

@@ -10,7 +10,9 @@ use logferry_common::StreamId;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, ShipperError};
+use crate::restore::DrillReport;
 use crate::storage::Store;
+use crate::time_arg::now_ms;
 
 /// What a drill proved.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +55,39 @@ pub struct DrillRecord {
     pub compared: usize,
     /// How many of them differed.
     pub differences: usize,
+}
+
+impl DrillRecord {
+    /// The record of a drill of `stream` begun at `started_ms` that could not finish.
+    pub fn failed(stream: &StreamId, started_ms: i64, why: String) -> Self {
+        DrillRecord {
+            stream: stream.to_string(),
+            started_ms,
+            finished_ms: now_ms(),
+            verdict: Verdict::Failed(why),
+            snapshot: None,
+            position: None,
+            compared_with: None,
+            compared: 0,
+            differences: 0,
+        }
+    }
+
+    /// The record of a finished drill of `stream` begun at `started_ms`.
+    pub fn of_report(stream: &StreamId, started_ms: i64, report: &DrillReport) -> Self {
+        DrillRecord {
+            stream: stream.to_string(),
+            started_ms,
+            finished_ms: now_ms(),
+            verdict: report.verdict(),
+            snapshot: (!report.base.is_empty()).then(|| report.base.clone()),
+            position: report.last_position.clone(),
+            compared_with: (!report.checked_against.is_empty())
+                .then(|| report.checked_against.join("; ")),
+            compared: report.compared,
+            differences: report.differences.len(),
+        }
+    }
 }
 
 /// A record as stored: the record, the key its MAC is under and the MAC (over the stored
@@ -180,12 +215,15 @@ pub async fn list(store: &Store, stream: &StreamId) -> Result<Vec<DrillRecord>> 
     Ok(out)
 }
 
-/// The newest drill result of `stream` that can be trusted, if any: what the status and
-/// the drill alert go by.
+/// The newest trustworthy drill result of `stream`, and the newest that passed (the same
+/// one when it did): what the status, `/metrics` and the drill alert go by.
 ///
 /// # Errors
 /// As [`list`].
-pub async fn latest(store: &Store, stream: &StreamId) -> Result<Option<DrillRecord>> {
+pub async fn latest(
+    store: &Store,
+    stream: &StreamId,
+) -> Result<(Option<DrillRecord>, Option<DrillRecord>)> {
     let mut keys: Vec<String> = store
         .list(&drills_prefix(stream))
         .await?
@@ -194,12 +232,16 @@ pub async fn latest(store: &Store, stream: &StreamId) -> Result<Option<DrillReco
         .collect();
     // Keys carry the drill's start time, zero-padded: the last sorts newest.
     keys.sort();
+    let mut newest = None;
     for key in keys.iter().rev() {
         if let Ok(record) = read_one(store, stream, key).await? {
-            return Ok(Some(record));
+            if record.verdict.passed() {
+                return Ok((newest.or_else(|| Some(record.clone())), Some(record)));
+            }
+            newest.get_or_insert(record);
         }
     }
-    Ok(None)
+    Ok((newest, None))
 }
 
 /// The stored drill results of `stream` that cannot be trusted, by key, and why.

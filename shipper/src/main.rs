@@ -466,8 +466,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 if verified != ExitCode::SUCCESS {
                     println!("the restore drill is not run on a stream that fails verify");
                     let why = "verify found the stream broken; the drill was not run".into();
-                    store_drill_result(&store, &stream, &failed_drill(&stream, now_ms(), why))
-                        .await;
+                    store_drill_result(
+                        &store,
+                        &stream,
+                        &DrillRecord::failed(&stream, now_ms(), why),
+                    )
+                    .await;
                     return Ok(verified);
                 }
                 return drill(&store, &stream, &target, replica.as_deref()).await;
@@ -744,9 +748,12 @@ async fn drill(
     let (record, outcome) = match drilled {
         Ok(report) => {
             print_drill(stream, &report, started);
-            (drill_record(stream, started_ms, &report), Ok(()))
+            (DrillRecord::of_report(stream, started_ms, &report), Ok(()))
         }
-        Err(e) => (failed_drill(stream, started_ms, e.to_string()), Err(e)),
+        Err(e) => (
+            DrillRecord::failed(stream, started_ms, e.to_string()),
+            Err(e),
+        ),
     };
     let saved = store_drill_result(store, stream, &record).await;
     outcome?;
@@ -755,21 +762,6 @@ async fn drill(
     } else {
         ExitCode::FAILURE
     })
-}
-
-/// The record of a drill that could not finish, and why.
-fn failed_drill(stream: &StreamId, started_ms: i64, why: String) -> DrillRecord {
-    DrillRecord {
-        stream: stream.to_string(),
-        started_ms,
-        finished_ms: now_ms(),
-        verdict: Verdict::Failed(why),
-        snapshot: None,
-        position: None,
-        compared_with: None,
-        compared: 0,
-        differences: 0,
-    }
 }
 
 /// Stores a drill's result in the bucket and says where; `false` (said too) when the store
@@ -820,22 +812,6 @@ fn print_drill(stream: &StreamId, report: &DrillReport, started: Instant) {
         ),
         Verdict::Failed(why) => println!("FAILED restore drill: {why}"),
         Verdict::NotProven(why) => println!("NOT PROVEN restore drill: {why}"),
-    }
-}
-
-/// The stored form of a finished drill.
-fn drill_record(stream: &StreamId, started_ms: i64, report: &DrillReport) -> DrillRecord {
-    DrillRecord {
-        stream: stream.to_string(),
-        started_ms,
-        finished_ms: now_ms(),
-        verdict: report.verdict(),
-        snapshot: (!report.base.is_empty()).then(|| report.base.clone()),
-        position: report.last_position.clone(),
-        compared_with: (!report.checked_against.is_empty())
-            .then(|| report.checked_against.join("; ")),
-        compared: report.compared,
-        differences: report.differences.len(),
     }
 }
 
@@ -1072,7 +1048,9 @@ async fn status(
 
 async fn serve(config: &std::path::Path) -> anyhow::Result<ExitCode> {
     let cfg = ShipperConfig::load(config)?;
-    let store = Store::open(&cfg.store)?;
+    // Uploads are checked without keys; the keys of [encryption], when given, let the
+    // scheduled drills read the streams and the status check the drill records' MACs.
+    let store = Store::open(&cfg.store)?.with_keyring(Keyring::from_config(&cfg.encryption));
     store
         .healthcheck()
         .await
@@ -1120,6 +1098,7 @@ async fn serve(config: &std::path::Path) -> anyhow::Result<ExitCode> {
                 tokio::time::sleep(every).await;
                 let now = now_ms();
                 let statuses = state.watch.statuses(now);
+                state.watch.record(&statuses, now);
                 state.alerts.evaluate(&statuses, now).await;
             }
         }
@@ -1128,6 +1107,12 @@ async fn serve(config: &std::path::Path) -> anyhow::Result<ExitCode> {
         let state = state.clone();
         async move { state.alerts.deliver_forever().await }
     });
+    if let Some(drill) = cfg.drill.clone() {
+        let schedule = drill.schedule()?;
+        info!(schedule = %drill.schedule, "restore drills scheduled");
+        logferry_shipper::drill_schedule::start(state.clone(), drill, schedule)
+            .context("starting the scheduled drills")?;
+    }
     tokio::spawn({
         let state = state.clone();
         let every = std::time::Duration::from_millis(cfg.watch.refresh_ms);

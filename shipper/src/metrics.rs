@@ -154,7 +154,7 @@ impl Metrics {
         );
         let last_drill_passed = gauge(
             "logferry_shipper_last_drill_success_timestamp_seconds",
-            "When the newest restore drill that passed finished (absent until one passed; a newer failed drill removes it)",
+            "When the newest restore drill that passed finished (absent until one passed)",
         );
         let health = gauge(
             "logferry_shipper_stream_health",
@@ -236,8 +236,8 @@ impl Metrics {
                 &self.last_drill_passed,
                 s.last_drill
                     .as_ref()
-                    .filter(|d| d.passed)
-                    .map(|d| secs(d.finished_ms)),
+                    .and_then(|d| d.last_passed_ms)
+                    .map(secs),
             );
             set(
                 &self.health,

@@ -39,9 +39,12 @@ pub fn summary(n: &Notification) -> String {
         "snapshot_age" => "newest snapshot age",
         "chain_gap" => "stored chain breaks",
         "snapshot_replica_lag" => "snapshot replica lag",
-        _ => "days since the last restore drill that passed (or it failed)",
+        _ => "days since the last restore drill that passed",
     };
     let u = unit(&n.rule);
+    if n.rule == "drill" && n.state == State::Firing && n.value <= n.threshold {
+        return format!("{}: the last restore drill did not pass", n.stream);
+    }
     match n.state {
         State::Firing => format!(
             "{}: {what} {:.1} {u} is above {} {u}",

@@ -55,13 +55,16 @@ pub fn read(name: &str, rule: &Rule, s: &StreamStatus, now_ms: i64) -> Option<Re
         }),
         "chain_gap" => Some(level(s.chain_breaks as f64)),
         "snapshot_replica_lag" => s.snapshot_replica_lag_seconds.map(level),
+        // The newest drill failed, or the newest that passed is too old.
         "drill" => s.last_drill.as_ref().map(|d| {
-            let days = (now_ms - d.finished_ms) as f64 / DAY_MS;
+            let since_passed = d
+                .last_passed_ms
+                .map_or(f64::MAX, |ms| (now_ms - ms) as f64 / DAY_MS);
             if d.passed {
-                age(days, rule.threshold, DAY_MS, now_ms)
+                age(since_passed, rule.threshold, DAY_MS, now_ms)
             } else {
                 Reading {
-                    value: days,
+                    value: since_passed.min((now_ms - d.finished_ms) as f64 / DAY_MS),
                     holds: true,
                     since_ms: Some(d.finished_ms),
                 }

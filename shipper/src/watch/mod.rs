@@ -2,6 +2,7 @@
 //! status of each stream computed from both ([`status`]), for `GET /v1/status`, the
 //! `status` command and `/metrics`.
 
+pub mod history;
 pub mod status;
 pub mod stored;
 pub mod table;
@@ -13,6 +14,7 @@ use logferry_common::wire::AgentReport;
 use logferry_common::StreamId;
 use tracing::{info, warn};
 
+use self::history::History;
 use self::status::{Heard, StreamStatus};
 use self::stored::StoredFacts;
 use crate::catalog::Catalog;
@@ -24,6 +26,7 @@ pub struct Watch {
     rpo_target_seconds: f64,
     heard: Mutex<HashMap<StreamId, Heard>>,
     stored: Mutex<HashMap<StreamId, StoredFacts>>,
+    history: Mutex<History>,
 }
 
 fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -37,6 +40,7 @@ impl Watch {
             rpo_target_seconds,
             heard: Mutex::default(),
             stored: Mutex::default(),
+            history: Mutex::default(),
         }
     }
 
@@ -65,6 +69,19 @@ impl Watch {
         let mut stored = locked(&self.stored);
         let facts = stored.entry(stream.clone()).or_default();
         facts.last_commit_ms = Some(facts.last_commit_ms.map_or(commit_ms, |c| c.max(commit_ms)));
+    }
+
+    /// Samples `statuses` into the history when a sample is due.
+    pub fn record(&self, statuses: &[StreamStatus], now_ms: i64) {
+        locked(&self.history).record(statuses, now_ms);
+    }
+
+    /// The history of the streams for which `visible` holds.
+    pub fn history(
+        &self,
+        visible: impl Fn(&str) -> bool,
+    ) -> std::collections::BTreeMap<String, history::Series> {
+        locked(&self.history).series(visible)
     }
 
     /// Notes how many breaks the stored chain of `stream` has now.

@@ -51,6 +51,8 @@ pub struct DrillSummary {
     pub finished_ms: i64,
     /// Whether it proved the backup restorable.
     pub passed: bool,
+    /// When the newest drill that passed finished, if one did.
+    pub last_passed_ms: Option<i64>,
 }
 
 /// Everything known of one stream at one moment.

@@ -48,12 +48,12 @@ pub async fn read(store: &Store, catalog: &Catalog, stream: &StreamId) -> Result
         .filter_map(|(id, _)| id.parse::<i64>().ok())
         .collect();
     snapshot_times.sort_unstable();
-    let last_drill = drill_record::latest(store, stream)
-        .await?
-        .map(|r| DrillSummary {
-            finished_ms: r.finished_ms,
-            passed: r.verdict.passed(),
-        });
+    let (newest, passed) = drill_record::latest(store, stream).await?;
+    let last_drill = newest.map(|r| DrillSummary {
+        finished_ms: r.finished_ms,
+        passed: r.verdict.passed(),
+        last_passed_ms: passed.map(|p| p.finished_ms),
+    });
     Ok(StoredFacts {
         kind: last.as_ref().map(|h| h.meta.source.to_string()),
         last_commit_ms: last.map(|h| h.meta.last_event_ms),
