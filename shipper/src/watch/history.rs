@@ -92,7 +92,8 @@ mod tests {
     fn samples_are_spaced_and_bounded() {
         let mut h = History::default();
         let s = status("db1", 0, 60.0, &StoredFacts::default(), None);
-        for i in 0..10_000i64 {
+        // Twice the kept span, a call a second.
+        for i in 0..(2 * KEEP_MS / 1000) {
             h.record(std::slice::from_ref(&s), i * 1000);
         }
         let series = &h.series(|_| true)["db1"];
