@@ -51,7 +51,7 @@ pub fn report(
     };
     let oldest = metrics.oldest_unacked_read_ms.load(Ordering::Relaxed);
     AgentReport {
-        agent: agent_name(),
+        agent: AGENT_NAME.clone(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         interval_ms: u64::try_from(interval.as_millis()).unwrap_or(u64::MAX),
         sent_ms: now_ms,
@@ -69,13 +69,13 @@ pub fn report(
     }
 }
 
-/// This agent as reports name it: host name and process id.
-fn agent_name() -> String {
+/// This agent as reports name it: host name and process id, read once.
+static AGENT_NAME: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "unknown-host".into());
     format!("{host}/{}", std::process::id())
-}
+});
 
 /// Reports every `interval` until shutdown; a failed report is not retried (the next one
 /// says more), so a shipper away never holds anything up.

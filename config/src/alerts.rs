@@ -19,43 +19,65 @@ pub const RULE_NAMES: [&str; 6] = [
     "drill",
 ];
 
-/// One rule's setting: alert when the stream's value is above `threshold` for `for_seconds`.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// One rule in effect: alert when the stream's value is above `threshold` for
+/// `for_seconds`.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Rule {
     /// The value above which the condition holds, in the rule's unit (seconds; days for
     /// `snapshot_age` and `drill`; places for `chain_gap`).
     pub threshold: f64,
     /// How long the condition must hold before the alert fires (s).
-    #[serde(default)]
     pub for_seconds: u64,
     /// Turns the rule off.
-    #[serde(default)]
     pub disabled: bool,
 }
 
-/// A set of rules; a rule left out takes the default's (per stream: the `[alerts.rules]`
-/// setting, and there the built-in one).
+/// A rule as a config section writes it: each key left out keeps the value of the level
+/// below (a stream's rule over `[alerts.rules]`, that over the built-in rule), so
+/// `[alerts.streams.billing.rpo_exposure] threshold = 10` keeps the default `for`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSetting {
+    /// See [`Rule::threshold`].
+    pub threshold: Option<f64>,
+    /// See [`Rule::for_seconds`].
+    pub for_seconds: Option<u64>,
+    /// See [`Rule::disabled`].
+    pub disabled: Option<bool>,
+}
+
+impl RuleSetting {
+    /// `self` over `below`.
+    fn over(&self, below: Rule) -> Rule {
+        Rule {
+            threshold: self.threshold.unwrap_or(below.threshold),
+            for_seconds: self.for_seconds.unwrap_or(below.for_seconds),
+            disabled: self.disabled.unwrap_or(below.disabled),
+        }
+    }
+}
+
+/// A set of rule settings, each optional.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleSet {
     /// RPO exposure above `threshold` seconds.
-    pub rpo_exposure: Option<Rule>,
+    pub rpo_exposure: Option<RuleSetting>,
     /// The agent silent for more than `threshold` seconds.
-    pub agent_silent: Option<Rule>,
+    pub agent_silent: Option<RuleSetting>,
     /// The newest snapshot older than `threshold` days (a stream with none is not judged).
-    pub snapshot_age: Option<Rule>,
+    pub snapshot_age: Option<RuleSetting>,
     /// More than `threshold` breaks in the stored chain.
-    pub chain_gap: Option<Rule>,
+    pub chain_gap: Option<RuleSetting>,
     /// The paused snapshot replica more than `threshold` seconds behind.
-    pub snapshot_replica_lag: Option<Rule>,
-    /// The last restore drill failed, or none passed for `threshold` days.
-    pub drill: Option<Rule>,
+    pub snapshot_replica_lag: Option<RuleSetting>,
+    /// The newest restore drill did not pass, or none passed for `threshold` days.
+    pub drill: Option<RuleSetting>,
 }
 
 impl RuleSet {
-    /// The rule called `name` (one of [`RULE_NAMES`]).
-    pub fn get(&self, name: &str) -> Option<Rule> {
+    /// The setting of the rule called `name` (one of [`RULE_NAMES`]).
+    pub fn get(&self, name: &str) -> Option<RuleSetting> {
         match name {
             "rpo_exposure" => self.rpo_exposure,
             "agent_silent" => self.agent_silent,
@@ -158,12 +180,13 @@ impl AlertsSection {
     /// The rule `name` for `stream`: its own, else `[alerts.rules]`, else built in;
     /// `None` when disabled.
     pub fn rule(&self, stream: &str, name: &str) -> Option<Rule> {
-        let rule = self
-            .streams
-            .get(stream)
-            .and_then(|s| s.get(name))
-            .or_else(|| self.rules.get(name))
-            .unwrap_or_else(|| builtin(name));
+        let mut rule = builtin(name);
+        if let Some(s) = self.rules.get(name) {
+            rule = s.over(rule);
+        }
+        if let Some(s) = self.streams.get(stream).and_then(|s| s.get(name)) {
+            rule = s.over(rule);
+        }
         (!rule.disabled).then_some(rule)
     }
 
@@ -191,8 +214,8 @@ impl AlertsSection {
         );
         for (key, set) in sets {
             for name in RULE_NAMES {
-                if let Some(rule) = set.get(name) {
-                    if !(rule.threshold.is_finite() && rule.threshold >= 0.0) {
+                if let Some(threshold) = set.get(name).and_then(|r| r.threshold) {
+                    if !(threshold.is_finite() && threshold >= 0.0) {
                         return Err(invalid(
                             &format!("{key}.{name}.threshold"),
                             "must be a number of 0 or more",
@@ -225,12 +248,14 @@ mod tests {
         let a: AlertsSection = toml::from_str(
             "[rules.rpo_exposure]\nthreshold = 30\nfor_seconds = 5\n\
              [streams.db1.rpo_exposure]\nthreshold = 10\n\
-             [streams.db2.agent_silent]\nthreshold = 1\ndisabled = true\n\
+             [streams.db2.agent_silent]\ndisabled = true\n\
              [[receivers]]\ntype = \"webhook\"\nurl = \"http://hooks.example/x\"\n",
         )
         .unwrap();
         a.validate().unwrap();
         assert_eq!(a.rule("db1", "rpo_exposure").unwrap().threshold, 10.0);
+        // A stream's rule keeps what it does not say from the default.
+        assert_eq!(a.rule("db1", "rpo_exposure").unwrap().for_seconds, 5);
         assert_eq!(a.rule("db3", "rpo_exposure").unwrap().threshold, 30.0);
         assert_eq!(a.rule("db3", "agent_silent").unwrap().threshold, 60.0);
         assert!(a.rule("db2", "agent_silent").is_none());

@@ -110,6 +110,11 @@ pub struct WatchSection {
     /// read again from the store (ms).
     #[serde(default = "default_refresh_ms")]
     pub refresh_ms: u64,
+    /// After the shipper starts, how long a stream whose agent has not reported yet is not
+    /// judged (ms): its agent needs a report interval to be heard again. Then its silence
+    /// and exposure count from what the run before last heard.
+    #[serde(default = "default_startup_grace_ms")]
+    pub startup_grace_ms: u64,
 }
 
 impl Default for WatchSection {
@@ -117,6 +122,7 @@ impl Default for WatchSection {
         WatchSection {
             rpo_target_seconds: default_rpo_target_seconds(),
             refresh_ms: default_refresh_ms(),
+            startup_grace_ms: default_startup_grace_ms(),
         }
     }
 }
@@ -129,12 +135,22 @@ fn default_refresh_ms() -> u64 {
     15_000
 }
 
+fn default_startup_grace_ms() -> u64 {
+    30_000
+}
+
 impl WatchSection {
     fn validate(&self) -> Result<()> {
         if !(self.rpo_target_seconds.is_finite() && self.rpo_target_seconds > 0.0) {
             return Err(invalid(
                 "watch.rpo_target_seconds",
                 "must be a number of seconds above 0 (the default is 60)",
+            ));
+        }
+        if self.startup_grace_ms > 600_000 {
+            return Err(invalid(
+                "watch.startup_grace_ms",
+                "must be at most 600000 (the default, 30000, waits 30 s for the agents)",
             ));
         }
         if !(100..=3_600_000).contains(&self.refresh_ms) {

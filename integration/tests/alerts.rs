@@ -17,7 +17,10 @@ use logferry_integration::{wait_for, workload};
 use tokio::task::JoinHandle;
 
 const AGENT_ENV: &[(&str, &str)] = &[("LOGFERRY__AGENT__REPORT_INTERVAL_MS", "200")];
-const SHIPPER_ENV: &[(&str, &str)] = &[("LOGFERRY__WATCH__REFRESH_MS", "300")];
+const SHIPPER_ENV: &[(&str, &str)] = &[
+    ("LOGFERRY__WATCH__REFRESH_MS", "300"),
+    ("LOGFERRY__WATCH__STARTUP_GRACE_MS", "1000"),
+];
 
 /// The payload of Alertmanager's webhook receiver (its `template.Data`), as receivers
 /// written for it read it; unknown fields are ignored as they would be.
@@ -102,6 +105,46 @@ async fn wait_sent(
     })
 }
 
+/// Waits until every notification queued in the shipper's stored alert book was taken
+/// by its receiver: nothing more is on its way.
+async fn wait_delivered(shipper: &Shipper) -> anyhow::Result<()> {
+    let book = shipper.store_dir.join("alerts/book.json");
+    wait_for(
+        "every notification delivered",
+        Duration::from_secs(60),
+        || {
+            let text = std::fs::read_to_string(&book).unwrap_or_default();
+            async move {
+                let parsed: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                Ok(parsed["outbox"]
+                    .as_array()
+                    .is_some_and(|o| o.is_empty())
+                    .then_some(()))
+            }
+        },
+    )
+    .await
+    .with_context(|| shipper.log_text())
+}
+
+/// The stream's entry of the shipper's `/v1/status`.
+async fn stream_status(shipper: &Shipper) -> anyhow::Result<serde_json::Value> {
+    let text = shipper
+        .client()?
+        .get(format!("{}/v1/status", shipper.url()))
+        .header("authorization", logferry_integration::logferry::bearer())
+        .send()
+        .await?
+        .text()
+        .await?;
+    let body: serde_json::Value = serde_json::from_str(&text)?;
+    body["streams"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["stream"] == common::STREAM))
+        .cloned()
+        .context("the stream is not in /v1/status")
+}
+
 /// Checks every body parses as Alertmanager's webhook payload and names its alert.
 fn check_bodies(hook: &Webhook) -> anyhow::Result<()> {
     for body in hook.bodies() {
@@ -182,8 +225,7 @@ async fn a_shipper_outage_fires_once_and_resolves_once_even_through_a_failing_re
     wait_sent(&hook, "rpo_exposure", "resolved", 1, &shipper).await?;
 
     writer.abort();
-    // Anything more would have been sent within a few evaluations.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_delivered(&shipper).await?;
     assert_eq!(
         hook.about("rpo_exposure", "firing").len(),
         1,
@@ -256,6 +298,43 @@ async fn a_dead_agent_fires_agent_silent_once_across_a_shipper_restart_and_resol
         async move { Ok(log.contains("alerts restored from the store").then_some(())) }
     })
     .await?;
+    // Past the start's grace the silence is judged again, from what the run before
+    // heard: the alert still fires, and is not sent a second time.
+    wait_for(
+        "the silence judged again after the restart",
+        Duration::from_secs(30),
+        || async {
+            let s = stream_status(&shipper).await?;
+            let judged = s["agent_silent_seconds"].as_f64().is_some_and(|v| v > 2.0)
+                && s["firing"]
+                    .as_array()
+                    .is_some_and(|f| f.iter().any(|r| r == "agent_silent"));
+            Ok(judged.then_some(()))
+        },
+    )
+    .await
+    .with_context(|| shipper.log_text())?;
+    // A second of evaluations (every 200 ms) past that, then nothing may be on its way.
+    let judged_at = stream_status(&shipper).await?["agent_silent_seconds"]
+        .as_f64()
+        .unwrap_or(0.0);
+    wait_for(
+        "a second more of evaluations",
+        Duration::from_secs(30),
+        || async {
+            let s = stream_status(&shipper).await?;
+            let later = s["agent_silent_seconds"].as_f64().unwrap_or(0.0) > judged_at + 1.0;
+            Ok(later.then_some(()))
+        },
+    )
+    .await?;
+    wait_delivered(&shipper).await?;
+    assert_eq!(
+        hook.about("agent_silent", "firing").len(),
+        1,
+        "{:?}",
+        hook.bodies()
+    );
     agent.restart()?;
     wait_sent(&hook, "agent_silent", "resolved", 1, &shipper).await?;
     wait_for(
@@ -265,7 +344,7 @@ async fn a_dead_agent_fires_agent_silent_once_across_a_shipper_restart_and_resol
     )
     .await?;
     writer.abort();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_delivered(&shipper).await?;
     assert_eq!(
         hook.about("agent_silent", "firing").len(),
         1,
@@ -291,7 +370,7 @@ async fn a_stopped_snapshot_replica_fires_replica_lag_and_resolves_when_it_appli
     let replica = MariaDb::start_replica(&db, 2).await?;
     let hook = Webhook::start().await?;
     let am = Alertmanager::start(&tmp.path().join("am")).await?;
-    let rules = "[alerts.rules.snapshot_replica_lag]\nthreshold = 2\n\
+    let rules = "[alerts.rules.snapshot_replica_lag]\nthreshold = 2\nfor_seconds = 0\n\
                  [alerts.rules.rpo_exposure]\nthreshold = 600\n";
     let shipper = Shipper::start_with_config(
         &tmp.path().join("shipper"),
@@ -328,6 +407,7 @@ async fn a_stopped_snapshot_replica_fires_replica_lag_and_resolves_when_it_appli
         .await?;
     wait_sent(&hook, "snapshot_replica_lag", "resolved", 1, &shipper).await?;
     writer.abort();
+    wait_delivered(&shipper).await?;
     assert_eq!(
         hook.about("snapshot_replica_lag", "firing").len(),
         1,

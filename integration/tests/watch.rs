@@ -230,6 +230,17 @@ async fn exposure_is_zero_idle_near_the_seal_age_busy_and_grows_while_the_agent_
         browser::screenshot(&page, width, height, &file)?;
         eprintln!("status page screenshot: {}", file.display());
     }
+    // The console check sees what a page logs (its positive control).
+    let noisy = browser::render(
+        "data:text/html,<script>console.error('seen')</script>",
+        400,
+        300,
+    )?;
+    assert!(
+        noisy.console.iter().any(|l| l.contains("seen")),
+        "{:?}",
+        noisy.console
+    );
     let refused = browser::render(&format!("{}/#token=lft_wrong", shipper.url()), 1280, 900)?;
     assert!(
         refused.dom.contains("the token was refused"),
@@ -303,7 +314,9 @@ fn the_shipped_prometheus_rules_pass_promtool_and_name_served_metrics() -> anyho
     assert!(named.len() >= 8, "{named:?}");
     for name in named {
         assert!(
-            served.contains(&format!("# TYPE {name} ")) || served.contains(&format!("\n{name}")),
+            served.contains(&format!("# TYPE {name} "))
+                || served.contains(&format!("\n{name}{{"))
+                || served.contains(&format!("\n{name} ")),
             "{name} is named in deploy/ but not served"
         );
     }

@@ -606,7 +606,7 @@ async fn page() -> Response {
             (CONTENT_TYPE, "text/html; charset=utf-8"),
             (
                 axum::http::header::CONTENT_SECURITY_POLICY,
-                "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' data:",
+                "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
             ),
         ],
         crate::page::INDEX_HTML,
@@ -625,6 +625,17 @@ async fn put_report(
         Err(refused) => return *refused,
     };
     match serde_json::from_slice::<AgentReport>(&body) {
+        // Printed in tables and logs: a name, not escape sequences.
+        Ok(report)
+            if report.agent.is_empty()
+                || report.agent.len() > 200
+                || report.agent.chars().any(char::is_control) =>
+        {
+            ShipperError::BadRequest(
+                "the report's agent name must be 1 to 200 printable characters".into(),
+            )
+            .into_response()
+        }
         Ok(report) => {
             st.watch.hear(&stream, report, now_ms());
             StatusCode::NO_CONTENT.into_response()

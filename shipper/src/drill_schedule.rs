@@ -17,6 +17,7 @@ use crate::ingest::Ingest;
 use crate::interrupt::Interrupt;
 use crate::restore::Bars;
 use crate::sources;
+use crate::storage::Store;
 use crate::time_arg::now_ms;
 
 /// The scratch server for a stream of `kind`, if `[drill]` names one.
@@ -28,13 +29,12 @@ fn target(cfg: &DrillSection, kind: SourceKind) -> Option<&str> {
     .map(|u| u.expose())
 }
 
-/// Drills `stream` once and stores the result; the record.
+/// Drills `stream` once, reading `store`, and stores the result; the record.
 pub async fn drill_once(
-    ingest: &Ingest,
+    store: &Store,
     cfg: &DrillSection,
     stream: &StreamId,
 ) -> Option<DrillRecord> {
-    let store = &ingest.store;
     let kind = match sources::stream_kind(store, stream).await {
         Ok(k) => k,
         Err(e) => {
@@ -83,7 +83,13 @@ pub async fn drill_once(
 ///
 /// # Errors
 /// When the thread cannot be started.
-pub fn start(ingest: Arc<Ingest>, cfg: DrillSection, schedule: Schedule) -> std::io::Result<()> {
+/// `store` is a handle of the drills' own: its connections are driven by their runtime.
+pub fn start(
+    ingest: Arc<Ingest>,
+    store: Store,
+    cfg: DrillSection,
+    schedule: Schedule,
+) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("drills".into())
         .spawn(move || {
@@ -91,7 +97,7 @@ pub fn start(ingest: Arc<Ingest>, cfg: DrillSection, schedule: Schedule) -> std:
                 .enable_all()
                 .build()
             {
-                Ok(rt) => rt.block_on(run(ingest, cfg, schedule)),
+                Ok(rt) => rt.block_on(run(ingest, store, cfg, schedule)),
                 Err(e) => error!(error = %e, "scheduled drills cannot start their runtime"),
             }
         })
@@ -99,7 +105,7 @@ pub fn start(ingest: Arc<Ingest>, cfg: DrillSection, schedule: Schedule) -> std:
 }
 
 /// Runs the drills at every time `schedule` names until the process ends.
-async fn run(ingest: Arc<Ingest>, cfg: DrillSection, schedule: Schedule) {
+async fn run(ingest: Arc<Ingest>, store: Store, cfg: DrillSection, schedule: Schedule) {
     loop {
         let now_s = now_ms() / 1000;
         let Some(next) = schedule.next_after(now_s) else {
@@ -114,8 +120,8 @@ async fn run(ingest: Arc<Ingest>, cfg: DrillSection, schedule: Schedule) {
             if !cfg.streams.is_empty() && !cfg.streams.iter().any(|s| s == stream.as_str()) {
                 continue;
             }
-            drill_once(&ingest, &cfg, &stream).await;
+            drill_once(&store, &cfg, &stream).await;
         }
-        ingest.watch.refresh(&ingest.store, &ingest.catalog).await;
+        ingest.watch.refresh(&store, &ingest.catalog).await;
     }
 }

@@ -1057,12 +1057,18 @@ async fn serve(config: &std::path::Path) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("the store {} does not answer", cfg.store.url))?;
     let catalog = Catalog::load(&store).await?;
     let max = cfg.server.max_segment_bytes;
+    let metrics = logferry_shipper::metrics::Metrics::new();
+    let alerts = Alerts::new(cfg.alerts.clone(), store.clone(), metrics.alerts.clone())?;
     let state = Arc::new(Ingest {
         store: store.clone(),
         catalog,
-        metrics: Default::default(),
-        watch: Watch::new(cfg.watch.rpo_target_seconds),
-        alerts: Alerts::new(cfg.alerts.clone(), store.clone())?,
+        metrics,
+        watch: Watch::new(
+            cfg.watch.rpo_target_seconds,
+            now_ms(),
+            cfg.watch.startup_grace_ms,
+        ),
+        alerts,
         limits: DecodeLimits::for_segments(max),
         verify_payload: cfg.server.verify_payload,
         keys: UploadKeys::new(cfg.encryption.insecure_plaintext),
@@ -1089,6 +1095,7 @@ async fn serve(config: &std::path::Path) -> anyhow::Result<ExitCode> {
         warn!("{warning}");
     }
     state.alerts.restore().await?;
+    state.watch.restore(&state.store).await?;
     state.watch.refresh(&state.store, &state.catalog).await;
     tokio::spawn({
         let state = state.clone();
@@ -1100,6 +1107,15 @@ async fn serve(config: &std::path::Path) -> anyhow::Result<ExitCode> {
                 let statuses = state.watch.statuses(now);
                 state.watch.record(&statuses, now);
                 state.alerts.evaluate(&statuses, now).await;
+                if let Some(heard) = state.watch.heard_to_keep(now) {
+                    if let Err(e) = state
+                        .store
+                        .replace(logferry_shipper::watch::HEARD_KEY, heard.into())
+                        .await
+                    {
+                        warn!(error = %e, "what the agents last reported could not be kept in the store; after a restart their streams count from the start");
+                    }
+                }
             }
         }
     });
@@ -1110,7 +1126,8 @@ async fn serve(config: &std::path::Path) -> anyhow::Result<ExitCode> {
     if let Some(drill) = cfg.drill.clone() {
         let schedule = drill.schedule()?;
         info!(schedule = %drill.schedule, "restore drills scheduled");
-        logferry_shipper::drill_schedule::start(state.clone(), drill, schedule)
+        let store = Store::open(&cfg.store)?.with_keyring(Keyring::from_config(&cfg.encryption));
+        logferry_shipper::drill_schedule::start(state.clone(), store, drill, schedule)
             .context("starting the scheduled drills")?;
     }
     tokio::spawn({

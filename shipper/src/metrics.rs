@@ -12,6 +12,7 @@ use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
+use crate::alerts::AlertCounters;
 use crate::audit::AuditCounters;
 use crate::watch::status::{Health, StreamStatus};
 
@@ -39,6 +40,8 @@ fn latency_histogram() -> Histogram {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    /// One render at a time: each clears and sets the per-stream gauges before encoding.
+    rendering: std::sync::Mutex<()>,
     /// Upload requests received.
     pub uploads: Counter,
     /// Segments newly stored.
@@ -55,6 +58,8 @@ pub struct Metrics {
     pub store_errors: Counter,
     /// What the audit log could not do; shared with its writer.
     pub audit: Arc<AuditCounters>,
+    /// What alerting could not deliver; shared with [`crate::alerts::Alerts`].
+    pub alerts: AlertCounters,
     /// Per stream: from the commit of a segment's first change until it was stored.
     commit_to_durable: Latencies,
     exposure: PerStream,
@@ -67,6 +72,7 @@ pub struct Metrics {
     last_snapshot: PerStream,
     replica_lag: PerStream,
     last_drill_passed: PerStream,
+    last_drill_verdict: PerStream,
     health: PerStream,
 }
 
@@ -105,6 +111,22 @@ impl Metrics {
                 "Failed writes or fsyncs of the audit log (each tried again)",
             ),
         });
+        let alerts = AlertCounters::default();
+        registry.register(
+            "logferry_shipper_alert_delivery_failures",
+            "Failed deliveries of alert notifications (retried unless refused for good)",
+            alerts.failures.clone(),
+        );
+        registry.register(
+            "logferry_shipper_alert_notifications_dropped",
+            "Alert notifications dropped: refused for good by their receiver, or beyond the outbox's bound",
+            alerts.dropped.clone(),
+        );
+        registry.register(
+            "logferry_shipper_alert_notifications_undelivered",
+            "Alert notifications waiting for their receiver",
+            alerts.undelivered.clone(),
+        );
         let commit_to_durable = Latencies::new_with_constructor(latency_histogram);
         registry.register(
             "logferry_shipper_commit_to_durable_seconds",
@@ -156,12 +178,17 @@ impl Metrics {
             "logferry_shipper_last_drill_success_timestamp_seconds",
             "When the newest restore drill that passed finished (absent until one passed)",
         );
+        let last_drill_verdict = gauge(
+            "logferry_shipper_last_drill_passed",
+            "1 when the newest restore drill passed, 0 when it failed or proved nothing (absent before the first drill)",
+        );
         let health = gauge(
             "logferry_shipper_stream_health",
             "The stream's health as the status page shows it: 0 green, 1 amber, 2 red",
         );
         Metrics {
             registry,
+            rendering: std::sync::Mutex::new(()),
             uploads,
             stored,
             stored_bytes,
@@ -170,6 +197,7 @@ impl Metrics {
             rejected,
             store_errors,
             audit,
+            alerts,
             commit_to_durable,
             exposure,
             lag_seconds,
@@ -181,6 +209,7 @@ impl Metrics {
             last_snapshot,
             replica_lag,
             last_drill_passed,
+            last_drill_verdict,
             health,
         }
     }
@@ -197,6 +226,10 @@ impl Metrics {
 
     /// Renders the OpenMetrics text format, the per-stream gauges set from `statuses`.
     pub fn render(&self, statuses: &[StreamStatus]) -> String {
+        let _one = self
+            .rendering
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let families = [
             &self.exposure,
             &self.lag_seconds,
@@ -208,6 +241,7 @@ impl Metrics {
             &self.last_snapshot,
             &self.replica_lag,
             &self.last_drill_passed,
+            &self.last_drill_verdict,
             &self.health,
         ];
         for f in families {
@@ -238,6 +272,12 @@ impl Metrics {
                     .as_ref()
                     .and_then(|d| d.last_passed_ms)
                     .map(secs),
+            );
+            set(
+                &self.last_drill_verdict,
+                s.last_drill
+                    .as_ref()
+                    .map(|d| if d.passed { 1.0 } else { 0.0 }),
             );
             set(
                 &self.health,

@@ -16,14 +16,16 @@ use crate::storage::Store;
 /// their payloads.
 pub(crate) fn ingest() -> Arc<Ingest> {
     let store = Store::in_memory();
+    let metrics = crate::metrics::Metrics::new();
     let alerts =
-        crate::alerts::Alerts::new(Default::default(), store.clone()).expect("an HTTP client");
+        crate::alerts::Alerts::new(Default::default(), store.clone(), metrics.alerts.clone())
+            .expect("an HTTP client");
     Arc::new(Ingest {
         store,
         alerts,
         catalog: Catalog::default(),
-        metrics: Default::default(),
-        watch: crate::watch::Watch::new(60.0),
+        metrics,
+        watch: crate::watch::Watch::new(60.0, 0, 0),
         limits: DecodeLimits::for_segments(1 << 20),
         verify_payload: true,
         keys: crate::capsules::UploadKeys::new(true),

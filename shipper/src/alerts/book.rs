@@ -150,6 +150,24 @@ impl Book {
         })
     }
 
+    /// Whether `self` and `other` differ only in values read: the book is stored when its
+    /// state changes, not at every evaluation of a firing alert.
+    pub fn same_state(&self, other: &Book) -> bool {
+        self.outbox == other.outbox
+            && self.alerts.len() == other.alerts.len()
+            && self
+                .alerts
+                .iter()
+                .zip(&other.alerts)
+                .all(|((ka, a), (kb, b))| {
+                    ka == kb
+                        && a.phase == b.phase
+                        && a.since_ms == b.since_ms
+                        && a.sent_ms == b.sent_ms
+                        && a.threshold == b.threshold
+                })
+    }
+
     /// The firing alerts.
     pub fn firing(&self) -> impl Iterator<Item = &Alert> {
         self.alerts.values().filter(|a| a.phase == Phase::Firing)

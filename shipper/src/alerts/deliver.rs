@@ -24,6 +24,20 @@ pub fn receiver_id(r: &Receiver) -> String {
     hex::encode(&digest[..8])
 }
 
+/// How logs and errors name a receiver: its kind, host and id, never its whole URL (a
+/// webhook's path or query often carries its token).
+pub fn receiver_label(r: &Receiver) -> String {
+    let kind = match r {
+        Receiver::Webhook { .. } => "webhook",
+        Receiver::Alertmanager { .. } => "alertmanager",
+    };
+    let host = url::Url::parse(r.url().expose())
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_else(|| "?".into());
+    format!("{kind} {host} (id {})", receiver_id(r))
+}
+
 fn severity(rule: &str) -> &'static str {
     match rule {
         "rpo_exposure" | "agent_silent" | "chain_gap" => "critical",

@@ -100,11 +100,20 @@ pub fn unit(rule: &str) -> &'static str {
 mod tests {
     use super::*;
     use crate::watch::status::status;
+    use crate::watch::status::tests::LONG_UP;
     use crate::watch::stored::StoredFacts;
 
     #[test]
     fn an_age_above_its_threshold_began_when_it_crossed_it() {
-        let mut s = status("s", 0, 60.0, &StoredFacts::default(), None);
+        let mut s = status(
+            "s",
+            0,
+            60.0,
+            &StoredFacts::default(),
+            None,
+            Default::default(),
+            LONG_UP,
+        );
         s.rpo_exposure_seconds = Some(90.0);
         let rule = Rule {
             threshold: 60.0,

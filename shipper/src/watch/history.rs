@@ -86,12 +86,21 @@ impl History {
 mod tests {
     use super::*;
     use crate::watch::status::status;
+    use crate::watch::status::tests::LONG_UP;
     use crate::watch::stored::StoredFacts;
 
     #[test]
     fn samples_are_spaced_and_bounded() {
         let mut h = History::default();
-        let s = status("db1", 0, 60.0, &StoredFacts::default(), None);
+        let s = status(
+            "db1",
+            0,
+            60.0,
+            &StoredFacts::default(),
+            None,
+            Default::default(),
+            LONG_UP,
+        );
         // Twice the kept span, a call a second.
         for i in 0..(2 * KEEP_MS / 1000) {
             h.record(std::slice::from_ref(&s), i * 1000);

@@ -7,7 +7,7 @@ pub mod status;
 pub mod stored;
 pub mod table;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
 use logferry_common::wire::AgentReport;
@@ -15,16 +15,28 @@ use logferry_common::StreamId;
 use tracing::{info, warn};
 
 use self::history::History;
-use self::status::{Heard, StreamStatus};
+use self::status::{Before, Heard, Start, StreamStatus};
 use self::stored::StoredFacts;
 use crate::catalog::Catalog;
 use crate::storage::Store;
+
+/// Where what the shipper last heard of each agent is kept in the store, for the run
+/// after a restart.
+pub const HEARD_KEY: &str = "watch/heard.json";
+
+/// How often that is written, at most.
+const HEARD_EVERY_MS: i64 = 30_000;
 
 /// The shipper's view of every stream.
 #[derive(Debug)]
 pub struct Watch {
     rpo_target_seconds: f64,
+    start: Start,
     heard: Mutex<HashMap<StreamId, Heard>>,
+    /// What the run before this one last heard (from [`HEARD_KEY`]).
+    before: Mutex<HashMap<StreamId, Before>>,
+    /// When [`HEARD_KEY`] was last written, and what it held.
+    kept: Mutex<(i64, BTreeMap<String, Before>)>,
     stored: Mutex<HashMap<StreamId, StoredFacts>>,
     history: Mutex<History>,
 }
@@ -34,14 +46,69 @@ fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Watch {
-    /// A watch judging streams against `rpo_target_seconds`.
-    pub fn new(rpo_target_seconds: f64) -> Self {
+    /// A watch judging streams against `rpo_target_seconds`, started at `started_ms`; a
+    /// stream is not judged until its agent reported or `grace_ms` passed.
+    pub fn new(rpo_target_seconds: f64, started_ms: i64, grace_ms: u64) -> Self {
         Watch {
             rpo_target_seconds,
+            start: Start {
+                started_ms,
+                grace_until_ms: started_ms.saturating_add(i64::try_from(grace_ms).unwrap_or(0)),
+            },
             heard: Mutex::default(),
+            before: Mutex::default(),
+            kept: Mutex::default(),
             stored: Mutex::default(),
             history: Mutex::default(),
         }
+    }
+
+    /// Reads what the run before this one last heard of each agent.
+    ///
+    /// # Errors
+    /// When the store cannot be read; a record that does not parse is logged and ignored.
+    pub async fn restore(&self, store: &Store) -> crate::error::Result<()> {
+        let Some(bytes) = store.get_if_any(HEARD_KEY).await? else {
+            return Ok(());
+        };
+        match serde_json::from_slice::<BTreeMap<String, Before>>(&bytes) {
+            Ok(map) => {
+                let mut before = locked(&self.before);
+                for (name, b) in map {
+                    if let Ok(stream) = StreamId::new(&name) {
+                        before.insert(stream, b);
+                    }
+                }
+            }
+            Err(e) => {
+                warn!(key = HEARD_KEY, error = %e, "what the last run heard of the agents does not read; streams not heard since the start count from the start")
+            }
+        }
+        Ok(())
+    }
+
+    /// What to write to [`HEARD_KEY`] now, when it changed and is due.
+    pub fn heard_to_keep(&self, now_ms: i64) -> Option<Vec<u8>> {
+        let mut map: BTreeMap<String, Before> = locked(&self.before)
+            .iter()
+            .map(|(s, b)| (s.to_string(), *b))
+            .collect();
+        for (s, h) in locked(&self.heard).iter() {
+            map.insert(
+                s.to_string(),
+                Before {
+                    heard_ms: Some(h.received_ms),
+                    all_stored_ms: h.all_stored_ms,
+                },
+            );
+        }
+        let mut kept = locked(&self.kept);
+        if now_ms - kept.0 < HEARD_EVERY_MS || kept.1 == map {
+            return None;
+        }
+        let bytes = serde_json::to_vec(&map).ok()?;
+        *kept = (now_ms, map);
+        Some(bytes)
     }
 
     /// Takes an agent's report on `stream`, received at `now_ms`.
@@ -54,10 +121,20 @@ impl Watch {
         } else {
             info!(%stream, agent = %report.agent, "agent reporting");
         }
+        let all_stored_ms = if Heard::all_stored(&report) {
+            Some(now_ms)
+        } else {
+            heard.get(stream).and_then(|h| h.all_stored_ms).or_else(|| {
+                locked(&self.before)
+                    .get(stream)
+                    .and_then(|b| b.all_stored_ms)
+            })
+        };
         heard.insert(
             stream.clone(),
             Heard {
                 received_ms: now_ms,
+                all_stored_ms,
                 report,
             },
         );
@@ -116,6 +193,7 @@ impl Watch {
     pub fn statuses(&self, now_ms: i64) -> Vec<StreamStatus> {
         let stored = locked(&self.stored).clone();
         let heard = locked(&self.heard).clone();
+        let before = locked(&self.before).clone();
         let mut names: Vec<&StreamId> = stored.keys().chain(heard.keys()).collect();
         names.sort();
         names.dedup();
@@ -129,6 +207,8 @@ impl Watch {
                     self.rpo_target_seconds,
                     stored.get(s).unwrap_or(&none),
                     heard.get(s),
+                    before.get(s).copied().unwrap_or_default(),
+                    self.start,
                 )
             })
             .collect()

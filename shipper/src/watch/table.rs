@@ -87,11 +87,20 @@ pub fn render(statuses: &[StreamStatus]) -> String {
 mod tests {
     use super::*;
     use crate::watch::status::status;
+    use crate::watch::status::tests::LONG_UP;
     use crate::watch::stored::StoredFacts;
 
     #[test]
     fn a_red_stream_shows_why() {
-        let s = status("orders", 100_000, 60.0, &StoredFacts::default(), None);
+        let s = status(
+            "orders",
+            100_000,
+            60.0,
+            &StoredFacts::default(),
+            None,
+            Default::default(),
+            LONG_UP,
+        );
         let table = render(&[s]);
         assert!(table.starts_with("STREAM"), "{table}");
         assert!(table.contains("orders  -     RED"), "{table}");

@@ -488,10 +488,16 @@ impl ReplicaLag {
     /// cannot be asked (the error is logged at debug: the reports go on).
     pub async fn seconds(&mut self) -> Option<f64> {
         let marker = pause_marker(&self.cfg.agent.spool_dir);
-        let ours = std::fs::read_to_string(&marker)
+        let owner = tokio::fs::read_to_string(&marker)
+            .await
             .ok()
-            .and_then(|p| p.trim().parse::<u32>().ok())
-            .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+            .and_then(|p| p.trim().parse::<u32>().ok());
+        let ours = match owner {
+            Some(pid) => tokio::fs::try_exists(format!("/proc/{pid}"))
+                .await
+                .unwrap_or(false),
+            None => false,
+        };
         if ours {
             self.stopped_since = None;
             return None;
