@@ -26,7 +26,7 @@ pub struct Heard {
 
 impl Heard {
     /// Whether the report still speaks for the agent at `now_ms`: newer than three of
-    /// its intervals (at most [`MAX_TRUSTED_INTERVAL_MS`]) and a second.
+    /// its intervals (at most a minute) and a second.
     pub fn fresh(&self, now_ms: i64) -> bool {
         let interval = self.report.interval_ms.min(MAX_TRUSTED_INTERVAL_MS);
         now_ms - self.received_ms <= (interval * 3) as i64 + 1000
