@@ -482,3 +482,53 @@ async fn serve_drills_on_schedule_and_the_drill_rule_fires_until_one_passes() ->
     check_bodies(&hook)?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_primary_for_two_minutes_raises_nothing_and_is_never_exposed() -> anyhow::Result<()>
+{
+    let tmp = tempfile::tempdir()?;
+    let db = MariaDb::start(Options::default()).await?;
+    let hook = Webhook::start().await?;
+    let am = Alertmanager::start(&tmp.path().join("am")).await?;
+    // Strict rules: five seconds of exposure or silence would page.
+    let rules = "[alerts.rules.rpo_exposure]\nthreshold = 5\nfor_seconds = 0\n\
+                 [alerts.rules.agent_silent]\nthreshold = 5\n";
+    let shipper = Shipper::start_with_config(
+        &tmp.path().join("shipper"),
+        SHIPPER_ENV,
+        &alerts_toml(&hook, &am, rules),
+    )
+    .await?;
+    let agent = Agent::start_with_env(
+        &tmp.path().join("agent"),
+        &settings(&db, &shipper),
+        AGENT_ENV,
+    )?;
+    let mut c = db.conn().await?;
+    workload::create_schema(&mut c).await?;
+    wait_for(
+        "the stream idle and stored",
+        Duration::from_secs(60),
+        || async {
+            let s = stream_status(&shipper).await?;
+            Ok((s["rpo_exposure_seconds"] == 0.0 && s["health"] == "green").then_some(()))
+        },
+    )
+    .await
+    .with_context(|| agent.log_text())?;
+    // Two minutes of reports every 200 ms and evaluations every 200 ms, read each second.
+    let until = std::time::Instant::now() + Duration::from_secs(120);
+    let mut reads = 0;
+    while std::time::Instant::now() < until {
+        let s = stream_status(&shipper).await?;
+        assert_eq!(s["rpo_exposure_seconds"], 0.0, "{s}");
+        assert_eq!(s["health"], "green", "{s}");
+        assert!(hook.bodies().is_empty(), "{:?}", hook.bodies());
+        reads += 1;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert!(reads >= 100, "only {reads} readings in two minutes");
+    // Nothing was ever queued: the book was never written.
+    assert!(!shipper.store_dir.join("alerts/book.json").exists());
+    Ok(())
+}

@@ -121,20 +121,22 @@ async fn agent_snapshot(dir: &Path, redis: &RedisServer) -> anyhow::Result<(f64,
     let snapshots = shipper
         .store_dir
         .join(logferry_common::keys::snapshots_prefix(&STREAM.parse()?));
-    wait_for(
-        "the full sync's snapshot",
-        Duration::from_secs(1800),
-        || {
-            let done = std::fs::read_dir(&snapshots)
-                .map(|d| {
-                    d.filter_map(Result::ok)
-                        .any(|e| e.path().join("manifest.json").exists())
-                })
-                .unwrap_or(false);
-            async move { Ok(done.then_some(())) }
-        },
-    )
-    .await?;
+    // Polled every 10 ms (not wait_for's 100 ms): the stock side is timed to its exit.
+    let stored = |dir: &Path| {
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .any(|e| e.path().join("manifest.json").exists())
+            })
+            .unwrap_or(false)
+    };
+    while !stored(&snapshots) {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(1800),
+            "no snapshot stored within 30 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let seconds = started.elapsed().as_secs_f64();
     let rss = agent.peak_rss_kib().unwrap_or(0) as f64 / 1024.0;
     drop(agent);
