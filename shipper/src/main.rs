@@ -1140,6 +1140,27 @@ async fn serve(config: &std::path::Path) -> anyhow::Result<ExitCode> {
             }
         }
     });
+    let known: Vec<String> = state
+        .catalog
+        .stream_names()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let named = cfg
+        .alerts
+        .streams
+        .keys()
+        .map(|s| ("alerts.streams", s))
+        .chain(
+            cfg.drill
+                .iter()
+                .flat_map(|d| d.streams.iter().map(|s| ("drill.streams", s))),
+        );
+    for (key, name) in named {
+        if !known.contains(name) {
+            warn!(key, stream = %name, "names a stream the store does not hold (yet); check its spelling");
+        }
+    }
     for stream in state.catalog.stream_names() {
         let breaks = state.catalog.stream(&stream).lock().await.breaks();
         if breaks > 0 {
