@@ -17,7 +17,7 @@
 //! | PUT | `/v1/streams/<s>/snapshots/<id>/manifest` (ship) | 201/200; 400 unless every listed chunk is stored and its key's capsule too (or, in clear, unless clear is accepted) |
 //! | PUT | `/v1/streams/<s>/keys/<epoch>` (ship) | 201, or 200 when a capsule is stored there already (it is kept, never replaced); 400 a capsule of another stream or epoch |
 //! | GET | `/healthz` (no token) | 200 when the store answers |
-//! | GET | `/` (no token) | the status page; its script reads `/v1/status` and `/v1/history` with the token from `/#token=...` |
+//! | GET | `/`, `/page.css`, `/page.js` (no token) | the status page; its script reads `/v1/status` and `/v1/history` with the token from `/#token=...` |
 //! | GET | `/v1/history` (read) | per stream, the last hours of RPO exposure and lag samples, for the page's chart |
 //! | GET | `/metrics` (admin) | OpenMetrics text |
 
@@ -169,7 +169,8 @@ fn noted(mut response: Response, stream: &StreamId, object: Option<String>) -> R
 async fn guard(gate: Arc<Gate>, mut req: Request, next: Next) -> Response {
     // The page is the same for everyone and holds no data; its script sends the token.
     if req.uri().path() == "/healthz"
-        || (req.uri().path() == "/" && req.method() == axum::http::Method::GET)
+        || (matches!(req.uri().path(), "/" | "/page.css" | "/page.js")
+            && req.method() == axum::http::Method::GET)
     {
         return next.run(req).await;
     }
@@ -358,6 +359,8 @@ pub fn router(
         .route("/v1/streams/{stream}", get(stream_head))
         .route("/v1/history", get(history))
         .route("/", get(page))
+        .route("/page.css", get(page_css))
+        .route("/page.js", get(page_js))
         .route("/healthz", get(health))
         .route("/metrics", get(metrics))
         .layer(middleware::from_fn(|req: Request, next: Next| async move {
@@ -601,15 +604,28 @@ async fn history(State(st): State<Arc<Ingest>>, Extension(caller): Extension<Cal
 /// `/v1/history` with the token given in the address (`/#token=...`, never sent to the
 /// server) or typed into it.
 async fn page() -> Response {
+    page_file("text/html; charset=utf-8", crate::page::INDEX_HTML)
+}
+
+async fn page_css() -> Response {
+    page_file("text/css; charset=utf-8", crate::page::PAGE_CSS)
+}
+
+async fn page_js() -> Response {
+    page_file("text/javascript; charset=utf-8", crate::page::PAGE_JS)
+}
+
+/// One of the page's files, under the page's content security policy.
+fn page_file(kind: &'static str, body: &'static str) -> Response {
     (
         [
-            (CONTENT_TYPE, "text/html; charset=utf-8"),
+            (CONTENT_TYPE, kind),
             (
                 axum::http::header::CONTENT_SECURITY_POLICY,
-                "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+                crate::page::CSP,
             ),
         ],
-        crate::page::INDEX_HTML,
+        body,
     )
         .into_response()
 }
