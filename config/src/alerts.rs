@@ -4,20 +4,59 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{invalid, Result};
 use crate::secret::SecretUrl;
 
-/// The rules the shipper knows, by the name the config, the alerts and the status use.
-pub const RULE_NAMES: [&str; 6] = [
-    "rpo_exposure",
-    "agent_silent",
-    "snapshot_age",
-    "chain_gap",
-    "snapshot_replica_lag",
-    "drill",
-];
+/// The rules the shipper knows, named in the config, the alerts and the status as their
+/// snake_case form (`rpo_exposure`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleName {
+    /// RPO exposure above the threshold (s).
+    RpoExposure,
+    /// The agent silent for longer than the threshold (s).
+    AgentSilent,
+    /// The newest snapshot older than the threshold (days).
+    SnapshotAge,
+    /// More breaks in the stored chain than the threshold.
+    ChainGap,
+    /// The snapshot replica behind by more than the threshold (s).
+    SnapshotReplicaLag,
+    /// The newest drill did not pass, or none passed for the threshold (days).
+    Drill,
+}
+
+impl RuleName {
+    /// Every rule, in the order they are evaluated.
+    pub const ALL: [RuleName; 6] = [
+        RuleName::RpoExposure,
+        RuleName::AgentSilent,
+        RuleName::SnapshotAge,
+        RuleName::ChainGap,
+        RuleName::SnapshotReplicaLag,
+        RuleName::Drill,
+    ];
+
+    /// The name as the config writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuleName::RpoExposure => "rpo_exposure",
+            RuleName::AgentSilent => "agent_silent",
+            RuleName::SnapshotAge => "snapshot_age",
+            RuleName::ChainGap => "chain_gap",
+            RuleName::SnapshotReplicaLag => "snapshot_replica_lag",
+            RuleName::Drill => "drill",
+        }
+    }
+}
+
+impl std::fmt::Display for RuleName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// One rule in effect: alert when the stream's value is above `threshold` for
 /// `for_seconds`.
@@ -76,30 +115,29 @@ pub struct RuleSet {
 }
 
 impl RuleSet {
-    /// The setting of the rule called `name` (one of [`RULE_NAMES`]).
-    pub fn get(&self, name: &str) -> Option<RuleSetting> {
+    /// The setting of rule `name`.
+    pub fn get(&self, name: RuleName) -> Option<RuleSetting> {
         match name {
-            "rpo_exposure" => self.rpo_exposure,
-            "agent_silent" => self.agent_silent,
-            "snapshot_age" => self.snapshot_age,
-            "chain_gap" => self.chain_gap,
-            "snapshot_replica_lag" => self.snapshot_replica_lag,
-            "drill" => self.drill,
-            _ => None,
+            RuleName::RpoExposure => self.rpo_exposure,
+            RuleName::AgentSilent => self.agent_silent,
+            RuleName::SnapshotAge => self.snapshot_age,
+            RuleName::ChainGap => self.chain_gap,
+            RuleName::SnapshotReplicaLag => self.snapshot_replica_lag,
+            RuleName::Drill => self.drill,
         }
     }
 }
 
-/// The built-in rule called `name`.
-fn builtin(name: &str) -> Rule {
+/// The built-in rule `name`.
+fn builtin(name: RuleName) -> Rule {
     let (threshold, for_seconds) = match name {
-        "rpo_exposure" => (60.0, 60),
-        "agent_silent" => (60.0, 0),
-        "snapshot_age" => (8.0, 0),
+        RuleName::RpoExposure => (60.0, 60),
+        RuleName::AgentSilent => (60.0, 0),
+        RuleName::SnapshotAge => (8.0, 0),
         // Uploads in flight close their gaps within moments; one that stays is a gap.
-        "chain_gap" => (0.0, 300),
-        "snapshot_replica_lag" => (600.0, 300),
-        _ => (8.0, 0),
+        RuleName::ChainGap => (0.0, 300),
+        RuleName::SnapshotReplicaLag => (600.0, 300),
+        RuleName::Drill => (8.0, 0),
     };
     Rule {
         threshold,
@@ -179,7 +217,7 @@ fn default_evaluate_ms() -> u64 {
 impl AlertsSection {
     /// The rule `name` for `stream`: its own, else `[alerts.rules]`, else built in;
     /// `None` when disabled.
-    pub fn rule(&self, stream: &str, name: &str) -> Option<Rule> {
+    pub fn rule(&self, stream: &str, name: RuleName) -> Option<Rule> {
         let mut rule = builtin(name);
         if let Some(s) = self.rules.get(name) {
             rule = s.over(rule);
@@ -213,7 +251,7 @@ impl AlertsSection {
                 .map(|(s, r)| (format!("alerts.streams.{s}"), r)),
         );
         for (key, set) in sets {
-            for name in RULE_NAMES {
+            for name in RuleName::ALL {
                 if let Some(threshold) = set.get(name).and_then(|r| r.threshold) {
                     if !(threshold.is_finite() && threshold >= 0.0) {
                         return Err(invalid(
@@ -253,12 +291,21 @@ mod tests {
         )
         .unwrap();
         a.validate().unwrap();
-        assert_eq!(a.rule("db1", "rpo_exposure").unwrap().threshold, 10.0);
+        assert_eq!(
+            a.rule("db1", RuleName::RpoExposure).unwrap().threshold,
+            10.0
+        );
         // A stream's rule keeps what it does not say from the default.
-        assert_eq!(a.rule("db1", "rpo_exposure").unwrap().for_seconds, 5);
-        assert_eq!(a.rule("db3", "rpo_exposure").unwrap().threshold, 30.0);
-        assert_eq!(a.rule("db3", "agent_silent").unwrap().threshold, 60.0);
-        assert!(a.rule("db2", "agent_silent").is_none());
+        assert_eq!(a.rule("db1", RuleName::RpoExposure).unwrap().for_seconds, 5);
+        assert_eq!(
+            a.rule("db3", RuleName::RpoExposure).unwrap().threshold,
+            30.0
+        );
+        assert_eq!(
+            a.rule("db3", RuleName::AgentSilent).unwrap().threshold,
+            60.0
+        );
+        assert!(a.rule("db2", RuleName::AgentSilent).is_none());
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use logferry_config::alerts::Rule;
+use logferry_config::alerts::{Rule, RuleName};
 use serde::{Deserialize, Serialize};
 
 use super::rules::Reading;
@@ -25,8 +25,8 @@ pub enum Phase {
 pub struct Alert {
     /// The stream.
     pub stream: String,
-    /// The rule's name.
-    pub rule: String,
+    /// The rule.
+    pub rule: RuleName,
     /// Pending or firing.
     pub phase: Phase,
     /// When the condition began to hold, ms since the epoch.
@@ -54,8 +54,8 @@ pub enum State {
 pub struct Notification {
     /// The stream.
     pub stream: String,
-    /// The rule's name.
-    pub rule: String,
+    /// The rule.
+    pub rule: RuleName,
     /// Firing or resolved.
     pub state: State,
     /// The value read (at resolution: the last one above the threshold).
@@ -94,7 +94,7 @@ impl Book {
     pub fn step(
         &mut self,
         stream: &str,
-        rule_name: &str,
+        rule_name: RuleName,
         rule: Option<&Rule>,
         reading: Option<Reading>,
         now_ms: i64,
@@ -119,7 +119,7 @@ impl Book {
         };
         let alert = self.alerts.entry(key).or_insert_with(|| Alert {
             stream: stream.to_owned(),
-            rule: rule_name.to_owned(),
+            rule: rule_name,
             phase: Phase::Pending,
             since_ms: reading.since_ms.unwrap_or(now_ms).min(now_ms),
             value: reading.value,
@@ -141,7 +141,7 @@ impl Book {
         alert.sent_ms = Some(now_ms);
         Some(Notification {
             stream: alert.stream.clone(),
-            rule: alert.rule.clone(),
+            rule: alert.rule,
             state: State::Firing,
             value: alert.value,
             threshold: alert.threshold,
@@ -195,8 +195,16 @@ mod tests {
     #[test]
     fn fires_after_for_once_repeats_and_resolves_once() {
         let mut b = Book::default();
-        let mut step =
-            |v: f64, now: i64| b.step("db1", "rpo_exposure", Some(&RULE), holds(v), now, 60_000);
+        let mut step = |v: f64, now: i64| {
+            b.step(
+                "db1",
+                RuleName::RpoExposure,
+                Some(&RULE),
+                holds(v),
+                now,
+                60_000,
+            )
+        };
         assert_eq!(step(70.0, 0), None, "pending");
         assert_eq!(step(70.0, 9_999), None, "still within for");
         let fired = step(71.0, 10_000).unwrap();
@@ -219,11 +227,18 @@ mod tests {
             holds: true,
             since_ms: Some(-30_000),
         });
-        assert!(b.step("s", "r", Some(&RULE), fire, 0, 60_000).is_some());
-        assert_eq!(b.step("s", "r", Some(&RULE), None, 1_000, 60_000), None);
+        assert!(b
+            .step("s", RuleName::RpoExposure, Some(&RULE), fire, 0, 60_000)
+            .is_some());
+        assert_eq!(
+            b.step("s", RuleName::RpoExposure, Some(&RULE), None, 1_000, 60_000),
+            None
+        );
         assert_eq!(b.firing().count(), 1);
         assert_eq!(
-            b.step("s", "r", None, None, 2_000, 60_000).unwrap().state,
+            b.step("s", RuleName::RpoExposure, None, None, 2_000, 60_000)
+                .unwrap()
+                .state,
             State::Resolved
         );
     }
@@ -231,9 +246,26 @@ mod tests {
     #[test]
     fn a_condition_shorter_than_for_sends_nothing() {
         let mut b = Book::default();
-        assert_eq!(b.step("s", "r", Some(&RULE), holds(70.0), 0, 60_000), None);
         assert_eq!(
-            b.step("s", "r", Some(&RULE), holds(10.0), 5_000, 60_000),
+            b.step(
+                "s",
+                RuleName::RpoExposure,
+                Some(&RULE),
+                holds(70.0),
+                0,
+                60_000
+            ),
+            None
+        );
+        assert_eq!(
+            b.step(
+                "s",
+                RuleName::RpoExposure,
+                Some(&RULE),
+                holds(10.0),
+                5_000,
+                60_000
+            ),
             None
         );
         assert!(b.alerts.is_empty());
@@ -244,7 +276,7 @@ mod tests {
         let mut b = Book::default();
         b.step(
             "s",
-            "r",
+            RuleName::RpoExposure,
             Some(&RULE),
             Some(Reading {
                 value: 90.0,
@@ -257,12 +289,26 @@ mod tests {
         .unwrap();
         let mut again: Book = serde_json::from_slice(&serde_json::to_vec(&b).unwrap()).unwrap();
         assert_eq!(
-            again.step("s", "r", Some(&RULE), holds(95.0), 5_000, 60_000),
+            again.step(
+                "s",
+                RuleName::RpoExposure,
+                Some(&RULE),
+                holds(95.0),
+                5_000,
+                60_000
+            ),
             None
         );
         assert_eq!(
             again
-                .step("s", "r", Some(&RULE), holds(0.0), 6_000, 60_000)
+                .step(
+                    "s",
+                    RuleName::RpoExposure,
+                    Some(&RULE),
+                    holds(0.0),
+                    6_000,
+                    60_000
+                )
                 .unwrap()
                 .state,
             State::Resolved

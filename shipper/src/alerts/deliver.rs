@@ -2,7 +2,7 @@
 //! (with the alert's own fields on top, so either kind of receiver reads it), and the
 //! alert list of Alertmanager's `POST /api/v2/alerts`.
 
-use logferry_config::alerts::Receiver;
+use logferry_config::alerts::{Receiver, RuleName};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -38,25 +38,25 @@ pub fn receiver_label(r: &Receiver) -> String {
     format!("{kind} {host} (id {})", receiver_id(r))
 }
 
-fn severity(rule: &str) -> &'static str {
+fn severity(rule: RuleName) -> &'static str {
     match rule {
-        "rpo_exposure" | "agent_silent" | "chain_gap" => "critical",
-        _ => "warning",
+        RuleName::RpoExposure | RuleName::AgentSilent | RuleName::ChainGap => "critical",
+        RuleName::SnapshotAge | RuleName::SnapshotReplicaLag | RuleName::Drill => "warning",
     }
 }
 
 /// The one-line summary of a notification.
 pub fn summary(n: &Notification) -> String {
-    let what = match n.rule.as_str() {
-        "rpo_exposure" => "RPO exposure",
-        "agent_silent" => "agent silent for",
-        "snapshot_age" => "newest snapshot age",
-        "chain_gap" => "stored chain breaks",
-        "snapshot_replica_lag" => "snapshot replica lag",
-        _ => "days since the last restore drill that passed",
+    let what = match n.rule {
+        RuleName::RpoExposure => "RPO exposure",
+        RuleName::AgentSilent => "agent silent for",
+        RuleName::SnapshotAge => "newest snapshot age",
+        RuleName::ChainGap => "stored chain breaks",
+        RuleName::SnapshotReplicaLag => "snapshot replica lag",
+        RuleName::Drill => "days since the last restore drill that passed",
     };
-    let u = unit(&n.rule);
-    if n.rule == "drill" && n.state == State::Firing && n.value <= n.threshold {
+    let u = unit(n.rule);
+    if n.rule == RuleName::Drill && n.state == State::Firing && n.value <= n.threshold {
         return format!("{}: the last restore drill did not pass", n.stream);
     }
     match n.state {
@@ -70,10 +70,10 @@ pub fn summary(n: &Notification) -> String {
 
 fn labels(n: &Notification) -> Value {
     json!({
-        "alertname": alertname(&n.rule),
+        "alertname": alertname(n.rule),
         "stream": n.stream,
         "rule": n.rule,
-        "severity": severity(&n.rule),
+        "severity": severity(n.rule),
         "source": "logferry",
     })
 }
@@ -164,7 +164,7 @@ mod tests {
     fn firing() -> Notification {
         Notification {
             stream: "db1".into(),
-            rule: "rpo_exposure".into(),
+            rule: RuleName::RpoExposure,
             state: State::Firing,
             value: 75.5,
             threshold: 60.0,

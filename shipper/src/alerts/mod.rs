@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use bytes::Bytes;
-use logferry_config::alerts::{AlertsSection, Receiver, RULE_NAMES};
+use logferry_config::alerts::{AlertsSection, Receiver, RuleName};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use std::sync::atomic::AtomicI64;
@@ -160,7 +160,7 @@ impl Alerts {
             let before = book.clone();
             let mut sent = Vec::new();
             for s in statuses {
-                for name in RULE_NAMES {
+                for name in RuleName::ALL {
                     let rule = self.cfg.rule(&s.stream, name);
                     let reading = rule.and_then(|r| rules::read(name, &r, s, now_ms));
                     sent.extend(book.step(
@@ -174,14 +174,14 @@ impl Alerts {
                 }
             }
             // A stream gone from the status (its data deleted) resolves its alerts.
-            let gone: Vec<(String, String)> = book
+            let gone: Vec<(String, RuleName)> = book
                 .alerts
                 .values()
                 .filter(|a| !statuses.iter().any(|s| s.stream == a.stream))
-                .map(|a| (a.stream.clone(), a.rule.clone()))
+                .map(|a| (a.stream.clone(), a.rule))
                 .collect();
             for (stream, rule) in gone {
-                sent.extend(book.step(&stream, &rule, None, None, now_ms, repeat_ms));
+                sent.extend(book.step(&stream, rule, None, None, now_ms, repeat_ms));
             }
             for n in sent {
                 let summary = deliver::summary(&n);
@@ -221,11 +221,11 @@ impl Alerts {
         let firing = self.firing().await;
         for s in statuses {
             for a in firing.iter().filter(|a| a.stream == s.stream) {
-                s.firing.push(a.rule.clone());
+                s.firing.push(a.rule.to_string());
                 s.health = Health::Red;
                 s.problems.push(format!(
                     "alert {} ({}) firing since {}",
-                    rules::alertname(&a.rule),
+                    rules::alertname(a.rule),
                     a.rule,
                     rfc3339(a.since_ms)
                 ));
@@ -393,7 +393,7 @@ mod tests {
             receiver: receiver.into(),
             notification: Notification {
                 stream: "s".into(),
-                rule: "r".into(),
+                rule: RuleName::RpoExposure,
                 state: State::Firing,
                 value: 1.0,
                 threshold: 0.0,

@@ -3,7 +3,7 @@
 //! so an exposure of 90 s above a threshold of 60 s has held for 30 s; a shipper started
 //! after an outage fires at once instead of waiting out `for` again).
 
-use logferry_config::alerts::Rule;
+use logferry_config::alerts::{Rule, RuleName};
 
 use crate::watch::status::StreamStatus;
 
@@ -32,20 +32,20 @@ fn age(value: f64, threshold: f64, unit_ms: f64, now_ms: i64) -> Reading {
 
 /// The reading of rule `name` (set as `rule`) of stream `s` at `now_ms`; `None` when the
 /// stream gives the rule nothing to judge (no report yet, no snapshot, no drill).
-pub fn read(name: &str, rule: &Rule, s: &StreamStatus, now_ms: i64) -> Option<Reading> {
+pub fn read(name: RuleName, rule: &Rule, s: &StreamStatus, now_ms: i64) -> Option<Reading> {
     let level = |value: f64| Reading {
         value,
         holds: value > rule.threshold,
         since_ms: None,
     };
     match name {
-        "rpo_exposure" => s
+        RuleName::RpoExposure => s
             .rpo_exposure_seconds
             .map(|v| age(v, rule.threshold, 1000.0, now_ms)),
-        "agent_silent" => s
+        RuleName::AgentSilent => s
             .agent_silent_seconds
             .map(|v| age(v, rule.threshold, 1000.0, now_ms)),
-        "snapshot_age" => s.last_snapshot_ms.map(|ms| {
+        RuleName::SnapshotAge => s.last_snapshot_ms.map(|ms| {
             age(
                 (now_ms - ms) as f64 / DAY_MS,
                 rule.threshold,
@@ -53,10 +53,10 @@ pub fn read(name: &str, rule: &Rule, s: &StreamStatus, now_ms: i64) -> Option<Re
                 now_ms,
             )
         }),
-        "chain_gap" => Some(level(s.chain_breaks as f64)),
-        "snapshot_replica_lag" => s.snapshot_replica_lag_seconds.map(level),
+        RuleName::ChainGap => Some(level(s.chain_breaks as f64)),
+        RuleName::SnapshotReplicaLag => s.snapshot_replica_lag_seconds.map(level),
         // The newest drill failed, or the newest that passed is too old.
-        "drill" => s.last_drill.as_ref().map(|d| {
+        RuleName::Drill => s.last_drill.as_ref().map(|d| {
             let since_passed = d
                 .last_passed_ms
                 .map_or(f64::MAX, |ms| (now_ms - ms) as f64 / DAY_MS);
@@ -70,29 +70,28 @@ pub fn read(name: &str, rule: &Rule, s: &StreamStatus, now_ms: i64) -> Option<Re
                 }
             }
         }),
-        _ => None,
     }
 }
 
 /// The alert's name as Prometheus rules would call it (the shipped rules file uses the
 /// same names), for receivers that route on `alertname`.
-pub fn alertname(rule: &str) -> &'static str {
+pub fn alertname(rule: RuleName) -> &'static str {
     match rule {
-        "rpo_exposure" => "LogferryRpoExposureHigh",
-        "agent_silent" => "LogferryAgentSilent",
-        "snapshot_age" => "LogferrySnapshotOld",
-        "chain_gap" => "LogferryChainBroken",
-        "snapshot_replica_lag" => "LogferrySnapshotReplicaLag",
-        _ => "LogferryRestoreDrill",
+        RuleName::RpoExposure => "LogferryRpoExposureHigh",
+        RuleName::AgentSilent => "LogferryAgentSilent",
+        RuleName::SnapshotAge => "LogferrySnapshotOld",
+        RuleName::ChainGap => "LogferryChainBroken",
+        RuleName::SnapshotReplicaLag => "LogferrySnapshotReplicaLag",
+        RuleName::Drill => "LogferryRestoreDrill",
     }
 }
 
 /// The unit of rule `rule`'s values, for messages.
-pub fn unit(rule: &str) -> &'static str {
+pub fn unit(rule: RuleName) -> &'static str {
     match rule {
-        "snapshot_age" | "drill" => "days",
-        "chain_gap" => "breaks",
-        _ => "s",
+        RuleName::SnapshotAge | RuleName::Drill => "days",
+        RuleName::ChainGap => "breaks",
+        RuleName::RpoExposure | RuleName::AgentSilent | RuleName::SnapshotReplicaLag => "s",
     }
 }
 
@@ -120,11 +119,15 @@ mod tests {
             for_seconds: 10,
             disabled: false,
         };
-        let r = read("rpo_exposure", &rule, &s, 1_000_000).unwrap();
+        let r = read(RuleName::RpoExposure, &rule, &s, 1_000_000).unwrap();
         assert!(r.holds);
         assert_eq!(r.since_ms, Some(970_000));
         s.rpo_exposure_seconds = Some(0.0);
-        assert!(!read("rpo_exposure", &rule, &s, 1_000_000).unwrap().holds);
-        assert_eq!(read("snapshot_age", &rule, &s, 1_000_000), None);
+        assert!(
+            !read(RuleName::RpoExposure, &rule, &s, 1_000_000)
+                .unwrap()
+                .holds
+        );
+        assert_eq!(read(RuleName::SnapshotAge, &rule, &s, 1_000_000), None);
     }
 }
