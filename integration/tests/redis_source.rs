@@ -778,3 +778,66 @@ async fn a_cut_aof_file_stops_the_agent_with_the_fix_after_shipping_what_precede
     assert!(log.contains("redis-check-aof --fix"), "{log}");
     Ok(())
 }
+
+/// Issue 23's Redis part: a replica promoted after its primary is gone continues the old
+/// replication id as its `master_replid2`, so the agent pointed at it resumes with
+/// `+CONTINUE` (no full sync), the chain goes on, and latest restores as the new primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_failover_the_agent_continues_on_the_promoted_replica() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let a = debug_server(&tmp.path().join("a"), &[]).await?;
+    let a_port = a.port.to_string();
+    let mut a = Some(a);
+    let b = debug_server(
+        &tmp.path().join("b"),
+        &["--replicaof", "127.0.0.1", &a_port],
+    )
+    .await?;
+    let shipper = Shipper::start(tmp.path()).await?;
+    let dir = tmp.path().join("agent");
+    let a_url = a.as_ref().map(RedisServer::url).unwrap_or_default();
+    let mut agent = Agent::start_config(&dir, &config(&dir, &a_url, &shipper), &[])?;
+    wait_snapshots(&shipper, &agent, 1).await?;
+    if let Some(a) = &a {
+        a.script("SELECT 0\nSET one 1\nSELECT 4\nHSET h f v\nSELECT 0\nSET marker:a 1\n")?;
+    }
+    wait_stored(&shipper, "marker:a")
+        .await
+        .map_err(|e| e.context(agent.log_text()))?;
+    // The replica has everything the primary has before the primary dies.
+    let a_offset = a.as_ref().map(repl_offset).transpose()?.unwrap_or(0);
+    wait_for("the replica caught up", Duration::from_secs(30), || {
+        let at = repl_offset(&b);
+        async move { Ok((at? >= a_offset).then_some(())) }
+    })
+    .await?;
+
+    // The primary dies with the agent; the replica is promoted; the agent's config now
+    // names it, as a VIP or DNS move would.
+    agent.kill9();
+    drop(a.take());
+    b.cli(&["REPLICAOF", "NO", "ONE"])?;
+    agent.edit_config(&a_url, &b.url())?;
+    agent.restart()?;
+    b.script("SELECT 0\nSET two 2\nSELECT 4\nHDEL h f\nSELECT 0\nSET marker:b 1\n")?;
+    wait_stored(&shipper, "marker:b").await?;
+    let log = agent.log_text();
+    assert!(
+        log.contains("+CONTINUE") && log.contains("a failover"),
+        "the agent must continue on the promoted replica: {log}"
+    );
+    assert_eq!(
+        log.matches("+FULLRESYNC").count(),
+        1,
+        "no second full sync: {log}"
+    );
+    assert_eq!(snapshots(&shipper)?.len(), 1, "no second snapshot");
+
+    let (code, out) = shipper_cli(&["verify", "--store", &shipper.store_url()])?;
+    assert_eq!(code, 0, "one chain across the failover: {out}");
+    let target = debug_server(&tmp.path().join("target"), &[]).await?;
+    let (code, out) = restore(&shipper, "latest", &target, false)?;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(digest(&target)?, digest(&b)?, "{out}");
+    Ok(())
+}
