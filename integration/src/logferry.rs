@@ -344,6 +344,21 @@ impl Shipper {
         self.store_dir.display().to_string()
     }
 
+    /// The body of an authorised `GET path` (e.g. `/v1/status`, `/metrics`).
+    ///
+    /// # Errors
+    /// When the request fails or is not answered with success.
+    pub async fn get(&self, path: &str) -> anyhow::Result<String> {
+        let answer = self
+            .client()?
+            .get(format!("{}{path}", self.url()))
+            .header("authorization", bearer())
+            .send()
+            .await?;
+        anyhow::ensure!(answer.status().is_success(), "{path}: {}", answer.status());
+        Ok(answer.text().await?)
+    }
+
     /// What the shipper holds of `stream`.
     ///
     /// # Errors

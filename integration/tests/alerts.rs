@@ -129,20 +129,24 @@ async fn wait_delivered(shipper: &Shipper) -> anyhow::Result<()> {
 
 /// The stream's entry of the shipper's `/v1/status`.
 async fn stream_status(shipper: &Shipper) -> anyhow::Result<serde_json::Value> {
-    let text = shipper
-        .client()?
-        .get(format!("{}/v1/status", shipper.url()))
-        .header("authorization", logferry_integration::logferry::bearer())
-        .send()
-        .await?
-        .text()
-        .await?;
-    let body: serde_json::Value = serde_json::from_str(&text)?;
+    let body: serde_json::Value = serde_json::from_str(&shipper.get("/v1/status").await?)?;
     body["streams"]
         .as_array()
         .and_then(|s| s.iter().find(|s| s["stream"] == common::STREAM))
         .cloned()
         .context("the stream is not in /v1/status")
+}
+
+/// Asserts that `hook` got exactly one notification about `rule` in each of `states`.
+fn assert_sent_once(hook: &Webhook, rule: &str, states: &[&str]) {
+    for state in states {
+        assert_eq!(
+            hook.about(rule, state).len(),
+            1,
+            "{rule} {state}: {:?}",
+            hook.bodies()
+        );
+    }
 }
 
 /// Checks every body parses as Alertmanager's webhook payload and names its alert.
@@ -226,18 +230,7 @@ async fn a_shipper_outage_fires_once_and_resolves_once_even_through_a_failing_re
 
     writer.abort();
     wait_delivered(&shipper).await?;
-    assert_eq!(
-        hook.about("rpo_exposure", "firing").len(),
-        1,
-        "{:?}",
-        hook.bodies()
-    );
-    assert_eq!(
-        hook.about("rpo_exposure", "resolved").len(),
-        1,
-        "{:?}",
-        hook.bodies()
-    );
+    assert_sent_once(&hook, "rpo_exposure", &["firing", "resolved"]);
     check_bodies(&hook)?;
     assert!(
         !shipper.log_text().contains("answered 4"),
@@ -329,12 +322,7 @@ async fn a_dead_agent_fires_agent_silent_once_across_a_shipper_restart_and_resol
     )
     .await?;
     wait_delivered(&shipper).await?;
-    assert_eq!(
-        hook.about("agent_silent", "firing").len(),
-        1,
-        "{:?}",
-        hook.bodies()
-    );
+    assert_sent_once(&hook, "agent_silent", &["firing"]);
     agent.restart()?;
     wait_sent(&hook, "agent_silent", "resolved", 1, &shipper).await?;
     wait_for(
@@ -345,18 +333,7 @@ async fn a_dead_agent_fires_agent_silent_once_across_a_shipper_restart_and_resol
     .await?;
     writer.abort();
     wait_delivered(&shipper).await?;
-    assert_eq!(
-        hook.about("agent_silent", "firing").len(),
-        1,
-        "{:?}",
-        hook.bodies()
-    );
-    assert_eq!(
-        hook.about("agent_silent", "resolved").len(),
-        1,
-        "{:?}",
-        hook.bodies()
-    );
+    assert_sent_once(&hook, "agent_silent", &["firing", "resolved"]);
     check_bodies(&hook)?;
     Ok(())
 }
@@ -408,12 +385,7 @@ async fn a_stopped_snapshot_replica_fires_replica_lag_and_resolves_when_it_appli
     wait_sent(&hook, "snapshot_replica_lag", "resolved", 1, &shipper).await?;
     writer.abort();
     wait_delivered(&shipper).await?;
-    assert_eq!(
-        hook.about("snapshot_replica_lag", "firing").len(),
-        1,
-        "{:?}",
-        hook.bodies()
-    );
+    assert_sent_once(&hook, "snapshot_replica_lag", &["firing"]);
     check_bodies(&hook)?;
     Ok(())
 }
@@ -459,26 +431,14 @@ async fn serve_drills_on_schedule_and_the_drill_rule_fires_until_one_passes() ->
     // the time of the last successful drill is a metric.
     common::run_snapshot(&agent, "snapshot.log", RUN_WITHIN)?;
     wait_sent(&hook, "drill", "resolved", 1, &shipper).await?;
-    let metrics = shipper
-        .client()?
-        .get(format!("{}/metrics", shipper.url()))
-        .header("authorization", logferry_integration::logferry::bearer())
-        .send()
-        .await?
-        .text()
-        .await?;
+    let metrics = shipper.get("/metrics").await?;
     assert!(
         metrics.contains("logferry_shipper_last_drill_success_timestamp_seconds{stream=\"db1\"}"),
         "{metrics}"
     );
     let verdicts = std::fs::read_dir(shipper.store_dir.join("streams/db1/drills"))?.count();
     assert!(verdicts >= 2, "{verdicts} drill results stored");
-    assert_eq!(
-        hook.about("drill", "firing").len(),
-        1,
-        "{:?}",
-        hook.bodies()
-    );
+    assert_sent_once(&hook, "drill", &["firing"]);
     check_bodies(&hook)?;
     Ok(())
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use common::{settings, shipper_cli};
-use logferry_integration::logferry::{bearer, Agent, Shipper};
+use logferry_integration::logferry::{Agent, Shipper};
 use logferry_integration::mariadb::{MariaDb, Options};
 use logferry_integration::{browser, wait_for, workload};
 use logferry_shipper::watch::status::{DrillSummary, Health, StreamStatus};
@@ -22,23 +22,12 @@ const SHIPPER_ENV: &[(&str, &str)] = &[
     ("LOGFERRY__WATCH__RPO_TARGET_SECONDS", "30"),
 ];
 
-async fn get(shipper: &Shipper, path: &str) -> anyhow::Result<String> {
-    let answer = shipper
-        .client()?
-        .get(format!("{}{path}", shipper.url()))
-        .header("authorization", bearer())
-        .send()
-        .await?;
-    anyhow::ensure!(answer.status().is_success(), "{path}: {}", answer.status());
-    Ok(answer.text().await?)
-}
-
 async fn status(shipper: &Shipper) -> anyhow::Result<StreamStatus> {
     #[derive(serde::Deserialize)]
     struct Body {
         streams: Vec<StreamStatus>,
     }
-    let body: Body = serde_json::from_str(&get(shipper, "/v1/status").await?)?;
+    let body: Body = serde_json::from_str(&shipper.get("/v1/status").await?)?;
     body.streams
         .into_iter()
         .find(|s| s.stream == common::STREAM)
@@ -192,7 +181,7 @@ async fn exposure_is_zero_idle_near_the_seal_age_busy_and_grows_while_the_agent_
     assert_eq!(parsed["streams"][0]["stream"], common::STREAM, "{out}");
 
     // The metrics of both sides pass promtool, and carry the stream's series.
-    let metrics = get(&shipper, "/metrics").await?;
+    let metrics = shipper.get("/metrics").await?;
     promtool_metrics(&metrics)?;
     for series in [
         "logferry_shipper_rpo_exposure_seconds{stream=\"db1\"}",

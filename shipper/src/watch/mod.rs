@@ -89,6 +89,9 @@ impl Watch {
 
     /// What to write to [`HEARD_KEY`] now, when it changed and is due.
     pub fn heard_to_keep(&self, now_ms: i64) -> Option<Vec<u8>> {
+        if now_ms - locked(&self.kept).0 < HEARD_EVERY_MS {
+            return None;
+        }
         let mut map: BTreeMap<String, Before> = locked(&self.before)
             .iter()
             .map(|(s, b)| (s.to_string(), *b))
@@ -103,7 +106,7 @@ impl Watch {
             );
         }
         let mut kept = locked(&self.kept);
-        if now_ms - kept.0 < HEARD_EVERY_MS || kept.1 == map {
+        if kept.1 == map {
             return None;
         }
         let bytes = serde_json::to_vec(&map).ok()?;
