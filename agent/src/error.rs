@@ -80,6 +80,18 @@ pub enum AgentError {
         /// Status and message of the shipper.
         reason: String,
     },
+    /// The server the source reached does not hold the stream's last stored transaction
+    /// (or holds other content under its GTID): another database, never to be taken for a
+    /// successor. Needs an operator.
+    #[error("the server {server} is not a successor of the stream's server {stored}: {reason}. A stream belongs to one database: check source.url and agent.stream (a config copied from another host?); if this server really is the promoted standby, it lacks transactions the store holds (a fork), which this version does not follow yet")]
+    NotSuccessor {
+        /// The server reached (its identity).
+        server: String,
+        /// The server the chain's last segment came from.
+        stored: String,
+        /// What it lacks or holds differently.
+        reason: String,
+    },
     /// A snapshot failed (dump tool, replica state); the replica is resumed regardless.
     #[error("snapshot failed: {0}")]
     Snapshot(String),

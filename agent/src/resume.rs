@@ -5,15 +5,21 @@
 //! reconnects at the start of the open transaction and the segmenter drops the events up
 //! to the stored end as they come again.
 
-use logferry_common::{Position, SegmentMeta};
+use logferry_common::{Position, SegmentMeta, TrxMark};
 
-/// The end of what is stored or spooled, with the transaction open there.
+/// The end of what is stored or spooled, with the transaction open there, the server it
+/// came from and the last whole transaction (what another server must hold to continue).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResumePoint {
     /// Right after the last stored event.
     pub end: Position,
     /// Where the transaction open at `end` began; `None` when `end` is a boundary.
     pub open_trx: Option<Position>,
+    /// The server the chain's last events came from; empty when unknown (segments and
+    /// checkpoints older than lineages), which counts as the same server.
+    pub origin: String,
+    /// The chain's last whole transaction, when it has one.
+    pub last_trx: Option<TrxMark>,
 }
 
 impl ResumePoint {
@@ -22,6 +28,18 @@ impl ResumePoint {
         ResumePoint {
             end: meta.end.clone(),
             open_trx: meta.open_trx.clone(),
+            origin: meta.lineage.origin.clone(),
+            last_trx: meta.lineage.last_trx.clone(),
+        }
+    }
+
+    /// A resume point at `end` with nothing else known (a new chain after a break).
+    pub fn at(end: Position) -> Self {
+        ResumePoint {
+            end,
+            open_trx: None,
+            origin: String::new(),
+            last_trx: None,
         }
     }
 

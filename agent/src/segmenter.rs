@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use logferry_common::segment::Sealer;
-use logferry_common::{Position, Segment, SegmentMeta, SourceKind, StreamId};
+use logferry_common::{Lineage, Position, Segment, SegmentMeta, SourceKind, StreamId, TrxMark};
 
 use crate::error::{AgentError, Result};
 use crate::resume::ResumePoint;
@@ -83,6 +83,15 @@ pub struct Segmenter {
     /// Events that end at or before this place are already sealed: the source re-sends them
     /// after resuming at the start of the transaction they belong to.
     skip_to: Option<Position>,
+    /// The server the events come from.
+    origin: String,
+    /// The chain's last whole transaction so far.
+    last_trx: Option<TrxMark>,
+    /// The stream continues on another server, at this place of the previous leg: the next
+    /// segment opened starts there.
+    pending_leg: Option<Position>,
+    /// The open segment is a new leg's first: where its first event starts.
+    leg_start: Option<Position>,
 }
 
 impl Segmenter {
@@ -112,8 +121,14 @@ impl Segmenter {
             open_trx: None,
             sealed: None,
             skip_to: None,
+            origin: String::new(),
+            last_trx: None,
+            pending_leg: None,
+            leg_start: None,
         };
         if let Some(r) = resume {
+            seg.origin.clone_from(&r.origin);
+            seg.last_trx.clone_from(&r.last_trx);
             seg.last_boundary = Some(r.connect_at().clone());
             seg.open_trx = r.open_trx.clone();
             seg.skip_to = r.open_trx.is_some().then(|| r.end.clone());
@@ -164,13 +179,22 @@ impl Segmenter {
             }
             self.payload.clear();
             self.payload.extend_from_slice(&preamble());
-            self.start = Some(ev.start.clone());
+            match self.pending_leg.take() {
+                Some(continues) => {
+                    self.start = Some(continues);
+                    self.leg_start = Some(ev.start.clone());
+                }
+                None => self.start = Some(ev.start.clone()),
+            }
             self.first_event_ms = ev.time_ms;
             self.opened_at = Some(Instant::now());
         }
         self.payload.extend_from_slice(&ev.record);
         self.count += 1;
         if ev.boundary {
+            if ev.trx.is_some() {
+                self.last_trx = ev.trx;
+            }
             self.open_trx = None;
             self.last_boundary = Some(ev.end.clone());
             self.boundary = Some(Boundary {
@@ -260,6 +284,11 @@ impl Segmenter {
             first_event_ms: self.first_event_ms,
             last_event_ms,
             event_count: self.count,
+            lineage: Lineage {
+                origin: self.origin.clone(),
+                leg_start: self.leg_start.take(),
+                last_trx: self.last_trx.clone(),
+            },
         };
         self.sealed = Some(ResumePoint::after(&meta));
         let read_ms = self.opened_at.map_or_else(crate::metrics::now_ms, |t| {
@@ -282,10 +311,31 @@ impl Segmenter {
         self.skip_to = None;
         self.boundary = None;
         self.last_boundary = Some(at.clone());
-        self.sealed = Some(ResumePoint {
-            end: at.clone(),
-            open_trx: None,
-        });
+        self.sealed = Some(ResumePoint::at(at.clone()));
+    }
+
+    /// The source connected to the server `origin`; when that server continues the stream
+    /// as a new leg, `continues` is the place of the previous leg it follows (the caller
+    /// sealed the open segment first: a segment holds one server's events).
+    ///
+    /// # Errors
+    /// [`AgentError::Stage`] when a new leg is asked for while a segment is open.
+    pub fn connected(&mut self, origin: &str, continues: Option<&Position>) -> Result<()> {
+        origin.clone_into(&mut self.origin);
+        let Some(at) = continues else {
+            return Ok(());
+        };
+        if self.start.is_some() {
+            return Err(AgentError::Stage(format!(
+                "a new leg continues at {at} while a segment is open"
+            )));
+        }
+        self.open_trx = None;
+        self.skip_to = None;
+        self.boundary = None;
+        self.last_boundary = Some(at.clone());
+        self.pending_leg = Some(at.clone());
+        Ok(())
     }
 
     /// The source reconnected at `at`, after the last transaction boundary it sent.
@@ -308,6 +358,8 @@ impl Segmenter {
             None => {
                 self.payload.clear();
                 self.start = None;
+                self.leg_start = None;
+                self.pending_leg = None;
                 self.opened_at = None;
                 self.count = 0;
                 self.last = None;
@@ -341,6 +393,7 @@ mod tests {
             time_ms: at as i64,
             boundary,
             caught_up: false,
+            trx: None,
         }
     }
 
@@ -458,8 +511,8 @@ mod tests {
     #[test]
     fn a_restart_inside_a_transaction_continues_the_stored_one() {
         let resume = ResumePoint {
-            end: pos(304),
             open_trx: Some(pos(104)),
+            ..ResumePoint::at(pos(304))
         };
         assert_eq!(resume.connect_at(), &pos(104));
         let s = StreamId::new("s").unwrap();

@@ -27,8 +27,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use logferry_common::keys::{parse_segment_file_name, segment_file_name, SEGMENT_EXT};
-use logferry_common::wire::Limits;
-use logferry_common::{DecodeLimits, Position, Segment, SourceKind};
+use logferry_common::wire::{Limits, WireTrxMark};
+use logferry_common::{DecodeLimits, Position, Segment, SourceKind, TrxMark};
 
 use crate::resume::ResumePoint;
 use serde::{Deserialize, Serialize};
@@ -62,6 +62,12 @@ struct Checkpoint {
     /// whose segments always ended at a boundary).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     open_trx: Option<String>,
+    /// The server the last acknowledged segment came from (absent in older checkpoints).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    origin: String,
+    /// The chain's last whole transaction (absent in older checkpoints).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_trx: Option<WireTrxMark>,
 }
 
 /// The spool directory.
@@ -314,6 +320,8 @@ impl Spool {
             kind: end.end.kind(),
             end: end.end.to_string(),
             open_trx: end.open_trx.as_ref().map(ToString::to_string),
+            origin: end.origin.clone(),
+            last_trx: end.last_trx.as_ref().map(Into::into),
         })
         .map_err(|e| AgentError::spool(&self.checkpoint, std::io::Error::other(e)))?;
         let body = padded(body);
@@ -431,6 +439,13 @@ impl Spool {
         Ok(Some(ResumePoint {
             end: parse(&cp.end)?,
             open_trx: cp.open_trx.as_deref().map(parse).transpose()?,
+            origin: cp.origin,
+            last_trx: cp
+                .last_trx
+                .as_ref()
+                .map(TrxMark::try_from)
+                .transpose()
+                .map_err(|e| bad(e.to_string()))?,
         }))
     }
 
@@ -545,6 +560,7 @@ mod tests {
             first_event_ms: 0,
             last_event_ms: 0,
             event_count: 1,
+            lineage: logferry_common::segment::Lineage::default(),
         };
         Segment::seal(meta, b"payload", logferry_common::Compression::default()).unwrap()
     }
@@ -574,6 +590,12 @@ mod tests {
             open_trx: Some(Position::Mysql(
                 BinlogPos::parse("b.000001:90@0-1-5").unwrap(),
             )),
+            origin: "server_id=1 host=db1:3306".into(),
+            last_trx: Some(TrxMark {
+                id: "0-1-5".into(),
+                before: "0-1-4".into(),
+                digest: [7; 32],
+            }),
         };
         spool.acknowledge(&list[1], &mid_trx).unwrap();
         assert!(spool.list().unwrap().is_empty());
@@ -601,6 +623,8 @@ mod tests {
                 kind: second.end.kind(),
                 end: second.end.to_string(),
                 open_trx: None,
+                origin: String::new(),
+                last_trx: None,
             })
             .unwrap(),
         );

@@ -28,5 +28,7 @@ pub mod wire;
 pub use error::{Error, Result};
 pub use format::mysql::BinlogPos;
 pub use position::Position;
-pub use segment::{Codec, Compression, DecodeLimits, Segment, SegmentHeader, SegmentMeta};
+pub use segment::{
+    Codec, Compression, DecodeLimits, Lineage, Segment, SegmentHeader, SegmentMeta, TrxMark,
+};
 pub use stream::{SourceKind, StreamId};

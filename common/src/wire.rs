@@ -45,6 +45,50 @@ pub struct StreamHead {
     pub open_trx: Option<String>,
     /// Commit time of the last stored event, ms since the Unix epoch.
     pub last_event_ms: Option<i64>,
+    /// The server the last stored segment came from (empty for segments older than
+    /// lineages): a reconnect to another server continues by GTID, as a new leg.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub origin: String,
+    /// The chain's last whole transaction: what a server must hold to continue it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_trx: Option<WireTrxMark>,
+}
+
+/// A [`crate::TrxMark`] in JSON, its digest in hex.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WireTrxMark {
+    /// The transaction's id (a GTID).
+    pub id: String,
+    /// The source's state right before it.
+    pub before: String,
+    /// Its fingerprint, hex.
+    pub digest: String,
+}
+
+impl From<&crate::TrxMark> for WireTrxMark {
+    fn from(t: &crate::TrxMark) -> Self {
+        WireTrxMark {
+            id: t.id.clone(),
+            before: t.before.clone(),
+            digest: hex::encode(t.digest),
+        }
+    }
+}
+
+impl TryFrom<&WireTrxMark> for crate::TrxMark {
+    type Error = crate::Error;
+
+    fn try_from(w: &WireTrxMark) -> crate::Result<Self> {
+        let mut digest = [0u8; 32];
+        hex::decode_to_slice(&w.digest, &mut digest).map_err(|_| {
+            crate::Error::invalid("last transaction digest", "expected 64 hex digits")
+        })?;
+        Ok(crate::TrxMark {
+            id: w.id.clone(),
+            before: w.before.clone(),
+            digest,
+        })
+    }
 }
 
 /// Error body of every non-2xx answer of the shipper.

@@ -215,6 +215,54 @@ impl MariaDb {
         self.launch().await
     }
 
+    /// Kills the server (SIGKILL) and leaves it down, as a primary lost in a failover.
+    pub fn kill9(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill9();
+        }
+    }
+
+    /// Shuts the server down cleanly and starts it again on `port` (another server's
+    /// address taken over, as a VIP or DNS move does).
+    ///
+    /// # Errors
+    /// As [`Self::restart`].
+    pub async fn move_to_port(&mut self, port: u16) -> anyhow::Result<()> {
+        let mut proc = self.proc.take().context("the server is not running")?;
+        let status = proc.terminate()?;
+        if !status.success() {
+            bail!("mariadbd did not shut down cleanly: {status}");
+        }
+        self.port = port;
+        self.launch().await
+    }
+
+    /// Makes a replica the primary, as an operator promotes a standby: replication
+    /// stopped and forgotten, writes allowed.
+    ///
+    /// # Errors
+    /// When a statement fails.
+    pub async fn promote(&self) -> anyhow::Result<()> {
+        self.conn()
+            .await?
+            .query_drop("STOP SLAVE; RESET SLAVE ALL; SET GLOBAL read_only = OFF")
+            .await?;
+        Ok(())
+    }
+
+    /// The server's GTID state (`@@gtid_binlog_pos`).
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub async fn gtid_binlog_pos(&self) -> anyhow::Result<String> {
+        let v: Option<String> = self
+            .conn()
+            .await?
+            .query_first("SELECT @@gtid_binlog_pos")
+            .await?;
+        Ok(v.unwrap_or_default())
+    }
+
     /// Starts a replica of `primary` (GTID-based, from the primary's first binlog) and waits
     /// until it has applied everything the primary has so far.
     ///

@@ -120,8 +120,8 @@ pub fn chain_end(segs: &[(String, StoredSegment)]) -> Option<Position> {
 pub fn export_files(segs: &[(String, StoredSegment)]) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
     let mut out = ExportFiles::default();
     for (_, s) in segs {
-        let start = s.header.meta.start.as_mysql()?;
-        out.push_segment(start.file(), &s.payload()?)?;
+        let start = s.header.meta.events_start().as_mysql()?;
+        out.push_segment(start, &s.payload()?)?;
     }
     Ok(out.finish())
 }

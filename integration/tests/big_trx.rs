@@ -1188,9 +1188,9 @@ impl StoreEvents {
                 Segment::decode(bytes, &DecodeLimits::default()).with_context(|| name.clone())?;
             let seg = logferry_integration::store::with_key(&self.store_dir, seg);
             let payload = seg.payload().with_context(|| name.clone())?;
-            let start_file = bp(&seg.header.meta.start).file().to_owned();
+            let start = bp(seg.header.meta.events_start());
             self.export
-                .push_segment(&start_file, &payload)
+                .push_segment(start, &payload)
                 .with_context(|| name.clone())?;
             for (file, piece) in self.export.drain() {
                 let mut rest: &[u8] = &piece;

@@ -551,6 +551,13 @@ async fn stream_head(
         open_trx: last
             .as_ref()
             .and_then(|h| h.meta.open_trx.as_ref().map(ToString::to_string)),
+        origin: last
+            .as_ref()
+            .map(|h| h.meta.lineage.origin.clone())
+            .unwrap_or_default(),
+        last_trx: last
+            .as_ref()
+            .and_then(|h| h.meta.lineage.last_trx.as_ref().map(Into::into)),
         last_event_ms: last.map(|h| h.meta.last_event_ms),
     };
     (StatusCode::OK, Json(head)).into_response()

@@ -214,6 +214,38 @@ impl StreamCatalog {
     }
 }
 
+impl StreamCatalog {
+    /// The header of the stored segment just before `start_key` (the one a new segment
+    /// follows): the cached last header when that is the one (uploads in order), else read
+    /// from the store.
+    ///
+    /// # Errors
+    /// When the store fails or the header is corrupt.
+    pub async fn header_before(
+        &mut self,
+        store: &Store,
+        start_key: &str,
+    ) -> Result<Option<SegmentHeader>> {
+        let Some(prev) = self
+            .segments
+            .range(..start_key.to_owned())
+            .next_back()
+            .map(|(_, s)| s.clone())
+        else {
+            return Ok(None);
+        };
+        let is_last = self
+            .segments
+            .keys()
+            .next_back()
+            .is_some_and(|k| *k == prev.start_key);
+        if is_last {
+            return self.end_header(store, ChainEnd::Last).await;
+        }
+        read_header(store, &prev).await.map(Some)
+    }
+}
+
 /// Which end of a chain [`StreamCatalog::end_header`] reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChainEnd {
@@ -343,6 +375,7 @@ mod tests {
             first_event_ms: 0,
             last_event_ms: 0,
             event_count: 1,
+            lineage: logferry_common::segment::Lineage::default(),
         };
         logferry_common::Segment::seal(meta, b"x", logferry_common::Compression::default())
             .unwrap()

@@ -44,6 +44,7 @@ pub(crate) fn segment(start: u64, end: u64, payload: &[u8]) -> Bytes {
         first_event_ms: 1,
         last_event_ms: 2,
         event_count: 1,
+        lineage: logferry_common::segment::Lineage::default(),
     };
     Segment::seal(meta, payload, Compression::default())
         .unwrap()

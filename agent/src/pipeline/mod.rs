@@ -69,6 +69,9 @@ enum Msg {
     Heartbeat,
     /// The source reconnected: drop events after the last transaction boundary.
     Restart(Option<Position>),
+    /// The source connected to this server; `Some` place when the server continues the
+    /// stream as a new leg from that place of the previous one.
+    Origin(String, Option<Position>),
     /// The log broke and continues at this position, where a snapshot now stands: seal
     /// what is open, carry nothing over.
     Break(Position),
@@ -199,7 +202,7 @@ impl Shared<'_> {
         let (tx, rx) = mpsc::channel(SOURCE_CHANNEL_EVENTS);
         let (durable_tx, durable_rx) = watch::channel(None);
         let source_task = SourceTask {
-            resume: resume.as_ref().map(|r| r.connect_at().clone()),
+            resume: resume.clone(),
             tx,
             backoff: self.retry.clone(),
             metrics: self.metrics.clone(),

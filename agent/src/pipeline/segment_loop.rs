@@ -145,6 +145,12 @@ pub(super) async fn segment_loop(
                     metrics.heartbeats.inc();
                 }
                 Some(Msg::Restart(at)) => seg.restart(at.as_ref())?,
+                Some(Msg::Origin(origin, continues)) => {
+                    if continues.is_some() {
+                        cut(&mut seg, &mut queue, metrics, exposure).await?;
+                    }
+                    seg.connected(&origin, continues.as_ref())?;
+                }
                 Some(Msg::Break(at)) => {
                     cut(&mut seg, &mut queue, metrics, exposure).await?;
                     seg.broke_at(&at);
@@ -227,6 +233,7 @@ mod tests {
             time_ms,
             boundary,
             caught_up: false,
+            trx: None,
         })
     }
 

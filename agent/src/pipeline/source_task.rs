@@ -50,7 +50,17 @@ pub(super) async fn initial_position(
                     return Ok(None);
                 };
                 let open_trx = head.open_trx.as_ref().map(parse).transpose()?;
-                return Ok(Some(ResumePoint { end, open_trx }));
+                let last_trx = head
+                    .last_trx
+                    .as_ref()
+                    .map(logferry_common::TrxMark::try_from)
+                    .transpose()?;
+                return Ok(Some(ResumePoint {
+                    end,
+                    open_trx,
+                    origin: head.origin,
+                    last_trx,
+                }));
             }
             Err(e) if !e.is_retryable() => return Err(e),
             Err(e) => {
@@ -67,7 +77,7 @@ pub(super) async fn initial_position(
 /// What the source task needs besides the source's config.
 pub(super) struct SourceTask {
     /// Where the chain ends (the source resumes right after it); `None` for a new stream.
-    pub resume: Option<Position>,
+    pub resume: Option<ResumePoint>,
     /// Items for the segment loop.
     pub tx: mpsc::Sender<Msg>,
     /// Reconnect delays.
@@ -92,16 +102,15 @@ impl SourceTask {
                 Ok(mut src) => {
                     self.backoff.reset();
                     self.snapshots.abort();
-                    if !first
-                        && self
-                            .tx
-                            .send(Msg::Restart(self.resume.clone()))
-                            .await
-                            .is_err()
-                    {
+                    let at = self.resume.as_ref().map(|r| r.connect_at().clone());
+                    if !first && self.tx.send(Msg::Restart(at)).await.is_err() {
                         return;
                     }
                     first = false;
+                    let origin = Msg::Origin(src.origin().to_owned(), src.continues().cloned());
+                    if self.tx.send(origin).await.is_err() {
+                        return;
+                    }
                     self.pump(&mut src).await
                 }
                 Err(e) => Err(e),
@@ -146,13 +155,22 @@ impl SourceTask {
                     self.metrics.events_read.inc();
                     self.metrics.bytes_read.inc_by(ev.record.len() as u64);
                     if ev.boundary {
-                        self.resume = Some(ev.end.clone());
+                        let last_trx = ev
+                            .trx
+                            .clone()
+                            .or_else(|| self.resume.as_mut().and_then(|r| r.last_trx.take()));
+                        self.resume = Some(ResumePoint {
+                            end: ev.end.clone(),
+                            open_trx: None,
+                            origin: src.origin().to_owned(),
+                            last_trx,
+                        });
                     }
                     self.at_head(src.head(), Some(&ev.end), Some(ev.time_ms));
                     Msg::Event(ev)
                 }
                 SourceItem::Heartbeat => {
-                    self.at_head(src.head(), self.resume.as_ref(), None);
+                    self.at_head(src.head(), self.resume.as_ref().map(|r| &r.end), None);
                     Msg::Heartbeat
                 }
                 SourceItem::Snapshot(part) => {
@@ -164,11 +182,11 @@ impl SourceTask {
                     let joins = self
                         .resume
                         .as_ref()
-                        .is_some_and(|r| at.cmp_place(r).is_ok_and(|o| o.is_le()));
+                        .is_some_and(|r| at.cmp_place(&r.end).is_ok_and(|o| o.is_le()));
                     if joins {
                         continue;
                     }
-                    if let Some(before) = self.resume.replace(at.clone()) {
+                    if let Some(before) = self.resume.replace(ResumePoint::at(at.clone())) {
                         self.metrics.source_breaks.inc();
                         error!(chain_end = %before, continues_at = %at, "the chain breaks: the source could not continue after its end and sent a new snapshot; restores reach up to the break and from the snapshot on, not across");
                     }

@@ -10,12 +10,13 @@ pub mod mysql;
 pub mod redis;
 
 use logferry_common::snapshot::{SnapshotContent, SnapshotManifest};
-use logferry_common::{Position, SourceKind};
+use logferry_common::{Position, SourceKind, TrxMark};
 use logferry_config::{AgentConfig, RedisMode, SourceConfig};
 
 use crate::client::ShipperClient;
 use crate::error::Result;
 use crate::pipeline::ShutdownRx;
+use crate::resume::ResumePoint;
 
 /// One event of the change log, ready for the segmenter.
 #[derive(Debug, Clone)]
@@ -34,6 +35,9 @@ pub struct SourceEvent {
     /// connected: a catch-up ends here, and the segment is sealed at once instead of
     /// waiting out the seal age (its data is already old).
     pub caught_up: bool,
+    /// On a boundary that ends a whole transaction the source can name and check again
+    /// on another server (a MariaDB GTID): that transaction.
+    pub trx: Option<TrxMark>,
 }
 
 /// A part of a snapshot that arrives inside the change stream (a Redis full resync sends
@@ -96,6 +100,14 @@ pub trait Source {
     /// # Errors
     /// Retryable errors reconnect the source, as in [`Source::next`].
     async fn durable(&mut self, end: &Position) -> Result<()>;
+
+    /// The server this connection reads, as segments record it; empty when the source
+    /// does not tell servers apart.
+    fn origin(&self) -> &str;
+
+    /// When this connection continues the stream on another server than the chain's last
+    /// (a new leg): the place of the previous leg it continues from.
+    fn continues(&self) -> Option<&Position>;
 }
 
 /// A connected source of any kind: what [`connect`] returns and the pipeline drives.
@@ -140,6 +152,22 @@ impl Source for AnySource {
             AnySource::RedisAof(s) => s.durable(end).await,
         }
     }
+
+    fn origin(&self) -> &str {
+        match self {
+            AnySource::Mysql(s) => s.origin(),
+            AnySource::Redis(s) => s.origin(),
+            AnySource::RedisAof(s) => s.origin(),
+        }
+    }
+
+    fn continues(&self) -> Option<&Position> {
+        match self {
+            AnySource::Mysql(s) => s.continues(),
+            AnySource::Redis(s) => s.continues(),
+            AnySource::RedisAof(s) => s.continues(),
+        }
+    }
 }
 
 /// The kind of log a source config tails.
@@ -156,14 +184,11 @@ pub fn kind(cfg: &SourceConfig) -> SourceKind {
 /// # Errors
 /// The source's connect errors; [`crate::AgentError::Segment`] when `resume` is a
 /// position of another kind.
-pub async fn connect(cfg: &SourceConfig, resume: Option<&Position>) -> Result<AnySource> {
+pub async fn connect(cfg: &SourceConfig, resume: Option<&ResumePoint>) -> Result<AnySource> {
     match cfg {
-        SourceConfig::Mysql(m) => {
-            let at = resume.map(Position::as_mysql).transpose()?;
-            mysql::connect(m, at).await.map(AnySource::Mysql)
-        }
+        SourceConfig::Mysql(m) => mysql::connect(m, resume).await.map(AnySource::Mysql),
         SourceConfig::Redis(r) => {
-            let at = resume.map(Position::as_redis).transpose()?;
+            let at = resume.map(|r| r.connect_at().as_redis()).transpose()?;
             match r.mode {
                 RedisMode::Replication => redis::connect(r, at).await.map(AnySource::Redis),
                 RedisMode::Aof => redis::aof::connect(r, at).await.map(AnySource::RedisAof),

@@ -26,9 +26,49 @@ pub struct SegmentMeta {
     pub last_event_ms: i64,
     /// Number of source events in the payload.
     pub event_count: u64,
+    /// Which server the events came from and how the chain follows the database across
+    /// servers (format version 3; empty in older segments).
+    pub lineage: Lineage,
+}
+
+/// Which server a segment's events came from, and how the stream follows its database
+/// from one server to another (a promoted standby) without mixing in another database.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lineage {
+    /// The server the events were read from, as the source names it (MySQL:
+    /// `server_id`, `server_uuid`, host and port); empty when unknown (older segments).
+    pub origin: String,
+    /// Set on the first segment of a new leg (the stream continued on another server):
+    /// where that server's first event starts. The segment's `start` is then the place on
+    /// the previous leg where the new server continues, so the chain stays one chain by
+    /// its keys.
+    pub leg_start: Option<Position>,
+    /// The last whole transaction of the chain up to this segment's end: what a server
+    /// must hold, under the same id and with the same content, to continue the stream.
+    pub last_trx: Option<TrxMark>,
+}
+
+/// A transaction named and fingerprinted the way the source can check it again on any
+/// server: the successor check of a failover.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrxMark {
+    /// The transaction's id in the source (a MariaDB GTID such as `0-1-57`).
+    pub id: String,
+    /// The source's state right before the transaction (a GTID state), from where a
+    /// server is asked to send it again.
+    pub before: String,
+    /// sha256 of the transaction's content in the source's normalised form: what every
+    /// server that replicated it keeps the same (the source's `fingerprint` rules).
+    pub digest: [u8; 32],
 }
 
 impl SegmentMeta {
+    /// Where the segment's first event starts: `start`, except on the first segment of a
+    /// new leg, whose `start` is the place on the previous leg it continues.
+    pub fn events_start(&self) -> &Position {
+        self.lineage.leg_start.as_ref().unwrap_or(&self.start)
+    }
+
     /// Whether the segment ends at a transaction boundary.
     pub fn ends_at_boundary(&self) -> bool {
         self.open_trx.is_none()
@@ -85,7 +125,48 @@ pub(super) fn encode_header(h: &SegmentHeader, out: &mut Vec<u8>) -> Result<()> 
     out.extend_from_slice(&h.payload_len.to_le_bytes());
     out.extend_from_slice(&h.payload_sha256);
     out.extend_from_slice(&h.stored_len.to_le_bytes());
+    let l = &m.lineage;
+    put_str16(out, &l.origin)?;
+    let leg_start = l.leg_start.as_ref().map(ToString::to_string);
+    put_str16(out, leg_start.as_deref().unwrap_or(""))?;
+    match &l.last_trx {
+        None => out.push(0),
+        Some(t) => {
+            out.push(1);
+            put_str16(out, &t.id)?;
+            put_str16(out, &t.before)?;
+            out.extend_from_slice(&t.digest);
+        }
+    }
     Ok(())
+}
+
+/// The lineage fields of a version 3 header.
+fn decode_lineage(r: &mut Reader<'_>, source: SourceKind) -> Result<Lineage> {
+    let origin = r.str16("origin")?.to_owned();
+    let leg_start = match r.str16("leg start")? {
+        "" => None,
+        text => Some(
+            Position::parse(source, text)
+                .map_err(|e| Error::corrupt(format!("header leg start: {e}")))?,
+        ),
+    };
+    let last_trx = match r.u8("last transaction flag")? {
+        0 => None,
+        1 => {
+            let id = r.str16("last transaction id")?.to_owned();
+            let before = r.str16("last transaction's preceding state")?.to_owned();
+            let mut digest = [0u8; 32];
+            digest.copy_from_slice(r.take(32, "last transaction digest")?);
+            Some(TrxMark { id, before, digest })
+        }
+        n => return Err(Error::corrupt(format!("last transaction flag {n}"))),
+    };
+    Ok(Lineage {
+        origin,
+        leg_start,
+        last_trx,
+    })
 }
 
 pub(super) fn decode_header(block: &[u8], version: u16) -> Result<SegmentHeader> {
@@ -118,6 +199,11 @@ pub(super) fn decode_header(block: &[u8], version: u16) -> Result<SegmentHeader>
     let mut payload_sha256 = [0u8; 32];
     payload_sha256.copy_from_slice(r.take(32, "payload sha256")?);
     let stored_len = r.u64("stored length")?;
+    let lineage = if version >= 3 {
+        decode_lineage(&mut r, source)?
+    } else {
+        Lineage::default()
+    };
     if !r.buf.is_empty() {
         return Err(Error::corrupt(format!(
             "{} unexpected bytes after the header fields",
@@ -128,6 +214,13 @@ pub(super) fn decode_header(block: &[u8], version: u16) -> Result<SegmentHeader>
         return Err(Error::corrupt(format!(
             "end position {end} is before start position {start}"
         )));
+    }
+    if let Some(leg_start) = &lineage.leg_start {
+        if leg_start.cmp_place(&start)?.is_le() || leg_start.cmp_place(&end)?.is_gt() {
+            return Err(Error::corrupt(format!(
+                "the leg start {leg_start} is not between the start {start} and the end {end}"
+            )));
+        }
     }
     if open_trx
         .as_ref()
@@ -161,6 +254,7 @@ pub(super) fn decode_header(block: &[u8], version: u16) -> Result<SegmentHeader>
             first_event_ms,
             last_event_ms,
             event_count,
+            lineage,
         },
         codec,
         key_id,

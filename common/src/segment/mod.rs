@@ -3,7 +3,7 @@
 //! # Layout (all integers little-endian)
 //! ```text
 //! magic        8  b"LFSEG\0\0\x01"
-//! version      2  format version, currently 2 (1 is read too)
+//! version      2  format version, currently 3 (1 and 2 are read too)
 //! header_len   4  length of the header block
 //! header       header_len bytes:
 //!     stream id          str16
@@ -22,6 +22,11 @@
 //!     payload length     u64     (plaintext, uncompressed)
 //!     payload sha256     32      (of the plaintext; zeros when encrypted)
 //!     stored length      u64     (bytes of the stored payload that follows the header)
+//!     origin             str16   (version 3: the server the events came from; may be empty)
+//!     leg start          str16   (version 3: empty, or on a new leg's first segment where
+//!                                 the new server's first event starts)
+//!     last transaction   u8 flag (version 3: 0 none; 1 then id str16, preceding state
+//!                                 str16, digest 32)
 //! payload      stored length bytes (compressed with the codec, then, when a key id is set,
 //!              AES-256-GCM encrypted with its 16-byte tag appended; the associated data
 //!              is every byte before the payload, so the header is authenticated too)
@@ -34,7 +39,7 @@
 //!
 //! Version 1 segments (written before segments could end inside a transaction) have no
 //! open-transaction field and always end at a boundary; they read as version 2 segments
-//! with `open_trx = None`.
+//! with `open_trx = None`. Version 1 and 2 segments have no lineage (no origin, no legs).
 
 //!
 //! - `codec`: how a payload is stored ([`Codec`], [`Compression`]) and the [`Sealer`].
@@ -52,7 +57,7 @@ use sha2::{Digest, Sha256};
 
 pub use self::codec::{Codec, Compression, Sealer, DEFAULT_ZSTD_LEVEL, SPLIT_AT};
 use self::header::{decode_header, encode_header};
-pub use self::header::{SegmentHeader, SegmentMeta};
+pub use self::header::{Lineage, SegmentHeader, SegmentMeta, TrxMark};
 pub use self::limits::{
     max_payload_for, segment_bytes_for, DecodeLimits, DEFAULT_MAX_SEGMENT_BYTES,
     MAX_STORED_SEGMENT_BYTES,
@@ -62,8 +67,9 @@ use crate::crypto::{EpochKey, TAG_LEN};
 use crate::{Error, Result};
 
 const MAGIC: &[u8; 8] = b"LFSEG\0\0\x01";
-/// The format version written. Version 2 added the open-transaction field.
-const VERSION: u16 = 2;
+/// The format version written. Version 2 added the open-transaction field, version 3 the
+/// lineage (origin server, leg start, last transaction).
+const VERSION: u16 = 3;
 /// The oldest format version read.
 const OLDEST_VERSION: u16 = 1;
 const TRAILER_LEN: usize = 32;
@@ -345,6 +351,7 @@ mod tests {
             first_event_ms: 1_700_000_000_000,
             last_event_ms: 1_700_000_001_000,
             event_count: 7,
+            lineage: crate::segment::Lineage::default(),
         };
         let payload: Vec<u8> = (0..5000u32).flat_map(|i| i.to_le_bytes()).collect();
         Segment::seal(meta, &payload, Compression::default()).unwrap()
@@ -482,6 +489,29 @@ mod tests {
         assert!(err.to_string().contains("open transaction"), "{err}");
     }
 
+    #[test]
+    fn a_lineage_round_trips_and_its_leg_start_must_lie_inside_the_segment() {
+        let mut meta = sample().header.meta;
+        let end = BinlogPos::parse("leg1/mysql-bin.000002:900@0-1-3").unwrap();
+        meta.end = Position::Mysql(end.clone());
+        meta.lineage = Lineage {
+            origin: "mariadb server_id=2 host=db2:3306".into(),
+            leg_start: Some(Position::Mysql(end.at(400))),
+            last_trx: Some(TrxMark {
+                id: "0-1-3".into(),
+                before: "0-1-2".into(),
+                digest: [9; 32],
+            }),
+        };
+        let seg = Segment::seal(meta.clone(), b"x", Compression::None).unwrap();
+        let back = Segment::decode(seg.bytes().to_vec(), &DecodeLimits::default()).unwrap();
+        assert_eq!(back.header.meta, meta);
+        meta.lineage.leg_start = Some(Position::Mysql(end.at(901)));
+        let seg = Segment::seal(meta, b"x", Compression::None).unwrap();
+        let err = Segment::decode(seg.bytes().to_vec(), &DecodeLimits::default()).unwrap_err();
+        assert!(err.to_string().contains("leg start"), "{err}");
+    }
+
     /// A version 1 segment as builds before the open-transaction field wrote it.
     fn version_1(seg: &Segment) -> Vec<u8> {
         let mut head = Vec::new();
@@ -497,6 +527,9 @@ mod tests {
             + m.end.to_string().len();
         assert_eq!(&head[at..at + 2], &[0, 0]);
         head.drain(at..at + 2);
+        // An empty lineage (empty origin, no leg start, no last transaction) ends it.
+        assert_eq!(seg.header.meta.lineage, Lineage::default());
+        head.truncate(head.len() - 5);
         let stored = &seg.bytes()[seg.payload_offset..seg.bytes().len() - TRAILER_LEN];
         let mut bytes = MAGIC.to_vec();
         bytes.extend_from_slice(&1u16.to_le_bytes());

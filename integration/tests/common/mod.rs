@@ -201,6 +201,7 @@ pub fn segment_at(stream: &str, file: &str, start: u64, body: &[u8]) -> Segment 
         first_event_ms: 1,
         last_event_ms: 2,
         event_count: 1,
+        lineage: logferry_common::segment::Lineage::default(),
     };
     Segment::seal(meta, &p.take(), logferry_common::Compression::default())
         .unwrap_or_else(|e| panic!("{e}"))

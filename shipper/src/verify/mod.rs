@@ -43,6 +43,9 @@ pub enum ProblemKind {
     /// record whose MAC fails, an object in clear in an encrypted store, a key reference
     /// with no capsule.
     Unauthentic,
+    /// The segment comes from another server than the one before it without continuing
+    /// the chain as a new leg: two databases written to one stream.
+    Foreign,
 }
 
 impl fmt::Display for ProblemKind {
@@ -55,6 +58,7 @@ impl fmt::Display for ProblemKind {
             ProblemKind::Unreadable => "UNREADABLE",
             ProblemKind::Incomplete => "INCOMPLETE",
             ProblemKind::Unauthentic => "UNAUTHENTIC",
+            ProblemKind::Foreign => "FOREIGN",
         })
     }
 }
@@ -118,6 +122,7 @@ pub async fn verify(
             ..StreamReport::default()
         };
         let mut prev_end: Option<(String, Position)> = None;
+        let mut prev_origin = String::new();
         let mut first_start: Option<Position> = None;
         let (segment_objects, others): (Vec<Listed>, Vec<Listed>) = objects
             .into_iter()
@@ -183,6 +188,12 @@ pub async fn verify(
                     )),
                 }
             }
+            if let Some(detail) = foreign(&prev_origin, m) {
+                r.problems.push(problem(&key, ProblemKind::Foreign, detail));
+            }
+            if !m.lineage.origin.is_empty() {
+                prev_origin.clone_from(&m.lineage.origin);
+            }
             if r.start.is_none() {
                 r.start = Some(m.start.to_string());
                 first_start = Some(m.start.clone());
@@ -207,6 +218,35 @@ pub async fn verify(
         reports.push(r);
     }
     Ok(reports)
+}
+
+/// Why a segment read from `m.lineage.origin` cannot follow one from `prev_origin`: a
+/// server switch is a new leg that starts on the next leg number, or it is another
+/// database written to the same stream. `None` when it may follow.
+fn foreign(prev_origin: &str, m: &logferry_common::SegmentMeta) -> Option<String> {
+    let origin = &m.lineage.origin;
+    if prev_origin.is_empty() || origin.is_empty() || origin == prev_origin {
+        return m
+            .lineage
+            .leg_start
+            .is_some()
+            .then(|| format!("starts a new leg on the server it already came from ({origin})"));
+    }
+    let Some(leg_start) = &m.lineage.leg_start else {
+        return Some(format!(
+            "comes from {origin} where the segment before came from {prev_origin}, without continuing as a new leg: two databases on one stream"
+        ));
+    };
+    let next_leg = match (&m.start, leg_start) {
+        (Position::Mysql(a), Position::Mysql(b)) => b.leg() == a.leg() + 1,
+        _ => false,
+    };
+    (!next_leg).then(|| {
+        format!(
+            "starts leg {leg_start} which is not the leg after {}",
+            m.start
+        )
+    })
 }
 
 pub(crate) fn problem(key: &str, kind: ProblemKind, detail: String) -> Problem {
@@ -255,7 +295,7 @@ async fn check_stored(store: &Store, key: &str, bytes: Bytes) -> Result<Checked<
         };
         let checked = payload.map_err(|e| e.to_string()).and_then(|payload| {
             let m = &seg.header.meta;
-            let n = sources::check_payload(m.source, &payload, &m.start, &m.end)
+            let n = sources::check_payload(m.source, &payload, m.events_start(), &m.end)
                 .map_err(|e| e.to_string())?;
             if n == m.event_count {
                 Ok(())

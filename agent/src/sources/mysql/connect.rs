@@ -8,10 +8,12 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStreamRequest, Conn, Opts, Row};
 use tracing::{debug, info};
 
-use logferry_common::format::mysql::{GtidState, TrxTracker};
+use logferry_common::format::mysql::GtidState;
+use logferry_common::TrxMark;
 
-use super::{server_pos, MysqlSource};
+use super::{server_pos, Dump, MysqlSource};
 use crate::error::{AgentError, Result};
+use crate::resume::ResumePoint;
 
 /// MySQL error code: access denied for user (bad password).
 const ER_ACCESS_DENIED: u16 = 1045;
@@ -21,11 +23,18 @@ const ER_SPECIFIC_ACCESS_DENIED: u16 = 1227;
 /// Connects to the server in `cfg`, checks that its binlog can be tailed, and starts the
 /// dump right after `resume` (or where `cfg.start` says for a new stream).
 ///
+/// On the server the chain's last segment came from, it resumes by file and offset (or by
+/// GTID where `cfg.resume` says). On another server (a promoted standby, the same address
+/// now answered by another server) it never uses file and offset: it checks that the
+/// server holds every stored transaction, asks it by GTID for the chain's last one again
+/// and compares its fingerprint (see [`MysqlSource`]), and continues as a new leg.
+///
 /// # Errors
 /// [`AgentError::Unreachable`] (retryable), [`AgentError::AccessDenied`],
 /// [`AgentError::ServerSetup`] with the fix, [`AgentError::Gap`] when `resume` is no longer
-/// on the server.
-pub async fn connect(cfg: &MysqlConfig, resume: Option<&BinlogPos>) -> Result<MysqlSource> {
+/// on the server, [`AgentError::NotSuccessor`] when another server does not hold what is
+/// stored.
+pub async fn connect(cfg: &MysqlConfig, resume: Option<&ResumePoint>) -> Result<MysqlSource> {
     let opts = Opts::from_url(cfg.url.expose()).map_err(|e| {
         AgentError::ServerSetup(format!("source.url is not a usable MySQL URL: {e}"))
     })?;
@@ -44,8 +53,26 @@ pub async fn connect(cfg: &MysqlConfig, resume: Option<&BinlogPos>) -> Result<My
 
     let mut gtid = GtidState::default();
     let mut gtid_known = false;
+    let mut leg = 0;
+    let mut successor = None;
     let (start, by_gtid) = match resume {
-        Some(pos) => {
+        Some(r) if !r.origin.is_empty() && r.origin != server.origin => {
+            let plan = successor_plan(&mut conn, &server, r).await?;
+            gtid = GtidState::parse(&plan.connect_state)
+                .map_err(|e| AgentError::Protocol(e.to_string()))?;
+            gtid_known = true;
+            leg = plan.continues.leg() + 1;
+            let start = plan
+                .continues
+                .clone()
+                .with_gtid(Some(plan.connect_state.clone()));
+            info!(%addr, server = %server.origin, stored = %r.origin, continues = %plan.continues, check = ?plan.check.as_ref().map(|t| &t.id), "another server than the chain's last: continuing by GTID as leg {leg}");
+            successor = Some(plan);
+            (start, true)
+        }
+        Some(r) => {
+            let pos = r.connect_at().as_mysql()?;
+            leg = pos.leg();
             let on_server = files.iter().any(|f| f == pos.file());
             let want_gtid = match cfg.resume {
                 ResumeMode::Gtid => true,
@@ -116,8 +143,8 @@ pub async fn connect(cfg: &MysqlConfig, resume: Option<&BinlogPos>) -> Result<My
             .await
             .map_err(|e| connect_error(&addr, e))?;
     }
-    let catch_up_to = binlog_end(&mut conn, &addr).await?;
-    info!(%addr, version = %server.version, at = %start, by_gtid, head = ?catch_up_to.as_ref().map(ToString::to_string), "starting binlog dump");
+    let catch_up_to = binlog_end(&mut conn, &addr).await?.map(|p| p.on_leg(leg));
+    info!(%addr, version = %server.version, server = %server.origin, at = %start, by_gtid, head = ?catch_up_to.as_ref().map(ToString::to_string), "starting binlog dump");
     let file = if by_gtid {
         Vec::new()
     } else {
@@ -135,33 +162,117 @@ pub async fn connect(cfg: &MysqlConfig, resume: Option<&BinlogPos>) -> Result<My
         .get_binlog_stream(request)
         .await
         .map_err(|e| stream_error(&addr, e))?;
-    let cursor = if by_gtid || resume.is_some() || cfg.start == StartFrom::Current {
+    let cursor = if successor.is_some() {
+        None
+    } else if by_gtid || resume.is_some() || cfg.start == StartFrom::Current {
         Some(start)
     } else {
         None
     };
-    Ok(MysqlSource {
+    Ok(MysqlSource::new(Dump {
         stream,
         addr,
+        origin: server.origin,
+        mariadb: server.mariadb,
+        leg,
         cursor,
         gtid,
         gtid_known,
-        trx: TrxTracker::default(),
-        seen_fde: false,
-        mariadb: server.mariadb,
-        preamble: Vec::new(),
         known_files: files,
-        head: catch_up_to.clone(),
         catch_up_to,
+        successor,
+    }))
+}
+
+/// How a source continues the stream on another server.
+pub(super) struct Successor {
+    /// The chain's end on the previous leg: where the new leg continues.
+    pub continues: BinlogPos,
+    /// The GTID state the dump is asked to start after.
+    pub connect_state: String,
+    /// The chain's last transaction, which the server must send first, with the same
+    /// fingerprint; `None` when the chain has none to check.
+    pub check: Option<TrxMark>,
+    /// The server the chain's last segment came from.
+    pub stored_origin: String,
+}
+
+/// Checks what can be checked before the dump (the server holds every stored transaction)
+/// and says where the dump starts.
+async fn successor_plan(
+    conn: &mut Conn,
+    server: &ServerInfo,
+    r: &ResumePoint,
+) -> Result<Successor> {
+    let not = |reason: String| AgentError::NotSuccessor {
+        server: server.origin.clone(),
+        stored: r.origin.clone(),
+        reason,
+    };
+    let end = r.end.as_mysql()?;
+    if let Some(t) = &r.open_trx {
+        return Err(AgentError::Gap(format!(
+            "the chain ends inside a transaction (begun at {t}, read from {}), and {} is another server: \
+             continuing a transaction on another server is not supported yet; point source.url back \
+             at the stream's server until the transaction is stored whole, or take a new snapshot",
+            r.origin, server.origin
+        )));
+    }
+    let Some(stored_state) = end.gtid.clone() else {
+        return Err(not(format!(
+            "the chain's end {end} carries no GTID state, so no other server can be checked against it"
+        )));
+    };
+    if !server.mariadb {
+        return Err(AgentError::ServerSetup(format!(
+            "continuing the stream on another server ({}) is built for MariaDB GTIDs; MySQL GTID auto-positioning is not built yet",
+            server.origin
+        )));
+    }
+    let held = gtid_binlog_pos(conn, true).await?.unwrap_or_default();
+    let stored =
+        GtidState::parse(&stored_state).map_err(|e| AgentError::Protocol(e.to_string()))?;
+    let has = GtidState::parse(&held).map_err(|e| AgentError::Protocol(e.to_string()))?;
+    let missing = stored.beyond(&has);
+    if !missing.is_empty() {
+        let list = missing
+            .iter()
+            .map(|(g, n)| {
+                format!(
+                    "up to {g} ({n} transaction{})",
+                    if *n == 1 { "" } else { "s" }
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(not(format!(
+            "its binlog ends at GTID state {held:?} and lacks stored transactions: {list}"
+        )));
+    }
+    let (connect_state, check) = match &r.last_trx {
+        Some(t) => (t.before.clone(), Some(t.clone())),
+        None => (stored_state, None),
+    };
+    Ok(Successor {
+        continues: end.clone(),
+        connect_state,
+        check,
+        stored_origin: r.origin.clone(),
     })
 }
 
 /// `@@log_bin, @@binlog_format, VERSION()`.
 type ServerVars = (Option<i64>, Option<String>, String);
 
+/// `@@server_id, @@hostname, @@port`.
+type ServerIdentity = (u32, Option<String>, u16);
+
 struct ServerInfo {
     version: String,
     mariadb: bool,
+    /// Which server this is, as segments record it: `server_id`, `server_uuid` (MySQL),
+    /// host name and port.
+    origin: String,
 }
 
 async fn preflight(conn: &mut Conn, addr: &str) -> Result<ServerInfo> {
@@ -198,7 +309,29 @@ async fn preflight(conn: &mut Conn, addr: &str) -> Result<ServerInfo> {
             )));
         }
     }
-    Ok(ServerInfo { version, mariadb })
+    let (server_id, host, port): ServerIdentity = conn
+        .query_first("SELECT @@server_id, @@hostname, @@port")
+        .await
+        .map_err(|e| connect_error(addr, e))?
+        .ok_or_else(|| AgentError::Protocol("the server identity query returned nothing".into()))?;
+    let uuid = if mariadb {
+        None
+    } else {
+        conn.query_first::<Option<String>, _>("SELECT @@server_uuid")
+            .await
+            .map_err(|e| connect_error(addr, e))?
+            .flatten()
+    };
+    let host = host.unwrap_or_default();
+    let origin = match uuid {
+        Some(u) => format!("server_id={server_id} uuid={u} host={host}:{port}"),
+        None => format!("server_id={server_id} host={host}:{port}"),
+    };
+    Ok(ServerInfo {
+        version,
+        mariadb,
+        origin,
+    })
 }
 
 async fn binary_logs(conn: &mut Conn, addr: &str) -> Result<Vec<String>> {

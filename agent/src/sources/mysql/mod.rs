@@ -18,7 +18,7 @@ use std::panic::AssertUnwindSafe;
 
 use futures::{FutureExt, StreamExt};
 use logferry_common::format::mysql as binlog;
-use logferry_common::{BinlogPos, Position};
+use logferry_common::{BinlogPos, Position, TrxMark};
 use mysql_async::binlog::events::Event;
 use mysql_async::binlog::{BinlogChecksumAlg, BinlogVersion};
 use mysql_async::BinlogStream;
@@ -26,7 +26,9 @@ use mysql_async::BinlogStream;
 use self::events::{fake_rotate_target, rotate_target};
 use super::{Source, SourceEvent, SourceItem};
 use crate::error::{AgentError, Result};
-use logferry_common::format::mysql::{code, GtidState, TrxTracker, LOG_EVENT_ARTIFICIAL_F};
+use logferry_common::format::mysql::{
+    code, Gtid, GtidState, TrxFingerprint, TrxTracker, LOG_EVENT_ARTIFICIAL_F,
+};
 
 pub use self::connect::connect;
 
@@ -56,9 +58,68 @@ pub struct MysqlSource {
     /// then where the stream stood at the last heartbeat (the server sends one only
     /// when it has sent everything).
     head: Option<BinlogPos>,
+    /// The server read, as segments record it.
+    origin: String,
+    /// The leg of the stream this server's places are on.
+    leg: u32,
+    /// Whether the events of the open transaction carry a CRC32 (from the format event).
+    crc32: bool,
+    /// The transaction in progress: its GTID, the GTID state before it, its fingerprint.
+    trx_mark: Option<Box<(Gtid, String, TrxFingerprint)>>,
+    /// This connection continues the stream on another server: set until the checks of
+    /// the dump's first transaction are done.
+    successor: Option<Box<connect::Successor>>,
+    /// The chain's end on the previous leg, when this connection began a new leg.
+    continues: Option<Position>,
+}
+
+/// What [`connect`] established, for [`MysqlSource::new`].
+pub(super) struct Dump {
+    stream: BinlogStream,
+    addr: String,
+    origin: String,
+    mariadb: bool,
+    leg: u32,
+    cursor: Option<BinlogPos>,
+    gtid: GtidState,
+    gtid_known: bool,
+    known_files: Vec<String>,
+    catch_up_to: Option<BinlogPos>,
+    successor: Option<connect::Successor>,
 }
 
 impl MysqlSource {
+    fn new(d: Dump) -> Self {
+        MysqlSource {
+            stream: d.stream,
+            addr: d.addr,
+            cursor: d.cursor,
+            gtid: d.gtid,
+            gtid_known: d.gtid_known,
+            trx: TrxTracker::default(),
+            seen_fde: false,
+            preamble: Vec::new(),
+            mariadb: d.mariadb,
+            known_files: d.known_files,
+            head: d.catch_up_to.clone(),
+            catch_up_to: d.catch_up_to,
+            origin: d.origin,
+            leg: d.leg,
+            crc32: true,
+            trx_mark: None,
+            continues: d
+                .successor
+                .as_ref()
+                .map(|s| Position::Mysql(s.continues.clone())),
+            successor: d.successor.map(Box::new),
+        }
+    }
+
+    /// A place on this server's leg.
+    fn place(&self, file: String, offset: u64) -> Result<BinlogPos> {
+        Ok(server_pos(file, offset)?.on_leg(self.leg))
+    }
+
     fn handle(&mut self, ev: &Event) -> Result<Option<SourceItem>> {
         let h = ev.header();
         let ty = h.event_type_raw();
@@ -80,6 +141,7 @@ impl MysqlSource {
         let artificial = flags & LOG_EVENT_ARTIFICIAL_F != 0 || log_pos == 0;
         if ty == code::FORMAT_DESCRIPTION {
             self.preamble = framed(ev, binlog::TAG_FORMAT, self.cursor.as_ref())?;
+            self.crc32 = binlog::fde_has_crc32(&self.preamble[5..]);
             self.seen_fde = true;
         }
         if ty == code::ROTATE && artificial {
@@ -89,7 +151,7 @@ impl MysqlSource {
             }
             let (pos, file) = fake_rotate_target(ev.data(), &known)?;
             let Some(cursor) = self.cursor.clone() else {
-                self.cursor = Some(server_pos(file, pos)?);
+                self.cursor = Some(self.place(file, pos)?);
                 return Ok(None);
             };
             if cursor.file() == file {
@@ -99,7 +161,7 @@ impl MysqlSource {
             // before to its end: to the next file, that file ended with neither a rotate nor
             // a stop event (the server crashed) and nothing was skipped. The fake rotate is
             // stored as the chain's proof of that, under the rule every reader checks.
-            let to = server_pos(file, pos)?;
+            let to = self.place(file, pos)?;
             let header = binlog::EventHeader {
                 timestamp: h.timestamp(),
                 event_type: ty,
@@ -125,6 +187,12 @@ impl MysqlSource {
         let start_off = log_pos.checked_sub(size).ok_or_else(|| {
             AgentError::Protocol(format!("event ends at {log_pos} but is {size} bytes long"))
         })?;
+        let mut cursor = cursor;
+        if self.successor.is_some() && self.trx_mark.is_none() {
+            // A dump by GTID on another server skips the transactions before its start:
+            // until the first one arrives, events are taken where they are (and not stored).
+            cursor = cursor.at(start_off);
+        }
         if start_off != cursor.offset {
             if log_pos <= cursor.offset {
                 return Ok(None);
@@ -140,8 +208,16 @@ impl MysqlSource {
         }
         let body = ev.data();
         match ty {
-            code::MARIADB_GTID => self.gtid.apply_gtid_event(h.server_id(), body),
-            code::MARIADB_GTID_LIST => {
+            code::MARIADB_GTID => {
+                if let Some(g) = Gtid::of_event(h.server_id(), body) {
+                    let before = self.gtid.render();
+                    self.trx_mark = Some(Box::new((g, before, TrxFingerprint::default())));
+                }
+                self.gtid.apply_gtid_event(h.server_id(), body);
+            }
+            // A file's GTID list is the state at its start; a dump by GTID on another
+            // server starts later in the file, where the state is the one it was asked for.
+            code::MARIADB_GTID_LIST if self.successor.is_none() => {
                 self.gtid.apply_gtid_list(body);
                 self.gtid_known = true;
             }
@@ -149,9 +225,9 @@ impl MysqlSource {
         }
         let end = if ty == code::ROTATE {
             let (pos, file) = rotate_target(body)?;
-            server_pos(file, pos)?
+            self.place(file, pos)?
         } else if let Some(next) = (ty == code::STOP)
-            .then(|| binlog::after_stop(cursor.file()))
+            .then(|| binlog::after_stop(&cursor))
             .flatten()
         {
             next
@@ -173,7 +249,7 @@ impl MysqlSource {
     fn emit(
         &mut self,
         ev: &Event,
-        mut start: BinlogPos,
+        start: BinlogPos,
         mut end: BinlogPos,
     ) -> Result<Option<SourceItem>> {
         let h = ev.header();
@@ -182,6 +258,77 @@ impl MysqlSource {
             let g = self.gtid.render();
             end.gtid = (!g.is_empty()).then_some(g);
         }
+        let record = framed(ev, binlog::TAG_EVENT, Some(&start))?;
+        if let Some(mark) = &mut self.trx_mark {
+            mark.2.add(&record[5..], self.crc32);
+        }
+        let trx = if boundary {
+            self.trx_mark.take().map(|mark| {
+                let (g, before, fp) = *mark;
+                TrxMark {
+                    id: g.to_string(),
+                    before,
+                    digest: fp.finish(),
+                }
+            })
+        } else {
+            None
+        };
+        if let Some(plan) = &self.successor {
+            // The dump on another server: nothing is stored until its first transaction
+            // proved to be the chain's last one (or, with none to check, until it began).
+            let Some(check) = &plan.check else {
+                if self.trx_mark.is_none() && trx.is_none() {
+                    self.cursor = Some(end);
+                    return Ok(None);
+                }
+                self.successor = None;
+                return self.stored(ev, start, end, boundary, record, trx);
+            };
+            if !boundary || trx.is_none() {
+                self.cursor = Some(end);
+                return Ok(None);
+            }
+            let got = trx.as_ref().map(|t| (&t.id, t.digest));
+            if got != Some((&check.id, check.digest)) {
+                let reason = match &trx {
+                    Some(t) if t.id == check.id => format!(
+                        "it holds the chain's last transaction {} with other content (fingerprint {} where the store has {})",
+                        check.id,
+                        hex_prefix(&t.digest),
+                        hex_prefix(&check.digest)
+                    ),
+                    Some(t) => format!(
+                        "asked for the transaction after GTID state {:?}, it sent {} where the chain's last one is {}",
+                        check.before, t.id, check.id
+                    ),
+                    None => format!("it did not send the chain's last transaction {}", check.id),
+                };
+                return Err(AgentError::NotSuccessor {
+                    server: self.origin.clone(),
+                    stored: plan.stored_origin.clone(),
+                    reason,
+                });
+            }
+            tracing::info!(server = %self.origin, last_trx = %check.id, at = %end, "the server holds the chain's last transaction with the same content: it continues the stream");
+            self.successor = None;
+            self.cursor = Some(end);
+            return Ok(None);
+        }
+        self.stored(ev, start, end, boundary, record, trx)
+    }
+
+    /// The item for an event that is stored.
+    fn stored(
+        &mut self,
+        ev: &Event,
+        mut start: BinlogPos,
+        end: BinlogPos,
+        boundary: bool,
+        record: Vec<u8>,
+        trx: Option<TrxMark>,
+    ) -> Result<Option<SourceItem>> {
+        let h = ev.header();
         let caught_up = boundary
             && self
                 .catch_up_to
@@ -192,7 +339,6 @@ impl MysqlSource {
         }
         start.gtid = None;
         self.cursor = Some(end.clone());
-        let record = framed(ev, binlog::TAG_EVENT, Some(&start))?;
         Ok(Some(SourceItem::Event(SourceEvent {
             record,
             start: Position::Mysql(start),
@@ -200,6 +346,7 @@ impl MysqlSource {
             time_ms: i64::from(h.timestamp()) * 1000,
             boundary,
             caught_up,
+            trx,
         })))
     }
 }
@@ -249,6 +396,19 @@ impl Source for MysqlSource {
     async fn durable(&mut self, _end: &Position) -> Result<()> {
         Ok(())
     }
+
+    fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    fn continues(&self) -> Option<&Position> {
+        self.continues.as_ref()
+    }
+}
+
+/// The first bytes of a fingerprint in hex, for messages.
+fn hex_prefix(digest: &[u8; 32]) -> String {
+    digest[..6].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A position the server named; a file name that is not a binlog file's is the server's

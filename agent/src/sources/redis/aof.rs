@@ -667,6 +667,14 @@ impl Source for AofSource {
     async fn durable(&mut self, _end: &Position) -> Result<()> {
         Ok(())
     }
+
+    fn origin(&self) -> &str {
+        ""
+    }
+
+    fn continues(&self) -> Option<&Position> {
+        None
+    }
 }
 
 #[cfg(test)]

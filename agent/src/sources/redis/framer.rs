@@ -97,6 +97,7 @@ impl Framer {
             time_ms,
             boundary,
             caught_up: false,
+            trx: None,
         })
     }
 }

@@ -234,4 +234,12 @@ impl Source for RedisSource {
     async fn durable(&mut self, _end: &Position) -> Result<()> {
         Ok(())
     }
+
+    fn origin(&self) -> &str {
+        ""
+    }
+
+    fn continues(&self) -> Option<&Position> {
+        None
+    }
 }

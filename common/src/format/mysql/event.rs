@@ -135,10 +135,11 @@ pub fn next_file_name(name: &str) -> Option<String> {
     Some(format!("{base}.{next:0width$}", width = ext.len()))
 }
 
-/// Where the stream continues after a stop event in `file`: the start of the next file
-/// (position 4, after the magic). `None` when the next file's name cannot be derived.
-pub fn after_stop(file: &str) -> Option<BinlogPos> {
-    next_file_name(file).and_then(|next| BinlogPos::new(next, BinlogPos::FIRST_EVENT_OFFSET).ok())
+/// Where the stream continues after a stop event at `at`: the start of the next file
+/// (position 4, after the magic), on the same leg. `None` when the next file's name cannot
+/// be derived.
+pub fn after_stop(at: &BinlogPos) -> Option<BinlogPos> {
+    next_file_name(at.file()).and_then(|next| at.moved_to(next, BinlogPos::FIRST_EVENT_OFFSET).ok())
 }
 
 /// Whether an event is a fake rotate the server sent mid-stream to move on to the next

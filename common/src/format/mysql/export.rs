@@ -79,6 +79,15 @@ pub fn file_events(file: &[u8]) -> impl Iterator<Item = Result<&[u8]>> {
     })
 }
 
+/// The name an exported file gets: the original name on the stream's first server,
+/// `legN-NAME` on its later ones.
+pub fn export_name(at: &BinlogPos) -> String {
+    match at.leg() {
+        0 => at.file().to_owned(),
+        n => format!("leg{n}-{}", at.file()),
+    }
+}
+
 /// Rebuilds binlog files from a chain of segment payloads: one file image per original
 /// binlog file, each starting with the magic and a format description, so that
 /// `mariadb-binlog FILE... | mariadb` replays them.
@@ -92,15 +101,15 @@ pub struct ExportFiles {
 }
 
 impl ExportFiles {
-    /// Adds the payload of the next segment of the chain, which starts in `start_file`.
+    /// Adds the payload of the next segment of the chain, whose first event starts at
+    /// `start` (the offset is not used). Files of a later leg (another server's binlog)
+    /// are named `legN-FILE`, so two servers' files of one name never merge.
     ///
     /// # Errors
     /// [`Error::Corrupt`] when the payload is malformed.
-    pub fn push_segment(&mut self, start_file: &str, payload: &[u8]) -> Result<()> {
-        let mut file = start_file.to_owned();
-        let start = BinlogPos::new(start_file, 0)
-            .map_err(|e| Error::corrupt_in("binlog payload", format!("segment start: {e}")))?;
-        walk(&start, payload, |w| {
+    pub fn push_segment(&mut self, start: &BinlogPos, payload: &[u8]) -> Result<()> {
+        let mut file = start.at(0);
+        walk(&file.clone(), payload, |w| {
             match w {
                 Walked::Format(fde) => self.format = Some(fde.to_vec()),
                 Walked::Event {
@@ -109,21 +118,22 @@ impl ExportFiles {
                     if header.event_type == code::FORMAT_DESCRIPTION {
                         self.format = Some(bytes.to_vec());
                     }
-                    if is_file_switch(&header, &file, end) {
+                    if is_file_switch(&header, file.file(), end) {
                         // Not part of any file: it only says the next one begins.
-                        end.file().clone_into(&mut file);
+                        file = end.at(0);
                         return Ok(true);
                     }
-                    if self.files.last().is_none_or(|(f, _)| *f != file) {
+                    let name = export_name(&file);
+                    if self.files.last().is_none_or(|(f, _)| *f != name) {
                         let mut w = BinlogFileWriter::new();
                         w.pending_format = self.format.clone();
-                        self.files.push((file.clone(), w));
+                        self.files.push((name, w));
                     }
                     if let Some((_, w)) = self.files.last_mut() {
                         w.push_event(bytes)?;
                     }
-                    if end.file() != file {
-                        end.file().clone_into(&mut file);
+                    if end.file() != file.file() {
+                        file = end.at(0);
                     }
                 }
             }

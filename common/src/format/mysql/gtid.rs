@@ -111,6 +111,34 @@ impl GtidState {
         self.domains = list;
     }
 
+    /// Whether the state holds `g`: its domain is at `g`'s sequence number or beyond.
+    pub fn covers(&self, g: &Gtid) -> bool {
+        self.domains
+            .get(&g.domain)
+            .is_some_and(|(_, n)| *n >= g.seq)
+    }
+
+    /// The GTIDs of `self` that `other` does not hold, one per domain (the newest), each
+    /// with how many sequence numbers `other` lacks in that domain.
+    pub fn beyond(&self, other: &GtidState) -> Vec<(Gtid, u64)> {
+        self.domains
+            .iter()
+            .filter_map(|(d, (s, n))| {
+                let have = other.domains.get(d).map_or(0, |(_, m)| *m);
+                (have < *n).then(|| {
+                    (
+                        Gtid {
+                            domain: *d,
+                            server: *s,
+                            seq: *n,
+                        },
+                        n - have,
+                    )
+                })
+            })
+            .collect()
+    }
+
     /// `D-S-N,...` text, empty when no domain has been seen.
     pub fn render(&self) -> String {
         self.domains
@@ -143,6 +171,22 @@ pub fn validate_gtid(gtid: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn beyond_lists_per_domain_what_the_other_state_lacks() {
+        let stored = GtidState::parse("0-1-22,1-3-5").unwrap();
+        let ahead = GtidState::parse("0-1-40,1-3-5").unwrap();
+        let behind = GtidState::parse("0-1-16").unwrap();
+        assert!(stored.beyond(&ahead).is_empty());
+        let lacks: Vec<String> = stored
+            .beyond(&behind)
+            .iter()
+            .map(|(g, n)| format!("{g}:{n}"))
+            .collect();
+        assert_eq!(lacks, ["0-1-22:6", "1-3-5:5"]);
+        assert!(ahead.covers(&Gtid::parse("0-2-40").unwrap()));
+        assert!(!behind.covers(&Gtid::parse("0-1-17").unwrap()));
+    }
 
     #[test]
     fn gtid_state_round_trips() {

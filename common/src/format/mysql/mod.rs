@@ -7,12 +7,14 @@
 //! - [`payload`]: the segment payload's records, the walk over them and the chain check.
 //! - [`trx`]: where transactions end (a restore stops and a source resumes only there).
 //! - [`gtid`]: GTIDs and GTID states.
+//! - [`fingerprint`]: what every server holding a transaction keeps the same of it.
 //! - [`export`]: binlog files that the stock tools read, rebuilt from payloads.
 //! - [`sql`]: the system-schema list and identifier quoting.
 //! - [`snapshot`]: the MySQL part of a snapshot manifest.
 
 pub mod event;
 pub mod export;
+pub mod fingerprint;
 pub mod gtid;
 pub mod payload;
 pub mod position;
@@ -27,7 +29,8 @@ pub use event::{
     after_stop, code, event_body, fde_has_crc32, is_file_switch, next_file_name, query_text,
     rotate_target, EventHeader, BINLOG_MAGIC, EVENT_HEADER_LEN, LOG_EVENT_ARTIFICIAL_F,
 };
-pub use export::{file_events, BinlogFileWriter, ExportFiles};
+pub use export::{export_name, file_events, BinlogFileWriter, ExportFiles};
+pub use fingerprint::TrxFingerprint;
 pub use gtid::{Gtid, GtidState};
 pub use payload::{
     check_chain, record_header, records, walk, PayloadBuilder, Record, Walked, TAG_EVENT,

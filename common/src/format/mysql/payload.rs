@@ -168,10 +168,11 @@ where
         }
         if header.event_type == code::ROTATE {
             let (offset, file) = rotate_event_target(ev, crc)?;
-            pos = BinlogPos::new(file, offset)
+            pos = pos
+                .moved_to(file, offset)
                 .map_err(|e| Error::corrupt_in("binlog payload", format!("rotate event: {e}")))?;
         } else if let Some(next) = (header.event_type == code::STOP)
-            .then(|| after_stop(pos.file()))
+            .then(|| after_stop(&pos))
             .flatten()
         {
             pos = next;

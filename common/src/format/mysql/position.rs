@@ -7,16 +7,23 @@ use super::gtid::validate_gtid;
 use crate::{Error, Result};
 
 /// A place in a MySQL/MariaDB binlog: file name and byte offset, plus the GTID state of the
-/// server at that place when the server has GTIDs.
+/// server at that place when the server has GTIDs, on one *leg* of the stream.
 ///
-/// Text form: `mysql-bin.000003:1234` or `mysql-bin.000003:1234@0-1-57,1-2-9`.
+/// A stream follows its database, not a server: when the agent continues it on another
+/// server (a promoted standby), that server's binlog files are another leg, numbered one
+/// higher. Legs order first, so every place on a later server sorts after every place on an
+/// earlier one, and object keys still list the chain in order.
+///
+/// Text form: `mysql-bin.000003:1234` or `mysql-bin.000003:1234@0-1-57,1-2-9` on leg 0,
+/// `leg2/mysql-bin.000003:1234@0-1-57` on leg 2.
 ///
 /// The file name is checked once, when the position is made: it must end in a numeric
-/// extension, which orders files. `==` compares the place (file number and offset, the rule of
-/// [`BinlogPos::cmp_place`]) only; the
+/// extension, which orders files. `==` compares the place (leg, file number and offset, the
+/// rule of [`BinlogPos::cmp_place`]) only; the
 /// GTID state is an annotation that follows from the place.
 #[derive(Debug, Clone)]
 pub struct BinlogPos {
+    leg: u32,
     file: String,
     seq: u64,
     /// Byte offset inside the file.
@@ -53,6 +60,7 @@ impl BinlogPos {
                 )
             })?;
         Ok(BinlogPos {
+            leg: 0,
             file,
             seq,
             offset,
@@ -60,9 +68,30 @@ impl BinlogPos {
         })
     }
 
+    /// This place on leg `leg` of the stream (the servers it followed, counted from 0).
+    pub fn on_leg(mut self, leg: u32) -> Self {
+        self.leg = leg;
+        self
+    }
+
+    /// The leg of the stream this place is on: 0 on the first server, one more at each
+    /// switch to another server.
+    pub fn leg(&self) -> u32 {
+        self.leg
+    }
+
+    /// Another place on the same leg (a rotate's target, the file after a stop).
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] when `file` is not a binlog file name.
+    pub fn moved_to(&self, file: impl Into<String>, offset: u64) -> Result<Self> {
+        Ok(BinlogPos::new(file, offset)?.on_leg(self.leg))
+    }
+
     /// The same file at another offset (a valid file name stays valid).
     pub fn at(&self, offset: u64) -> Self {
         BinlogPos {
+            leg: self.leg,
             file: self.file.clone(),
             seq: self.seq,
             offset,
@@ -94,12 +123,23 @@ impl BinlogPos {
         let bad = || {
             Error::invalid(
                 "binlog position",
-                format!("{text:?}: expected FILE:OFFSET[@GTID], e.g. mysql-bin.000003:1234@0-1-57"),
+                format!("{text:?}: expected [legN/]FILE:OFFSET[@GTID], e.g. mysql-bin.000003:1234@0-1-57"),
             )
         };
-        let (place, gtid) = match text.split_once('@') {
+        let (leg, text_after_leg) = match text.split_once('/') {
+            Some((l, rest)) => {
+                let n: u32 = l
+                    .strip_prefix("leg")
+                    .and_then(|n| n.parse().ok())
+                    .filter(|n| *n > 0)
+                    .ok_or_else(bad)?;
+                (n, rest)
+            }
+            None => (0, text),
+        };
+        let (place, gtid) = match text_after_leg.split_once('@') {
             Some((p, g)) => (p, Some(g)),
-            None => (text, None),
+            None => (text_after_leg, None),
         };
         let (file, offset) = place.rsplit_once(':').ok_or_else(bad)?;
         let offset: u64 = offset.parse().map_err(|_| bad())?;
@@ -112,22 +152,32 @@ impl BinlogPos {
         };
         Ok(BinlogPos::new(file, offset)
             .map_err(|_| bad())?
+            .on_leg(leg)
             .with_gtid(gtid))
     }
 
-    /// Fixed-width `SEQ_OFFSET` rendering that sorts in log order.
+    /// Fixed-width rendering that sorts in log order: `SEQ_OFFSET` on leg 0 (the form keys
+    /// had before legs existed), `LNNNNNN.SEQ_OFFSET` on later legs (`L` sorts after every
+    /// digit, so a later leg sorts after every place of leg 0).
     pub fn sort_key(&self) -> String {
-        format!("{:010}_{:016}", self.seq, self.offset)
+        if self.leg == 0 {
+            format!("{:010}_{:016}", self.seq, self.offset)
+        } else {
+            format!("L{:06}.{:010}_{:016}", self.leg, self.seq, self.offset)
+        }
     }
 
-    /// Orders by file sequence, then offset.
+    /// Orders by leg, then file sequence, then offset.
     pub fn cmp_place(&self, other: &BinlogPos) -> Ordering {
-        (self.seq, self.offset).cmp(&(other.seq, other.offset))
+        (self.leg, self.seq, self.offset).cmp(&(other.leg, other.seq, other.offset))
     }
 }
 
 impl fmt::Display for BinlogPos {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.leg > 0 {
+            write!(f, "leg{}/", self.leg)?;
+        }
         write!(f, "{}:{}", self.file, self.offset)?;
         if let Some(g) = &self.gtid {
             write!(f, "@{g}")?;
@@ -152,7 +202,11 @@ mod tests {
 
     #[test]
     fn text_form_round_trips() {
-        for t in ["mysql-bin.000003:1234", "mysql-bin.000003:4@0-1-57,1-2-9"] {
+        for t in [
+            "mysql-bin.000003:1234",
+            "mysql-bin.000003:4@0-1-57,1-2-9",
+            "leg2/mysql-bin.000003:4@0-1-57",
+        ] {
             assert_eq!(BinlogPos::parse(t).unwrap().to_string(), t);
         }
         for bad in [
@@ -163,6 +217,9 @@ mod tests {
             "x.1:4@bad gtid",
             "a/b.1:4",
             ".000001:4",
+            "leg0/b.000001:4",
+            "legx/b.000001:4",
+            "2/b.000001:4",
         ] {
             assert!(BinlogPos::parse(bad).is_err(), "{bad}");
         }
@@ -193,5 +250,16 @@ mod tests {
         assert!(a.sort_key() < b.sort_key());
         let c = b.at(120);
         assert!(b.sort_key() < c.sort_key());
+    }
+
+    #[test]
+    fn a_later_leg_sorts_after_every_place_of_an_earlier_one() {
+        let a = BinlogPos::new("mysql-bin.000900", 9_000_000).unwrap();
+        let b = BinlogPos::new("mysql-bin.000001", 4).unwrap().on_leg(1);
+        let c = b.at(5).on_leg(2);
+        assert_eq!(a.cmp_place(&b), Ordering::Less);
+        assert!(a.sort_key() < b.sort_key() && b.sort_key() < c.sort_key());
+        assert_ne!(a.at(4), a.at(4).on_leg(1));
+        assert_eq!(b.moved_to("mysql-bin.000002", 4).unwrap().leg(), 1);
     }
 }

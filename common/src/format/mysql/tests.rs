@@ -35,18 +35,26 @@ fn drained_pieces_concatenate_to_the_whole_file() {
     let second = second.take();
 
     let mut whole = ExportFiles::default();
-    whole.push_segment("b.000001", &first).unwrap();
-    whole.push_segment("b.000001", &second).unwrap();
+    whole
+        .push_segment(&BinlogPos::new("b.000001", 4).unwrap(), &first)
+        .unwrap();
+    whole
+        .push_segment(&BinlogPos::new("b.000001", 4).unwrap(), &second)
+        .unwrap();
     let whole = whole.finish();
 
     let mut streamed = ExportFiles::default();
-    streamed.push_segment("b.000001", &first).unwrap();
+    streamed
+        .push_segment(&BinlogPos::new("b.000001", 4).unwrap(), &first)
+        .unwrap();
     let mut pieces = streamed.drain();
     assert!(
         streamed.drain().is_empty(),
         "nothing new since the last drain"
     );
-    streamed.push_segment("b.000001", &second).unwrap();
+    streamed
+        .push_segment(&BinlogPos::new("b.000001", 4).unwrap(), &second)
+        .unwrap();
     pieces.extend(streamed.drain());
     assert_eq!(pieces.len(), 2);
     assert!(pieces.iter().all(|(n, _)| n == "b.000001"));
@@ -71,7 +79,9 @@ fn payload_round_trips_into_a_file() {
         vec![Record::Format(&fde), Record::Event(&q), Record::Event(&x)]
     );
     let mut files = ExportFiles::default();
-    files.push_segment("b.000001", &payload).unwrap();
+    files
+        .push_segment(&BinlogPos::new("b.000001", 4).unwrap(), &payload)
+        .unwrap();
     let file = files.finish().remove(0).1;
     let evs: Vec<_> = file_events(&file).collect::<Result<_>>().unwrap();
     assert_eq!(evs, vec![&fde[..], &q[..], &x[..]]);
@@ -84,7 +94,9 @@ fn a_segment_that_starts_a_file_keeps_one_format_event() {
     b.push_format(&fde);
     b.push_event(&fde);
     let mut files = ExportFiles::default();
-    files.push_segment("b.000001", &b.take()).unwrap();
+    files
+        .push_segment(&BinlogPos::new("b.000001", 4).unwrap(), &b.take())
+        .unwrap();
     assert_eq!(file_events(&files.finish()[0].1).count(), 1);
 }
 
@@ -128,7 +140,9 @@ fn a_stop_event_continues_the_chain_at_the_start_of_the_next_file() {
     );
     assert!(check_chain(&payload, &start, &BinlogPos::new("b.000001", 53).unwrap()).is_err());
     let mut files = ExportFiles::default();
-    files.push_segment("b.000001", &payload).unwrap();
+    files
+        .push_segment(&BinlogPos::new("b.000001", 4).unwrap(), &payload)
+        .unwrap();
     let files = files.finish();
     let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["b.000001", "b.000002"]);
@@ -176,7 +190,10 @@ fn a_fake_rotate_to_the_next_file_continues_the_chain_and_is_left_out_of_files()
     }
     let mut files = ExportFiles::default();
     files
-        .push_segment("b.000001", &payload("b.000002"))
+        .push_segment(
+            &BinlogPos::new("b.000001", 4).unwrap(),
+            &payload("b.000002"),
+        )
         .unwrap();
     let files = files.finish();
     assert_eq!(files[0].0, "b.000001");

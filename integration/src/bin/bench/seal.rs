@@ -55,6 +55,7 @@ pub(crate) fn bench_meta() -> anyhow::Result<SegmentMeta> {
         first_event_ms: 0,
         last_event_ms: 0,
         event_count: 1,
+        lineage: logferry_common::segment::Lineage::default(),
     })
 }
 

@@ -79,10 +79,10 @@ struct Collector<'a> {
 #[derive(Default)]
 struct Piecework {
     kept: PayloadBuilder,
-    kept_from: Option<String>,
+    /// Where the first kept event starts.
+    kept_from: Option<BinlogPos>,
     /// Events of a transaction that began in this segment and has not ended yet.
     pending: PayloadBuilder,
-    pending_file: Option<String>,
     pending_events: u64,
     /// Where that transaction began.
     pending_start: Option<BinlogPos>,
@@ -97,9 +97,8 @@ impl Collector<'_> {
         payload: &[u8],
         out: &mut Collected,
     ) -> Result<Piecework> {
-        let seg_start = &c.start;
+        let seg_start = &c.events_start;
         let mut w = Piecework::default();
-        let mut file = seg_start.file().to_owned();
         let mut at = seg_start.clone();
         binlog::walk(seg_start, payload, |step| {
             let (bytes, header, end, crc32) = match step {
@@ -114,7 +113,6 @@ impl Collector<'_> {
                     crc32,
                 } => (bytes, header, end, crc32),
             };
-            let event_file = std::mem::replace(&mut file, end.file().to_owned());
             let event_start = std::mem::replace(&mut at, end.clone());
             if end.cmp_place(&self.plan.start).is_le() {
                 return Ok(true);
@@ -129,13 +127,12 @@ impl Collector<'_> {
             }
             let boundary = self.trx.after(header.event_type, body);
             if self.carrying {
-                w.kept_from.get_or_insert(event_file);
+                w.kept_from.get_or_insert(event_start);
                 w.kept.push_event(bytes);
                 out.events += 1;
             } else {
                 if w.pending_start.is_none() {
                     w.pending_start = Some(event_start);
-                    w.pending_file = Some(event_file);
                 }
                 w.pending.push_event(bytes);
                 w.pending_events += 1;
@@ -147,13 +144,12 @@ impl Collector<'_> {
                     return Ok(false);
                 }
                 if w.kept_from.is_none() {
-                    w.kept_from = w.pending_file.take();
+                    w.kept_from = w.pending_start.take();
                 }
                 w.kept.push_raw(&w.pending.take());
                 out.events += w.pending_events;
                 w.pending_events = 0;
                 w.pending_start = None;
-                w.pending_file = None;
             }
             if boundary {
                 self.carrying = false;
@@ -196,7 +192,7 @@ impl Collector<'_> {
             let payload = segment_payload(store, &c.seg).await?;
             let mut trx = self.trx.clone();
             let mut found = None;
-            binlog::walk(&c.start, &payload, |step| {
+            binlog::walk(&c.events_start, &payload, |step| {
                 if let Walked::Event {
                     bytes,
                     header,
@@ -273,7 +269,7 @@ pub async fn collect(
             match col.verdict(store, i, &trx_start, out).await? {
                 Some(true) => {
                     if w.kept_from.is_none() {
-                        w.kept_from = w.pending_file.take();
+                        w.kept_from = Some(trx_start.clone());
                     }
                     w.kept.push_raw(&w.pending.take());
                     out.events += w.pending_events;
@@ -405,6 +401,7 @@ mod tests {
             first_event_ms: ts(&evs[0].2),
             last_event_ms: ts(&evs[evs.len() - 1].2),
             event_count: evs.len() as u64,
+            lineage: logferry_common::segment::Lineage::default(),
         };
         let seg = Segment::seal(meta, &p.take(), Compression::None).unwrap();
         let m = &seg.header.meta;

@@ -26,8 +26,11 @@ pub struct ChainSegment {
     pub seg: SegmentRef,
     /// Its header.
     pub header: SegmentHeader,
-    /// Where its first event starts.
+    /// Where it continues the chain: where its first event starts, or on a new leg's
+    /// first segment the place of the previous leg it follows.
     pub start: BinlogPos,
+    /// Where its first event starts.
+    pub events_start: BinlogPos,
     /// Right after its last event.
     pub end: BinlogPos,
     /// Where the transaction still open at its end began, if one is.
@@ -69,11 +72,13 @@ pub async fn chain(store: &Store, stream: &StreamId) -> Result<Vec<ChainSegment>
                 })
             };
             let (start, end) = (mysql(&m.start)?, mysql(&m.end)?);
+            let events_start = mysql(m.events_start())?;
             let open_trx = m.open_trx.as_ref().map(mysql).transpose()?;
             Ok(ChainSegment {
                 seg,
                 header,
                 start,
+                events_start,
                 end,
                 open_trx,
             })
@@ -87,7 +92,7 @@ async fn time_at(store: &Store, chain: &[ChainSegment], pos: &BinlogPos) -> Resu
         return Ok(None);
     };
     let c = &chain[i];
-    let start = &c.start;
+    let start = &c.events_start;
     if start.cmp_place(pos).is_ge() {
         return Ok(if i > 0 {
             Some(chain[i - 1].header.meta.last_event_ms)
@@ -405,6 +410,7 @@ mod tests {
             first_event_ms: last_ms - 10,
             last_event_ms: last_ms,
             event_count: 1,
+            lineage: logferry_common::segment::Lineage::default(),
         };
         let header = Segment::seal(meta, b"x", Compression::None).unwrap().header;
         ChainSegment {
@@ -416,6 +422,7 @@ mod tests {
             },
             header,
             start: at(from),
+            events_start: at(from),
             end: at(to),
             open_trx: None,
         }

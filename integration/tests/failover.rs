@@ -1,0 +1,325 @@
+//! Failover: the stream follows its database to a promoted standby (by GTID, as a new leg
+//! of the chain), and never takes another database for a successor. Real `mariadbd`
+//! primaries and replicas.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{
+    mark, rfc3339, run_snapshot, settings, shipper_cli, snapshot_section, wait_caught_up, STREAM,
+};
+use logferry_common::Position;
+use logferry_integration::logferry::{Agent, Shipper};
+use logferry_integration::mariadb::{MariaDb, Options};
+use logferry_integration::process::RUN_WITHIN;
+use logferry_integration::{store, workload};
+use mysql_async::prelude::Queryable;
+
+type Sums = Vec<(String, Option<u64>)>;
+
+/// A replica that logs what it applies and rotates its binlog every few KiB, so that its
+/// files and offsets have nothing to do with its primary's.
+fn standby(server_id: u32) -> Options {
+    Options {
+        server_id,
+        extra: vec![
+            "--log-slave-updates".into(),
+            "--max-binlog-size=4096".into(),
+        ],
+        ..Options::default()
+    }
+}
+
+/// Restores the test stream to `to` into a fresh server that writes a binlog (so that
+/// the GTIDs it applies are its GTID state); its checksums and GTID state.
+async fn restore(shipper: &Shipper, to: &str) -> anyhow::Result<(Sums, String)> {
+    let fresh = MariaDb::start(Options {
+        server_id: 9,
+        ..Options::default()
+    })
+    .await?;
+    let (code, out) = shipper_cli(&[
+        "restore",
+        "--store",
+        &shipper.store_url(),
+        "--stream",
+        STREAM,
+        "--to",
+        to,
+        "--target",
+        &fresh.root_url(),
+    ])?;
+    anyhow::ensure!(code == 0, "restore to {to} failed: {out}");
+    let mut c = fresh.conn().await?;
+    let sums = workload::checksums(&mut c).await?;
+    Ok((sums, fresh.gtid_binlog_pos().await?))
+}
+
+/// `verify` of the store: exit code and output.
+fn verify(shipper: &Shipper) -> anyhow::Result<(i32, String)> {
+    shipper_cli(&["verify", "--store", &shipper.store_url()])
+}
+
+/// The origins recorded in the stored chain, in chain order, each once per run.
+fn origins(shipper: &Shipper) -> anyhow::Result<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    for (_, s) in store::segments(&shipper.store_dir, STREAM)? {
+        let o = s.header.meta.lineage.origin.clone();
+        if out.last() != Some(&o) {
+            out.push(o);
+        }
+    }
+    Ok(out)
+}
+
+/// Waits until the stored chain ends at `db`'s binlog end on leg `leg`.
+async fn wait_stored_up_to(
+    db: &MariaDb,
+    shipper: &Shipper,
+    agent: &Agent,
+    leg: u32,
+) -> anyhow::Result<()> {
+    logferry_integration::wait_for(
+        "the chain to reach the promoted server's end",
+        Duration::from_secs(120),
+        || async {
+            if agent.log_text().contains("agent stopped") {
+                anyhow::bail!("the agent stopped:\n{}", agent.log_text());
+            }
+            let (file, pos) = db.master_status().await?;
+            let segs = store::segments(&shipper.store_dir, STREAM)?;
+            Ok(match store::chain_end(&segs) {
+                Some(Position::Mysql(end)) => {
+                    (end.leg() == leg && end.file() == file && end.offset == pos).then_some(())
+                }
+                _ => None,
+            })
+        },
+    )
+    .await
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "{e:#}\nagent log:\n{}\nshipper log:\n{}",
+            agent.log_text(),
+            shipper.log_text()
+        )
+    })
+}
+
+/// The primary dies (kill -9), its replica is promoted, and the agent is pointed at the
+/// replica by a config change. The replica's binlog has rotated many times and holds local
+/// rotations, so the primary's last file + offset means nothing there: the agent continues
+/// by GTID as a new leg, with no gap and no duplicate; `verify` passes; restores to marks
+/// before, across and after the failover give the state there, and the latest one the
+/// promoted server's GTID state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chain_follows_a_promoted_replica_by_gtid_after_a_config_change() -> anyhow::Result<()>
+{
+    let tmp = tempfile::tempdir()?;
+    let mut a = MariaDb::start(Options::default()).await?;
+    workload::create_schema(&mut a.conn().await?).await?;
+    workload::run(&mut a.conn().await?, 0, 50).await?;
+    let b = MariaDb::start_replica_with(&a, standby(2)).await?;
+    let shipper = Shipper::start(tmp.path()).await?;
+    let mut s = settings(&a, &shipper);
+    s.extra_toml = snapshot_section(&b, None);
+    let mut agent = Agent::start(&tmp.path().join("agent"), &s)?;
+    run_snapshot(&agent, "snapshot.log", RUN_WITHIN)?;
+
+    workload::run(&mut a.conn().await?, 50, 120).await?;
+    let before = mark().await;
+    let sums_before = workload::checksums(&mut a.conn().await?).await?;
+    workload::run(&mut a.conn().await?, 120, 200).await?;
+    wait_caught_up(&a, &shipper, &agent).await?;
+    b.wait_replicated(&a).await?;
+    b.conn().await?.query_drop("FLUSH BINARY LOGS").await?;
+    let a_end = match store::chain_end(&store::segments(&shipper.store_dir, STREAM)?) {
+        Some(Position::Mysql(p)) => p,
+        other => anyhow::bail!("no MySQL chain end: {other:?}"),
+    };
+
+    a.kill9();
+    b.promote().await?;
+    let across = mark().await;
+    let sums_across = workload::checksums(&mut b.conn().await?).await?;
+    workload::run(&mut b.conn().await?, 200, 260).await?;
+    let after = mark().await;
+    let sums_after = workload::checksums(&mut b.conn().await?).await?;
+    workload::run(&mut b.conn().await?, 260, 300).await?;
+
+    // File + offset would be wrong on B: at the primary's last place, B's binlog holds
+    // no event, or one that is not where the stream goes on.
+    let (b_file, _) = b.master_status().await?;
+    assert_ne!(b_file, a_end.file(), "B rotated past the primary's file");
+    let at_a_place: Vec<mysql_async::Row> = b
+        .conn()
+        .await?
+        .query(format!(
+            "SHOW BINLOG EVENTS IN '{}' FROM {} LIMIT 1",
+            a_end.file(),
+            a_end.offset
+        ))
+        .await
+        .unwrap_or_default();
+    let first_after_failover: Option<String> = b
+        .conn()
+        .await?
+        .query_first("SELECT CONCAT('BEGIN GTID ', @@gtid_domain_id, '-2-')")
+        .await?;
+    let wrong_place = at_a_place.first().map(|r| {
+        let info: String = r.get("Info").unwrap_or_default();
+        info
+    });
+    assert!(
+        wrong_place
+            .as_deref()
+            .is_none_or(|i| !i.starts_with(first_after_failover.as_deref().unwrap_or("?"))),
+        "B's event at the primary's last place would be the right one: {wrong_place:?}"
+    );
+
+    agent.terminate()?;
+    agent.edit_config(&a.repl_url(), &b.repl_url())?;
+    agent.restart()?;
+    wait_stored_up_to(&b, &shipper, &agent, a_end.leg() + 1).await?;
+
+    let (code, out) = verify(&shipper)?;
+    assert_eq!(code, 0, "verify after the failover: {out}");
+    let seen = origins(&shipper)?;
+    assert_eq!(
+        seen.len(),
+        2,
+        "one run of the primary, then one of B: {seen:?}"
+    );
+    assert!(
+        seen[0].contains("server_id=1") && seen[1].contains("server_id=2"),
+        "{seen:?}"
+    );
+    let log = agent.log_text();
+    assert!(
+        log.contains("the server holds the chain's last transaction with the same content"),
+        "{log}"
+    );
+
+    assert_eq!(restore(&shipper, &rfc3339(before)).await?.0, sums_before);
+    assert_eq!(restore(&shipper, &rfc3339(across)).await?.0, sums_across);
+    assert_eq!(restore(&shipper, &rfc3339(after)).await?.0, sums_after);
+    let (latest, gtid) = restore(&shipper, "latest").await?;
+    assert_eq!(latest, workload::checksums(&mut b.conn().await?).await?);
+    assert_eq!(
+        gtid,
+        b.gtid_binlog_pos().await?,
+        "the restored GTID state is B's"
+    );
+    Ok(())
+}
+
+/// The replica takes over the dead primary's address (as a VIP or DNS move does): the
+/// agent's config does not change, it reconnects to the same address, finds another
+/// server there, and continues by GTID as a new leg.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chain_follows_a_replica_that_takes_over_the_primary_address() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let mut a = MariaDb::start(Options::default()).await?;
+    workload::create_schema(&mut a.conn().await?).await?;
+    workload::run(&mut a.conn().await?, 0, 80).await?;
+    let mut b = MariaDb::start_replica_with(&a, standby(2)).await?;
+    let shipper = Shipper::start(tmp.path()).await?;
+    let mut s = settings(&a, &shipper);
+    s.source_extra = "start = \"earliest\"".into();
+    let agent = Agent::start(&tmp.path().join("agent"), &s)?;
+    wait_caught_up(&a, &shipper, &agent).await?;
+    b.wait_replicated(&a).await?;
+
+    let port = a.port;
+    a.kill9();
+    b.move_to_port(port).await?;
+    b.promote().await?;
+    workload::run(&mut b.conn().await?, 80, 150).await?;
+    wait_stored_up_to(&b, &shipper, &agent, 1).await?;
+
+    let (code, out) = verify(&shipper)?;
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = shipper_cli(&[
+        "export",
+        "--store",
+        &shipper.store_url(),
+        "--stream",
+        STREAM,
+        "--from",
+        "mysql-bin.000001:4",
+        "--to",
+        "latest",
+        "--dir",
+        &tmp.path().join("export").display().to_string(),
+    ])?;
+    assert_eq!(code, 0, "{out}");
+    let files: Vec<String> = std::fs::read_dir(tmp.path().join("export"))?
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        files.iter().any(|f| f.starts_with("leg1-mysql-bin.")),
+        "B's files are exported under their leg: {files:?}"
+    );
+    Ok(())
+}
+
+/// Two servers built by the same script, a second agent given the first one's stream
+/// name by mistake: it is refused at once (the second server lacks the stream's last
+/// transactions, then holds other content under their GTIDs), and the stream keeps one
+/// database only; the first agent goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_database_on_one_stream_name_is_refused() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let x = MariaDb::start(Options::default()).await?;
+    let y = MariaDb::start(Options::default()).await?;
+    for db in [&x, &y] {
+        workload::create_schema(&mut db.conn().await?).await?;
+        workload::run(&mut db.conn().await?, 0, 20).await?;
+    }
+    let shipper = Shipper::start(tmp.path()).await?;
+    let mut sx = settings(&x, &shipper);
+    sx.source_extra = "start = \"earliest\"".into();
+    let agent_x = Agent::start(&tmp.path().join("x"), &sx)?;
+    workload::run(&mut x.conn().await?, 20, 30).await?;
+    wait_caught_up(&x, &shipper, &agent_x).await?;
+
+    let mut sy = settings(&y, &shipper);
+    sy.source_extra = "start = \"earliest\"".into();
+    let mut agent_y = Agent::start(&tmp.path().join("y"), &sy)?;
+    let status = agent_y.wait_exit(Duration::from_secs(60)).await?;
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "{status:?}: {}",
+        agent_y.log_text()
+    );
+    let log = agent_y.log_text();
+    assert!(
+        log.contains("is not a successor") && log.contains("lacks stored transactions"),
+        "{log}"
+    );
+
+    workload::run(&mut y.conn().await?, 500, 540).await?;
+    agent_y.restart()?;
+    let status = agent_y.wait_exit(Duration::from_secs(60)).await?;
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "{status:?}: {}",
+        agent_y.log_text()
+    );
+    let log = agent_y.log_text();
+    assert!(
+        log.contains("is not a successor") && log.contains("with other content"),
+        "{log}"
+    );
+
+    workload::run(&mut x.conn().await?, 30, 40).await?;
+    wait_caught_up(&x, &shipper, &agent_x).await?;
+    let (code, out) = verify(&shipper)?;
+    assert_eq!(code, 0, "{out}");
+    let seen = origins(&shipper)?;
+    assert_eq!(seen.len(), 1, "one database only: {seen:?}");
+    assert!(seen[0].contains(&format!(":{}", x.port)), "{seen:?}");
+    Ok(())
+}
