@@ -409,6 +409,48 @@ mod tests {
     }
 
     #[test]
+    fn a_new_leg_starts_where_the_previous_leg_ends_and_records_its_server() {
+        let mut s = segmenter(1 << 20);
+        s.connected("server_id=1", None).unwrap();
+        let mut first = ev(4, true);
+        first.trx = Some(TrxMark {
+            id: "0-1-1".into(),
+            before: String::new(),
+            digest: [1; 32],
+        });
+        s.push(first, Vec::new).unwrap();
+        let job = s.seal().unwrap();
+        assert_eq!(job.meta.lineage.origin, "server_id=1");
+        assert_eq!(job.meta.lineage.leg_start, None);
+        s.push(ev(104, false), Vec::new).unwrap();
+        assert!(
+            s.connected("server_id=2", Some(&pos(104))).is_err(),
+            "a segment is open"
+        );
+        s.restart(Some(&pos(104))).unwrap();
+        s.connected("server_id=2", Some(&pos(104))).unwrap();
+        let on_b = |at| {
+            let Position::Mysql(p) = pos(at) else {
+                unreachable!()
+            };
+            Position::Mysql(p.on_leg(1))
+        };
+        let mut b = ev(0, true);
+        (b.start, b.end) = (on_b(900), on_b(1000));
+        s.push(b, Vec::new).unwrap();
+        let job = s.seal().unwrap();
+        assert_eq!(job.meta.start, pos(104), "the chain's end on leg 0");
+        assert_eq!(job.meta.lineage.leg_start, Some(on_b(900)));
+        assert_eq!(job.meta.end, on_b(1000));
+        assert_eq!(job.meta.lineage.origin, "server_id=2");
+        assert_eq!(
+            job.meta.lineage.last_trx.map(|t| t.id).as_deref(),
+            Some("0-1-1"),
+            "the last whole transaction carries over until the next one"
+        );
+    }
+
+    #[test]
     fn seals_by_size_inside_a_transaction_and_names_where_it_began() {
         let mut s = segmenter(250);
         assert!(s.push(ev(4, true), Vec::new).unwrap());

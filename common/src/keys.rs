@@ -112,6 +112,17 @@ pub fn drill_key(stream: &StreamId, at_ms: i64) -> String {
     format!("{}/{at_ms:013}.json", drills_prefix(stream))
 }
 
+/// Prefix of a stream's promotion reports (`logferry-shipper promote`).
+pub fn promotions_prefix(stream: &StreamId) -> String {
+    format!("{STREAMS_PREFIX}/{stream}/promotions")
+}
+
+/// Key of the report of a promotion of `stream` that started at `at_ms`; fixed width, so a
+/// listing returns promotions oldest first.
+pub fn promotion_key(stream: &StreamId, at_ms: i64) -> String {
+    format!("{}/{at_ms:013}.json", promotions_prefix(stream))
+}
+
 /// Prefix of a stream's key capsules ([`crate::crypto::KeyCapsule`]).
 pub fn capsules_prefix(stream: &StreamId) -> String {
     format!("{STREAMS_PREFIX}/{stream}/keys")

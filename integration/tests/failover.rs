@@ -323,3 +323,124 @@ async fn a_second_database_on_one_stream_name_is_refused() -> anyhow::Result<()>
     assert!(seen[0].contains(&format!(":{}", x.port)), "{seen:?}");
     Ok(())
 }
+
+/// The standby is behind (its SQL thread stopped while the primary went on), the primary
+/// dies, and `promote` makes the standby the primary: every transaction the store holds is
+/// on it once, under its original GTID; the report's numbers are the ones the test knows;
+/// `--dry-run` changed nothing before; a second promote is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promote_applies_what_the_standby_lacks_and_reports_it() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let mut a = MariaDb::start(Options::default()).await?;
+    workload::create_schema(&mut a.conn().await?).await?;
+    workload::run(&mut a.conn().await?, 0, 40).await?;
+    let b = MariaDb::start_replica_with(&a, standby(2)).await?;
+    let shipper = Shipper::start(tmp.path()).await?;
+    let mut s = settings(&a, &shipper);
+    s.source_extra = "start = \"earliest\"".into();
+    let agent = Agent::start(&tmp.path().join("agent"), &s)?;
+    b.conn().await?.query_drop("STOP SLAVE SQL_THREAD").await?;
+    let b_before = b.gtid_binlog_pos().await?;
+    workload::run(&mut a.conn().await?, 40, 120).await?;
+    wait_caught_up(&a, &shipper, &agent).await?;
+    let a_final = a.gtid_binlog_pos().await?;
+    let want = workload::checksums(&mut a.conn().await?).await?;
+    let seq = |state: &str| -> anyhow::Result<u64> {
+        Ok(state.rsplit('-').next().unwrap_or("0").parse()?)
+    };
+    let lacking = seq(&a_final)? - seq(&b_before)?;
+    assert!(lacking > 20, "B is behind: {b_before} vs {a_final}");
+
+    let promote = |extra: &[&str]| {
+        let mut args = vec![
+            "promote",
+            "--store",
+            shipper.store_url().leak(),
+            "--stream",
+            STREAM,
+            "--standby",
+            b.root_url().leak(),
+        ];
+        args.extend_from_slice(extra);
+        shipper_cli(&args)
+    };
+    let (code, out) = promote(&["--dry-run", "--old-primary", a.root_url().leak()])?;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("DRY RUN")
+            && out.contains(&format!("applied:          {lacking} transactions")),
+        "{out}"
+    );
+    assert_eq!(
+        b.gtid_binlog_pos().await?,
+        b_before,
+        "a dry run changes nothing"
+    );
+    assert!(
+        !b.sql_thread_running().await?,
+        "still a replica, still stopped"
+    );
+    let writable: Option<u8> = a.conn().await?.query_first("SELECT @@read_only").await?;
+    assert_eq!(writable, Some(0), "a dry run does not fence");
+    assert!(!shipper
+        .store_dir
+        .join(format!("streams/{STREAM}/promotions"))
+        .exists());
+
+    a.kill9();
+    let (code, out) = promote(&["--old-primary", a.root_url().leak()])?;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("PROMOTED"), "{out}");
+    assert!(
+        out.contains("not fenced"),
+        "the dead primary did not answer: {out}"
+    );
+    assert!(
+        out.contains(&format!("applied:          {lacking} transactions")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("GTID before:      {b_before}")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("GTID after:       {a_final}")),
+        "{out}"
+    );
+    assert_eq!(
+        b.gtid_binlog_pos().await?,
+        a_final,
+        "original GTIDs, each once"
+    );
+    assert_eq!(workload::checksums(&mut b.conn().await?).await?, want);
+    let mut c = b.conn().await?;
+    let read_only: Option<u8> = c.query_first("SELECT @@read_only").await?;
+    assert_eq!(read_only, Some(0), "the standby is writable");
+    let slave: Option<mysql_async::Row> = c.query_first("SHOW SLAVE STATUS").await?;
+    assert!(slave.is_none(), "its replication is gone");
+    c.query_drop("INSERT INTO app.audit (what) VALUES ('after the promotion')")
+        .await?;
+
+    let reports: Vec<_> = std::fs::read_dir(
+        shipper
+            .store_dir
+            .join(format!("streams/{STREAM}/promotions")),
+    )?
+    .filter_map(Result::ok)
+    .collect();
+    assert_eq!(reports.len(), 1);
+    let stored: serde_json::Value = serde_json::from_slice(&std::fs::read(reports[0].path())?)?;
+    assert_eq!(stored["outcome"], "promoted");
+    assert_eq!(stored["applied_transactions"], lacking);
+    if stored["last_seen_commit_ms"].is_i64() {
+        assert_eq!(
+            stored["data_loss_ms"], 0,
+            "everything the agent read was stored: {stored}"
+        );
+    }
+
+    let (code, out) = promote(&[])?;
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("already promoted"), "{out}");
+    Ok(())
+}

@@ -186,7 +186,9 @@ fn second_source(prev: &SegmentMeta, m: &SegmentMeta) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::{ingest, segment as encoded};
+    use crate::test_support::{ingest, segment as encoded, segment_from};
+    use logferry_common::segment::Lineage;
+    use logferry_common::{BinlogPos, Position};
 
     fn segment(start: u64, end: u64) -> Bytes {
         encoded(start, end, &start.to_le_bytes())
@@ -244,5 +246,45 @@ mod tests {
         assert!(matches!(e, ShipperError::Format(_)), "{e}");
         assert_eq!(ing.metrics.rejected.get(), 1);
         assert!(ing.store.list("streams").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_segment_of_another_server_is_refused_unless_it_starts_a_new_leg() {
+        let ing = ingest();
+        let from = |origin: &str| Lineage {
+            origin: origin.into(),
+            ..Lineage::default()
+        };
+        ing.segment(segment_from(4, 10, b"a", from("server_id=1 host=a:3306")))
+            .await
+            .unwrap();
+        let e = ing
+            .segment(segment_from(10, 20, b"b", from("server_id=1 host=b:3306")))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ShipperError::Conflict(_)), "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("host=a:3306") && msg.contains("host=b:3306") && msg.contains("orders"),
+            "{msg}"
+        );
+        ing.segment(segment_from(10, 20, b"a2", from("server_id=1 host=a:3306")))
+            .await
+            .unwrap();
+        let leg = |o| Position::Mysql(BinlogPos::new("mysql-bin.000001", o).unwrap().on_leg(1));
+        let mut meta = Segment::decode(encoded(20, 30, b"c"), &DecodeLimits::default())
+            .unwrap()
+            .header
+            .meta;
+        meta.end = leg(40);
+        meta.lineage = Lineage {
+            leg_start: Some(leg(15)),
+            ..from("server_id=2 host=b:3306")
+        };
+        let body = Segment::seal(meta, b"c", logferry_common::Compression::None)
+            .unwrap()
+            .into_bytes();
+        ing.segment(body).await.unwrap();
+        assert_eq!(ing.metrics.conflicts.get(), 1);
     }
 }

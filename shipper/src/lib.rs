@@ -41,6 +41,7 @@ pub mod listen;
 pub mod listing;
 pub mod metrics;
 pub mod page;
+pub mod promotion;
 pub mod read_ahead;
 pub mod restore;
 pub mod rotate;

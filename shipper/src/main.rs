@@ -204,6 +204,34 @@ enum Command {
         #[arg(long)]
         keep_durability: bool,
     },
+    /// Make a standby the stream's primary after its primary is lost, with nothing the
+    /// store holds missing: fence the old primary if it still answers (--old-primary:
+    /// read_only, super_read_only where it exists, client connections killed), stop the
+    /// standby's replication, apply from the store the transactions it lacks (whole, with
+    /// their original GTIDs), check its GTID state holds the stored end, then RESET SLAVE
+    /// ALL and read_only=OFF. Prints and stores (streams/<s>/promotions/) a report: GTID
+    /// states before and after, transactions applied, the data-loss window (last stored
+    /// commit vs. the last commit the agent reported reading), elapsed time. A step that
+    /// fails leaves the standby read-only and the report says which. Exit 1 then.
+    Promote {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        reads: ReadArgs,
+        /// Stream whose database moves to the standby.
+        #[arg(long)]
+        stream: StreamId,
+        /// The standby: mysql://USER:PASSWORD@HOST:PORT (a user that may SET GLOBAL,
+        /// STOP SLAVE and write every table; TLS as for restore --target).
+        #[arg(long)]
+        standby: String,
+        /// The old primary, fenced when it still answers.
+        #[arg(long)]
+        old_primary: Option<String>,
+        /// Print the plan (what would be applied, the data-loss window) and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Write what a restore would apply into a directory: for MySQL the snapshot as SQL and
     /// the binlog as files that `mariadb-binlog FILE... | mariadb` replays by hand; for Redis
     /// a multi-part AOF directory (the snapshot's RDB as base, the commands as the
@@ -510,6 +538,25 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
                 return Ok(ExitCode::from(INTERRUPTED_EXIT));
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Promote {
+            reads,
+            store,
+            stream,
+            standby,
+            old_primary,
+            dry_run,
+        } => {
+            let store = store.open(&reads)?;
+            let req = logferry_shipper::promotion::PromoteRequest {
+                stream: &stream,
+                standby: &standby,
+                old_primary: old_primary.as_deref(),
+                dry_run,
+            };
+            let report = sources::promote(&store, &req, &Bars::visible()).await?;
+            print!("{}", report.render());
             Ok(ExitCode::SUCCESS)
         }
         Command::Export {

@@ -34,6 +34,21 @@ pub(crate) fn ingest() -> Arc<Ingest> {
 
 /// An encoded segment of stream `orders` spanning `start..end` of the first binlog.
 pub(crate) fn segment(start: u64, end: u64, payload: &[u8]) -> Bytes {
+    segment_from(
+        start,
+        end,
+        payload,
+        logferry_common::segment::Lineage::default(),
+    )
+}
+
+/// Like [`segment`], read from the server and on the leg `lineage` says.
+pub(crate) fn segment_from(
+    start: u64,
+    end: u64,
+    payload: &[u8],
+    lineage: logferry_common::segment::Lineage,
+) -> Bytes {
     let at = |o| Position::Mysql(BinlogPos::new("mysql-bin.000001", o).unwrap());
     let meta = SegmentMeta {
         stream: StreamId::new("orders").unwrap(),
@@ -44,7 +59,7 @@ pub(crate) fn segment(start: u64, end: u64, payload: &[u8]) -> Bytes {
         first_event_ms: 1,
         last_event_ms: 2,
         event_count: 1,
-        lineage: logferry_common::segment::Lineage::default(),
+        lineage,
     };
     Segment::seal(meta, payload, Compression::default())
         .unwrap()

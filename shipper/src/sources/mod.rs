@@ -147,6 +147,24 @@ pub async fn drill(
     }
 }
 
+/// Promotes a standby to be the stream's primary (MySQL/MariaDB; Redis is not built yet).
+///
+/// # Errors
+/// As [`mysql::promote::run`], and [`stream_kind`]'s.
+pub async fn promote(
+    store: &Store,
+    req: &crate::promotion::PromoteRequest<'_>,
+    bars: &Bars,
+) -> Result<crate::promotion::PromotionReport> {
+    match stream_kind(store, req.stream).await? {
+        SourceKind::Mysql => mysql::promote::run(store, req, bars).await,
+        SourceKind::Redis => Err(ShipperError::Restore(format!(
+            "stream {} is a Redis stream: promote is built for MySQL/MariaDB only so far; promote a Redis standby with REPLICAOF NO ONE",
+            req.stream
+        ))),
+    }
+}
+
 /// Checks a payload of a segment of `kind`.
 ///
 /// # Errors

@@ -102,6 +102,7 @@ impl Watch {
                 Before {
                     heard_ms: Some(h.received_ms),
                     all_stored_ms: h.all_stored_ms,
+                    read_commit_ms: h.report.read_commit_ms,
                 },
             );
         }

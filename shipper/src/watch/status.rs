@@ -46,6 +46,10 @@ pub struct Before {
     pub heard_ms: Option<i64>,
     /// When it last said everything was stored.
     pub all_stored_ms: Option<i64>,
+    /// The commit time of the last change it said it read (what `promote` compares the
+    /// last stored commit with).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_commit_ms: Option<i64>,
 }
 
 /// The shipper's own start, for streams not heard since.
@@ -381,6 +385,7 @@ pub(crate) mod tests {
         let before = Before {
             heard_ms: Some(900_000),
             all_stored_ms: Some(900_000),
+            read_commit_ms: None,
         };
         assert_eq!(
             exposure_seconds(1_010_000, Some(0), None, before, start),

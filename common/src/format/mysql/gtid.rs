@@ -139,6 +139,17 @@ impl GtidState {
             .collect()
     }
 
+    /// Both states together: per domain, the one further on.
+    pub fn merged(&self, other: &GtidState) -> GtidState {
+        let mut out = self.clone();
+        for (d, (s, n)) in &other.domains {
+            if out.domains.get(d).is_none_or(|(_, m)| m < n) {
+                out.domains.insert(*d, (*s, *n));
+            }
+        }
+        out
+    }
+
     /// `D-S-N,...` text, empty when no domain has been seen.
     pub fn render(&self) -> String {
         self.domains

@@ -16,6 +16,7 @@ pub mod collect;
 pub mod drill;
 pub mod live_replica;
 pub mod plan;
+pub mod promote;
 pub mod replay;
 pub mod snapshot;
 pub mod target;
