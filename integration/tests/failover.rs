@@ -444,3 +444,72 @@ async fn promote_applies_what_the_standby_lacks_and_reports_it() -> anyhow::Resu
     assert!(out.contains("already promoted"), "{out}");
     Ok(())
 }
+
+/// A fork: the standby stopped receiving (its IO thread stopped) while the agent went on
+/// shipping the primary's transactions; the primary dies, the standby is promoted and
+/// writes its own transactions under the same sequence numbers. Pointed at it, the agent
+/// refuses to continue (the standby does not hold the chain's last transactions) instead
+/// of mixing two histories into one chain; what is stored stays verifiable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_that_missed_stored_transactions_is_not_taken_for_a_successor(
+) -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let mut a = MariaDb::start(Options::default()).await?;
+    workload::create_schema(&mut a.conn().await?).await?;
+    workload::run(&mut a.conn().await?, 0, 40).await?;
+    let b = MariaDb::start_replica_with(&a, standby(2)).await?;
+    let shipper = Shipper::start(tmp.path()).await?;
+    let mut s = settings(&a, &shipper);
+    s.source_extra = "start = \"earliest\"".into();
+    let mut agent = Agent::start(&tmp.path().join("agent"), &s)?;
+    b.conn().await?.query_drop("STOP SLAVE IO_THREAD").await?;
+    workload::run(&mut a.conn().await?, 40, 60).await?;
+    wait_caught_up(&a, &shipper, &agent).await?;
+    a.kill9();
+    b.promote().await?;
+    workload::run(&mut b.conn().await?, 100, 160).await?;
+
+    agent.terminate()?;
+    agent.edit_config(&a.repl_url(), &b.repl_url())?;
+    agent.restart()?;
+    let status = agent.wait_exit(Duration::from_secs(60)).await?;
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "{status:?}: {}",
+        agent.log_text()
+    );
+    let log = agent.log_text();
+    assert!(
+        log.contains("is not a successor") && log.contains("a fork"),
+        "{log}"
+    );
+    let (code, out) = verify(&shipper)?;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(origins(&shipper)?.len(), 1, "nothing of B was stored");
+    Ok(())
+}
+
+/// The agent beside a replica (`log_slave_updates`): when that replica is promoted,
+/// nothing changes for the agent; the chain goes on on the same leg.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_beside_a_replica_goes_on_when_the_replica_is_promoted() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let mut a = MariaDb::start(Options::default()).await?;
+    workload::create_schema(&mut a.conn().await?).await?;
+    workload::run(&mut a.conn().await?, 0, 40).await?;
+    let b = MariaDb::start_replica_with(&a, standby(2)).await?;
+    let shipper = Shipper::start(tmp.path()).await?;
+    let mut s = settings(&b, &shipper);
+    s.source_extra = "start = \"earliest\"".into();
+    let agent = Agent::start(&tmp.path().join("agent"), &s)?;
+    workload::run(&mut a.conn().await?, 40, 80).await?;
+    b.wait_replicated(&a).await?;
+    wait_caught_up(&b, &shipper, &agent).await?;
+    a.kill9();
+    b.promote().await?;
+    workload::run(&mut b.conn().await?, 80, 120).await?;
+    wait_stored_up_to(&b, &shipper, &agent, 0).await?;
+    common::assert_stored_exactly_and_verified(&b, &shipper, tmp.path())?;
+    assert_eq!(origins(&shipper)?.len(), 1, "one server throughout");
+    Ok(())
+}

@@ -19,6 +19,9 @@ use crate::resume::ResumePoint;
 const ER_ACCESS_DENIED: u16 = 1045;
 /// MySQL error code: missing privilege for the statement.
 const ER_SPECIFIC_ACCESS_DENIED: u16 = 1227;
+/// MySQL error code: the server cannot send the binlog asked for (purged, or a GTID it
+/// does not hold).
+const ER_MASTER_FATAL_READING_BINLOG: u16 = 1236;
 
 /// Connects to the server in `cfg`, checks that its binlog can be tailed, and starts the
 /// dump right after `resume` (or where `cfg.start` says for a new stream).
@@ -161,7 +164,10 @@ pub async fn connect(cfg: &MysqlConfig, resume: Option<&ResumePoint>) -> Result<
     let stream = conn
         .get_binlog_stream(request)
         .await
-        .map_err(|e| stream_error(&addr, e))?;
+        .map_err(|e| match &successor {
+            Some(plan) => plan.refused(&addr, &server.origin, e),
+            None => stream_error(&addr, e),
+        })?;
     let cursor = if successor.is_some() {
         None
     } else if by_gtid || resume.is_some() || cfg.start == StartFrom::Current {
@@ -195,6 +201,28 @@ pub(super) struct Successor {
     pub check: Option<TrxMark>,
     /// The server the chain's last segment came from.
     pub stored_origin: String,
+}
+
+impl Successor {
+    /// The error of a dump that another server refused while it was being checked: the
+    /// server does not hold the GTID it was asked to start after (its binlog went another
+    /// way: another database, or a standby that missed transactions and wrote its own
+    /// under the same sequence numbers).
+    pub fn refused(&self, addr: &str, server: &str, e: mysql_async::Error) -> AgentError {
+        match e {
+            mysql_async::Error::Server(s) if s.code == ER_MASTER_FATAL_READING_BINLOG => {
+                AgentError::NotSuccessor {
+                    server: server.to_owned(),
+                    stored: self.stored_origin.clone(),
+                    reason: format!(
+                        "asked to send what follows GTID state {:?}, it answered: {}",
+                        self.connect_state, s.message
+                    ),
+                }
+            }
+            other => stream_error(addr, other),
+        }
+    }
 }
 
 /// Checks what can be checked before the dump (the server holds every stored transaction)
@@ -445,7 +473,7 @@ pub(crate) fn connect_error(addr: &str, e: mysql_async::Error) -> AgentError {
 /// Classifies an error of a running binlog stream.
 pub(super) fn stream_error(addr: &str, e: mysql_async::Error) -> AgentError {
     match e {
-        mysql_async::Error::Server(s) if s.code == 1236 => AgentError::Gap(format!(
+        mysql_async::Error::Server(s) if s.code == ER_MASTER_FATAL_READING_BINLOG => AgentError::Gap(format!(
             "the server cannot continue the binlog stream: {} (binlog purged?); take a new snapshot",
             s.message
         )),

@@ -376,7 +376,12 @@ impl Source for MysqlSource {
                         reason: "the server ended the binlog stream".into(),
                     })
                 }
-                Ok(Some(Err(e))) => return Err(connect::stream_error(&self.addr, e)),
+                Ok(Some(Err(e))) => {
+                    return Err(match &self.successor {
+                        Some(plan) => plan.refused(&self.addr, &self.origin, e),
+                        None => connect::stream_error(&self.addr, e),
+                    })
+                }
                 Ok(Some(Ok(ev))) => ev,
             };
             if let Some(item) = self.handle(&ev)? {
