@@ -348,6 +348,18 @@ impl ShipperClient {
             })
     }
 
+    /// The newest stored segment ends a failover may continue from (a fork's candidates);
+    /// empty from a shipper that does not publish them.
+    ///
+    /// # Errors
+    /// [`AgentError::ShipperUnavailable`] for network errors and unexpected answers.
+    pub async fn marks(&self, stream: &StreamId) -> Result<logferry_common::wire::ChainMarks> {
+        Ok(self
+            .get_json(&format!("{}{STREAMS_PATH}/{stream}/marks", self.base))
+            .await?
+            .unwrap_or_default())
+    }
+
     /// The shipper's upload limits; `None` from a shipper that does not publish them (an
     /// older build, which applies the default limits).
     ///

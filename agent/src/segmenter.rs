@@ -15,7 +15,7 @@ use logferry_common::{Lineage, Position, Segment, SegmentMeta, SourceKind, Strea
 
 use crate::error::{AgentError, Result};
 use crate::resume::ResumePoint;
-use crate::sources::SourceEvent;
+use crate::sources::{NewLeg, SourceEvent};
 
 /// Binlog commit times are whole seconds: an event stamped T committed up to 999 ms later,
 /// so data counts as older than the seal age only past this much more.
@@ -87,9 +87,10 @@ pub struct Segmenter {
     origin: String,
     /// The chain's last whole transaction so far.
     last_trx: Option<TrxMark>,
-    /// The stream continues on another server, at this place of the previous leg: the next
-    /// segment opened starts there.
-    pending_leg: Option<Position>,
+    /// The stream continues on another server: the next segment opened starts this leg.
+    pending_leg: Option<NewLeg>,
+    /// The open segment starts a leg after a fork: where the previous leg's history goes on.
+    forks_at: Option<Position>,
     /// The open segment is a new leg's first: where its first event starts.
     leg_start: Option<Position>,
 }
@@ -124,6 +125,7 @@ impl Segmenter {
             origin: String::new(),
             last_trx: None,
             pending_leg: None,
+            forks_at: None,
             leg_start: None,
         };
         if let Some(r) = resume {
@@ -180,8 +182,9 @@ impl Segmenter {
             self.payload.clear();
             self.payload.extend_from_slice(&preamble());
             match self.pending_leg.take() {
-                Some(continues) => {
-                    self.start = Some(continues);
+                Some(leg) => {
+                    self.start = Some(leg.continues);
+                    self.forks_at = leg.forks_at;
                     self.leg_start = Some(ev.start.clone());
                 }
                 None => self.start = Some(ev.start.clone()),
@@ -287,6 +290,7 @@ impl Segmenter {
             lineage: Lineage {
                 origin: self.origin.clone(),
                 leg_start: self.leg_start.take(),
+                forks_at: self.forks_at.take(),
                 last_trx: self.last_trx.clone(),
             },
         };
@@ -315,16 +319,17 @@ impl Segmenter {
     }
 
     /// The source connected to the server `origin`; when that server continues the stream
-    /// as a new leg, `continues` is the place of the previous leg it follows (the caller
-    /// sealed the open segment first: a segment holds one server's events).
+    /// as a new leg, `leg` says where (the caller sealed the open segment first: a segment
+    /// holds one server's events).
     ///
     /// # Errors
     /// [`AgentError::Stage`] when a new leg is asked for while a segment is open.
-    pub fn connected(&mut self, origin: &str, continues: Option<&Position>) -> Result<()> {
+    pub fn connected(&mut self, origin: &str, leg: Option<&NewLeg>) -> Result<()> {
         origin.clone_into(&mut self.origin);
-        let Some(at) = continues else {
+        let Some(leg) = leg else {
             return Ok(());
         };
+        let at = &leg.continues;
         if self.start.is_some() {
             return Err(AgentError::Stage(format!(
                 "a new leg continues at {at} while a segment is open"
@@ -334,7 +339,7 @@ impl Segmenter {
         self.skip_to = None;
         self.boundary = None;
         self.last_boundary = Some(at.clone());
-        self.pending_leg = Some(at.clone());
+        self.pending_leg = Some(leg.clone());
         Ok(())
     }
 
@@ -359,6 +364,7 @@ impl Segmenter {
                 self.payload.clear();
                 self.start = None;
                 self.leg_start = None;
+                self.forks_at = None;
                 self.pending_leg = None;
                 self.opened_at = None;
                 self.count = 0;
@@ -423,12 +429,16 @@ mod tests {
         assert_eq!(job.meta.lineage.origin, "server_id=1");
         assert_eq!(job.meta.lineage.leg_start, None);
         s.push(ev(104, false), Vec::new).unwrap();
+        let leg = NewLeg {
+            continues: pos(104),
+            forks_at: None,
+        };
         assert!(
-            s.connected("server_id=2", Some(&pos(104))).is_err(),
+            s.connected("server_id=2", Some(&leg)).is_err(),
             "a segment is open"
         );
         s.restart(Some(&pos(104))).unwrap();
-        s.connected("server_id=2", Some(&pos(104))).unwrap();
+        s.connected("server_id=2", Some(&leg)).unwrap();
         let on_b = |at| {
             let Position::Mysql(p) = pos(at) else {
                 unreachable!()

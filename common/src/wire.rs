@@ -54,6 +54,25 @@ pub struct StreamHead {
     pub last_trx: Option<WireTrxMark>,
 }
 
+/// The last stored segments' ends that a failover can continue from, newest first
+/// (`GET /v1/streams/<s>/marks`): where a standby that missed the chain's last
+/// transactions may join it (a fork).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct ChainMarks {
+    /// Segment ends at a transaction boundary, with the chain's last whole transaction
+    /// there.
+    pub marks: Vec<ChainMark>,
+}
+
+/// One segment end of [`ChainMarks`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChainMark {
+    /// The end position, as text (with its GTID state).
+    pub end: String,
+    /// The last whole transaction up to it.
+    pub last_trx: WireTrxMark,
+}
+
 /// A [`crate::TrxMark`] in JSON, its digest in hex.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct WireTrxMark {

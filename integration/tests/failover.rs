@@ -448,10 +448,12 @@ async fn promote_applies_what_the_standby_lacks_and_reports_it() -> anyhow::Resu
 /// A fork: the standby stopped receiving (its IO thread stopped) while the agent went on
 /// shipping the primary's transactions; the primary dies, the standby is promoted and
 /// writes its own transactions under the same sequence numbers. Pointed at it, the agent
-/// refuses to continue (the standby does not hold the chain's last transactions) instead
-/// of mixing two histories into one chain; what is stored stays verifiable.
+/// finds the newest stored segment end the standby holds, checks that transaction's
+/// content there, and continues as a new leg that records the fork point: `ls` shows the
+/// fork, `export --branch 1` lists and writes exactly the transactions only the old
+/// primary had, `verify` passes, and the latest restore follows the standby's branch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_standby_that_missed_stored_transactions_is_not_taken_for_a_successor(
+async fn after_a_fork_the_chain_follows_the_promoted_standby_and_keeps_the_orphans(
 ) -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let mut a = MariaDb::start(Options::default()).await?;
@@ -460,11 +462,24 @@ async fn a_standby_that_missed_stored_transactions_is_not_taken_for_a_successor(
     let b = MariaDb::start_replica_with(&a, standby(2)).await?;
     let shipper = Shipper::start(tmp.path()).await?;
     let mut s = settings(&a, &shipper);
-    s.source_extra = "start = \"earliest\"".into();
+    s.extra_toml = snapshot_section(&b, None);
     let mut agent = Agent::start(&tmp.path().join("agent"), &s)?;
-    b.conn().await?.query_drop("STOP SLAVE IO_THREAD").await?;
+    run_snapshot(&agent, "snapshot.log", RUN_WITHIN)?;
     workload::run(&mut a.conn().await?, 40, 60).await?;
     wait_caught_up(&a, &shipper, &agent).await?;
+    b.wait_replicated(&a).await?;
+    b.conn().await?.query_drop("STOP SLAVE IO_THREAD").await?;
+    let fork_state = b.gtid_binlog_pos().await?;
+    workload::run(&mut a.conn().await?, 60, 90).await?;
+    wait_caught_up(&a, &shipper, &agent).await?;
+    let a_final = a.gtid_binlog_pos().await?;
+    let seq = |state: &str| -> anyhow::Result<u64> {
+        Ok(state.rsplit('-').next().unwrap_or("0").parse()?)
+    };
+    let orphans: Vec<String> = (seq(&fork_state)? + 1..=seq(&a_final)?)
+        .map(|n| format!("0-1-{n}"))
+        .collect();
+    assert!(orphans.len() > 5, "{fork_state} .. {a_final}");
     a.kill9();
     b.promote().await?;
     workload::run(&mut b.conn().await?, 100, 160).await?;
@@ -472,20 +487,54 @@ async fn a_standby_that_missed_stored_transactions_is_not_taken_for_a_successor(
     agent.terminate()?;
     agent.edit_config(&a.repl_url(), &b.repl_url())?;
     agent.restart()?;
-    let status = agent.wait_exit(Duration::from_secs(60)).await?;
-    assert!(
-        status.is_some_and(|s| !s.success()),
-        "{status:?}: {}",
-        agent.log_text()
-    );
-    let log = agent.log_text();
-    assert!(
-        log.contains("is not a successor") && log.contains("a fork"),
-        "{log}"
-    );
+    wait_stored_up_to(&b, &shipper, &agent, 1).await?;
+    assert!(agent.log_text().contains("a fork"), "{}", agent.log_text());
+
     let (code, out) = verify(&shipper)?;
     assert_eq!(code, 0, "{out}");
-    assert_eq!(origins(&shipper)?.len(), 1, "nothing of B was stored");
+    let (code, out) = shipper_cli(&["ls", "--store", &shipper.store_url()])?;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("after a FORK"), "{out}");
+    let dir = tmp.path().join("branch");
+    let (code, out) = shipper_cli(&[
+        "export",
+        "--store",
+        &shipper.store_url(),
+        "--stream",
+        STREAM,
+        "--branch",
+        "1",
+        "--dir",
+        &dir.display().to_string(),
+    ])?;
+    assert_eq!(code, 0, "{out}");
+    let only_old: Vec<String> = out
+        .lines()
+        .filter(|l| l.ends_with("only on the old branch"))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect();
+    assert_eq!(only_old, orphans, "{out}");
+    let files: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .collect();
+    assert!(!files.is_empty(), "{out}");
+    let text = std::process::Command::new("mariadb-binlog")
+        .args(&files)
+        .output()?;
+    let text = String::from_utf8_lossy(&text.stdout);
+    for g in &orphans {
+        assert!(text.contains(&format!("GTID {g}")), "{g} is in the files");
+    }
+    assert_eq!(
+        text.matches("GTID 0-").count(),
+        orphans.len(),
+        "nothing else is in the files"
+    );
+
+    let (latest, gtid) = restore(&shipper, "latest").await?;
+    assert_eq!(latest, workload::checksums(&mut b.conn().await?).await?);
+    assert_eq!(gtid, b.gtid_binlog_pos().await?);
     Ok(())
 }
 

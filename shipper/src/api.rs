@@ -357,6 +357,7 @@ pub fn router(
         )
         .route("/v1/streams", get(list_streams))
         .route("/v1/streams/{stream}", get(stream_head))
+        .route("/v1/streams/{stream}/marks", get(stream_marks))
         .route("/v1/history", get(history))
         .route("/", get(page))
         .route("/page.css", get(page_css))
@@ -520,6 +521,48 @@ async fn list_streams(
         .map(|s| s.to_string())
         .collect();
     Json(names).into_response()
+}
+
+/// How many of the newest segments `GET /v1/streams/<s>/marks` looks at: a fork's point
+/// lies within the standby's replication lag of the chain's end.
+const MARKS_SEGMENTS: usize = 256;
+
+/// The newest segment ends a failover to a standby that missed the last transactions can
+/// continue from (see [`logferry_common::wire::ChainMarks`]).
+async fn stream_marks(
+    State(st): State<Arc<Ingest>>,
+    Extension(caller): Extension<Caller>,
+    Path(stream): Path<String>,
+) -> Response {
+    let stream = match allowed(&caller, &[Action::Ship, Action::Read], &stream) {
+        Ok(s) => s,
+        Err(refused) => return *refused,
+    };
+    let refs = st
+        .catalog
+        .stream(&stream)
+        .lock()
+        .await
+        .last_segments(MARKS_SEGMENTS);
+    let mut marks = Vec::new();
+    for seg in &refs {
+        let header = match crate::catalog::read_header(&st.store, seg).await {
+            Ok(h) => h,
+            Err(e) => return e.into_response(),
+        };
+        let m = header.meta;
+        if let (None, Some(t)) = (&m.open_trx, &m.lineage.last_trx) {
+            marks.push(logferry_common::wire::ChainMark {
+                end: m.end.to_string(),
+                last_trx: t.into(),
+            });
+        }
+    }
+    (
+        StatusCode::OK,
+        Json(logferry_common::wire::ChainMarks { marks }),
+    )
+        .into_response()
 }
 
 async fn stream_head(

@@ -215,6 +215,11 @@ impl StreamCatalog {
 }
 
 impl StreamCatalog {
+    /// The last `n` stored segments, newest first.
+    pub fn last_segments(&self, n: usize) -> Vec<SegmentRef> {
+        self.segments.values().rev().take(n).cloned().collect()
+    }
+
     /// The header of the stored segment just before `start_key` (the one a new segment
     /// follows): the cached last header when that is the one (uploads in order), else read
     /// from the store.

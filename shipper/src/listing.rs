@@ -30,6 +30,30 @@ pub struct SegmentLine {
     pub events: u64,
     /// Stored bytes.
     pub bytes: u64,
+    /// The server its events were read from (empty in older segments).
+    pub origin: String,
+    /// On a new leg's first segment: where the new server's first event starts.
+    pub leg_start: Option<String>,
+    /// After a fork: where the previous leg's history goes on.
+    pub forks_at: Option<String>,
+}
+
+impl SegmentLine {
+    /// `ls`'s line for a segment that starts a new leg: the server switch, and the fork
+    /// when there was one; `None` for any other segment.
+    pub fn leg_note(&self) -> Option<String> {
+        let leg_start = self.leg_start.as_ref()?;
+        Some(match &self.forks_at {
+            Some(at) => format!(
+                "new leg at {leg_start} on {} after a FORK: it continues the chain at {at}; the old branch's transactions from {at} to {} are skipped by restores (export --branch lists and writes those only the old server had)",
+                self.origin, self.start
+            ),
+            None => format!(
+                "new leg at {leg_start} on {}: continues the chain at {}",
+                self.origin, self.start
+            ),
+        })
+    }
 }
 
 /// Reads the headers of every segment of every stream (or of `only`), in chain order.
@@ -52,6 +76,9 @@ pub async fn segments(
             last_event_ms: h.meta.last_event_ms,
             events: h.meta.event_count,
             bytes: r.size,
+            origin: h.meta.lineage.origin.clone(),
+            leg_start: h.meta.lineage.leg_start.as_ref().map(ToString::to_string),
+            forks_at: h.meta.lineage.forks_at.as_ref().map(ToString::to_string),
         };
         match out.last_mut() {
             Some((s, lines)) if *s == stream => lines.push(line),

@@ -254,6 +254,11 @@ enum Command {
         /// Directory to write into (created if missing).
         #[arg(long)]
         dir: PathBuf,
+        /// Instead: after a fork (`ls` shows them), the transactions only the old
+        /// server's branch holds (stored before leg N began and missing from its server),
+        /// as binlog files, each listed with its GTID and commit time.
+        #[arg(long, value_name = "LEG", conflicts_with_all = ["from", "to"])]
+        branch: Option<u32>,
     },
     /// List streams with their position and time ranges and their snapshots (id, position,
     /// time, size, tables, complete or not); --segments adds each segment, --snapshots shows
@@ -566,8 +571,35 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             from,
             to,
             dir,
+            branch,
         } => {
             let store = store.open(&reads)?;
+            if let Some(leg) = branch {
+                let b = sources::export_branch(&store, &stream, leg, &dir).await?;
+                println!(
+                    "leg {} of {stream} forked at {}; the old branch went on to {}",
+                    b.leg, b.forks_at, b.old_end
+                );
+                for t in &b.transactions {
+                    let state = if t.on_new_leg {
+                        "also on the new branch (not written)"
+                    } else {
+                        "only on the old branch"
+                    };
+                    println!(
+                        "  {}  {}  {state}",
+                        t.gtid,
+                        logferry_shipper::listing::rfc3339(t.commit_ms)
+                    );
+                }
+                println!(
+                    "{} transactions only on the old branch, written to {}: {}",
+                    b.orphaned().count(),
+                    dir.display(),
+                    b.files.join(", ")
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
             let started = Instant::now();
             let req = Request {
                 stream: &stream,
@@ -659,6 +691,9 @@ fn print_chain(name: &str, lines: &[listing::SegmentLine], segments: bool) {
         rfc3339(first.first_event_ms),
         rfc3339(last.last_event_ms)
     );
+    for note in lines.iter().filter_map(listing::SegmentLine::leg_note) {
+        println!("  {note}");
+    }
     if segments {
         for l in lines {
             println!(

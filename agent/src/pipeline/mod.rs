@@ -69,9 +69,9 @@ enum Msg {
     Heartbeat,
     /// The source reconnected: drop events after the last transaction boundary.
     Restart(Option<Position>),
-    /// The source connected to this server; `Some` place when the server continues the
-    /// stream as a new leg from that place of the previous one.
-    Origin(String, Option<Position>),
+    /// The source connected to this server; `Some` when the server continues the stream
+    /// as a new leg.
+    Origin(String, Option<crate::sources::NewLeg>),
     /// The log broke and continues at this position, where a snapshot now stands: seal
     /// what is open, carry nothing over.
     Break(Position),
@@ -203,6 +203,8 @@ impl Shared<'_> {
         let (durable_tx, durable_rx) = watch::channel(None);
         let source_task = SourceTask {
             resume: resume.clone(),
+            client: self.client.clone(),
+            stream: cfg.agent.stream.clone(),
             tx,
             backoff: self.retry.clone(),
             metrics: self.metrics.clone(),

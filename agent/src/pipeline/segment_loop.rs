@@ -145,11 +145,11 @@ pub(super) async fn segment_loop(
                     metrics.heartbeats.inc();
                 }
                 Some(Msg::Restart(at)) => seg.restart(at.as_ref())?,
-                Some(Msg::Origin(origin, continues)) => {
-                    if continues.is_some() {
+                Some(Msg::Origin(origin, leg)) => {
+                    if leg.is_some() {
                         cut(&mut seg, &mut queue, metrics, exposure).await?;
                     }
-                    seg.connected(&origin, continues.as_ref())?;
+                    seg.connected(&origin, leg.as_ref())?;
                 }
                 Some(Msg::Break(at)) => {
                     cut(&mut seg, &mut queue, metrics, exposure).await?;

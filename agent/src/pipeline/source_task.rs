@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use logferry_common::Position;
+use logferry_common::{Position, StreamId};
 use logferry_config::{AgentConfig, SourceConfig};
 use tokio::sync::{mpsc, watch};
 use tracing::{error, warn};
@@ -78,6 +78,10 @@ pub(super) async fn initial_position(
 pub(super) struct SourceTask {
     /// Where the chain ends (the source resumes right after it); `None` for a new stream.
     pub resume: Option<ResumePoint>,
+    /// The shipper, asked for the stored segment ends a forked standby may continue from.
+    pub client: ShipperClient,
+    /// The stream.
+    pub stream: StreamId,
     /// Items for the segment loop.
     pub tx: mpsc::Sender<Msg>,
     /// Reconnect delays.
@@ -98,7 +102,9 @@ impl SourceTask {
     pub(super) async fn run(mut self, cfg: SourceConfig) {
         let mut first = true;
         loop {
-            let result = match sources::connect(&cfg, self.resume.as_ref()).await {
+            let connected =
+                sources::connect(&cfg, self.resume.as_ref(), &self.client, &self.stream).await;
+            let result = match connected {
                 Ok(mut src) => {
                     self.backoff.reset();
                     self.snapshots.abort();
@@ -107,7 +113,7 @@ impl SourceTask {
                         return;
                     }
                     first = false;
-                    let origin = Msg::Origin(src.origin().to_owned(), src.continues().cloned());
+                    let origin = Msg::Origin(src.origin().to_owned(), src.new_leg().cloned());
                     if self.tx.send(origin).await.is_err() {
                         return;
                     }

@@ -10,7 +10,7 @@ pub mod mysql;
 pub mod redis;
 
 use logferry_common::snapshot::{SnapshotContent, SnapshotManifest};
-use logferry_common::{Position, SourceKind, TrxMark};
+use logferry_common::{Position, SourceKind, StreamId, TrxMark};
 use logferry_config::{AgentConfig, RedisMode, SourceConfig};
 
 use crate::client::ShipperClient;
@@ -105,9 +105,19 @@ pub trait Source {
     /// does not tell servers apart.
     fn origin(&self) -> &str;
 
-    /// When this connection continues the stream on another server than the chain's last
-    /// (a new leg): the place of the previous leg it continues from.
-    fn continues(&self) -> Option<&Position>;
+    /// When this connection continues the stream on another server than the chain's last:
+    /// where the new leg joins the chain.
+    fn new_leg(&self) -> Option<&NewLeg>;
+}
+
+/// How a connection to another server continues the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewLeg {
+    /// The chain's end on the previous leg: where the new leg's first segment starts.
+    pub continues: Position,
+    /// When the server lacks the previous leg's last transactions (a fork): the boundary
+    /// on the previous leg where its history continues.
+    pub forks_at: Option<Position>,
 }
 
 /// A connected source of any kind: what [`connect`] returns and the pipeline drives.
@@ -161,11 +171,11 @@ impl Source for AnySource {
         }
     }
 
-    fn continues(&self) -> Option<&Position> {
+    fn new_leg(&self) -> Option<&NewLeg> {
         match self {
-            AnySource::Mysql(s) => s.continues(),
-            AnySource::Redis(s) => s.continues(),
-            AnySource::RedisAof(s) => s.continues(),
+            AnySource::Mysql(s) => s.new_leg(),
+            AnySource::Redis(s) => s.new_leg(),
+            AnySource::RedisAof(s) => s.new_leg(),
         }
     }
 }
@@ -179,14 +189,22 @@ pub fn kind(cfg: &SourceConfig) -> SourceKind {
 }
 
 /// Connects the source in `cfg` and starts reading right after `resume` (or where the
-/// config says for a new stream).
+/// config says for a new stream). `client` tells, only when a failover needs them, the
+/// stored segment ends a forked standby may continue from.
 ///
 /// # Errors
 /// The source's connect errors; [`crate::AgentError::Segment`] when `resume` is a
 /// position of another kind.
-pub async fn connect(cfg: &SourceConfig, resume: Option<&ResumePoint>) -> Result<AnySource> {
+pub async fn connect(
+    cfg: &SourceConfig,
+    resume: Option<&ResumePoint>,
+    client: &ShipperClient,
+    stream: &StreamId,
+) -> Result<AnySource> {
     match cfg {
-        SourceConfig::Mysql(m) => mysql::connect(m, resume).await.map(AnySource::Mysql),
+        SourceConfig::Mysql(m) => mysql::connect(m, resume, client.marks(stream))
+            .await
+            .map(AnySource::Mysql),
         SourceConfig::Redis(r) => {
             let at = resume.map(|r| r.connect_at().as_redis()).transpose()?;
             match r.mode {

@@ -43,6 +43,13 @@ pub struct Lineage {
     /// the previous leg where the new server continues, so the chain stays one chain by
     /// its keys.
     pub leg_start: Option<Position>,
+    /// Set on a new leg's first segment when the new server does not hold everything the
+    /// previous leg stored (a fork: a standby that missed the last transactions was
+    /// promoted): the transaction boundary on the previous leg where the new server's
+    /// history continues. The previous leg's events after it, up to `start`, are on the
+    /// old server's branch only (orphaned): restores skip them, `export --branch` writes
+    /// them out.
+    pub forks_at: Option<Position>,
     /// The last whole transaction of the chain up to this segment's end: what a server
     /// must hold, under the same id and with the same content, to continue the stream.
     pub last_trx: Option<TrxMark>,
@@ -129,6 +136,8 @@ pub(super) fn encode_header(h: &SegmentHeader, out: &mut Vec<u8>) -> Result<()> 
     put_str16(out, &l.origin)?;
     let leg_start = l.leg_start.as_ref().map(ToString::to_string);
     put_str16(out, leg_start.as_deref().unwrap_or(""))?;
+    let forks_at = l.forks_at.as_ref().map(ToString::to_string);
+    put_str16(out, forks_at.as_deref().unwrap_or(""))?;
     match &l.last_trx {
         None => out.push(0),
         Some(t) => {
@@ -151,6 +160,13 @@ fn decode_lineage(r: &mut Reader<'_>, source: SourceKind) -> Result<Lineage> {
                 .map_err(|e| Error::corrupt(format!("header leg start: {e}")))?,
         ),
     };
+    let forks_at = match r.str16("fork point")? {
+        "" => None,
+        text => Some(
+            Position::parse(source, text)
+                .map_err(|e| Error::corrupt(format!("header fork point: {e}")))?,
+        ),
+    };
     let last_trx = match r.u8("last transaction flag")? {
         0 => None,
         1 => {
@@ -165,6 +181,7 @@ fn decode_lineage(r: &mut Reader<'_>, source: SourceKind) -> Result<Lineage> {
     Ok(Lineage {
         origin,
         leg_start,
+        forks_at,
         last_trx,
     })
 }
@@ -219,6 +236,13 @@ pub(super) fn decode_header(block: &[u8], version: u16) -> Result<SegmentHeader>
         if leg_start.cmp_place(&start)?.is_le() || leg_start.cmp_place(&end)?.is_gt() {
             return Err(Error::corrupt(format!(
                 "the leg start {leg_start} is not between the start {start} and the end {end}"
+            )));
+        }
+    }
+    if let Some(at) = &lineage.forks_at {
+        if lineage.leg_start.is_none() || at.cmp_place(&start)?.is_ge() {
+            return Err(Error::corrupt(format!(
+                "a fork point {at} on a segment that does not start a new leg before it (start {start})"
             )));
         }
     }

@@ -25,6 +25,8 @@
 //!     origin             str16   (version 3: the server the events came from; may be empty)
 //!     leg start          str16   (version 3: empty, or on a new leg's first segment where
 //!                                 the new server's first event starts)
+//!     fork point         str16   (version 3: empty, or where on the previous leg a new
+//!                                 leg's history continues when that is before `start`)
 //!     last transaction   u8 flag (version 3: 0 none; 1 then id str16, preceding state
 //!                                 str16, digest 32)
 //! payload      stored length bytes (compressed with the codec, then, when a key id is set,
@@ -493,10 +495,14 @@ mod tests {
     fn a_lineage_round_trips_and_its_leg_start_must_lie_inside_the_segment() {
         let mut meta = sample().header.meta;
         let end = BinlogPos::parse("leg1/mysql-bin.000002:900@0-1-3").unwrap();
+        meta.start = Position::Mysql(BinlogPos::parse("mysql-bin.000001:900@0-1-4").unwrap());
         meta.end = Position::Mysql(end.clone());
         meta.lineage = Lineage {
             origin: "mariadb server_id=2 host=db2:3306".into(),
             leg_start: Some(Position::Mysql(end.at(400))),
+            forks_at: Some(Position::Mysql(
+                BinlogPos::parse("mysql-bin.000001:700@0-1-2").unwrap(),
+            )),
             last_trx: Some(TrxMark {
                 id: "0-1-3".into(),
                 before: "0-1-2".into(),
@@ -527,9 +533,10 @@ mod tests {
             + m.end.to_string().len();
         assert_eq!(&head[at..at + 2], &[0, 0]);
         head.drain(at..at + 2);
-        // An empty lineage (empty origin, no leg start, no last transaction) ends it.
+        // An empty lineage (empty origin, leg start and fork point, no last transaction)
+        // ends it.
         assert_eq!(seg.header.meta.lineage, Lineage::default());
-        head.truncate(head.len() - 5);
+        head.truncate(head.len() - 7);
         let stored = &seg.bytes()[seg.payload_offset..seg.bytes().len() - TRAILER_LEN];
         let mut bytes = MAGIC.to_vec();
         bytes.extend_from_slice(&1u16.to_le_bytes());

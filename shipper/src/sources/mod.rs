@@ -147,6 +147,25 @@ pub async fn drill(
     }
 }
 
+/// Writes the transactions only the old branch of the fork that began leg `leg` holds
+/// (MySQL/MariaDB).
+///
+/// # Errors
+/// As [`mysql::branch::export`]; a Redis stream has no forks.
+pub async fn export_branch(
+    store: &Store,
+    stream: &StreamId,
+    leg: u32,
+    dir: &std::path::Path,
+) -> Result<mysql::branch::Branch> {
+    match stream_kind(store, stream).await? {
+        SourceKind::Mysql => mysql::branch::export(store, stream, leg, dir).await,
+        SourceKind::Redis => Err(ShipperError::Restore(format!(
+            "stream {stream} is a Redis stream: it has no legs or forks (a full resync after a failover is a break with a new snapshot)"
+        ))),
+    }
+}
+
 /// Promotes a standby to be the stream's primary (MySQL/MariaDB; Redis is not built yet).
 ///
 /// # Errors

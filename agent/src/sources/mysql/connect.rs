@@ -6,9 +6,12 @@ use logferry_common::BinlogPos;
 use logferry_config::{MysqlSource as MysqlConfig, ResumeMode, StartFrom};
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStreamRequest, Conn, Opts, Row};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
+
+use std::future::Future;
 
 use logferry_common::format::mysql::GtidState;
+use logferry_common::wire::ChainMarks;
 use logferry_common::TrxMark;
 
 use super::{server_pos, Dump, MysqlSource};
@@ -23,6 +26,10 @@ const ER_SPECIFIC_ACCESS_DENIED: u16 = 1227;
 /// does not hold).
 const ER_MASTER_FATAL_READING_BINLOG: u16 = 1236;
 
+/// How many stored segment ends a fork's point is looked for among (each costs a short
+/// dump of one transaction).
+const FORK_CANDIDATES: usize = 16;
+
 /// Connects to the server in `cfg`, checks that its binlog can be tailed, and starts the
 /// dump right after `resume` (or where `cfg.start` says for a new stream).
 ///
@@ -30,49 +37,123 @@ const ER_MASTER_FATAL_READING_BINLOG: u16 = 1236;
 /// GTID where `cfg.resume` says). On another server (a promoted standby, the same address
 /// now answered by another server) it never uses file and offset: it checks that the
 /// server holds every stored transaction, asks it by GTID for the chain's last one again
-/// and compares its fingerprint (see [`MysqlSource`]), and continues as a new leg.
+/// and compares its fingerprint (see [`MysqlSource`]), and continues as a new leg. When the
+/// server is a standby that replicated the stream's server but missed its last stored
+/// transactions (a fork), the newest stored segment end it holds (from `marks`, asked for
+/// only then) is where its history continues: the new leg records that fork point.
 ///
 /// # Errors
 /// [`AgentError::Unreachable`] (retryable), [`AgentError::AccessDenied`],
 /// [`AgentError::ServerSetup`] with the fix, [`AgentError::Gap`] when `resume` is no longer
 /// on the server, [`AgentError::NotSuccessor`] when another server does not hold what is
 /// stored.
-pub async fn connect(cfg: &MysqlConfig, resume: Option<&ResumePoint>) -> Result<MysqlSource> {
-    let opts = Opts::from_url(cfg.url.expose()).map_err(|e| {
-        AgentError::ServerSetup(format!("source.url is not a usable MySQL URL: {e}"))
-    })?;
-    let addr = format!("{}:{}", opts.ip_or_hostname(), opts.tcp_port());
-    let timeout = Duration::from_millis(cfg.connect_timeout_ms);
-    let mut conn = super::tls::connect(&opts, &cfg.tls, timeout, "the source")
-        .await
-        .ok_or_else(|| AgentError::Unreachable {
-            addr: addr.clone(),
-            reason: format!("no answer within {} ms", cfg.connect_timeout_ms),
-        })?
-        .map_err(|e| connect_error(&addr, e))?;
+pub async fn connect(
+    cfg: &MysqlConfig,
+    resume: Option<&ResumePoint>,
+    marks: impl Future<Output = Result<ChainMarks>>,
+) -> Result<MysqlSource> {
+    let mut open = Open::new(cfg).await?;
+    let r = match resume {
+        Some(r) if !r.origin.is_empty() && r.origin != open.server.origin => r,
+        _ => return same_server(cfg, open, resume).await,
+    };
+    let refused = match successor_plan(&mut open.conn, &open.server, r, None).await {
+        Ok(plan) => match follow(cfg, open, plan).await {
+            Ok(src) => return Ok(src),
+            Err(e) => e,
+        },
+        Err(e) => e,
+    };
+    if !matches!(refused, AgentError::NotSuccessor { .. }) {
+        return Err(refused);
+    }
+    let mut open = Open::new(cfg).await?;
+    let replicated = gtid_slave_pos(&mut open.conn).await?;
+    if replicated.render().is_empty() {
+        return Err(refused);
+    }
+    let marks = marks.await?;
+    let candidates = marks
+        .marks
+        .iter()
+        .filter_map(|m| {
+            let end = BinlogPos::parse(&m.end).ok()?;
+            let state = GtidState::parse(end.gtid.as_deref()?).ok()?;
+            let trx = TrxMark::try_from(&m.last_trx).ok()?;
+            state.beyond(&replicated).is_empty().then_some((end, trx))
+        })
+        .take(FORK_CANDIDATES);
+    for (at, trx) in candidates {
+        let mut open = Open::new(cfg).await?;
+        let plan = successor_plan(&mut open.conn, &open.server, r, Some((at.clone(), trx))).await?;
+        match follow(cfg, open, plan).await {
+            Ok(src) => {
+                warn!(fork_at = %at, stored_end = %r.end, stored_server = %r.origin, "a fork: this server replicated the stream's server up to {at} and went its own way; the stored transactions after it are on the old server's branch only (export --branch names them); the stream continues on this server");
+                return Ok(src);
+            }
+            Err(AgentError::NotSuccessor { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Err(refused)
+}
 
-    let server = preflight(&mut conn, &addr).await?;
-    let files = binary_logs(&mut conn, &addr).await?;
+/// A checked connection to the configured server.
+struct Open {
+    conn: Conn,
+    addr: String,
+    server: ServerInfo,
+    files: Vec<String>,
+}
 
+impl Open {
+    /// Connects and runs the preflight checks.
+    async fn new(cfg: &MysqlConfig) -> Result<Self> {
+        let opts = Opts::from_url(cfg.url.expose()).map_err(|e| {
+            AgentError::ServerSetup(format!("source.url is not a usable MySQL URL: {e}"))
+        })?;
+        let addr = format!("{}:{}", opts.ip_or_hostname(), opts.tcp_port());
+        let timeout = Duration::from_millis(cfg.connect_timeout_ms);
+        let mut conn = super::tls::connect(&opts, &cfg.tls, timeout, "the source")
+            .await
+            .ok_or_else(|| AgentError::Unreachable {
+                addr: addr.clone(),
+                reason: format!("no answer within {} ms", cfg.connect_timeout_ms),
+            })?
+            .map_err(|e| connect_error(&addr, e))?;
+        let server = preflight(&mut conn, &addr).await?;
+        let files = binary_logs(&mut conn, &addr).await?;
+        Ok(Open {
+            conn,
+            addr,
+            server,
+            files,
+        })
+    }
+}
+
+/// Where and how a dump starts.
+struct DumpFrom {
+    start: BinlogPos,
+    by_gtid: bool,
+    leg: u32,
+    gtid: GtidState,
+    gtid_known: bool,
+    /// Whether `start` is where the first stored event begins (else the server names it).
+    cursor_known: bool,
+}
+
+/// The dump on the server the chain's last segment came from (or for a new stream).
+async fn same_server(
+    cfg: &MysqlConfig,
+    mut open: Open,
+    resume: Option<&ResumePoint>,
+) -> Result<MysqlSource> {
+    let (server, files) = (&open.server, &open.files);
     let mut gtid = GtidState::default();
     let mut gtid_known = false;
     let mut leg = 0;
-    let mut successor = None;
     let (start, by_gtid) = match resume {
-        Some(r) if !r.origin.is_empty() && r.origin != server.origin => {
-            let plan = successor_plan(&mut conn, &server, r).await?;
-            gtid = GtidState::parse(&plan.connect_state)
-                .map_err(|e| AgentError::Protocol(e.to_string()))?;
-            gtid_known = true;
-            leg = plan.continues.leg() + 1;
-            let start = plan
-                .continues
-                .clone()
-                .with_gtid(Some(plan.connect_state.clone()));
-            info!(%addr, server = %server.origin, stored = %r.origin, continues = %plan.continues, check = ?plan.check.as_ref().map(|t| &t.id), "another server than the chain's last: continuing by GTID as leg {leg}");
-            successor = Some(plan);
-            (start, true)
-        }
         Some(r) => {
             let pos = r.connect_at().as_mysql()?;
             leg = pos.leg();
@@ -116,7 +197,8 @@ pub async fn connect(cfg: &MysqlConfig, resume: Option<&ResumePoint>) -> Result<
                 )
             }
             StartFrom::Current => {
-                let (pos, state) = current_position(&mut conn, &addr, server.mariadb).await?;
+                let mariadb = server.mariadb;
+                let (pos, state) = current_position(&mut open.conn, &open.addr, mariadb).await?;
                 if let Some(s) = state {
                     gtid = GtidState::parse(&s).map_err(|e| {
                         AgentError::Protocol(format!("the server's gtid_binlog_pos: {e}"))
@@ -127,7 +209,65 @@ pub async fn connect(cfg: &MysqlConfig, resume: Option<&ResumePoint>) -> Result<
             }
         },
     };
+    let cursor_known = by_gtid || resume.is_some() || cfg.start == StartFrom::Current;
+    let from = DumpFrom {
+        start,
+        by_gtid,
+        leg,
+        gtid,
+        gtid_known,
+        cursor_known,
+    };
+    dump(cfg, open, from, None).await
+}
 
+/// The dump on another server, checked before it is handed on: its first transaction must
+/// be the one the plan names, with the same fingerprint.
+async fn follow(cfg: &MysqlConfig, open: Open, plan: Successor) -> Result<MysqlSource> {
+    let gtid =
+        GtidState::parse(&plan.connect_state).map_err(|e| AgentError::Protocol(e.to_string()))?;
+    let leg = plan.continues.leg() + 1;
+    info!(addr = %open.addr, server = %open.server.origin, stored = %plan.stored_origin, continues = %plan.continues, forks_at = ?plan.forks_at.as_ref().map(ToString::to_string), check = ?plan.check.as_ref().map(|t| &t.id), "another server than the chain's last: continuing by GTID as leg {leg}");
+    let from = DumpFrom {
+        start: plan
+            .continues
+            .clone()
+            .with_gtid(Some(plan.connect_state.clone())),
+        by_gtid: true,
+        leg,
+        gtid,
+        gtid_known: true,
+        cursor_known: false,
+    };
+    let checked = plan.check.is_some();
+    let mut src = dump(cfg, open, from, Some(plan)).await?;
+    if checked {
+        src.check_successor().await?;
+    }
+    Ok(src)
+}
+
+/// Starts the dump `from` on `open`'s connection.
+async fn dump(
+    cfg: &MysqlConfig,
+    open: Open,
+    from: DumpFrom,
+    successor: Option<Successor>,
+) -> Result<MysqlSource> {
+    let Open {
+        mut conn,
+        addr,
+        server,
+        files,
+    } = open;
+    let DumpFrom {
+        start,
+        by_gtid,
+        leg,
+        gtid,
+        gtid_known,
+        cursor_known,
+    } = from;
     let heartbeat_ns = cfg.heartbeat_ms.saturating_mul(1_000_000);
     let mut setup = vec![
         "SET @mariadb_slave_capability=4".to_owned(),
@@ -148,15 +288,10 @@ pub async fn connect(cfg: &MysqlConfig, resume: Option<&ResumePoint>) -> Result<
     }
     let catch_up_to = binlog_end(&mut conn, &addr).await?.map(|p| p.on_leg(leg));
     info!(%addr, version = %server.version, server = %server.origin, at = %start, by_gtid, head = ?catch_up_to.as_ref().map(ToString::to_string), "starting binlog dump");
-    let file = if by_gtid {
-        Vec::new()
+    let (file, pos) = if by_gtid {
+        (Vec::new(), BinlogPos::FIRST_EVENT_OFFSET)
     } else {
-        start.file().as_bytes().to_vec()
-    };
-    let pos = if by_gtid {
-        BinlogPos::FIRST_EVENT_OFFSET
-    } else {
-        start.offset
+        (start.file().as_bytes().to_vec(), start.offset)
     };
     let request = BinlogStreamRequest::new(cfg.server_id)
         .with_filename(&file)
@@ -168,13 +303,7 @@ pub async fn connect(cfg: &MysqlConfig, resume: Option<&ResumePoint>) -> Result<
             Some(plan) => plan.refused(&addr, &server.origin, e),
             None => stream_error(&addr, e),
         })?;
-    let cursor = if successor.is_some() {
-        None
-    } else if by_gtid || resume.is_some() || cfg.start == StartFrom::Current {
-        Some(start)
-    } else {
-        None
-    };
+    let cursor = (successor.is_none() && cursor_known).then_some(start);
     Ok(MysqlSource::new(Dump {
         stream,
         addr,
@@ -192,12 +321,14 @@ pub async fn connect(cfg: &MysqlConfig, resume: Option<&ResumePoint>) -> Result<
 
 /// How a source continues the stream on another server.
 pub(super) struct Successor {
-    /// The chain's end on the previous leg: where the new leg continues.
+    /// The chain's end on the previous leg: where the new leg's first segment starts.
     pub continues: BinlogPos,
+    /// After a fork, where on the previous leg the server's history goes on.
+    pub forks_at: Option<BinlogPos>,
     /// The GTID state the dump is asked to start after.
     pub connect_state: String,
-    /// The chain's last transaction, which the server must send first, with the same
-    /// fingerprint; `None` when the chain has none to check.
+    /// The transaction the server must send first, with the same fingerprint: the chain's
+    /// last (the fork point's, after a fork); `None` when the chain has none to check.
     pub check: Option<TrxMark>,
     /// The server the chain's last segment came from.
     pub stored_origin: String,
@@ -225,12 +356,14 @@ impl Successor {
     }
 }
 
-/// Checks what can be checked before the dump (the server holds every stored transaction)
-/// and says where the dump starts.
+/// Checks what can be checked before the dump and says where it starts: continuing at the
+/// chain's end (the server must hold every stored transaction), or, with `fork`, at that
+/// earlier segment end, checked by its last transaction.
 async fn successor_plan(
     conn: &mut Conn,
     server: &ServerInfo,
     r: &ResumePoint,
+    fork: Option<(BinlogPos, TrxMark)>,
 ) -> Result<Successor> {
     let not = |reason: String| AgentError::NotSuccessor {
         server: server.origin.clone(),
@@ -238,12 +371,24 @@ async fn successor_plan(
         reason,
     };
     let end = r.end.as_mysql()?;
+    if !server.mariadb {
+        return Err(AgentError::ServerSetup(format!(
+            "continuing the stream on another server ({}) is built for MariaDB GTIDs; MySQL GTID auto-positioning is not built yet",
+            server.origin
+        )));
+    }
+    if let Some((at, trx)) = fork {
+        return Ok(Successor {
+            continues: end.clone(),
+            forks_at: Some(at),
+            connect_state: trx.before.clone(),
+            check: Some(trx),
+            stored_origin: r.origin.clone(),
+        });
+    }
     if let Some(t) = &r.open_trx {
-        return Err(AgentError::Gap(format!(
-            "the chain ends inside a transaction (begun at {t}, read from {}), and {} is another server: \
-             continuing a transaction on another server is not supported yet; point source.url back \
-             at the stream's server until the transaction is stored whole, or take a new snapshot",
-            r.origin, server.origin
+        return Err(not(format!(
+            "the chain ends inside a transaction (begun at {t}) that only the stream's server is known to hold whole"
         )));
     }
     let Some(stored_state) = end.gtid.clone() else {
@@ -251,12 +396,6 @@ async fn successor_plan(
             "the chain's end {end} carries no GTID state, so no other server can be checked against it"
         )));
     };
-    if !server.mariadb {
-        return Err(AgentError::ServerSetup(format!(
-            "continuing the stream on another server ({}) is built for MariaDB GTIDs; MySQL GTID auto-positioning is not built yet",
-            server.origin
-        )));
-    }
     let held = gtid_binlog_pos(conn, true).await?.unwrap_or_default();
     let stored =
         GtidState::parse(&stored_state).map_err(|e| AgentError::Protocol(e.to_string()))?;
@@ -283,10 +422,22 @@ async fn successor_plan(
     };
     Ok(Successor {
         continues: end.clone(),
+        forks_at: None,
         connect_state,
         check,
         stored_origin: r.origin.clone(),
     })
+}
+
+/// What the server applied as a replica (`@@gtid_slave_pos`, MariaDB): empty on a server
+/// that never replicated.
+async fn gtid_slave_pos(conn: &mut Conn) -> Result<GtidState> {
+    let v: Option<Option<String>> = conn
+        .query_first("SELECT @@gtid_slave_pos")
+        .await
+        .map_err(|e| AgentError::Protocol(format!("reading gtid_slave_pos failed: {e}")))?;
+    GtidState::parse(&v.flatten().unwrap_or_default())
+        .map_err(|e| AgentError::Protocol(format!("the server's gtid_slave_pos: {e}")))
 }
 
 /// `@@log_bin, @@binlog_format, VERSION()`.

@@ -24,7 +24,7 @@ use mysql_async::binlog::{BinlogChecksumAlg, BinlogVersion};
 use mysql_async::BinlogStream;
 
 use self::events::{fake_rotate_target, rotate_target};
-use super::{Source, SourceEvent, SourceItem};
+use super::{NewLeg, Source, SourceEvent, SourceItem};
 use crate::error::{AgentError, Result};
 use logferry_common::format::mysql::{
     code, Gtid, GtidState, TrxFingerprint, TrxTracker, LOG_EVENT_ARTIFICIAL_F,
@@ -69,8 +69,8 @@ pub struct MysqlSource {
     /// This connection continues the stream on another server: set until the checks of
     /// the dump's first transaction are done.
     successor: Option<Box<connect::Successor>>,
-    /// The chain's end on the previous leg, when this connection began a new leg.
-    continues: Option<Position>,
+    /// Where this connection's new leg joins the chain, when it began one.
+    new_leg: Option<NewLeg>,
 }
 
 /// What [`connect`] established, for [`MysqlSource::new`].
@@ -107,10 +107,10 @@ impl MysqlSource {
             leg: d.leg,
             crc32: true,
             trx_mark: None,
-            continues: d
-                .successor
-                .as_ref()
-                .map(|s| Position::Mysql(s.continues.clone())),
+            new_leg: d.successor.as_ref().map(|s| NewLeg {
+                continues: Position::Mysql(s.continues.clone()),
+                forks_at: s.forks_at.clone().map(Position::Mysql),
+            }),
             successor: d.successor.map(Box::new),
         }
     }
@@ -351,39 +351,59 @@ impl MysqlSource {
     }
 }
 
+impl MysqlSource {
+    /// The next event of the dump.
+    async fn read_event(&mut self) -> Result<Event> {
+        let next = AssertUnwindSafe(self.stream.next()).catch_unwind().await;
+        match next {
+            Err(panic) => {
+                let why = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "no message".into());
+                let at = self
+                    .cursor
+                    .as_ref()
+                    .map_or_else(|| "the stream's start".to_owned(), ToString::to_string);
+                Err(AgentError::Protocol(format!(
+                    "the binlog decoder failed on a truncated or malformed event after {at} ({why})"
+                )))
+            }
+            Ok(None) => Err(AgentError::Stream {
+                addr: self.addr.clone(),
+                reason: "the server ended the binlog stream".into(),
+            }),
+            Ok(Some(Err(e))) => Err(match &self.successor {
+                Some(plan) => plan.refused(&self.addr, &self.origin, e),
+                None => connect::stream_error(&self.addr, e),
+            }),
+            Ok(Some(Ok(ev))) => Ok(ev),
+        }
+    }
+
+    /// Reads the dump of another server until its first transaction proved to be the one
+    /// the successor check names (nothing is stored meanwhile).
+    ///
+    /// # Errors
+    /// [`AgentError::NotSuccessor`] when it is not; the dump's errors.
+    pub(super) async fn check_successor(&mut self) -> Result<()> {
+        while self.successor.is_some() {
+            let ev = self.read_event().await?;
+            if self.handle(&ev)?.is_some() {
+                return Err(AgentError::Stage(
+                    "an event was stored before the server was checked".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Source for MysqlSource {
     async fn next(&mut self) -> Result<SourceItem> {
         loop {
-            let next = AssertUnwindSafe(self.stream.next()).catch_unwind().await;
-            let ev = match next {
-                Err(panic) => {
-                    let why = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| (*s).to_owned())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "no message".into());
-                    let at = self
-                        .cursor
-                        .as_ref()
-                        .map_or_else(|| "the stream's start".to_owned(), ToString::to_string);
-                    return Err(AgentError::Protocol(format!(
-                        "the binlog decoder failed on a truncated or malformed event after {at} ({why})"
-                    )));
-                }
-                Ok(None) => {
-                    return Err(AgentError::Stream {
-                        addr: self.addr.clone(),
-                        reason: "the server ended the binlog stream".into(),
-                    })
-                }
-                Ok(Some(Err(e))) => {
-                    return Err(match &self.successor {
-                        Some(plan) => plan.refused(&self.addr, &self.origin, e),
-                        None => connect::stream_error(&self.addr, e),
-                    })
-                }
-                Ok(Some(Ok(ev))) => ev,
-            };
+            let ev = self.read_event().await?;
             if let Some(item) = self.handle(&ev)? {
                 return Ok(item);
             }
@@ -406,8 +426,8 @@ impl Source for MysqlSource {
         &self.origin
     }
 
-    fn continues(&self) -> Option<&Position> {
-        self.continues.as_ref()
+    fn new_leg(&self) -> Option<&NewLeg> {
+        self.new_leg.as_ref()
     }
 }
 

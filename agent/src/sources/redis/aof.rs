@@ -672,7 +672,7 @@ impl Source for AofSource {
         ""
     }
 
-    fn continues(&self) -> Option<&Position> {
+    fn new_leg(&self) -> Option<&crate::sources::NewLeg> {
         None
     }
 }

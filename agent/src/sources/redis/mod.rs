@@ -239,7 +239,7 @@ impl Source for RedisSource {
         ""
     }
 
-    fn continues(&self) -> Option<&Position> {
+    fn new_leg(&self) -> Option<&crate::sources::NewLeg> {
         None
     }
 }

@@ -114,7 +114,7 @@ impl Collector<'_> {
                 } => (bytes, header, end, crc32),
             };
             let event_start = std::mem::replace(&mut at, end.clone());
-            if end.cmp_place(&self.plan.start).is_le() {
+            if end.cmp_place(&self.plan.start).is_le() || self.plan.orphaned(end) {
                 return Ok(true);
             }
             let body = event_body(bytes, crc32);
@@ -200,6 +200,9 @@ impl Collector<'_> {
                     crc32,
                 } = step
                 {
+                    if self.plan.orphaned(end) {
+                        return Ok(true);
+                    }
                     if trx.after(header.event_type, event_body(bytes, crc32)) {
                         found = Some(within(self.target, out, &header, end));
                         return Ok(false);

@@ -12,6 +12,7 @@
 //! - [`target_server`]: the server a restore writes into.
 //! - [`drill`]: the restore drill, comparing per-table checksums with a manifest.
 
+pub mod branch;
 pub mod collect;
 pub mod drill;
 pub mod live_replica;

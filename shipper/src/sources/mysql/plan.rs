@@ -52,6 +52,28 @@ pub struct Plan {
     pub range: String,
 }
 
+impl Plan {
+    /// Whether the event that ends at `end` is on an old server's branch only: after a
+    /// fork point and before the start of the leg that forked there. A restore follows the
+    /// surviving branch and skips it (`export --branch` writes such events out).
+    pub fn orphaned(&self, end: &BinlogPos) -> bool {
+        self.segments.iter().any(|c| c.orphans(end))
+    }
+}
+
+impl ChainSegment {
+    /// Whether this segment starts a leg after a fork that orphans the event ending at
+    /// `end` (see [`Plan::orphaned`]).
+    pub fn orphans(&self, end: &BinlogPos) -> bool {
+        match &self.header.meta.lineage.forks_at {
+            Some(logferry_common::Position::Mysql(at)) => {
+                end.cmp_place(at).is_gt() && end.cmp_place(&self.start).is_le()
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Reads every segment header of `stream`, in chain order.
 ///
 /// # Errors
