@@ -83,7 +83,7 @@ pub enum AgentError {
     /// The server the source reached does not hold the stream's last stored transaction
     /// (or holds other content under its GTID): another database, never to be taken for a
     /// successor. Needs an operator.
-    #[error("the server {server} is not a successor of the stream's server {stored}: {reason}. A stream belongs to one database: check source.url and agent.stream (a config copied from another host?); if this server really is the promoted standby, it lacks transactions the store holds (a fork), which this version does not follow yet")]
+    #[error("the server {server} is not a successor of the stream's server {stored}: {reason}. A stream belongs to one database: check source.url and agent.stream (a config copied from another host?). If this server is the promoted standby, it holds none of the newest stored transaction boundaries the agent looked for: `logferry-shipper promote` applies what it lacks from the store, after which it continues the stream")]
     NotSuccessor {
         /// The server reached (its identity).
         server: String,

@@ -315,7 +315,10 @@ impl Segmenter {
         self.skip_to = None;
         self.boundary = None;
         self.last_boundary = Some(at.clone());
-        self.sealed = Some(ResumePoint::at(at.clone()));
+        self.sealed = Some(ResumePoint {
+            origin: self.origin.clone(),
+            ..ResumePoint::at(at.clone())
+        });
     }
 
     /// The source connected to the server `origin`; when that server continues the stream

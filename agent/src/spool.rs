@@ -32,6 +32,7 @@ use logferry_common::{DecodeLimits, Position, Segment, SourceKind, TrxMark};
 
 use crate::resume::ResumePoint;
 use serde::{Deserialize, Serialize};
+use tracing::warn;
 
 use crate::error::{AgentError, Result};
 
@@ -316,18 +317,22 @@ impl Spool {
     }
 
     fn write_checkpoint(&self, end: &ResumePoint) -> Result<()> {
-        let body = serde_json::to_vec(&Checkpoint {
-            kind: end.end.kind(),
-            end: end.end.to_string(),
-            open_trx: end.open_trx.as_ref().map(ToString::to_string),
-            origin: end.origin.clone(),
-            last_trx: end.last_trx.as_ref().map(Into::into),
-        })
-        .map_err(|e| AgentError::spool(&self.checkpoint, std::io::Error::other(e)))?;
-        let body = padded(body);
+        let body = self.checkpoint_body(end, true)?;
         match write_atomically(&self.checkpoint, &body, "spool-checkpoint-before-fsync") {
-            // In place only within one sector, which a write changes whole.
-            Err(e) if e.is_spool_full() && body.len() == SECTOR => {
+            // In place only within one sector, which a write changes whole. A checkpoint
+            // that needs more (long GTID states and host names) goes in place without its
+            // lineage: the next start then treats the server as the chain's own, as for a
+            // checkpoint of an older build, rather than stop on a full disk.
+            Err(e) if e.is_spool_full() => {
+                let body = if body.len() == SECTOR {
+                    body
+                } else {
+                    warn!(bytes = body.len(), "the disk is full and the checkpoint does not fit one sector: written without the chain's server and last transaction");
+                    self.checkpoint_body(end, false)?
+                };
+                if body.len() != SECTOR {
+                    return Err(e);
+                }
                 match self.overwrite_checkpoint(&body) {
                     Ok(()) => Ok(()),
                     Err(o) if o.kind() == std::io::ErrorKind::InvalidInput => Err(e),
@@ -336,6 +341,23 @@ impl Spool {
             }
             other => other,
         }
+    }
+
+    /// The checkpoint's padded JSON, with or without the lineage.
+    fn checkpoint_body(&self, end: &ResumePoint, lineage: bool) -> Result<Vec<u8>> {
+        let body = serde_json::to_vec(&Checkpoint {
+            kind: end.end.kind(),
+            end: end.end.to_string(),
+            open_trx: end.open_trx.as_ref().map(ToString::to_string),
+            origin: if lineage {
+                end.origin.clone()
+            } else {
+                String::new()
+            },
+            last_trx: end.last_trx.as_ref().filter(|_| lineage).map(Into::into),
+        })
+        .map_err(|e| AgentError::spool(&self.checkpoint, std::io::Error::other(e)))?;
+        Ok(padded(body))
     }
 
     /// Writes the checkpoint over the old one in place, which needs no free block: on a

@@ -26,6 +26,15 @@ pub enum Position {
 }
 
 impl Position {
+    /// The leg of the stream the place is on (a MySQL stream's servers, counted from 0;
+    /// always 0 for kinds that follow a failover within one history, as Redis does).
+    pub fn leg(&self) -> u32 {
+        match self {
+            Position::Mysql(p) => p.leg(),
+            Position::Redis(_) => 0,
+        }
+    }
+
     /// The source kind this position belongs to.
     pub fn kind(&self) -> SourceKind {
         match self {

@@ -152,7 +152,7 @@ async fn the_chain_follows_a_promoted_replica_by_gtid_after_a_config_change() ->
     // no event, or one that is not where the stream goes on.
     let (b_file, _) = b.master_status().await?;
     assert_ne!(b_file, a_end.file(), "B rotated past the primary's file");
-    let at_a_place: Vec<mysql_async::Row> = b
+    let at_a_place: Vec<mysql_async::Row> = match b
         .conn()
         .await?
         .query(format!(
@@ -161,7 +161,12 @@ async fn the_chain_follows_a_promoted_replica_by_gtid_after_a_config_change() ->
             a_end.offset
         ))
         .await
-        .unwrap_or_default();
+    {
+        Ok(rows) => rows,
+        // The server refuses the place (no such file, or no event there).
+        Err(mysql_async::Error::Server(_)) => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
     let first_after_failover: Option<String> = b
         .conn()
         .await?
@@ -341,16 +346,47 @@ async fn promote_applies_what_the_standby_lacks_and_reports_it() -> anyhow::Resu
     let agent = Agent::start(&tmp.path().join("agent"), &s)?;
     b.conn().await?.query_drop("STOP SLAVE SQL_THREAD").await?;
     let b_before = b.gtid_binlog_pos().await?;
-    workload::run(&mut a.conn().await?, 40, 120).await?;
+    workload::run(&mut a.conn().await?, 40, 80).await?;
+    let received = a.gtid_binlog_pos().await?;
+    logferry_integration::wait_for(
+        "B's relay log to receive A's writes",
+        Duration::from_secs(60),
+        || async {
+            let row: Option<mysql_async::Row> =
+                b.conn().await?.query_first("SHOW SLAVE STATUS").await?;
+            let io: String = row.and_then(|r| r.get("Gtid_IO_Pos")).unwrap_or_default();
+            Ok((io == received).then_some(()))
+        },
+    )
+    .await?;
+    b.conn().await?.query_drop("STOP SLAVE IO_THREAD").await?;
+    workload::run(&mut a.conn().await?, 80, 120).await?;
     wait_caught_up(&a, &shipper, &agent).await?;
     let a_final = a.gtid_binlog_pos().await?;
     let want = workload::checksums(&mut a.conn().await?).await?;
     let seq = |state: &str| -> anyhow::Result<u64> {
         Ok(state.rsplit('-').next().unwrap_or("0").parse()?)
     };
-    let lacking = seq(&a_final)? - seq(&b_before)?;
-    assert!(lacking > 20, "B is behind: {b_before} vs {a_final}");
+    // Both replication threads stopped: MariaDB discards the relay log when replication
+    // starts again, so everything the standby lacks comes from the store.
+    let in_relay = 0;
+    let from_store = seq(&a_final)? - seq(&b_before)?;
+    assert!(
+        seq(&received)? > seq(&b_before)? && from_store > 20,
+        "{b_before} {received} {a_final}"
+    );
+    let heard = shipper.store_dir.join("watch/heard.json");
+    logferry_integration::wait_for(
+        "the shipper to keep the agent's report",
+        Duration::from_secs(60),
+        || async {
+            let text = std::fs::read_to_string(&heard).unwrap_or_default();
+            Ok(text.contains("read_commit_ms").then_some(()))
+        },
+    )
+    .await?;
 
+    let lacking = in_relay + from_store;
     let promote = |extra: &[&str]| {
         let mut args = vec![
             "promote",
@@ -396,8 +432,10 @@ async fn promote_applies_what_the_standby_lacks_and_reports_it() -> anyhow::Resu
         "the dead primary did not answer: {out}"
     );
     assert!(
-        out.contains(&format!("applied:          {lacking} transactions")),
-        "{out}"
+        out.contains(&format!("relay log:        {in_relay} transactions"))
+            && out.contains(&format!("applied:          {from_store} transactions"))
+            && out.contains("both replication threads were stopped"),
+        "relay {in_relay}, store {from_store}: {out}"
     );
     assert!(
         out.contains(&format!("GTID before:      {b_before}")),
@@ -560,5 +598,104 @@ async fn an_agent_beside_a_replica_goes_on_when_the_replica_is_promoted() -> any
     wait_stored_up_to(&b, &shipper, &agent, 0).await?;
     common::assert_stored_exactly_and_verified(&b, &shipper, tmp.path())?;
     assert_eq!(origins(&shipper)?.len(), 1, "one server throughout");
+    Ok(())
+}
+
+/// The standby's SQL thread stopped while its IO thread went on receiving: its relay log
+/// holds what it lacks. `promote` applies the relay log first (nothing from the store is
+/// then needed) and leaves the standby writable with the primary's GTID state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promote_applies_the_standby_relay_log_first() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let mut a = MariaDb::start(Options::default()).await?;
+    workload::create_schema(&mut a.conn().await?).await?;
+    let b = MariaDb::start_replica_with(&a, standby(2)).await?;
+    let shipper = Shipper::start(tmp.path()).await?;
+    let mut s = settings(&a, &shipper);
+    s.source_extra = "start = \"earliest\"".into();
+    let agent = Agent::start(&tmp.path().join("agent"), &s)?;
+    b.conn().await?.query_drop("STOP SLAVE SQL_THREAD").await?;
+    workload::run(&mut a.conn().await?, 0, 60).await?;
+    let a_final = a.gtid_binlog_pos().await?;
+    logferry_integration::wait_for(
+        "B's relay log to receive A's writes",
+        Duration::from_secs(60),
+        || async {
+            let row: Option<mysql_async::Row> =
+                b.conn().await?.query_first("SHOW SLAVE STATUS").await?;
+            let io: String = row.and_then(|r| r.get("Gtid_IO_Pos")).unwrap_or_default();
+            Ok((io == a_final).then_some(()))
+        },
+    )
+    .await?;
+    wait_caught_up(&a, &shipper, &agent).await?;
+    let b_before = b.gtid_binlog_pos().await?;
+    a.kill9();
+    let (code, out) = shipper_cli(&[
+        "promote",
+        "--store",
+        &shipper.store_url(),
+        "--stream",
+        STREAM,
+        "--standby",
+        &b.root_url(),
+    ])?;
+    assert_eq!(code, 0, "{out}");
+    let seq = |state: &str| -> anyhow::Result<u64> {
+        Ok(state.rsplit('-').next().unwrap_or("0").parse()?)
+    };
+    let lacking = seq(&a_final)? - seq(&b_before)?;
+    assert!(lacking > 20, "{b_before} {a_final}");
+    assert!(
+        out.contains(&format!("relay log:        {lacking} transactions"))
+            && out.contains("applied:          0 transactions"),
+        "{out}"
+    );
+    assert_eq!(b.gtid_binlog_pos().await?, a_final);
+    let read_only: Option<u8> = b.conn().await?.query_first("SELECT @@read_only").await?;
+    assert_eq!(read_only, Some(0));
+    Ok(())
+}
+
+/// `promote` into a server that went its own way (it was written to under the sequence
+/// numbers the store holds for the primary) is refused before anything is applied; the
+/// report names the step and the standby stays read-only and unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promote_refuses_a_standby_that_went_its_own_way() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let mut a = MariaDb::start(Options::default()).await?;
+    workload::create_schema(&mut a.conn().await?).await?;
+    workload::run(&mut a.conn().await?, 0, 20).await?;
+    let b = MariaDb::start_replica_with(&a, standby(2)).await?;
+    let shipper = Shipper::start(tmp.path()).await?;
+    let mut s = settings(&a, &shipper);
+    s.source_extra = "start = \"earliest\"".into();
+    let agent = Agent::start(&tmp.path().join("agent"), &s)?;
+    b.promote().await?;
+    workload::run(&mut a.conn().await?, 20, 40).await?;
+    workload::run(&mut b.conn().await?, 500, 520).await?;
+    wait_caught_up(&a, &shipper, &agent).await?;
+    a.kill9();
+    let b_before = b.gtid_binlog_pos().await?;
+    let sums = workload::checksums(&mut b.conn().await?).await?;
+    let (code, out) = shipper_cli(&[
+        "promote",
+        "--store",
+        &shipper.store_url(),
+        "--stream",
+        STREAM,
+        "--standby",
+        &b.root_url(),
+    ])?;
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("went its own way") && out.contains("find what the standby lacks"),
+        "{out}"
+    );
+    assert!(out.contains("is left read-only"), "{out}");
+    assert_eq!(b.gtid_binlog_pos().await?, b_before, "nothing applied");
+    assert_eq!(workload::checksums(&mut b.conn().await?).await?, sums);
+    let read_only: Option<u8> = b.conn().await?.query_first("SELECT @@read_only").await?;
+    assert_eq!(read_only, Some(1));
     Ok(())
 }

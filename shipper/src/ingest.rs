@@ -11,7 +11,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use logferry_common::keys::segment_key;
 use logferry_common::wire::SegmentAck;
-use logferry_common::{DecodeLimits, Segment, SegmentMeta};
+use logferry_common::{DecodeLimits, Segment};
 use tracing::{debug, info, warn};
 
 use crate::alerts::Alerts;
@@ -98,7 +98,11 @@ impl Ingest {
             }
             Admission::New { gap } => {
                 let before = chain.header_before(&self.store, &start_key).await?;
-                if let Some(why) = before.as_ref().and_then(|b| second_source(&b.meta, m)) {
+                if let Some(why) = before.as_ref().and_then(|b| m.may_follow(&b.meta)) {
+                    let why = format!(
+                        "stream {}: segment {} .. {} may not follow the stored one before it: {why}",
+                        m.stream, m.start, m.end
+                    );
                     self.metrics.conflicts.inc();
                     warn!(stream = %m.stream, start = %m.start, origin = %m.lineage.origin, "refused a segment of another server: {why}");
                     return Err(ShipperError::Conflict(why));
@@ -165,22 +169,6 @@ impl Ingest {
             existing.key
         )))
     }
-}
-
-/// Why `m` may not follow `prev` in one stream: it comes from another server and does not
-/// continue the chain as a new leg (a failover does; a second database under the same
-/// stream name does not). `None` when it may.
-fn second_source(prev: &SegmentMeta, m: &SegmentMeta) -> Option<String> {
-    let (was, is) = (&prev.lineage.origin, &m.lineage.origin);
-    if was.is_empty() || is.is_empty() || was == is || m.lineage.leg_start.is_some() {
-        return None;
-    }
-    Some(format!(
-        "stream {} holds the database of server {was}; this segment ({} .. {}) comes from server {is} \
-         and does not continue the chain as a new leg: two databases under one stream name \
-         (a config copied to a second host?). Give each database its own agent.stream",
-        m.stream, m.start, m.end
-    ))
 }
 
 #[cfg(test)]

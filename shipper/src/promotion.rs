@@ -59,6 +59,12 @@ pub struct PromotionReport {
     pub gtid_before: String,
     /// The standby's GTID state after (the same as before on a dry run).
     pub gtid_after: String,
+    /// Transactions the standby's relay log held and it applied before the store's.
+    #[serde(default)]
+    pub relay_transactions: u64,
+    /// Why the relay log could not be applied, when it held more and could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay_note: Option<String>,
     /// Transactions applied from the store (on a dry run: to apply).
     pub applied_transactions: u64,
     /// Their events.
@@ -88,7 +94,7 @@ impl PromotionReport {
             _ => "unknown (no agent report kept by the shipper)".into(),
         };
         let mut out = format!(
-            "promote {}: {}\n  standby:          {}\n  old primary:      {}\n  stored GTID:      {}\n  GTID before:      {}\n  GTID after:       {}\n  applied:          {} transactions, {} events from the store\n  last stored:      {}\n  data-loss window: {loss}\n  elapsed:          {:.1} s\n",
+            "promote {}: {}\n  standby:          {}\n  old primary:      {}\n  stored GTID:      {}\n  GTID before:      {}\n  GTID after:       {}\n  relay log:        {} transactions the standby had received, applied first\n  applied:          {} transactions, {} events from the store\n  last stored:      {}\n  data-loss window: {loss}\n  elapsed:          {:.1} s\n",
             self.stream,
             match self.outcome {
                 Outcome::Promoted => "PROMOTED",
@@ -100,11 +106,15 @@ impl PromotionReport {
             self.stored_gtid,
             self.gtid_before,
             self.gtid_after,
+            self.relay_transactions,
             self.applied_transactions,
             self.applied_events,
             crate::listing::rfc3339(self.last_stored_commit_ms),
             self.elapsed_ms as f64 / 1000.0,
         );
+        if let Some(note) = &self.relay_note {
+            out.push_str(&format!("  relay log note:   {note}\n"));
+        }
         if let (Some(step), Some(e)) = (&self.failed_at, &self.error) {
             out.push_str(&format!("  stopped at:       {step}: {e}\n"));
         }

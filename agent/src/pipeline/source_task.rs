@@ -192,7 +192,11 @@ impl SourceTask {
                     if joins {
                         continue;
                     }
-                    if let Some(before) = self.resume.replace(ResumePoint::at(at.clone())) {
+                    let after_break = ResumePoint {
+                        origin: src.origin().to_owned(),
+                        ..ResumePoint::at(at.clone())
+                    };
+                    if let Some(before) = self.resume.replace(after_break) {
                         self.metrics.source_breaks.inc();
                         error!(chain_end = %before, continues_at = %at, "the chain breaks: the source could not continue after its end and sent a new snapshot; restores reach up to the break and from the snapshot on, not across");
                     }

@@ -76,6 +76,33 @@ impl SegmentMeta {
         self.lineage.leg_start.as_ref().unwrap_or(&self.start)
     }
 
+    /// Why this segment may not follow `prev` in one stream, `None` when it may: the one
+    /// rule of which server's segments make one chain, which the shipper applies on upload
+    /// and `verify` on what is stored. A segment from another server than `prev`'s must
+    /// start the next leg (a failover); one from the same server must not start a leg;
+    /// segments without an origin (older ones) follow anything.
+    pub fn may_follow(&self, prev: &SegmentMeta) -> Option<String> {
+        let (was, is) = (&prev.lineage.origin, &self.lineage.origin);
+        if was.is_empty() || is.is_empty() {
+            return None;
+        }
+        match &self.lineage.leg_start {
+            None if was == is => None,
+            None => Some(format!(
+                "it comes from server {is} where the segment before came from server {was}, and does not continue the chain as a new leg: two databases under one stream name (a config copied to a second host?); give each database its own agent.stream"
+            )),
+            Some(_) if was == is => Some(format!(
+                "it starts a new leg on the server the segment before came from ({is})"
+            )),
+            Some(l) if l.leg() != prev.end.leg() + 1 => Some(format!(
+                "it starts leg {} after a segment on leg {}",
+                l.leg(),
+                prev.end.leg()
+            )),
+            Some(_) => None,
+        }
+    }
+
     /// Whether the segment ends at a transaction boundary.
     pub fn ends_at_boundary(&self) -> bool {
         self.open_trx.is_none()

@@ -518,6 +518,40 @@ mod tests {
         assert!(err.to_string().contains("leg start"), "{err}");
     }
 
+    #[test]
+    fn one_rule_says_which_server_may_follow_which() {
+        let on = |origin: &str| {
+            let mut m = sample().header.meta;
+            m.lineage.origin = origin.into();
+            m
+        };
+        let a = on("server_id=1 host=a:3306");
+        assert_eq!(on("server_id=1 host=a:3306").may_follow(&a), None);
+        assert_eq!(
+            on("").may_follow(&a),
+            None,
+            "older segments follow anything"
+        );
+        let b = on("server_id=2 host=b:3306");
+        assert!(b.may_follow(&a).unwrap().contains("two databases"));
+        let leg =
+            |n: u32| Position::Mysql(BinlogPos::new("mysql-bin.000001", 9).unwrap().on_leg(n));
+        let mut b_leg = b.clone();
+        b_leg.lineage.leg_start = Some(leg(1));
+        assert_eq!(b_leg.may_follow(&a), None, "a failover");
+        b_leg.lineage.leg_start = Some(leg(2));
+        assert!(b_leg
+            .may_follow(&a)
+            .unwrap()
+            .contains("leg 2 after a segment on leg 0"));
+        let mut a_leg = a.clone();
+        a_leg.lineage.leg_start = Some(leg(1));
+        assert!(a_leg
+            .may_follow(&a)
+            .unwrap()
+            .contains("new leg on the server"));
+    }
+
     /// A version 1 segment as builds before the open-transaction field wrote it.
     fn version_1(seg: &Segment) -> Vec<u8> {
         let mut head = Vec::new();

@@ -122,7 +122,7 @@ pub async fn verify(
             ..StreamReport::default()
         };
         let mut prev_end: Option<(String, Position)> = None;
-        let mut prev_origin = String::new();
+        let mut prev_meta: Option<logferry_common::SegmentMeta> = None;
         let mut first_start: Option<Position> = None;
         let (segment_objects, others): (Vec<Listed>, Vec<Listed>) = objects
             .into_iter()
@@ -188,12 +188,10 @@ pub async fn verify(
                     )),
                 }
             }
-            if let Some(detail) = foreign(&prev_origin, m) {
+            if let Some(detail) = prev_meta.as_ref().and_then(|p| m.may_follow(p)) {
                 r.problems.push(problem(&key, ProblemKind::Foreign, detail));
             }
-            if !m.lineage.origin.is_empty() {
-                prev_origin.clone_from(&m.lineage.origin);
-            }
+            prev_meta = Some(m.clone());
             if r.start.is_none() {
                 r.start = Some(m.start.to_string());
                 first_start = Some(m.start.clone());
@@ -218,35 +216,6 @@ pub async fn verify(
         reports.push(r);
     }
     Ok(reports)
-}
-
-/// Why a segment read from `m.lineage.origin` cannot follow one from `prev_origin`: a
-/// server switch is a new leg that starts on the next leg number, or it is another
-/// database written to the same stream. `None` when it may follow.
-fn foreign(prev_origin: &str, m: &logferry_common::SegmentMeta) -> Option<String> {
-    let origin = &m.lineage.origin;
-    if prev_origin.is_empty() || origin.is_empty() || origin == prev_origin {
-        return m
-            .lineage
-            .leg_start
-            .is_some()
-            .then(|| format!("starts a new leg on the server it already came from ({origin})"));
-    }
-    let Some(leg_start) = &m.lineage.leg_start else {
-        return Some(format!(
-            "comes from {origin} where the segment before came from {prev_origin}, without continuing as a new leg: two databases on one stream"
-        ));
-    };
-    let next_leg = match (&m.start, leg_start) {
-        (Position::Mysql(a), Position::Mysql(b)) => b.leg() == a.leg() + 1,
-        _ => false,
-    };
-    (!next_leg).then(|| {
-        format!(
-            "starts leg {leg_start} which is not the leg after {}",
-            m.start
-        )
-    })
 }
 
 pub(crate) fn problem(key: &str, kind: ProblemKind, detail: String) -> Problem {

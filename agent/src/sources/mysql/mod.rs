@@ -209,10 +209,11 @@ impl MysqlSource {
         let body = ev.data();
         match ty {
             code::MARIADB_GTID => {
-                if let Some(g) = Gtid::of_event(h.server_id(), body) {
-                    let before = self.gtid.render();
-                    self.trx_mark = Some(Box::new((g, before, TrxFingerprint::default())));
-                }
+                // A transaction is marked only where the whole GTID state before it is
+                // known: a successor check connects there.
+                self.trx_mark = Gtid::of_event(h.server_id(), body)
+                    .filter(|_| self.gtid_known)
+                    .map(|g| Box::new((g, self.gtid.render(), TrxFingerprint::default())));
                 self.gtid.apply_gtid_event(h.server_id(), body);
             }
             // A file's GTID list is the state at its start; a dump by GTID on another

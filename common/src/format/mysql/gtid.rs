@@ -111,15 +111,35 @@ impl GtidState {
         self.domains = list;
     }
 
-    /// Whether the state holds `g`: its domain is at `g`'s sequence number or beyond.
+    /// The last GTID of every domain, by domain.
+    pub fn domains(&self) -> impl Iterator<Item = Gtid> + '_ {
+        self.domains.iter().map(|(d, (s, n))| Gtid {
+            domain: *d,
+            server: *s,
+            seq: *n,
+        })
+    }
+
+    /// The last GTID of `domain`, if the state has the domain.
+    pub fn get(&self, domain: u32) -> Option<Gtid> {
+        self.domains.get(&domain).map(|(s, n)| Gtid {
+            domain,
+            server: *s,
+            seq: *n,
+        })
+    }
+
+    /// Whether the state is at `g`'s sequence number or beyond in `g`'s domain. By sequence
+    /// number only: a server that went its own way writes other GTIDs (its own server id)
+    /// under the same numbers, which this does not tell apart.
     pub fn covers(&self, g: &Gtid) -> bool {
         self.domains
             .get(&g.domain)
             .is_some_and(|(_, n)| *n >= g.seq)
     }
 
-    /// The GTIDs of `self` that `other` does not hold, one per domain (the newest), each
-    /// with how many sequence numbers `other` lacks in that domain.
+    /// Per domain where `other` is behind `self` by sequence number (see [`Self::covers`]):
+    /// the newest GTID of `self`, and how many sequence numbers `other` lacks.
     pub fn beyond(&self, other: &GtidState) -> Vec<(Gtid, u64)> {
         self.domains
             .iter()

@@ -2,18 +2,23 @@
 //! holds missing. Each step is logged; a step that fails leaves the standby read-only and
 //! the report says which step it was.
 //!
-//! 1. the stored chain's end and its GTID state; a promotion already done at that end is
-//!    refused;
-//! 2. the standby's GTID state (what it logged and what it applied as a replica);
-//! 3. the old primary fenced if it answers (`read_only`, `super_read_only` where it exists,
-//!    its client connections killed);
-//! 4. the standby made read-only and its replication stopped;
-//! 5. the transactions it lacks applied from the store, whole, through
-//!    `mariadb-binlog | mariadb`, which keeps their original GTIDs;
-//! 6. its GTID state checked to hold the stored end;
-//! 7. `RESET SLAVE ALL` and `read_only = OFF`.
+//! 1. preflight, nothing changed yet: the standby writes a binlog (its GTID state is then
+//!    what it holds), a promotion already done at the stored end is refused;
+//! 2. the old primary fenced if it answers (`read_only`, `super_read_only` where it exists,
+//!    its client connections killed), then the store waited for until it holds the old
+//!    primary's last transaction (the agent ships what it still has), at most
+//!    [`CATCH_UP`];
+//! 3. the standby made read-only; what its relay log received and had not applied is
+//!    applied (`MASTER_GTID_WAIT`), since it may hold transactions the store lacks; then
+//!    every replication connection stopped;
+//! 4. the chain read again, the standby's last GTID per domain found in it exactly (same
+//!    server id: a standby that went its own way is refused), the transactions after it
+//!    applied from the store, whole, through `mariadb-binlog | mariadb`, which keeps their
+//!    original GTIDs;
+//! 5. its GTID state checked to end where the store ends;
+//! 6. `RESET SLAVE ALL` for every connection and `read_only = OFF`.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use logferry_common::format::mysql::{self as binlog, code, event_body, Gtid, GtidState, Walked};
 use logferry_common::BinlogPos;
@@ -30,12 +35,17 @@ use crate::restore::{segment_payload, Bars};
 use crate::storage::Store;
 use crate::time_arg::now_ms;
 
+/// How long a fenced old primary's last transactions are waited for in the store.
+const CATCH_UP: Duration = Duration::from_secs(30);
+/// How long the standby's relay log may take to be applied.
+const RELAY_WAIT_SECONDS: u32 = 300;
+
 /// Runs a promotion (or, with `req.dry_run`, says what it would do).
 ///
 /// # Errors
 /// [`ShipperError::Restore`] when the stream cannot be promoted as asked (no GTID state,
-/// promoted already, the standby unreachable) or a step fails; the report of a failed
-/// promotion is stored before.
+/// promoted already, the standby unreachable or gone its own way) or a step fails; the
+/// report of a failed promotion is stored before.
 pub async fn run(store: &Store, req: &PromoteRequest<'_>, bars: &Bars) -> Result<PromotionReport> {
     let started = Instant::now();
     let standby = TargetServer::parse_flag(req.standby, "--standby")?;
@@ -43,27 +53,22 @@ pub async fn run(store: &Store, req: &PromoteRequest<'_>, bars: &Bars) -> Result
         .old_primary
         .map(|u| TargetServer::parse_flag(u, "--old-primary"))
         .transpose()?;
-    let chain = plan::chain(store, req.stream).await?;
-    let last = chain.last().ok_or_else(|| {
-        ShipperError::Restore(format!("stream {} has no stored segments", req.stream))
-    })?;
-    let stored_end = last.open_trx.as_ref().unwrap_or(&last.end);
-    let stored_gtid = stored_end.gtid.clone().ok_or_else(|| {
-        ShipperError::Restore(format!(
-            "the stored chain of {} ends at {stored_end}, which carries no GTID state: promote needs MariaDB GTIDs",
-            req.stream
-        ))
-    })?;
-    info!(stream = %req.stream, stored_end = %stored_end, "promote: the stored chain's end");
+    if !standby.writes_binlog().await? {
+        return Err(ShipperError::Restore(format!(
+            "the standby {standby} writes no binlog (log_bin is off): its GTID state could not show what it holds after the promotion; start it with --log-bin (and log_slave_updates) first"
+        )));
+    }
+    let (chain, stored_gtid) = stored_end(store, req).await?;
     if !req.dry_run {
-        promotion::refuse_repeat(store, req.stream, &stored_gtid).await?;
+        promotion::refuse_repeat(store, req.stream, &stored_gtid.render()).await?;
     }
     let gtid_before = gtid_state(&standby).await?;
     info!(standby = %standby, gtid = %gtid_before.render(), "promote: the standby's GTID state");
-    let stored = parse(&stored_gtid)?;
-    let from = first_missing(store, &chain, &gtid_before).await?;
+    let last = chain
+        .last()
+        .map(|c| c.header.meta.last_event_ms)
+        .unwrap_or(0);
     let last_seen_commit_ms = promotion::last_seen_commit(store, req.stream).await?;
-    let last_stored_commit_ms = last.header.meta.last_event_ms;
     let mut report = PromotionReport {
         stream: req.stream.to_string(),
         standby: standby.to_string(),
@@ -74,33 +79,62 @@ pub async fn run(store: &Store, req: &PromoteRequest<'_>, bars: &Bars) -> Result
             Some(o) => format!("{o}: would be fenced"),
             None => "not given (--old-primary): not fenced".into(),
         },
-        stored_gtid: stored_gtid.clone(),
+        stored_gtid: stored_gtid.render(),
         gtid_before: gtid_before.render(),
         gtid_after: gtid_before.render(),
-        applied_transactions: stored.beyond(&gtid_before).iter().map(|(_, n)| n).sum(),
+        applied_transactions: 0,
         applied_events: 0,
-        last_stored_commit_ms,
+        relay_transactions: 0,
+        relay_note: None,
+        last_stored_commit_ms: last,
         last_seen_commit_ms,
-        data_loss_ms: last_seen_commit_ms.map(|seen| (seen - last_stored_commit_ms).max(0)),
+        data_loss_ms: last_seen_commit_ms.map(|seen| (seen - last).max(0)),
         started_ms: now_ms(),
         elapsed_ms: 0,
     };
     if req.dry_run {
+        first_missing(store, &chain, &gtid_before).await?;
+        report.applied_transactions = stored_gtid
+            .beyond(&gtid_before)
+            .iter()
+            .map(|(_, n)| n)
+            .sum();
         report.elapsed_ms = started.elapsed().as_millis() as u64;
         return Ok(report);
     }
     let mut step = "fence the old primary";
     let done = async {
-        report.fence = match &old {
-            Some(o) => fence(o).await,
-            None => "not given (--old-primary): not fenced".into(),
-        };
-        step = "make the standby read-only and stop its replication";
-        standby
-            .query("SET GLOBAL read_only = ON; STOP SLAVE")
-            .await?;
-        info!(standby = %standby, "promote: the standby is read-only, its replication stopped");
-        report.applied_transactions = 0;
+        if let Some(o) = &old {
+            let (what, at) = fence(o).await;
+            report.fence = what;
+            if let Some(at) = at {
+                step = "wait for the store to hold the old primary's last transaction";
+                wait_stored(store, req, &at).await?;
+            }
+        }
+        step = "make the standby read-only";
+        standby.query("SET GLOBAL read_only = ON").await?;
+        step = "apply what the standby's relay log holds";
+        let applied_before_relay = gtid_state(&standby).await?;
+        if let Some(note) = drain_relay_log(&standby).await? {
+            report.relay_note = Some(note);
+        }
+        step = "stop the standby's replication";
+        stop_replication(&standby).await?;
+        let before = gtid_state(&standby).await?;
+        report.relay_transactions = before
+            .beyond(&applied_before_relay)
+            .iter()
+            .map(|(_, n)| n)
+            .sum();
+        step = "find what the standby lacks";
+        let (chain, stored_gtid) = stored_end(store, req).await?;
+        report.stored_gtid = stored_gtid.render();
+        report.last_stored_commit_ms = chain.last().map_or(0, |c| c.header.meta.last_event_ms);
+        report.data_loss_ms = report
+            .last_seen_commit_ms
+            .map(|seen| (seen - report.last_stored_commit_ms).max(0));
+        let from = first_missing(store, &chain, &before).await?;
         if let Some(from) = &from {
             step = "apply the transactions it lacks from the store";
             let plan = plan::plan_from(store, req.stream, from, &Target::Latest).await?;
@@ -120,21 +154,19 @@ pub async fn run(store: &Store, req: &PromoteRequest<'_>, bars: &Bars) -> Result
             report.applied_events = got.events;
             info!(transactions = got.transactions, events = got.events, "promote: applied from the store");
         }
-        step = "check the standby holds the stored end";
+        step = "check the standby ends where the store ends";
         let after = gtid_state(&standby).await?;
         report.gtid_after = after.render();
-        let short = stored.beyond(&after);
-        if !short.is_empty() {
+        if let Some(d) = ends_elsewhere(&stored_gtid, &after) {
             return Err(ShipperError::Restore(format!(
-                "after applying, the standby's GTID state {} still lacks stored transactions up to {}",
+                "after applying, the standby's GTID state {} does not end where the store ends ({}) in domain {d}",
                 after.render(),
-                short.iter().map(|(g, _)| g.to_string()).collect::<Vec<_>>().join(", ")
+                stored_gtid.render()
             )));
         }
         step = "make the standby writable";
-        standby
-            .query("STOP SLAVE; RESET SLAVE ALL; SET GLOBAL read_only = OFF")
-            .await?;
+        reset_replication(&standby).await?;
+        standby.query("SET GLOBAL read_only = OFF").await?;
         info!(standby = %standby, "promote: the standby is the primary");
         Ok::<(), ShipperError>(())
     }
@@ -151,23 +183,157 @@ pub async fn run(store: &Store, req: &PromoteRequest<'_>, bars: &Bars) -> Result
             report.outcome = Outcome::Failed;
             report.failed_at = Some(step.to_owned());
             report.error = Some(e.to_string());
-            warn!(step, error = %e, "promote failed; the standby is left read-only");
+            let read_only = standby
+                .query("SELECT @@GLOBAL.read_only")
+                .await
+                .ok()
+                .and_then(|rows| rows.first().and_then(|r| r.first()).cloned());
+            let left = match read_only.as_deref() {
+                Some("1") => "is left read-only".to_owned(),
+                Some(_) => "is NOT read-only: set read_only = ON on it by hand before anything writes to it".to_owned(),
+                None => "did not answer: check that it is read-only".to_owned(),
+            };
+            warn!(step, error = %e, "promote failed; the standby {left}");
             if let Err(save) = promotion::save(store, req.stream, &report).await {
                 warn!(error = %save, "the report of the failed promotion could not be stored");
             }
             Err(ShipperError::Restore(format!(
-                "promote stopped at \"{step}\": {e}; the standby {standby} is left read-only\n{}",
+                "promote stopped at \"{step}\": {e}; the standby {standby} {left}\n{}",
                 report.render()
             )))
         }
     }
 }
 
+/// The stored chain and the GTID state at its last transaction boundary.
+async fn stored_end(
+    store: &Store,
+    req: &PromoteRequest<'_>,
+) -> Result<(Vec<ChainSegment>, GtidState)> {
+    let chain = plan::chain(store, req.stream).await?;
+    let last = chain.last().ok_or_else(|| {
+        ShipperError::Restore(format!("stream {} has no stored segments", req.stream))
+    })?;
+    let end = last.open_trx.as_ref().unwrap_or(&last.end);
+    let state = end.gtid.as_deref().ok_or_else(|| {
+        ShipperError::Restore(format!(
+            "the stored chain of {} ends at {end}, which carries no GTID state: promote needs MariaDB GTIDs",
+            req.stream
+        ))
+    })?;
+    info!(stream = %req.stream, stored_end = %end, "promote: the stored chain's end");
+    let state = parse(state)?;
+    Ok((chain, state))
+}
+
+/// Waits until the stored chain holds `state` (the fenced old primary's last
+/// transactions), at most [`CATCH_UP`].
+async fn wait_stored(store: &Store, req: &PromoteRequest<'_>, state: &GtidState) -> Result<()> {
+    let until = Instant::now() + CATCH_UP;
+    loop {
+        let (_, stored) = stored_end(store, req).await?;
+        let behind = state.beyond(&stored);
+        if behind.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > until {
+            return Err(ShipperError::Restore(format!(
+                "the old primary (fenced) holds transactions up to {} that the store still lacks after {} s: is its agent running? Start it, or promote without --old-primary to accept losing them",
+                state.render(),
+                CATCH_UP.as_secs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Stops every replication connection (MariaDB's `STOP ALL SLAVES`; `STOP SLAVE` where
+/// the server has only one).
+async fn stop_replication(server: &TargetServer) -> Result<()> {
+    if server.query("STOP ALL SLAVES").await.is_err() {
+        server.query("STOP SLAVE").await?;
+    }
+    Ok(())
+}
+
+/// Forgets every replication connection (`RESET SLAVE ... ALL` for each named one too).
+async fn reset_replication(server: &TargetServer) -> Result<()> {
+    let named = server
+        .rows_named("SHOW ALL SLAVES STATUS")
+        .await
+        .unwrap_or_default();
+    for row in named {
+        if let Some(name) = row.get("Connection_name").filter(|n| !n.is_empty()) {
+            server
+                .query(&format!("RESET SLAVE '{}' ALL", name.replace('\'', "''")))
+                .await?;
+        }
+    }
+    server.query("RESET SLAVE ALL").await?;
+    Ok(())
+}
+
+/// Applies what the standby's relay log received and had not applied, so that nothing it
+/// got from the old primary is thrown away with it. Its IO thread must still be running
+/// (connected or retrying): MariaDB discards the relay log when replication starts again
+/// after both threads stopped, so then nothing can be drained, which the returned note
+/// says.
+async fn drain_relay_log(server: &TargetServer) -> Result<Option<String>> {
+    let Some(status) = server.first_row_named("SHOW SLAVE STATUS").await? else {
+        return Ok(None);
+    };
+    let field = |name: &str| status.get(name).cloned().unwrap_or_default();
+    let received = field("Gtid_IO_Pos");
+    let applied = gtid_state(server).await?;
+    if received.is_empty() || parse(&received)?.beyond(&applied).is_empty() {
+        return Ok(None);
+    }
+    if field("Slave_IO_Running") == "No" && field("Slave_SQL_Running") == "No" {
+        return Ok(Some(format!(
+            "its relay log had received up to {received} but both replication threads were stopped, so it cannot be applied (MariaDB discards it when replication starts again); what the store lacks of it is lost"
+        )));
+    }
+    info!(standby = %server, received = %received, "promote: applying what the standby's relay log holds");
+    if field("Slave_SQL_Running") != "Yes" {
+        server.query("START SLAVE SQL_THREAD").await?;
+    }
+    let waited = server
+        .query(&format!(
+            "SELECT MASTER_GTID_WAIT('{}', {RELAY_WAIT_SECONDS})",
+            received.replace('\'', "")
+        ))
+        .await?;
+    match waited.first().and_then(|r| r.first()).map(String::as_str) {
+        Some("0") => Ok(None),
+        other => Err(ShipperError::Restore(format!(
+            "the standby did not apply its relay log up to {received} within {RELAY_WAIT_SECONDS} s (MASTER_GTID_WAIT answered {other:?}); see SHOW SLAVE STATUS on it"
+        ))),
+    }
+}
+
+/// The first domain in which `after` does not end exactly where `stored` does.
+fn ends_elsewhere(stored: &GtidState, after: &GtidState) -> Option<u32> {
+    stored
+        .beyond(after)
+        .first()
+        .map(|(g, _)| g.domain)
+        .or_else(|| {
+            stored
+                .domains()
+                .find(|g| after.get(g.domain) != Some(*g))
+                .map(|g| g.domain)
+        })
+}
+
 /// Fences the old primary if it answers: read-only (and `super_read_only` where the server
-/// has it), its client connections killed. Says what it did.
-async fn fence(old: &TargetServer) -> String {
+/// has it), its client connections killed. Says what it did, and the GTID state it ends at
+/// when it answered.
+async fn fence(old: &TargetServer) -> (String, Option<GtidState>) {
     if let Err(e) = old.query("SET GLOBAL read_only = ON").await {
-        return format!("{old}: did not answer or refused ({e}): not fenced (down, or cut off)");
+        return (
+            format!("{old}: did not answer or refused ({e}): not fenced (down, or cut off)"),
+            None,
+        );
     }
     let super_ro = match old.query("SET GLOBAL super_read_only = ON").await {
         Ok(_) => ", super_read_only",
@@ -188,7 +354,11 @@ async fn fence(old: &TargetServer) -> String {
         }
     }
     info!(old_primary = %old, killed, "promote: the old primary is fenced");
-    format!("{old}: fenced (read_only{super_ro}, {killed} client connections killed)")
+    let ends = gtid_state(old).await.ok();
+    (
+        format!("{old}: fenced (read_only{super_ro}, {killed} client connections killed)"),
+        ends,
+    )
 }
 
 /// The server's GTID state: what it logged and what it applied as a replica, per domain
@@ -210,7 +380,13 @@ fn parse(text: &str) -> Result<GtidState> {
 }
 
 /// Where the first stored transaction the standby does not hold starts; `None` when it
-/// holds them all.
+/// holds them all. The standby's last GTID of each domain must be in the chain exactly
+/// (same server id) when the walk meets its sequence number, and no transaction it holds may
+/// come after one it lacks.
+///
+/// # Errors
+/// [`ShipperError::Restore`] naming the GTIDs when the standby went its own way or the
+/// domains interleave; store and payload errors.
 async fn first_missing(
     store: &Store,
     chain: &[ChainSegment],
@@ -222,15 +398,17 @@ async fn first_missing(
             .and_then(|g| GtidState::parse(g).ok())
             .is_some_and(|s| s.beyond(has).is_empty())
     };
-    // Segments that end at a boundary the standby holds hold nothing it lacks.
+    // Segments before the last one whose end the standby holds hold nothing it lacks; that
+    // one is walked too, for the standby's last transaction.
     let skip = chain
         .iter()
         .rposition(|c| c.open_trx.is_none() && covered(&c.end))
-        .map_or(0, |i| i + 1);
+        .unwrap_or(0);
+    let mut found: Option<BinlogPos> = None;
     for c in &chain[skip..] {
         let payload = segment_payload(store, &c.seg).await?;
         let mut at = c.events_start.clone();
-        let mut found = None;
+        let mut problem = None;
         binlog::walk(&c.events_start, &payload, |w| {
             let Walked::Event {
                 bytes,
@@ -242,18 +420,38 @@ async fn first_missing(
                 return Ok(true);
             };
             let start = std::mem::replace(&mut at, end.clone());
-            if header.event_type == code::MARIADB_GTID {
-                let g = Gtid::of_event(header.server_id, event_body(bytes, crc32));
-                if g.is_some_and(|g| !has.covers(&g)) {
-                    found = Some(start);
+            if header.event_type != code::MARIADB_GTID {
+                return Ok(true);
+            }
+            let Some(g) = Gtid::of_event(header.server_id, event_body(bytes, crc32)) else {
+                return Ok(true);
+            };
+            match has.get(g.domain) {
+                Some(last) if g.seq < last.seq || (g.seq == last.seq && g == last) => {
+                    if found.is_some() {
+                        problem = Some(format!(
+                            "the store holds {g}, which the standby has, after {} which it lacks (several GTID domains interleaved): promote cannot apply only what it lacks",
+                            found.as_ref().map(ToString::to_string).unwrap_or_default()
+                        ));
+                        return Ok(false);
+                    }
+                }
+                Some(last) if g.seq == last.seq => {
+                    problem = Some(format!(
+                        "the standby's last transaction in domain {} is {last}, the store holds {g} there: the standby went its own way (written to after it stopped replicating, or another database)",
+                        g.domain
+                    ));
                     return Ok(false);
+                }
+                _ => {
+                    found.get_or_insert(start);
                 }
             }
             Ok(true)
         })?;
-        if found.is_some() {
-            return Ok(found);
+        if let Some(p) = problem {
+            return Err(ShipperError::Restore(p));
         }
     }
-    Ok(None)
+    Ok(found)
 }

@@ -201,6 +201,8 @@ impl TargetServer {
             .arg(format!("--port={}", self.port))
             .arg(format!("--user={}", self.user))
             .arg(format!("--max-allowed-packet={REPLAY_MAX_PACKET}"))
+            // A server that does not answer is an error in seconds, not a hang.
+            .arg("--connect-timeout=10")
             .args(self.tls.client_args(false))
             .env("MYSQL_PWD", &self.password)
             // Its own process group: Ctrl-C in the terminal reaches only logferry, which
@@ -241,18 +243,29 @@ impl TargetServer {
     /// # Errors
     /// When the client fails.
     pub async fn first_row_named(&self, sql: &str) -> Result<Option<BTreeMap<String, String>>> {
+        Ok(self.rows_named(sql).await?.into_iter().next())
+    }
+
+    /// Runs one statement and returns every row by column name.
+    ///
+    /// # Errors
+    /// When the client fails.
+    pub async fn rows_named(&self, sql: &str) -> Result<Vec<BTreeMap<String, String>>> {
         let text = self.output(&["-B", "-e", sql]).await?;
         let mut lines = text.lines();
-        let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
-            return Ok(None);
+        let Some(names) = lines.next() else {
+            return Ok(Vec::new());
         };
-        Ok(Some(
-            names
-                .split('\t')
-                .map(str::to_owned)
-                .zip(values.split('\t').map(str::to_owned))
-                .collect(),
-        ))
+        let names: Vec<&str> = names.split('\t').collect();
+        Ok(lines
+            .map(|values| {
+                names
+                    .iter()
+                    .map(|n| (*n).to_owned())
+                    .zip(values.split('\t').map(str::to_owned))
+                    .collect()
+            })
+            .collect())
     }
 
     /// The `mariadb` client's output for `args`.
