@@ -112,6 +112,22 @@ pub fn drill_key(stream: &StreamId, at_ms: i64) -> String {
     format!("{}/{at_ms:013}.json", drills_prefix(stream))
 }
 
+/// Prefix of a stream's fork records (written by the shipper when a leg begins after a fork).
+pub fn forks_prefix(stream: &StreamId) -> String {
+    format!("{STREAMS_PREFIX}/{stream}/forks")
+}
+
+/// Key of the record of the fork that began leg `leg` of `stream`, recorded at `at_ms`; the
+/// time leads, so a listing returns forks oldest first and says when without a read.
+pub fn fork_key(stream: &StreamId, at_ms: i64, leg: u32) -> String {
+    format!("{}/{at_ms:013}-leg{leg}.json", forks_prefix(stream))
+}
+
+/// When a fork record's key says it was recorded (ms since the epoch).
+pub fn fork_time(key: &str) -> Option<i64> {
+    key.rsplit('/').next()?.split('-').next()?.parse().ok()
+}
+
 /// Prefix of a stream's promotion reports (`logferry-shipper promote`).
 pub fn promotions_prefix(stream: &StreamId) -> String {
     format!("{STREAMS_PREFIX}/{stream}/promotions")

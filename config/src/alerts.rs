@@ -26,17 +26,20 @@ pub enum RuleName {
     SnapshotReplicaLag,
     /// The newest drill did not pass, or none passed for the threshold (days).
     Drill,
+    /// The stream forked less than the threshold (hours) ago.
+    Fork,
 }
 
 impl RuleName {
     /// Every rule, in the order they are evaluated.
-    pub const ALL: [RuleName; 6] = [
+    pub const ALL: [RuleName; 7] = [
         RuleName::RpoExposure,
         RuleName::AgentSilent,
         RuleName::SnapshotAge,
         RuleName::ChainGap,
         RuleName::SnapshotReplicaLag,
         RuleName::Drill,
+        RuleName::Fork,
     ];
 
     /// The name as the config writes it.
@@ -48,6 +51,7 @@ impl RuleName {
             RuleName::ChainGap => "chain_gap",
             RuleName::SnapshotReplicaLag => "snapshot_replica_lag",
             RuleName::Drill => "drill",
+            RuleName::Fork => "fork",
         }
     }
 }
@@ -112,6 +116,8 @@ pub struct RuleSet {
     pub snapshot_replica_lag: Option<RuleSetting>,
     /// The newest restore drill did not pass, or none passed for `threshold` days.
     pub drill: Option<RuleSetting>,
+    /// The stream forked less than `threshold` hours ago.
+    pub fork: Option<RuleSetting>,
 }
 
 impl RuleSet {
@@ -124,6 +130,7 @@ impl RuleSet {
             RuleName::ChainGap => self.chain_gap,
             RuleName::SnapshotReplicaLag => self.snapshot_replica_lag,
             RuleName::Drill => self.drill,
+            RuleName::Fork => self.fork,
         }
     }
 }
@@ -138,6 +145,8 @@ fn builtin(name: RuleName) -> Rule {
         RuleName::ChainGap => (0.0, 300),
         RuleName::SnapshotReplicaLag => (600.0, 300),
         RuleName::Drill => (8.0, 0),
+        // A fork lost the old server's last transactions: fires for a day.
+        RuleName::Fork => (24.0, 0),
     };
     Rule {
         threshold,

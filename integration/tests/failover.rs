@@ -573,6 +573,24 @@ async fn after_a_fork_the_chain_follows_the_promoted_standby_and_keeps_the_orpha
     let (latest, gtid) = restore(&shipper, "latest").await?;
     assert_eq!(latest, workload::checksums(&mut b.conn().await?).await?);
     assert_eq!(gtid, b.gtid_binlog_pos().await?);
+
+    logferry_integration::wait_for(
+        "the status to show the fork and its alert",
+        Duration::from_secs(60),
+        || async {
+            let status: serde_json::Value =
+                serde_json::from_str(&shipper.get("/v1/status").await?)?;
+            let s = &status["streams"][0];
+            let firing = s["firing"].as_array().cloned().unwrap_or_default();
+            Ok((s["forks"] == 1 && firing.iter().any(|f| f == "fork")).then_some(()))
+        },
+    )
+    .await?;
+    let metrics = shipper.get("/metrics").await?;
+    assert!(
+        metrics.contains("logferry_shipper_last_fork_timestamp_seconds{stream=\"db1\"}"),
+        "{metrics}"
+    );
     Ok(())
 }
 

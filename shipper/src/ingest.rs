@@ -137,6 +137,9 @@ impl Ingest {
                     size,
                 };
                 chain.insert(seg_ref, Some(seg.header.clone()));
+                if m.lineage.forks_at.is_some() {
+                    self.record_fork(m).await;
+                }
                 self.watch.set_breaks(&m.stream, chain.breaks());
                 if gap {
                     // Uploads in flight may land out of order: the older one closes this.
@@ -147,6 +150,26 @@ impl Ingest {
                     duplicate: false,
                 })
             }
+        }
+    }
+
+    /// Records a fork (the segment starts a leg after one): the stream's status and the
+    /// `fork` alert read these records; the segment itself is the proof. A record that
+    /// cannot be written is logged, not fatal: the segment is stored.
+    async fn record_fork(&self, m: &logferry_common::SegmentMeta) {
+        let leg = m.events_start().leg();
+        let record = serde_json::json!({
+            "stream": m.stream.as_str(),
+            "leg": leg,
+            "server": m.lineage.origin,
+            "forks_at": m.lineage.forks_at.as_ref().map(ToString::to_string),
+            "old_branch_end": m.start.to_string(),
+        });
+        let key = logferry_common::keys::fork_key(&m.stream, now_ms(), leg);
+        warn!(stream = %m.stream, %key, forks_at = ?record["forks_at"], old_branch_end = %m.start, server = %m.lineage.origin, "the stream FORKED: a standby that missed stored transactions continues it; the old branch's transactions after the fork point are skipped by restores (export --branch {leg} writes those only the old server had)");
+        let body = bytes::Bytes::from(record.to_string());
+        if let Err(e) = self.store.put_new(&key, body).await {
+            warn!(%key, error = %e, "the fork record could not be stored");
         }
     }
 

@@ -73,6 +73,7 @@ pub struct Metrics {
     replica_lag: PerStream,
     last_drill_passed: PerStream,
     last_drill_verdict: PerStream,
+    last_fork: PerStream,
     health: PerStream,
 }
 
@@ -182,6 +183,10 @@ impl Metrics {
             "logferry_shipper_last_drill_passed",
             "1 when the newest restore drill passed, 0 when it failed or proved nothing (absent before the first drill)",
         );
+        let last_fork = gauge(
+            "logferry_shipper_last_fork_timestamp_seconds",
+            "When the stream last forked (a standby that missed stored transactions continued it; absent before any fork)",
+        );
         let health = gauge(
             "logferry_shipper_stream_health",
             "The stream's health as the status page shows it: 0 green, 1 amber, 2 red",
@@ -210,6 +215,7 @@ impl Metrics {
             replica_lag,
             last_drill_passed,
             last_drill_verdict,
+            last_fork,
             health,
         }
     }
@@ -242,6 +248,7 @@ impl Metrics {
             &self.replica_lag,
             &self.last_drill_passed,
             &self.last_drill_verdict,
+            &self.last_fork,
             &self.health,
         ];
         for f in families {
@@ -265,6 +272,7 @@ impl Metrics {
             set(&self.last_commit, s.last_stored_commit_ms.map(secs));
             set(&self.breaks, Some(s.chain_breaks as f64));
             set(&self.last_snapshot, s.last_snapshot_ms.map(secs));
+            set(&self.last_fork, s.last_fork_ms.map(secs));
             set(&self.replica_lag, s.snapshot_replica_lag_seconds);
             set(
                 &self.last_drill_passed,

@@ -40,7 +40,9 @@ pub fn receiver_label(r: &Receiver) -> String {
 
 fn severity(rule: RuleName) -> &'static str {
     match rule {
-        RuleName::RpoExposure | RuleName::AgentSilent | RuleName::ChainGap => "critical",
+        RuleName::RpoExposure | RuleName::AgentSilent | RuleName::ChainGap | RuleName::Fork => {
+            "critical"
+        }
         RuleName::SnapshotAge | RuleName::SnapshotReplicaLag | RuleName::Drill => "warning",
     }
 }
@@ -54,10 +56,20 @@ pub fn summary(n: &Notification) -> String {
         RuleName::ChainGap => "stored chain breaks",
         RuleName::SnapshotReplicaLag => "snapshot replica lag",
         RuleName::Drill => "days since the last restore drill that passed",
+        RuleName::Fork => "hours since the stream forked",
     };
     let u = unit(n.rule);
     if n.rule == RuleName::Drill && n.state == State::Firing && n.value <= n.threshold {
         return format!("{}: the last restore drill did not pass", n.stream);
+    }
+    if n.rule == RuleName::Fork {
+        return match n.state {
+            State::Firing => format!(
+                "{}: the stream forked {:.1} h ago: the old server's last transactions are not on the promoted one (`ls`, `export --branch`)",
+                n.stream, n.value
+            ),
+            State::Resolved => format!("{}: the fork is more than {} h old", n.stream, n.threshold),
+        };
     }
     match n.state {
         State::Firing => format!(

@@ -8,6 +8,7 @@ use logferry_config::alerts::{Rule, RuleName};
 use crate::watch::status::StreamStatus;
 
 const DAY_MS: f64 = 86_400_000.0;
+const HOUR_MS: f64 = 3_600_000.0;
 
 /// A rule's reading of one stream.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -70,6 +71,15 @@ pub fn read(name: RuleName, rule: &Rule, s: &StreamStatus, now_ms: i64) -> Optio
                 }
             }
         }),
+        // Holds while the newest fork is younger than the threshold.
+        RuleName::Fork => s.last_fork_ms.map(|ms| {
+            let hours = (now_ms - ms).max(0) as f64 / HOUR_MS;
+            Reading {
+                value: hours,
+                holds: hours < rule.threshold,
+                since_ms: Some(ms),
+            }
+        }),
     }
 }
 
@@ -83,6 +93,7 @@ pub fn alertname(rule: RuleName) -> &'static str {
         RuleName::ChainGap => "LogferryChainBroken",
         RuleName::SnapshotReplicaLag => "LogferrySnapshotReplicaLag",
         RuleName::Drill => "LogferryRestoreDrill",
+        RuleName::Fork => "LogferryStreamForked",
     }
 }
 
@@ -91,6 +102,7 @@ pub fn unit(rule: RuleName) -> &'static str {
     match rule {
         RuleName::SnapshotAge | RuleName::Drill => "days",
         RuleName::ChainGap => "breaks",
+        RuleName::Fork => "h",
         RuleName::RpoExposure | RuleName::AgentSilent | RuleName::SnapshotReplicaLag => "s",
     }
 }

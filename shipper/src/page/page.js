@@ -76,6 +76,7 @@
     row("Last snapshot", when(s.last_snapshot_ms) + " (" + s.snapshots + " stored)");
     row("Last drill", s.last_drill ? when(s.last_drill.finished_ms) + (s.last_drill.passed ? " passed" : " FAILED") : "none");
     row("Chain breaks", String(s.chain_breaks));
+    row("Forks", s.forks ? s.forks + ", newest " + when(s.last_fork_ms) : "none");
     row("Alerts firing", s.firing.length ? s.firing.join(", ") : "none");
     c.appendChild(dl);
     if (s.problems.length) {

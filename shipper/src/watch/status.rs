@@ -128,6 +128,10 @@ pub struct StreamStatus {
     pub restorable_to_ms: Option<i64>,
     /// The last restore drill.
     pub last_drill: Option<DrillSummary>,
+    /// Forks recorded (a standby that missed stored transactions continued the stream).
+    pub forks: usize,
+    /// When the newest fork was recorded, ms since the epoch.
+    pub last_fork_ms: Option<i64>,
     /// The rules whose alerts fire on this stream.
     #[serde(default)]
     pub firing: Vec<String>,
@@ -263,6 +267,12 @@ pub fn status(
             &mut problems,
         );
     }
+    if let Some(at) = stored.fork_times.last() {
+        problems.push(format!(
+            "the stream forked at {} (a standby that missed stored transactions was promoted): `ls` shows where, `export --branch` writes what only the old server had",
+            rfc3339(*at)
+        ));
+    }
     let whole = stored.chain_breaks == 0;
     StreamStatus {
         stream: stream.to_owned(),
@@ -292,6 +302,8 @@ pub fn status(
             .last_commit_ms
             .filter(|_| whole && !stored.snapshot_times.is_empty()),
         last_drill: stored.last_drill.clone(),
+        forks: stored.fork_times.len(),
+        last_fork_ms: stored.fork_times.last().copied(),
         firing: Vec::new(),
     }
 }

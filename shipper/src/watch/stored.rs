@@ -2,7 +2,9 @@
 //! the snapshots' times, the last drill. Read again every `watch.refresh_ms`, not on each
 //! request, so that a page or a scrape costs no listing of the bucket.
 
-use logferry_common::keys::{is_manifest_name, parse_snapshot_key, snapshots_prefix};
+use logferry_common::keys::{
+    fork_time, forks_prefix, is_manifest_name, parse_snapshot_key, snapshots_prefix,
+};
 use logferry_common::StreamId;
 
 use super::status::DrillSummary;
@@ -24,6 +26,8 @@ pub struct StoredFacts {
     pub snapshot_times: Vec<i64>,
     /// The newest trustworthy drill result.
     pub last_drill: Option<DrillSummary>,
+    /// When each fork of the stream was recorded, oldest first.
+    pub fork_times: Vec<i64>,
 }
 
 /// Reads the stored facts of `stream`.
@@ -48,6 +52,13 @@ pub async fn read(store: &Store, catalog: &Catalog, stream: &StreamId) -> Result
         .filter_map(|(id, _)| id.parse::<i64>().ok())
         .collect();
     snapshot_times.sort_unstable();
+    let mut fork_times: Vec<i64> = store
+        .list(&forks_prefix(stream))
+        .await?
+        .iter()
+        .filter_map(|o| fork_time(&o.key))
+        .collect();
+    fork_times.sort_unstable();
     let (newest, passed) = drill_record::latest(store, stream).await?;
     let last_drill = newest.map(|r| DrillSummary {
         finished_ms: r.finished_ms,
@@ -60,5 +71,6 @@ pub async fn read(store: &Store, catalog: &Catalog, stream: &StreamId) -> Result
         chain_breaks,
         snapshot_times,
         last_drill,
+        fork_times,
     })
 }
