@@ -279,6 +279,8 @@ fn the_shipped_prometheus_rules_pass_promtool_and_name_served_metrics() -> anyho
             passed: true,
             last_passed_ms: Some(1),
         }),
+        forks: 1,
+        last_fork_ms: Some(1),
         firing: vec!["rpo_exposure".into()],
     };
     let shipper = logferry_shipper::metrics::Metrics::new();

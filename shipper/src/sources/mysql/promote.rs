@@ -7,7 +7,7 @@
 //! 2. the old primary fenced if it answers (`read_only`, `super_read_only` where it exists,
 //!    its client connections killed), then the store waited for until it holds the old
 //!    primary's last transaction (the agent ships what it still has), at most
-//!    [`CATCH_UP`];
+//!    30 s;
 //! 3. the standby made read-only; what its relay log received and had not applied is
 //!    applied (`MASTER_GTID_WAIT`), since it may hold transactions the store lacks; then
 //!    every replication connection stopped;
