@@ -501,14 +501,20 @@ async fn after_a_fork_the_chain_follows_the_promoted_standby_and_keeps_the_orpha
     let shipper = Shipper::start(tmp.path()).await?;
     let mut s = settings(&a, &shipper);
     s.extra_toml = snapshot_section(&b, None);
+    // Segments of several seconds: the standby's last transaction is inside one, so the
+    // fork point (a segment end) lies before it and the standby sends the ones after it
+    // again.
+    s.max_age_ms = 3000;
     let mut agent = Agent::start(&tmp.path().join("agent"), &s)?;
     run_snapshot(&agent, "snapshot.log", RUN_WITHIN)?;
     workload::run(&mut a.conn().await?, 40, 60).await?;
-    wait_caught_up(&a, &shipper, &agent).await?;
     b.wait_replicated(&a).await?;
     b.conn().await?.query_drop("STOP SLAVE IO_THREAD").await?;
     let fork_state = b.gtid_binlog_pos().await?;
-    workload::run(&mut a.conn().await?, 60, 90).await?;
+    let sums_at_fork = workload::checksums(&mut b.conn().await?).await?;
+    workload::run(&mut a.conn().await?, 60, 75).await?;
+    let inside = mark().await;
+    workload::run(&mut a.conn().await?, 75, 90).await?;
     wait_caught_up(&a, &shipper, &agent).await?;
     let a_final = a.gtid_binlog_pos().await?;
     let seq = |state: &str| -> anyhow::Result<u64> {
@@ -552,6 +558,35 @@ async fn after_a_fork_the_chain_follows_the_promoted_standby_and_keeps_the_orpha
         .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
         .collect();
     assert_eq!(only_old, orphans, "{out}");
+    for line in out
+        .lines()
+        .filter(|l| l.ends_with("also on the new branch (not written)"))
+    {
+        let g = line.split_whitespace().next().unwrap_or_default();
+        assert!(
+            seq(g)? <= seq(&fork_state)?,
+            "{g} is re-sent by the standby, which stopped at {fork_state}: {out}"
+        );
+    }
+    let old_end = out
+        .lines()
+        .find_map(|l| l.split("the old branch went on to ").nth(1))
+        .unwrap_or_default()
+        .to_owned();
+    let fresh = MariaDb::start(Options::without_binlog(9)).await?;
+    let (code, refused) = shipper_cli(&[
+        "restore",
+        "--store",
+        &shipper.store_url(),
+        "--stream",
+        STREAM,
+        "--to",
+        &old_end,
+        "--target",
+        &fresh.root_url(),
+    ])?;
+    assert_ne!(code, 0, "a place on the old branch: {refused}");
+    assert!(refused.contains("old branch of a fork"), "{refused}");
     let files: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)?
         .filter_map(Result::ok)
         .map(|e| e.path())
@@ -573,6 +608,11 @@ async fn after_a_fork_the_chain_follows_the_promoted_standby_and_keeps_the_orpha
     let (latest, gtid) = restore(&shipper, "latest").await?;
     assert_eq!(latest, workload::checksums(&mut b.conn().await?).await?);
     assert_eq!(gtid, b.gtid_binlog_pos().await?);
+    assert_eq!(
+        restore(&shipper, &rfc3339(inside)).await?.0,
+        sums_at_fork,
+        "a time inside the old branch's window follows the standby's branch"
+    );
 
     logferry_integration::wait_for(
         "the status to show the fork and its alert",

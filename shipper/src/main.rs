@@ -583,6 +583,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 for t in &b.transactions {
                     let state = if t.on_new_leg {
                         "also on the new branch (not written)"
+                    } else if !t.complete {
+                        "stored only in part: the old server's chain ends inside it (not written)"
                     } else {
                         "only on the old branch"
                     };

@@ -10,7 +10,7 @@ use tracing::{debug, info, warn};
 
 use std::future::Future;
 
-use logferry_common::format::mysql::GtidState;
+use logferry_common::format::mysql::{Gtid, GtidState};
 use logferry_common::wire::ChainMarks;
 use logferry_common::TrxMark;
 
@@ -67,11 +67,14 @@ pub async fn connect(
     if !matches!(refused, AgentError::NotSuccessor { .. }) {
         return Err(refused);
     }
-    let mut open = Open::new(cfg).await?;
-    let replicated = gtid_slave_pos(&mut open.conn).await?;
+    let replicated = {
+        let mut open = Open::new(cfg).await?;
+        gtid_slave_pos(&mut open.conn).await?
+    };
     if replicated.render().is_empty() {
         return Err(refused);
     }
+    let chain_end = r.end.as_mysql()?.clone();
     let marks = marks.await?;
     let candidates = marks
         .marks
@@ -80,7 +83,15 @@ pub async fn connect(
             let end = BinlogPos::parse(&m.end).ok()?;
             let state = GtidState::parse(end.gtid.as_deref()?).ok()?;
             let trx = TrxMark::try_from(&m.last_trx).ok()?;
-            state.beyond(&replicated).is_empty().then_some((end, trx))
+            // The mark's transaction must be the last before its end (a segment without a
+            // whole transaction carries an older one), and a fork point lies before the
+            // chain's end.
+            let mut after = GtidState::parse(&trx.before).ok()?;
+            after.apply(Gtid::parse(&trx.id).ok()?);
+            let usable = after == state
+                && end.cmp_place(&chain_end).is_lt()
+                && state.beyond(&replicated).is_empty();
+            usable.then_some((end, trx))
         })
         .take(FORK_CANDIDATES);
     for (at, trx) in candidates {

@@ -32,6 +32,9 @@ use logferry_common::format::mysql::{
 
 pub use self::connect::connect;
 
+/// How long the successor check may take to receive the transaction it checks.
+const SUCCESSOR_CHECK: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// A live binlog stream and the bookkeeping that turns its events into positioned records.
 pub struct MysqlSource {
     stream: BinlogStream,
@@ -389,15 +392,39 @@ impl MysqlSource {
     /// # Errors
     /// [`AgentError::NotSuccessor`] when it is not; the dump's errors.
     pub(super) async fn check_successor(&mut self) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + SUCCESSOR_CHECK;
         while self.successor.is_some() {
-            let ev = self.read_event().await?;
-            if self.handle(&ev)?.is_some() {
-                return Err(AgentError::Stage(
-                    "an event was stored before the server was checked".into(),
-                ));
+            let ev = match tokio::time::timeout_at(deadline, self.read_event()).await {
+                Ok(ev) => ev?,
+                Err(_) => return Err(self.not_sent("sent nothing more within the check's time")),
+            };
+            match self.handle(&ev)? {
+                None => {}
+                // Idle: everything was sent and the checked transaction was not.
+                Some(SourceItem::Heartbeat) => {
+                    return Err(self.not_sent("had nothing more to send"));
+                }
+                Some(_) => {
+                    return Err(AgentError::Stage(
+                        "an event was stored before the server was checked".into(),
+                    ))
+                }
             }
         }
         Ok(())
+    }
+
+    /// The refusal of a server whose dump did not bring the checked transaction.
+    fn not_sent(&self, why: &str) -> AgentError {
+        let (stored, state) = self.successor.as_ref().map_or_else(
+            || (String::new(), String::new()),
+            |p| (p.stored_origin.clone(), p.connect_state.clone()),
+        );
+        AgentError::NotSuccessor {
+            server: self.origin.clone(),
+            stored,
+            reason: format!("asked for what follows GTID state {state:?}, it {why}"),
+        }
     }
 }
 

@@ -111,6 +111,11 @@ impl GtidState {
         self.domains = list;
     }
 
+    /// Records `g` as its domain's last GTID.
+    pub fn apply(&mut self, g: Gtid) {
+        self.domains.insert(g.domain, (g.server, g.seq));
+    }
+
     /// The last GTID of every domain, by domain.
     pub fn domains(&self) -> impl Iterator<Item = Gtid> + '_ {
         self.domains.iter().map(|(d, (s, n))| Gtid {

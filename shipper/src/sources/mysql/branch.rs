@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use logferry_common::format::mysql::{
-    self as binlog, code, event_body, ExportFiles, Gtid, PayloadBuilder, Walked,
+    self as binlog, code, event_body, ExportFiles, Gtid, PayloadBuilder, TrxTracker, Walked,
 };
 use logferry_common::{BinlogPos, Position, StreamId};
 
@@ -28,6 +28,8 @@ pub struct BranchTrx {
     pub commit_ms: i64,
     /// Whether the new leg holds it too (its server had replicated it).
     pub on_new_leg: bool,
+    /// Whether the old branch holds it whole (the old server's chain may end inside one).
+    pub complete: bool,
 }
 
 /// What `export --branch` found and wrote.
@@ -46,9 +48,11 @@ pub struct Branch {
 }
 
 impl Branch {
-    /// The transactions only the old branch holds.
+    /// The whole transactions only the old branch holds: what is written.
     pub fn orphaned(&self) -> impl Iterator<Item = &BranchTrx> {
-        self.transactions.iter().filter(|t| !t.on_new_leg)
+        self.transactions
+            .iter()
+            .filter(|t| !t.on_new_leg && t.complete)
     }
 }
 
@@ -76,7 +80,8 @@ pub async fn export(store: &Store, stream: &StreamId, leg: u32, dir: &Path) -> R
         .iter()
         .filter(|c| c.end.cmp_place(&forks_at).is_gt())
         .collect();
-    let mut transactions = Vec::new();
+    let mut transactions: Vec<BranchTrx> = Vec::new();
+    let mut trx = TrxTracker::default();
     for c in &old {
         let payload = segment_payload(store, &c.seg).await?;
         binlog::walk(&c.events_start, &payload, |w| {
@@ -87,13 +92,23 @@ pub async fn export(store: &Store, stream: &StreamId, leg: u32, dir: &Path) -> R
                 crc32,
             } = w
             {
-                if header.event_type == code::MARIADB_GTID && fork.orphans(end) {
-                    if let Some(g) = Gtid::of_event(header.server_id, event_body(bytes, crc32)) {
+                if !fork.orphans(end) {
+                    return Ok(true);
+                }
+                let body = event_body(bytes, crc32);
+                if header.event_type == code::MARIADB_GTID {
+                    if let Some(g) = Gtid::of_event(header.server_id, body) {
                         transactions.push(BranchTrx {
                             gtid: g,
                             commit_ms: i64::from(header.timestamp) * 1000,
                             on_new_leg: false,
+                            complete: false,
                         });
+                    }
+                }
+                if trx.after(header.event_type, body) {
+                    if let Some(t) = transactions.last_mut() {
+                        t.complete = true;
                     }
                 }
             }
@@ -108,7 +123,11 @@ pub async fn export(store: &Store, stream: &StreamId, leg: u32, dir: &Path) -> R
     for t in &mut transactions {
         t.on_new_leg = resent.contains(&(t.gtid.domain, t.gtid.server, t.gtid.seq));
     }
-    let keep: HashSet<(u32, u32, u64)> = on_old.difference(&resent).copied().collect();
+    let keep: HashSet<(u32, u32, u64)> = transactions
+        .iter()
+        .filter(|t| t.complete && !t.on_new_leg)
+        .map(|t| (t.gtid.domain, t.gtid.server, t.gtid.seq))
+        .collect();
     tokio::fs::create_dir_all(dir)
         .await
         .map_err(crate::restore::write_error(dir))?;

@@ -50,6 +50,10 @@ pub struct Plan {
     pub gap: Option<String>,
     /// The restorable range, for messages.
     pub range: String,
+    /// The old branches of the chain's forks: (fork point, where the old branch's stored
+    /// chain ended], on the earlier leg. A restore follows the surviving branch and skips
+    /// what ends inside one.
+    pub orphaned: Vec<(BinlogPos, BinlogPos)>,
 }
 
 impl Plan {
@@ -57,20 +61,45 @@ impl Plan {
     /// fork point and before the start of the leg that forked there. A restore follows the
     /// surviving branch and skips it (`export --branch` writes such events out).
     pub fn orphaned(&self, end: &BinlogPos) -> bool {
-        self.segments.iter().any(|c| c.orphans(end))
+        in_old_branch(&self.orphaned, end)
     }
+}
+
+/// The old branches of every fork in `chain` (see [`Plan::orphaned`]).
+pub fn old_branches(chain: &[ChainSegment]) -> Vec<(BinlogPos, BinlogPos)> {
+    chain
+        .iter()
+        .filter_map(|c| match &c.header.meta.lineage.forks_at {
+            Some(Position::Mysql(at)) => Some((at.clone(), c.start.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Whether a place is inside one of `branches`.
+pub fn in_old_branch(branches: &[(BinlogPos, BinlogPos)], end: &BinlogPos) -> bool {
+    branches
+        .iter()
+        .any(|(at, to)| end.cmp_place(at).is_gt() && end.cmp_place(to).is_le())
 }
 
 impl ChainSegment {
     /// Whether this segment starts a leg after a fork that orphans the event ending at
     /// `end` (see [`Plan::orphaned`]).
     pub fn orphans(&self, end: &BinlogPos) -> bool {
-        match &self.header.meta.lineage.forks_at {
-            Some(logferry_common::Position::Mysql(at)) => {
-                end.cmp_place(at).is_gt() && end.cmp_place(&self.start).is_le()
-            }
-            _ => false,
+        in_old_branch(&old_branches(std::slice::from_ref(self)), end)
+    }
+}
+
+/// A binlog position inside an old branch names a place the surviving branch never was.
+fn refuse_old_branch_target(target: &Target, branches: &[(BinlogPos, BinlogPos)]) -> Result<()> {
+    match target {
+        Target::BinlogPosition(p) if in_old_branch(branches, p) => {
+            Err(ShipperError::Restore(format!(
+                "{p} is on the old branch of a fork (see `ls`): restores follow the surviving branch; `export --branch` writes the old branch's transactions"
+            )))
         }
+        _ => Ok(()),
     }
 }
 
@@ -175,6 +204,16 @@ pub async fn plan_skipping(
         let time = time_at(store, &chain, &pos).await?;
         snap_times.push((s, pos, time));
     }
+    let orphaned = old_branches(&chain);
+    refuse_old_branch_target(target, &orphaned)?;
+    // A snapshot taken on an old branch after its fork point holds what the surviving
+    // branch does not.
+    snap_times.retain(|(_, pos, _)| !in_old_branch(&orphaned, pos));
+    if snap_times.is_empty() {
+        return Err(ShipperError::Restore(format!(
+            "stream {stream} has no snapshot outside the old branches of its forks; take one with `logferry-agent snapshot --config ...`"
+        )));
+    }
     let end = &last.end;
     let oldest = &snap_times[0];
     let range = format!(
@@ -222,6 +261,7 @@ pub async fn plan_skipping(
         segments,
         gap,
         range,
+        orphaned,
     })
 }
 
@@ -254,6 +294,8 @@ pub async fn plan_from(
         )));
     }
     check_inside(target, last, &range)?;
+    let orphaned = old_branches(&chain);
+    refuse_old_branch_target(target, &orphaned)?;
     let (segments, gap) = follow_chain(&chain, from, &format!("--from {from}"), target)?;
     Ok(Plan {
         snapshot: None,
@@ -261,6 +303,7 @@ pub async fn plan_from(
         segments,
         gap,
         range,
+        orphaned,
     })
 }
 

@@ -63,7 +63,7 @@ pub async fn run(store: &Store, req: &PromoteRequest<'_>, bars: &Bars) -> Result
         promotion::refuse_repeat(store, req.stream, &stored_gtid.render()).await?;
     }
     let gtid_before = gtid_state(&standby).await?;
-    info!(standby = %standby, gtid = %gtid_before.render(), "promote: the standby's GTID state");
+    info!(standby = %standby, gtid = %gtid_before.last.render(), "promote: the standby's GTID state");
     let last = chain
         .last()
         .map(|c| c.header.meta.last_event_ms)
@@ -80,8 +80,8 @@ pub async fn run(store: &Store, req: &PromoteRequest<'_>, bars: &Bars) -> Result
             None => "not given (--old-primary): not fenced".into(),
         },
         stored_gtid: stored_gtid.render(),
-        gtid_before: gtid_before.render(),
-        gtid_after: gtid_before.render(),
+        gtid_before: gtid_before.last.render(),
+        gtid_after: gtid_before.last.render(),
         applied_transactions: 0,
         applied_events: 0,
         relay_transactions: 0,
@@ -95,7 +95,7 @@ pub async fn run(store: &Store, req: &PromoteRequest<'_>, bars: &Bars) -> Result
     if req.dry_run {
         first_missing(store, &chain, &gtid_before).await?;
         report.applied_transactions = stored_gtid
-            .beyond(&gtid_before)
+            .beyond(&gtid_before.last)
             .iter()
             .map(|(_, n)| n)
             .sum();
@@ -123,7 +123,8 @@ pub async fn run(store: &Store, req: &PromoteRequest<'_>, bars: &Bars) -> Result
         stop_replication(&standby).await?;
         let before = gtid_state(&standby).await?;
         report.relay_transactions = before
-            .beyond(&applied_before_relay)
+            .last
+            .beyond(&applied_before_relay.last)
             .iter()
             .map(|(_, n)| n)
             .sum();
@@ -156,12 +157,11 @@ pub async fn run(store: &Store, req: &PromoteRequest<'_>, bars: &Bars) -> Result
         }
         step = "check the standby ends where the store ends";
         let after = gtid_state(&standby).await?;
-        report.gtid_after = after.render();
-        if let Some(d) = ends_elsewhere(&stored_gtid, &after) {
+        report.gtid_after = after.last.render();
+        if let Some(g) = stored_gtid.domains().find(|g| !after.holds(g)) {
             return Err(ShipperError::Restore(format!(
-                "after applying, the standby's GTID state {} does not end where the store ends ({}) in domain {d}",
-                after.render(),
-                stored_gtid.render()
+                "after applying, the standby (GTID state {}) does not hold the store's last transaction {g}",
+                after.last.render()
             )));
         }
         step = "make the standby writable";
@@ -230,8 +230,23 @@ async fn stored_end(
 /// transactions), at most [`CATCH_UP`].
 async fn wait_stored(store: &Store, req: &PromoteRequest<'_>, state: &GtidState) -> Result<()> {
     let until = Instant::now() + CATCH_UP;
+    let prefix = logferry_common::keys::segments_prefix(req.stream);
     loop {
-        let (_, stored) = stored_end(store, req).await?;
+        // Only the newest segment's header: the chain may be long.
+        let newest = store
+            .list(&prefix)
+            .await?
+            .into_iter()
+            .filter_map(|o| crate::catalog::segment_ref(&o.key, o.size))
+            .max_by(|a, b| a.start_key.cmp(&b.start_key));
+        let stored = match newest {
+            Some(seg) => {
+                let m = crate::catalog::read_header(store, &seg).await?.meta;
+                let end = m.open_trx.as_ref().unwrap_or(&m.end).as_mysql()?.clone();
+                parse(end.gtid.as_deref().unwrap_or_default())?
+            }
+            None => GtidState::default(),
+        };
         let behind = state.beyond(&stored);
         if behind.is_empty() {
             return Ok(());
@@ -285,8 +300,15 @@ async fn drain_relay_log(server: &TargetServer) -> Result<Option<String>> {
     let field = |name: &str| status.get(name).cloned().unwrap_or_default();
     let received = field("Gtid_IO_Pos");
     let applied = gtid_state(server).await?;
-    if received.is_empty() || parse(&received)?.beyond(&applied).is_empty() {
+    if received.is_empty() || parse(&received)?.beyond(&applied.last).is_empty() {
         return Ok(None);
+    }
+    if field("Last_SQL_Errno").parse::<u32>().is_ok_and(|n| n != 0) {
+        return Err(ShipperError::Restore(format!(
+            "the standby's replication stopped on an error ({}: {}), with its relay log received up to {received}: fix it (see SHOW SLAVE STATUS) and promote again",
+            field("Last_SQL_Errno"),
+            field("Last_SQL_Error")
+        )));
     }
     if field("Slave_IO_Running") == "No" && field("Slave_SQL_Running") == "No" {
         return Ok(Some(format!(
@@ -309,20 +331,6 @@ async fn drain_relay_log(server: &TargetServer) -> Result<Option<String>> {
             "the standby did not apply its relay log up to {received} within {RELAY_WAIT_SECONDS} s (MASTER_GTID_WAIT answered {other:?}); see SHOW SLAVE STATUS on it"
         ))),
     }
-}
-
-/// The first domain in which `after` does not end exactly where `stored` does.
-fn ends_elsewhere(stored: &GtidState, after: &GtidState) -> Option<u32> {
-    stored
-        .beyond(after)
-        .first()
-        .map(|(g, _)| g.domain)
-        .or_else(|| {
-            stored
-                .domains()
-                .find(|g| after.get(g.domain) != Some(*g))
-                .map(|g| g.domain)
-        })
 }
 
 /// Fences the old primary if it answers: read-only (and `super_read_only` where the server
@@ -354,25 +362,58 @@ async fn fence(old: &TargetServer) -> (String, Option<GtidState>) {
         }
     }
     info!(old_primary = %old, killed, "promote: the old primary is fenced");
-    let ends = gtid_state(old).await.ok();
+    let ends = old
+        .query("SELECT @@GLOBAL.gtid_binlog_pos")
+        .await
+        .ok()
+        .and_then(|rows| rows.first().and_then(|r| r.first()).cloned())
+        .and_then(|text| GtidState::parse(&text).ok());
     (
         format!("{old}: fenced (read_only{super_ro}, {killed} client connections killed)"),
         ends,
     )
 }
 
-/// The server's GTID state: what it logged and what it applied as a replica, per domain
-/// the further on.
-async fn gtid_state(server: &TargetServer) -> Result<GtidState> {
+/// What a server holds, by GTID: per domain the furthest it logged or applied, and per
+/// domain and originating server the furthest sequence number (`gtid_binlog_state` keeps
+/// one per server id, so a GTID is known to be held exactly, not merely by its number).
+#[derive(Debug, Clone, Default)]
+struct Holds {
+    last: GtidState,
+    per_server: std::collections::HashMap<(u32, u32), u64>,
+}
+
+impl Holds {
+    /// Whether the server holds `g` itself (same server id), not another transaction under
+    /// its number.
+    fn holds(&self, g: &Gtid) -> bool {
+        self.per_server
+            .get(&(g.domain, g.server))
+            .is_some_and(|n| *n >= g.seq)
+    }
+}
+
+/// What `server` holds: its `gtid_binlog_state`, `gtid_binlog_pos` and `gtid_slave_pos`.
+async fn gtid_state(server: &TargetServer) -> Result<Holds> {
     let rows = server
-        .query("SELECT @@GLOBAL.gtid_binlog_pos, @@GLOBAL.gtid_slave_pos")
+        .query(
+            "SELECT @@GLOBAL.gtid_binlog_state, @@GLOBAL.gtid_binlog_pos, @@GLOBAL.gtid_slave_pos",
+        )
         .await?;
     let row = rows.first().cloned().unwrap_or_default();
-    let mut state = GtidState::default();
+    let mut h = Holds::default();
     for text in row.iter().filter(|t| *t != "NULL") {
-        state = state.merged(&parse(text)?);
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let g = Gtid::parse(part)
+                .map_err(|e| ShipperError::Restore(format!("GTID {part:?} of {server}: {e}")))?;
+            let n = h.per_server.entry((g.domain, g.server)).or_insert(0);
+            *n = (*n).max(g.seq);
+        }
     }
-    Ok(state)
+    for text in row.iter().skip(1).filter(|t| *t != "NULL") {
+        h.last = h.last.merged(&parse(text)?);
+    }
+    Ok(h)
 }
 
 fn parse(text: &str) -> Result<GtidState> {
@@ -380,31 +421,34 @@ fn parse(text: &str) -> Result<GtidState> {
 }
 
 /// Where the first stored transaction the standby does not hold starts; `None` when it
-/// holds them all. The standby's last GTID of each domain must be in the chain exactly
-/// (same server id) when the walk meets its sequence number, and no transaction it holds may
-/// come after one it lacks.
+/// holds them all (it may hold more: what its relay log had). Every stored transaction with
+/// a sequence number the standby has reached must be held by it exactly (same server id),
+/// the first one it lacks in each domain must directly follow its last one (the store holds
+/// everything in between), and none it holds may come after one it lacks.
 ///
 /// # Errors
-/// [`ShipperError::Restore`] naming the GTIDs when the standby went its own way or the
-/// domains interleave; store and payload errors.
+/// [`ShipperError::Restore`] naming the GTIDs when the standby went its own way, the store
+/// lacks what lies between, or the domains interleave; store and payload errors.
 async fn first_missing(
     store: &Store,
     chain: &[ChainSegment],
-    has: &GtidState,
+    has: &Holds,
 ) -> Result<Option<BinlogPos>> {
     let covered = |p: &BinlogPos| {
         p.gtid
             .as_deref()
             .and_then(|g| GtidState::parse(g).ok())
-            .is_some_and(|s| s.beyond(has).is_empty())
+            .is_some_and(|s| s.beyond(&has.last).is_empty())
     };
-    // Segments before the last one whose end the standby holds hold nothing it lacks; that
-    // one is walked too, for the standby's last transaction.
+    let old_branches = plan::old_branches(chain);
+    // Segments before the last one whose end the standby has reached hold nothing it
+    // lacks; that one is walked too, to check the standby holds its transactions exactly.
     let skip = chain
         .iter()
         .rposition(|c| c.open_trx.is_none() && covered(&c.end))
         .unwrap_or(0);
     let mut found: Option<BinlogPos> = None;
+    let mut started: std::collections::HashSet<u32> = std::collections::HashSet::new();
     for c in &chain[skip..] {
         let payload = segment_payload(store, &c.seg).await?;
         let mut at = c.events_start.clone();
@@ -420,32 +464,37 @@ async fn first_missing(
                 return Ok(true);
             };
             let start = std::mem::replace(&mut at, end.clone());
-            if header.event_type != code::MARIADB_GTID {
+            if header.event_type != code::MARIADB_GTID || plan::in_old_branch(&old_branches, end) {
                 return Ok(true);
             }
             let Some(g) = Gtid::of_event(header.server_id, event_body(bytes, crc32)) else {
                 return Ok(true);
             };
-            match has.get(g.domain) {
-                Some(last) if g.seq < last.seq || (g.seq == last.seq && g == last) => {
-                    if found.is_some() {
-                        problem = Some(format!(
-                            "the store holds {g}, which the standby has, after {} which it lacks (several GTID domains interleaved): promote cannot apply only what it lacks",
-                            found.as_ref().map(ToString::to_string).unwrap_or_default()
-                        ));
-                        return Ok(false);
-                    }
-                }
-                Some(last) if g.seq == last.seq => {
+            let last = has.last.get(g.domain);
+            if has.holds(&g) {
+                if let Some(f) = &found {
                     problem = Some(format!(
-                        "the standby's last transaction in domain {} is {last}, the store holds {g} there: the standby went its own way (written to after it stopped replicating, or another database)",
+                        "the store holds {g}, which the standby has, after the one at {f}, which it lacks (several GTID domains interleaved): promote cannot apply only what it lacks"
+                    ));
+                    return Ok(false);
+                }
+            } else if let Some(l) = last.filter(|l| g.seq <= l.seq) {
+                problem = Some(format!(
+                    "the standby's last transaction in domain {} is {l}, and it does not hold the stored {g}: the standby went its own way (written to after it stopped replicating, or another database)",
+                    g.domain
+                ));
+                return Ok(false);
+            } else if started.insert(g.domain) {
+                let expected = last.map_or(1, |l| l.seq + 1);
+                if g.seq != expected {
+                    problem = Some(format!(
+                        "the standby ends at {} in domain {} and the first stored transaction after it is {g}: the store does not hold what lies between (the standby is older than the stored chain)",
+                        last.map_or_else(|| "nothing".to_owned(), |l| l.to_string()),
                         g.domain
                     ));
                     return Ok(false);
                 }
-                _ => {
-                    found.get_or_insert(start);
-                }
+                found.get_or_insert(start);
             }
             Ok(true)
         })?;
