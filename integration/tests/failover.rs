@@ -757,3 +757,48 @@ async fn promote_refuses_a_standby_that_went_its_own_way() -> anyhow::Result<()>
     assert_eq!(read_only, Some(1));
     Ok(())
 }
+
+/// A planned switch: the old primary still answers. `promote --old-primary` fences it
+/// (read-only, its client connections killed) before the standby is made writable, and
+/// the standby ends holding everything the old primary wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promote_fences_an_old_primary_that_still_answers() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let a = MariaDb::start(Options::default()).await?;
+    workload::create_schema(&mut a.conn().await?).await?;
+    workload::run(&mut a.conn().await?, 0, 40).await?;
+    let b = MariaDb::start_replica_with(&a, standby(2)).await?;
+    let shipper = Shipper::start(tmp.path()).await?;
+    let mut s = settings(&a, &shipper);
+    s.source_extra = "start = \"earliest\"".into();
+    let agent = Agent::start(&tmp.path().join("agent"), &s)?;
+    wait_caught_up(&a, &shipper, &agent).await?;
+    let mut client = a.conn().await?;
+    client.query_drop("SELECT 1").await?;
+    let (code, out) = shipper_cli(&[
+        "promote",
+        "--store",
+        &shipper.store_url(),
+        "--stream",
+        STREAM,
+        "--standby",
+        &b.root_url(),
+        "--old-primary",
+        &a.root_url(),
+    ])?;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("fenced (read_only") && !out.contains("not fenced"),
+        "{out}"
+    );
+    let read_only: Option<u8> = a.conn().await?.query_first("SELECT @@read_only").await?;
+    assert_eq!(read_only, Some(1), "the old primary is fenced");
+    assert!(
+        client.query_drop("SELECT 1").await.is_err(),
+        "the old primary's client connections were killed"
+    );
+    assert_eq!(b.gtid_binlog_pos().await?, a.gtid_binlog_pos().await?);
+    let writable: Option<u8> = b.conn().await?.query_first("SELECT @@read_only").await?;
+    assert_eq!(writable, Some(0));
+    Ok(())
+}
