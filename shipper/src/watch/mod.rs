@@ -198,7 +198,13 @@ impl Watch {
         let stored = locked(&self.stored).clone();
         let heard = locked(&self.heard).clone();
         let before = locked(&self.before).clone();
-        let mut names: Vec<&StreamId> = stored.keys().chain(heard.keys()).collect();
+        // A stream whose agent reported before the shipper's restart stays judged even when
+        // nothing of it is stored yet: a dead agent must not vanish from the status.
+        let mut names: Vec<&StreamId> = stored
+            .keys()
+            .chain(heard.keys())
+            .chain(before.keys())
+            .collect();
         names.sort();
         names.dedup();
         let none = StoredFacts::default();
@@ -216,5 +222,27 @@ impl Watch {
                 )
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_stream_heard_before_a_restart_stays_judged_with_nothing_stored() {
+        let store = Store::in_memory();
+        let kept = r#"{"db1":{"heard_ms":1000000,"all_stored_ms":null}}"#;
+        store
+            .replace(HEARD_KEY, bytes::Bytes::from_static(kept.as_bytes()))
+            .await
+            .unwrap();
+        let watch = Watch::new(60.0, 1_010_000, 0);
+        watch.restore(&store).await.unwrap();
+        let statuses = watch.statuses(1_020_000);
+        assert_eq!(statuses.len(), 1, "{statuses:?}");
+        assert_eq!(statuses[0].stream, "db1");
+        assert_eq!(statuses[0].health, status::Health::Red);
+        assert!(statuses[0].agent_silent_seconds.is_some_and(|s| s >= 20.0));
     }
 }
