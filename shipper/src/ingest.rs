@@ -97,7 +97,12 @@ impl Ingest {
                 )))
             }
             Admission::New { gap } => {
-                let before = chain.header_before(&self.store, &start_key).await?;
+                // Only a stored neighbour is judged: with uploads in flight, the segment
+                // before this one may not have landed yet (`verify` judges the whole chain).
+                let before = match gap {
+                    false => chain.header_before(&self.store, &start_key).await?,
+                    true => None,
+                };
                 if let Some(why) = before.as_ref().and_then(|b| m.may_follow(&b.meta)) {
                     let why = format!(
                         "stream {}: segment {} .. {} may not follow the stored one before it: {why}",
