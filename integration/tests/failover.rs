@@ -61,6 +61,46 @@ fn verify(shipper: &Shipper) -> anyhow::Result<(i32, String)> {
     shipper_cli(&["verify", "--store", &shipper.store_url()])
 }
 
+/// `logferry-shipper promote` of the test stream into `standby`, with `extra` flags.
+fn promote_cli(
+    shipper: &Shipper,
+    standby: &MariaDb,
+    extra: &[&str],
+) -> anyhow::Result<(i32, String)> {
+    let (store, standby) = (shipper.store_url(), standby.root_url());
+    let mut args = vec![
+        "promote",
+        "--store",
+        &store,
+        "--stream",
+        STREAM,
+        "--standby",
+        &standby,
+    ];
+    args.extend_from_slice(extra);
+    shipper_cli(&args)
+}
+
+/// The sequence number of a one-domain GTID state (`0-1-57` → 57).
+fn seq(state: &str) -> anyhow::Result<u64> {
+    Ok(state.rsplit('-').next().unwrap_or("0").parse()?)
+}
+
+/// Waits until the replica `b`'s IO thread has received up to GTID state `state`.
+async fn wait_relay_received(b: &MariaDb, state: &str) -> anyhow::Result<()> {
+    logferry_integration::wait_for(
+        "the replica's relay log to receive the primary's writes",
+        Duration::from_secs(60),
+        || async {
+            let row: Option<mysql_async::Row> =
+                b.conn().await?.query_first("SHOW SLAVE STATUS").await?;
+            let io: String = row.and_then(|r| r.get("Gtid_IO_Pos")).unwrap_or_default();
+            Ok((io == state).then_some(()))
+        },
+    )
+    .await
+}
+
 /// The origins recorded in the stored chain, in chain order, each once per run.
 fn origins(shipper: &Shipper) -> anyhow::Result<Vec<String>> {
     let mut out: Vec<String> = Vec::new();
@@ -348,25 +388,12 @@ async fn promote_applies_what_the_standby_lacks_and_reports_it() -> anyhow::Resu
     let b_before = b.gtid_binlog_pos().await?;
     workload::run(&mut a.conn().await?, 40, 80).await?;
     let received = a.gtid_binlog_pos().await?;
-    logferry_integration::wait_for(
-        "B's relay log to receive A's writes",
-        Duration::from_secs(60),
-        || async {
-            let row: Option<mysql_async::Row> =
-                b.conn().await?.query_first("SHOW SLAVE STATUS").await?;
-            let io: String = row.and_then(|r| r.get("Gtid_IO_Pos")).unwrap_or_default();
-            Ok((io == received).then_some(()))
-        },
-    )
-    .await?;
+    wait_relay_received(&b, &received).await?;
     b.conn().await?.query_drop("STOP SLAVE IO_THREAD").await?;
     workload::run(&mut a.conn().await?, 80, 120).await?;
     wait_caught_up(&a, &shipper, &agent).await?;
     let a_final = a.gtid_binlog_pos().await?;
     let want = workload::checksums(&mut a.conn().await?).await?;
-    let seq = |state: &str| -> anyhow::Result<u64> {
-        Ok(state.rsplit('-').next().unwrap_or("0").parse()?)
-    };
     // Both replication threads stopped: MariaDB discards the relay log when replication
     // starts again, so everything the standby lacks comes from the store.
     let in_relay = 0;
@@ -387,20 +414,8 @@ async fn promote_applies_what_the_standby_lacks_and_reports_it() -> anyhow::Resu
     .await?;
 
     let lacking = in_relay + from_store;
-    let promote = |extra: &[&str]| {
-        let mut args = vec![
-            "promote",
-            "--store",
-            shipper.store_url().leak(),
-            "--stream",
-            STREAM,
-            "--standby",
-            b.root_url().leak(),
-        ];
-        args.extend_from_slice(extra);
-        shipper_cli(&args)
-    };
-    let (code, out) = promote(&["--dry-run", "--old-primary", a.root_url().leak()])?;
+    let promote = |extra: &[&str]| promote_cli(&shipper, &b, extra);
+    let (code, out) = promote(&["--dry-run", "--old-primary", &a.root_url()])?;
     assert_eq!(code, 0, "{out}");
     assert!(
         out.contains("DRY RUN")
@@ -424,7 +439,7 @@ async fn promote_applies_what_the_standby_lacks_and_reports_it() -> anyhow::Resu
         .exists());
 
     a.kill9();
-    let (code, out) = promote(&["--old-primary", a.root_url().leak()])?;
+    let (code, out) = promote(&["--old-primary", &a.root_url()])?;
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("PROMOTED"), "{out}");
     assert!(
@@ -517,9 +532,6 @@ async fn after_a_fork_the_chain_follows_the_promoted_standby_and_keeps_the_orpha
     workload::run(&mut a.conn().await?, 75, 90).await?;
     wait_caught_up(&a, &shipper, &agent).await?;
     let a_final = a.gtid_binlog_pos().await?;
-    let seq = |state: &str| -> anyhow::Result<u64> {
-        Ok(state.rsplit('-').next().unwrap_or("0").parse()?)
-    };
     let orphans: Vec<String> = (seq(&fork_state)? + 1..=seq(&a_final)?)
         .map(|n| format!("0-1-{n}"))
         .collect();
@@ -675,33 +687,12 @@ async fn promote_applies_the_standby_relay_log_first() -> anyhow::Result<()> {
     b.conn().await?.query_drop("STOP SLAVE SQL_THREAD").await?;
     workload::run(&mut a.conn().await?, 0, 60).await?;
     let a_final = a.gtid_binlog_pos().await?;
-    logferry_integration::wait_for(
-        "B's relay log to receive A's writes",
-        Duration::from_secs(60),
-        || async {
-            let row: Option<mysql_async::Row> =
-                b.conn().await?.query_first("SHOW SLAVE STATUS").await?;
-            let io: String = row.and_then(|r| r.get("Gtid_IO_Pos")).unwrap_or_default();
-            Ok((io == a_final).then_some(()))
-        },
-    )
-    .await?;
+    wait_relay_received(&b, &a_final).await?;
     wait_caught_up(&a, &shipper, &agent).await?;
     let b_before = b.gtid_binlog_pos().await?;
     a.kill9();
-    let (code, out) = shipper_cli(&[
-        "promote",
-        "--store",
-        &shipper.store_url(),
-        "--stream",
-        STREAM,
-        "--standby",
-        &b.root_url(),
-    ])?;
+    let (code, out) = promote_cli(&shipper, &b, &[])?;
     assert_eq!(code, 0, "{out}");
-    let seq = |state: &str| -> anyhow::Result<u64> {
-        Ok(state.rsplit('-').next().unwrap_or("0").parse()?)
-    };
     let lacking = seq(&a_final)? - seq(&b_before)?;
     assert!(lacking > 20, "{b_before} {a_final}");
     assert!(
@@ -736,15 +727,7 @@ async fn promote_refuses_a_standby_that_went_its_own_way() -> anyhow::Result<()>
     a.kill9();
     let b_before = b.gtid_binlog_pos().await?;
     let sums = workload::checksums(&mut b.conn().await?).await?;
-    let (code, out) = shipper_cli(&[
-        "promote",
-        "--store",
-        &shipper.store_url(),
-        "--stream",
-        STREAM,
-        "--standby",
-        &b.root_url(),
-    ])?;
+    let (code, out) = promote_cli(&shipper, &b, &[])?;
     assert_ne!(code, 0, "{out}");
     assert!(
         out.contains("went its own way") && out.contains("find what the standby lacks"),
@@ -775,17 +758,7 @@ async fn promote_fences_an_old_primary_that_still_answers() -> anyhow::Result<()
     wait_caught_up(&a, &shipper, &agent).await?;
     let mut client = a.conn().await?;
     client.query_drop("SELECT 1").await?;
-    let (code, out) = shipper_cli(&[
-        "promote",
-        "--store",
-        &shipper.store_url(),
-        "--stream",
-        STREAM,
-        "--standby",
-        &b.root_url(),
-        "--old-primary",
-        &a.root_url(),
-    ])?;
+    let (code, out) = promote_cli(&shipper, &b, &["--old-primary", &a.root_url()])?;
     assert_eq!(code, 0, "{out}");
     assert!(
         out.contains("fenced (read_only") && !out.contains("not fenced"),
