@@ -309,8 +309,10 @@ impl Segmenter {
     }
 
     /// The log broke and continues at `at` (a snapshot stands there); the open segment
-    /// was sealed. Nothing carries over: no open transaction, nothing to skip.
-    pub fn broke_at(&mut self, at: &Position) {
+    /// was sealed. Nothing carries over: no open transaction, nothing to skip. After a
+    /// fork, the first segment from `at` records `forks_at`.
+    pub fn broke_at(&mut self, at: &Position, forks_at: Option<Position>) {
+        self.forks_at = forks_at;
         self.open_trx = None;
         self.skip_to = None;
         self.boundary = None;

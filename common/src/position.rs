@@ -26,12 +26,12 @@ pub enum Position {
 }
 
 impl Position {
-    /// The leg of the stream the place is on (a MySQL stream's servers, counted from 0;
-    /// always 0 for kinds that follow a failover within one history, as Redis does).
+    /// Which run of the stream the place is on: a MySQL stream's leg (its servers, counted
+    /// from 0), a Redis stream's history (a new one after each full resync, from 1).
     pub fn leg(&self) -> u32 {
         match self {
             Position::Mysql(p) => p.leg(),
-            Position::Redis(_) => 0,
+            Position::Redis(p) => p.history,
         }
     }
 

@@ -89,7 +89,7 @@ pub struct RedisSource {
     /// from its append-only files.
     #[serde(default)]
     pub mode: RedisMode,
-    /// `redis://USER:PASSWORD@HOST:6379` (an ACL user with `+psync +replconf +ping`; see
+    /// `redis://USER:PASSWORD@HOST:6379` (an ACL user with `+psync +replconf +ping +info`; see
     /// [`REPLICATION_ACL`]); `redis://:PASSWORD@HOST` for `requirepass`. Required in
     /// replication mode.
     #[serde(default)]
@@ -139,7 +139,7 @@ pub struct RedisSnapshotSection {
 
 /// The ACL rule a replication user needs, named in the README and in the error of a user
 /// who lacks it.
-pub const REPLICATION_ACL: &str = "ACL SETUSER logferry on >PASSWORD +psync +replconf +ping";
+pub const REPLICATION_ACL: &str = "ACL SETUSER logferry on >PASSWORD +psync +replconf +ping +info";
 
 fn default_connect_timeout_ms() -> u64 {
     10_000

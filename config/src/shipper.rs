@@ -198,8 +198,11 @@ pub struct AuthSection {
     pub audit_max_bytes: u64,
 }
 
+/// The size past which the audit log is rotated unless `auth.audit_max_bytes` says.
+pub const DEFAULT_AUDIT_MAX_BYTES: u64 = 64 * 1024 * 1024;
+
 fn default_audit_max_bytes() -> u64 {
-    64 * 1024 * 1024
+    DEFAULT_AUDIT_MAX_BYTES
 }
 
 impl Default for AuthSection {

@@ -453,11 +453,11 @@ async fn promote_applies_what_the_standby_lacks_and_reports_it() -> anyhow::Resu
         "relay {in_relay}, store {from_store}: {out}"
     );
     assert!(
-        out.contains(&format!("GTID before:      {b_before}")),
+        out.contains(&format!("standby before:   {b_before}")),
         "{out}"
     );
     assert!(
-        out.contains(&format!("GTID after:       {a_final}")),
+        out.contains(&format!("standby after:    {a_final}")),
         "{out}"
     );
     assert_eq!(

@@ -841,3 +841,287 @@ async fn after_a_failover_the_agent_continues_on_the_promoted_replica() -> anyho
     assert_eq!(digest(&target)?, digest(&b)?, "{out}");
     Ok(())
 }
+
+/// `INFO replication`'s `field` on `redis`.
+fn replication_field(redis: &RedisServer, field: &str) -> anyhow::Result<String> {
+    let info = redis.cli(&["INFO", "replication"])?;
+    info.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .map(|v| v.trim().to_owned())
+        .ok_or_else(|| anyhow::anyhow!("no {field} in {info}"))
+}
+
+/// Stored commands (the stream's `SELECT`s included) that end after `offset`: what a
+/// replica at `offset` lacks of the store.
+fn stored_after(shipper: &Shipper, offset: u64) -> anyhow::Result<u64> {
+    let mut n = 0;
+    for (_, s) in store::segments(&shipper.store_dir, STREAM)? {
+        let mut at = s.header.meta.start.as_redis()?.offset;
+        walk(&s.payload()?, |c| {
+            at += c.stream_bytes();
+            if !c.preamble && at > offset {
+                n += 1;
+            }
+            Ok(true)
+        })?;
+    }
+    Ok(n)
+}
+
+fn promote(
+    shipper: &Shipper,
+    standby: &RedisServer,
+    extra: &[&str],
+) -> anyhow::Result<(i32, String)> {
+    let (url, store) = (standby.url(), shipper.store_url());
+    let mut args = vec![
+        "promote",
+        "--store",
+        &store,
+        "--stream",
+        STREAM,
+        "--standby",
+        &url,
+    ];
+    args.extend_from_slice(extra);
+    shipper_cli(&args)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promote_feeds_a_replica_what_it_lacks_and_the_agent_continues_on_it() -> anyhow::Result<()>
+{
+    let tmp = tempfile::tempdir()?;
+    let a = debug_server(&tmp.path().join("a"), &[]).await?;
+    let a_port = a.port.to_string();
+    let mut a = Some(a);
+    let b = debug_server(
+        &tmp.path().join("b"),
+        &["--replicaof", "127.0.0.1", &a_port],
+    )
+    .await?;
+    let shipper = Shipper::start(tmp.path()).await?;
+    let dir = tmp.path().join("agent");
+    let a_url = a.as_ref().map(RedisServer::url).unwrap_or_default();
+    let mut agent = Agent::start_config(&dir, &config(&dir, &a_url, &shipper), &[])?;
+    wait_snapshots(&shipper, &agent, 1).await?;
+    let primary = a.as_ref().ok_or_else(|| anyhow::anyhow!("A"))?;
+    primary.script("SELECT 0\nSET one 1\nSELECT 4\nHSET h f v\nSELECT 0\nSET marker:a 1\n")?;
+    wait_stored(&shipper, "marker:a")
+        .await
+        .map_err(|e| e.context(agent.log_text()))?;
+    let a_offset = repl_offset(primary)?;
+    wait_for("the replica caught up", Duration::from_secs(30), || {
+        let at = repl_offset(&b);
+        async move { Ok((at? >= a_offset).then_some(())) }
+    })
+    .await?;
+    let replid = replication_field(primary, "master_replid")?;
+
+    // The standby loses its link (as a replica whose network broke); the primary goes on,
+    // the agent ships it, then the primary dies.
+    let nowhere = logferry_integration::free_port()?.to_string();
+    b.cli(&["REPLICAOF", "127.0.0.1", &nowhere])?;
+    let b_offset = repl_offset(&b)?;
+    primary.script(
+        "SELECT 0\nSET two 2\nSELECT 3\nSADD s x y z\nMULTI\nINCR n\nINCR n\nEXEC\nSELECT 4\nHDEL h f\nSELECT 0\nSET marker:c 1\n",
+    )?;
+    wait_stored(&shipper, "marker:c").await?;
+    let a_digest = digest(primary)?;
+    agent.kill9();
+    drop(a.take());
+    let lacks = stored_after(&shipper, b_offset)?;
+    assert!(lacks >= 8, "the standby lacks the later writes: {lacks}");
+
+    // Another database as standby: refused, unchanged.
+    let other = debug_server(
+        &tmp.path().join("other"),
+        &["--replicaof", "127.0.0.1", &nowhere],
+    )
+    .await?;
+    let (code, out) = promote(&shipper, &other, &[])?;
+    assert_ne!(code, 0, "another history must be refused: {out}");
+    assert!(out.contains("replicates another history"), "{out}");
+    assert_eq!(replication_field(&other, "role")?, "slave", "{out}");
+
+    // The dry run says what it would apply and changes nothing.
+    let (code, out) = promote(&shipper, &b, &["--dry-run"])?;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("DRY RUN") && out.contains(&format!("{lacks} events from the store")),
+        "{out}"
+    );
+    assert_eq!(replication_field(&b, "role")?, "slave");
+    assert_eq!(
+        repl_offset(&b)?,
+        b_offset,
+        "the dry run changed the standby"
+    );
+
+    let audit = tmp.path().join("audit.log");
+    let audit_arg = audit.display().to_string();
+    let (code, out) = promote(&shipper, &b, &["--audit-log", &audit_arg])?;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("PROMOTED") && out.contains(&format!("{lacks} events from the store")),
+        "{out}"
+    );
+    assert_eq!(
+        digest(&b)?,
+        a_digest,
+        "the standby holds everything the store held: {out}"
+    );
+    assert_eq!(replication_field(&b, "role")?, "master");
+    assert_eq!(
+        replication_field(&b, "master_replid2")?,
+        replid,
+        "it continues the stream's history"
+    );
+    let trail = std::fs::read_to_string(&audit)?;
+    assert!(
+        trail.contains("apply what it lacks from the store")
+            && trail.contains("make the standby a primary")
+            && trail.contains("\"status\":200")
+            && !trail.contains("\"status\":500"),
+        "{trail}"
+    );
+    let (code, out) = promote(&shipper, &b, &[])?;
+    assert_ne!(code, 0, "a second promote must be refused: {out}");
+    assert!(out.contains("already promoted"), "{out}");
+
+    // The agent pointed at the promoted standby goes on without a full sync.
+    agent.edit_config(&a_url, &b.url())?;
+    agent.restart()?;
+    b.script("SELECT 0\nSET three 3\nSELECT 0\nSET marker:b 1\n")?;
+    wait_stored(&shipper, "marker:b")
+        .await
+        .map_err(|e| e.context(agent.log_text()))?;
+    let log = agent.log_text();
+    assert_eq!(
+        log.matches("+FULLRESYNC").count(),
+        1,
+        "no second full sync: {log}"
+    );
+    assert_eq!(snapshots(&shipper)?.len(), 1, "no second snapshot");
+    let (code, out) = shipper_cli(&["verify", "--store", &shipper.store_url()])?;
+    assert_eq!(code, 0, "one chain across the promotion: {out}");
+    let target = debug_server(&tmp.path().join("target"), &[]).await?;
+    let (code, out) = restore(&shipper, "latest", &target, false)?;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(digest(&target)?, digest(&b)?, "{out}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_promoted_while_behind_forks_the_stream_and_restores_follow_it(
+) -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let a = debug_server(&tmp.path().join("a"), &[]).await?;
+    let a_port = a.port.to_string();
+    let mut a = Some(a);
+    let b = debug_server(
+        &tmp.path().join("b"),
+        &["--replicaof", "127.0.0.1", &a_port],
+    )
+    .await?;
+    let shipper = Shipper::start(tmp.path()).await?;
+    let dir = tmp.path().join("agent");
+    let a_url = a.as_ref().map(RedisServer::url).unwrap_or_default();
+    let mut agent = Agent::start_config(&dir, &config(&dir, &a_url, &shipper), &[])?;
+    wait_snapshots(&shipper, &agent, 1).await?;
+    let primary = a.as_ref().ok_or_else(|| anyhow::anyhow!("A"))?;
+    primary.script("SELECT 0\nSET one 1\nSELECT 2\nSET marker:a 1\n")?;
+    wait_stored(&shipper, "marker:a").await?;
+    let a_offset = repl_offset(primary)?;
+    wait_for("the replica caught up", Duration::from_secs(30), || {
+        let at = repl_offset(&b);
+        async move { Ok((at? >= a_offset).then_some(())) }
+    })
+    .await?;
+
+    // The replica's link breaks; the primary writes on and the agent ships it: commands
+    // only the old primary will have had. Then it dies, and the replica is promoted.
+    let nowhere = logferry_integration::free_port()?.to_string();
+    b.cli(&["REPLICAOF", "127.0.0.1", &nowhere])?;
+    let forked_at = repl_offset(&b)?;
+    let at_fork = digest(&b)?;
+    primary.script("SELECT 0\nSET orphan:1 x\nSELECT 2\nDEL marker:a\nSET marker:c 1\n")?;
+    wait_stored(&shipper, "marker:c").await?;
+    let after_orphans = mark().await;
+    agent.kill9();
+    drop(a.take());
+    b.cli(&["REPLICAOF", "NO", "ONE"])?;
+    b.script("SELECT 0\nSET two 2\n")?;
+    agent.edit_config(&a_url, &b.url())?;
+    agent.restart()?;
+    wait_snapshots(&shipper, &agent, 2).await?;
+    b.script("SELECT 0\nSET marker:b 1\n")?;
+    wait_stored(&shipper, "marker:b")
+        .await
+        .map_err(|e| e.context(agent.log_text()))?;
+    let log = agent.log_text();
+    assert!(
+        log.contains("a FORK"),
+        "the agent must call it a fork: {log}"
+    );
+
+    // Recorded, listed, and in the status.
+    let forks = std::fs::read_dir(
+        shipper
+            .store_dir
+            .join(logferry_common::keys::forks_prefix(&STREAM.parse()?)),
+    )?
+    .count();
+    assert_eq!(forks, 1, "one fork record");
+    let (code, out) = shipper_cli(&["ls", "--store", &shipper.store_url()])?;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("held the stream only up to 1:{forked_at}")),
+        "ls names the fork point: {out}"
+    );
+    wait_for(
+        "the status to count the fork",
+        Duration::from_secs(60),
+        || async {
+            let status = shipper.get("/v1/status").await?;
+            Ok(status.contains("\"forks\":1").then_some(()))
+        },
+    )
+    .await?;
+
+    // A time after the orphans and before the promoted server's snapshot restores the
+    // state the promoted server started from, not the old primary's branch.
+    let target = debug_server(&tmp.path().join("target"), &[]).await?;
+    let (code, out) = restore(&shipper, &rfc3339(after_orphans), &target, false)?;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("FORKED"), "{out}");
+    assert_eq!(digest(&target)?, at_fork, "the state at the fork: {out}");
+    // A place on the old branch after the fork is refused.
+    let old_end = store::segments(&shipper.store_dir, STREAM)?
+        .iter()
+        .filter_map(|(_, s)| s.header.meta.end.as_redis().ok().cloned())
+        .filter(|p| p.history == 1)
+        .max_by_key(|p| p.offset)
+        .ok_or_else(|| anyhow::anyhow!("no history 1"))?;
+    let (code, out) = restore(&shipper, &format!("1:{}", old_end.offset), &target, true)?;
+    assert_ne!(code, 0, "a place on the old branch: {out}");
+    assert!(out.contains("old primary's branch"), "{out}");
+    // The latest follows the promoted server.
+    let (code, out) = restore(&shipper, "latest", &target, true)?;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(digest(&target)?, digest(&b)?, "{out}");
+    // export --branch names the export of the old branch's commands.
+    let (code, out) = shipper_cli(&[
+        "export",
+        "--store",
+        &shipper.store_url(),
+        "--stream",
+        STREAM,
+        "--branch",
+        "2",
+        "--dir",
+        &tmp.path().join("branch").display().to_string(),
+    ])?;
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains(&format!("--from 1:{forked_at}")), "{out}");
+    Ok(())
+}

@@ -168,10 +168,10 @@ impl Ingest {
             "leg": leg,
             "server": m.lineage.origin,
             "forks_at": m.lineage.forks_at.as_ref().map(ToString::to_string),
-            "old_branch_end": m.start.to_string(),
+            "continues_at": m.start.to_string(),
         });
         let key = logferry_common::keys::fork_key(&m.stream, now_ms(), leg);
-        warn!(stream = %m.stream, %key, forks_at = ?record["forks_at"], old_branch_end = %m.start, server = %m.lineage.origin, "the stream FORKED: a standby that missed stored transactions continues it; the old branch's transactions after the fork point are skipped by restores (export --branch {leg} writes those only the old server had)");
+        warn!(stream = %m.stream, %key, forks_at = ?record["forks_at"], continues_at = %m.start, server = %m.lineage.origin, "the stream FORKED: a standby that missed stored transactions continues it; the old branch's transactions after the fork point are skipped by restores (export --branch {leg} writes those only the old server had)");
         let body = bytes::Bytes::from(record.to_string());
         if let Err(e) = self.store.put_new(&key, body).await {
             warn!(%key, error = %e, "the fork record could not be stored");

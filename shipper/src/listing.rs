@@ -40,9 +40,15 @@ pub struct SegmentLine {
 
 impl SegmentLine {
     /// `ls`'s line for a segment that starts a new leg: the server switch, and the fork
-    /// when there was one; `None` for any other segment.
+    /// when there was one (a Redis fork starts a new history after a full resync instead);
+    /// `None` for any other segment.
     pub fn leg_note(&self) -> Option<String> {
-        let leg_start = self.leg_start.as_ref()?;
+        let Some(leg_start) = self.leg_start.as_ref() else {
+            return self.forks_at.as_ref().map(|at| format!(
+                "new history at {} after a FORK: the promoted server held the stream only up to {at}; the stored commands after it are skipped by restores after the fork (export --branch lists them)",
+                self.start
+            ));
+        };
         Some(match &self.forks_at {
             Some(at) => format!(
                 "new leg at {leg_start} on {} after a FORK: it continues the chain at {at}; the old branch's transactions from {at} to {} are skipped by restores (export --branch lists and writes those only the old server had)",

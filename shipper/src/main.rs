@@ -231,6 +231,11 @@ enum Command {
         /// Print the plan (what would be applied, the data-loss window) and change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Also record each step in this audit log (JSON lines, as the shipper's
+        /// auth.audit_log: point it there to keep one trail). The report keeps the steps
+        /// either way.
+        #[arg(long, value_name = "PATH")]
+        audit_log: Option<std::path::PathBuf>,
     },
     /// Write what a restore would apply into a directory: for MySQL the snapshot as SQL and
     /// the binlog as files that `mariadb-binlog FILE... | mariadb` replays by hand; for Redis
@@ -552,13 +557,25 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             standby,
             old_primary,
             dry_run,
+            audit_log,
         } => {
             let store = store.open(&reads)?;
+            let audit = audit_log
+                .map(|path| {
+                    audit::Audit::open(
+                        &path,
+                        logferry_config::shipper::DEFAULT_AUDIT_MAX_BYTES,
+                        Default::default(),
+                    )
+                    .with_context(|| format!("--audit-log {}", path.display()))
+                })
+                .transpose()?;
             let req = logferry_shipper::promotion::PromoteRequest {
                 stream: &stream,
                 standby: &standby,
                 old_primary: old_primary.as_deref(),
                 dry_run,
+                audit,
             };
             let report = sources::promote(&store, &req, &Bars::visible()).await?;
             print!("{}", report.render());

@@ -6,6 +6,7 @@ use logferry_common::keys::{promotion_key, promotions_prefix};
 use logferry_common::StreamId;
 use serde::{Deserialize, Serialize};
 
+use crate::audit::{Audit, Entry};
 use crate::error::{Result, ShipperError};
 use crate::storage::Store;
 use crate::watch::status::Before;
@@ -22,6 +23,92 @@ pub struct PromoteRequest<'a> {
     pub old_primary: Option<&'a str>,
     /// Print the plan and change nothing.
     pub dry_run: bool,
+    /// The audit log each step is also recorded in (`--audit-log`).
+    pub audit: Option<Audit>,
+}
+
+/// One step of a promotion, as the report and the audit log keep it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Step {
+    /// What the step does.
+    pub step: String,
+    /// When it began, ms since the epoch.
+    pub started_ms: i64,
+    /// `ok`, or why it failed.
+    pub result: String,
+}
+
+/// The steps of one promotion as they happen: each is logged when it begins, and kept with
+/// how it ended for the report and the audit log (an entry per step, `status` 200 or 500),
+/// so what a promotion did to the servers can be traced afterwards.
+pub struct Steps {
+    request: String,
+    stream: String,
+    audit: Option<Audit>,
+    done: Vec<Step>,
+    current: Option<Step>,
+}
+
+impl Steps {
+    /// The steps of `req` (none begun yet).
+    pub fn new(req: &PromoteRequest<'_>) -> Steps {
+        let standby = req.standby.rsplit('@').next().unwrap_or_default();
+        Steps {
+            request: format!("promote --standby {standby}"),
+            stream: req.stream.to_string(),
+            audit: req.audit.clone(),
+            done: Vec::new(),
+            current: None,
+        }
+    }
+
+    /// Ends the step under way as done and begins `step`.
+    pub fn begin(&mut self, step: &str) {
+        self.end("ok");
+        tracing::info!(stream = %self.stream, "promote: {step}");
+        self.current = Some(Step {
+            step: step.to_owned(),
+            started_ms: crate::time_arg::now_ms(),
+            result: String::new(),
+        });
+    }
+
+    /// The step under way (empty before the first).
+    pub fn current(&self) -> &str {
+        self.current.as_ref().map_or("", |s| s.step.as_str())
+    }
+
+    /// Ends the step under way, as failed with `error` when given; every step, in order.
+    pub fn finish(mut self, error: Option<&str>) -> Vec<Step> {
+        self.end(error.unwrap_or("ok"));
+        if let Some(audit) = &self.audit {
+            if !audit.flush(std::time::Duration::from_secs(5)) {
+                tracing::warn!("the promotion's audit entries may not all be written");
+            }
+        }
+        self.done
+    }
+
+    fn end(&mut self, result: &str) {
+        let Some(mut step) = self.current.take() else {
+            return;
+        };
+        step.result = result.to_owned();
+        if let Some(audit) = &self.audit {
+            let ok = result == "ok";
+            audit.record(&Entry {
+                time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+                peer: None,
+                token: None,
+                request: format!("{}: {}", self.request, step.step),
+                stream: Some(self.stream.clone()),
+                object: None,
+                status: if ok { 200 } else { 500 },
+                error: (!ok).then(|| result.to_owned()),
+            });
+        }
+        self.done.push(step);
+    }
 }
 
 /// How a promotion ended.
@@ -53,21 +140,26 @@ pub struct PromotionReport {
     pub error: Option<String>,
     /// What was done to the old primary.
     pub fence: String,
-    /// The stored chain's end: its GTID state.
-    pub stored_gtid: String,
-    /// The standby's GTID state before.
-    pub gtid_before: String,
-    /// The standby's GTID state after (the same as before on a dry run).
-    pub gtid_after: String,
-    /// Transactions the standby's relay log held and it applied before the store's.
+    /// The stored chain's end: its GTID state (MySQL), its replication id and offset
+    /// (Redis).
+    #[serde(alias = "stored_gtid")]
+    pub stored_end: String,
+    /// What the standby held before: its GTID state, or replication id and offset.
+    #[serde(alias = "gtid_before")]
+    pub standby_before: String,
+    /// What it held after (the same as before on a dry run).
+    #[serde(alias = "gtid_after")]
+    pub standby_after: String,
+    /// Transactions the standby's relay log held and it applied before the store's
+    /// (MySQL; `None` for Redis, which has no relay log).
     #[serde(default)]
-    pub relay_transactions: u64,
+    pub relay_transactions: Option<u64>,
     /// Why the relay log could not be applied, when it held more and could not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub relay_note: Option<String>,
     /// Transactions applied from the store (on a dry run: to apply).
     pub applied_transactions: u64,
-    /// Their events.
+    /// Their events (Redis: commands).
     pub applied_events: u64,
     /// Commit time of the last stored transaction, ms since the epoch.
     pub last_stored_commit_ms: i64,
@@ -81,6 +173,9 @@ pub struct PromotionReport {
     pub started_ms: i64,
     /// How long it took.
     pub elapsed_ms: u64,
+    /// The steps taken, in order, with how each ended.
+    #[serde(default)]
+    pub steps: Vec<Step>,
 }
 
 impl PromotionReport {
@@ -94,7 +189,7 @@ impl PromotionReport {
             _ => "unknown (no agent report kept by the shipper)".into(),
         };
         let mut out = format!(
-            "promote {}: {}\n  standby:          {}\n  old primary:      {}\n  stored GTID:      {}\n  GTID before:      {}\n  GTID after:       {}\n  relay log:        {} transactions the standby had received, applied first\n  applied:          {} transactions, {} events from the store\n  last stored:      {}\n  data-loss window: {loss}\n  elapsed:          {:.1} s\n",
+            "promote {}: {}\n  standby:          {}\n  old primary:      {}\n  stored end:       {}\n  standby before:   {}\n  standby after:    {}\n{}  applied:          {} transactions, {} events from the store\n  last stored:      {}\n  data-loss window: {loss}\n  elapsed:          {:.1} s\n",
             self.stream,
             match self.outcome {
                 Outcome::Promoted => "PROMOTED",
@@ -103,10 +198,12 @@ impl PromotionReport {
             },
             self.standby,
             self.fence,
-            self.stored_gtid,
-            self.gtid_before,
-            self.gtid_after,
-            self.relay_transactions,
+            self.stored_end,
+            self.standby_before,
+            self.standby_after,
+            self.relay_transactions.map_or_else(String::new, |n| format!(
+                "  relay log:        {n} transactions the standby had received, applied first\n"
+            )),
             self.applied_transactions,
             self.applied_events,
             crate::listing::rfc3339(self.last_stored_commit_ms),
@@ -114,6 +211,14 @@ impl PromotionReport {
         );
         if let Some(note) = &self.relay_note {
             out.push_str(&format!("  relay log note:   {note}\n"));
+        }
+        for s in &self.steps {
+            out.push_str(&format!(
+                "  step:             {} {}: {}\n",
+                crate::listing::rfc3339(s.started_ms),
+                s.step,
+                s.result
+            ));
         }
         if let (Some(step), Some(e)) = (&self.failed_at, &self.error) {
             out.push_str(&format!("  stopped at:       {step}: {e}\n"));
@@ -134,12 +239,12 @@ pub async fn save(store: &Store, stream: &StreamId, report: &PromotionReport) ->
     Ok(key)
 }
 
-/// Refuses a promotion when one already promoted a standby at the stored end `stored_gtid`
+/// Refuses a promotion when one already promoted a standby at the stored end `stored_end`
 /// (nothing was stored since: the stream's database already moved).
 ///
 /// # Errors
 /// [`ShipperError::Restore`] naming the earlier promotion.
-pub async fn refuse_repeat(store: &Store, stream: &StreamId, stored_gtid: &str) -> Result<()> {
+pub async fn refuse_repeat(store: &Store, stream: &StreamId, stored_end: &str) -> Result<()> {
     for obj in store.list(&promotions_prefix(stream)).await? {
         let Some(bytes) = store.get_if_any(&obj.key).await? else {
             continue;
@@ -148,7 +253,7 @@ pub async fn refuse_repeat(store: &Store, stream: &StreamId, stored_gtid: &str) 
             tracing::warn!(key = %obj.key, "skipping a promotion report that does not parse");
             continue;
         };
-        if earlier.outcome == Outcome::Promoted && earlier.stored_gtid == stored_gtid {
+        if earlier.outcome == Outcome::Promoted && earlier.stored_end == stored_end {
             return Err(ShipperError::Restore(format!(
                 "stream {stream} was already promoted to {} at {} ({}), and nothing was stored since: \
                  its database already moved there. Point the agent at the promoted server; a new \

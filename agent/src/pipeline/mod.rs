@@ -73,8 +73,9 @@ enum Msg {
     /// as a new leg.
     Origin(String, Option<crate::sources::NewLeg>),
     /// The log broke and continues at this position, where a snapshot now stands: seal
-    /// what is open, carry nothing over.
-    Break(Position),
+    /// what is open, carry nothing over; with the place the previous history forked at,
+    /// when the server continued it only up to there (a fork).
+    Break(Position, Option<Position>),
     Fatal(AgentError),
 }
 

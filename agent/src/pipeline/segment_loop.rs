@@ -151,9 +151,9 @@ pub(super) async fn segment_loop(
                     }
                     seg.connected(&origin, leg.as_ref())?;
                 }
-                Some(Msg::Break(at)) => {
+                Some(Msg::Break(at, fork)) => {
                     cut(&mut seg, &mut queue, metrics, exposure).await?;
-                    seg.broke_at(&at);
+                    seg.broke_at(&at, fork);
                 }
                 Some(Msg::Fatal(e)) => {
                     stopped(&mut seg, &mut queue, &st).await?;

@@ -200,7 +200,7 @@ impl SourceTask {
                         self.metrics.source_breaks.inc();
                         error!(chain_end = %before, continues_at = %at, "the chain breaks: the source could not continue after its end and sent a new snapshot; restores reach up to the break and from the snapshot on, not across");
                     }
-                    Msg::Break(at)
+                    Msg::Break(at, src.fork_point().cloned())
                 }
             };
             if self.tx.send(msg).await.is_err() {

@@ -108,6 +108,13 @@ pub trait Source {
     /// When this connection continues the stream on another server than the chain's last:
     /// where the new leg joins the chain.
     fn new_leg(&self) -> Option<&NewLeg>;
+
+    /// After a full resync on a promoted server that holds the stream's history only up to
+    /// a place before the chain's end (a fork): that place. The first segment after the
+    /// new snapshot records it; the stored commands after it are the old server's only.
+    fn fork_point(&self) -> Option<&Position> {
+        None
+    }
 }
 
 /// How a connection to another server continues the chain.
@@ -176,6 +183,13 @@ impl Source for AnySource {
             AnySource::Mysql(s) => s.new_leg(),
             AnySource::Redis(s) => s.new_leg(),
             AnySource::RedisAof(s) => s.new_leg(),
+        }
+    }
+
+    fn fork_point(&self) -> Option<&Position> {
+        match self {
+            AnySource::Redis(s) => s.fork_point(),
+            _ => None,
         }
     }
 }

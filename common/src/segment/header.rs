@@ -267,7 +267,10 @@ pub(super) fn decode_header(block: &[u8], version: u16) -> Result<SegmentHeader>
         }
     }
     if let Some(at) = &lineage.forks_at {
-        if lineage.leg_start.is_none() || at.cmp_place(&start)?.is_ge() {
+        // A fork starts a new leg (MySQL) or a new history after a full resync (Redis).
+        let starts_run = lineage.leg_start.is_some()
+            || matches!(start, Position::Redis(_)) && start.leg() > at.leg();
+        if !starts_run || at.cmp_place(&start)?.is_ge() {
             return Err(Error::corrupt(format!(
                 "a fork point {at} on a segment that does not start a new leg before it (start {start})"
             )));

@@ -151,7 +151,8 @@ pub async fn drill(
 /// (MySQL/MariaDB).
 ///
 /// # Errors
-/// As [`mysql::branch::export`]; a Redis stream has no forks.
+/// As [`mysql::branch::export`]; for a Redis stream, an error naming the `export --from
+/// … --to …` that writes its old branch's commands.
 pub async fn export_branch(
     store: &Store,
     stream: &StreamId,
@@ -160,16 +161,14 @@ pub async fn export_branch(
 ) -> Result<mysql::branch::Branch> {
     match stream_kind(store, stream).await? {
         SourceKind::Mysql => mysql::branch::export(store, stream, leg, dir).await,
-        SourceKind::Redis => Err(ShipperError::Restore(format!(
-            "stream {stream} is a Redis stream: it has no legs or forks (a full resync after a failover is a break with a new snapshot)"
-        ))),
+        SourceKind::Redis => Err(redis::plan::old_branch(store, stream, leg).await?),
     }
 }
 
-/// Promotes a standby to be the stream's primary (MySQL/MariaDB; Redis is not built yet).
+/// Promotes a standby to be the stream's primary.
 ///
 /// # Errors
-/// As [`mysql::promote::run`], and [`stream_kind`]'s.
+/// As [`mysql::promote::run`] and [`redis::promote::run`], and [`stream_kind`]'s.
 pub async fn promote(
     store: &Store,
     req: &crate::promotion::PromoteRequest<'_>,
@@ -177,10 +176,7 @@ pub async fn promote(
 ) -> Result<crate::promotion::PromotionReport> {
     match stream_kind(store, req.stream).await? {
         SourceKind::Mysql => mysql::promote::run(store, req, bars).await,
-        SourceKind::Redis => Err(ShipperError::Restore(format!(
-            "stream {} is a Redis stream: promote is built for MySQL/MariaDB only so far; promote a Redis standby with REPLICAOF NO ONE",
-            req.stream
-        ))),
+        SourceKind::Redis => redis::promote::run(store, req, bars).await,
     }
 }
 

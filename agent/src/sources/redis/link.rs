@@ -190,6 +190,38 @@ impl Link {
         Ok(())
     }
 
+    /// What the server holds of an earlier history it continued when it was promoted:
+    /// `INFO replication`'s `master_replid2` and the last offset of it held
+    /// (`second_repl_offset` − 1). `None` when it has none, or may not be asked (a user
+    /// without `+info`: a fork then shows as a plain break).
+    ///
+    /// # Errors
+    /// As [`Link::command`].
+    pub async fn earlier_history(&mut self) -> Result<Option<(String, u64)>> {
+        let text = match self.command(&["INFO", "replication"]).await? {
+            Value::Error(e) => {
+                tracing::warn!(addr = %self.addr, error = %e, "INFO replication refused: a full resync after a failover cannot be told from a break (grant the user +info)");
+                return Ok(None);
+            }
+            v => v.text(),
+        };
+        let field = |name: &str| {
+            text.lines().find_map(|l| {
+                l.strip_prefix(name)
+                    .and_then(|v| v.strip_prefix(':'))
+                    .map(str::trim)
+            })
+        };
+        let id = field("master_replid2").filter(|id| id.bytes().any(|b| b != b'0'));
+        let until = field("second_repl_offset").and_then(|o| o.parse::<i64>().ok());
+        Ok(match (id, until) {
+            (Some(id), Some(until)) if until > 0 => {
+                Some((id.to_owned(), u64::try_from(until - 1).unwrap_or(0)))
+            }
+            _ => None,
+        })
+    }
+
     /// Asks for the stream after `from` (`replid`, offset of the last byte held), or for
     /// a full sync when `from` is `None`.
     ///

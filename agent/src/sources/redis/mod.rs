@@ -57,6 +57,9 @@ pub struct RedisSource {
     active: bool,
     /// Set until the first boundary that empties what the server had sent.
     catching_up: bool,
+    /// After a full resync that forked the stream: where the server's copy of the stored
+    /// history ends.
+    fork: Option<Position>,
 }
 
 /// Connects to the server in `cfg` and continues right after `resume`, or starts with a
@@ -72,7 +75,12 @@ pub async fn connect(cfg: &RedisConfig, resume: Option<&ReplPos>) -> Result<Redi
     let ask = resume
         .filter(|r| !r.replid.is_empty())
         .map(|r| (r.replid.as_str(), r.offset));
+    let earlier = match ask {
+        Some(_) => link.earlier_history().await?,
+        None => None,
+    };
     let answer = link.psync(ask).await?;
+    let mut fork = None;
     let (cursor, phase) = match (answer, resume) {
         (Psync::Continue { replid }, Some(r)) => {
             let mut at = r.clone();
@@ -92,8 +100,16 @@ pub async fn connect(cfg: &RedisConfig, resume: Option<&ReplPos>) -> Result<Redi
         }
         (Psync::Full { replid, offset }, resume) => {
             let history = resume.map_or(1, |r| r.history + 1);
-            match resume {
-                Some(r) => warn!(
+            fork = resume.and_then(|r| fork_point(r, earlier.as_ref()));
+            match (resume, &fork) {
+                (Some(r), Some(at)) => warn!(
+                    addr = link.addr(),
+                    chain_end = %r,
+                    fork_at = %at,
+                    %replid,
+                    "+FULLRESYNC from a promoted server that holds the stream only up to {at}: a FORK; the stored commands after it are on the old primary's branch only (export --branch names them); the stream continues from the snapshot this full sync brings"
+                ),
+                (Some(r), None) => warn!(
                     addr = link.addr(),
                     chain_end = %r,
                     %replid,
@@ -101,7 +117,7 @@ pub async fn connect(cfg: &RedisConfig, resume: Option<&ReplPos>) -> Result<Redi
                     "+FULLRESYNC: the server no longer holds the stream after the chain's end (its backlog moved on, or its replication id changed); \
                      the chain breaks here and continues from the snapshot this full sync brings"
                 ),
-                None => {
+                (None, _) => {
                     info!(addr = link.addr(), %replid, offset, "+FULLRESYNC: a new stream starts with the server's snapshot")
                 }
             }
@@ -119,7 +135,16 @@ pub async fn connect(cfg: &RedisConfig, resume: Option<&ReplPos>) -> Result<Redi
         last_ack: Instant::now(),
         active: false,
         catching_up: true,
+        fork: fork.map(Position::Redis),
     })
+}
+
+/// Where a full resync forked the stream ending at `end`: the server continued `end`'s
+/// history (`earlier`: its id and the last offset of it held) only up to a place before
+/// `end` (a replica promoted while behind). `None` for a plain break.
+fn fork_point(end: &ReplPos, earlier: Option<&(String, u64)>) -> Option<ReplPos> {
+    let (id, last) = earlier?;
+    (*id == end.replid && *last < end.offset).then(|| ReplPos::new(end.history, *last, id, 0))
 }
 
 impl RedisSource {
@@ -241,5 +266,30 @@ impl Source for RedisSource {
 
     fn new_leg(&self) -> Option<&crate::sources::NewLeg> {
         None
+    }
+
+    fn fork_point(&self) -> Option<&Position> {
+        self.fork.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OLD: &str = "8f0c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c";
+
+    #[test]
+    fn a_full_resync_is_a_fork_only_on_a_server_that_holds_the_history_short_of_its_end() {
+        let end = ReplPos::new(2, 5000, OLD, 3);
+        let behind = (OLD.to_owned(), 4200);
+        assert_eq!(
+            fork_point(&end, Some(&behind)),
+            Some(ReplPos::new(2, 4200, OLD, 0))
+        );
+        // Another history, no earlier history, or one holding the whole chain: a break.
+        assert_eq!(fork_point(&end, Some(&("x".repeat(40), 4200))), None);
+        assert_eq!(fork_point(&end, None), None);
+        assert_eq!(fork_point(&end, Some(&(OLD.to_owned(), 5000))), None);
     }
 }

@@ -32,6 +32,26 @@ pub fn skip_line(bytes: u64) -> Vec<u8> {
     format!("#SKIP:{bytes}\r\n").into_bytes()
 }
 
+/// Heartbeat commands (`PING`, `REPLCONF GETACK *`) exactly `n` bytes long, as the
+/// unstored heartbeats a `#SKIP:<n>` line stands for: a feed that continues a replica's
+/// history byte for byte sends them in their place. `None` for a length no mix of the two
+/// makes (a skip count no server sent).
+pub fn heartbeats(n: u64) -> Option<Vec<u8>> {
+    let ping = resp::encode(&["PING"]);
+    let getack = resp::encode(&["REPLCONF", "GETACK", "*"]);
+    let (p, g) = (ping.len() as u64, getack.len() as u64);
+    let acks = (0..p).find(|k| k * g <= n && (n - k * g) % p == 0)?;
+    let pings = (n - acks * g) / p;
+    let mut out = Vec::with_capacity(usize::try_from(n).ok()?);
+    for _ in 0..acks {
+        out.extend_from_slice(&getack);
+    }
+    for _ in 0..pings {
+        out.extend_from_slice(&ping);
+    }
+    Some(out)
+}
+
 /// One command of a payload.
 #[derive(Debug)]
 pub struct Command<'a> {
@@ -225,6 +245,30 @@ pub fn check_payload(payload: &[u8], start: &ReplPos, end: &ReplPos) -> Result<u
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn heartbeats_fill_exactly_what_pings_and_getacks_took() {
+        use super::heartbeats;
+        assert_eq!(heartbeats(0), Some(Vec::new()));
+        assert_eq!(
+            heartbeats(14).as_deref(),
+            Some(&b"*1\r\n$4\r\nPING\r\n"[..])
+        );
+        for (pings, acks) in [(3u64, 0u64), (0, 2), (5, 3), (1, 13)] {
+            let n = pings * 14 + acks * 37;
+            let bytes = heartbeats(n).expect("a mix the server could send");
+            assert_eq!(bytes.len() as u64, n);
+            let mut at = 0;
+            while at < bytes.len() {
+                let end = super::resp::value_end(&bytes, at).unwrap().unwrap();
+                let args = super::resp::command_args(&bytes[at..end]).unwrap();
+                assert!(args[0] == b"PING" || args[1] == b"GETACK", "{args:?}");
+                at = end;
+            }
+        }
+        assert_eq!(heartbeats(1), None);
+        assert_eq!(heartbeats(13), None);
+    }
+
     use super::*;
     use resp::{encode, select};
 

@@ -30,7 +30,7 @@ use super::target::Target;
 use super::target_server::TargetServer;
 use crate::error::{Result, ShipperError};
 use crate::interrupt::Interrupt;
-use crate::promotion::{self, Outcome, PromoteRequest, PromotionReport};
+use crate::promotion::{self, Outcome, PromoteRequest, PromotionReport, Steps};
 use crate::restore::{segment_payload, Bars};
 use crate::storage::Store;
 use crate::time_arg::now_ms;
@@ -48,6 +48,7 @@ const RELAY_WAIT_SECONDS: u32 = 300;
 /// report of a failed promotion is stored before.
 pub async fn run(store: &Store, req: &PromoteRequest<'_>, bars: &Bars) -> Result<PromotionReport> {
     let started = Instant::now();
+    let mut steps = Steps::new(req);
     let standby = TargetServer::parse_flag(req.standby, "--standby")?;
     let old = req
         .old_primary
@@ -79,18 +80,19 @@ pub async fn run(store: &Store, req: &PromoteRequest<'_>, bars: &Bars) -> Result
             Some(o) => format!("{o}: would be fenced"),
             None => "not given (--old-primary): not fenced".into(),
         },
-        stored_gtid: stored_gtid.render(),
-        gtid_before: gtid_before.last.render(),
-        gtid_after: gtid_before.last.render(),
+        stored_end: stored_gtid.render(),
+        standby_before: gtid_before.last.render(),
+        standby_after: gtid_before.last.render(),
         applied_transactions: 0,
         applied_events: 0,
-        relay_transactions: 0,
+        relay_transactions: Some(0),
         relay_note: None,
         last_stored_commit_ms: last,
         last_seen_commit_ms,
         data_loss_ms: last_seen_commit_ms.map(|seen| (seen - last).max(0)),
         started_ms: now_ms(),
         elapsed_ms: 0,
+        steps: Vec::new(),
     };
     if req.dry_run {
         first_missing(store, &chain, &gtid_before).await?;
@@ -102,42 +104,42 @@ pub async fn run(store: &Store, req: &PromoteRequest<'_>, bars: &Bars) -> Result
         report.elapsed_ms = started.elapsed().as_millis() as u64;
         return Ok(report);
     }
-    let mut step = "fence the old primary";
     let done = async {
         if let Some(o) = &old {
+            steps.begin("fence the old primary");
             let (what, at) = fence(o).await;
             report.fence = what;
             if let Some(at) = at {
-                step = "wait for the store to hold the old primary's last transaction";
+                steps.begin("wait for the store to hold the old primary's last transaction");
                 wait_stored(store, req, &at).await?;
             }
         }
-        step = "make the standby read-only";
+        steps.begin("make the standby read-only");
         standby.query("SET GLOBAL read_only = ON").await?;
-        step = "apply what the standby's relay log holds";
+        steps.begin("apply what the standby's relay log holds");
         let applied_before_relay = gtid_state(&standby).await?;
         if let Some(note) = drain_relay_log(&standby).await? {
             report.relay_note = Some(note);
         }
-        step = "stop the standby's replication";
+        steps.begin("stop the standby's replication");
         stop_replication(&standby).await?;
         let before = gtid_state(&standby).await?;
-        report.relay_transactions = before
+        report.relay_transactions = Some(before
             .last
             .beyond(&applied_before_relay.last)
             .iter()
             .map(|(_, n)| n)
-            .sum();
-        step = "find what the standby lacks";
+            .sum());
+        steps.begin("find what the standby lacks");
         let (chain, stored_gtid) = stored_end(store, req).await?;
-        report.stored_gtid = stored_gtid.render();
+        report.stored_end = stored_gtid.render();
         report.last_stored_commit_ms = chain.last().map_or(0, |c| c.header.meta.last_event_ms);
         report.data_loss_ms = report
             .last_seen_commit_ms
             .map(|seen| (seen - report.last_stored_commit_ms).max(0));
         let from = first_missing(store, &chain, &before).await?;
         if let Some(from) = &from {
-            step = "apply the transactions it lacks from the store";
+            steps.begin("apply the transactions it lacks from the store");
             let plan = plan::plan_from(store, req.stream, from, &Target::Latest).await?;
             let bar = bars.phase("applying", plan.segments.iter().map(|c| c.seg.size).sum());
             let got = replay::into_server(
@@ -155,16 +157,16 @@ pub async fn run(store: &Store, req: &PromoteRequest<'_>, bars: &Bars) -> Result
             report.applied_events = got.events;
             info!(transactions = got.transactions, events = got.events, "promote: applied from the store");
         }
-        step = "check the standby ends where the store ends";
+        steps.begin("check the standby ends where the store ends");
         let after = gtid_state(&standby).await?;
-        report.gtid_after = after.last.render();
+        report.standby_after = after.last.render();
         if let Some(g) = stored_gtid.domains().find(|g| !after.holds(g)) {
             return Err(ShipperError::Restore(format!(
                 "after applying, the standby (GTID state {}) does not hold the store's last transaction {g}",
                 after.last.render()
             )));
         }
-        step = "make the standby writable";
+        steps.begin("make the standby writable");
         reset_replication(&standby).await?;
         standby.query("SET GLOBAL read_only = OFF").await?;
         info!(standby = %standby, "promote: the standby is the primary");
@@ -174,14 +176,17 @@ pub async fn run(store: &Store, req: &PromoteRequest<'_>, bars: &Bars) -> Result
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     match done {
         Ok(()) => {
+            report.steps = steps.finish(None);
             report.outcome = Outcome::Promoted;
             let key = promotion::save(store, req.stream, &report).await?;
             info!(%key, "promote: report stored");
             Ok(report)
         }
         Err(e) => {
+            let step = steps.current().to_owned();
+            report.steps = steps.finish(Some(&e.to_string()));
             report.outcome = Outcome::Failed;
-            report.failed_at = Some(step.to_owned());
+            report.failed_at = Some(step.clone());
             report.error = Some(e.to_string());
             let read_only = standby
                 .query("SELECT @@GLOBAL.read_only")

@@ -138,7 +138,7 @@ async fn handshake(mut stream: TcpStream, password: &str) -> std::io::Result<Opt
     stream.set_nodelay(true)?;
     let mut buf = Vec::new();
     let mut authed = false;
-    loop {
+    let asked = loop {
         let (args, used) = loop {
             match resp::value_end(&buf, 0) {
                 Ok(Some(end)) => {
@@ -182,7 +182,12 @@ async fn handshake(mut stream: TcpStream, password: &str) -> std::io::Result<Opt
                 return Ok(None);
             }
             b"REPLCONF" => b"+OK\r\n",
-            b"PSYNC" | b"SYNC" if authed => break,
+            b"PSYNC" | b"SYNC" if authed => {
+                break args
+                    .get(1..3)
+                    .map(|a| a.iter().map(|x| String::from_utf8_lossy(x).into_owned()))
+                    .and_then(|mut a| Some((a.next()?, a.next()?.parse().ok()?)));
+            }
             b"PSYNC" | b"SYNC" => {
                 stream
                     .write_all(b"-NOAUTH Authentication required.\r\n")
@@ -192,12 +197,13 @@ async fn handshake(mut stream: TcpStream, password: &str) -> std::io::Result<Opt
             _ => b"-ERR the restore endpoint only serves a replica's handshake\r\n",
         };
         stream.write_all(reply).await?;
-    }
+    };
     let (read, write) = stream.into_split();
     let (tx, acked) = watch::channel(None);
     tokio::spawn(read_acks(read, tx));
     Ok(Some(Feed {
         write,
+        asked,
         acked,
         sent: 0,
         last_write: tokio::time::Instant::now(),
@@ -250,6 +256,9 @@ fn ack_offset(command: &[u8]) -> Option<u64> {
 /// applied.
 pub struct Feed {
     write: OwnedWriteHalf,
+    /// What the replica's `PSYNC` asked for: its replication id and the first offset it
+    /// lacks (`None` for `SYNC` or `PSYNC ? -1`).
+    pub asked: Option<(String, u64)>,
     /// The offset the replica last acknowledged; `None` until it has loaded the RDB.
     acked: watch::Receiver<Option<u64>>,
     /// Bytes of the stream sent after the RDB.
@@ -291,6 +300,35 @@ impl Feed {
             "sending the snapshot to the target",
         )
         .await
+    }
+
+    /// Answers `+CONTINUE <replid>`: the replica keeps its dataset and its place `offset`
+    /// in the history `replid`, and what is sent next continues that history byte for
+    /// byte (a promotion hands a standby the stored commands it lacks this way).
+    ///
+    /// # Errors
+    /// [`ShipperError::Restore`] when the link breaks.
+    pub async fn continued(&mut self, replid: &str, offset: u64) -> Result<()> {
+        self.write
+            .write_all(format!("+CONTINUE {replid}\r\n").as_bytes())
+            .await
+            .map_err(broken)?;
+        self.sent = offset;
+        Ok(())
+    }
+
+    /// Sends bytes of the replication stream as they are.
+    ///
+    /// # Errors
+    /// As [`Feed::send`].
+    pub async fn stream(&mut self, bytes: &[u8]) -> Result<()> {
+        self.send(bytes).await
+    }
+
+    /// The offset the replica must acknowledge: the bytes sent after the RDB, or its place
+    /// after a `+CONTINUE` and what followed.
+    pub fn sent(&self) -> u64 {
+        self.sent
     }
 
     /// Writes `bytes` to the replica within [`WRITE_LIMIT`]; they count into what it must

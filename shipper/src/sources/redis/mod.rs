@@ -10,6 +10,7 @@
 //!    waits until the target acknowledges every byte, and the target is told `REPLICAOF NO
 //!    ONE`.
 //! - [`export`]: the same snapshot and commands as an AOF directory.
+//! - [`promote`]: a replica made the stream's primary, fed what it lacks from the store.
 //! - [`digest`]: the drill's logical digest of every key.
 //! - [`client`]: the connection to the target; [`target`]: `--to`.
 
@@ -18,6 +19,7 @@ pub mod digest;
 pub mod endpoint;
 pub mod export;
 pub mod plan;
+pub mod promote;
 pub mod replay;
 pub mod target;
 
@@ -230,6 +232,11 @@ fn report(plan: &Plan, replayed: &Replayed, mut notes: Vec<String>) -> Report {
             plan.start
         ));
     }
+    if let Some(f) = &replayed.stopped_at_fork {
+        notes.push(format!(
+            "the stream FORKED at {f} (a replica promoted while behind continued it): the restore stops there, at the state the promoted server started from; the old primary's commands after it are left out (export --branch lists them)"
+        ));
+    }
     if let Some(gap) = &plan.gap {
         notes.push(gap.clone());
     }
@@ -372,6 +379,7 @@ impl SourceRestore for Redis {
             segments: Vec::new(),
             gap: None,
             starts_in_trx: false,
+            fork: None,
         };
         let to = Target::Position(newest.position()?.as_redis()?.clone());
         serve(&mut client, store, &alone, &to, bars, interrupt).await?;

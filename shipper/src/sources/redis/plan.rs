@@ -44,6 +44,10 @@ pub struct Plan {
     pub gap: Option<String>,
     /// The first segment starts inside a transaction (the one before it ends inside one).
     pub starts_in_trx: bool,
+    /// Where the start's history forked (a replica promoted while behind continued it only
+    /// up to here): the replay stops there, the commands after it being the old primary's
+    /// only.
+    pub fork: Option<ReplPos>,
 }
 
 impl Plan {
@@ -196,15 +200,62 @@ pub async fn plan(
             "no snapshot lies at or before the target (a position must name the history of a snapshot); {range}"
         )));
     };
+    let fork = fork_after(&chain, start);
+    if let (Some(f), Target::Position(p)) = (&fork, target) {
+        if p.history == f.history && p.offset > f.offset {
+            return Err(ShipperError::Restore(format!(
+                "{p} lies on the old primary's branch: the stream forked at {f} (a replica promoted while behind continued it);                  restore to {f} or earlier, or to a place after the promoted server's snapshot; export --from {f} --to {p} writes the old branch's commands"
+            )));
+        }
+    }
     let from = format!("snapshot {}'s position", snap.id);
-    let (segments, gap) = follow_chain(&chain, start, &from, target)?;
+    let stops = fork.as_ref().filter(|_| !matches!(target, Target::Latest));
+    let (segments, gap) = follow_chain(&chain, start, &from, target, stops)?;
     Ok(Plan {
         snapshot: Some((*snap).clone()),
         start: start.clone(),
         starts_in_trx: starts_in_trx(&chain, segments.first()),
         segments,
         gap,
+        fork,
     })
+}
+
+/// What `export --branch N` answers for a Redis stream: the commands of history `N − 1`
+/// after the fork point that began history `N` are written by an export between the two
+/// places, which the error names (or says there was no such fork).
+///
+/// # Errors
+/// When the store fails; otherwise always the error naming the export.
+pub async fn old_branch(store: &Store, stream: &StreamId, history: u32) -> Result<ShipperError> {
+    let chain = chain(store, stream).await?;
+    let fork = chain
+        .iter()
+        .filter(|c| c.start.history == history)
+        .find_map(|c| c.header.meta.lineage.forks_at.as_ref()?.as_redis().ok());
+    let Some(f) = fork else {
+        return Ok(ShipperError::Restore(format!(
+            "history {history} of Redis stream {stream} did not begin with a fork (`logferry-shipper ls` shows forks as \"new history … after a FORK\")"
+        )));
+    };
+    let old_end = chain
+        .iter()
+        .rev()
+        .find(|c| c.end.history == f.history)
+        .map_or_else(|| f.clone(), |c| c.end.clone());
+    Ok(ShipperError::Restore(format!(
+        "Redis stream {stream} forked at {f}; the old primary's commands after it run to {old_end}: write them with \
+         logferry-shipper export --stream {stream} --from {f} --to {old_end} --dir DIR (an AOF of those commands only)"
+    )))
+}
+
+/// The fork point of `start`'s history at or after `start`, when the stream forked there.
+fn fork_after(chain: &[ChainSegment], start: &ReplPos) -> Option<ReplPos> {
+    chain
+        .iter()
+        .filter_map(|c| c.header.meta.lineage.forks_at.as_ref()?.as_redis().ok())
+        .find(|f| f.history == start.history && f.offset >= start.offset)
+        .cloned()
 }
 
 /// A plan from a position without a snapshot (`export --from`), or from a given snapshot
@@ -231,13 +282,14 @@ pub async fn plan_from(
         )));
     }
     check_inside(target, chain.last(), &format!("stream {stream}"))?;
-    let (segments, gap) = follow_chain(&chain, from, &format!("{from}"), target)?;
+    let (segments, gap) = follow_chain(&chain, from, &format!("{from}"), target, None)?;
     Ok(Plan {
         snapshot,
         start: from.clone(),
         starts_in_trx: starts_in_trx(&chain, segments.first()),
         segments,
         gap,
+        fork: None,
     })
 }
 
@@ -276,12 +328,14 @@ fn check_inside(target: &Target, last: Option<&ChainSegment>, range: &str) -> Re
 }
 
 /// The segments that hold commands after `start`, checked to run unbroken from `start` to
-/// the target. A break before the target is an error; one after it ends the list.
+/// the target. A break before the target is an error; one after it (or after the fork point
+/// `stops`, where the replay ends) ends the list.
 fn follow_chain(
     chain: &[ChainSegment],
     start: &ReplPos,
     start_what: &str,
     target: &Target,
+    stops: Option<&ReplPos>,
 ) -> Result<(Vec<ChainSegment>, Option<String>)> {
     let mut out: Vec<ChainSegment> = Vec::new();
     let after = |c: &&ChainSegment| {
@@ -308,6 +362,14 @@ fn follow_chain(
                     ""
                 }
             );
+            if let Some(f) = stops.filter(|f| f.cmp_place(&from).is_le()) {
+                return Ok((
+                    out,
+                    Some(format!(
+                        "the stream forked at {f}: the promoted server's history is stored from its snapshot on, after {what}; the state between is the one at the fork"
+                    )),
+                ));
+            }
             if reached_before(target, &out, &from) {
                 return Ok((
                     out,

@@ -55,11 +55,18 @@ pub struct Replayed {
     pub open_at_end: bool,
     /// The start lay inside a transaction, whose rest was therefore left out.
     pub skipped_open_at_start: bool,
+    /// The replay stopped at the fork point before the target: the commands after it are
+    /// the old primary's only.
+    pub stopped_at_fork: Option<ReplPos>,
 }
 
 /// The state of a walk through the chain, carried across segments.
 struct Walker<'t> {
     target: &'t Target,
+    /// The fork point of the history replayed: nothing after it is taken.
+    fork: Option<&'t ReplPos>,
+    /// The fork point stopped the walk.
+    stopped_at_fork: bool,
     /// After the last whole transaction taken (at first, the snapshot's position: what lies
     /// before it is in the snapshot).
     at: ReplPos,
@@ -128,7 +135,9 @@ impl Walker<'_> {
                 Target::Time(t) => self.pending_ts * 1000 > *t,
                 Target::Position(p) => end.cmp_place(p).is_gt(),
             };
-            if past {
+            let forked = !past && self.fork.is_some_and(|f| end.cmp_place(f).is_gt());
+            if past || forked {
+                self.stopped_at_fork = forked;
                 self.done = true;
                 return Ok(false);
             }
@@ -160,6 +169,8 @@ pub async fn replay(
 ) -> Result<Replayed> {
     let mut w = Walker {
         target,
+        fork: plan.fork.as_ref(),
+        stopped_at_fork: false,
         at: plan.start.clone(),
         stream_db: plan.start.db,
         sink_db: None,
@@ -210,5 +221,6 @@ pub async fn replay(
     }
     out.open_at_end = !w.done && !w.pending.is_empty();
     out.skipped_open_at_start = w.skipped_open;
+    out.stopped_at_fork = w.fork.filter(|_| w.stopped_at_fork).cloned();
     Ok(out)
 }
