@@ -35,6 +35,9 @@ use crate::restore::{segment_payload, Bars};
 use crate::storage::Store;
 use crate::time_arg::now_ms;
 
+/// How long fencing the old primary may take (a hung server must not stall the promotion;
+/// its client processes are killed when the wait ends).
+const FENCE_LIMIT: Duration = Duration::from_secs(30);
 /// How long a fenced old primary's last transactions are waited for in the store.
 const CATCH_UP: Duration = Duration::from_secs(30);
 /// How long the standby's relay log may take to be applied.
@@ -107,7 +110,14 @@ pub async fn run(store: &Store, req: &PromoteRequest<'_>, bars: &Bars) -> Result
     let done = async {
         if let Some(o) = &old {
             steps.begin("fence the old primary");
-            let (what, at) = fence(o).await;
+            let (what, at) = tokio::time::timeout(FENCE_LIMIT, fence(o))
+                .await
+                .unwrap_or_else(|_| {
+                    (
+                        format!("{o}: did not finish answering within {} s: perhaps partly fenced (a hung server: stop it by hand before clients reach it)", FENCE_LIMIT.as_secs()),
+                        None,
+                    )
+                });
             report.fence = what;
             if let Some(at) = at {
                 steps.begin("wait for the store to hold the old primary's last transaction");
