@@ -368,9 +368,14 @@ impl Segmenter {
             None => {
                 self.payload.clear();
                 self.start = None;
-                self.leg_start = None;
-                self.forks_at = None;
-                self.pending_leg = None;
+                // A new leg's fork is found again by the reconnect; a fork after a break
+                // (Redis) is not (the server continues the new history): it stays for the
+                // first segment after the break.
+                let leg_started = self.leg_start.take().is_some();
+                let leg_pending = self.pending_leg.take().is_some();
+                if leg_started || leg_pending {
+                    self.forks_at = None;
+                }
                 self.opened_at = None;
                 self.count = 0;
                 self.last = None;
@@ -462,6 +467,40 @@ mod tests {
             job.meta.lineage.last_trx.map(|t| t.id).as_deref(),
             Some("0-1-1"),
             "the last whole transaction carries over until the next one"
+        );
+    }
+
+    #[test]
+    fn a_fork_after_a_break_outlives_a_reconnect_before_the_first_segment() {
+        let redis = |history: u32, offset: u64| {
+            Position::Redis(logferry_common::format::redis::ReplPos::new(
+                history,
+                offset,
+                &"a".repeat(40),
+                0,
+            ))
+        };
+        let mut s = Segmenter::new(
+            StreamId::new("s").unwrap(),
+            SourceKind::Redis,
+            1 << 20,
+            Duration::from_secs(3600),
+            None,
+        );
+        s.broke_at(&redis(2, 100), Some(redis(1, 40)));
+        s.restart(Some(&redis(2, 100))).unwrap();
+        let mut e = ev(0, true);
+        (e.start, e.end) = (redis(2, 100), redis(2, 150));
+        s.push(e, Vec::new).unwrap();
+        let job = s.seal().unwrap();
+        assert_eq!(job.meta.lineage.forks_at, Some(redis(1, 40)));
+        let mut e = ev(0, true);
+        (e.start, e.end) = (redis(2, 150), redis(2, 200));
+        s.push(e, Vec::new).unwrap();
+        assert_eq!(
+            s.seal().unwrap().meta.lineage.forks_at,
+            None,
+            "only the first"
         );
     }
 

@@ -851,21 +851,22 @@ fn replication_field(redis: &RedisServer, field: &str) -> anyhow::Result<String>
         .ok_or_else(|| anyhow::anyhow!("no {field} in {info}"))
 }
 
-/// Stored commands (the stream's `SELECT`s included) that end after `offset`: what a
-/// replica at `offset` lacks of the store.
-fn stored_after(shipper: &Shipper, offset: u64) -> anyhow::Result<u64> {
-    let mut n = 0;
+/// Stored commands (the stream's `SELECT`s included) that end after `offset`, and the
+/// heartbeat bytes skipped between them: what a replica at `offset` lacks of the store.
+fn stored_after(shipper: &Shipper, offset: u64) -> anyhow::Result<(u64, u64)> {
+    let (mut n, mut skipped) = (0, 0);
     for (_, s) in store::segments(&shipper.store_dir, STREAM)? {
         let mut at = s.header.meta.start.as_redis()?.offset;
         walk(&s.payload()?, |c| {
             at += c.stream_bytes();
             if !c.preamble && at > offset {
                 n += 1;
+                skipped += c.skipped;
             }
             Ok(true)
         })?;
     }
-    Ok(n)
+    Ok((n, skipped))
 }
 
 fn promote(
@@ -891,7 +892,8 @@ fn promote(
 async fn promote_feeds_a_replica_what_it_lacks_and_the_agent_continues_on_it() -> anyhow::Result<()>
 {
     let tmp = tempfile::tempdir()?;
-    let a = debug_server(&tmp.path().join("a"), &[]).await?;
+    // Pings every second, so heartbeats lie between the commands the standby lacks.
+    let a = debug_server(&tmp.path().join("a"), &["--repl-ping-replica-period", "1"]).await?;
     let a_port = a.port.to_string();
     let mut a = Some(a);
     let b = debug_server(
@@ -922,15 +924,28 @@ async fn promote_feeds_a_replica_what_it_lacks_and_the_agent_continues_on_it() -
     let nowhere = logferry_integration::free_port()?.to_string();
     b.cli(&["REPLICAOF", "127.0.0.1", &nowhere])?;
     let b_offset = repl_offset(&b)?;
-    primary.script(
-        "SELECT 0\nSET two 2\nSELECT 3\nSADD s x y z\nMULTI\nINCR n\nINCR n\nEXEC\nSELECT 4\nHDEL h f\nSELECT 0\nSET marker:c 1\n",
-    )?;
+    let pinged = |from: u64| async move {
+        wait_for("the primary's pings", Duration::from_secs(30), || {
+            let at = repl_offset(primary);
+            async move { Ok((at? >= from + 28).then_some(())) }
+        })
+        .await
+    };
+    pinged(repl_offset(primary)?).await?;
+    primary.script("SELECT 0\nSET two 2\nSELECT 3\nSADD s x y z\n")?;
+    pinged(repl_offset(primary)?).await?;
+    primary
+        .script("MULTI\nINCR n\nINCR n\nEXEC\nSELECT 4\nHDEL h f\nSELECT 0\nSET marker:c 1\n")?;
     wait_stored(&shipper, "marker:c").await?;
     let a_digest = digest(primary)?;
     agent.kill9();
     drop(a.take());
-    let lacks = stored_after(&shipper, b_offset)?;
+    let (lacks, heartbeats) = stored_after(&shipper, b_offset)?;
     assert!(lacks >= 8, "the standby lacks the later writes: {lacks}");
+    assert!(
+        heartbeats >= 28,
+        "heartbeats lie in what is fed: {heartbeats} bytes"
+    );
 
     // Another database as standby: refused, unchanged.
     let other = debug_server(
@@ -1123,5 +1138,52 @@ async fn a_replica_promoted_while_behind_forks_the_stream_and_restores_follow_it
     ])?;
     assert_ne!(code, 0, "{out}");
     assert!(out.contains(&format!("--from 1:{forked_at}")), "{out}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promote_pauses_a_live_old_primary_and_its_replica_takes_over() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let a = debug_server(&tmp.path().join("a"), &[]).await?;
+    let a_port = a.port.to_string();
+    let b = debug_server(
+        &tmp.path().join("b"),
+        &["--replicaof", "127.0.0.1", &a_port],
+    )
+    .await?;
+    let shipper = Shipper::start(tmp.path()).await?;
+    let dir = tmp.path().join("agent");
+    let mut agent = Agent::start_config(&dir, &config(&dir, &a.url(), &shipper), &[])?;
+    wait_snapshots(&shipper, &agent, 1).await?;
+    a.script("SELECT 0\nSET one 1\nSELECT 6\nSET marker:a 1\n")?;
+    wait_stored(&shipper, "marker:a").await?;
+    let replid = replication_field(&a, "master_replid")?;
+
+    let a_url = a.url();
+    let (code, out) = promote(&shipper, &b, &["--old-primary", &a_url])?;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("writes paused"), "{out}");
+    let stats = a.cli(&["INFO", "commandstats"])?;
+    assert!(stats.contains("cmdstat_client|pause:calls=1"), "{stats}");
+    assert_eq!(
+        digest(&b)?,
+        digest(&a)?,
+        "the standby holds all the old primary wrote"
+    );
+    assert_eq!(replication_field(&b, "role")?, "master");
+    assert_eq!(replication_field(&b, "master_replid2")?, replid);
+
+    agent.kill9();
+    agent.edit_config(&a_url, &b.url())?;
+    agent.restart()?;
+    b.script("SELECT 6\nSET marker:b 1\n")?;
+    wait_stored(&shipper, "marker:b")
+        .await
+        .map_err(|e| e.context(agent.log_text()))?;
+    assert_eq!(agent.log_text().matches("+FULLRESYNC").count(), 1);
+    let target = debug_server(&tmp.path().join("target"), &[]).await?;
+    let (code, out) = restore(&shipper, "latest", &target, false)?;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(digest(&target)?, digest(&b)?, "{out}");
     Ok(())
 }

@@ -45,7 +45,7 @@ impl SegmentLine {
     pub fn leg_note(&self) -> Option<String> {
         let Some(leg_start) = self.leg_start.as_ref() else {
             return self.forks_at.as_ref().map(|at| format!(
-                "new history at {} after a FORK: the promoted server held the stream only up to {at}; the stored commands after it are skipped by restores after the fork (export --branch lists them)",
+                "new history at {} after a FORK: the promoted server held the stream only up to {at}; the stored commands after it are skipped by restores after the fork (export --branch N names the export that writes them)",
                 self.start
             ));
         };

@@ -576,6 +576,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 old_primary: old_primary.as_deref(),
                 dry_run,
                 audit,
+                interrupt: Interrupt::on_signals()
+                    .context("installing the SIGINT, SIGTERM and SIGHUP handlers")?,
             };
             let report = sources::promote(&store, &req, &Bars::visible()).await?;
             print!("{}", report.render());

@@ -25,6 +25,8 @@ pub struct PromoteRequest<'a> {
     pub dry_run: bool,
     /// The audit log each step is also recorded in (`--audit-log`).
     pub audit: Option<Audit>,
+    /// A stop the operator asks for (Ctrl-C): a step that feeds a standby ends cleanly.
+    pub interrupt: crate::interrupt::Interrupt,
 }
 
 /// One step of a promotion, as the report and the audit log keep it.
@@ -78,11 +80,16 @@ impl Steps {
         self.current.as_ref().map_or("", |s| s.step.as_str())
     }
 
-    /// Ends the step under way, as failed with `error` when given; every step, in order.
-    pub fn finish(mut self, error: Option<&str>) -> Vec<Step> {
+    /// Ends the step under way, as failed with `error` when given, and waits (on a
+    /// blocking thread, at most 5 s) until the audit log holds every step; every step, in
+    /// order.
+    pub async fn finish(mut self, error: Option<&str>) -> Vec<Step> {
         self.end(error.unwrap_or("ok"));
-        if let Some(audit) = &self.audit {
-            if !audit.flush(std::time::Duration::from_secs(5)) {
+        if let Some(audit) = self.audit.take() {
+            let written =
+                tokio::task::spawn_blocking(move || audit.flush(std::time::Duration::from_secs(5)))
+                    .await;
+            if !matches!(written, Ok(true)) {
                 tracing::warn!("the promotion's audit entries may not all be written");
             }
         }

@@ -5,12 +5,12 @@ use std::time::Duration;
 use logferry_common::BinlogPos;
 use logferry_config::{MysqlSource as MysqlConfig, ResumeMode, StartFrom};
 use mysql_async::prelude::Queryable;
-use mysql_async::{BinlogStreamRequest, Conn, Opts, Row};
+use mysql_async::{BinlogStreamRequest, Conn, GnoInterval, Opts, Row, Sid};
 use tracing::{debug, info, warn};
 
 use std::future::Future;
 
-use logferry_common::format::mysql::{Gtid, GtidState};
+use logferry_common::format::mysql::ServerGtids;
 use logferry_common::wire::ChainMarks;
 use logferry_common::TrxMark;
 
@@ -53,6 +53,7 @@ pub async fn connect(
     marks: impl Future<Output = Result<ChainMarks>>,
 ) -> Result<MysqlSource> {
     let mut open = Open::new(cfg).await?;
+    let mariadb = open.server.mariadb;
     let r = match resume {
         Some(r) if !r.origin.is_empty() && r.origin != open.server.origin => r,
         _ => return same_server(cfg, open, resume).await,
@@ -69,9 +70,9 @@ pub async fn connect(
     }
     let replicated = {
         let mut open = Open::new(cfg).await?;
-        gtid_slave_pos(&mut open.conn).await?
+        replicated(&mut open.conn, mariadb).await?
     };
-    if replicated.render().is_empty() {
+    if replicated.is_empty() {
         return Err(refused);
     }
     let chain_end = r.end.as_mysql()?.clone();
@@ -81,16 +82,18 @@ pub async fn connect(
         .iter()
         .filter_map(|m| {
             let end = BinlogPos::parse(&m.end).ok()?;
-            let state = GtidState::parse(end.gtid.as_deref()?).ok()?;
+            let state = ServerGtids::parse(end.gtid.as_deref()?, mariadb).ok()?;
             let trx = TrxMark::try_from(&m.last_trx).ok()?;
             // The mark's transaction must be the last before its end (a segment without a
             // whole transaction carries an older one), and a fork point lies before the
             // chain's end.
-            let mut after = GtidState::parse(&trx.before).ok()?;
-            after.apply(Gtid::parse(&trx.id).ok()?);
+            let after = ServerGtids::parse(&trx.before, mariadb)
+                .ok()?
+                .with_trx(&trx.id)
+                .ok()?;
             let usable = after == state
                 && end.cmp_place(&chain_end).is_lt()
-                && state.beyond(&replicated).is_empty();
+                && state.missing_from(&replicated).is_empty();
             usable.then_some((end, trx))
         })
         .take(FORK_CANDIDATES);
@@ -148,7 +151,7 @@ struct DumpFrom {
     start: BinlogPos,
     by_gtid: bool,
     leg: u32,
-    gtid: GtidState,
+    gtid: ServerGtids,
     gtid_known: bool,
     /// Whether `start` is where the first stored event begins (else the server names it).
     cursor_known: bool,
@@ -161,7 +164,7 @@ async fn same_server(
     resume: Option<&ResumePoint>,
 ) -> Result<MysqlSource> {
     let (server, files) = (&open.server, &open.files);
-    let mut gtid = GtidState::default();
+    let mut gtid = ServerGtids::empty(server.mariadb);
     let mut gtid_known = false;
     let mut leg = 0;
     let (start, by_gtid) = match resume {
@@ -175,15 +178,15 @@ async fn same_server(
                 ResumeMode::Auto => !on_server,
             };
             if let Some(g) = &pos.gtid {
-                gtid = GtidState::parse(g).map_err(|e| AgentError::Protocol(e.to_string()))?;
+                gtid = ServerGtids::parse(g, server.mariadb)
+                    .map_err(|e| AgentError::ServerSetup(format!("resuming at {pos}: {e}")))?;
                 gtid_known = true;
             }
-            if want_gtid && (!server.mariadb || pos.gtid.is_none()) {
+            if want_gtid && pos.gtid.is_none() {
                 return Err(AgentError::Gap(format!(
-                    "cannot resume at {pos} by GTID (the server is {}; the position {} GTID state); \
-                     take a new snapshot and start the stream again",
+                    "cannot resume at {pos} by GTID (the server is {}; the position has no GTID state: \
+                     GTIDs were off when it was read); take a new snapshot and start the stream again",
                     server.version,
-                    if pos.gtid.is_some() { "has" } else { "has no" }
                 )));
             }
             if !want_gtid && !on_server {
@@ -211,8 +214,8 @@ async fn same_server(
                 let mariadb = server.mariadb;
                 let (pos, state) = current_position(&mut open.conn, &open.addr, mariadb).await?;
                 if let Some(s) = state {
-                    gtid = GtidState::parse(&s).map_err(|e| {
-                        AgentError::Protocol(format!("the server's gtid_binlog_pos: {e}"))
+                    gtid = ServerGtids::parse(&s, mariadb).map_err(|e| {
+                        AgentError::Protocol(format!("the server's GTID state: {e}"))
                     })?;
                     gtid_known = true;
                 }
@@ -235,8 +238,8 @@ async fn same_server(
 /// The dump on another server, checked before it is handed on: its first transaction must
 /// be the one the plan names, with the same fingerprint.
 async fn follow(cfg: &MysqlConfig, open: Open, plan: Successor) -> Result<MysqlSource> {
-    let gtid =
-        GtidState::parse(&plan.connect_state).map_err(|e| AgentError::Protocol(e.to_string()))?;
+    let gtid = ServerGtids::parse(&plan.connect_state, open.server.mariadb)
+        .map_err(|e| AgentError::Protocol(e.to_string()))?;
     let leg = plan.continues.leg() + 1;
     info!(addr = %open.addr, server = %open.server.origin, stored = %plan.stored_origin, continues = %plan.continues, forks_at = ?plan.forks_at.as_ref().map(ToString::to_string), check = ?plan.check.as_ref().map(|t| &t.id), "another server than the chain's last: continuing by GTID as leg {leg}");
     let from = DumpFrom {
@@ -284,7 +287,7 @@ async fn dump(
         "SET @mariadb_slave_capability=4".to_owned(),
         format!("SET @master_heartbeat_period={heartbeat_ns}"),
     ];
-    if by_gtid {
+    if by_gtid && server.mariadb {
         setup.push(format!(
             "SET @slave_connect_state='{}'",
             start.gtid.as_deref().unwrap_or_default()
@@ -304,9 +307,19 @@ async fn dump(
     } else {
         (start.file().as_bytes().to_vec(), start.offset)
     };
-    let request = BinlogStreamRequest::new(cfg.server_id)
-        .with_filename(&file)
-        .with_pos(pos);
+    let request = match (&gtid, by_gtid) {
+        // MySQL auto-positioning: the server sends every transaction not in the set.
+        (ServerGtids::Mysql(set), true) => BinlogStreamRequest::new(cfg.server_id)
+            .with_gtid()
+            .with_gtid_set(set.wire_ranges().map(|(uuid, ranges)| {
+                ranges.into_iter().fold(Sid::new(uuid), |sid, (a, b)| {
+                    sid.with_interval(GnoInterval::new(a, b))
+                })
+            })),
+        _ => BinlogStreamRequest::new(cfg.server_id)
+            .with_filename(&file)
+            .with_pos(pos),
+    };
     let stream = conn
         .get_binlog_stream(request)
         .await
@@ -382,12 +395,6 @@ async fn successor_plan(
         reason,
     };
     let end = r.end.as_mysql()?;
-    if !server.mariadb {
-        return Err(AgentError::ServerSetup(format!(
-            "continuing the stream on another server ({}) is built for MariaDB GTIDs; MySQL GTID auto-positioning is not built yet",
-            server.origin
-        )));
-    }
     if let Some((at, trx)) = fork {
         return Ok(Successor {
             continues: end.clone(),
@@ -407,24 +414,22 @@ async fn successor_plan(
             "the chain's end {end} carries no GTID state, so no other server can be checked against it"
         )));
     };
-    let held = gtid_binlog_pos(conn, true).await?.unwrap_or_default();
+    let Some(held) = server_gtids(conn, server.mariadb).await? else {
+        return Err(AgentError::ServerSetup(format!(
+            "the server {} has GTIDs off (gtid_mode=OFF): a stream continues on another server only by GTID; \
+             turn on gtid_mode and enforce_gtid_consistency (in steps, as MySQL documents) on both servers",
+            server.origin
+        )));
+    };
     let stored =
-        GtidState::parse(&stored_state).map_err(|e| AgentError::Protocol(e.to_string()))?;
-    let has = GtidState::parse(&held).map_err(|e| AgentError::Protocol(e.to_string()))?;
-    let missing = stored.beyond(&has);
+        ServerGtids::parse(&stored_state, server.mariadb).map_err(|e| not(e.to_string()))?;
+    let has = ServerGtids::parse(&held, server.mariadb)
+        .map_err(|e| AgentError::Protocol(format!("the server's GTID state: {e}")))?;
+    let missing = stored.missing_from(&has);
     if !missing.is_empty() {
-        let list = missing
-            .iter()
-            .map(|(g, n)| {
-                format!(
-                    "up to {g} ({n} transaction{})",
-                    if *n == 1 { "" } else { "s" }
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
         return Err(not(format!(
-            "its binlog ends at GTID state {held:?} and lacks stored transactions: {list}"
+            "its binlog ends at GTID state {held:?} and lacks stored transactions: {}",
+            missing.join(", ")
         )));
     }
     let (connect_state, check) = match &r.last_trx {
@@ -440,15 +445,22 @@ async fn successor_plan(
     })
 }
 
-/// What the server applied as a replica (`@@gtid_slave_pos`, MariaDB): empty on a server
-/// that never replicated.
-async fn gtid_slave_pos(conn: &mut Conn) -> Result<GtidState> {
-    let v: Option<Option<String>> = conn
-        .query_first("SELECT @@gtid_slave_pos")
-        .await
-        .map_err(|e| AgentError::Protocol(format!("reading gtid_slave_pos failed: {e}")))?;
-    GtidState::parse(&v.flatten().unwrap_or_default())
-        .map_err(|e| AgentError::Protocol(format!("the server's gtid_slave_pos: {e}")))
+/// What the server got from elsewhere, where a fork point is looked for: MariaDB's
+/// `@@gtid_slave_pos` (empty on a server that never replicated); on MySQL everything it
+/// executed (a server that never replicated the stream's server holds none of its
+/// server's GTIDs, so no mark matches).
+async fn replicated(conn: &mut Conn, mariadb: bool) -> Result<ServerGtids> {
+    let text = if mariadb {
+        let v: Option<Option<String>> = conn
+            .query_first("SELECT @@gtid_slave_pos")
+            .await
+            .map_err(|e| AgentError::Protocol(format!("reading gtid_slave_pos failed: {e}")))?;
+        v.flatten()
+    } else {
+        server_gtids(conn, false).await?
+    };
+    ServerGtids::parse(&text.unwrap_or_default(), mariadb)
+        .map_err(|e| AgentError::Protocol(format!("the server's replicated GTIDs: {e}")))
 }
 
 /// `@@log_bin, @@binlog_format, VERSION()`.
@@ -548,7 +560,7 @@ async fn current_position(
     mariadb: bool,
 ) -> Result<(BinlogPos, Option<String>)> {
     for _ in 0..10 {
-        let before = gtid_binlog_pos(conn, mariadb).await?;
+        let before = server_gtids(conn, mariadb).await?;
         let pos = binlog_end(conn, addr).await?.ok_or_else(|| {
             AgentError::ServerSetup(
                 "the server does not tell its binlog position (SHOW MASTER STATUS / SHOW BINARY \
@@ -556,7 +568,7 @@ async fn current_position(
                     .into(),
             )
         })?;
-        let after = gtid_binlog_pos(conn, mariadb).await?;
+        let after = server_gtids(conn, mariadb).await?;
         if before == after {
             return Ok((pos, after));
         }
@@ -587,14 +599,18 @@ async fn binlog_end(conn: &mut Conn, addr: &str) -> Result<Option<BinlogPos>> {
     Ok(None)
 }
 
-async fn gtid_binlog_pos(conn: &mut Conn, mariadb: bool) -> Result<Option<String>> {
-    if !mariadb {
-        return Ok(None);
-    }
-    let v: Option<Option<String>> = conn
-        .query_first("SELECT @@gtid_binlog_pos")
-        .await
-        .map_err(|e| AgentError::Protocol(format!("reading gtid_binlog_pos failed: {e}")))?;
+/// What the server holds by GTID, as text: MariaDB's `@@gtid_binlog_pos`; MySQL's
+/// `@@GLOBAL.gtid_executed`, `None` when `gtid_mode` is not `ON` (its transactions are
+/// anonymous).
+async fn server_gtids(conn: &mut Conn, mariadb: bool) -> Result<Option<String>> {
+    let query = if mariadb {
+        "SELECT @@gtid_binlog_pos"
+    } else {
+        "SELECT IF(@@GLOBAL.gtid_mode = 'ON', @@GLOBAL.gtid_executed, NULL)"
+    };
+    let v: Option<Option<String>> = conn.query_first(query).await.map_err(|e| {
+        AgentError::Protocol(format!("reading the server's GTID state failed: {e}"))
+    })?;
     Ok(v.flatten())
 }
 

@@ -27,7 +27,7 @@ use self::events::{fake_rotate_target, rotate_target};
 use super::{NewLeg, Source, SourceEvent, SourceItem};
 use crate::error::{AgentError, Result};
 use logferry_common::format::mysql::{
-    code, Gtid, GtidState, TrxFingerprint, TrxTracker, LOG_EVENT_ARTIFICIAL_F,
+    code, ServerGtids, TrxFingerprint, TrxTracker, LOG_EVENT_ARTIFICIAL_F,
 };
 
 pub use self::connect::connect;
@@ -41,7 +41,7 @@ pub struct MysqlSource {
     addr: String,
     /// Where the next stored event must start; `None` until the server names the file.
     cursor: Option<BinlogPos>,
-    gtid: GtidState,
+    gtid: ServerGtids,
     /// Whether `gtid` is the full server state (so positions may carry it).
     gtid_known: bool,
     trx: TrxTracker,
@@ -68,7 +68,7 @@ pub struct MysqlSource {
     /// Whether the events of the open transaction carry a CRC32 (from the format event).
     crc32: bool,
     /// The transaction in progress: its GTID, the GTID state before it, its fingerprint.
-    trx_mark: Option<Box<(Gtid, String, TrxFingerprint)>>,
+    trx_mark: Option<Box<(String, String, TrxFingerprint)>>,
     /// This connection continues the stream on another server: set until the checks of
     /// the dump's first transaction are done.
     successor: Option<Box<connect::Successor>>,
@@ -84,7 +84,7 @@ pub(super) struct Dump {
     mariadb: bool,
     leg: u32,
     cursor: Option<BinlogPos>,
-    gtid: GtidState,
+    gtid: ServerGtids,
     gtid_known: bool,
     known_files: Vec<String>,
     catch_up_to: Option<BinlogPos>,
@@ -211,19 +211,21 @@ impl MysqlSource {
         }
         let body = ev.data();
         match ty {
-            code::MARIADB_GTID => {
+            code::MARIADB_GTID | code::MYSQL_GTID => {
                 // A transaction is marked only where the whole GTID state before it is
                 // known: a successor check connects there.
-                self.trx_mark = Gtid::of_event(h.server_id(), body)
+                let before = self.gtid.render();
+                self.trx_mark = self
+                    .gtid
+                    .begin_trx(ty, h.server_id(), body)
                     .filter(|_| self.gtid_known)
-                    .map(|g| Box::new((g, self.gtid.render(), TrxFingerprint::default())));
-                self.gtid.apply_gtid_event(h.server_id(), body);
+                    .map(|id| Box::new((id, before, TrxFingerprint::default())));
             }
-            // A file's GTID list is the state at its start; a dump by GTID on another
-            // server starts later in the file, where the state is the one it was asked for.
-            code::MARIADB_GTID_LIST if self.successor.is_none() => {
-                self.gtid.apply_gtid_list(body);
-                self.gtid_known = true;
+            // A file's GTID list (MySQL: its previous GTIDs) is the state at its start; a
+            // dump by GTID on another server starts later in the file, where the state is
+            // the one it was asked for.
+            code::MARIADB_GTID_LIST | code::MYSQL_PREVIOUS_GTIDS if self.successor.is_none() => {
+                self.gtid_known |= self.gtid.file_state(ty, body);
             }
             _ => {}
         }
@@ -268,9 +270,9 @@ impl MysqlSource {
         }
         let trx = if boundary {
             self.trx_mark.take().map(|mark| {
-                let (g, before, fp) = *mark;
+                let (id, before, fp) = *mark;
                 TrxMark {
-                    id: g.to_string(),
+                    id,
                     before,
                     digest: fp.finish(),
                 }

@@ -22,6 +22,7 @@ pub mod snapshot;
 
 use std::time::Duration;
 
+use logferry_common::format::redis::payload::is_heartbeat;
 use logferry_common::format::redis::{resp, ReplPos};
 use logferry_common::snapshot::SnapshotContent;
 use logferry_common::Position;
@@ -171,12 +172,8 @@ impl RedisSource {
                 self.framer.cursor().offset
             ))
         })?;
-        let name = args.first().copied().unwrap_or_default();
-        let getack = name.eq_ignore_ascii_case(b"REPLCONF")
-            && args
-                .get(1)
-                .is_some_and(|a| a.eq_ignore_ascii_case(b"GETACK"));
-        if getack || name.eq_ignore_ascii_case(b"PING") {
+        if is_heartbeat(&args) {
+            let getack = args.len() == 3;
             self.framer.skip(end as u64);
             if getack {
                 self.link.ack(self.framer.cursor().offset).await?;

@@ -29,6 +29,8 @@ pub mod code {
     pub const MYSQL_GTID: u8 = 33;
     /// MySQL ANONYMOUS_GTID_LOG_EVENT.
     pub const MYSQL_ANONYMOUS_GTID: u8 = 34;
+    /// MySQL PREVIOUS_GTIDS_LOG_EVENT: the GTID set logged before a binlog file.
+    pub const MYSQL_PREVIOUS_GTIDS: u8 = 35;
     /// MySQL TRANSACTION_PAYLOAD_EVENT (binlog transaction compression).
     pub const TRANSACTION_PAYLOAD: u8 = 40;
     /// MariaDB GTID_EVENT: starts a transaction (replaces BEGIN).

@@ -6,7 +6,8 @@
 //! - [`event`]: type codes, the v4 header, checksums, rotate and query bodies.
 //! - [`payload`]: the segment payload's records, the walk over them and the chain check.
 //! - [`trx`]: where transactions end (a restore stops and a source resumes only there).
-//! - [`gtid`]: GTIDs and GTID states.
+//! - [`gtid`]: MariaDB GTIDs and GTID states; [`gtid_set`]: MySQL GTIDs and GTID sets;
+//!   [`server_gtids`]: either, as a dump tracks it.
 //! - [`fingerprint`]: what every server holding a transaction keeps the same of it.
 //! - [`export`]: binlog files that the stock tools read, rebuilt from payloads.
 //! - [`sql`]: the system-schema list and identifier quoting.
@@ -16,8 +17,10 @@ pub mod event;
 pub mod export;
 pub mod fingerprint;
 pub mod gtid;
+pub mod gtid_set;
 pub mod payload;
 pub mod position;
+pub mod server_gtids;
 pub mod snapshot;
 pub mod sql;
 pub mod trx;
@@ -32,9 +35,11 @@ pub use event::{
 pub use export::{export_name, file_events, BinlogFileWriter, ExportFiles};
 pub use fingerprint::TrxFingerprint;
 pub use gtid::{Gtid, GtidState};
+pub use gtid_set::{GtidSet, MysqlGtid};
 pub use payload::{
     check_chain, record_header, records, walk, PayloadBuilder, Record, Walked, TAG_EVENT,
     TAG_FORMAT,
 };
 pub use position::BinlogPos;
+pub use server_gtids::ServerGtids;
 pub use trx::TrxTracker;

@@ -32,6 +32,22 @@ pub fn skip_line(bytes: u64) -> Vec<u8> {
     format!("#SKIP:{bytes}\r\n").into_bytes()
 }
 
+/// Whether a command of the replication stream (its arguments) is a heartbeat: a bare
+/// `PING` or `REPLCONF GETACK *`, as a primary sends them. Heartbeats advance the offset
+/// but are not stored; their bytes count into the next command's `#SKIP:`, and
+/// [`heartbeats`] rebuilds any run of them.
+pub fn is_heartbeat(args: &[&[u8]]) -> bool {
+    match args {
+        [ping] => ping.eq_ignore_ascii_case(b"PING"),
+        [replconf, getack, star] => {
+            replconf.eq_ignore_ascii_case(b"REPLCONF")
+                && getack.eq_ignore_ascii_case(b"GETACK")
+                && *star == b"*"
+        }
+        _ => false,
+    }
+}
+
 /// Heartbeat commands (`PING`, `REPLCONF GETACK *`) exactly `n` bytes long, as the
 /// unstored heartbeats a `#SKIP:<n>` line stands for: a feed that continues a replica's
 /// history byte for byte sends them in their place. `None` for a length no mix of the two

@@ -29,7 +29,6 @@ use super::replay;
 use super::target::Target;
 use super::target_server::TargetServer;
 use crate::error::{Result, ShipperError};
-use crate::interrupt::Interrupt;
 use crate::promotion::{self, Outcome, PromoteRequest, PromotionReport, Steps};
 use crate::restore::{segment_payload, Bars};
 use crate::storage::Store;
@@ -158,13 +157,19 @@ pub async fn run(store: &Store, req: &PromoteRequest<'_>, bars: &Bars) -> Result
                 &Target::Latest,
                 &standby,
                 &bar,
-                &Interrupt::never(),
+                &req.interrupt,
             )
             .await;
             bar.finish_and_clear();
             let got = got?;
             report.applied_transactions = got.transactions;
             report.applied_events = got.events;
+            if got.interrupted {
+                return Err(ShipperError::Interrupted(format!(
+                    "stopped after {} of the transactions the standby lacks; run promote again to apply the rest",
+                    got.transactions
+                )));
+            }
             info!(transactions = got.transactions, events = got.events, "promote: applied from the store");
         }
         steps.begin("check the standby ends where the store ends");
@@ -186,7 +191,7 @@ pub async fn run(store: &Store, req: &PromoteRequest<'_>, bars: &Bars) -> Result
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     match done {
         Ok(()) => {
-            report.steps = steps.finish(None);
+            report.steps = steps.finish(None).await;
             report.outcome = Outcome::Promoted;
             let key = promotion::save(store, req.stream, &report).await?;
             info!(%key, "promote: report stored");
@@ -194,7 +199,7 @@ pub async fn run(store: &Store, req: &PromoteRequest<'_>, bars: &Bars) -> Result
         }
         Err(e) => {
             let step = steps.current().to_owned();
-            report.steps = steps.finish(Some(&e.to_string()));
+            report.steps = steps.finish(Some(&e.to_string())).await;
             report.outcome = Outcome::Failed;
             report.failed_at = Some(step.clone());
             report.error = Some(e.to_string());

@@ -234,7 +234,7 @@ fn report(plan: &Plan, replayed: &Replayed, mut notes: Vec<String>) -> Report {
     }
     if let Some(f) = &replayed.stopped_at_fork {
         notes.push(format!(
-            "the stream FORKED at {f} (a replica promoted while behind continued it): the restore stops there, at the state the promoted server started from; the old primary's commands after it are left out (export --branch lists them)"
+            "the stream FORKED at {f} (a replica promoted while behind continued it): the restore stops there, at the state the promoted server started from; the old primary's commands after it are left out (export --branch N names the export that writes them)"
         ));
     }
     if let Some(gap) = &plan.gap {

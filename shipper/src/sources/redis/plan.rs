@@ -59,7 +59,7 @@ impl Plan {
 
 /// Whether `first` starts inside a transaction: the stored segment that ends where it
 /// starts ends inside one.
-fn starts_in_trx(chain: &[ChainSegment], first: Option<&ChainSegment>) -> bool {
+pub(super) fn starts_in_trx(chain: &[ChainSegment], first: Option<&ChainSegment>) -> bool {
     first.is_some_and(|f| {
         chain
             .iter()
@@ -200,17 +200,18 @@ pub async fn plan(
             "no snapshot lies at or before the target (a position must name the history of a snapshot); {range}"
         )));
     };
-    let fork = fork_after(&chain, start);
+    // Latest is past every fork: its snapshot lies on the surviving history.
+    let fork = fork_after(&chain, start).filter(|_| !matches!(target, Target::Latest));
     if let (Some(f), Target::Position(p)) = (&fork, target) {
         if p.history == f.history && p.offset > f.offset {
             return Err(ShipperError::Restore(format!(
-                "{p} lies on the old primary's branch: the stream forked at {f} (a replica promoted while behind continued it);                  restore to {f} or earlier, or to a place after the promoted server's snapshot; export --from {f} --to {p} writes the old branch's commands"
+                "{p} lies on the old primary's branch: the stream forked at {f} (a replica promoted while behind continued it); \
+                 restore to {f} or earlier, or to a place after the promoted server's snapshot; export --from {f} --to {p} writes the old branch's commands"
             )));
         }
     }
     let from = format!("snapshot {}'s position", snap.id);
-    let stops = fork.as_ref().filter(|_| !matches!(target, Target::Latest));
-    let (segments, gap) = follow_chain(&chain, start, &from, target, stops)?;
+    let (segments, gap) = follow_chain(&chain, start, &from, target, fork.as_ref())?;
     Ok(Plan {
         snapshot: Some((*snap).clone()),
         start: start.clone(),

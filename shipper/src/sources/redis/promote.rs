@@ -1,21 +1,26 @@
 //! `promote` for Redis: makes a replica the stream's primary with nothing the store holds
 //! missing, and keeps the stream's history going on it, so the agent pointed at it
 //! continues with `+CONTINUE` where the chain ends. Each step is logged; a step that fails
-//! leaves the standby a replica (read-only) and the report says which step it was.
+//! leaves the standby a replica of the primary it had (read-only) and the report says which
+//! step it was.
 //!
 //! 1. preflight, nothing changed yet: the standby is a replica of the stream's history (its
-//!    replication id is the stored chain's), and the store holds that history unbroken
-//!    from the standby's offset; a promotion already done at the stored end is refused;
+//!    replication id is the stored chain's); what it lacks is read from the store and
+//!    rebuilt ([`Catch::build`]): the store must hold the history unbroken from the
+//!    standby's offset; a promotion already done at the stored end is refused;
 //! 2. the old primary's writes paused if it answers (`CLIENT PAUSE … WRITE`), and the
 //!    standby, when still linked to it, waited for until it holds the old primary's offset
 //!    (at most 30 s);
-//! 3. when the standby's offset is short of the stored end, it is told `REPLICAOF` an
-//!    endpoint of this process ([`super::endpoint`]), which answers its `PSYNC` with
-//!    `+CONTINUE` and sends the stored stream after its offset byte for byte (the
-//!    heartbeats the store skipped rebuilt to their length, [`heartbeats`]) until it
-//!    acknowledges the stored end;
+//! 3. the chain and the standby read again; when the standby's offset is short of the
+//!    stored end, it is told `REPLICAOF` an endpoint of this process
+//!    ([`super::endpoint`]), which answers its `PSYNC` with `+CONTINUE` and sends the
+//!    stored stream after its offset byte for byte (the heartbeats the store skipped
+//!    rebuilt to their length, [`heartbeats`]) until it acknowledges the stored end;
 //! 4. `REPLICAOF NO ONE`: it keeps the stream's replication id as its `master_replid2`, so
 //!    the stream goes on from it as one chain.
+//!
+//! The stored end is the chain's last transaction boundary: a `MULTI` the chain ends inside
+//! was never committed on the standby's side, and is not sent.
 
 use std::time::{Duration, Instant};
 
@@ -26,7 +31,7 @@ use logferry_config::redis::RedisEndpoint;
 use tracing::{info, warn};
 
 use super::client::Client;
-use super::endpoint::{Endpoint, Feed};
+use super::endpoint::Endpoint;
 use super::plan::{self, ChainSegment};
 use crate::error::{Result, ShipperError};
 use crate::promotion::{self, Outcome, PromoteRequest, PromotionReport, Steps};
@@ -41,25 +46,27 @@ const CATCH_UP: Duration = Duration::from_secs(30);
 /// its clients; `CLIENT UNPAUSE` ends it sooner.
 const FENCE_MS: u64 = 24 * 3600 * 1000;
 
+/// The most stream bytes a promotion rebuilds and holds to send (the standby must not wait
+/// on the store mid-stream: no byte may be added to keep its link alive).
+const MAX_CATCH_UP_BYTES: usize = 512 * 1024 * 1024;
+
 /// What `INFO replication` says of a server's place in its history.
 #[derive(Debug, Clone)]
 struct Replication {
     role: String,
     replid: String,
-    replid2: String,
     /// The offset of the last byte it holds.
     offset: u64,
-    /// The first offset `replid2` is no longer accepted at (`-1`: none).
-    second_offset: i64,
+    /// The primary it replicates (`master_host`, `master_port`), when a replica.
+    primary: Option<(String, String)>,
     link_up: bool,
 }
 
 impl Replication {
-    /// Whether the server holds the stream up to `end` (its bytes under `end.replid`).
+    /// Whether the server holds the stream up to `end` in the stream's own history (a
+    /// server that holds it under another id would start a new history when promoted).
     fn holds(&self, end: &ReplPos) -> bool {
-        (self.replid == end.replid && self.offset >= end.offset)
-            || (self.replid2 == end.replid
-                && i64::try_from(end.offset).is_ok_and(|o| o < self.second_offset))
+        self.replid == end.replid && self.offset >= end.offset
     }
 
     fn render(&self) -> String {
@@ -76,20 +83,18 @@ async fn replication(client: &mut Client) -> Result<Replication> {
                 .map(|v| v.trim().to_owned())
         })
     };
-    let number = |name: &str| field(name).and_then(|v| v.parse::<i64>().ok());
     Ok(Replication {
         role: field("role").unwrap_or_default(),
         replid: field("master_replid").unwrap_or_default(),
-        replid2: field("master_replid2").unwrap_or_default(),
-        offset: number("master_repl_offset")
-            .and_then(|o| u64::try_from(o).ok())
+        offset: field("master_repl_offset")
+            .and_then(|o| o.parse().ok())
             .ok_or_else(|| {
                 ShipperError::Restore(format!(
                     "{} gives no master_repl_offset in INFO replication",
                     client.addr()
                 ))
             })?,
-        second_offset: number("second_repl_offset").unwrap_or(-1),
+        primary: field("master_host").zip(field("master_port")),
         link_up: field("master_link_status").as_deref() == Some("up"),
     })
 }
@@ -100,115 +105,138 @@ async fn connect(url: &str, flag: &str) -> Result<Client> {
     Client::connect(&ep).await
 }
 
-/// The stored segments a standby at `offset` of `end`'s history lacks: the unbroken run of
-/// that history up to the chain's end, from the segment holding the byte after `offset`.
-fn missing(chain: &[ChainSegment], offset: u64) -> Result<&[ChainSegment]> {
-    let Some(last) = chain.last() else {
-        return Ok(&[]);
+/// The stored chain and its end: the last transaction boundary.
+async fn stored_end(
+    store: &Store,
+    req: &PromoteRequest<'_>,
+) -> Result<(Vec<ChainSegment>, ReplPos)> {
+    let chain = plan::chain(store, req.stream).await?;
+    let last = chain.last().ok_or_else(|| {
+        ShipperError::Restore(format!(
+            "stream {} has no stored segments: there is nothing to promote a standby to",
+            req.stream
+        ))
+    })?;
+    let end = match &last.header.meta.open_trx {
+        Some(t) => t.as_redis()?.clone(),
+        None => last.end.clone(),
     };
-    let mut first = chain.len() - 1;
-    while first > 0 && chain[first - 1].end == chain[first].start {
-        first -= 1;
-    }
-    let run = &chain[first..];
-    if offset < run[0].start.offset {
-        return Err(ShipperError::Restore(format!(
-            "the standby is at offset {offset} of the stream's history {}, but the store holds it unbroken only from offset {} (a snapshot or a break there): it lacks what the store does not hold; promote a standby that is nearer, or restore one from the store",
-            last.end.replid, run[0].start.offset
-        )));
-    }
-    let from = run
-        .iter()
-        .position(|c| c.end.offset > offset)
-        .unwrap_or(run.len());
-    Ok(&run[from..])
+    Ok((chain, end))
 }
 
-/// What a feed handed on (or, without a feed, would).
+/// The stream a standby lacks, rebuilt from the store: every stored command after its
+/// offset up to the stored end byte for byte, and heartbeats of the same length in the
+/// place of those the agent skipped.
 #[derive(Debug, Default)]
-struct Fed {
+struct Catch {
+    bytes: Vec<u8>,
     commands: u64,
     transactions: u64,
 }
 
-fn corrupt(detail: String) -> logferry_common::Error {
-    logferry_common::Error::Corrupt {
-        what: "Redis payload",
-        detail,
-    }
-}
-
-/// Walks `segs` and sends (to `feed`, when given) the stream after `offset` as it was:
-/// every stored command byte for byte and, in the place of skipped heartbeats, heartbeats
-/// of the same length.
-async fn feed_stream(
-    store: &Store,
-    segs: &[ChainSegment],
-    offset: u64,
-    mut feed: Option<&mut Feed>,
-    bar: &indicatif::ProgressBar,
-) -> Result<Fed> {
-    let mut fed = Fed::default();
-    let mut trx = TrxTracker::new(false);
-    let mut payloads = Box::pin(segment_payloads(
-        store,
-        segs.iter().map(|c| (&c.seg, c.header.payload_len)),
-    ));
-    for c in segs {
-        let payload = payloads
-            .next()
-            .await
-            .ok_or_else(|| ShipperError::Internal("fewer payloads than segments".into()))?
-            .ok()?;
-        let mut out = Vec::new();
-        let mut at = c.start.offset;
-        let mut inside = None;
-        walk(&payload, |cmd| {
-            let body = at + cmd.skipped;
-            let end = body
-                + if cmd.preamble {
-                    0
-                } else {
-                    cmd.bytes.len() as u64
-                };
-            if end > offset {
-                let gap = body.saturating_sub(offset.max(at));
-                let beats = heartbeats(gap).ok_or_else(|| {
-                    corrupt(format!(
-                        "{gap} skipped bytes at offset {at} are no run of heartbeats"
-                    ))
-                })?;
-                out.extend_from_slice(&beats);
-                if !cmd.preamble {
-                    if body < offset {
-                        inside = Some(body);
-                        return Ok(false);
-                    }
-                    out.extend_from_slice(cmd.bytes);
-                    fed.commands += 1;
-                    if trx.after(cmd.args.first().copied().unwrap_or_default()) {
-                        fed.transactions += 1;
-                    }
-                }
-            } else if !cmd.preamble {
-                trx.after(cmd.args.first().copied().unwrap_or_default());
+impl Catch {
+    /// Rebuilds what a standby at `offset` of `end`'s history lacks.
+    ///
+    /// # Errors
+    /// [`ShipperError::Restore`] when the store does not hold that history unbroken from
+    /// `offset`, `offset` is not a place in it, or the bytes pass
+    /// [`MAX_CATCH_UP_BYTES`]; a segment that does not read.
+    async fn build(
+        store: &Store,
+        chain: &[ChainSegment],
+        offset: u64,
+        end: &ReplPos,
+    ) -> Result<Catch> {
+        // The unbroken run of `end`'s history that ends the chain.
+        let mut first = chain.len();
+        while let Some(c) = first.checked_sub(1).map(|i| &chain[i]) {
+            let joins = chain.get(first).is_none_or(|next| c.end == next.start);
+            if !joins || c.end.history != end.history {
+                break;
             }
-            at = end;
-            Ok(true)
-        })
-        .map_err(|e| ShipperError::Restore(format!("{}: {e}", c.seg.key)))?;
-        if let Some(body) = inside {
+            first -= 1;
+        }
+        let run = &chain[first..];
+        let Some(head) = run.first().filter(|c| c.start.offset <= offset) else {
             return Err(ShipperError::Restore(format!(
-                "the standby's offset {offset} lies inside the stored command at {body} ({}): it is not a place in this stream",
-                c.seg.key
+                "the standby is at offset {offset} of the stream's history {}, but the store holds it unbroken only from offset {} (a snapshot or a break there): \
+                 it lacks what the store does not hold; promote a standby that is nearer, or restore a server from the store",
+                end.replid,
+                run.first().map_or(end.offset, |c| c.start.offset)
+            )));
+        };
+        let from = run
+            .iter()
+            .position(|c| c.end.offset > offset)
+            .unwrap_or(run.len());
+        let segs = &run[from..];
+        let mut out = Catch::default();
+        let mut trx = TrxTracker::new(plan::starts_in_trx(chain, segs.first().or(Some(head))));
+        let mut payloads = Box::pin(segment_payloads(
+            store,
+            segs.iter().map(|c| (&c.seg, c.header.payload_len)),
+        ));
+        for c in segs {
+            let payload = payloads
+                .next()
+                .await
+                .ok_or_else(|| ShipperError::Internal("fewer payloads than segments".into()))?
+                .ok()?;
+            let mut at = c.start.offset;
+            let mut problem = None;
+            walk(&payload, |cmd| {
+                let body = at + cmd.skipped;
+                let cmd_end = body + if cmd.preamble { 0 } else { cmd.bytes.len() as u64 };
+                if cmd_end > end.offset {
+                    return Ok(false);
+                }
+                let name = cmd.args.first().copied().unwrap_or_default();
+                if cmd_end > offset {
+                    let gap = body.saturating_sub(offset.max(at));
+                    let Some(beats) = heartbeats(gap) else {
+                        problem = Some(format!("{gap} skipped bytes at offset {at} are no run of heartbeats"));
+                        return Ok(false);
+                    };
+                    out.bytes.extend_from_slice(&beats);
+                    if !cmd.preamble {
+                        if body < offset {
+                            problem = Some(format!(
+                                "the standby's offset {offset} lies inside the stored command at {body}: it is not a place in this stream"
+                            ));
+                            return Ok(false);
+                        }
+                        out.bytes.extend_from_slice(cmd.bytes);
+                        out.commands += 1;
+                        if trx.after(name) {
+                            out.transactions += 1;
+                        }
+                    }
+                } else if !cmd.preamble {
+                    trx.after(name);
+                }
+                at = cmd_end;
+                Ok(true)
+            })
+            .map_err(|e| ShipperError::Restore(format!("{}: {e}", c.seg.key)))?;
+            if let Some(p) = problem {
+                return Err(ShipperError::Restore(format!("{}: {p}", c.seg.key)));
+            }
+            if out.bytes.len() > MAX_CATCH_UP_BYTES {
+                return Err(ShipperError::Restore(format!(
+                    "the standby lacks more than {} MiB of the stream: restore a server from the store instead (restore --to latest), or let the standby catch up first",
+                    MAX_CATCH_UP_BYTES >> 20
+                )));
+            }
+        }
+        let reaches = offset + out.bytes.len() as u64;
+        if reaches != end.offset {
+            return Err(ShipperError::Restore(format!(
+                "the stored stream rebuilt from offset {offset} ends at {reaches}, not at the stored end {}: run logferry-shipper verify",
+                end.offset
             )));
         }
-        if let Some(f) = feed.as_deref_mut() {
-            f.stream(&out).await?;
-        }
-        bar.inc(c.header.payload_len);
+        Ok(out)
     }
-    Ok(fed)
 }
 
 /// Pauses the old primary's writes; what was done, and its offset then when it answered.
@@ -225,7 +253,10 @@ async fn fence(url: &str) -> (String, Option<u64>) {
         Ok((addr, offset)) => {
             info!(old_primary = %addr, offset, "promote: the old primary's writes are paused");
             (
-                format!("{addr}: writes paused for 24 h (CLIENT PAUSE WRITE; CLIENT UNPAUSE ends it) at offset {offset}"),
+                format!(
+                    "{addr}: writes paused for 24 h at offset {offset} (CLIENT PAUSE WRITE: its writing clients wait rather than fail; \
+                     CLIENT UNPAUSE ends it, and so does a restart of that server)"
+                ),
                 Some(offset),
             )
         }
@@ -255,16 +286,17 @@ async fn wait_caught_up(standby: &mut Client, at: u64) -> Result<()> {
     }
 }
 
-/// Feeds the standby the stream after its offset from an endpoint of this process, and
-/// waits until it acknowledges `end`; its `masterauth` is put back whatever happens.
-async fn catch_up_from_store(
+/// Feeds the standby (at `at`) `catch` from an endpoint of this process and waits until it
+/// acknowledges the stored end. Whatever happens (an error, a stop asked for), its
+/// `masterauth` is put back, and on failure it replicates its primary again.
+async fn feed(
     standby: &mut Client,
-    store: &Store,
-    segs: &[ChainSegment],
     at: &Replication,
-    end: &ReplPos,
+    catch: &Catch,
+    req: &PromoteRequest<'_>,
     bars: &Bars,
-) -> Result<Fed> {
+) -> Result<()> {
+    let mut watcher = standby.reconnect().await?;
     let endpoint = Endpoint::bind(standby.local_ip()?).await?;
     let old_auth = match standby.ok(&["CONFIG", "GET", "masterauth"]).await? {
         Value::Array(Some(v)) => v.get(1).map(Value::text).unwrap_or_default(),
@@ -274,41 +306,52 @@ async fn catch_up_from_store(
         .ok(&["CONFIG", "SET", "masterauth", endpoint.password()])
         .await?;
     let addr = endpoint.addr();
-    let mut watcher = standby.reconnect().await?;
+    let standby_addr = standby.addr().to_owned();
     let fed = async {
         standby
-            .ok(&["REPLICAOF", &addr.ip().to_string(), &addr.port().to_string()])
+            .ok(&[
+                "REPLICAOF",
+                &addr.ip().to_string(),
+                &addr.port().to_string(),
+            ])
             .await?;
-        let mut feed = endpoint.accept(standby.addr()).await?;
+        let mut link = endpoint.accept(&standby_addr).await?;
         let wanted = Some((at.replid.clone(), at.offset + 1));
-        if feed.asked != wanted {
+        if link.asked != wanted {
             return Err(ShipperError::Restore(format!(
-                "the standby asked to continue at {:?}, not after what it held ({} offset {}): it changed while it was promoted",
-                feed.asked, at.replid, at.offset
+                "the standby asked to continue at {:?}, not after what it held ({}): it changed while it was promoted",
+                link.asked,
+                at.render()
             )));
         }
-        feed.continued(&at.replid, at.offset).await?;
-        let bar = bars.phase("applying", segs.iter().map(|c| c.header.payload_len).sum());
-        let fed = feed_stream(store, segs, at.offset, Some(&mut feed), &bar).await;
+        link.continued(&at.replid, at.offset).await?;
+        let bar = bars.phase("applying", catch.bytes.len() as u64);
+        let sent = link.stream(&catch.bytes).await;
         bar.finish_and_clear();
-        let fed = fed?;
-        if feed.sent() < end.offset {
-            return Err(ShipperError::Restore(format!(
-                "the stored stream ends at offset {} of what was sent, short of the chain's end {}",
-                feed.sent(),
-                end.offset
-            )));
-        }
-        feed.applied(&mut watcher).await?;
-        Ok(fed)
-    }
-    .await;
+        sent?;
+        link.applied(&mut watcher).await
+    };
+    let fed = tokio::select! {
+        fed = fed => fed,
+        () = req.interrupt.requested() => Err(ShipperError::Interrupted(
+            "stopped while the standby was being fed from the store".into(),
+        )),
+    };
     let put_back = standby
         .ok(&["CONFIG", "SET", "masterauth", &old_auth])
         .await;
-    let fed = fed?;
+    if fed.is_err() {
+        let back = match &at.primary {
+            Some((host, port)) => standby.ok(&["REPLICAOF", host, port]).await,
+            None => Ok(Value::Simple(String::new())),
+        };
+        if let Err(e) = back {
+            warn!(error = %e, "the standby could not be pointed back at its primary: run REPLICAOF on it by hand");
+        }
+    }
+    fed?;
     put_back?;
-    Ok(fed)
+    Ok(())
 }
 
 /// Runs a promotion of a Redis replica (or, with `req.dry_run`, says what it would do).
@@ -316,39 +359,41 @@ async fn catch_up_from_store(
 /// # Errors
 /// [`ShipperError::Restore`] when the stream cannot be promoted as asked (nothing stored,
 /// promoted already, the standby not a replica of the stream's history, or behind what
-/// the store holds unbroken) or a step fails; the report of a failed promotion is stored
-/// before.
+/// the store holds unbroken), refused before anything changes; or when a step fails, whose
+/// report is stored before.
 pub async fn run(store: &Store, req: &PromoteRequest<'_>, bars: &Bars) -> Result<PromotionReport> {
     let started = Instant::now();
     let mut steps = Steps::new(req);
     let mut standby = connect(req.standby, "--standby").await?;
-    let chain = plan::chain(store, req.stream).await?;
-    let Some(end) = chain.last().map(|c| c.end.clone()) else {
-        return Err(ShipperError::Restore(format!(
-            "stream {} has no stored segments: there is nothing to promote a standby to",
-            req.stream
-        )));
-    };
-    let stored_end = format!("{} offset {}", end.replid, end.offset);
+    let (chain, end) = stored_end(store, req).await?;
+    let stored_end_text = |end: &ReplPos| format!("{} offset {}", end.replid, end.offset);
     if !req.dry_run {
-        promotion::refuse_repeat(store, req.stream, &stored_end).await?;
+        promotion::refuse_repeat(store, req.stream, &stored_end_text(&end)).await?;
     }
     let before = replication(&mut standby).await?;
     info!(standby = %standby.addr(), at = %before.render(), role = %before.role, "promote: the standby's replication state");
     if before.role != "slave" {
         return Err(ShipperError::Restore(format!(
-            "the standby {} is a {}, not a replica: promote takes a replica of the stream's primary (REPLICAOF NO ONE already run? Then point the agent at it; what it lacks of the store can be seen with restore --dry-run)",
+            "the standby {} is a {}, not a replica: promote takes a replica of the stream's primary (REPLICAOF NO ONE already run? Then point the agent at it)",
             standby.addr(),
             before.role
         )));
     }
-    if before.replid != end.replid && !before.holds(&end) {
+    if before.replid != end.replid {
         return Err(ShipperError::Restore(format!(
-            "the standby {} replicates another history ({}) than the stream's ({stored_end}): it is not a copy of this stream's database, or went its own way; nothing was changed",
+            "the standby {} replicates another history ({}) than the stream's ({}): it is not a copy of this stream's database, \
+             or it replicates a server that already took the stream over (point the agent at that one); nothing was changed",
             standby.addr(),
-            before.render()
+            before.render(),
+            stored_end_text(&end)
         )));
     }
+    // Preflight: what it lacks must be in the store, whole, before anything is changed.
+    let preview = if before.holds(&end) {
+        Catch::default()
+    } else {
+        Catch::build(store, &chain, before.offset, &end).await?
+    };
     let last_stored = chain.last().map_or(0, |c| c.header.meta.last_event_ms);
     let last_seen_commit_ms = promotion::last_seen_commit(store, req.stream).await?;
     let mut report = PromotionReport {
@@ -361,13 +406,13 @@ pub async fn run(store: &Store, req: &PromoteRequest<'_>, bars: &Bars) -> Result
             Some(_) => "the old primary: would be fenced".into(),
             None => "not given (--old-primary): not fenced".into(),
         },
-        stored_end,
+        stored_end: stored_end_text(&end),
         standby_before: before.render(),
         standby_after: before.render(),
         relay_transactions: None,
         relay_note: None,
-        applied_transactions: 0,
-        applied_events: 0,
+        applied_transactions: preview.transactions,
+        applied_events: preview.commands,
         last_stored_commit_ms: last_stored,
         last_seen_commit_ms,
         data_loss_ms: last_seen_commit_ms.map(|seen| (seen - last_stored).max(0)),
@@ -376,19 +421,6 @@ pub async fn run(store: &Store, req: &PromoteRequest<'_>, bars: &Bars) -> Result
         steps: Vec::new(),
     };
     if req.dry_run {
-        if !before.holds(&end) {
-            let segs = missing(&chain, before.offset)?;
-            let fed = feed_stream(
-                store,
-                segs,
-                before.offset,
-                None,
-                &indicatif::ProgressBar::hidden(),
-            )
-            .await?;
-            report.applied_transactions = fed.transactions;
-            report.applied_events = fed.commands;
-        }
         report.elapsed_ms = started.elapsed().as_millis() as u64;
         return Ok(report);
     }
@@ -403,16 +435,29 @@ pub async fn run(store: &Store, req: &PromoteRequest<'_>, bars: &Bars) -> Result
             }
         }
         steps.begin("find what the standby lacks");
+        let (chain, end) = stored_end(store, req).await?;
+        report.stored_end = stored_end_text(&end);
+        report.last_stored_commit_ms = chain.last().map_or(0, |c| c.header.meta.last_event_ms);
+        report.data_loss_ms = report
+            .last_seen_commit_ms
+            .map(|seen| (seen - report.last_stored_commit_ms).max(0));
         let at = replication(&mut standby).await?;
+        if at.replid != end.replid {
+            return Err(ShipperError::Restore(format!(
+                "the standby's history changed to {} while it was promoted",
+                at.render()
+            )));
+        }
+        (report.applied_transactions, report.applied_events) = (0, 0);
         if !at.holds(&end) {
-            let segs = missing(&chain, at.offset)?;
+            let catch = Catch::build(store, &chain, at.offset, &end).await?;
             steps.begin("apply what it lacks from the store");
-            let fed = catch_up_from_store(&mut standby, store, segs, &at, &end, bars).await?;
-            report.applied_transactions = fed.transactions;
-            report.applied_events = fed.commands;
+            feed(&mut standby, &at, &catch, req, bars).await?;
+            report.applied_transactions = catch.transactions;
+            report.applied_events = catch.commands;
             info!(
-                transactions = fed.transactions,
-                commands = fed.commands,
+                transactions = catch.transactions,
+                commands = catch.commands,
                 "promote: applied from the store"
             );
         }
@@ -435,7 +480,7 @@ pub async fn run(store: &Store, req: &PromoteRequest<'_>, bars: &Bars) -> Result
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     match done {
         Ok(()) => {
-            report.steps = steps.finish(None);
+            report.steps = steps.finish(None).await;
             report.outcome = Outcome::Promoted;
             let key = promotion::save(store, req.stream, &report).await?;
             info!(%key, "promote: report stored");
@@ -443,14 +488,16 @@ pub async fn run(store: &Store, req: &PromoteRequest<'_>, bars: &Bars) -> Result
         }
         Err(e) => {
             let step = steps.current().to_owned();
-            report.steps = steps.finish(Some(&e.to_string()));
+            report.steps = steps.finish(Some(&e.to_string())).await;
             report.outcome = Outcome::Failed;
             report.failed_at = Some(step.clone());
             report.error = Some(e.to_string());
             let left = match replication(&mut standby).await {
-                Ok(r) if r.role == "slave" => {
-                    "is left a replica (read-only unless replica-read-only is off)".to_owned()
-                }
+                Ok(r) if r.role == "slave" => format!(
+                    "is left a replica of {} (read-only unless replica-read-only is off)",
+                    r.primary
+                        .map_or_else(|| "?".into(), |(h, p)| format!("{h}:{p}"))
+                ),
                 Ok(r) => format!("is a {}: check who writes to it", r.role),
                 Err(_) => "did not answer: check that it is still a replica".to_owned(),
             };
