@@ -15,6 +15,7 @@ pub mod browser;
 pub mod delay_proxy;
 pub mod logferry;
 pub mod mariadb;
+pub mod mysql8;
 pub mod process;
 pub mod redis;
 pub mod s3;

@@ -10,7 +10,7 @@ use tracing::{debug, info, warn};
 
 use std::future::Future;
 
-use logferry_common::format::mysql::ServerGtids;
+use logferry_common::format::mysql::{GtidSet, ServerGtids};
 use logferry_common::wire::ChainMarks;
 use logferry_common::TrxMark;
 
@@ -311,11 +311,7 @@ async fn dump(
         // MySQL auto-positioning: the server sends every transaction not in the set.
         (ServerGtids::Mysql(set), true) => BinlogStreamRequest::new(cfg.server_id)
             .with_gtid()
-            .with_gtid_set(set.wire_ranges().map(|(uuid, ranges)| {
-                ranges.into_iter().fold(Sid::new(uuid), |sid, (a, b)| {
-                    sid.with_interval(GnoInterval::new(a, b))
-                })
-            })),
+            .with_gtid_set(dump_sids(set)),
         _ => BinlogStreamRequest::new(cfg.server_id)
             .with_filename(&file)
             .with_pos(pos),
@@ -341,6 +337,18 @@ async fn dump(
         catch_up_to,
         successor,
     }))
+}
+
+/// A MySQL GTID set as `COM_BINLOG_DUMP_GTID` carries it: per server UUID its ranges, each
+/// with an exclusive end.
+fn dump_sids(set: &GtidSet) -> Vec<Sid<'static>> {
+    set.wire_ranges()
+        .map(|(uuid, ranges)| {
+            ranges.into_iter().fold(Sid::new(uuid), |sid, (a, b)| {
+                sid.with_interval(GnoInterval::new(a, b))
+            })
+        })
+        .collect()
 }
 
 /// How a source continues the stream on another server.
@@ -659,5 +667,50 @@ pub(super) fn stream_error(addr: &str, e: mysql_async::Error) -> AgentError {
             addr: addr.to_owned(),
             reason: other.to_string(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mysql_common::misc::raw::Either;
+    use mysql_common::packets::binlog_request::BinlogRequest;
+    use mysql_common::proto::MySerialize;
+
+    use super::*;
+
+    /// The request bytes (built as `mysql_async` builds a GTID dump) as MySQL's protocol
+    /// documents `COM_BINLOG_DUMP_GTID`: command 0x1e, flags (BINLOG_THROUGH_GTID = 4),
+    /// server id, file name length and name (empty), position (4), then the data's size
+    /// and the data: the number of UUIDs, and per UUID its 16 bytes, its number of
+    /// intervals and each interval as [start, end).
+    #[test]
+    fn a_gtid_set_goes_on_the_wire_as_mysql_documents_it() {
+        let uuid = "3e11fa47-71ca-11e1-9e33-c80aa9429562";
+        let set = GtidSet::parse(&format!("{uuid}:1-5:7-9")).unwrap();
+        let request = BinlogRequest::new(77)
+            .with_use_gtid(true)
+            .with_sids(dump_sids(&set));
+        let Either::Right(cmd) = request.as_cmd() else {
+            panic!("not a GTID dump");
+        };
+        let mut got = Vec::new();
+        cmd.serialize(&mut got);
+        let mut data = 1u64.to_le_bytes().to_vec();
+        data.extend_from_slice(&[
+            0x3e, 0x11, 0xfa, 0x47, 0x71, 0xca, 0x11, 0xe1, 0x9e, 0x33, 0xc8, 0x0a, 0xa9, 0x42,
+            0x95, 0x62,
+        ]);
+        data.extend_from_slice(&2u64.to_le_bytes());
+        for n in [1u64, 6, 7, 10] {
+            data.extend_from_slice(&n.to_le_bytes());
+        }
+        let mut want = vec![0x1e];
+        want.extend_from_slice(&4u16.to_le_bytes());
+        want.extend_from_slice(&77u32.to_le_bytes());
+        want.extend_from_slice(&0u32.to_le_bytes());
+        want.extend_from_slice(&4u64.to_le_bytes());
+        want.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        want.extend_from_slice(&data);
+        assert_eq!(got, want);
     }
 }

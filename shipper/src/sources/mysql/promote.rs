@@ -56,6 +56,19 @@ pub async fn run(store: &Store, req: &PromoteRequest<'_>, bars: &Bars) -> Result
         .old_primary
         .map(|u| TargetServer::parse_flag(u, "--old-primary"))
         .transpose()?;
+    let version = standby
+        .query("SELECT VERSION()")
+        .await?
+        .first()
+        .and_then(|r| r.first().cloned())
+        .unwrap_or_default();
+    if !version.to_ascii_lowercase().contains("mariadb") {
+        return Err(ShipperError::Restore(format!(
+            "the standby {standby} runs MySQL {version}: promote compares and applies by MariaDB GTID state so far; \
+             on MySQL check that SELECT GTID_SUBSET('<the stored end's GTID set, logferry-shipper ls>', @@GLOBAL.gtid_executed) is 1, \
+             then STOP REPLICA; RESET REPLICA ALL; SET GLOBAL super_read_only = OFF, read_only = OFF, and point the agent at it"
+        )));
+    }
     if !standby.writes_binlog().await? {
         return Err(ShipperError::Restore(format!(
             "the standby {standby} writes no binlog (log_bin is off): its GTID state could not show what it holds after the promotion; start it with --log-bin (and log_slave_updates) first"
