@@ -312,7 +312,8 @@ impl Segmenter {
     /// was sealed. Nothing carries over: no open transaction, nothing to skip. After a
     /// fork, the first segment from `at` records `forks_at`.
     pub fn broke_at(&mut self, at: &Position, forks_at: Option<Position>) {
-        self.forks_at = forks_at;
+        // A second break before any segment of the new history keeps the first's fork.
+        self.forks_at = forks_at.or(self.forks_at.take());
         self.open_trx = None;
         self.skip_to = None;
         self.boundary = None;

@@ -62,6 +62,7 @@ impl MySql8 {
             .arg("--no-defaults")
             .arg("--initialize-insecure")
             .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--secure-file-priv={}", dir.path().display()))
             .arg("--user=root")
             .output()
             .context("running mysqld --initialize-insecure")?;
@@ -84,6 +85,7 @@ impl MySql8 {
             .arg(format!("--log-error={}", d.join("err.log").display()))
             .arg(format!("--tmpdir={}", d.display()))
             .arg(format!("--server-id={server_id}"))
+            .arg(format!("--secure-file-priv={}", d.display()))
             .args([
                 "--user=root",
                 "--skip-name-resolve",
@@ -108,8 +110,10 @@ impl MySql8 {
             let url = socket_url.clone();
             async move {
                 let mut c = Conn::new(Opts::from_url(&url)?).await?;
+                // Not logged: a replica built from it holds no transaction of its own.
                 c.query_drop(format!(
-                    "CREATE USER IF NOT EXISTS 'root'@'127.0.0.1'; \
+                    "SET SESSION sql_log_bin = 0; \
+                     CREATE USER IF NOT EXISTS 'root'@'127.0.0.1'; \
                      GRANT ALL ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION; \
                      CREATE USER IF NOT EXISTS '{REPL_USER}'@'127.0.0.1'; \
                      GRANT REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO '{REPL_USER}'@'127.0.0.1'"

@@ -18,10 +18,16 @@ use logferry_integration::mysql8::MySql8;
 use logferry_integration::{store, wait_for};
 use mysql_async::prelude::Queryable;
 
+/// Whether to skip: no MySQL 8 here (`LOGFERRY_REQUIRE_MYSQL8=1` makes that a failure,
+/// for a CI that has one).
 fn skipped() -> bool {
     if MySql8::binary().is_some() {
         return false;
     }
+    assert!(
+        std::env::var_os("LOGFERRY_REQUIRE_MYSQL8").is_none(),
+        "LOGFERRY_REQUIRE_MYSQL8 is set but no MySQL 8 mysqld was found (LOGFERRY_MYSQLD)"
+    );
     eprintln!(
         "SKIPPED: no MySQL 8 server here (Debian's mysqld is MariaDB); set LOGFERRY_MYSQLD to a MySQL 8 mysqld to run the MySQL failover tests"
     );
@@ -103,7 +109,11 @@ async fn the_chain_follows_a_promoted_mysql_replica_by_gtid_auto_positioning() -
     agent.restart()?;
     wait_stored(&b, &shipper, &agent).await?;
     let log = agent.log_text();
-    assert!(log.contains("continuing by GTID as leg 1"), "{log}");
+    assert!(
+        log.contains("continuing by GTID as leg 1")
+            && log.contains("holds the chain's last transaction with the same content"),
+        "{log}"
+    );
     let segs = store::segments(&shipper.store_dir, STREAM)?;
     assert!(
         segs.iter()

@@ -985,6 +985,13 @@ async fn promote_feeds_a_replica_what_it_lacks_and_the_agent_continues_on_it() -
         a_digest,
         "the standby holds everything the store held: {out}"
     );
+    let stored_end = store::chain_end(&store::segments(&shipper.store_dir, STREAM)?)
+        .ok_or_else(|| anyhow::anyhow!("nothing stored"))?;
+    assert_eq!(
+        repl_offset(&b)?,
+        stored_end.as_redis()?.offset,
+        "fed byte for byte, the standby stands exactly at the stored end"
+    );
     assert_eq!(replication_field(&b, "role")?, "master");
     assert_eq!(
         replication_field(&b, "master_replid2")?,

@@ -221,8 +221,9 @@ pub async fn connect(
             .map(AnySource::Mysql),
         SourceConfig::Redis(r) => {
             let at = resume.map(|r| r.connect_at().as_redis()).transpose()?;
+            let end = resume.map(|r| r.end.as_redis()).transpose()?;
             match r.mode {
-                RedisMode::Replication => redis::connect(r, at).await.map(AnySource::Redis),
+                RedisMode::Replication => redis::connect(r, at, end).await.map(AnySource::Redis),
                 RedisMode::Aof => redis::aof::connect(r, at).await.map(AnySource::RedisAof),
             }
         }

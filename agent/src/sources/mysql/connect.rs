@@ -184,9 +184,17 @@ async fn same_server(
             }
             if want_gtid && pos.gtid.is_none() {
                 return Err(AgentError::Gap(format!(
-                    "cannot resume at {pos} by GTID (the server is {}; the position has no GTID state: \
-                     GTIDs were off when it was read); take a new snapshot and start the stream again",
+                    "cannot resume at {pos} by GTID (the server is {}; the position carries no GTID state{}); \
+                     take a new snapshot and start the stream again",
                     server.version,
+                    if server.mariadb { "" } else { ": gtid_mode was not ON when it was read" },
+                )));
+            }
+            if want_gtid && !server.mariadb && server_gtids(&mut open.conn, false).await?.is_none()
+            {
+                return Err(AgentError::ServerSetup(format!(
+                    "resuming at {pos} by GTID needs gtid_mode=ON on {}: turn it on, or resume by file (source.resume = \"file\") while the file is still on the server",
+                    server.origin
                 )));
             }
             if !want_gtid && !on_server {
@@ -424,7 +432,7 @@ async fn successor_plan(
     };
     let Some(held) = server_gtids(conn, server.mariadb).await? else {
         return Err(AgentError::ServerSetup(format!(
-            "the server {} has GTIDs off (gtid_mode=OFF): a stream continues on another server only by GTID; \
+            "the server {} does not have gtid_mode=ON: a stream continues on another server only by GTID; \
              turn on gtid_mode and enforce_gtid_consistency (in steps, as MySQL documents) on both servers",
             server.origin
         )));
@@ -436,7 +444,8 @@ async fn successor_plan(
     let missing = stored.missing_from(&has);
     if !missing.is_empty() {
         return Err(not(format!(
-            "its binlog ends at GTID state {held:?} and lacks stored transactions: {}",
+            "it holds GTID state {} and lacks stored transactions: {}",
+            has.render(),
             missing.join(", ")
         )));
     }

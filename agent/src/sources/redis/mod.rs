@@ -66,24 +66,35 @@ pub struct RedisSource {
 /// Connects to the server in `cfg` and continues right after `resume`, or starts with a
 /// full sync (a new stream, or a server that no longer holds the offset).
 ///
+/// `chain_end` is the stored chain's end (after `resume` when the chain ends inside a
+/// transaction). A promoted server whose copy of the stream's history ends before it holds
+/// other bytes at the stored offsets after its copy's end: that is a fork, and the agent
+/// asks it for a full sync (a new history) rather than continuing on offsets the store
+/// already used.
+///
 /// # Errors
 /// [`AgentError::Unreachable`] (retried), [`AgentError::AccessDenied`],
 /// [`AgentError::ServerSetup`] naming the fix.
-pub async fn connect(cfg: &RedisConfig, resume: Option<&ReplPos>) -> Result<RedisSource> {
+pub async fn connect(
+    cfg: &RedisConfig,
+    resume: Option<&ReplPos>,
+    chain_end: Option<&ReplPos>,
+) -> Result<RedisSource> {
     let ep = cfg.endpoint()?;
     let mut link = Link::open(&ep, cfg.connect_timeout()).await?;
     link.handshake(cfg.announce_port).await?;
-    let ask = resume
-        .filter(|r| !r.replid.is_empty())
-        .map(|r| (r.replid.as_str(), r.offset));
-    let earlier = match ask {
+    let resume = resume.filter(|r| !r.replid.is_empty());
+    let earlier = match resume {
         Some(_) => link.earlier_history().await?,
         None => None,
     };
+    let fork = resume.and_then(|r| fork_point(chain_end.unwrap_or(r), earlier.as_ref()));
+    let ask = resume
+        .filter(|_| fork.is_none())
+        .map(|r| (r.replid.as_str(), r.offset));
     let answer = link.psync(ask).await?;
-    let mut fork = None;
     let (cursor, phase) = match (answer, resume) {
-        (Psync::Continue { replid }, Some(r)) => {
+        (Psync::Continue { replid }, Some(r)) if fork.is_none() => {
             let mut at = r.clone();
             if let Some(id) = replid {
                 if id != at.replid {
@@ -94,14 +105,13 @@ pub async fn connect(cfg: &RedisConfig, resume: Option<&ReplPos>) -> Result<Redi
             info!(addr = link.addr(), at = %at, "+CONTINUE: the server continues the stream where the chain ends");
             (at, Phase::Stream)
         }
-        (Psync::Continue { .. }, None) => {
+        (Psync::Continue { .. }, _) => {
             return Err(AgentError::Protocol(
                 "the server answered a request for a full sync with +CONTINUE".into(),
             ))
         }
         (Psync::Full { replid, offset }, resume) => {
             let history = resume.map_or(1, |r| r.history + 1);
-            fork = resume.and_then(|r| fork_point(r, earlier.as_ref()));
             match (resume, &fork) {
                 (Some(r), Some(at)) => warn!(
                     addr = link.addr(),
@@ -140,9 +150,9 @@ pub async fn connect(cfg: &RedisConfig, resume: Option<&ReplPos>) -> Result<Redi
     })
 }
 
-/// Where a full resync forked the stream ending at `end`: the server continued `end`'s
-/// history (`earlier`: its id and the last offset of it held) only up to a place before
-/// `end` (a replica promoted while behind). `None` for a plain break.
+/// Where the server forked the stream ending at `end`: it continued `end`'s history
+/// (`earlier`: its id and the last offset of it held) only up to a place before `end` (a
+/// replica promoted while behind). `None` when it holds all of it, or another history.
 fn fork_point(end: &ReplPos, earlier: Option<&(String, u64)>) -> Option<ReplPos> {
     let (id, last) = earlier?;
     (*id == end.replid && *last < end.offset).then(|| ReplPos::new(end.history, *last, id, 0))

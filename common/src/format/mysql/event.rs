@@ -31,6 +31,10 @@ pub mod code {
     pub const MYSQL_ANONYMOUS_GTID: u8 = 34;
     /// MySQL PREVIOUS_GTIDS_LOG_EVENT: the GTID set logged before a binlog file.
     pub const MYSQL_PREVIOUS_GTIDS: u8 = 35;
+    /// MySQL HEARTBEAT_LOG_EVENT_V2 (8.0.26+, 64-bit positions).
+    pub const MYSQL_HEARTBEAT_V2: u8 = 41;
+    /// MySQL GTID_TAGGED_LOG_EVENT (8.4): a transaction under a tagged GTID.
+    pub const MYSQL_GTID_TAGGED: u8 = 42;
     /// MySQL TRANSACTION_PAYLOAD_EVENT (binlog transaction compression).
     pub const TRANSACTION_PAYLOAD: u8 = 40;
     /// MariaDB GTID_EVENT: starts a transaction (replaces BEGIN).

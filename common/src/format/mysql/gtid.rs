@@ -86,13 +86,6 @@ impl GtidState {
         Ok(st)
     }
 
-    /// Records a GTID event (`server_id` from the event header, body = GTID event body).
-    pub fn apply_gtid_event(&mut self, server_id: u32, body: &[u8]) {
-        if let Some(g) = Gtid::of_event(server_id, body) {
-            self.domains.insert(g.domain, (g.server, g.seq));
-        }
-    }
-
     /// Replaces the state with a GTID_LIST event's list (the state at a file's start).
     pub fn apply_gtid_list(&mut self, body: &[u8]) {
         let Some(count) = body.get(0..4) else { return };
@@ -230,7 +223,7 @@ mod tests {
         assert_eq!(st.render(), "0-1-10,2-5-3");
         let mut body = 11u64.to_le_bytes().to_vec();
         body.extend_from_slice(&0u32.to_le_bytes());
-        st.apply_gtid_event(7, &body);
+        st.apply(Gtid::of_event(7, &body).unwrap());
         assert_eq!(st.render(), "0-7-11,2-5-3");
         assert!(GtidState::parse("0-1").is_err());
         assert!(GtidState::parse("0-1-2-3").is_err());

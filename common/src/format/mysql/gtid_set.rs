@@ -14,6 +14,10 @@ use crate::{Error, Result};
 /// A server UUID, the source id of MySQL GTIDs.
 pub type Sid = [u8; 16];
 
+/// The largest transaction number MySQL hands out (`GNO_END` − 1): intervals on the wire
+/// end one past it in a signed 64-bit number.
+pub const MAX_GNO: u64 = i64::MAX as u64 - 1;
+
 /// A MySQL GTID: the originating server's UUID and the transaction's number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MysqlGtid {
@@ -36,8 +40,14 @@ impl MysqlGtid {
             )
         };
         let (uuid, n) = text.trim().split_once(':').ok_or_else(bad)?;
+        if n.contains(':') {
+            return Err(Error::invalid(
+                "MySQL GTID",
+                format!("{text:?}: tagged GTIDs (MySQL 8.4) are not supported"),
+            ));
+        }
         let gno: u64 = n.parse().map_err(|_| bad())?;
-        if gno == 0 {
+        if gno == 0 || gno > MAX_GNO {
             return Err(bad());
         }
         Ok(MysqlGtid {
@@ -92,8 +102,10 @@ impl GtidSet {
                     }
                     return Err(bad("expected UUID:N-M[:N-M...]"));
                 };
-                if a == 0 || b < a {
-                    return Err(bad("a range must run from 1 upwards"));
+                if a == 0 || b < a || b > MAX_GNO {
+                    return Err(bad(
+                        "a range must run from 1 upwards, within MySQL's numbers",
+                    ));
                 }
                 set.add_range(sid, a, b);
                 any = true;
@@ -106,7 +118,8 @@ impl GtidSet {
     }
 
     /// The set a PREVIOUS_GTIDS_LOG_EVENT carries (`body` without header and checksum):
-    /// everything the server had logged before the file; `None` for a body that is not one.
+    /// the server's `gtid_executed` when it opened the file; `None` for a body that is not
+    /// one (or a tagged one, MySQL 8.4).
     pub fn of_previous_gtids(body: &[u8]) -> Option<GtidSet> {
         let mut set = GtidSet::default();
         let mut r = body;
@@ -123,7 +136,7 @@ impl GtidSet {
                 let start = u64::from_le_bytes(take(8)?.try_into().ok()?);
                 let end = u64::from_le_bytes(take(8)?.try_into().ok()?);
                 // On the wire the end is exclusive.
-                if start == 0 || end <= start {
+                if start == 0 || end <= start || end - 1 > MAX_GNO {
                     return None;
                 }
                 set.add_range(sid, start, end - 1);
@@ -189,15 +202,8 @@ impl GtidSet {
         self.sids
             .iter()
             .map(|(sid, ranges)| {
-                let mut s = render_uuid(sid);
-                for &(a, b) in ranges {
-                    if a == b {
-                        s.push_str(&format!(":{a}"));
-                    } else {
-                        s.push_str(&format!(":{a}-{b}"));
-                    }
-                }
-                s
+                let parts: Vec<String> = ranges.iter().map(|&(a, b)| range_text(a, b)).collect();
+                format!("{}:{}", render_uuid(sid), parts.join(":"))
             })
             .collect::<Vec<_>>()
             .join(",")
@@ -219,10 +225,15 @@ impl GtidSet {
 }
 
 fn render_range(sid: &Sid, a: u64, b: u64) -> String {
+    format!("{}:{}", render_uuid(sid), range_text(a, b))
+}
+
+/// `N` or `N-M`.
+fn range_text(a: u64, b: u64) -> String {
     if a == b {
-        format!("{}:{a}", render_uuid(sid))
+        a.to_string()
     } else {
-        format!("{}:{a}-{b}", render_uuid(sid))
+        format!("{a}-{b}")
     }
 }
 
@@ -278,6 +289,9 @@ mod tests {
         }
         let tagged = GtidSet::parse(&format!("{A}:orders:1-3")).unwrap_err();
         assert!(tagged.to_string().contains("tagged"), "{tagged}");
+        let tagged = MysqlGtid::parse(&format!("{A}:orders:3")).unwrap_err();
+        assert!(tagged.to_string().contains("tagged"), "{tagged}");
+        assert!(GtidSet::parse(&format!("{A}:1-{}", u64::MAX)).is_err());
     }
 
     #[test]

@@ -207,6 +207,7 @@ async fn handshake(mut stream: TcpStream, password: &str) -> std::io::Result<Opt
         acked,
         sent: 0,
         last_write: tokio::time::Instant::now(),
+        probe: true,
     }))
 }
 
@@ -265,6 +266,10 @@ pub struct Feed {
     sent: u64,
     /// When the last bytes went out.
     last_write: tokio::time::Instant,
+    /// Whether `applied` may ask for acknowledgements (`REPLCONF GETACK`): not after a
+    /// `+CONTINUE`, whose history must hold exactly the bytes sent (the replica
+    /// acknowledges every second by itself).
+    probe: bool,
 }
 
 impl Feed {
@@ -314,15 +319,22 @@ impl Feed {
             .await
             .map_err(broken)?;
         self.sent = offset;
+        self.probe = false;
         Ok(())
     }
 
-    /// Sends bytes of the replication stream as they are.
+    /// Sends bytes of the replication stream as they are, 1 MiB at a time (each within
+    /// [`WRITE_LIMIT`]), counting them on `bar`.
     ///
     /// # Errors
-    /// As [`Feed::send`].
-    pub async fn stream(&mut self, bytes: &[u8]) -> Result<()> {
-        self.send(bytes).await
+    /// [`ShipperError::Restore`] when the link breaks or the replica takes nothing for
+    /// [`WRITE_LIMIT`].
+    pub async fn stream(&mut self, bytes: &[u8], bar: &ProgressBar) -> Result<()> {
+        for chunk in bytes.chunks(1 << 20) {
+            self.send(chunk).await?;
+            bar.inc(chunk.len() as u64);
+        }
+        Ok(())
     }
 
     /// The offset the replica must acknowledge: the bytes sent after the RDB, or its place
@@ -349,7 +361,8 @@ impl Feed {
     }
 
     /// Waits until the replica has loaded the RDB and acknowledges every byte sent after
-    /// it, asking with `REPLCONF GETACK` every second; `target` tells whether it is still
+    /// it, asking with `REPLCONF GETACK` every second (after a `+CONTINUE` it is not asked:
+    /// its own acknowledgements come every second); `target` tells whether it is still
     /// loading the RDB (which counts as progress).
     ///
     /// # Errors
@@ -372,14 +385,16 @@ impl Feed {
                     progress(acked, self.sent)
                 )));
             }
-            tokio::time::timeout(WRITE_LIMIT, self.write.write_all(&getack))
-                .await
-                .map_err(|_| {
-                    ShipperError::Restore(
-                        "the target took no data for a minute: see its log".into(),
-                    )
-                })?
-                .map_err(broken)?;
+            if self.probe {
+                tokio::time::timeout(WRITE_LIMIT, self.write.write_all(&getack))
+                    .await
+                    .map_err(|_| {
+                        ShipperError::Restore(
+                            "the target took no data for a minute: see its log".into(),
+                        )
+                    })?
+                    .map_err(broken)?;
+            }
             if let Ok(Err(_)) =
                 tokio::time::timeout(Duration::from_secs(1), self.acked.changed()).await
             {

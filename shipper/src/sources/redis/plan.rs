@@ -181,6 +181,16 @@ pub async fn plan(
     };
     check_inside(target, chain.last(), &range)?;
     places.retain(|(s, ..)| !skip.contains(&s.id));
+    // A snapshot the old primary took after the fork point holds its branch only: it serves
+    // no restore before the promoted server's history (latest lies on that history).
+    if !matches!(target, Target::Latest) {
+        let forks = forks(&chain);
+        places.retain(|(_, pos, _)| {
+            !forks
+                .iter()
+                .any(|f| f.history == pos.history && pos.offset > f.offset)
+        });
+    }
     let chosen = match target {
         Target::Latest => places.last(),
         Target::Time(t) => places.iter().rev().find(|(_, _, time)| time <= t),
@@ -250,13 +260,20 @@ pub async fn old_branch(store: &Store, stream: &StreamId, history: u32) -> Resul
     )))
 }
 
-/// The fork point of `start`'s history at or after `start`, when the stream forked there.
-fn fork_after(chain: &[ChainSegment], start: &ReplPos) -> Option<ReplPos> {
+/// Every fork point the chain records (each on the history that forked).
+fn forks(chain: &[ChainSegment]) -> Vec<ReplPos> {
     chain
         .iter()
         .filter_map(|c| c.header.meta.lineage.forks_at.as_ref()?.as_redis().ok())
-        .find(|f| f.history == start.history && f.offset >= start.offset)
         .cloned()
+        .collect()
+}
+
+/// The fork point of `start`'s history, when the stream forked there.
+fn fork_after(chain: &[ChainSegment], start: &ReplPos) -> Option<ReplPos> {
+    forks(chain)
+        .into_iter()
+        .find(|f| f.history == start.history)
 }
 
 /// A plan from a position without a snapshot (`export --from`), or from a given snapshot

@@ -6,7 +6,7 @@
 //!
 //! 1. preflight, nothing changed yet: the standby is a replica of the stream's history (its
 //!    replication id is the stored chain's); what it lacks is read from the store and
-//!    rebuilt ([`Catch::build`]): the store must hold the history unbroken from the
+//!    rebuilt (`Catch::build`): the store must hold the history unbroken from the
 //!    standby's offset; a promotion already done at the stored end is refused;
 //! 2. the old primary's writes paused if it answers (`CLIENT PAUSE … WRITE`), and the
 //!    standby, when still linked to it, waited for until it holds the old primary's offset
@@ -193,6 +193,10 @@ impl Catch {
                 let name = cmd.args.first().copied().unwrap_or_default();
                 if cmd_end > offset {
                     let gap = body.saturating_sub(offset.max(at));
+                    if gap > MAX_CATCH_UP_BYTES as u64 {
+                        problem = Some(format!("{gap} skipped bytes at offset {at}: more than a promotion sends"));
+                        return Ok(false);
+                    }
                     let Some(beats) = heartbeats(gap) else {
                         problem = Some(format!("{gap} skipped bytes at offset {at} are no run of heartbeats"));
                         return Ok(false);
@@ -207,7 +211,7 @@ impl Catch {
                         }
                         out.bytes.extend_from_slice(cmd.bytes);
                         out.commands += 1;
-                        if trx.after(name) {
+                        if trx.after(name) && !cmd.is("SELECT") {
                             out.transactions += 1;
                         }
                     }
@@ -296,6 +300,11 @@ async fn feed(
     req: &PromoteRequest<'_>,
     bars: &Bars,
 ) -> Result<()> {
+    if req.interrupt.is_requested() {
+        return Err(ShipperError::Interrupted(
+            "stopped before the standby was fed".into(),
+        ));
+    }
     let mut watcher = standby.reconnect().await?;
     let endpoint = Endpoint::bind(standby.local_ip()?).await?;
     let old_auth = match standby.ok(&["CONFIG", "GET", "masterauth"]).await? {
@@ -326,32 +335,43 @@ async fn feed(
         }
         link.continued(&at.replid, at.offset).await?;
         let bar = bars.phase("applying", catch.bytes.len() as u64);
-        let sent = link.stream(&catch.bytes).await;
+        let sent = link.stream(&catch.bytes, &bar).await;
         bar.finish_and_clear();
         sent?;
         link.applied(&mut watcher).await
     };
     let fed = tokio::select! {
+        biased;
         fed = fed => fed,
         () = req.interrupt.requested() => Err(ShipperError::Interrupted(
             "stopped while the standby was being fed from the store".into(),
         )),
     };
-    let put_back = standby
-        .ok(&["CONFIG", "SET", "masterauth", &old_auth])
-        .await;
+    // A stop may have cut a command on `standby`'s connection: the clean-up takes a new one.
+    let mut clean = standby.reconnect().await?;
+    let put_back = clean.ok(&["CONFIG", "SET", "masterauth", &old_auth]).await;
     if fed.is_err() {
-        let back = match &at.primary {
-            Some((host, port)) => standby.ok(&["REPLICAOF", host, port]).await,
-            None => Ok(Value::Simple(String::new())),
-        };
-        if let Err(e) = back {
-            warn!(error = %e, "the standby could not be pointed back at its primary: run REPLICAOF on it by hand");
-        }
+        point_back(&mut clean, at).await;
     }
+    *standby = clean;
     fed?;
     put_back?;
     Ok(())
+}
+
+/// Points the standby back at the primary it replicated in `before` (after a failed or
+/// stopped step left it replicating this process's closed endpoint).
+async fn point_back(standby: &mut Client, before: &Replication) {
+    let Some((host, port)) = &before.primary else {
+        return;
+    };
+    let now = replication(standby).await.ok().and_then(|r| r.primary);
+    if now.as_ref() == Some(&(host.clone(), port.clone())) {
+        return;
+    }
+    if let Err(e) = standby.ok(&["REPLICAOF", host, port]).await {
+        warn!(error = %e, "the standby could not be pointed back at its primary {host}:{port}: run REPLICAOF on it by hand");
+    }
 }
 
 /// Runs a promotion of a Redis replica (or, with `req.dry_run`, says what it would do).
@@ -389,10 +409,11 @@ pub async fn run(store: &Store, req: &PromoteRequest<'_>, bars: &Bars) -> Result
         )));
     }
     // Preflight: what it lacks must be in the store, whole, before anything is changed.
-    let preview = if before.holds(&end) {
-        Catch::default()
+    let (to_apply, to_apply_commands) = if before.holds(&end) {
+        (0, 0)
     } else {
-        Catch::build(store, &chain, before.offset, &end).await?
+        let preview = Catch::build(store, &chain, before.offset, &end).await?;
+        (preview.transactions, preview.commands)
     };
     let last_stored = chain.last().map_or(0, |c| c.header.meta.last_event_ms);
     let last_seen_commit_ms = promotion::last_seen_commit(store, req.stream).await?;
@@ -411,8 +432,8 @@ pub async fn run(store: &Store, req: &PromoteRequest<'_>, bars: &Bars) -> Result
         standby_after: before.render(),
         relay_transactions: None,
         relay_note: None,
-        applied_transactions: preview.transactions,
-        applied_events: preview.commands,
+        applied_transactions: to_apply,
+        applied_events: to_apply_commands,
         last_stored_commit_ms: last_stored,
         last_seen_commit_ms,
         data_loss_ms: last_seen_commit_ms.map(|seen| (seen - last_stored).max(0)),
@@ -449,7 +470,8 @@ pub async fn run(store: &Store, req: &PromoteRequest<'_>, bars: &Bars) -> Result
             )));
         }
         (report.applied_transactions, report.applied_events) = (0, 0);
-        if !at.holds(&end) {
+        let fed = !at.holds(&end);
+        if fed {
             let catch = Catch::build(store, &chain, at.offset, &end).await?;
             steps.begin("apply what it lacks from the store");
             feed(&mut standby, &at, &catch, req, bars).await?;
@@ -464,12 +486,20 @@ pub async fn run(store: &Store, req: &PromoteRequest<'_>, bars: &Bars) -> Result
         steps.begin("check the standby holds the stored end");
         let after = replication(&mut standby).await?;
         report.standby_after = after.render();
-        if !after.holds(&end) {
+        // Fed, it must stand exactly at the stored end: its history then continues the
+        // stream's byte for byte.
+        let exact = !fed || after.offset == end.offset;
+        if !after.holds(&end) || !exact {
             return Err(ShipperError::Restore(format!(
-                "the standby is at {}, short of the stored end {}",
+                "the standby is at {}, not at the stored end {}",
                 after.render(),
                 report.stored_end
             )));
+        }
+        if req.interrupt.is_requested() {
+            return Err(ShipperError::Interrupted(
+                "stopped before the standby was made a primary".into(),
+            ));
         }
         steps.begin("make the standby a primary");
         standby.ok(&["REPLICAOF", "NO", "ONE"]).await?;
@@ -492,6 +522,7 @@ pub async fn run(store: &Store, req: &PromoteRequest<'_>, bars: &Bars) -> Result
             report.outcome = Outcome::Failed;
             report.failed_at = Some(step.clone());
             report.error = Some(e.to_string());
+            point_back(&mut standby, &before).await;
             let left = match replication(&mut standby).await {
                 Ok(r) if r.role == "slave" => format!(
                     "is left a replica of {} (read-only unless replica-read-only is off)",
@@ -505,8 +536,13 @@ pub async fn run(store: &Store, req: &PromoteRequest<'_>, bars: &Bars) -> Result
             if let Err(save) = promotion::save(store, req.stream, &report).await {
                 warn!(error = %save, "the report of the failed promotion could not be stored");
             }
+            let paused = if report.fence.contains("writes paused") {
+                "; the old primary's writes stay paused (CLIENT UNPAUSE on it ends that)"
+            } else {
+                ""
+            };
             Err(ShipperError::Restore(format!(
-                "promote stopped at \"{step}\": {e}; the standby {left}\n{}",
+                "promote stopped at \"{step}\": {e}; the standby {left}{paused}\n{}",
                 report.render()
             )))
         }
