@@ -234,7 +234,7 @@ impl MysqlSource {
             // the one it was asked for.
             code::MARIADB_GTID_LIST | code::MYSQL_PREVIOUS_GTIDS if self.successor.is_none() => {
                 if !self.gtid.file_state(ty, body) {
-                    return Err(AgentError::Protocol(format!(
+                    return Err(AgentError::ServerSetup(format!(
                         "the binlog's GTID state at the start of {} does not read (tagged GTIDs, MySQL 8.4, are not supported yet)",
                         cursor.file()
                     )));

@@ -182,15 +182,13 @@ pub async fn plan(
     check_inside(target, chain.last(), &range)?;
     places.retain(|(s, ..)| !skip.contains(&s.id));
     // A snapshot the old primary took after the fork point holds its branch only: it serves
-    // no restore before the promoted server's history (latest lies on that history).
-    if !matches!(target, Target::Latest) {
-        let forks = forks(&chain);
-        places.retain(|(_, pos, _)| {
-            !forks
-                .iter()
-                .any(|f| f.history == pos.history && pos.offset > f.offset)
-        });
-    }
+    // no restore.
+    let forks = forks(&chain);
+    places.retain(|(_, pos, _)| {
+        !forks
+            .iter()
+            .any(|f| f.history == pos.history && pos.offset > f.offset)
+    });
     let chosen = match target {
         Target::Latest => places.last(),
         Target::Time(t) => places.iter().rev().find(|(_, _, time)| time <= t),

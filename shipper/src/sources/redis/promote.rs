@@ -20,7 +20,9 @@
 //!    the stream goes on from it as one chain.
 //!
 //! The stored end is the chain's last transaction boundary: a `MULTI` the chain ends inside
-//! was never committed on the standby's side, and is not sent.
+//! was never committed on the standby's side, and is not sent. The agent then finds the
+//! promoted standby's history ending before the chain's end: it records a fork there (the
+//! cut `MULTI` is the old branch) and takes a full sync, a new history.
 
 use std::time::{Duration, Instant};
 
@@ -292,13 +294,15 @@ async fn wait_caught_up(standby: &mut Client, at: u64) -> Result<()> {
 
 /// Feeds the standby (at `at`) `catch` from an endpoint of this process and waits until it
 /// acknowledges the stored end. Whatever happens (an error, a stop asked for), its
-/// `masterauth` is put back, and on failure it replicates its primary again.
+/// `masterauth` is put back (`auth_stuck` says when that failed), and on failure it
+/// replicates its primary again.
 async fn feed(
     standby: &mut Client,
     at: &Replication,
     catch: &Catch,
     req: &PromoteRequest<'_>,
     bars: &Bars,
+    auth_stuck: &mut bool,
 ) -> Result<()> {
     if req.interrupt.is_requested() {
         return Err(ShipperError::Interrupted(
@@ -306,6 +310,9 @@ async fn feed(
         ));
     }
     let mut watcher = standby.reconnect().await?;
+    // The clean-up's own connection, opened before anything changes: a stop may cut a
+    // command on `standby`'s.
+    let mut clean = standby.reconnect().await?;
     let endpoint = Endpoint::bind(standby.local_ip()?).await?;
     let old_auth = match standby.ok(&["CONFIG", "GET", "masterauth"]).await? {
         Value::Array(Some(v)) => v.get(1).map(Value::text).unwrap_or_default(),
@@ -347,10 +354,20 @@ async fn feed(
             "stopped while the standby was being fed from the store".into(),
         )),
     };
-    // A stop may have cut a command on `standby`'s connection: the clean-up takes a new one.
-    let mut clean = standby.reconnect().await?;
-    let put_back = clean.ok(&["CONFIG", "SET", "masterauth", &old_auth]).await;
-    if fed.is_err() {
+    let mut put_back = clean.ok(&["CONFIG", "SET", "masterauth", &old_auth]).await;
+    if put_back.is_err() {
+        if let Ok(mut again) = standby.reconnect().await {
+            put_back = again.ok(&["CONFIG", "SET", "masterauth", &old_auth]).await;
+            clean = again;
+        }
+    }
+    *auth_stuck = put_back.is_err();
+    let put_back = put_back.map_err(|e| {
+        ShipperError::Restore(format!(
+            "{e}; the standby's masterauth is still promote's one-time password: set it back by hand (CONFIG SET masterauth) before it replicates its primary again"
+        ))
+    });
+    if fed.is_err() && put_back.is_ok() {
         point_back(&mut clean, at).await;
     }
     *standby = clean;
@@ -386,6 +403,12 @@ pub async fn run(store: &Store, req: &PromoteRequest<'_>, bars: &Bars) -> Result
     let mut steps = Steps::new(req);
     let mut standby = connect(req.standby, "--standby").await?;
     let (chain, end) = stored_end(store, req).await?;
+    if chain
+        .last()
+        .is_some_and(|c| c.header.meta.open_trx.is_some())
+    {
+        warn!(stored_end = %end, "the stored chain ends inside a MULTI: the standby gets what precedes it; the agent will record a fork there and take a full sync from the promoted standby");
+    }
     let stored_end_text = |end: &ReplPos| format!("{} offset {}", end.replid, end.offset);
     if !req.dry_run {
         promotion::refuse_repeat(store, req.stream, &stored_end_text(&end)).await?;
@@ -445,6 +468,9 @@ pub async fn run(store: &Store, req: &PromoteRequest<'_>, bars: &Bars) -> Result
         report.elapsed_ms = started.elapsed().as_millis() as u64;
         return Ok(report);
     }
+    // Set when the standby's masterauth could not be put back: it is then not pointed back
+    // at its primary (it could not log in there).
+    let mut auth_stuck = false;
     let done = async {
         if let Some(url) = req.old_primary {
             steps.begin("fence the old primary");
@@ -474,7 +500,7 @@ pub async fn run(store: &Store, req: &PromoteRequest<'_>, bars: &Bars) -> Result
         if fed {
             let catch = Catch::build(store, &chain, at.offset, &end).await?;
             steps.begin("apply what it lacks from the store");
-            feed(&mut standby, &at, &catch, req, bars).await?;
+            feed(&mut standby, &at, &catch, req, bars, &mut auth_stuck).await?;
             report.applied_transactions = catch.transactions;
             report.applied_events = catch.commands;
             info!(
@@ -522,7 +548,13 @@ pub async fn run(store: &Store, req: &PromoteRequest<'_>, bars: &Bars) -> Result
             report.outcome = Outcome::Failed;
             report.failed_at = Some(step.clone());
             report.error = Some(e.to_string());
-            point_back(&mut standby, &before).await;
+            // A fresh connection: the step may have failed on a broken one.
+            if let Ok(fresh) = standby.reconnect().await {
+                standby = fresh;
+            }
+            if !auth_stuck {
+                point_back(&mut standby, &before).await;
+            }
             let left = match replication(&mut standby).await {
                 Ok(r) if r.role == "slave" => format!(
                     "is left a replica of {} (read-only unless replica-read-only is off)",
