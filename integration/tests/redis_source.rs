@@ -782,34 +782,65 @@ async fn a_cut_aof_file_stops_the_agent_with_the_fix_after_shipping_what_precede
 /// Issue 23's Redis part: a replica promoted after its primary is gone continues the old
 /// replication id as its `master_replid2`, so the agent pointed at it resumes with
 /// `+CONTINUE` (no full sync), the chain goes on, and latest restores as the new primary.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn after_a_failover_the_agent_continues_on_the_promoted_replica() -> anyhow::Result<()> {
-    let tmp = tempfile::tempdir()?;
-    let a = debug_server(&tmp.path().join("a"), &[]).await?;
+/// A primary (started with `a_extra`), its replica, a shipper and an agent on the primary
+/// whose first snapshot is stored; `script` (ending with `SET marker:a`) written on the
+/// primary, stored, and replicated.
+struct Pair {
+    /// The primary: taken (dropped) to kill it.
+    a: Option<RedisServer>,
+    b: RedisServer,
+    shipper: Shipper,
+    agent: Agent,
+    a_url: String,
+}
+
+async fn primary_and_replica(
+    tmp: &std::path::Path,
+    a_extra: &[&str],
+    script: &str,
+) -> anyhow::Result<Pair> {
+    let a = debug_server(&tmp.join("a"), a_extra).await?;
     let a_port = a.port.to_string();
-    let mut a = Some(a);
-    let b = debug_server(
-        &tmp.path().join("b"),
-        &["--replicaof", "127.0.0.1", &a_port],
-    )
-    .await?;
-    let shipper = Shipper::start(tmp.path()).await?;
-    let dir = tmp.path().join("agent");
-    let a_url = a.as_ref().map(RedisServer::url).unwrap_or_default();
-    let mut agent = Agent::start_config(&dir, &config(&dir, &a_url, &shipper), &[])?;
+    let b = debug_server(&tmp.join("b"), &["--replicaof", "127.0.0.1", &a_port]).await?;
+    let shipper = Shipper::start(tmp).await?;
+    let dir = tmp.join("agent");
+    let a_url = a.url();
+    let agent = Agent::start_config(&dir, &config(&dir, &a_url, &shipper), &[])?;
     wait_snapshots(&shipper, &agent, 1).await?;
-    if let Some(a) = &a {
-        a.script("SELECT 0\nSET one 1\nSELECT 4\nHSET h f v\nSELECT 0\nSET marker:a 1\n")?;
-    }
+    a.script(script)?;
     wait_stored(&shipper, "marker:a")
         .await
         .map_err(|e| e.context(agent.log_text()))?;
-    // The replica has everything the primary has before the primary dies.
-    let a_offset = a.as_ref().map(repl_offset).transpose()?.unwrap_or(0);
+    // The replica has everything the primary has.
+    let a_offset = repl_offset(&a)?;
     wait_for("the replica caught up", Duration::from_secs(30), || {
         let at = repl_offset(&b);
         async move { Ok((at? >= a_offset).then_some(())) }
     })
+    .await?;
+    Ok(Pair {
+        a: Some(a),
+        b,
+        shipper,
+        agent,
+        a_url,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_failover_the_agent_continues_on_the_promoted_replica() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let Pair {
+        mut a,
+        b,
+        shipper,
+        mut agent,
+        a_url,
+    } = primary_and_replica(
+        tmp.path(),
+        &[],
+        "SELECT 0\nSET one 1\nSELECT 4\nHSET h f v\nSELECT 0\nSET marker:a 1\n",
+    )
     .await?;
 
     // The primary dies with the agent; the replica is promoted; the agent's config now
@@ -826,19 +857,30 @@ async fn after_a_failover_the_agent_continues_on_the_promoted_replica() -> anyho
         log.contains("+CONTINUE") && log.contains("a failover"),
         "the agent must continue on the promoted replica: {log}"
     );
+    one_chain_onto(tmp.path(), &shipper, &agent, &b).await
+}
+
+/// After the agent moved to `b`: no second full sync or snapshot, `verify` sees one chain,
+/// and latest restores to `b`'s digest.
+async fn one_chain_onto(
+    tmp: &std::path::Path,
+    shipper: &Shipper,
+    agent: &Agent,
+    b: &RedisServer,
+) -> anyhow::Result<()> {
+    let log = agent.log_text();
     assert_eq!(
         log.matches("+FULLRESYNC").count(),
         1,
         "no second full sync: {log}"
     );
-    assert_eq!(snapshots(&shipper)?.len(), 1, "no second snapshot");
-
+    assert_eq!(snapshots(shipper)?.len(), 1, "no second snapshot");
     let (code, out) = shipper_cli(&["verify", "--store", &shipper.store_url()])?;
     assert_eq!(code, 0, "one chain across the failover: {out}");
-    let target = debug_server(&tmp.path().join("target"), &[]).await?;
-    let (code, out) = restore(&shipper, "latest", &target, false)?;
+    let target = debug_server(&tmp.join("target"), &[]).await?;
+    let (code, out) = restore(shipper, "latest", &target, false)?;
     assert_eq!(code, 0, "{out}");
-    assert_eq!(digest(&target)?, digest(&b)?, "{out}");
+    assert_eq!(digest(&target)?, digest(b)?, "{out}");
     Ok(())
 }
 
@@ -893,30 +935,19 @@ async fn promote_feeds_a_replica_what_it_lacks_and_the_agent_continues_on_it() -
 {
     let tmp = tempfile::tempdir()?;
     // Pings every second, so heartbeats lie between the commands the standby lacks.
-    let a = debug_server(&tmp.path().join("a"), &["--repl-ping-replica-period", "1"]).await?;
-    let a_port = a.port.to_string();
-    let mut a = Some(a);
-    let b = debug_server(
-        &tmp.path().join("b"),
-        &["--replicaof", "127.0.0.1", &a_port],
+    let Pair {
+        mut a,
+        b,
+        shipper,
+        mut agent,
+        a_url,
+    } = primary_and_replica(
+        tmp.path(),
+        &["--repl-ping-replica-period", "1"],
+        "SELECT 0\nSET one 1\nSELECT 4\nHSET h f v\nSELECT 0\nSET marker:a 1\n",
     )
     .await?;
-    let shipper = Shipper::start(tmp.path()).await?;
-    let dir = tmp.path().join("agent");
-    let a_url = a.as_ref().map(RedisServer::url).unwrap_or_default();
-    let mut agent = Agent::start_config(&dir, &config(&dir, &a_url, &shipper), &[])?;
-    wait_snapshots(&shipper, &agent, 1).await?;
     let primary = a.as_ref().ok_or_else(|| anyhow::anyhow!("A"))?;
-    primary.script("SELECT 0\nSET one 1\nSELECT 4\nHSET h f v\nSELECT 0\nSET marker:a 1\n")?;
-    wait_stored(&shipper, "marker:a")
-        .await
-        .map_err(|e| e.context(agent.log_text()))?;
-    let a_offset = repl_offset(primary)?;
-    wait_for("the replica caught up", Duration::from_secs(30), || {
-        let at = repl_offset(&b);
-        async move { Ok((at? >= a_offset).then_some(())) }
-    })
-    .await?;
     let replid = replication_field(primary, "master_replid")?;
 
     // The standby loses its link (as a replica whose network broke); the primary goes on,
@@ -1017,48 +1048,26 @@ async fn promote_feeds_a_replica_what_it_lacks_and_the_agent_continues_on_it() -
     wait_stored(&shipper, "marker:b")
         .await
         .map_err(|e| e.context(agent.log_text()))?;
-    let log = agent.log_text();
-    assert_eq!(
-        log.matches("+FULLRESYNC").count(),
-        1,
-        "no second full sync: {log}"
-    );
-    assert_eq!(snapshots(&shipper)?.len(), 1, "no second snapshot");
-    let (code, out) = shipper_cli(&["verify", "--store", &shipper.store_url()])?;
-    assert_eq!(code, 0, "one chain across the promotion: {out}");
-    let target = debug_server(&tmp.path().join("target"), &[]).await?;
-    let (code, out) = restore(&shipper, "latest", &target, false)?;
-    assert_eq!(code, 0, "{out}");
-    assert_eq!(digest(&target)?, digest(&b)?, "{out}");
-    Ok(())
+    one_chain_onto(tmp.path(), &shipper, &agent, &b).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_promoted_while_behind_forks_the_stream_and_restores_follow_it(
 ) -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
-    let a = debug_server(&tmp.path().join("a"), &[]).await?;
-    let a_port = a.port.to_string();
-    let mut a = Some(a);
-    let b = debug_server(
-        &tmp.path().join("b"),
-        &["--replicaof", "127.0.0.1", &a_port],
+    let Pair {
+        mut a,
+        b,
+        shipper,
+        mut agent,
+        a_url,
+    } = primary_and_replica(
+        tmp.path(),
+        &[],
+        "SELECT 0\nSET one 1\nSELECT 2\nSET marker:a 1\n",
     )
     .await?;
-    let shipper = Shipper::start(tmp.path()).await?;
-    let dir = tmp.path().join("agent");
-    let a_url = a.as_ref().map(RedisServer::url).unwrap_or_default();
-    let mut agent = Agent::start_config(&dir, &config(&dir, &a_url, &shipper), &[])?;
-    wait_snapshots(&shipper, &agent, 1).await?;
     let primary = a.as_ref().ok_or_else(|| anyhow::anyhow!("A"))?;
-    primary.script("SELECT 0\nSET one 1\nSELECT 2\nSET marker:a 1\n")?;
-    wait_stored(&shipper, "marker:a").await?;
-    let a_offset = repl_offset(primary)?;
-    wait_for("the replica caught up", Duration::from_secs(30), || {
-        let at = repl_offset(&b);
-        async move { Ok((at? >= a_offset).then_some(())) }
-    })
-    .await?;
 
     // The replica's link breaks; the primary writes on and the agent ships it: commands
     // only the old primary will have had. Then it dies, and the replica is promoted.
@@ -1187,10 +1196,5 @@ async fn promote_pauses_a_live_old_primary_and_its_replica_takes_over() -> anyho
     wait_stored(&shipper, "marker:b")
         .await
         .map_err(|e| e.context(agent.log_text()))?;
-    assert_eq!(agent.log_text().matches("+FULLRESYNC").count(), 1);
-    let target = debug_server(&tmp.path().join("target"), &[]).await?;
-    let (code, out) = restore(&shipper, "latest", &target, false)?;
-    assert_eq!(code, 0, "{out}");
-    assert_eq!(digest(&target)?, digest(&b)?, "{out}");
-    Ok(())
+    one_chain_onto(tmp.path(), &shipper, &agent, &b).await
 }

@@ -234,6 +234,48 @@ impl PromotionReport {
     }
 }
 
+/// Ends a promotion the way every kind ends one. Done: the report is stored and returned.
+/// Failed (`done` is the error): the report is stored as failed at the step under way,
+/// and the error names that step and, through `left` (asked only then), the state the
+/// standby is left in.
+///
+/// # Errors
+/// The failure, with the report; when a successful promotion's report cannot be stored.
+pub async fn conclude(
+    store: &Store,
+    stream: &StreamId,
+    mut report: PromotionReport,
+    steps: Steps,
+    done: Result<()>,
+    left: impl AsyncFnOnce() -> String,
+) -> Result<PromotionReport> {
+    match done {
+        Ok(()) => {
+            report.steps = steps.finish(None).await;
+            report.outcome = Outcome::Promoted;
+            let key = save(store, stream, &report).await?;
+            tracing::info!(%key, "promote: report stored");
+            Ok(report)
+        }
+        Err(e) => {
+            let step = steps.current().to_owned();
+            report.steps = steps.finish(Some(&e.to_string())).await;
+            report.outcome = Outcome::Failed;
+            report.failed_at = Some(step.clone());
+            report.error = Some(e.to_string());
+            let left = left().await;
+            tracing::warn!(step, error = %e, "promote failed; the standby {left}");
+            if let Err(save) = save(store, stream, &report).await {
+                tracing::warn!(error = %save, "the report of the failed promotion could not be stored");
+            }
+            Err(ShipperError::Restore(format!(
+                "promote stopped at \"{step}\": {e}; the standby {left}\n{}",
+                report.render()
+            )))
+        }
+    }
+}
+
 /// Stores `report` beside its stream; returns its key.
 ///
 /// # Errors

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use logferry_common::format::mysql::{self as binlog, code, event_body, Gtid, GtidState, Walked};
 use logferry_common::BinlogPos;
-use tracing::{info, warn};
+use tracing::info;
 
 use super::plan::{self, ChainSegment};
 use super::replay;
@@ -202,40 +202,22 @@ pub async fn run(store: &Store, req: &PromoteRequest<'_>, bars: &Bars) -> Result
     }
     .await;
     report.elapsed_ms = started.elapsed().as_millis() as u64;
-    match done {
-        Ok(()) => {
-            report.steps = steps.finish(None).await;
-            report.outcome = Outcome::Promoted;
-            let key = promotion::save(store, req.stream, &report).await?;
-            info!(%key, "promote: report stored");
-            Ok(report)
-        }
-        Err(e) => {
-            let step = steps.current().to_owned();
-            report.steps = steps.finish(Some(&e.to_string())).await;
-            report.outcome = Outcome::Failed;
-            report.failed_at = Some(step.clone());
-            report.error = Some(e.to_string());
-            let read_only = standby
-                .query("SELECT @@GLOBAL.read_only")
-                .await
-                .ok()
-                .and_then(|rows| rows.first().and_then(|r| r.first()).cloned());
-            let left = match read_only.as_deref() {
-                Some("1") => "is left read-only".to_owned(),
-                Some(_) => "is NOT read-only: set read_only = ON on it by hand before anything writes to it".to_owned(),
-                None => "did not answer: check that it is read-only".to_owned(),
-            };
-            warn!(step, error = %e, "promote failed; the standby {left}");
-            if let Err(save) = promotion::save(store, req.stream, &report).await {
-                warn!(error = %save, "the report of the failed promotion could not be stored");
+    promotion::conclude(store, req.stream, report, steps, done, async || {
+        let read_only = standby
+            .query("SELECT @@GLOBAL.read_only")
+            .await
+            .ok()
+            .and_then(|rows| rows.first().and_then(|r| r.first()).cloned());
+        let left = match read_only.as_deref() {
+            Some("1") => "is left read-only",
+            Some(_) => {
+                "is NOT read-only: set read_only = ON on it by hand before anything writes to it"
             }
-            Err(ShipperError::Restore(format!(
-                "promote stopped at \"{step}\": {e}; the standby {standby} {left}\n{}",
-                report.render()
-            )))
-        }
-    }
+            None => "did not answer: check that it is read-only",
+        };
+        format!("{standby} {left}")
+    })
+    .await
 }
 
 /// The stored chain and the GTID state at its last transaction boundary.

@@ -534,49 +534,29 @@ pub async fn run(store: &Store, req: &PromoteRequest<'_>, bars: &Bars) -> Result
     }
     .await;
     report.elapsed_ms = started.elapsed().as_millis() as u64;
-    match done {
-        Ok(()) => {
-            report.steps = steps.finish(None).await;
-            report.outcome = Outcome::Promoted;
-            let key = promotion::save(store, req.stream, &report).await?;
-            info!(%key, "promote: report stored");
-            Ok(report)
+    let paused = report.fence.contains("writes paused");
+    promotion::conclude(store, req.stream, report, steps, done, async || {
+        // A fresh connection: the step may have failed on a broken one.
+        if let Ok(fresh) = standby.reconnect().await {
+            standby = fresh;
         }
-        Err(e) => {
-            let step = steps.current().to_owned();
-            report.steps = steps.finish(Some(&e.to_string())).await;
-            report.outcome = Outcome::Failed;
-            report.failed_at = Some(step.clone());
-            report.error = Some(e.to_string());
-            // A fresh connection: the step may have failed on a broken one.
-            if let Ok(fresh) = standby.reconnect().await {
-                standby = fresh;
-            }
-            if !auth_stuck {
-                point_back(&mut standby, &before).await;
-            }
-            let left = match replication(&mut standby).await {
-                Ok(r) if r.role == "slave" => format!(
-                    "is left a replica of {} (read-only unless replica-read-only is off)",
-                    r.primary
-                        .map_or_else(|| "?".into(), |(h, p)| format!("{h}:{p}"))
-                ),
-                Ok(r) => format!("is a {}: check who writes to it", r.role),
-                Err(_) => "did not answer: check that it is still a replica".to_owned(),
-            };
-            warn!(step, error = %e, "promote failed; the standby {left}");
-            if let Err(save) = promotion::save(store, req.stream, &report).await {
-                warn!(error = %save, "the report of the failed promotion could not be stored");
-            }
-            let paused = if report.fence.contains("writes paused") {
-                "; the old primary's writes stay paused (CLIENT UNPAUSE on it ends that)"
-            } else {
-                ""
-            };
-            Err(ShipperError::Restore(format!(
-                "promote stopped at \"{step}\": {e}; the standby {left}{paused}\n{}",
-                report.render()
-            )))
+        if !auth_stuck {
+            point_back(&mut standby, &before).await;
         }
-    }
+        let left = match replication(&mut standby).await {
+            Ok(r) if r.role == "slave" => format!(
+                "is left a replica of {} (read-only unless replica-read-only is off)",
+                r.primary
+                    .map_or_else(|| "?".into(), |(h, p)| format!("{h}:{p}"))
+            ),
+            Ok(r) => format!("is a {}: check who writes to it", r.role),
+            Err(_) => "did not answer: check that it is still a replica".to_owned(),
+        };
+        if paused {
+            format!("{left}; the old primary's writes stay paused (CLIENT UNPAUSE on it ends that)")
+        } else {
+            left
+        }
+    })
+    .await
 }
