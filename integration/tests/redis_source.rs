@@ -1198,3 +1198,46 @@ async fn promote_pauses_a_live_old_primary_and_its_replica_takes_over() -> anyho
         .map_err(|e| e.context(agent.log_text()))?;
     one_chain_onto(tmp.path(), &shipper, &agent, &b).await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promote_says_when_the_standby_holds_more_than_its_backlog_keeps() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let Pair {
+        mut a,
+        b,
+        shipper,
+        mut agent,
+        a_url,
+    } = primary_and_replica(tmp.path(), &[], "SELECT 0\nSET marker:a 1\n").await?;
+    b.cli(&["CONFIG", "SET", "repl-backlog-size", "16384"])?;
+    // The agent is down while the primary writes 64 KiB more, which the replica receives.
+    agent.kill9();
+    let primary = a.as_ref().ok_or_else(|| anyhow::anyhow!("A"))?;
+    let value = "x".repeat(1024);
+    let script: String = (0..64).map(|i| format!("SET late:{i} {value}\n")).collect();
+    primary.script(&format!("SELECT 0\n{script}"))?;
+    let a_offset = repl_offset(primary)?;
+    wait_for("the replica caught up", Duration::from_secs(30), || {
+        let at = repl_offset(&b);
+        async move { Ok((at? >= a_offset).then_some(())) }
+    })
+    .await?;
+    drop(a.take());
+
+    let (code, out) = promote(&shipper, &b, &[])?;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("beyond what its replication backlog keeps"),
+        "the report says the agent will take a full sync: {out}"
+    );
+    agent.edit_config(&a_url, &b.url())?;
+    agent.restart()?;
+    wait_snapshots(&shipper, &agent, 2).await?;
+    b.script("SELECT 0\nSET marker:b 1\n")?;
+    wait_stored(&shipper, "marker:b").await?;
+    let target = debug_server(&tmp.path().join("target"), &[]).await?;
+    let (code, out) = restore(&shipper, "latest", &target, false)?;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(digest(&target)?, digest(&b)?, "nothing lost: {out}");
+    Ok(())
+}

@@ -183,6 +183,9 @@ pub struct PromotionReport {
     /// The steps taken, in order, with how each ended.
     #[serde(default)]
     pub steps: Vec<Step>,
+    /// What the operator should know of the promoted server and the stream after it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 impl PromotionReport {
@@ -218,6 +221,9 @@ impl PromotionReport {
         );
         if let Some(note) = &self.relay_note {
             out.push_str(&format!("  relay log note:   {note}\n"));
+        }
+        for note in &self.notes {
+            out.push_str(&format!("  note:             {note}\n"));
         }
         for s in &self.steps {
             out.push_str(&format!(

@@ -108,6 +108,7 @@ pub async fn run(store: &Store, req: &PromoteRequest<'_>, bars: &Bars) -> Result
         started_ms: now_ms(),
         elapsed_ms: 0,
         steps: Vec::new(),
+        notes: Vec::new(),
     };
     if req.dry_run {
         first_missing(store, &chain, &gtid_before).await?;

@@ -62,6 +62,8 @@ struct Replication {
     /// The primary it replicates (`master_host`, `master_port`), when a replica.
     primary: Option<(String, String)>,
     link_up: bool,
+    /// The first offset its replication backlog holds, when it has one.
+    backlog_from: Option<u64>,
 }
 
 impl Replication {
@@ -98,6 +100,9 @@ async fn replication(client: &mut Client) -> Result<Replication> {
             })?,
         primary: field("master_host").zip(field("master_port")),
         link_up: field("master_link_status").as_deref() == Some("up"),
+        backlog_from: field("repl_backlog_first_byte_offset")
+            .filter(|_| field("repl_backlog_active").as_deref() == Some("1"))
+            .and_then(|o| o.parse().ok()),
     })
 }
 
@@ -463,6 +468,7 @@ pub async fn run(store: &Store, req: &PromoteRequest<'_>, bars: &Bars) -> Result
         started_ms: now_ms(),
         elapsed_ms: 0,
         steps: Vec::new(),
+        notes: Vec::new(),
     };
     if req.dry_run {
         report.elapsed_ms = started.elapsed().as_millis() as u64;
@@ -521,6 +527,14 @@ pub async fn run(store: &Store, req: &PromoteRequest<'_>, bars: &Bars) -> Result
                 after.render(),
                 report.stored_end
             )));
+        }
+        if after.offset > end.offset && after.backlog_from.is_none_or(|b| b > end.offset + 1) {
+            report.notes.push(format!(
+                "the standby holds {} bytes of the stream after the stored end (the old primary's last writes, not stored yet), \
+                 beyond what its replication backlog keeps: the agent pointed at it takes a full sync, a new history \
+                 (a break in the chain; those writes are in its snapshot)",
+                after.offset - end.offset
+            ));
         }
         if req.interrupt.is_requested() {
             return Err(ShipperError::Interrupted(
