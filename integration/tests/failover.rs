@@ -61,24 +61,30 @@ fn verify(shipper: &Shipper) -> anyhow::Result<(i32, String)> {
     shipper_cli(&["verify", "--store", &shipper.store_url()])
 }
 
+/// A primary holding the workload's schema and its first `rows` transactions, its standby
+/// (replicating it), a shipper, and an agent reading the primary from its first binlog.
+async fn primary_standby_agent(
+    tmp: &std::path::Path,
+    rows: u64,
+) -> anyhow::Result<(MariaDb, MariaDb, Shipper, Agent)> {
+    let a = MariaDb::start(Options::default()).await?;
+    workload::create_schema(&mut a.conn().await?).await?;
+    workload::run(&mut a.conn().await?, 0, rows).await?;
+    let b = MariaDb::start_replica_with(&a, standby(2)).await?;
+    let shipper = Shipper::start(tmp).await?;
+    let mut s = settings(&a, &shipper);
+    s.source_extra = "start = \"earliest\"".into();
+    let agent = Agent::start(&tmp.join("agent"), &s)?;
+    Ok((a, b, shipper, agent))
+}
+
 /// `logferry-shipper promote` of the test stream into `standby`, with `extra` flags.
 fn promote_cli(
     shipper: &Shipper,
     standby: &MariaDb,
     extra: &[&str],
 ) -> anyhow::Result<(i32, String)> {
-    let (store, standby) = (shipper.store_url(), standby.root_url());
-    let mut args = vec![
-        "promote",
-        "--store",
-        &store,
-        "--stream",
-        STREAM,
-        "--standby",
-        &standby,
-    ];
-    args.extend_from_slice(extra);
-    shipper_cli(&args)
+    common::promote(shipper, STREAM, &standby.root_url(), extra)
 }
 
 /// The sequence number of a one-domain GTID state (`0-1-57` → 57).
@@ -376,14 +382,7 @@ async fn a_second_database_on_one_stream_name_is_refused() -> anyhow::Result<()>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promote_applies_what_the_standby_lacks_and_reports_it() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
-    let mut a = MariaDb::start(Options::default()).await?;
-    workload::create_schema(&mut a.conn().await?).await?;
-    workload::run(&mut a.conn().await?, 0, 40).await?;
-    let b = MariaDb::start_replica_with(&a, standby(2)).await?;
-    let shipper = Shipper::start(tmp.path()).await?;
-    let mut s = settings(&a, &shipper);
-    s.source_extra = "start = \"earliest\"".into();
-    let agent = Agent::start(&tmp.path().join("agent"), &s)?;
+    let (mut a, b, shipper, agent) = primary_standby_agent(tmp.path(), 40).await?;
     b.conn().await?.query_drop("STOP SLAVE SQL_THREAD").await?;
     let b_before = b.gtid_binlog_pos().await?;
     workload::run(&mut a.conn().await?, 40, 80).await?;
@@ -677,13 +676,7 @@ async fn an_agent_beside_a_replica_goes_on_when_the_replica_is_promoted() -> any
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promote_applies_the_standby_relay_log_first() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
-    let mut a = MariaDb::start(Options::default()).await?;
-    workload::create_schema(&mut a.conn().await?).await?;
-    let b = MariaDb::start_replica_with(&a, standby(2)).await?;
-    let shipper = Shipper::start(tmp.path()).await?;
-    let mut s = settings(&a, &shipper);
-    s.source_extra = "start = \"earliest\"".into();
-    let agent = Agent::start(&tmp.path().join("agent"), &s)?;
+    let (mut a, b, shipper, agent) = primary_standby_agent(tmp.path(), 0).await?;
     b.conn().await?.query_drop("STOP SLAVE SQL_THREAD").await?;
     workload::run(&mut a.conn().await?, 0, 60).await?;
     let a_final = a.gtid_binlog_pos().await?;
@@ -712,14 +705,7 @@ async fn promote_applies_the_standby_relay_log_first() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promote_refuses_a_standby_that_went_its_own_way() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
-    let mut a = MariaDb::start(Options::default()).await?;
-    workload::create_schema(&mut a.conn().await?).await?;
-    workload::run(&mut a.conn().await?, 0, 20).await?;
-    let b = MariaDb::start_replica_with(&a, standby(2)).await?;
-    let shipper = Shipper::start(tmp.path()).await?;
-    let mut s = settings(&a, &shipper);
-    s.source_extra = "start = \"earliest\"".into();
-    let agent = Agent::start(&tmp.path().join("agent"), &s)?;
+    let (mut a, b, shipper, agent) = primary_standby_agent(tmp.path(), 20).await?;
     b.promote().await?;
     workload::run(&mut a.conn().await?, 20, 40).await?;
     workload::run(&mut b.conn().await?, 500, 520).await?;
@@ -747,14 +733,7 @@ async fn promote_refuses_a_standby_that_went_its_own_way() -> anyhow::Result<()>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promote_fences_an_old_primary_that_still_answers() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
-    let a = MariaDb::start(Options::default()).await?;
-    workload::create_schema(&mut a.conn().await?).await?;
-    workload::run(&mut a.conn().await?, 0, 40).await?;
-    let b = MariaDb::start_replica_with(&a, standby(2)).await?;
-    let shipper = Shipper::start(tmp.path()).await?;
-    let mut s = settings(&a, &shipper);
-    s.source_extra = "start = \"earliest\"".into();
-    let agent = Agent::start(&tmp.path().join("agent"), &s)?;
+    let (a, b, shipper, agent) = primary_standby_agent(tmp.path(), 40).await?;
     wait_caught_up(&a, &shipper, &agent).await?;
     let mut client = a.conn().await?;
     client.query_drop("SELECT 1").await?;

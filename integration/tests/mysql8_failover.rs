@@ -10,10 +10,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{shipper_cli, STREAM};
+use common::{settings_for, shipper_cli, STREAM};
 use logferry_common::format::mysql::GtidSet;
 use logferry_common::Position;
-use logferry_integration::logferry::{Agent, AgentSettings, Shipper};
+use logferry_integration::logferry::{Agent, Shipper};
 use logferry_integration::mysql8::MySql8;
 use logferry_integration::{store, wait_for};
 use mysql_async::prelude::Queryable;
@@ -32,20 +32,6 @@ fn skipped() -> bool {
         "SKIPPED: no MySQL 8 server here (Debian's mysqld is MariaDB); set LOGFERRY_MYSQLD to a MySQL 8 mysqld to run the MySQL failover tests"
     );
     true
-}
-
-fn settings(db: &MySql8, shipper: &Shipper) -> AgentSettings {
-    AgentSettings {
-        stream: STREAM.into(),
-        source_url: db.repl_url(),
-        server_id: 1001,
-        shipper_url: shipper.url(),
-        shipper_extra: shipper.agent_tls_lines(),
-        max_age_ms: 200,
-        source_extra: String::new(),
-        segment_extra: String::new(),
-        extra_toml: String::new(),
-    }
 }
 
 async fn write(db: &MySql8, from: u32, to: u32) -> anyhow::Result<()> {
@@ -94,7 +80,7 @@ async fn the_chain_follows_a_promoted_mysql_replica_by_gtid_auto_positioning() -
     write(&a, 0, 50).await?;
     let b = MySql8::start_replica(&a, 2).await?;
     let shipper = Shipper::start(tmp.path()).await?;
-    let s = settings(&a, &shipper);
+    let s = settings_for(a.repl_url(), &shipper);
     let mut agent = Agent::start(&tmp.path().join("agent"), &s)?;
     write(&a, 50, 120).await?;
     wait_stored(&a, &shipper, &agent).await?;
@@ -126,7 +112,7 @@ async fn the_chain_follows_a_promoted_mysql_replica_by_gtid_auto_positioning() -
     // Another MySQL server that lacks the stored transactions is not a successor.
     let other = MySql8::start(3).await?;
     write(&other, 0, 10).await?;
-    let mut second = settings(&other, &shipper);
+    let mut second = settings_for(other.repl_url(), &shipper);
     second.server_id = 1002;
     let refused = Agent::start(&tmp.path().join("other"), &second)?;
     wait_for(

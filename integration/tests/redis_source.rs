@@ -10,6 +10,7 @@ mod common;
 use std::time::Duration;
 
 use common::{mark, rfc3339, shipper_cli, shipper_cli_within};
+use logferry_common::format::redis::resp::info_field;
 use logferry_common::format::redis::walk;
 use logferry_common::snapshot::{SnapshotContent, SnapshotManifest};
 use logferry_integration::logferry::{Agent, Shipper, TEST_TOKEN};
@@ -242,11 +243,16 @@ fn digest(redis: &RedisServer) -> anyhow::Result<String> {
 
 /// The source's replication offset (`master_repl_offset`).
 fn repl_offset(redis: &RedisServer) -> anyhow::Result<u64> {
-    let info = redis.cli(&["INFO", "replication"])?;
-    info.lines()
-        .find_map(|l| l.strip_prefix("master_repl_offset:"))
-        .and_then(|v| v.trim().parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("no master_repl_offset in {info}"))
+    Ok(replication_field(redis, "master_repl_offset")?.parse()?)
+}
+
+/// Waits until `redis`'s replication offset reaches `at`.
+async fn wait_offset(redis: &RedisServer, at: u64, what: &str) -> anyhow::Result<()> {
+    wait_for(what, Duration::from_secs(30), || {
+        let now = repl_offset(redis);
+        async move { Ok((now? >= at).then_some(())) }
+    })
+    .await
 }
 
 /// A Redis server whose `DEBUG DIGEST` the test may ask.
@@ -812,12 +818,7 @@ async fn primary_and_replica(
         .await
         .map_err(|e| e.context(agent.log_text()))?;
     // The replica has everything the primary has.
-    let a_offset = repl_offset(&a)?;
-    wait_for("the replica caught up", Duration::from_secs(30), || {
-        let at = repl_offset(&b);
-        async move { Ok((at? >= a_offset).then_some(())) }
-    })
-    .await?;
+    wait_offset(&b, repl_offset(&a)?, "the replica caught up").await?;
     Ok(Pair {
         a: Some(a),
         b,
@@ -887,9 +888,8 @@ async fn one_chain_onto(
 /// `INFO replication`'s `field` on `redis`.
 fn replication_field(redis: &RedisServer, field: &str) -> anyhow::Result<String> {
     let info = redis.cli(&["INFO", "replication"])?;
-    info.lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .map(|v| v.trim().to_owned())
+    info_field(&info, field)
+        .map(str::to_owned)
         .ok_or_else(|| anyhow::anyhow!("no {field} in {info}"))
 }
 
@@ -916,18 +916,7 @@ fn promote(
     standby: &RedisServer,
     extra: &[&str],
 ) -> anyhow::Result<(i32, String)> {
-    let (url, store) = (standby.url(), shipper.store_url());
-    let mut args = vec![
-        "promote",
-        "--store",
-        &store,
-        "--stream",
-        STREAM,
-        "--standby",
-        &url,
-    ];
-    args.extend_from_slice(extra);
-    shipper_cli(&args)
+    common::promote(shipper, STREAM, &standby.url(), extra)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -955,13 +944,7 @@ async fn promote_feeds_a_replica_what_it_lacks_and_the_agent_continues_on_it() -
     let nowhere = logferry_integration::free_port()?.to_string();
     b.cli(&["REPLICAOF", "127.0.0.1", &nowhere])?;
     let b_offset = repl_offset(&b)?;
-    let pinged = |from: u64| async move {
-        wait_for("the primary's pings", Duration::from_secs(30), || {
-            let at = repl_offset(primary);
-            async move { Ok((at? >= from + 28).then_some(())) }
-        })
-        .await
-    };
+    let pinged = |from: u64| wait_offset(primary, from + 28, "the primary's pings");
     pinged(repl_offset(primary)?).await?;
     primary.script("SELECT 0\nSET two 2\nSELECT 3\nSADD s x y z\n")?;
     pinged(repl_offset(primary)?).await?;
@@ -1216,12 +1199,7 @@ async fn promote_says_when_the_standby_holds_more_than_its_backlog_keeps() -> an
     let value = "x".repeat(1024);
     let script: String = (0..64).map(|i| format!("SET late:{i} {value}\n")).collect();
     primary.script(&format!("SELECT 0\n{script}"))?;
-    let a_offset = repl_offset(primary)?;
-    wait_for("the replica caught up", Duration::from_secs(30), || {
-        let at = repl_offset(&b);
-        async move { Ok((at? >= a_offset).then_some(())) }
-    })
-    .await?;
+    wait_offset(&b, repl_offset(primary)?, "the replica caught up").await?;
     drop(a.take());
 
     let (code, out) = promote(&shipper, &b, &[])?;

@@ -18,9 +18,14 @@ pub const STREAM: &str = "db1";
 
 /// Agent settings for `db` shipping to `shipper`.
 pub fn settings(db: &MariaDb, shipper: &Shipper) -> AgentSettings {
+    settings_for(db.repl_url(), shipper)
+}
+
+/// Agent settings for the MySQL-protocol server at `source_url` shipping to `shipper`.
+pub fn settings_for(source_url: String, shipper: &Shipper) -> AgentSettings {
     AgentSettings {
         stream: STREAM.into(),
-        source_url: db.repl_url(),
+        source_url,
         server_id: 1001,
         shipper_url: shipper.url(),
         shipper_extra: shipper.agent_tls_lines(),
@@ -111,6 +116,28 @@ pub fn assert_stored_exactly_and_verified(
 /// Runs `logferry-shipper <args>` and returns (exit code, its output).
 pub fn shipper_cli(args: &[&str]) -> anyhow::Result<(i32, String)> {
     shipper_cli_within(args, logferry_integration::process::RUN_WITHIN)
+}
+
+/// `logferry-shipper promote` of `stream` into the standby at `standby_url`, with `extra`
+/// flags: (exit code, output).
+pub fn promote(
+    shipper: &Shipper,
+    stream: &str,
+    standby_url: &str,
+    extra: &[&str],
+) -> anyhow::Result<(i32, String)> {
+    let store = shipper.store_url();
+    let mut args = vec![
+        "promote",
+        "--store",
+        &store,
+        "--stream",
+        stream,
+        "--standby",
+        standby_url,
+    ];
+    args.extend_from_slice(extra);
+    shipper_cli(&args)
 }
 
 /// Runs `logferry-shipper <args>` for at most `limit` (killed then, failing with its

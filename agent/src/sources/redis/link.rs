@@ -205,15 +205,10 @@ impl Link {
             }
             v => v.text(),
         };
-        let field = |name: &str| {
-            text.lines().find_map(|l| {
-                l.strip_prefix(name)
-                    .and_then(|v| v.strip_prefix(':'))
-                    .map(str::trim)
-            })
-        };
-        let id = field("master_replid2").filter(|id| id.bytes().any(|b| b != b'0'));
-        let until = field("second_repl_offset").and_then(|o| o.parse::<i64>().ok());
+        let id =
+            resp::info_field(&text, "master_replid2").filter(|id| id.bytes().any(|b| b != b'0'));
+        let until =
+            resp::info_field(&text, "second_repl_offset").and_then(|o| o.parse::<i64>().ok());
         Ok(match (id, until) {
             (Some(id), Some(until)) if until > 0 => {
                 Some((id.to_owned(), u64::try_from(until - 1).unwrap_or(0)))

@@ -238,6 +238,15 @@ pub fn encode<A: AsRef<[u8]>>(args: &[A]) -> Vec<u8> {
     out
 }
 
+/// The value of `name` in an `INFO` reply's text (`name:value` lines), trimmed.
+pub fn info_field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
+    info.lines().find_map(|l| {
+        l.strip_prefix(name)
+            .and_then(|v| v.strip_prefix(':'))
+            .map(str::trim)
+    })
+}
+
 /// `SELECT db`, as every segment of a Redis stream starts.
 pub fn select(db: u32) -> Vec<u8> {
     encode(&[b"SELECT".as_slice(), db.to_string().as_bytes()])
@@ -245,6 +254,15 @@ pub fn select(db: u32) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn info_fields_are_found_by_their_whole_name() {
+        let info = "# Replication\r\nrole:slave\r\nmaster_replid:abc\r\nmaster_replid2:def\r\n";
+        assert_eq!(super::info_field(info, "role"), Some("slave"));
+        assert_eq!(super::info_field(info, "master_replid"), Some("abc"));
+        assert_eq!(super::info_field(info, "master_replid2"), Some("def"));
+        assert_eq!(super::info_field(info, "master"), None);
+    }
+
     use super::*;
 
     #[test]

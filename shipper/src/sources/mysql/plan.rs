@@ -69,25 +69,34 @@ impl Plan {
 pub fn old_branches(chain: &[ChainSegment]) -> Vec<(BinlogPos, BinlogPos)> {
     chain
         .iter()
-        .filter_map(|c| match &c.header.meta.lineage.forks_at {
-            Some(Position::Mysql(at)) => Some((at.clone(), c.start.clone())),
-            _ => None,
-        })
+        .filter_map(|c| c.fork_point().map(|at| (at.clone(), c.start.clone())))
         .collect()
 }
 
 /// Whether a place is inside one of `branches`.
 pub fn in_old_branch(branches: &[(BinlogPos, BinlogPos)], end: &BinlogPos) -> bool {
-    branches
-        .iter()
-        .any(|(at, to)| end.cmp_place(at).is_gt() && end.cmp_place(to).is_le())
+    branches.iter().any(|(at, to)| on_branch(at, to, end))
+}
+
+/// Whether `end` lies on the old branch that runs after the fork point `at` to `to`.
+fn on_branch(at: &BinlogPos, to: &BinlogPos, end: &BinlogPos) -> bool {
+    end.cmp_place(at).is_gt() && end.cmp_place(to).is_le()
 }
 
 impl ChainSegment {
+    /// Where the leg this segment starts forked, when it starts one after a fork.
+    fn fork_point(&self) -> Option<&BinlogPos> {
+        match &self.header.meta.lineage.forks_at {
+            Some(Position::Mysql(at)) => Some(at),
+            _ => None,
+        }
+    }
+
     /// Whether this segment starts a leg after a fork that orphans the event ending at
     /// `end` (see [`Plan::orphaned`]).
     pub fn orphans(&self, end: &BinlogPos) -> bool {
-        in_old_branch(&old_branches(std::slice::from_ref(self)), end)
+        self.fork_point()
+            .is_some_and(|at| on_branch(at, &self.start, end))
     }
 }
 

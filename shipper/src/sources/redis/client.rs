@@ -196,11 +196,7 @@ impl Client {
     /// As [`Client::ok`].
     pub async fn info(&mut self, section: &str, field: &str) -> Result<Option<String>> {
         let info = self.ok(&["INFO", section]).await?.text();
-        Ok(info.lines().find_map(|l| {
-            l.strip_prefix(field)
-                .and_then(|v| v.strip_prefix(':'))
-                .map(|v| v.trim().to_owned())
-        }))
+        Ok(resp::info_field(&info, field).map(str::to_owned))
     }
 
     /// Whether the server is loading a dataset (an RDB a restore sent it), in the

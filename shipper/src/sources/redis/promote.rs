@@ -28,7 +28,8 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use logferry_common::format::redis::payload::heartbeats;
-use logferry_common::format::redis::{resp::Value, walk, ReplPos, TrxTracker};
+use logferry_common::format::redis::resp::{info_field, Value};
+use logferry_common::format::redis::{walk, ReplPos, TrxTracker};
 use logferry_config::redis::RedisEndpoint;
 use tracing::{info, warn};
 
@@ -74,19 +75,18 @@ impl Replication {
     }
 
     fn render(&self) -> String {
-        format!("{} offset {}", self.replid, self.offset)
+        place(&self.replid, self.offset)
     }
+}
+
+/// A place in a replication history, as the report shows it (`<replid> offset <n>`).
+fn place(replid: &str, offset: u64) -> String {
+    format!("{replid} offset {offset}")
 }
 
 async fn replication(client: &mut Client) -> Result<Replication> {
     let info = client.ok(&["INFO", "replication"]).await?.text();
-    let field = |name: &str| {
-        info.lines().find_map(|l| {
-            l.strip_prefix(name)
-                .and_then(|v| v.strip_prefix(':'))
-                .map(|v| v.trim().to_owned())
-        })
-    };
+    let field = |name: &str| info_field(&info, name).map(str::to_owned);
     Ok(Replication {
         role: field("role").unwrap_or_default(),
         replid: field("master_replid").unwrap_or_default(),
@@ -414,7 +414,7 @@ pub async fn run(store: &Store, req: &PromoteRequest<'_>, bars: &Bars) -> Result
     {
         warn!(stored_end = %end, "the stored chain ends inside a MULTI: the standby gets what precedes it; the agent will record a fork there and take a full sync from the promoted standby");
     }
-    let stored_end_text = |end: &ReplPos| format!("{} offset {}", end.replid, end.offset);
+    let stored_end_text = |end: &ReplPos| place(&end.replid, end.offset);
     if !req.dry_run {
         promotion::refuse_repeat(store, req.stream, &stored_end_text(&end)).await?;
     }
